@@ -1,0 +1,1 @@
+"""The HTTP layer (FastAPI): app factory, thin routes, one error handler."""

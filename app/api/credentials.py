@@ -1,0 +1,43 @@
+"""HTTP Basic credentials from an Authorization header (RFC 7617)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from pydantic import SecretStr
+
+from app.authn.base import Credentials
+from app.errors import InvalidRequestError
+
+MAX_AUTHORIZATION_LENGTH = 4096
+
+
+def parse_basic(header: str | None) -> Credentials | None:
+    """None when the client sent no Basic credentials (anonymous); 400 when they are malformed."""
+    if not header:
+        return None
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    if len(header) > MAX_AUTHORIZATION_LENGTH:
+        raise InvalidRequestError("Authorization header too long", parameter="Authorization")
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise InvalidRequestError(
+            "Authorization: Basic credentials are not base64 of UTF-8 user:password",
+            parameter="Authorization",
+        ) from None
+    account, sep, password = decoded.partition(":")
+    if not sep:
+        raise InvalidRequestError(
+            "Authorization: Basic credentials hold no ':' between user and password",
+            parameter="Authorization",
+        )
+    if not account.isprintable() or "\x00" in password:
+        raise InvalidRequestError(
+            "Authorization: user name or password holds control characters",
+            parameter="Authorization",
+        )
+    return Credentials(account, SecretStr(password))

@@ -1,0 +1,60 @@
+"""Running hot reload inside the server: a polling task, and SIGHUP to reload at once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import anyio.to_thread
+from fastapi import FastAPI
+
+from app.reload import Reloadable
+
+log = logging.getLogger(__name__)
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def reload_lifespan(reloadables: Sequence[Reloadable[Any]], interval: float) -> Lifespan:
+    """While the app runs: check the watched files every `interval` seconds; SIGHUP forces."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        hangup = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, hangup.set)
+        task = asyncio.create_task(_watch(reloadables, interval, hangup))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signal.SIGHUP)
+
+    return lifespan
+
+
+async def _watch(
+    reloadables: Sequence[Reloadable[Any]], interval: float, hangup: asyncio.Event
+) -> None:
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(hangup.wait(), timeout=interval)
+        forced = hangup.is_set()
+        hangup.clear()
+        if forced:
+            log.info("SIGHUP: reloading every watched file")
+        for item in reloadables:
+            # Loading parses keys and hashes a dummy password: keep it off the event loop.
+            if forced:
+                await anyio.to_thread.run_sync(item.reload)
+            else:
+                await anyio.to_thread.run_sync(item.reload_if_changed)

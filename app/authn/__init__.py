@@ -1,0 +1,1 @@
+"""Authentication: backends that decide who a client is. Backends never see HTTP."""

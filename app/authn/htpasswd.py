@@ -1,0 +1,113 @@
+"""Apache htpasswd files of bcrypt entries (`htpasswd -B`): parsing and password checks.
+
+bcrypt costs ~60 ms of CPU at cost 10, so checks run in worker threads (bcrypt releases the
+GIL) and never on the event loop. An unknown account is checked against a dummy hash of the
+same cost, so it takes as long as a wrong password.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio.to_thread
+import bcrypt
+
+from app.authn.base import AuthResult, Credentials, Outcome
+from app.errors import UserStoreError
+
+BCRYPT_MAX_BYTES = 72  # bcrypt reads no further; htpasswd -B truncates there too
+_BCRYPT = re.compile(rb"\$2[aby]\$(?P<cost>[0-9]{2})\$[./A-Za-z0-9]{53}")
+_ACCOUNT_FORBIDDEN = re.compile(r"[:\s]")
+
+
+@dataclass(frozen=True, slots=True)
+class HtpasswdUsers:
+    """The parsed file: account -> bcrypt hash. The repr shows accounts, never hashes."""
+
+    path: Path
+    hashes: dict[str, bytes] = field(repr=False)
+    dummy_hash: bytes = field(repr=False)
+
+
+def parse_htpasswd(text: str, path: Path) -> dict[str, bytes]:
+    """account -> hash; any line that is not `account:bcrypt-hash` is an error naming its line."""
+    hashes: dict[str, bytes] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        account, sep, hashed = stripped.partition(":")
+        where = f"{path}:{number}"
+        if not sep or not account:
+            raise UserStoreError(f"{where}: not an `account:hash` line")
+        if _BCRYPT.fullmatch(hashed.encode("ascii", "replace")) is None:
+            raise UserStoreError(
+                f"{where}: account {account!r} does not use bcrypt ($2y$/$2b$/$2a$); "
+                "re-create it with `registry-auth users add` or `htpasswd -B`"
+            )
+        if account in hashes:
+            raise UserStoreError(f"{where}: account {account!r} appears twice")
+        hashes[account] = hashed.encode("ascii")
+    return hashes
+
+
+def load_htpasswd(path: Path) -> HtpasswdUsers:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserStoreError(f"cannot read htpasswd file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UserStoreError(f"htpasswd file {path} is not UTF-8 text") from None
+    hashes = parse_htpasswd(text, path)
+    return HtpasswdUsers(path, hashes, _dummy_hash(hashes))
+
+
+def _dummy_hash(hashes: dict[str, bytes]) -> bytes:
+    costs = sorted(int(h[4:6]) for h in hashes.values()) or [10]
+    median = costs[len(costs) // 2]
+    return bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=median))
+
+
+def check_password(password: str, hashed: bytes) -> bool:
+    """Blocking bcrypt check; passwords past 72 bytes compare on what bcrypt hashes."""
+    candidate = password.encode("utf-8", "surrogateescape")[:BCRYPT_MAX_BYTES]
+    return bcrypt.checkpw(candidate, hashed)
+
+
+def hash_password(password: str, *, rounds: int = 10) -> str:
+    encoded = password.encode("utf-8")
+    if len(encoded) > BCRYPT_MAX_BYTES:
+        raise UserStoreError(
+            f"password longer than {BCRYPT_MAX_BYTES} bytes: bcrypt ignores the rest"
+        )
+    return bcrypt.hashpw(encoded, bcrypt.gensalt(rounds=rounds)).decode("ascii")
+
+
+def validate_account(account: str) -> str:
+    if not account or _ACCOUNT_FORBIDDEN.search(account) or not account.isprintable():
+        raise UserStoreError(
+            f"invalid account name {account!r}: no ':', spaces or control characters"
+        )
+    return account
+
+
+class HtpasswdAuthenticator:
+    """Checks credentials against the current htpasswd users (`users` is called per request)."""
+
+    def __init__(self, users: Callable[[], HtpasswdUsers]) -> None:
+        self._users = users
+
+    async def authenticate(self, credentials: Credentials) -> AuthResult:
+        users = self._users()  # one consistent snapshot even if a reload swaps it meanwhile
+        hashed = users.hashes.get(credentials.account)
+        password = credentials.password.get_secret_value()
+        ok = await anyio.to_thread.run_sync(check_password, password, hashed or users.dummy_hash)
+        if hashed is None:
+            return AuthResult(Outcome.NOT_MINE)
+        if not ok:
+            return AuthResult(Outcome.REJECTED)
+        return AuthResult(Outcome.ACCEPTED, credentials.account)

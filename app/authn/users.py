@@ -1,0 +1,72 @@
+"""Editing an htpasswd file in place: add or change, remove, list. Other lines stay intact."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from app.authn.htpasswd import hash_password, parse_htpasswd, validate_account
+from app.errors import UserStoreError
+
+
+def read_lines(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserStoreError(f"cannot read {path}: {exc.strerror}") from None
+    parse_htpasswd(text, path)  # refuse to edit a file we would refuse to serve
+    return text.splitlines()
+
+
+def list_accounts(path: Path) -> list[str]:
+    return list(parse_htpasswd("\n".join(read_lines(path)), path))
+
+
+def set_user(path: Path, account: str, password: str, *, rounds: int = 10) -> bool:
+    """Add the account or change its password. True when it was new."""
+    validate_account(account)
+    entry = f"{account}:{hash_password(password, rounds=rounds)}"
+    lines = read_lines(path)
+    index = _find(lines, account)
+    if index is None:
+        lines.append(entry)
+    else:
+        lines[index] = entry
+    _write(path, lines)
+    return index is None
+
+
+def remove_user(path: Path, account: str) -> None:
+    lines = read_lines(path)
+    index = _find(lines, account)
+    if index is None:
+        raise UserStoreError(f"no account {account!r} in {path}")
+    del lines[index]
+    _write(path, lines)
+
+
+def _find(lines: list[str], account: str) -> int | None:
+    prefix = f"{account}:"
+    for index, line in enumerate(lines):
+        if line.strip().startswith(prefix):
+            return index
+    return None
+
+
+def _write(path: Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write("".join(f"{line}\n" for line in lines))
+        Path(tmp).replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            Path(tmp).unlink()
+        raise

@@ -1,0 +1,1 @@
+"""Authorization: which of the requested actions a requester gets."""

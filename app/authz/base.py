@@ -1,0 +1,30 @@
+"""The authorization contract: granted = requested ∩ allowed, one entry per requested scope."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address
+from typing import Protocol
+
+from app.protocol.scopes import Scope
+
+
+@dataclass(frozen=True, slots=True)
+class Requester:
+    """Who asks: an authenticated account (with groups) or anonymous (account None)."""
+
+    account: str | None
+    service: str
+    groups: frozenset[str] = field(default_factory=frozenset)
+    ip: IPv4Address | IPv6Address | None = None
+
+    @property
+    def anonymous(self) -> bool:
+        return self.account is None
+
+
+class Authorizer(Protocol):
+    def authorize(self, requester: Requester, scopes: Sequence[Scope]) -> list[Scope]:
+        """The same scopes, in order, each holding only the actions granted (maybe none)."""
+        ...

@@ -1,0 +1,185 @@
+"""The `registry-auth` command line: serve, keys, users, registry-config.
+
+Never imports the web layer: `serve` is handed in by app.main.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from app.authn.users import list_accounts, remove_user, set_user
+from app.errors import RegistryAuthError, UserStoreError
+from app.keys.model import Algorithm
+from app.keys.store import bundle_path, generate_key, has_keys
+from app.settings import CONFIG_ENV, Settings, load_settings
+
+Serve = Callable[[Settings, str | None, int | None], None]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="registry-auth", description="Token authorization server for Docker/OCI registries."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the token server")
+    _config_option(serve)
+    serve.add_argument("--host", help="listen address (overrides `listen`)")
+    serve.add_argument("--port", type=int, help="listen port (overrides `listen`)")
+
+    block = commands.add_parser("registry-config", help="print the registry's auth: token: block")
+    _config_option(block)
+
+    keys = commands.add_parser("keys", help="manage signing keys").add_subparsers(
+        dest="keys_command", required=True, metavar="KEYS_COMMAND"
+    )
+    generate = keys.add_parser("generate", help="create a signing key and rewrite bundle.pem")
+    _config_option(generate)
+    generate.add_argument(
+        "--keys-dir", type=Path, help="directory of the keys (overrides `keys_dir`)"
+    )
+    generate.add_argument("--algorithm", choices=[a.value for a in Algorithm], default="RS256")
+    generate.add_argument(
+        "--days", type=int, default=365, help="certificate validity (default 365)"
+    )
+
+    users = commands.add_parser("users", help="manage htpasswd users").add_subparsers(
+        dest="users_command", required=True, metavar="USERS_COMMAND"
+    )
+    for name, text in (("add", "add a user or change a password"), ("remove", "remove a user")):
+        sub = users.add_parser(name, help=text)
+        sub.add_argument("name")
+        _users_options(sub)
+    add = users.choices["add"]
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    _users_options(users.add_parser("list", help="list the users"))
+    return parser
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help=f"YAML config file (or ${CONFIG_ENV})")
+
+
+def _users_options(parser: argparse.ArgumentParser) -> None:
+    _config_option(parser)
+    parser.add_argument("--htpasswd", type=Path, help="htpasswd file (overrides `htpasswd`)")
+
+
+def run(argv: Sequence[str] | None, *, serve: Serve) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return _dispatch(args, serve)
+    except RegistryAuthError as exc:
+        print(f"registry-auth: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, serve: Serve) -> int:
+    if args.command == "serve":
+        return _serve(args, serve)
+    if args.command == "registry-config":
+        print(registry_config_block(load_settings(args.config)), end="")
+        return 0
+    if args.command == "keys":
+        return _keys_generate(args)
+    return _users(args)
+
+
+def _embedded(args: argparse.Namespace) -> bool:
+    return args.config is None and not os.environ.get(CONFIG_ENV)
+
+
+def _serve(args: argparse.Namespace, serve: Serve) -> int:
+    settings = load_settings(args.config)
+    if _embedded(args):
+        _prepare_development(settings)
+    print(registry_config_block(settings), end="", flush=True)
+    serve(settings, args.host, args.port)
+    return 0
+
+
+def _prepare_development(settings: Settings) -> None:
+    """Without a config file: make a development key and an empty user file when missing."""
+    print("registry-auth: no --config given: running on the embedded development defaults")
+    if not has_keys(settings.keys_dir):
+        key = generate_key(settings.keys_dir)
+        print(f"registry-auth: generated development key {key.kid} in {settings.keys_dir}")
+    if settings.htpasswd is not None and not settings.htpasswd.exists():
+        settings.htpasswd.touch(mode=0o600)
+        print(
+            f"registry-auth: created empty {settings.htpasswd}; "
+            "add users with `registry-auth users add NAME`"
+        )
+
+
+def registry_config_block(settings: Settings) -> str:
+    """The `auth: token:` block for the registry's config.yml."""
+    return (
+        "# Paste into the registry's config.yml:\n"
+        "auth:\n"
+        "  token:\n"
+        f'    realm: "{settings.realm}"\n'
+        f'    service: "{settings.service}"\n'
+        f'    issuer: "{settings.issuer}"\n'
+        f'    rootcertbundle: "{bundle_path(settings.keys_dir).resolve()}"\n'
+    )
+
+
+def _keys_generate(args: argparse.Namespace) -> int:
+    keys_dir = args.keys_dir or load_settings(args.config).keys_dir
+    if args.days <= 0:
+        raise UserStoreError("--days must be a positive number of days")
+    key = generate_key(keys_dir, Algorithm(args.algorithm), days=args.days)
+    print(f"generated {key.algorithm} key {key.kid} (active) in {keys_dir}")
+    print(f"registry rootcertbundle: {bundle_path(keys_dir).resolve()}")
+    print(key.kid)
+    return 0
+
+
+def _users(args: argparse.Namespace) -> int:
+    path = _htpasswd_path(args)
+    if args.users_command == "list":
+        for account in list_accounts(path):
+            print(account)
+        return 0
+    if args.users_command == "remove":
+        remove_user(path, args.name)
+        print(f"removed {args.name} from {path}")
+        return 0
+    created = set_user(path, args.name, _read_password(args.password_stdin))
+    print(f"{'added' if created else 'changed password of'} {args.name} in {path}")
+    return 0
+
+
+def _htpasswd_path(args: argparse.Namespace) -> Path:
+    if args.htpasswd is not None:
+        return Path(args.htpasswd)
+    settings = load_settings(args.config)
+    if settings.htpasswd is None:
+        raise UserStoreError("no htpasswd file: set `htpasswd` in the config or pass --htpasswd")
+    return settings.htpasswd
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Password (again): ") != password:
+            raise UserStoreError("the two passwords differ; nothing changed")
+    else:
+        raise UserStoreError("no terminal to ask for the password: use --password-stdin")
+    if not password:
+        raise UserStoreError("empty password refused")
+    return password

@@ -1,0 +1,82 @@
+"""One error tree. Each error that reaches a client knows its HTTP status, code and headers."""
+
+from __future__ import annotations
+
+
+class RegistryAuthError(Exception):
+    """Base of every error raised by this package."""
+
+
+class ConfigError(RegistryAuthError):
+    """The configuration cannot be used; the message names the key and the problem."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"config: {key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+class KeyStoreError(RegistryAuthError):
+    """The key directory cannot be used (no key, unreadable, unsafe permissions)."""
+
+
+class UserStoreError(RegistryAuthError):
+    """A user file (htpasswd) cannot be read or written; the message names file and line."""
+
+
+class ClientError(RegistryAuthError):
+    """A request that cannot be served because of what the client sent."""
+
+    status: int = 400
+    code: str = "invalid_request"
+
+    def __init__(self, message: str, *, parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.parameter = parameter
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+    def body(self) -> dict[str, object]:
+        body: dict[str, object] = {"details": self.message, "error": self.code}
+        if self.parameter is not None:
+            body["parameter"] = self.parameter
+        return body
+
+
+class InvalidRequestError(ClientError):
+    """A malformed or missing parameter (protocol.md §5: 400 naming the field)."""
+
+
+class InvalidScopeError(InvalidRequestError):
+    code = "invalid_scope"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, parameter="scope")
+
+
+class UnknownServiceError(InvalidRequestError):
+    code = "invalid_service"
+
+    def __init__(self, service: str, expected: str) -> None:
+        super().__init__(
+            f"unknown service {service!r}: this server issues tokens for {expected!r}",
+            parameter="service",
+        )
+
+
+class AuthenticationError(ClientError):
+    """Credentials were given and are wrong (protocol.md §5: 401 + Basic challenge)."""
+
+    status = 401
+    code = "unauthorized"
+
+    def __init__(
+        self, realm: str, message: str = "authentication failed: wrong user name or password"
+    ) -> None:
+        super().__init__(message)
+        self.realm = realm
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": f'Basic realm="{self.realm}"'}

@@ -1,0 +1,1 @@
+"""Signing keys: the key model, key identifiers, signing, and (in one module) key files."""

@@ -1,0 +1,112 @@
+"""Token requests in, claims and token responses out (protocol.md §1 and §4). Pure functions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from app.errors import InvalidRequestError
+from app.protocol.scopes import Scope, parse_scopes
+
+MAX_PARAM_LENGTH = 512
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no", ""})
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRequest:
+    """What a client asked the realm for (GET query parameters)."""
+
+    service: str | None
+    scopes: list[Scope] = field(default_factory=list)
+    account: str | None = None
+    client_id: str | None = None
+    offline_token: bool = False
+
+
+def parse_token_request(params: Mapping[str, Sequence[str]]) -> TokenRequest:
+    """Parse query parameters (each name mapped to all its values)."""
+    return TokenRequest(
+        service=_single(params, "service"),
+        scopes=parse_scopes(params.get("scope", ())),
+        account=_single(params, "account"),
+        client_id=_single(params, "client_id"),
+        offline_token=_flag(params, "offline_token"),
+    )
+
+
+def _single(params: Mapping[str, Sequence[str]], name: str) -> str | None:
+    values = list(dict.fromkeys(params.get(name, ())))
+    if len(values) > 1:
+        raise InvalidRequestError(f"parameter {name} given more than once", parameter=name)
+    if not values:
+        return None
+    value = values[0]
+    if len(value) > MAX_PARAM_LENGTH:
+        raise InvalidRequestError(
+            f"parameter {name} longer than {MAX_PARAM_LENGTH} characters", parameter=name
+        )
+    if not value.isprintable():
+        raise InvalidRequestError(f"parameter {name} holds control characters", parameter=name)
+    return value
+
+
+def _flag(params: Mapping[str, Sequence[str]], name: str) -> bool:
+    value = (_single(params, name) or "").lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise InvalidRequestError(f"parameter {name} must be true or false", parameter=name)
+
+
+def access_claim(scopes: Sequence[Scope]) -> list[dict[str, Any]]:
+    """The JWT `access` claim: one entry per requested resource, with the granted actions."""
+    entries: list[dict[str, Any]] = []
+    for scope in scopes:
+        entry: dict[str, Any] = {"type": scope.type, "name": scope.name}
+        if scope.resource_class:
+            entry["class"] = scope.resource_class
+        entry["actions"] = list(scope.actions)
+        entries.append(entry)
+    return entries
+
+
+def build_claims(
+    *,
+    issuer: str,
+    subject: str,
+    audience: str,
+    access: Sequence[Scope],
+    issued_at: int,
+    ttl: int,
+    jti: str,
+) -> dict[str, Any]:
+    """Registry token claims. `aud` is a plain string: registry 2.8 rejects an array."""
+    return {
+        "iss": issuer,
+        "sub": subject,
+        "aud": audience,
+        "exp": issued_at + ttl,
+        "nbf": issued_at,
+        "iat": issued_at,
+        "jti": jti,
+        "access": access_claim(access),
+    }
+
+
+def rfc3339(timestamp: int) -> str:
+    """'2026-11-28T12:00:00Z': Go clients fail on a timestamp without a zone."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def token_response(token: str, *, issued_at: int, ttl: int) -> dict[str, Any]:
+    """The 200 body: `token` and `access_token` equal, `expires_in` an integer."""
+    return {
+        "token": token,
+        "access_token": token,
+        "expires_in": ttl,
+        "issued_at": rfc3339(issued_at),
+    }

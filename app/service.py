@@ -1,0 +1,142 @@
+"""Issuing a token: authenticate -> authorize -> claims -> sign. Knows no HTTP."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+from typing import Any
+
+from app.authn.base import Authenticator, AuthResult, Credentials, Outcome
+from app.authn.htpasswd import HtpasswdAuthenticator, load_htpasswd
+from app.authz.base import Authorizer, Requester
+from app.authz.default import DefaultAuthorizer
+from app.errors import AuthenticationError, UnknownServiceError
+from app.keys.model import KeyRing
+from app.keys.signing import sign_token
+from app.keys.store import RING_FILE, load_keyring
+from app.protocol.scopes import Scope
+from app.protocol.tokens import TokenRequest, build_claims
+from app.reload import Reloadable
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+IdSource = Callable[[], str]
+IPAddress = IPv4Address | IPv6Address
+
+
+def new_jti() -> str:
+    """A unique token id from the OS CSPRNG (128 bits)."""
+    return secrets.token_urlsafe(16)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token: str
+    issued_at: int
+    expires_in: int
+    account: str | None
+    granted: list[Scope]
+    kid: str
+    jti: str
+
+
+class TokenService:
+    """Everything needed to answer a token request, built once at start."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        keyring: Callable[[], KeyRing],
+        *,
+        authenticator: Authenticator | None = None,
+        authorizer: Authorizer | None = None,
+        clock: Clock = time.time,
+        id_source: IdSource = new_jti,
+        reloadables: Sequence[Reloadable[Any]] = (),
+    ) -> None:
+        self.settings = settings
+        self._keyring = keyring
+        self.authenticator = authenticator
+        self.authorizer = authorizer or DefaultAuthorizer()
+        self._clock = clock
+        self._id_source = id_source
+        self.reloadables = tuple(reloadables)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TokenService:
+        """Load keys and users; KeyStoreError/UserStoreError say what is wrong."""
+        keys_dir = settings.keys_dir
+        keyring = Reloadable(
+            "key ring", lambda: load_keyring(keys_dir), lambda: [keys_dir / RING_FILE]
+        )
+        reloadables: list[Reloadable[Any]] = [keyring]
+        authenticator = None
+        if settings.htpasswd is not None:
+            path = settings.htpasswd
+            users = Reloadable(f"htpasswd {path}", lambda: load_htpasswd(path), lambda: [path])
+            reloadables.append(users)
+            authenticator = HtpasswdAuthenticator(users.get)
+        return cls(settings, keyring.get, authenticator=authenticator, reloadables=reloadables)
+
+    @property
+    def keyring(self) -> KeyRing:
+        return self._keyring()
+
+    async def issue(
+        self,
+        request: TokenRequest,
+        credentials: Credentials | None,
+        client_ip: IPAddress | None = None,
+    ) -> IssuedToken:
+        """Raise UnknownServiceError (400) or AuthenticationError (401); otherwise a token.
+
+        A scope that is not allowed is not an error: its entry carries no actions.
+        """
+        service = self._check_service(request.service)
+        account: str | None = None
+        groups: frozenset[str] = frozenset()
+        if credentials is not None:
+            result = await self._authenticate(credentials)
+            account, groups = result.account, result.groups
+        requester = Requester(account, service, groups, client_ip)
+        granted = self.authorizer.authorize(requester, request.scopes)
+        return self._sign(requester, granted)
+
+    def _check_service(self, service: str | None) -> str:
+        expected = self.settings.service
+        if service is not None and service != expected:
+            raise UnknownServiceError(service, expected)
+        return expected
+
+    async def _authenticate(self, credentials: Credentials) -> AuthResult:
+        if self.authenticator is None:
+            result = AuthResult(Outcome.NOT_MINE)
+        else:
+            result = await self.authenticator.authenticate(credentials)
+        if not result.accepted:
+            log.info("authentication failed for account %r", credentials.account)
+            raise AuthenticationError(self.settings.realm)
+        return result
+
+    def _sign(self, requester: Requester, granted: list[Scope]) -> IssuedToken:
+        key = self.keyring.active
+        now = int(self._clock())
+        ttl = self.settings.token_ttl
+        jti = self._id_source()
+        claims = build_claims(
+            issuer=self.settings.issuer,
+            subject=requester.account or "",
+            audience=requester.service,
+            access=granted,
+            issued_at=now,
+            ttl=ttl,
+            jti=jti,
+        )
+        token = sign_token(key, claims, x5c=self.settings.x5c)
+        return IssuedToken(token, now, ttl, requester.account, granted, key.kid, jti)

@@ -1,0 +1,163 @@
+"""Configuration: a YAML file, overridden key by key by REGISTRY_AUTH_* environment variables.
+
+Built by the caller (`load_settings`), never at import. Relative paths in a config file are
+resolved against the file's directory, so a config works from any working directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from app.errors import ConfigError
+
+ENV_PREFIX = "REGISTRY_AUTH_"
+CONFIG_ENV = "REGISTRY_AUTH_CONFIG"
+
+# What `registry-auth serve` runs with when no config file is given: loopback only, a development
+# key generated into keys/, users from users.htpasswd in the working directory.
+EMBEDDED_DEFAULTS: dict[str, Any] = {
+    "issuer": "registry-auth",
+    "service": "registry.local",
+    "realm": "http://127.0.0.1:5001/token",
+    "listen": "127.0.0.1:5001",
+    "htpasswd": "users.htpasswd",
+}
+
+
+class Settings(BaseSettings):
+    """Every setting of the service. See the README's configuration reference."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    issuer: str = Field(
+        min_length=1, description="JWT `iss`; equals the registry's auth.token.issuer"
+    )
+    service: str = Field(
+        min_length=1, description="JWT `aud`; equals the registry's auth.token.service"
+    )
+    realm: str = Field(description="public URL of the token endpoint, as clients see it")
+    listen: str = Field(default="127.0.0.1:5001", description="host:port to listen on")
+    token_ttl: int = Field(default=300, gt=0, le=86400, description="token lifetime in seconds")
+    keys_dir: Path = Field(default=Path("keys"), description="directory of the signing keys")
+    htpasswd: Path | None = Field(default=None, description="Apache htpasswd file (bcrypt)")
+    x5c: bool = Field(default=True, description="send the signing certificate in the JWT header")
+    reload_interval: float = Field(
+        default=2.0, gt=0, le=3600, description="seconds between checks of watched files"
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init kwargs; environment variables win over it.
+        return (env_settings, init_settings)
+
+    @field_validator("realm")
+    @classmethod
+    def _realm_is_http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:5001/token")
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_is_host_port(cls, value: str) -> str:
+        split_listen(value)
+        return value
+
+    @property
+    def realm_path(self) -> str:
+        """The path part of the realm: the token endpoint also answers there."""
+        return urlsplit(self.realm).path or "/"
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """'127.0.0.1:5001' or '[::1]:5001' -> (host, port); ValueError naming the problem."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError("must be host:port, e.g. 127.0.0.1:5001 or [::1]:5001")
+    return host.strip("[]"), int(port_text)
+
+
+def load_settings(
+    config_file: Path | None = None,
+    *,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:
+    """Build the settings from a YAML file (or the embedded defaults) plus the environment.
+
+    Raises ConfigError with one line naming the key and the problem.
+    """
+    if config_file is None and os.environ.get(CONFIG_ENV):
+        config_file = Path(os.environ[CONFIG_ENV])
+    if config_file is None:
+        data, base = dict(EMBEDDED_DEFAULTS), Path.cwd()
+    else:
+        data, base = _read_yaml(config_file), config_file.parent
+    data.update(overrides or {})
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise _config_error(exc, config_file) from None
+    return _resolve_paths(settings, base)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError("--config", f"{path} is not UTF-8 text") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError("--config", f"{path} is not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("--config", f"{path} must hold a mapping of settings")
+    return data
+
+
+def _config_error(exc: ValidationError, config_file: Path | None) -> ConfigError:
+    first = exc.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    message = first["msg"]
+    if first["type"] == "missing":
+        message = "missing (required)"
+    elif first["type"] == "extra_forbidden":
+        message = "unknown setting (check the spelling against the README's reference)"
+    source = f" (in {config_file})" if config_file is not None else ""
+    more = len(exc.errors()) - 1
+    suffix = f"; and {more} more problem(s)" if more else ""
+    return ConfigError(key, f"{message}{source}{suffix}")
+
+
+def _resolve_paths(settings: Settings, base: Path) -> Settings:
+    updates: dict[str, Any] = {}
+    if not settings.keys_dir.is_absolute():
+        updates["keys_dir"] = base / settings.keys_dir
+    if settings.htpasswd is not None and not settings.htpasswd.is_absolute():
+        updates["htpasswd"] = base / settings.htpasswd
+    return settings.model_copy(update=updates) if updates else settings

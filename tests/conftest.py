@@ -1,0 +1,37 @@
+"""Shared fixtures: settings and keys built in temporary directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.keys.model import Algorithm, KeyRing
+from app.keys.store import generate_key, load_keyring
+from app.settings import Settings, load_settings
+
+
+@pytest.fixture(scope="session")
+def rsa_keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    keys_dir = tmp_path_factory.mktemp("rsa-keys")
+    generate_key(keys_dir, Algorithm.RS256)
+    return keys_dir
+
+
+@pytest.fixture(scope="session")
+def ec_keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    keys_dir = tmp_path_factory.mktemp("ec-keys")
+    generate_key(keys_dir, Algorithm.ES256)
+    return keys_dir
+
+
+@pytest.fixture(scope="session")
+def rsa_ring(rsa_keys_dir: Path) -> KeyRing:
+    return load_keyring(rsa_keys_dir)
+
+
+@pytest.fixture
+def settings(rsa_keys_dir: Path, tmp_path: Path) -> Settings:
+    return load_settings(
+        overrides={"keys_dir": str(rsa_keys_dir), "htpasswd": None, "realm": "http://auth.test/token"}
+    )
