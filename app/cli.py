@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from app.authn.users import list_accounts, remove_user, set_user
+from app.cli_keys import add_keys_commands, run_keys
 from app.errors import RegistryAuthError, UserStoreError
-from app.keys.model import Algorithm
 from app.keys.store import bundle_path, generate_key, has_keys
 from app.settings import CONFIG_ENV, Settings, load_settings
 
@@ -36,18 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     block = commands.add_parser("registry-config", help="print the registry's auth: token: block")
     _config_option(block)
 
-    keys = commands.add_parser("keys", help="manage signing keys").add_subparsers(
-        dest="keys_command", required=True, metavar="KEYS_COMMAND"
-    )
-    generate = keys.add_parser("generate", help="create a signing key and rewrite bundle.pem")
-    _config_option(generate)
-    generate.add_argument(
-        "--keys-dir", type=Path, help="directory of the keys (overrides `keys_dir`)"
-    )
-    generate.add_argument("--algorithm", choices=[a.value for a in Algorithm], default="RS256")
-    generate.add_argument(
-        "--days", type=int, default=365, help="certificate validity (default 365)"
-    )
+    add_keys_commands(commands)
 
     users = commands.add_parser("users", help="manage htpasswd users").add_subparsers(
         dest="users_command", required=True, metavar="USERS_COMMAND"
@@ -92,7 +81,7 @@ def _dispatch(args: argparse.Namespace, serve: Serve) -> int:
         print(registry_config_block(load_settings(args.config)), end="")
         return 0
     if args.command == "keys":
-        return _keys_generate(args)
+        return run_keys(args)
     return _users(args)
 
 
@@ -134,17 +123,6 @@ def registry_config_block(settings: Settings) -> str:
         f'    issuer: "{settings.issuer}"\n'
         f'    rootcertbundle: "{bundle_path(settings.keys_dir).resolve()}"\n'
     )
-
-
-def _keys_generate(args: argparse.Namespace) -> int:
-    keys_dir = args.keys_dir or load_settings(args.config).keys_dir
-    if args.days <= 0:
-        raise UserStoreError("--days must be a positive number of days")
-    key = generate_key(keys_dir, Algorithm(args.algorithm), days=args.days)
-    print(f"generated {key.algorithm} key {key.kid} (active) in {keys_dir}")
-    print(f"registry rootcertbundle: {bundle_path(keys_dir).resolve()}")
-    print(key.kid)
-    return 0
 
 
 def _users(args: argparse.Namespace) -> int:

@@ -80,3 +80,18 @@ class AuthenticationError(ClientError):
 
     def headers(self) -> dict[str, str]:
         return {"WWW-Authenticate": f'Basic realm="{self.realm}"'}
+
+
+class RotationRefusedError(KeyStoreError):
+    """A key rotation step that would make a registry reject tokens; the message says why and
+    what to do instead."""
+
+
+class SigningUnavailableError(ClientError):
+    """No token can be signed right now (not the client's fault): 503, so clients retry later.
+
+    A ClientError only so that it travels the same JSON error path the clients understand.
+    """
+
+    status = 503
+    code = "signing_unavailable"

@@ -7,6 +7,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
@@ -14,7 +15,8 @@ from app.authn.base import Authenticator, AuthResult, Credentials, Outcome
 from app.authn.htpasswd import HtpasswdAuthenticator, load_htpasswd
 from app.authz.base import Authorizer, Requester
 from app.authz.default import DefaultAuthorizer
-from app.errors import AuthenticationError, UnknownServiceError
+from app.errors import AuthenticationError, SigningUnavailableError, UnknownServiceError
+from app.keys.expiry import CertificateStatus, ExpiryState, certificate_status
 from app.keys.model import KeyRing
 from app.keys.signing import sign_token
 from app.keys.store import RING_FILE, load_keyring
@@ -67,6 +69,8 @@ class TokenService:
         self._clock = clock
         self._id_source = id_source
         self.reloadables = tuple(reloadables)
+        self._last_expiry: tuple[str, ExpiryState] | None = None
+        self.certificate_status()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenService:
@@ -124,7 +128,30 @@ class TokenService:
             raise AuthenticationError(self.settings.realm)
         return result
 
+    def certificate_status(self) -> CertificateStatus:
+        """Expiry of the active certificate; logged once whenever it changes (kid or state)."""
+        key = self.keyring.active
+        window = timedelta(days=self.settings.certificate_warning_days)
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        status = certificate_status(key.kid, key.not_after, now, window)
+        if (status.kid, status.state) != self._last_expiry:
+            self._last_expiry = (status.kid, status.state)
+            level = logging.INFO if status.state is ExpiryState.OK else logging.WARNING
+            log.log(level, "%s", status.message)
+        return status
+
+    def can_sign(self) -> bool:
+        """False when every token would carry an expired certificate in `x5c`."""
+        return not (self.settings.x5c and self.certificate_status().state is ExpiryState.EXPIRED)
+
     def _sign(self, requester: Requester, granted: list[Scope]) -> IssuedToken:
+        if not self.can_sign():
+            # A registry rejects an x5c certificate outside its validity dates: a token signed
+            # now would only fail later, at the registry, as a confusing 401.
+            raise SigningUnavailableError(
+                "no token can be issued: the signing certificate has expired; "
+                "the administrator must rotate the key (registry-auth keys rotate)"
+            )
         key = self.keyring.active
         now = int(self._clock())
         ttl = self.settings.token_ttl

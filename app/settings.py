@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     reload_interval: float = Field(
         default=2.0, gt=0, le=3600, description="seconds between checks of watched files"
     )
+    certificate_warning_days: int = Field(
+        default=30,
+        ge=0,
+        le=3650,
+        description="warn (log and /readyz) when the active certificate expires within these days",
+    )
 
     @classmethod
     def settings_customise_sources(

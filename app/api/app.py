@@ -15,6 +15,8 @@ from app import __version__
 from app.api.credentials import parse_basic
 from app.api.reloading import reload_lifespan
 from app.errors import ClientError
+from app.keys.expiry import ExpiryState
+from app.keys.jwks import KidFormat, jwks_document
 from app.protocol.tokens import parse_token_request, token_response
 from app.service import IPAddress, TokenService
 from app.settings import Settings
@@ -51,10 +53,33 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
         return {"status": "ok"}
 
     @app.get("/readyz", summary="Readiness")
-    async def readyz() -> dict[str, Any]:
-        return {"status": "ready", "active_kid": token_service.keyring.active.kid}
+    async def readyz() -> JSONResponse:
+        return readiness(token_service)
+
+    @app.get("/.well-known/jwks.json", summary="Published signing keys (JWKS)")
+    async def jwks(kid_format: KidFormat = KidFormat.LIBTRUST) -> JSONResponse:
+        certificates = [key.certificate for key in token_service.keyring.published]
+        return JSONResponse(
+            jwks_document(certificates, kid_format), headers={"Cache-Control": "max-age=60"}
+        )
 
     return app
+
+
+def readiness(token_service: TokenService) -> JSONResponse:
+    """Ready unless no token can be signed; an expiring certificate is a warning, not unready."""
+    status = token_service.certificate_status()
+    body: dict[str, Any] = {
+        "status": "ready",
+        "active_kid": status.kid,
+        "certificate": {"not_after": status.not_after.isoformat(), "state": status.state.value},
+    }
+    if status.state is not ExpiryState.OK:
+        body["warnings"] = [status.message]
+    if not token_service.can_sign():
+        body["status"] = "unavailable"
+        return JSONResponse(body, status_code=503)
+    return JSONResponse(body)
 
 
 def _token_paths(settings: Settings) -> list[str]:

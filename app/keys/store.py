@@ -3,29 +3,36 @@
 Layout of a keys directory:
     <id>.key       private key, PEM PKCS#8, mode 0600
     <id>.crt       its self-signed certificate
-    keyring.json   {"version": 1, "keys": [{"id", "kid", "algorithm", "state", "created"}]}
+    keyring.json   {"version": 1, "keys": [{"id", "kid", "algorithm", "state", "created",
+                    "retiring_since" (retiring keys only)}]}
     bundle.pem     the certificates of every published key: the registry's rootcertbundle
-Every write goes to a temporary file first and is renamed into place.
+    jwks.json      the same keys as a JWKS under their libtrust kids (registry 3.x `jwks:`)
+    .keyring.lock  taken (flock) by every writer, so concurrent admin commands serialize
+Every write goes to a temporary file first and is renamed into place: a reader sees the old
+ring or the new one, never half of one. Readers take no lock.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import stat
 import tempfile
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
 from app.errors import KeyStoreError
+from app.keys import ring
+from app.keys.certs import DEFAULT_CERT_DAYS, new_private_key, self_signed
+from app.keys.jwks import jwks_document
 from app.keys.model import (
     Algorithm,
     KeyRing,
@@ -35,13 +42,16 @@ from app.keys.model import (
     algorithm_for,
     check_pair,
 )
+from app.keys.ring import Entries, RingEntry
 
 RING_FILE = "keyring.json"
 BUNDLE_FILE = "bundle.pem"
-DEFAULT_CERT_DAYS = 365
-_BACKDATE = timedelta(minutes=5)  # tolerate a registry whose clock runs a little behind
+JWKS_FILE = "jwks.json"
+LOCK_FILE = ".keyring.lock"
+_LOAD_ATTEMPTS = 3
 
 Clock = Callable[[], datetime]
+Change = Callable[[Entries], Entries]
 
 
 def _utcnow() -> datetime:
@@ -56,65 +66,97 @@ def generate_key(
     state: KeyState = KeyState.ACTIVE,
     clock: Clock = _utcnow,
 ) -> SigningKey:
-    """Create a key and its certificate in keys_dir, add it to the ring, rewrite the bundle.
+    """Create a key in keys_dir with the given state, add it to the ring, rewrite the bundle.
 
-    A new active key demotes the previous active key to retiring (it stays published).
+    A new active key demotes the previous active key to retiring (it stays published): that is
+    an immediate rotation, for a first key or an emergency. `add_key` + `promote` is the safe way.
     """
-    private_key = _new_private_key(algorithm)
     now = clock()
-    certificate = _self_signed(private_key, now, days)
-    kid = check_pair(private_key, certificate)
-    key = SigningKey(kid, algorithm, state, now, private_key, certificate)
+    private_key, entry = _new_entry(algorithm, days, now)
+
+    def install(entries: Entries) -> Entries:
+        if state is KeyState.NEXT:
+            return ring.add(entries, entry)
+        return ring.install_active(entries, entry, now)
+
+    update_ring(keys_dir, install, new_key=(entry.id, private_key, entry.certificate))
+    return SigningKey(entry.kid, algorithm, state, now, private_key, entry.certificate)
+
+
+def add_key(
+    keys_dir: Path, algorithm: Algorithm, *, days: int = DEFAULT_CERT_DAYS, clock: Clock = _utcnow
+) -> RingEntry:
+    """A new `next` key: published in bundle.pem, not signing yet."""
+    private_key, entry = _new_entry(algorithm, days, clock())
+    update_ring(
+        keys_dir,
+        lambda entries: ring.add(entries, entry),
+        new_key=(entry.id, private_key, entry.certificate),
+    )
+    return entry
+
+
+def update_ring(
+    keys_dir: Path,
+    change: Change,
+    *,
+    new_key: tuple[str, PrivateKey, x509.Certificate] | None = None,
+) -> Entries:
+    """Apply a pure ring transition under the writers' lock; write key files, ring, bundle.
+
+    The transition runs before anything is written, so a refused step changes nothing.
+    """
     keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    file_id = kid.replace(":", "")[:16].lower()
-    key_pem = private_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
+    with _writer_lock(keys_dir):
+        before = read_entries(keys_dir) if has_keys(keys_dir) else ()
+        after = change(before)
+        if new_key is not None:
+            _write_key_files(keys_dir, *new_key)
+        _write_ring_file(keys_dir, after)
+        _write_bundle_pem(keys_dir, after)
+        _write_jwks(keys_dir, after)
+        kept = {entry.id for entry in after}
+        for gone in (entry for entry in before if entry.id not in kept):
+            _remove_key_files(keys_dir, gone.id)
+    return after
+
+
+def read_entries(keys_dir: Path) -> Entries:
+    """The ring as keyring.json records it, with each certificate (no private keys read)."""
+    return tuple(
+        ring.entry_from_record(entry, _read_certificate(keys_dir, entry["id"]))
+        for entry in _read_ring_file(keys_dir)
     )
-    _write_atomic(keys_dir / f"{file_id}.key", key_pem, mode=0o600)
-    _write_atomic(keys_dir / f"{file_id}.crt", key.certificate_pem.encode(), mode=0o644)
-    entries = _read_ring_file(keys_dir) if (keys_dir / RING_FILE).exists() else []
-    if state is KeyState.ACTIVE:
-        for entry in entries:
-            if entry["state"] == KeyState.ACTIVE:
-                entry["state"] = KeyState.RETIRING.value
-    entries.append(
-        {
-            "id": file_id,
-            "kid": kid,
-            "algorithm": algorithm.value,
-            "state": state.value,
-            "created": now.isoformat(),
-        }
-    )
-    _write_ring_file(keys_dir, entries)
-    write_bundle(keys_dir, load_keyring(keys_dir))
-    return key
 
 
 def load_keyring(keys_dir: Path) -> KeyRing:
-    """Read and check every key of the ring. KeyStoreError says what is wrong and what to do."""
-    if not (keys_dir / RING_FILE).is_file():
+    """Read and check every key of the ring. KeyStoreError says what is wrong and what to do.
+
+    A writer may replace the ring and delete a retired key's files while this reads: when a
+    read fails and keyring.json changed meanwhile, read the new ring instead.
+    """
+    if not has_keys(keys_dir):
         raise KeyStoreError(
             f"no signing key in {keys_dir}: run `registry-auth keys generate --keys-dir {keys_dir}`"
         )
-    keys = tuple(_load_entry(keys_dir, entry) for entry in _read_ring_file(keys_dir))
-    ring = KeyRing(keys)
-    actives = [key.kid for key in keys if key.state is KeyState.ACTIVE]
-    if len(actives) != 1:
-        raise KeyStoreError(f"{keys_dir / RING_FILE}: {len(actives)} active keys, exactly 1 needed")
-    return ring
+    for attempt in range(_LOAD_ATTEMPTS):
+        seen = _ring_identity(keys_dir)
+        try:
+            return _load_keyring_once(keys_dir)
+        except KeyStoreError:
+            if attempt == _LOAD_ATTEMPTS - 1 or _ring_identity(keys_dir) == seen:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def has_keys(keys_dir: Path) -> bool:
     return (keys_dir / RING_FILE).is_file()
 
 
-def write_bundle(keys_dir: Path, ring: KeyRing) -> Path:
+def write_bundle(keys_dir: Path, key_ring: KeyRing) -> Path:
     """Rewrite bundle.pem with the certificate of every published key."""
     path = keys_dir / BUNDLE_FILE
-    pem = "".join(key.certificate_pem for key in ring.published)
+    pem = "".join(key.certificate_pem for key in key_ring.published)
     _write_atomic(path, pem.encode("ascii"), mode=0o644)
     return path
 
@@ -123,41 +165,88 @@ def bundle_path(keys_dir: Path) -> Path:
     return keys_dir / BUNDLE_FILE
 
 
-def _new_private_key(algorithm: Algorithm) -> PrivateKey:
-    if algorithm is Algorithm.ES256:
-        return ec.generate_private_key(ec.SECP256R1())
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+def write_public_file(path: Path, text: str) -> Path:
+    """Write a public document (a JWKS) atomically, readable by the registry."""
+    _write_atomic(path, text.encode("utf-8"), mode=0o644)
+    return path
 
 
-def _self_signed(private_key: PrivateKey, now: datetime, days: int) -> x509.Certificate:
-    public_key = private_key.public_key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "registry-auth token signer")])
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE)
-        .not_valid_after(now + timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .sign(private_key, hashes.SHA256())
+def _new_entry(algorithm: Algorithm, days: int, now: datetime) -> tuple[PrivateKey, RingEntry]:
+    private_key = new_private_key(algorithm)
+    certificate = self_signed(private_key, now, days)
+    kid = check_pair(private_key, certificate)
+    file_id = kid.replace(":", "")[:16].lower()
+    entry = RingEntry(file_id, kid, algorithm, KeyState.NEXT, now, certificate)
+    return private_key, entry
+
+
+def _load_keyring_once(keys_dir: Path) -> KeyRing:
+    keys = tuple(_load_entry(keys_dir, entry) for entry in _read_ring_file(keys_dir))
+    actives = [key.kid for key in keys if key.state is KeyState.ACTIVE]
+    if len(actives) != 1:
+        raise KeyStoreError(f"{keys_dir / RING_FILE}: {len(actives)} active keys, exactly 1 needed")
+    return KeyRing(keys)
+
+
+def _ring_identity(keys_dir: Path) -> tuple[int, int] | None:
+    try:
+        st = (keys_dir / RING_FILE).stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+@contextlib.contextmanager
+def _writer_lock(keys_dir: Path) -> Iterator[None]:
+    fd = os.open(keys_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _write_key_files(
+    keys_dir: Path, file_id: str, private_key: PrivateKey, certificate: x509.Certificate
+) -> None:
+    key_pem = private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
     )
+    _write_atomic(keys_dir / f"{file_id}.key", key_pem, mode=0o600)
+    cert_pem = certificate.public_bytes(serialization.Encoding.PEM)
+    _write_atomic(keys_dir / f"{file_id}.crt", cert_pem, mode=0o644)
+
+
+def _remove_key_files(keys_dir: Path, file_id: str) -> None:
+    for suffix in (".key", ".crt"):
+        with contextlib.suppress(FileNotFoundError):
+            (keys_dir / f"{file_id}{suffix}").unlink()
+
+
+def _write_bundle_pem(keys_dir: Path, entries: Entries) -> None:
+    pem = b"".join(
+        entry.certificate.public_bytes(serialization.Encoding.PEM)
+        for entry in ring.published(entries)
+    )
+    _write_atomic(keys_dir / BUNDLE_FILE, pem, mode=0o644)
+
+
+def _write_jwks(keys_dir: Path, entries: Entries) -> None:
+    # Kept next to bundle.pem so that registry 3.x (`jwks:`) ships with the same step.
+    document = jwks_document(entry.certificate for entry in ring.published(entries))
+    write_public_file(keys_dir / JWKS_FILE, json.dumps(document, indent=2) + "\n")
+
+
+def _read_certificate(keys_dir: Path, file_id: str) -> x509.Certificate:
+    path = keys_dir / f"{file_id}.crt"
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except OSError as exc:
+        raise KeyStoreError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError:
+        raise KeyStoreError(f"{path} is not a valid PEM certificate") from None
 
 
 def _load_entry(keys_dir: Path, entry: dict[str, Any]) -> SigningKey:
@@ -165,11 +254,11 @@ def _load_entry(keys_dir: Path, entry: dict[str, Any]) -> SigningKey:
     _check_private(key_path)
     try:
         loaded = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-        certificate = x509.load_pem_x509_certificate((keys_dir / f"{entry['id']}.crt").read_bytes())
     except OSError as exc:
         raise KeyStoreError(f"cannot read {exc.filename}: {exc.strerror}") from None
     except (ValueError, TypeError):
-        raise KeyStoreError(f"{key_path} or its .crt is not a valid PEM key/certificate") from None
+        raise KeyStoreError(f"{key_path} is not a valid PEM private key") from None
+    certificate = _read_certificate(keys_dir, entry["id"])
     if not isinstance(loaded, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise KeyStoreError(f"{key_path}: only RSA and EC P-256 keys can sign registry tokens")
     algorithm = algorithm_for(loaded)
@@ -195,21 +284,19 @@ def _check_private(path: Path) -> None:
 def _read_ring_file(keys_dir: Path) -> list[dict[str, Any]]:
     path = keys_dir / RING_FILE
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        entries = data["keys"]
-        for entry in entries:
-            KeyState(entry["state"])
-            Algorithm(entry["algorithm"])
-            _ = entry["id"], entry["kid"], entry["created"]
+        records = json.loads(path.read_text(encoding="utf-8"))["keys"]
+        for record in records:
+            ring.check_record(record)
     except OSError as exc:
         raise KeyStoreError(f"cannot read {path}: {exc.strerror}") from None
     except (ValueError, KeyError, TypeError):
         raise KeyStoreError(f"{path} is damaged: not a key ring written by registry-auth") from None
-    return list(entries)
+    return list(records)
 
 
-def _write_ring_file(keys_dir: Path, entries: list[dict[str, Any]]) -> None:
-    text = json.dumps({"version": 1, "keys": entries}, indent=2) + "\n"
+def _write_ring_file(keys_dir: Path, entries: Entries) -> None:
+    records = [ring.entry_record(entry) for entry in entries]
+    text = json.dumps({"version": 1, "keys": records}, indent=2) + "\n"
     _write_atomic(keys_dir / RING_FILE, text.encode("utf-8"), mode=0o644)
 
 

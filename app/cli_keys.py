@@ -1,0 +1,246 @@
+"""`registry-auth keys ...`: the key ring commands (generate, list, add, promote, retire, rotate,
+jwks). Each step of a rotation is its own command, refused with a reason when it is unsafe."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from app.errors import KeyStoreError, RotationRefusedError
+from app.keys import ring
+from app.keys.jwks import KidFormat, jwks_document
+from app.keys.model import Algorithm, KeyState
+from app.keys.ring import Entries, RingEntry
+from app.keys.store import (
+    add_key,
+    bundle_path,
+    generate_key,
+    has_keys,
+    read_entries,
+    update_ring,
+    write_public_file,
+)
+from app.settings import CONFIG_ENV, load_settings
+
+Clock = Callable[[], datetime]
+Sleep = Callable[[float], None]
+_DURATION = re.compile(r"(\d+)([smhd]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def add_keys_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = commands.add_parser("keys", help="manage signing keys").add_subparsers(
+        dest="keys_command", required=True, metavar="KEYS_COMMAND"
+    )
+    generate = _sub(keys, "generate", "create the first signing key (active at once)")
+    _new_key_options(generate)
+    generate.add_argument(
+        "--force", action="store_true", help="replace the active key at once (key compromise)"
+    )
+    _sub(keys, "list", "show every key: kid, algorithm, state, created, certificate expiry")
+    _new_key_options(_sub(keys, "add", "add a `next` key: published in bundle.pem, not signing"))
+    _sub(keys, "promote", "make KID the signing key; the old one becomes retiring").add_argument(
+        "kid"
+    )
+    retire = _sub(keys, "retire", "remove a retiring (or next) key from the ring and bundle")
+    retire.add_argument("kid")
+    retire.add_argument(
+        "--force", action="store_true", help="even while tokens it signed may still be valid"
+    )
+    rotate = _sub(keys, "rotate", "add a key and print the next steps (or promote it later)")
+    _new_key_options(rotate)
+    rotate.add_argument(
+        "--promote-after",
+        metavar="DELAY",
+        help="wait DELAY (e.g. 90s, 10m, 2h), then promote: for automation that ships the "
+        "bundle and restarts registries meanwhile",
+    )
+    jwks = _sub(keys, "jwks", "write a JWKS of the published keys (registry 3.x `jwks:`)")
+    jwks.add_argument("--kid-format", choices=[f.value for f in KidFormat], default="libtrust")
+    jwks.add_argument(
+        "--output", type=Path, help="file to write (default KEYS_DIR/jwks.json; - for stdout)"
+    )
+
+
+def _sub(
+    keys: argparse._SubParsersAction[argparse.ArgumentParser], name: str, text: str
+) -> argparse.ArgumentParser:
+    parser = keys.add_parser(name, help=text, description=text)
+    parser.add_argument("--config", type=Path, help=f"YAML config file (or ${CONFIG_ENV})")
+    parser.add_argument(
+        "--keys-dir", type=Path, help="directory of the keys (overrides `keys_dir`)"
+    )
+    return parser
+
+
+def _new_key_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--algorithm", choices=[a.value for a in Algorithm], default="RS256")
+    parser.add_argument("--days", type=int, default=365, help="certificate validity (default 365)")
+
+
+def run_keys(
+    args: argparse.Namespace, *, clock: Clock | None = None, sleep: Sleep = time.sleep
+) -> int:
+    """Run one `keys` command; RegistryAuthError (refusals included) goes to the caller."""
+    keys_dir: Path = args.keys_dir or load_settings(args.config).keys_dir
+    if getattr(args, "days", 1) <= 0:
+        raise KeyStoreError("--days must be a positive number of days")
+    return _COMMANDS[args.keys_command](args, keys_dir, clock or _utcnow, sleep)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _cmd_generate(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) -> int:
+    return _generate(args, keys_dir, now)
+
+
+def _cmd_list(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) -> int:
+    return _list(keys_dir, _token_ttl(args), now())
+
+
+def _cmd_add(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) -> int:
+    _print_added(add_key(keys_dir, Algorithm(args.algorithm), days=args.days, clock=now))
+    return 0
+
+
+def _cmd_promote(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) -> int:
+    return _promote(keys_dir, args.kid, _token_ttl(args), now())
+
+
+def _cmd_retire(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) -> int:
+    return _retire(keys_dir, args.kid, _token_ttl(args), now(), force=args.force)
+
+
+def _cmd_jwks(args: argparse.Namespace, keys_dir: Path, _now: Clock, _: Sleep) -> int:
+    return _jwks(keys_dir, KidFormat(args.kid_format), args.output)
+
+
+def _token_ttl(args: argparse.Namespace) -> int:
+    # The longest lifetime of a token in circulation is the configured token_ttl.
+    return load_settings(args.config).token_ttl
+
+
+def _generate(args: argparse.Namespace, keys_dir: Path, now: Clock) -> int:
+    if has_keys(keys_dir) and not args.force:
+        raise RotationRefusedError(
+            f"{keys_dir} already has a key ring: a new active key would make registries reject "
+            "every token until they load a new bundle. Rotate with `keys rotate` (or pass "
+            "--force to replace the active key at once, e.g. after a key compromise)"
+        )
+    key = generate_key(keys_dir, Algorithm(args.algorithm), days=args.days, clock=now)
+    print(f"generated {key.algorithm} key {key.kid} (active) in {keys_dir}")
+    print(f"registry rootcertbundle: {bundle_path(keys_dir).resolve()}")
+    print(key.kid)
+    return 0
+
+
+def _list(keys_dir: Path, token_ttl: int, now: datetime) -> int:
+    entries = read_entries(keys_dir)
+    print(f"{'KID':<59} {'ALG':<5} {'STATE':<8} {'CREATED':<20} {'CERT EXPIRES':<20} NOTE")
+    for entry in entries:
+        print(
+            f"{entry.kid:<59} {entry.algorithm.value:<5} {entry.state.value:<8} "
+            f"{_when(entry.created)} {_when(entry.not_after)} {_note(entry, token_ttl, now)}"
+        )
+    return 0
+
+
+def _note(entry: RingEntry, token_ttl: int, now: datetime) -> str:
+    if entry.not_after <= now:
+        return "CERTIFICATE EXPIRED"
+    if entry.state is KeyState.NEXT:
+        return "ship bundle.pem to every registry, restart them, then promote"
+    safe_at = ring.retire_after(entry, token_ttl)
+    if entry.state is KeyState.RETIRING and safe_at is not None:
+        return "can be retired now" if now >= safe_at else f"retire after {_when(safe_at)}"
+    return ""
+
+
+def _when(moment: datetime) -> str:
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S}"
+
+
+def _print_added(entry: RingEntry) -> None:
+    print(f"added {entry.algorithm} key {entry.kid} as next: published, not signing yet")
+    print("next steps:")
+    print("  1. ship bundle.pem (and jwks.json for registry 3.x) to every registry; restart them")
+    print(f"  2. registry-auth keys promote {entry.kid}")
+    print(entry.kid)
+
+
+def _promote(keys_dir: Path, kid: str, token_ttl: int, now: datetime) -> int:
+    entries = update_ring(keys_dir, lambda current: ring.promote(current, kid, now))
+    _print_promoted(entries, token_ttl)
+    return 0
+
+
+def _print_promoted(entries: Entries, token_ttl: int) -> None:
+    active = next(entry for entry in entries if entry.state is KeyState.ACTIVE)
+    print(f"key {active.kid} is active: every running instance signs with it within its reload")
+    print("interval (it is already in every registry's bundle, if you shipped it after `add`)")
+    for entry in entries:
+        safe_at = ring.retire_after(entry, token_ttl)
+        if entry.state is KeyState.RETIRING and safe_at is not None:
+            print(f"key {entry.kid} is retiring: after {_when(safe_at)} UTC run")
+            print(f"  registry-auth keys retire {entry.kid}")
+    print(active.kid)
+
+
+def _retire(keys_dir: Path, kid: str, token_ttl: int, now: datetime, *, force: bool) -> int:
+    target = ring.find(read_entries(keys_dir), kid)
+    update_ring(
+        keys_dir, lambda current: ring.retire(current, kid, now, token_ttl=token_ttl, force=force)
+    )
+    print(f"retired key {target.kid}: removed from the ring, bundle.pem and jwks.json")
+    if force and target.state is KeyState.RETIRING:
+        print("forced: clients holding its tokens get 401 once registries load the new bundle")
+    print("next step: ship bundle.pem (and jwks.json) to every registry and restart them")
+    return 0
+
+
+def _rotate(args: argparse.Namespace, keys_dir: Path, now: Clock, sleep: Sleep) -> int:
+    entry = add_key(keys_dir, Algorithm(args.algorithm), days=args.days, clock=now)
+    _print_added(entry)
+    if args.promote_after is None:
+        return 0
+    delay = parse_duration(args.promote_after)
+    print(f"promoting {entry.kid} in {delay} s", flush=True)
+    sleep(delay)
+    return _promote(keys_dir, entry.kid, _token_ttl(args), now())
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace, Path, Clock, Sleep], int]] = {
+    "generate": _cmd_generate,
+    "list": _cmd_list,
+    "add": _cmd_add,
+    "promote": _cmd_promote,
+    "retire": _cmd_retire,
+    "rotate": _rotate,
+    "jwks": _cmd_jwks,
+}
+
+
+def parse_duration(text: str) -> int:
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise KeyStoreError(f"--promote-after {text!r}: give a delay like 90s, 10m, 2h or 1d")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _jwks(keys_dir: Path, kid_format: KidFormat, output: Path | None) -> int:
+    document = jwks_document((entry.certificate for entry in read_entries(keys_dir)), kid_format)
+    text = json.dumps(document, indent=2) + "\n"
+    if output == Path("-"):
+        sys.stdout.write(text)
+        return 0
+    path = write_public_file(output or keys_dir / "jwks.json", text)
+    print(f"wrote {len(document['keys'])} key(s) with {kid_format.value} kids to {path}")
+    return 0

@@ -1,0 +1,186 @@
+"""Key rotation as pure state transitions over the entries of keyring.json.
+
+    add      -> a new `next` key (published, not signing)
+    promote  -> `next` (or a still-published `retiring` key) becomes `active`;
+                the old active key becomes `retiring`, and the time is recorded
+    retire   -> a `next` or `retiring` key leaves the ring (and bundle.pem)
+
+Each function takes the entries and the current time and returns new entries, or raises
+RotationRefusedError saying why and what to do. No I/O here: app.keys.store applies them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+
+from app.errors import RotationRefusedError
+from app.keys.model import Algorithm, KeyState
+
+# The registry accepts a token up to 60 s after its `exp` (protocol.md §4, checked with a real
+# registry): a retiring key must stay in the bundle that much longer than the token lifetime.
+REGISTRY_LEEWAY = timedelta(seconds=60)
+_FILE_ID = re.compile(r"[a-z0-9]{1,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class RingEntry:
+    """One key as keyring.json records it, with its certificate (never its private key)."""
+
+    id: str
+    kid: str
+    algorithm: Algorithm
+    state: KeyState
+    created: datetime
+    certificate: x509.Certificate = field(repr=False, compare=False)
+    retiring_since: datetime | None = None
+
+    @property
+    def not_after(self) -> datetime:
+        return self.certificate.not_valid_after_utc
+
+
+Entries = tuple[RingEntry, ...]
+
+
+def find(entries: Sequence[RingEntry], kid: str) -> RingEntry:
+    """The entry of `kid` (a unique prefix of it is enough: kids are long)."""
+    exact = [entry for entry in entries if entry.kid == kid]
+    matches = exact or [entry for entry in entries if kid and entry.kid.startswith(kid)]
+    if len(matches) == 1:
+        return matches[0]
+    known = ", ".join(entry.kid for entry in entries) or "none"
+    if not matches:
+        raise RotationRefusedError(f"no key {kid!r} in the ring (keys: {known})")
+    raise RotationRefusedError(f"{kid!r} matches {len(matches)} keys: give more of the kid")
+
+
+def add(entries: Sequence[RingEntry], new: RingEntry) -> Entries:
+    """Append a `next` key. One next key at a time keeps the runbook unambiguous."""
+    waiting = [entry.kid for entry in entries if entry.state is KeyState.NEXT]
+    if waiting:
+        raise RotationRefusedError(
+            f"key {waiting[0]} is already next: promote it (`keys promote {waiting[0]}`) "
+            f"or drop it (`keys retire {waiting[0]}`) before adding another"
+        )
+    if any(entry.kid == new.kid for entry in entries):
+        raise RotationRefusedError(f"key {new.kid} is already in the ring")
+    return (*entries, replace(new, state=KeyState.NEXT, retiring_since=None))
+
+
+def install_active(entries: Sequence[RingEntry], new: RingEntry, now: datetime) -> Entries:
+    """A new key that signs at once (the first key, or an emergency replacement)."""
+    if any(entry.kid == new.kid for entry in entries):
+        raise RotationRefusedError(f"key {new.kid} is already in the ring")
+    return promote((*entries, replace(new, state=KeyState.NEXT)), new.kid, now)
+
+
+def promote(entries: Sequence[RingEntry], kid: str, now: datetime) -> Entries:
+    """`kid` signs from now on; the previous active key becomes retiring as of `now`."""
+    target = find(entries, kid)
+    if target.state is KeyState.ACTIVE:
+        raise RotationRefusedError(f"key {target.kid} is already the active key; nothing to do")
+    if target.not_after <= now:
+        raise RotationRefusedError(
+            f"the certificate of key {target.kid} expired at {target.not_after:%Y-%m-%d %H:%M}Z: "
+            "registries reject tokens carrying it; add a fresh key (`keys add`) and promote that"
+        )
+    result: list[RingEntry] = []
+    for entry in entries:
+        if entry.kid == target.kid:
+            result.append(replace(entry, state=KeyState.ACTIVE, retiring_since=None))
+        elif entry.state is KeyState.ACTIVE:
+            result.append(replace(entry, state=KeyState.RETIRING, retiring_since=now))
+        else:
+            result.append(entry)
+    return tuple(result)
+
+
+def retire_after(entry: RingEntry, token_ttl: int) -> datetime | None:
+    """When the last token signed by a retiring key is past the registry's leeway."""
+    if entry.retiring_since is None:
+        return None
+    return entry.retiring_since + timedelta(seconds=token_ttl) + REGISTRY_LEEWAY
+
+
+def retire(
+    entries: Sequence[RingEntry], kid: str, now: datetime, *, token_ttl: int, force: bool = False
+) -> Entries:
+    """Drop `kid` from the ring: refused for the active key, and for a retiring key whose
+    tokens may still be valid at a registry (unless `force`: those tokens then fail)."""
+    target = find(entries, kid)
+    if target.state is KeyState.ACTIVE:
+        raise RotationRefusedError(
+            f"key {target.kid} is the active key: it signs every token. Add and promote "
+            "another key first (`keys add`, ship bundle.pem, `keys promote NEW`)"
+        )
+    if target.state is KeyState.RETIRING and not force:
+        _check_tokens_expired(target, now, token_ttl)
+    return tuple(entry for entry in entries if entry.kid != target.kid)
+
+
+def _check_tokens_expired(entry: RingEntry, now: datetime, token_ttl: int) -> None:
+    safe_at = retire_after(entry, token_ttl)
+    if safe_at is None:
+        raise RotationRefusedError(
+            f"key {entry.kid} is retiring but the ring does not record since when, so tokens it "
+            f"signed may still be valid. Wait token_ttl ({token_ttl} s) + 60 s after its "
+            "promotion, then retire it with --force"
+        )
+    if now < safe_at:
+        wait = int((safe_at - now).total_seconds()) + 1
+        raise RotationRefusedError(
+            f"key {entry.kid} has been retiring since {entry.retiring_since:%H:%M:%S}Z: tokens "
+            f"it signed may be valid for token_ttl ({token_ttl} s) + the registry's 60 s leeway, "
+            f"until {safe_at:%H:%M:%S}Z. Wait {wait} s and run this again, or pass --force to "
+            "cut them off now (clients holding them get 401 once registries load the new bundle)"
+        )
+
+
+def published(entries: Sequence[RingEntry]) -> Entries:
+    """Keys whose certificates belong in bundle.pem: all of them (next, active, retiring)."""
+    return tuple(entries)
+
+
+def entry_record(entry: RingEntry) -> dict[str, str]:
+    """The keyring.json record of an entry (its certificate lives in <id>.crt)."""
+    record = {
+        "id": entry.id,
+        "kid": entry.kid,
+        "algorithm": entry.algorithm.value,
+        "state": entry.state.value,
+        "created": entry.created.isoformat(),
+    }
+    if entry.retiring_since is not None:
+        record["retiring_since"] = entry.retiring_since.isoformat()
+    return record
+
+
+def check_record(record: dict[str, Any]) -> None:
+    """ValueError/KeyError/TypeError when a keyring.json record is not one this code wrote."""
+    KeyState(record["state"])
+    Algorithm(record["algorithm"])
+    datetime.fromisoformat(record["created"])
+    if record.get("retiring_since"):
+        datetime.fromisoformat(record["retiring_since"])
+    if not isinstance(record["kid"], str) or not _FILE_ID.fullmatch(record["id"]):
+        # The id names the key files: never let a damaged ring point outside keys_dir.
+        raise ValueError("bad id or kid")
+
+
+def entry_from_record(record: dict[str, Any], certificate: x509.Certificate) -> RingEntry:
+    since = record.get("retiring_since")
+    return RingEntry(
+        id=record["id"],
+        kid=record["kid"],
+        algorithm=Algorithm(record["algorithm"]),
+        state=KeyState(record["state"]),
+        created=datetime.fromisoformat(record["created"]),
+        certificate=certificate,
+        retiring_since=datetime.fromisoformat(since) if since else None,
+    )
