@@ -15,12 +15,8 @@ from typing import Any
 import pytest
 
 from tests.integration.support.oci import OciImage, build_image
-from tests.integration.support.skopeo import Creds, Skopeo
-from tests.integration.support.stack import Stack, start_stack
-
-USERS = {"alice": "alice-Secret-1", "bob": "bob-Secret-2"}
-ALICE = Creds("alice", USERS["alice"])
-BOB = Creds("bob", USERS["bob"])
+from tests.integration.support.skopeo import Skopeo
+from tests.integration.support.stack import USERS, Stack, StackPool, start_stack
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -37,31 +33,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.failed and call.when == "call":
         funcargs = getattr(item, "funcargs", {})
         for name, value in funcargs.items():
-            if isinstance(value, Stack):
-                report.sections.append((f"logs of stack `{name}`", value.logs()))
+            if isinstance(value, Stack | StackPool):
+                report.sections.append((f"logs of `{name}`", value.logs()))
     return report
-
-
-class StackPool:
-    """Stacks started on first use, keyed by options; all stopped at teardown."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self._stacks: dict[tuple[Any, ...], Stack] = {}
-
-    def get(self, algorithm: str = "RS256", *, x5c: bool = True) -> Stack:
-        key = (algorithm, x5c)
-        if key not in self._stacks:
-            name = f"{algorithm}-{'x5c' if x5c else 'kid'}"
-            self._stacks[key] = start_stack(
-                self.workdir / name, algorithm=algorithm, users=USERS, x5c=x5c
-            )
-        return self._stacks[key]
-
-    def stop_all(self) -> None:
-        for stack in self._stacks.values():
-            stack.stop()
-        self._stacks.clear()
 
 
 @pytest.fixture(scope="module")
