@@ -73,7 +73,7 @@ class TokenService:
         self.certificate_status()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> TokenService:
+    def from_settings(cls, settings: Settings, *, clock: Clock = time.time) -> TokenService:
         """Load keys and users; KeyStoreError/UserStoreError say what is wrong."""
         keys_dir = settings.keys_dir
         keyring = Reloadable(
@@ -86,7 +86,13 @@ class TokenService:
             users = Reloadable(f"htpasswd {path}", lambda: load_htpasswd(path), lambda: [path])
             reloadables.append(users)
             authenticator = HtpasswdAuthenticator(users.get)
-        return cls(settings, keyring.get, authenticator=authenticator, reloadables=reloadables)
+        return cls(
+            settings,
+            keyring.get,
+            authenticator=authenticator,
+            reloadables=reloadables,
+            clock=clock,
+        )
 
     @property
     def keyring(self) -> KeyRing:

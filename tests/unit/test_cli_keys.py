@@ -1,0 +1,168 @@
+"""`registry-auth keys ...` as an operator types it: output, exit codes, refusals that say why
+and what to do. A fixed clock drives the retire wait; no sleeping."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from app.cli import build_parser
+from app.cli_keys import parse_duration, run_keys
+from app.errors import KeyStoreError, RotationRefusedError
+from app.keys.model import KeyState
+from app.keys.store import read_entries
+from app.main import main
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "registry-auth.yaml"
+    path.write_text(
+        "issuer: t\nservice: registry.test\nrealm: http://127.0.0.1:5001/token\n"
+        "keys_dir: keys\ntoken_ttl: 30\n"
+    )
+    return path
+
+
+def keys(config: Path, *argv: str, clock: Clock | None = None, sleep: object = None) -> int:
+    args = build_parser().parse_args(["keys", *argv, "--config", str(config)])
+    sleeps = sleep if callable(sleep) else (lambda _: None)
+    return run_keys(args, clock=clock or Clock(), sleep=sleeps)
+
+
+def last_line(capsys: pytest.CaptureFixture[str]) -> str:
+    return capsys.readouterr().out.strip().splitlines()[-1]
+
+
+def states(config: Path) -> list[str]:
+    return [e.state.value for e in read_entries(config.parent / "keys")]
+
+
+def test_full_runbook_and_list(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clock = Clock()
+    keys(config, "generate", "--algorithm", "ES256", clock=clock)
+    old = last_line(capsys)
+    keys(config, "add", clock=clock)
+    out = capsys.readouterr().out
+    new = out.strip().splitlines()[-1]
+    assert "ship bundle.pem" in out
+    assert f"registry-auth keys promote {new}" in out
+
+    clock.now = T0 + timedelta(minutes=1)
+    keys(config, "promote", new, clock=clock)
+    out = capsys.readouterr().out
+    assert f"after 2026-03-01 12:02:30 UTC run\n  registry-auth keys retire {old}" in out
+
+    keys(config, "list", clock=clock)
+    listing = capsys.readouterr().out
+    assert f"{old} ES256 retiring" in listing
+    assert "retire after 2026-03-01 12:02:30" in listing
+    assert f"{new} RS256 active" in listing
+
+    clock.now = T0 + timedelta(minutes=2, seconds=30)
+    assert keys(config, "retire", old, clock=clock) == 0
+    assert states(config) == ["active"]
+
+
+def test_retire_too_early_says_how_long_to_wait(config: Path) -> None:
+    clock = Clock()
+    keys(config, "generate", clock=clock)
+    keys(config, "rotate", "--promote-after", "0s", clock=clock)
+    old = read_entries(config.parent / "keys")[0].kid
+    clock.now = T0 + timedelta(seconds=89)
+    with pytest.raises(RotationRefusedError, match=r"token_ttl \(30 s\) .* Wait 2 s .* --force"):
+        keys(config, "retire", old, clock=clock)
+    assert states(config) == ["retiring", "active"]
+    assert keys(config, "retire", old, "--force", clock=clock) == 0
+    assert states(config) == ["active"]
+
+
+def test_generate_refuses_an_existing_ring_unless_forced(config: Path) -> None:
+    keys(config, "generate")
+    with pytest.raises(RotationRefusedError, match=r"already has a key ring.*keys rotate"):
+        keys(config, "generate")
+    keys(config, "generate", "--force")
+    assert states(config) == ["retiring", "active"]
+
+
+def test_rotate_promote_after_waits_then_promotes(config: Path) -> None:
+    clock = Clock()
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        assert states(config) == ["active", "next"]  # published while waiting, not signing
+        clock.now += timedelta(seconds=seconds)
+
+    keys(config, "generate", clock=clock)
+    keys(config, "rotate", "--promote-after", "10m", clock=clock, sleep=sleep)
+    assert slept == [600]
+    entries = read_entries(config.parent / "keys")
+    assert [e.state for e in entries] == [KeyState.RETIRING, KeyState.ACTIVE]
+    assert entries[0].retiring_since == T0 + timedelta(minutes=10)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90), ("90s", 90), ("2h", 7200), ("1d", 86400)]
+)
+def test_parse_duration(text: str, seconds: int) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "-5s", "1.5h", "10w"])
+def test_parse_duration_refuses_nonsense(text: str) -> None:
+    with pytest.raises(KeyStoreError, match="90s, 10m, 2h or 1d"):
+        parse_duration(text)
+
+
+def test_jwks_file_for_registry_3(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    keys(config, "generate", "--algorithm", "ES256")
+    kid = last_line(capsys)
+    keys(config, "add")
+    out_file = config.parent / "registry-jwks.json"
+    keys(config, "jwks", "--output", str(out_file))
+    assert "wrote 2 key(s) with libtrust kids" in capsys.readouterr().out
+    document = json.loads(out_file.read_text())
+    assert [k["kty"] for k in document["keys"]] == ["EC", "RSA"]
+    assert document["keys"][0]["kid"] == kid
+    keys(config, "jwks", "--kid-format", "rfc7638", "--output", "-")
+    thumbprints = json.loads(capsys.readouterr().out)
+    assert thumbprints["keys"][0]["kid"] != kid
+    assert ":" not in thumbprints["keys"][0]["kid"]
+
+
+def test_unknown_kid_is_named(config: Path) -> None:
+    keys(config, "generate")
+    with pytest.raises(RotationRefusedError, match=r"no key 'NOPE' in the ring \(keys: "):
+        keys(config, "promote", "NOPE")
+
+
+def test_days_must_be_positive(config: Path) -> None:
+    with pytest.raises(KeyStoreError, match="--days must be a positive"):
+        keys(config, "add", "--days", "0")
+
+
+def test_refusal_through_the_entry_point_is_one_line_and_exit_2(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["keys", "generate", "--config", str(config)]) == 0
+    capsys.readouterr()
+    assert main(["keys", "add", "--config", str(config)]) == 0
+    assert main(["keys", "add", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("registry-auth: error: key ")
+    assert "is already next: promote it" in err
+    assert err.count("\n") == 1
