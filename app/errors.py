@@ -24,6 +24,14 @@ class UserStoreError(RegistryAuthError):
     """A user file (htpasswd) cannot be read or written; the message names file and line."""
 
 
+class EtcdError(RegistryAuthError):
+    """etcd cannot be used right now (unreachable, refused credentials, not etcd at all)."""
+
+
+class EtcdConflictError(EtcdError):
+    """The key changed between our read and our compare-and-swap: someone else wrote it."""
+
+
 class ClientError(RegistryAuthError):
     """A request that cannot be served because of what the client sent."""
 

@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from app.errors import ConfigError
@@ -29,6 +37,60 @@ EMBEDDED_DEFAULTS: dict[str, Any] = {
     "listen": "127.0.0.1:5001",
     "htpasswd": "users.htpasswd",
 }
+
+
+class EtcdSettings(BaseModel):
+    """Where to publish realm/issuer/service for the registry (LAIN reads them from etcd)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    endpoints: list[str] = Field(
+        default=["http://127.0.0.1:2379"], min_length=1, description="etcd client URLs"
+    )
+    key: str = Field(
+        default="/lain/config/auth/registry", pattern=r"^/.+", description="the key to own"
+    )
+    api: Literal["v2", "v3"] = Field(default="v2", description="v2: LAIN's registry reads v2")
+    username: str | None = Field(
+        default=None, min_length=1, description="etcd user (with password)"
+    )
+    password: SecretStr | None = Field(default=None, description="etcd password (never logged)")
+    ca_cert: Path | None = Field(default=None, description="CA bundle to verify etcd's TLS cert")
+    client_cert: Path | None = Field(default=None, description="TLS client certificate (PEM)")
+    client_key: Path | None = Field(default=None, description="its private key (PEM)")
+    timeout: float = Field(default=5.0, gt=0, le=300, description="seconds per etcd request")
+    interval: float = Field(default=30.0, gt=0, le=86400, description="seconds between checks")
+    retry_initial: float = Field(default=1.0, gt=0, description="first retry delay, seconds")
+    retry_max: float = Field(default=30.0, gt=0, description="cap of the retry delay, seconds")
+    watch: bool = Field(default=True, description="also watch the key, on top of the checks")
+    delete_on_shutdown: bool = Field(
+        default=False, description="delete the key on clean shutdown (off: the registry needs it)"
+    )
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints_are_urls(cls, value: list[str]) -> list[str]:
+        for endpoint in value:
+            parts = urlsplit(endpoint)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"{endpoint!r} must be an http:// or https:// URL")
+            try:
+                parts.port  # noqa: B018 - raises ValueError on a bad port
+            except ValueError:
+                raise ValueError(f"{endpoint!r} has an invalid port") from None
+        if len({urlsplit(endpoint).scheme for endpoint in value}) > 1:
+            raise ValueError("all endpoints must use the same scheme (http or https)")
+        return value
+
+    @model_validator(mode="after")
+    def _pairs_are_complete(self) -> EtcdSettings:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together: set both or neither")
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key go together: set both or neither")
+        if self.retry_max < self.retry_initial:
+            raise ValueError("retry_max must be at least retry_initial")
+        return self
 
 
 class Settings(BaseSettings):
@@ -90,6 +152,9 @@ class Settings(BaseSettings):
         ge=0,
         le=3650,
         description="warn (log and /readyz) when the active certificate expires within these days",
+    )
+    etcd: EtcdSettings | None = Field(
+        default=None, description="publish realm/issuer/service to etcd (absent: standalone)"
     )
 
     @classmethod
@@ -195,4 +260,16 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
         updates["keys_dir"] = base / settings.keys_dir
     if settings.htpasswd is not None and not settings.htpasswd.is_absolute():
         updates["htpasswd"] = base / settings.htpasswd
+    if settings.etcd is not None:
+        updates.update(_resolve_etcd_paths(settings.etcd, base))
     return settings.model_copy(update=updates) if updates else settings
+
+
+def _resolve_etcd_paths(etcd: EtcdSettings, base: Path) -> dict[str, Any]:
+    tls_files = ("ca_cert", "client_cert", "client_key")
+    updates = {
+        name: base / path
+        for name in tls_files
+        if (path := getattr(etcd, name)) is not None and not path.is_absolute()
+    }
+    return {"etcd": etcd.model_copy(update=updates)} if updates else {}

@@ -13,6 +13,8 @@ from starlette.exceptions import HTTPException
 
 from app import __version__
 from app.api.credentials import parse_basic
+from app.api.lifespans import combine_lifespans
+from app.api.publishing import build_publish_loop, etcd_status, publish_lifespan
 from app.api.reloading import reload_lifespan
 from app.errors import ClientError
 from app.keys.expiry import ExpiryState
@@ -27,12 +29,16 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings, service: TokenService | None = None) -> FastAPI:
     """The token server. Pass a service to inject test doubles (clock, keys, users)."""
     token_service = service or TokenService.from_settings(settings)
+    publish_loop = build_publish_loop(settings)
     app = FastAPI(
         title="registry-auth",
         version=__version__,
         docs_url=None,
         redoc_url=None,
-        lifespan=reload_lifespan(token_service.reloadables, settings.reload_interval),
+        lifespan=combine_lifespans(
+            reload_lifespan(token_service.reloadables, settings.reload_interval),
+            publish_lifespan(publish_loop, settings),
+        ),
     )
     app.state.service = token_service
     _install_error_handlers(app)
@@ -54,7 +60,7 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
 
     @app.get("/readyz", summary="Readiness")
     async def readyz() -> JSONResponse:
-        return readiness(token_service)
+        return readiness(token_service, etcd_status(publish_loop))
 
     @app.get("/.well-known/jwks.json", summary="Published signing keys (JWKS)")
     async def jwks(kid_format: KidFormat = KidFormat.LIBTRUST) -> JSONResponse:
@@ -66,13 +72,15 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
     return app
 
 
-def readiness(token_service: TokenService) -> JSONResponse:
-    """Ready unless no token can be signed; an expiring certificate is a warning, not unready."""
+def readiness(token_service: TokenService, etcd: dict[str, Any]) -> JSONResponse:
+    """Ready unless no token can be signed. An expiring certificate is a warning; etcd being
+    down is reported but does not make the service unready (tokens do not depend on it)."""
     status = token_service.certificate_status()
     body: dict[str, Any] = {
         "status": "ready",
         "active_kid": status.kid,
         "certificate": {"not_after": status.not_after.isoformat(), "state": status.state.value},
+        "etcd": etcd,
     }
     if status.state is not ExpiryState.OK:
         body["warnings"] = [status.message]

@@ -1,0 +1,1 @@
+"""Publishing realm/issuer/service to etcd for the registry: the only package that talks to etcd."""
