@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-LOG_TAIL_CHARS = 6000
+LOG_TAIL_CHARS = 4000
 
 
 class MissingProgramError(RuntimeError):
