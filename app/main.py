@@ -5,12 +5,19 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from app.api.server import serve
 from app.cli import run
+from app.settings import Settings
+
+
+def _serve(settings: Settings, host: str | None, port: int | None) -> None:
+    # Imported here: `keys generate` or `users add` need not load FastAPI and uvicorn (~1 s).
+    from app.api.server import serve  # noqa: PLC0415
+
+    serve(settings, host, port)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run(argv, serve=serve)
+    return run(argv, serve=_serve)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Fixtures starting the real programs: our token service, docker-registry 2.8, skopeo.
 
-Stacks (token service + registry) are pooled per module and keyed by their options, so the
-tests of a module share one stack per kind instead of paying a start each. Tests that change a
+Stacks (token service + registry) are pooled for the session and keyed by their options, so
+tests share one stack per kind instead of paying a start each; they keep apart by using their
+own repository names. Tests that change a
 stack (restart the registry, rotate keys) take a private one from `stack_factory`.
 A missing program is an error (MissingProgramError), never a skip.
 """
@@ -38,8 +39,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def stack_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackPool]:
+    """Shared by every test: never restart, re-key or reconfigure a pooled stack."""
     pool = StackPool(tmp_path_factory.mktemp("stacks"))
     yield pool
     pool.stop_all()

@@ -85,12 +85,13 @@ def test_token_from_the_service_opens_v2(stack_pool: StackPool, algorithm: str, 
     stack = stack_pool.get(algorithm, x5c=x5c)
     token = token_for(stack)
 
+    response = bearer_get(f"{stack.registry.url}/v2/", token)
+
+    assert response.status_code == 200, f"{response.status_code} {response.text}"
     header = jwt.get_unverified_header(token)
     assert header["alg"] == algorithm
     assert header["kid"] == stack.auth.kid
     assert ("x5c" in header) is x5c
-    response = bearer_get(f"{stack.registry.url}/v2/", token)
-    assert response.status_code == 200, f"{response.status_code} {response.text}"
 
 
 # --- a user pushes and pulls ---------------------------------------------------------------
@@ -201,13 +202,17 @@ def test_delete_is_refused_by_the_default_policy(
 
 
 def test_registry_trusting_another_bundle_rejects_our_tokens(
-    stack_factory: Callable[..., Stack], tmp_path: Path
+    stack_factory: Callable[..., Stack], skopeo: Skopeo, make_image: MakeImage, tmp_path: Path
 ) -> None:
-    """Restart the registry with a foreign bundle: our token is refused; with ours back, fine."""
+    """Restart the registry with a foreign bundle: our token is refused; with ours back, fine.
+
+    Also proves Registry.restart keeps the storage (what key-rotation tests rely on).
+    """
     stack = stack_factory()
+    image = make_image()
+    push(skopeo, stack, image, "team/restarted")
     token = token_for(stack)
     v2 = f"{stack.registry.url}/v2/"
-    assert bearer_get(v2, token).status_code == 200
     other_keys = tmp_path / "other-keys"
     generate_key(other_keys, "RS256")
 
@@ -215,7 +220,10 @@ def test_registry_trusting_another_bundle_rejects_our_tokens(
     refused = bearer_get(v2, token)
     stack.registry.restart(rootcertbundle=stack.auth.bundle)
     accepted = bearer_get(v2, token)
+    found = skopeo.inspect(stack.registry.ref("team/restarted", image.tag), ALICE)
 
     assert refused.status_code == 401, refused.text
     assert challenge(refused)["error"] == "invalid_token"
     assert accepted.status_code == 200, accepted.text
+    assert found.ok, found
+    assert found.json()["Digest"] == image.manifest_digest  # type: ignore[index]

@@ -7,6 +7,7 @@ the integration tests also prove the commands an operator types.
 from __future__ import annotations
 
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,11 +99,22 @@ class AuthServer:
         with httpx.Client(timeout=10.0, trust_env=False) as client:
             return client.get(self.realm, params=params, auth=auth)
 
+    def wait_ready(self) -> None:
+        """Until GET /healthz answers 200; ProcessError with the service's log otherwise."""
+        wait_for_http(self.process, f"{self.url}/healthz", ready=lambda r: r.status_code == 200)
+
     def stop(self) -> None:
         self.process.stop()
 
 
-def start_auth_server(
+def start_auth_server(workdir: Path, **options: Any) -> AuthServer:
+    """Generate a key, add users, write the YAML config, start the service and wait for it."""
+    server = launch_auth_server(workdir, **options)
+    server.wait_ready()
+    return server
+
+
+def launch_auth_server(
     workdir: Path,
     *,
     algorithm: str = "RS256",
@@ -113,12 +125,14 @@ def start_auth_server(
     x5c: bool = True,
     extra_settings: dict[str, Any] | None = None,
 ) -> AuthServer:
-    """Generate a key, add users, write the YAML config and start the service on a free port."""
+    """Like start_auth_server without waiting: start the registry meanwhile, then wait_ready()."""
     port = free_port()
     keys_dir, htpasswd = workdir / "keys", workdir / "users.htpasswd"
-    kid = generate_key(keys_dir, algorithm)
-    for name, password in (users or {}).items():
-        add_user(htpasswd, name, password)
+    # Key and users at once (each is a Python start); users one by one: they share a file.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        kid = pool.submit(generate_key, keys_dir, algorithm)
+        for name, password in (users or {}).items():
+            add_user(htpasswd, name, password)
     settings: dict[str, Any] = {
         "issuer": issuer,
         "service": service,
@@ -138,5 +152,4 @@ def start_auth_server(
         workdir / "logs",
         drop_env_prefixes=("REGISTRY_AUTH_",),
     )
-    wait_for_http(process, f"http://127.0.0.1:{port}/healthz", ready=lambda r: r.status_code == 200)
-    return AuthServer(port, workdir, settings, kid, process, dict(users or {}))
+    return AuthServer(port, workdir, settings, kid.result(), process, dict(users or {}))

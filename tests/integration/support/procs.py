@@ -13,12 +13,12 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-LOG_TAIL_CHARS = 6000
+LOG_TAIL_CHARS = 4000
 
 
 class MissingProgramError(RuntimeError):
@@ -56,7 +56,6 @@ class ManagedProcess:
     popen: subprocess.Popen[bytes]
     stdout_path: Path
     stderr_path: Path
-    _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     @property
     def pid(self) -> int:
@@ -89,9 +88,6 @@ class ManagedProcess:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait(timeout)
-        for close in self._closers:
-            close()
-        self._closers.clear()
         return self.popen.returncode
 
 
@@ -112,30 +108,25 @@ def start_process(
     log_dir.mkdir(parents=True, exist_ok=True)
     stdout_path = log_dir / f"{name}.out.log"
     stderr_path = log_dir / f"{name}.err.log"
-    stdout = stdout_path.open("ab")
-    stderr = stderr_path.open("ab")
     inherited = {
         key: value
         for key, value in os.environ.items()
         if not (drop_env_prefixes and key.startswith(drop_env_prefixes))
     }
-    full_env = {**inherited, **(env or {})}
-    try:
-        popen = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=stderr,
-            env=full_env,
-            cwd=cwd,
-        )
-    except OSError as exc:
-        stdout.close()
-        stderr.close()
-        raise ProcessError(f"cannot start {name}: {' '.join(argv)}: {exc}") from exc
-    return ManagedProcess(
-        name, list(argv), popen, stdout_path, stderr_path, [stdout.close, stderr.close]
-    )
+    # The child gets its own copies of the descriptors: ours are closed as soon as it runs.
+    with stdout_path.open("ab") as stdout, stderr_path.open("ab") as stderr:
+        try:
+            popen = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                env={**inherited, **(env or {})},
+                cwd=cwd,
+            )
+        except OSError as exc:
+            raise ProcessError(f"cannot start {name}: {' '.join(argv)}: {exc}") from exc
+    return ManagedProcess(name, list(argv), popen, stdout_path, stderr_path)
 
 
 def wait_for_http(

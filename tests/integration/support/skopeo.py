@@ -78,10 +78,12 @@ class Skopeo:
 
     @property
     def blob_cache_dir(self) -> Path:
-        """Where this skopeo's blob-info cache ends up (when isolation is possible)."""
+        """Where this skopeo's blob-info cache ends up (the machine's own when isolation fails)."""
         if self.cache_isolation == "mount-namespace":
             return self.state_dir / "system" / "cache"
-        return self.state_dir / "data" / "containers" / "cache"
+        if self.cache_isolation == "xdg":
+            return self.state_dir / "data" / "containers" / "cache"
+        return Path(SYSTEM_CACHE_PARENT) / "cache"
 
     def copy(
         self,

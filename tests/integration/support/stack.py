@@ -6,14 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.integration.support.authserver import AuthServer, start_auth_server
+from tests.integration.support.authserver import AuthServer, launch_auth_server
 from tests.integration.support.registry import Registry, TokenAuth, start_registry
 from tests.integration.support.skopeo import Creds
 
-# The users every stack knows (a stack started with users=None knows nobody).
-USERS = {"alice": "alice-Secret-1", "bob": "bob-Secret-2"}
-ALICE = Creds("alice", USERS["alice"])
-BOB = Creds("bob", USERS["bob"])
+# The users of pooled stacks. Each user costs a CLI start and a bcrypt hash: keep it short.
+# A stack started with users=None knows nobody.
+ALICE = Creds("alice", "alice-Secret-1")
+USERS = {ALICE.username: ALICE.password}
 
 
 @dataclass
@@ -26,7 +26,7 @@ class Stack:
         return f"{self.auth.log()}\n{self.registry.log()}"
 
     def stop(self) -> None:
-        # Registry first: it is the client of nothing, the auth server serves it.
+        # Registry first: it never sends a client to a realm that is already gone.
         self.registry.stop()
         self.auth.stop()
 
@@ -39,14 +39,23 @@ def start_stack(
     x5c: bool = True,
     **auth_options: Any,
 ) -> Stack:
-    """Start the token service (new key, users), then a registry pointed at its realm/bundle."""
-    auth = start_auth_server(
+    """Start the token service (new key, users), and a registry pointed at its realm/bundle.
+
+    The registry starts while the service is still importing: neither needs the other running.
+    """
+    auth = launch_auth_server(
         workdir / "auth", algorithm=algorithm, users=users, x5c=x5c, **auth_options
     )
     try:
         token_auth = TokenAuth(auth.realm, auth.service, auth.issuer, auth.bundle)
         registry = start_registry(workdir / "registry", token_auth)
     except BaseException:
+        auth.stop()
+        raise
+    try:
+        auth.wait_ready()
+    except BaseException:
+        registry.stop()
         auth.stop()
         raise
     return Stack(auth, registry)
