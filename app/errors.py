@@ -80,3 +80,12 @@ class AuthenticationError(ClientError):
 
     def headers(self) -> dict[str, str]:
         return {"WWW-Authenticate": f'Basic realm="{self.realm}"'}
+
+
+class PolicyError(RegistryAuthError):
+    """An ACL policy cannot be used; each problem names the file, the rule index and the reason."""
+
+    def __init__(self, problems: list[str]) -> None:
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        super().__init__(f"{problems[0]}{more}")
+        self.problems = problems

@@ -14,6 +14,8 @@ from app.authn.base import Authenticator, AuthResult, Credentials, Outcome
 from app.authn.htpasswd import HtpasswdAuthenticator, load_htpasswd
 from app.authz.base import Authorizer, Requester
 from app.authz.default import DefaultAuthorizer
+from app.authz.engine import PolicyAuthorizer
+from app.authz.files import load_policy
 from app.errors import AuthenticationError, UnknownServiceError
 from app.keys.model import KeyRing
 from app.keys.signing import sign_token
@@ -44,6 +46,16 @@ class IssuedToken:
     granted: list[Scope]
     kid: str
     jti: str
+
+
+def _policy_authorizer(settings: Settings, reloadables: list[Reloadable[Any]]) -> Authorizer | None:
+    """The ACL file as a hot-reloaded authorizer; None (the built-in default) without `acl`."""
+    if settings.acl is None:
+        return None
+    path = settings.acl
+    policy = Reloadable(f"ACL {path}", lambda: load_policy(path), lambda: [path])
+    reloadables.append(policy)
+    return PolicyAuthorizer(policy.get)
 
 
 class TokenService:
@@ -82,7 +94,14 @@ class TokenService:
             users = Reloadable(f"htpasswd {path}", lambda: load_htpasswd(path), lambda: [path])
             reloadables.append(users)
             authenticator = HtpasswdAuthenticator(users.get)
-        return cls(settings, keyring.get, authenticator=authenticator, reloadables=reloadables)
+        authorizer = _policy_authorizer(settings, reloadables)
+        return cls(
+            settings,
+            keyring.get,
+            authenticator=authenticator,
+            authorizer=authorizer,
+            reloadables=reloadables,
+        )
 
     @property
     def keyring(self) -> KeyRing:

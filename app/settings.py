@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, IPvAnyNetwork, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from app.errors import ConfigError
@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     x5c: bool = Field(default=True, description="send the signing certificate in the JWT header")
     reload_interval: float = Field(
         default=2.0, gt=0, le=3600, description="seconds between checks of watched files"
+    )
+    acl: Path | None = Field(
+        default=None, description="ACL policy file (YAML); without it the built-in default applies"
+    )
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="CIDRs of reverse proxies whose X-Forwarded-For / X-Real-IP is believed",
     )
 
     @classmethod
@@ -160,4 +167,6 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
         updates["keys_dir"] = base / settings.keys_dir
     if settings.htpasswd is not None and not settings.htpasswd.is_absolute():
         updates["htpasswd"] = base / settings.htpasswd
+    if settings.acl is not None and not settings.acl.is_absolute():
+        updates["acl"] = base / settings.acl
     return settings.model_copy(update=updates) if updates else settings
