@@ -33,5 +33,9 @@ def rsa_ring(rsa_keys_dir: Path) -> KeyRing:
 @pytest.fixture
 def settings(rsa_keys_dir: Path, tmp_path: Path) -> Settings:
     return load_settings(
-        overrides={"keys_dir": str(rsa_keys_dir), "htpasswd": None, "realm": "http://auth.test/token"}
+        overrides={
+            "keys_dir": str(rsa_keys_dir),
+            "htpasswd": None,
+            "realm": "http://auth.test/token",
+        }
     )
