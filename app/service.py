@@ -107,6 +107,10 @@ class TokenService:
     def keyring(self) -> KeyRing:
         return self._keyring()
 
+    @property
+    def keyring_source(self) -> Callable[[], KeyRing]:
+        return self._keyring
+
     async def issue(
         self,
         request: TokenRequest,

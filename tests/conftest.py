@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
+from fastapi import FastAPI
 
 from app.keys.model import Algorithm, KeyRing
 from app.keys.store import generate_key, load_keyring
@@ -39,3 +43,20 @@ def settings(rsa_keys_dir: Path, tmp_path: Path) -> Settings:
             "realm": "http://auth.test/token",
         }
     )
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@contextlib.asynccontextmanager
+async def api_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process HTTP client for the app, with its lifespan running.
+
+    (starlette's TestClient now warns on httpx, and warnings are errors here.)
+    """
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client

@@ -27,7 +27,7 @@ def reload_lifespan(reloadables: Sequence[Reloadable[Any]], interval: float) -> 
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         hangup = asyncio.Event()
         loop = asyncio.get_running_loop()
-        with contextlib.suppress(NotImplementedError, RuntimeError):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, hangup.set)
         task = asyncio.create_task(_watch(reloadables, interval, hangup))
         try:
@@ -36,7 +36,7 @@ def reload_lifespan(reloadables: Sequence[Reloadable[Any]], interval: float) -> 
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            with contextlib.suppress(NotImplementedError, RuntimeError):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGHUP)
 
     return lifespan

@@ -1,0 +1,25 @@
+# syntax=docker/dockerfile:1
+# registry-auth: build a wheel, install it into a slim runtime image that runs as non-root.
+# Keys, users and config come from mounted volumes/secrets; none are baked in.
+
+FROM python:3.11-slim-bookworm AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY app ./app
+RUN pip install --no-cache-dir --upgrade "pip>=24" \
+ && pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim-bookworm
+RUN groupadd --system --gid 10001 registry-auth \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/registry-auth --create-home registry-auth
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+USER 10001:10001
+WORKDIR /var/lib/registry-auth
+ENV REGISTRY_AUTH_CONFIG=/etc/registry-auth/config.yaml \
+    PYTHONUNBUFFERED=1
+EXPOSE 5001
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:5001/healthz', timeout=2).status == 200 else 1)"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["registry-auth", "serve"]

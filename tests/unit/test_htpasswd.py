@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import bcrypt
+import pytest
+from pydantic import SecretStr
+
+from app.authn.base import Credentials, Outcome
+from app.authn.htpasswd import HtpasswdAuthenticator, load_htpasswd, parse_htpasswd
+from app.authn.users import list_accounts, remove_user, set_user
+from app.errors import UserStoreError
+
+FAST = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+
+
+def _file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "users.htpasswd"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("prefix", ["$2y$", "$2b$", "$2a$"])
+def test_bcrypt_variants_are_accepted(prefix: str) -> None:
+    hashed = prefix + FAST[4:]
+    assert parse_htpasswd(f"alice:{hashed}\n", Path("f")) == {"alice": hashed.encode()}
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", "does not use bcrypt"),
+        ("alice:$apr1$abc$defghijklmnopqrstuvwx", "does not use bcrypt"),
+        ("alice:plaintext", "does not use bcrypt"),
+        ("no-colon-here", "not an `account:hash` line"),
+        (":" + FAST, "not an `account:hash` line"),
+    ],
+)
+def test_other_schemes_are_refused_with_file_and_line(line: str, reason: str) -> None:
+    text = f"# users\nbob:{FAST}\n\n{line}\n"
+    with pytest.raises(UserStoreError) as caught:
+        parse_htpasswd(text, Path("/etc/users.htpasswd"))
+    assert "/etc/users.htpasswd:4:" in str(caught.value)
+    assert reason in str(caught.value)
+
+
+def test_duplicate_account_is_refused() -> None:
+    with pytest.raises(UserStoreError, match="appears twice"):
+        parse_htpasswd(f"a:{FAST}\na:{FAST}\n", Path("f"))
+
+
+def test_a_file_written_by_apache_htpasswd_loads(tmp_path: Path) -> None:
+    # What `htpasswd -B` writes: $2y$, cost 5 here to keep the test fast.
+    text = "carol:$2y$05$akYqF81R0O0bzHL0RYajAuHJxMsxyEUQBPF4lqvofOHZDzRY5BsgK\n"
+    users = load_htpasswd(_file(tmp_path, text))
+    authenticator = HtpasswdAuthenticator(lambda: users)
+    result = asyncio.run(authenticator.authenticate(Credentials("carol", SecretStr("pw"))))
+    assert result.outcome is Outcome.ACCEPTED
+    assert result.account == "carol"
+
+
+def _check(tmp_path: Path, account: str, password: str) -> Outcome:
+    users = load_htpasswd(_file(tmp_path, f"alice:{FAST}\n"))
+    authenticator = HtpasswdAuthenticator(lambda: users)
+    return asyncio.run(
+        authenticator.authenticate(Credentials(account, SecretStr(password)))
+    ).outcome
+
+
+def test_right_password_is_accepted(tmp_path: Path) -> None:
+    assert _check(tmp_path, "alice", "s3cret") is Outcome.ACCEPTED
+
+
+def test_wrong_password_is_rejected(tmp_path: Path) -> None:
+    assert _check(tmp_path, "alice", "nope") is Outcome.REJECTED
+
+
+def test_unknown_account_is_not_mine(tmp_path: Path) -> None:
+    assert _check(tmp_path, "mallory", "s3cret") is Outcome.NOT_MINE
+
+
+def test_password_longer_than_72_bytes_is_checked_not_crashed(tmp_path: Path) -> None:
+    assert _check(tmp_path, "alice", "x" * 500) is Outcome.REJECTED
+
+
+def test_unknown_account_pays_a_bcrypt_check(tmp_path: Path) -> None:
+    users = load_htpasswd(_file(tmp_path, f"alice:{FAST}\n"))
+    # The dummy hash has the cost of the file's entries, so unknown users cost as much.
+    assert users.dummy_hash.startswith(b"$2b$04$")
+    assert FAST not in repr(users)
+
+
+def test_credentials_never_show_the_password() -> None:
+    credentials = Credentials("alice", SecretStr("hunter2"))
+    assert "hunter2" not in repr(credentials)
+    assert "hunter2" not in str(credentials)
+
+
+def test_users_add_change_remove_keeps_other_lines(tmp_path: Path) -> None:
+    path = _file(tmp_path, f"# managed by hand\nbob:{FAST}\n")
+    path.chmod(0o640)
+    assert set_user(path, "alice", "pw1", rounds=4) is True
+    assert set_user(path, "alice", "pw2", rounds=4) is False
+    assert list_accounts(path) == ["bob", "alice"]
+    assert path.read_text().startswith("# managed by hand\nbob:")
+    assert path.stat().st_mode & 0o777 == 0o640
+    remove_user(path, "bob")
+    assert list_accounts(path) == ["alice"]
+    with pytest.raises(UserStoreError, match="no account 'bob'"):
+        remove_user(path, "bob")
+
+
+def test_new_user_file_is_private(tmp_path: Path) -> None:
+    path = tmp_path / "new.htpasswd"
+    set_user(path, "alice", "pw", rounds=4)
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("account", ["", "a:b", "a b", "a\nb", "tab\there"])
+def test_invalid_account_names_are_refused(tmp_path: Path, account: str) -> None:
+    with pytest.raises(UserStoreError, match="invalid account name"):
+        set_user(tmp_path / "f", account, "pw", rounds=4)
+
+
+def test_password_over_72_bytes_is_refused_when_adding(tmp_path: Path) -> None:
+    with pytest.raises(UserStoreError, match="72 bytes"):
+        set_user(tmp_path / "f", "alice", "p" * 73, rounds=4)

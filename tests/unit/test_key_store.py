@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from app.errors import KeyStoreError
+from app.keys.kid import libtrust_kid
+from app.keys.model import Algorithm, KeyState
+from app.keys.store import BUNDLE_FILE, generate_key, load_keyring
+
+
+@pytest.mark.parametrize("algorithm", list(Algorithm))
+def test_generate_writes_a_private_key_a_cert_and_the_bundle(
+    tmp_path: Path, algorithm: Algorithm
+) -> None:
+    key = generate_key(tmp_path, algorithm)
+    key_files = list(tmp_path.glob("*.key"))
+    assert len(key_files) == 1
+    assert key_files[0].stat().st_mode & 0o777 == 0o600
+    bundle = x509.load_pem_x509_certificates((tmp_path / BUNDLE_FILE).read_bytes())
+    assert [libtrust_kid(c.public_key()) for c in bundle] == [key.kid]  # type: ignore[arg-type]
+    ring = load_keyring(tmp_path)
+    assert ring.active.kid == key.kid
+    assert ring.active.algorithm is algorithm
+
+
+def test_a_second_generate_keeps_the_first_key_published(tmp_path: Path) -> None:
+    first = generate_key(tmp_path, Algorithm.ES256)
+    second = generate_key(tmp_path, Algorithm.ES256)
+    ring = load_keyring(tmp_path)
+    assert ring.active.kid == second.kid
+    assert {k.kid: k.state for k in ring.keys} == {
+        first.kid: KeyState.RETIRING,
+        second.kid: KeyState.ACTIVE,
+    }
+    assert len(x509.load_pem_x509_certificates((tmp_path / BUNDLE_FILE).read_bytes())) == 2
+
+
+def test_no_key_says_how_to_make_one(tmp_path: Path) -> None:
+    with pytest.raises(KeyStoreError, match="registry-auth keys generate"):
+        load_keyring(tmp_path)
+
+
+def test_a_key_readable_by_others_is_refused(tmp_path: Path) -> None:
+    generate_key(tmp_path, Algorithm.ES256)
+    key_file = next(tmp_path.glob("*.key"))
+    key_file.chmod(0o644)
+    with pytest.raises(KeyStoreError, match="chmod 600"):
+        load_keyring(tmp_path)
+
+
+def test_an_unreadable_key_is_refused(tmp_path: Path) -> None:
+    generate_key(tmp_path, Algorithm.ES256)
+    next(tmp_path.glob("*.key")).write_text("not a key")
+    with pytest.raises(KeyStoreError, match="not a valid PEM"):
+        load_keyring(tmp_path)
+
+
+def test_a_damaged_ring_file_is_refused(tmp_path: Path) -> None:
+    generate_key(tmp_path, Algorithm.ES256)
+    (tmp_path / "keyring.json").write_text("{")
+    with pytest.raises(KeyStoreError, match="damaged"):
+        load_keyring(tmp_path)
+
+
+def test_a_swapped_certificate_is_refused(tmp_path: Path) -> None:
+    generate_key(tmp_path / "a", Algorithm.ES256)
+    generate_key(tmp_path / "b", Algorithm.ES256)
+    cert_a = next((tmp_path / "a").glob("*.crt"))
+    cert_a.write_bytes(next((tmp_path / "b").glob("*.crt")).read_bytes())
+    with pytest.raises(KeyStoreError, match="does not belong"):
+        load_keyring(tmp_path / "a")
+
+
+def test_private_key_never_in_repr(tmp_path: Path) -> None:
+    key = generate_key(tmp_path, Algorithm.ES256)
+    text = repr(key)
+    assert "PRIVATE" not in text
+    assert "private_key" not in text
+    assert json.loads((tmp_path / "keyring.json").read_text())["keys"][0]["kid"] == key.kid
