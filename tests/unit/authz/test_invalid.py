@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from app.authz.files import load_policy
 from app.authz.policy import parse_policy
 from app.errors import PolicyError
 from tests.unit.authz.cases import load_list
@@ -40,3 +42,10 @@ def test_rule_rendering_is_the_rule_as_written() -> None:
     (rule,) = parse_policy(text, "p.yaml").rules
     assert rule.label == "rules[0]"
     assert rule.text == "{match: {account: '*', name: '${account}/*'}, allow: [pull, push]}"
+
+
+def test_a_policy_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "acl.yaml"
+    path.write_bytes(b"rules: []\n# \xff\xfe\n")
+    with pytest.raises(PolicyError, match=r"acl.yaml: the ACL file is not UTF-8 text"):
+        load_policy(path)
