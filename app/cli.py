@@ -1,4 +1,4 @@
-"""The `registry-auth` command line: serve, keys, users, registry-config, etcd.
+"""The `registry-auth` command line: serve, keys, users, registry-config, etcd, acl.
 
 Never imports the web layer: `serve` is handed in by app.main.
 """
@@ -7,20 +7,27 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from ipaddress import ip_address
 from pathlib import Path
 
 from app.authn.users import list_accounts, remove_user, set_user
+from app.authz.base import Requester
+from app.authz.engine import explain
+from app.authz.files import load_policy
+from app.authz.report import explanation_data, render_text
 from app.cli_keys import add_keys_commands, run_keys
 from app.config_reference import render_reference, replace_block
-from app.errors import ConfigError, RegistryAuthError, UserStoreError
+from app.errors import ConfigError, PolicyError, RegistryAuthError, UserStoreError
 from app.etcd.backend import open_backend
 from app.etcd.publisher import Publisher
 from app.etcd.record import describe, desired_record, encode_record, matches
 from app.keys.store import bundle_path, generate_key, has_keys
+from app.protocol.scopes import parse_scopes
 from app.settings import CONFIG_ENV, Settings, load_settings
 
 Serve = Callable[[Settings, str | None, int | None], None]
@@ -60,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     _users_options(users.add_parser("list", help="list the users"))
     _etcd_parser(commands)
+    _acl_parser(commands)
     return parser
 
 
@@ -69,6 +77,27 @@ def _etcd_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     _config_option(etcd.add_parser("publish", help="write realm/issuer/service once and exit"))
     _config_option(etcd.add_parser("show", help="print the stored record; exit 1 if it differs"))
+
+
+def _acl_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    acl = commands.add_parser("acl", help="check and explain the ACL policy").add_subparsers(
+        dest="acl_command", required=True, metavar="ACL_COMMAND"
+    )
+    check = acl.add_parser("check", help="validate the ACL file; non-zero exit with the errors")
+    explain = acl.add_parser("explain", help="show what a request gets, and which rules decide")
+    for sub in (check, explain):
+        _config_option(sub)
+        sub.add_argument("--acl", type=Path, help="ACL file (overrides `acl`)")
+    who = explain.add_mutually_exclusive_group(required=True)
+    who.add_argument("--account", help="the authenticated account")
+    who.add_argument("--anonymous", action="store_true", help="an unauthenticated request")
+    explain.add_argument(
+        "--group", action="append", default=[], help="a group from the authentication backend"
+    )
+    explain.add_argument("--ip", help="the client address")
+    explain.add_argument("--service", help="the service (default: `service` of the config)")
+    explain.add_argument("--json", action="store_true", help="print JSON instead of text")
+    explain.add_argument("scopes", nargs="+", metavar="SCOPE", help="e.g. repository:team/app:pull")
 
 
 def _config_option(parser: argparse.ArgumentParser) -> None:
@@ -97,16 +126,20 @@ def run(argv: Sequence[str] | None, *, serve: Serve) -> int:
 def _dispatch(args: argparse.Namespace, serve: Serve) -> int:
     if args.command == "serve":
         return _serve(args, serve)
-    if args.command == "registry-config":
-        print(registry_config_block(load_settings(args.config)), end="")
-        return 0
-    if args.command == "config-reference":
-        return _config_reference(args.update)
-    if args.command == "keys":
-        return run_keys(args)
-    if args.command == "etcd":
-        return _etcd(args)
-    return _users(args)
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "registry-config": _registry_config,
+        "config-reference": lambda a: _config_reference(a.update),
+        "keys": run_keys,
+        "etcd": _etcd,
+        "acl": _acl,
+        "users": _users,
+    }
+    return commands[args.command](args)
+
+
+def _registry_config(args: argparse.Namespace) -> int:
+    print(registry_config_block(load_settings(args.config)), end="")
+    return 0
 
 
 def _config_reference(update: Path | None) -> int:
@@ -217,3 +250,38 @@ def _read_password(from_stdin: bool) -> str:
     if not password:
         raise UserStoreError("empty password refused")
     return password
+
+
+def _acl(args: argparse.Namespace) -> int:
+    """`acl check` / `acl explain`; an invalid policy prints every problem and exits 1."""
+    settings = None if args.acl is not None and _embedded(args) else load_settings(args.config)
+    path = args.acl if args.acl is not None else settings.acl if settings is not None else None
+    if path is None:
+        raise ConfigError("acl", "no ACL file: set `acl` in the config or pass --acl FILE")
+    try:
+        policy = load_policy(Path(path))
+    except PolicyError as exc:
+        for problem in exc.problems:
+            print(f"registry-auth: error: {problem}", file=sys.stderr)
+        return 1
+    if args.acl_command == "check":
+        print(f"{path}: ok ({len(policy.rules)} rule(s), {len(policy.groups)} group(s))")
+        return 0
+    service = args.service or (settings.service if settings is not None else "")
+    explanation = explain(policy, _explain_requester(args, service), parse_scopes(args.scopes))
+    if args.json:
+        print(json.dumps(explanation_data(explanation), indent=2))
+    else:
+        print(render_text(explanation), end="")
+    return 0
+
+
+def _explain_requester(args: argparse.Namespace, service: str) -> Requester:
+    ip = None
+    if args.ip is not None:
+        try:
+            ip = ip_address(args.ip)
+        except ValueError:
+            raise ConfigError("--ip", f"{args.ip!r} is not an IP address") from None
+    account = None if args.anonymous else args.account
+    return Requester(account, service, frozenset(args.group), ip)

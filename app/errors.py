@@ -103,3 +103,12 @@ class SigningUnavailableError(ClientError):
 
     status = 503
     code = "signing_unavailable"
+
+
+class PolicyError(RegistryAuthError):
+    """An ACL policy cannot be used; each problem names the file, the rule index and the reason."""
+
+    def __init__(self, problems: list[str]) -> None:
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        super().__init__(f"{problems[0]}{more}")
+        self.problems = problems

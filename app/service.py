@@ -15,6 +15,8 @@ from app.authn.base import Authenticator, AuthResult, Credentials, Outcome
 from app.authn.htpasswd import HtpasswdAuthenticator, load_htpasswd
 from app.authz.base import Authorizer, Requester
 from app.authz.default import DefaultAuthorizer
+from app.authz.engine import PolicyAuthorizer
+from app.authz.files import load_policy
 from app.errors import AuthenticationError, SigningUnavailableError, UnknownServiceError
 from app.keys.expiry import CertificateStatus, ExpiryState, certificate_status
 from app.keys.model import KeyRing
@@ -46,6 +48,16 @@ class IssuedToken:
     granted: list[Scope]
     kid: str
     jti: str
+
+
+def _policy_authorizer(settings: Settings, reloadables: list[Reloadable[Any]]) -> Authorizer | None:
+    """The ACL file as a hot-reloaded authorizer; None (the built-in default) without `acl`."""
+    if settings.acl is None:
+        return None
+    path = settings.acl
+    policy = Reloadable(f"ACL {path}", lambda: load_policy(path), lambda: [path])
+    reloadables.append(policy)
+    return PolicyAuthorizer(policy.get)
 
 
 class TokenService:
@@ -86,10 +98,12 @@ class TokenService:
             users = Reloadable(f"htpasswd {path}", lambda: load_htpasswd(path), lambda: [path])
             reloadables.append(users)
             authenticator = HtpasswdAuthenticator(users.get)
+        authorizer = _policy_authorizer(settings, reloadables)
         return cls(
             settings,
             keyring.get,
             authenticator=authenticator,
+            authorizer=authorizer,
             reloadables=reloadables,
             clock=clock,
         )

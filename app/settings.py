@@ -16,6 +16,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     SecretStr,
     ValidationError,
     field_validator,
@@ -145,7 +146,17 @@ class Settings(BaseSettings):
         default=2.0,
         gt=0,
         le=3600,
-        description="seconds between checks of watched files (users, keys) for changes",
+        description="seconds between checks of watched files (users, keys, ACL) for changes",
+    )
+    acl: Path | None = Field(
+        default=None,
+        description="ACL policy file (YAML, see Access control), reloaded on change; "
+        "without it the built-in default applies",
+    )
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="CIDRs of reverse proxies whose `X-Forwarded-For` / `X-Real-IP` give the "
+        "client address for `ip` rules; these headers from any other peer are ignored",
     )
     certificate_warning_days: int = Field(
         default=30,
@@ -262,6 +273,8 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
         updates["htpasswd"] = base / settings.htpasswd
     if settings.etcd is not None:
         updates.update(_resolve_etcd_paths(settings.etcd, base))
+    if settings.acl is not None and not settings.acl.is_absolute():
+        updates["acl"] = base / settings.acl
     return settings.model_copy(update=updates) if updates else settings
 
 

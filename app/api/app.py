@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from ipaddress import ip_address
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from app import __version__
+from app.api.client_ip import Network, client_ip
 from app.api.credentials import parse_basic
 from app.api.lifespans import combine_lifespans
 from app.api.publishing import build_publish_loop, etcd_status, publish_lifespan
@@ -47,7 +48,8 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
         params = {key: request.query_params.getlist(key) for key in request.query_params}
         token_request = parse_token_request(params)
         credentials = parse_basic(request.headers.get("authorization"))
-        issued = await token_service.issue(token_request, credentials, _client_ip(request))
+        client = _client_ip(request, settings.trusted_proxies)
+        issued = await token_service.issue(token_request, credentials, client)
         body = token_response(issued.token, issued_at=issued.issued_at, ttl=issued.expires_in)
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
@@ -98,13 +100,10 @@ def _token_paths(settings: Settings) -> list[str]:
     return paths
 
 
-def _client_ip(request: Request) -> IPAddress | None:
-    if request.client is None:
-        return None
-    try:
-        return ip_address(request.client.host)
-    except ValueError:
-        return None
+def _client_ip(request: Request, trusted: Sequence[Network]) -> IPAddress | None:
+    peer = request.client.host if request.client is not None else None
+    headers = request.headers
+    return client_ip(peer, headers.getlist("x-forwarded-for"), headers.get("x-real-ip"), trusted)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -1,0 +1,252 @@
+"""The ACL policy: its model and the parser of the YAML format (pure; no file I/O here).
+
+    groups:                  # optional: group -> member accounts
+      ci: [jenkins]
+    rules:
+      - match: {group: ci, name: "team/**"}
+        allow: [pull]
+
+Every problem found is collected and reported together, each naming the source, the rule index
+(`rules[2]`, counted from 0 as in the file's list) and the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from typing import Any
+
+import yaml
+
+from app.authz.patterns import GlobKind, Pattern, PatternError, compile_pattern
+from app.errors import PolicyError
+
+ACTIONS = ("pull", "push", "delete", "*")
+CONDITIONS = ("account", "anonymous", "group", "type", "name", "service", "ip")
+RULE_KEYS = ("match", "allow", "deny")
+TOP_KEYS = ("groups", "rules")
+
+Network = IPv4Network | IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """The conditions of a rule; None means the condition is absent (holds for everyone)."""
+
+    accounts: tuple[Pattern, ...] | None = None
+    anonymous: bool | None = None
+    groups: frozenset[str] | None = None
+    types: tuple[Pattern, ...] | None = None
+    names: tuple[Pattern, ...] | None = None
+    services: tuple[Pattern, ...] | None = None
+    networks: tuple[Network, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    index: int
+    match: Match
+    allow: frozenset[str]
+    deny: frozenset[str]
+    text: str  # the rule as written, on one line, for explanations and logs
+
+    @property
+    def label(self) -> str:
+        return f"rules[{self.index}]"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    source: str
+    groups: Mapping[str, frozenset[str]]  # group -> members
+    rules: tuple[Rule, ...]
+    member_of: Mapping[str, frozenset[str]]  # account -> groups, precomputed for the hot path
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A repeated key in a mapping (`account:` twice) is an error, not a silent override."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_policy(text: str, source: str) -> Policy:
+    """Parse and validate a policy; PolicyError lists every problem."""
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise PolicyError([f"{source}: not valid YAML{where}: {problem}"]) from None
+    return _Parser(source).policy(data)
+
+
+class _Parser:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[str] = []
+
+    def problem(self, where: str, reason: str) -> None:
+        self.problems.append(f"{self.source}: {where}: {reason}")
+
+    def policy(self, data: object) -> Policy:
+        if not isinstance(data, dict):
+            raise PolicyError([f"{self.source}: must be a mapping with `groups` and `rules`"])
+        for key in data:
+            if key not in TOP_KEYS:
+                self.problem(str(key), f"unknown key (known: {', '.join(TOP_KEYS)})")
+        groups = self.groups(data.get("groups"))
+        if "rules" not in data:
+            self.problem("rules", "missing (required; `rules: []` grants nothing)")
+        raw_rules = data.get("rules") or []
+        if not isinstance(raw_rules, list):
+            self.problem("rules", "must be a list of rules")
+            raw_rules = []
+        rules = tuple(
+            rule
+            for index, raw in enumerate(raw_rules)
+            if (rule := self.rule(index, raw, groups)) is not None
+        )
+        if self.problems:
+            raise PolicyError(self.problems)
+        return Policy(self.source, groups, rules, _member_of(groups))
+
+    def groups(self, raw: object) -> dict[str, frozenset[str]]:
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            self.problem("groups", "must map each group name to a list of accounts")
+            return {}
+        groups: dict[str, frozenset[str]] = {}
+        for name, members in raw.items():
+            # `[]` (or nothing) declares a group whose members come from the authentication backend
+            empty = members is None or members == []
+            members_list = [] if empty else self.strings(f"groups.{name}", members)
+            if not isinstance(name, str) or not name:
+                self.problem(f"groups.{name}", "a group name must be a non-empty string")
+            elif members_list is not None:
+                groups[name] = frozenset(members_list)
+        return groups
+
+    def rule(self, index: int, raw: object, groups: Mapping[str, frozenset[str]]) -> Rule | None:
+        where = f"rules[{index}]"
+        if not isinstance(raw, dict):
+            self.problem(where, "must be a mapping with `match` and `allow` and/or `deny`")
+            return None
+        before = len(self.problems)
+        for key in raw:
+            if key not in RULE_KEYS:
+                self.problem(where, f"unknown key {key!r} (known: {', '.join(RULE_KEYS)})")
+        if "match" not in raw:
+            self.problem(where, "missing `match` (write `match: {}` to match every request)")
+        if "allow" not in raw and "deny" not in raw:
+            self.problem(where, "needs `allow` or `deny`")
+        match = self.match(where, raw.get("match") or {}, groups)
+        allow = self.actions(f"{where}.allow", raw.get("allow", []))
+        deny = self.actions(f"{where}.deny", raw.get("deny", []))
+        if len(self.problems) > before or match is None:
+            return None
+        return Rule(index, match, allow, deny, render_rule(raw))
+
+    def match(self, where: str, raw: object, groups: Mapping[str, frozenset[str]]) -> Match | None:
+        if not isinstance(raw, dict):
+            self.problem(f"{where}.match", "must be a mapping of conditions")
+            return None
+        for key in raw:
+            if key not in CONDITIONS:
+                known = ", ".join(CONDITIONS)
+                self.problem(f"{where}.match", f"unknown condition {key!r} (known: {known})")
+        anonymous = raw.get("anonymous")
+        if anonymous is not None and not isinstance(anonymous, bool):
+            self.problem(f"{where}.match.anonymous", "must be true or false")
+        if anonymous is True and "account" in raw:
+            self.problem(f"{where}.match", "`anonymous: true` and `account` never hold together")
+        return Match(
+            accounts=self.patterns(where, raw, "account", GlobKind.FLAT),
+            anonymous=anonymous if isinstance(anonymous, bool) else None,
+            groups=self.group_names(where, raw, groups),
+            types=self.patterns(where, raw, "type", GlobKind.FLAT),
+            names=self.patterns(where, raw, "name", GlobKind.PATH, placeholders=True),
+            services=self.patterns(where, raw, "service", GlobKind.FLAT),
+            networks=self.networks(where, raw),
+        )
+
+    def patterns(
+        self, where: str, raw: dict[Any, Any], key: str, kind: GlobKind, **options: bool
+    ) -> tuple[Pattern, ...] | None:
+        if key not in raw:
+            return None
+        texts = self.strings(f"{where}.match.{key}", raw[key]) or []
+        compiled: list[Pattern] = []
+        for text in texts:
+            try:
+                compiled.append(compile_pattern(text, kind, **options))
+            except PatternError as exc:
+                self.problem(f"{where}.match.{key}", str(exc))
+        return tuple(compiled)
+
+    def group_names(
+        self, where: str, raw: dict[Any, Any], groups: Mapping[str, frozenset[str]]
+    ) -> frozenset[str] | None:
+        if "group" not in raw:
+            return None
+        names = self.strings(f"{where}.match.group", raw["group"]) or []
+        for name in names:
+            if name not in groups:
+                self.problem(
+                    f"{where}.match.group",
+                    f"group {name!r} is not defined under `groups:` (list it there, with "
+                    "`[]` if its members come only from the authentication backend)",
+                )
+        return frozenset(names)
+
+    def networks(self, where: str, raw: dict[Any, Any]) -> tuple[Network, ...] | None:
+        if "ip" not in raw:
+            return None
+        networks: list[Network] = []
+        for text in self.strings(f"{where}.match.ip", raw["ip"]) or []:
+            try:
+                networks.append(ip_network(text))
+            except ValueError as exc:
+                self.problem(f"{where}.match.ip", f"{text!r} is not an address or CIDR: {exc}")
+        return tuple(networks)
+
+    def actions(self, where: str, raw: object) -> frozenset[str]:
+        actions = self.strings(where, raw) or []
+        for action in actions:
+            if action not in ACTIONS:
+                self.problem(where, f"unknown action {action!r} (known: {', '.join(ACTIONS)})")
+        return frozenset(actions)
+
+    def strings(self, where: str, raw: object) -> list[str] | None:
+        """One string or a non-empty list of strings; None (and a problem) otherwise."""
+        values = [raw] if isinstance(raw, str) else raw
+        if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
+            self.problem(where, "must be a non-empty string or a list of them (quote numbers)")
+            return None
+        return values
+
+
+def _member_of(groups: Mapping[str, frozenset[str]]) -> dict[str, frozenset[str]]:
+    member_of: dict[str, set[str]] = {}
+    for group, members in groups.items():
+        for account in members:
+            member_of.setdefault(account, set()).add(group)
+    return {account: frozenset(names) for account, names in member_of.items()}
+
+
+def render_rule(raw: Mapping[str, Any]) -> str:
+    """The rule in the file's own format, on one line: `{match: {...}, allow: [pull]}`."""
+    return yaml.safe_dump(
+        dict(raw), default_flow_style=True, sort_keys=False, width=1_000_000
+    ).strip()
