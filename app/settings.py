@@ -15,6 +15,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from app.backend_settings import BackendSettings, check_backend_list, resolve_backend_paths
 from app.errors import ConfigError
 
 ENV_PREFIX = "REGISTRY_AUTH_"
@@ -56,6 +57,10 @@ class Settings(BaseSettings):
     reload_interval: float = Field(
         default=2.0, gt=0, le=3600, description="seconds between checks of watched files"
     )
+    auth_backends: list[BackendSettings] | None = Field(
+        default=None,
+        description="ordered authentication backends; absent: `htpasswd` alone",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -75,6 +80,13 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:5001/token")
+        return value
+
+    @field_validator("auth_backends")
+    @classmethod
+    def _backends_distinct(cls, value: list[Any] | None) -> list[Any] | None:
+        if value is not None:
+            check_backend_list(value)
         return value
 
     @field_validator("listen")
@@ -160,4 +172,6 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
         updates["keys_dir"] = base / settings.keys_dir
     if settings.htpasswd is not None and not settings.htpasswd.is_absolute():
         updates["htpasswd"] = base / settings.htpasswd
+    if settings.auth_backends is not None:
+        updates["auth_backends"] = [resolve_backend_paths(b, base) for b in settings.auth_backends]
     return settings.model_copy(update=updates) if updates else settings

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from ipaddress import ip_address
 from typing import Any
 
@@ -13,8 +15,8 @@ from starlette.exceptions import HTTPException
 
 from app import __version__
 from app.api.credentials import parse_basic
-from app.api.reloading import reload_lifespan
-from app.errors import ClientError
+from app.api.reloading import Lifespan, reload_lifespan
+from app.errors import BackendUnavailableError, ClientError
 from app.protocol.tokens import parse_token_request, token_response
 from app.service import IPAddress, TokenService
 from app.settings import Settings
@@ -30,7 +32,9 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
         version=__version__,
         docs_url=None,
         redoc_url=None,
-        lifespan=reload_lifespan(token_service.reloadables, settings.reload_interval),
+        lifespan=_closing(
+            reload_lifespan(token_service.reloadables, settings.reload_interval), token_service
+        ),
     )
     app.state.service = token_service
     _install_error_handlers(app)
@@ -57,6 +61,20 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
     return app
 
 
+def _closing(lifespan: Lifespan, service: TokenService) -> Lifespan:
+    """The given lifespan, then the service's backend connections closed at shutdown."""
+
+    @contextlib.asynccontextmanager
+    async def closing(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            async with lifespan(app):
+                yield
+        finally:
+            await service.aclose()
+
+    return closing
+
+
 def _token_paths(settings: Settings) -> list[str]:
     paths = ["/token"]
     realm_path = settings.realm_path
@@ -77,6 +95,10 @@ def _client_ip(request: Request) -> IPAddress | None:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ClientError)
     async def client_error(_: Request, exc: ClientError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
+
+    @app.exception_handler(BackendUnavailableError)
+    async def backend_unavailable(_: Request, exc: BackendUnavailableError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
 
     @app.exception_handler(RequestValidationError)
