@@ -10,10 +10,21 @@ import getpass
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+from app.authn.robot_store import (
+    create_robot,
+    list_robots,
+    parse_expiry,
+    revoke_robot,
+    robot_name,
+)
+from app.authn.robots import format_time
 from app.authn.users import list_accounts, remove_user, set_user
+from app.backend_settings import ROBOT_PREFIX, HtpasswdBackend, RobotsBackend
 from app.errors import RegistryAuthError, UserStoreError
 from app.keys.model import Algorithm
 from app.keys.store import bundle_path, generate_key, has_keys
@@ -59,7 +70,23 @@ def build_parser() -> argparse.ArgumentParser:
     add = users.choices["add"]
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     _users_options(users.add_parser("list", help="list the users"))
+    _add_robots_parser(commands)
     return parser
+
+
+def _add_robots_parser(commands: Any) -> None:
+    robots = commands.add_parser("robots", help="manage robot accounts").add_subparsers(
+        dest="robots_command", required=True, metavar="ROBOTS_COMMAND"
+    )
+    create = robots.add_parser("create", help="create a robot; prints its secret once")
+    create.add_argument("name", help=f"NAME (the account is {ROBOT_PREFIX}NAME)")
+    create.add_argument("--groups", nargs="*", default=[], help="groups of the robot")
+    create.add_argument("--expires", default="90d", help="90d, 12h, 30m or never (default 90d)")
+    revoke = robots.add_parser("revoke", help="delete a robot; its secret stops working")
+    revoke.add_argument("name")
+    for sub in (create, revoke, robots.add_parser("list", help="list robots and expiry")):
+        _config_option(sub)
+        sub.add_argument("--robots-file", type=Path, help="robots file (overrides the config)")
 
 
 def _config_option(parser: argparse.ArgumentParser) -> None:
@@ -93,6 +120,8 @@ def _dispatch(args: argparse.Namespace, serve: Serve) -> int:
         return 0
     if args.command == "keys":
         return _keys_generate(args)
+    if args.command == "robots":
+        return _robots(args)
     return _users(args)
 
 
@@ -166,6 +195,9 @@ def _htpasswd_path(args: argparse.Namespace) -> Path:
     if args.htpasswd is not None:
         return Path(args.htpasswd)
     settings = load_settings(args.config)
+    for backend in settings.auth_backends or []:
+        if isinstance(backend, HtpasswdBackend):
+            return backend.path
     if settings.htpasswd is None:
         raise UserStoreError("no htpasswd file: set `htpasswd` in the config or pass --htpasswd")
     return settings.htpasswd
@@ -183,3 +215,39 @@ def _read_password(from_stdin: bool) -> str:
     if not password:
         raise UserStoreError("empty password refused")
     return password
+
+
+def _robots(args: argparse.Namespace) -> int:
+    path = _robots_path(args)
+    if args.robots_command == "list":
+        now = time.time()
+        for robot in list_robots(path):
+            state = "EXPIRED" if robot.expired(now) else "active"
+            groups = ",".join(sorted(robot.groups))
+            until = format_time(robot.expires) or "never"
+            print(f"{robot.name}\t{state}\texpires={until}\tgroups={groups}")
+        return 0
+    if args.robots_command == "revoke":
+        revoke_robot(path, args.name)
+        print(f"revoked {robot_name(args.name)} in {path}", file=sys.stderr)
+        return 0
+    expires = parse_expiry(args.expires, time.time())
+    robot, secret = create_robot(path, args.name, args.groups, expires)
+    until = format_time(robot.expires) or "never"
+    print(
+        f"created {robot.name} in {path} (expires {until}); its secret, shown once:",
+        file=sys.stderr,
+    )
+    print(secret)  # alone on stdout, so `SECRET=$(registry-auth robots create ci)` works
+    return 0
+
+
+def _robots_path(args: argparse.Namespace) -> Path:
+    if args.robots_file is not None:
+        return Path(args.robots_file)
+    for backend in load_settings(args.config).auth_backends or []:
+        if isinstance(backend, RobotsBackend):
+            return backend.path
+    raise UserStoreError(
+        "no robots file: add `- type: robots` to auth_backends or pass --robots-file"
+    )
