@@ -8,13 +8,15 @@ Accounts are escaped for filters (RFC 4515) and DNs (RFC 4514): no injection thr
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import ssl
 from typing import Any
 from urllib.parse import urlsplit
 
 import anyio.to_thread
-from ldap3 import BASE, NONE, SUBTREE, SYNC, Connection, Server, Tls
+from ldap3 import BASE, NONE, SIMPLE, SUBTREE, SYNC, Connection, Server, Tls
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn, parse_dn
@@ -88,7 +90,7 @@ class LdapAuthenticator:
     def _check(self, account: str, password: str) -> AuthResult:
         try:
             return self._check_on_pool(account, password)
-        except LDAPException as exc:
+        except (LDAPException, OSError) as exc:
             raise BackendUnavailableError(self._config.label, _describe(exc)) from exc
 
     def _check_on_pool(self, account: str, password: str) -> AuthResult:
@@ -97,7 +99,7 @@ class LdapAuthenticator:
             with self._pool.connection() as pooled:
                 reused = pooled.reused
                 return self._decide(pooled, account, password)
-        except LDAPException:
+        except (LDAPException, OSError):
             if not reused:
                 raise
         # A reused connection may have died with a server restart: drop the idle ones and try
@@ -110,12 +112,19 @@ class LdapAuthenticator:
         connection = Connection(
             self._server,
             client_strategy=SYNC,
-            receive_timeout=self._config.timeout,
+            # ldap3 packs this into SO_RCVTIMEO as an integer: whole seconds, at least one.
+            receive_timeout=max(1, math.ceil(self._config.timeout)),
             raise_exceptions=False,
             read_only=True,
         )
-        connection.open()
-        if self._config.start_tls and not connection.start_tls():
+        try:
+            connection.open()
+            started = not self._config.start_tls or connection.start_tls()
+        except BaseException:
+            _discard(connection)
+            raise
+        if not started:
+            _discard(connection)
             raise _LdapOutage("StartTLS refused")
         return connection
 
@@ -184,6 +193,7 @@ class LdapAuthenticator:
 def _bind(pooled: Pooled, dn: str, password: str) -> bool:
     """True when bound; False for wrong credentials; _LdapOutage for anything else."""
     connection = pooled.connection
+    connection.authentication = SIMPLE
     connection.user, connection.password = dn, password
     try:
         ok = connection.bind()
@@ -226,6 +236,16 @@ def _first_rdn_value(dn: str) -> str:
         return dn
 
 
-def _describe(exc: LDAPException) -> str:
+def _discard(connection: Connection) -> None:
+    """Close a connection that failed to open: ldap3 leaves the socket open when TLS fails."""
+    with contextlib.suppress(Exception):
+        connection.unbind()
+    sock = getattr(connection, "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()
+
+
+def _describe(exc: Exception) -> str:
     """A cause for the log and the error: the exception type and ldap3's text (no secrets)."""
     return f"{type(exc).__name__}: {exc}"[:200]

@@ -1,0 +1,194 @@
+"""The LDAP backend against a real OpenLDAP (Debian slapd) started for these tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from app.authn.base import Credentials, Outcome
+from app.authn.ldap import LdapAuthenticator
+from app.backend_settings import LdapBackend
+from app.errors import BackendUnavailableError
+from tests.integration.support.slapd import (
+    GROUPS,
+    PEOPLE,
+    PEOPLE_ENTRIES,
+    SERVICE_DN,
+    SERVICE_PASSWORD,
+    Slapd,
+    start_slapd,
+)
+
+pytestmark = pytest.mark.anyio
+
+CAROL = Credentials("carol", SecretStr(PEOPLE_ENTRIES["carol"][0]))
+
+
+@pytest.fixture(scope="module")
+def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
+    server = start_slapd(tmp_path_factory.mktemp("slapd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def secret_file(tmp_path: Path) -> Path:
+    path = tmp_path / "ldap-password"
+    path.write_text(SERVICE_PASSWORD + "\n")
+    return path
+
+
+def ldap_config(slapd: Slapd, **overrides: Any) -> LdapBackend:
+    options: dict[str, Any] = {
+        "type": "ldap",
+        "url": slapd.url,
+        "bind_dn": SERVICE_DN,
+        "bind_password_env": "UNUSED_IN_UNIT",
+        "user_base": PEOPLE,
+        "timeout": 2,
+        "pool_size": 2,
+    }
+    options.update(overrides)
+    return LdapBackend(**options)
+
+
+_OPEN: list[LdapAuthenticator] = []
+
+
+@pytest.fixture(autouse=True)
+async def _close_backends() -> AsyncIterator[None]:
+    """Each backend's pooled connections are closed after the test (no leaked sockets)."""
+    yield
+    while _OPEN:
+        await _OPEN.pop().aclose()
+
+
+def authenticator(
+    slapd: Slapd, password: str = SERVICE_PASSWORD, **overrides: Any
+) -> LdapAuthenticator:
+    backend = LdapAuthenticator(ldap_config(slapd, **overrides), SecretStr(password))
+    _OPEN.append(backend)
+    return backend
+
+
+def creds(account: str, password: str | None = None) -> Credentials:
+    return Credentials(
+        account, SecretStr(PEOPLE_ENTRIES[account][0] if password is None else password)
+    )
+
+
+MODES = [
+    pytest.param({}, id="search-then-bind+memberOf"),
+    pytest.param(
+        {"groups_from": "search", "group_base": GROUPS}, id="search-then-bind+group-search"
+    ),
+    pytest.param(
+        {"mode": "direct", "user_dn_template": f"uid={{account}},{PEOPLE}"},
+        id="direct-bind+memberOf",
+    ),
+    pytest.param(
+        {
+            "mode": "direct",
+            "user_dn_template": f"uid={{account}},{PEOPLE}",
+            "groups_from": "search",
+            "group_base": GROUPS,
+        },
+        id="direct-bind+group-search",
+    ),
+]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("account", sorted(PEOPLE_ENTRIES))
+async def test_each_person_gets_their_groups(
+    slapd: Slapd, mode: dict[str, Any], account: str
+) -> None:
+    backend = authenticator(slapd, **mode)
+    result = await backend.authenticate(creds(account))
+    await backend.aclose()
+    assert result.outcome is Outcome.ACCEPTED
+    assert result.account == account
+    assert result.groups == frozenset(PEOPLE_ENTRIES[account][1])
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_wrong_password_is_rejected(slapd: Slapd, mode: dict[str, Any]) -> None:
+    backend = authenticator(slapd, **mode)
+    result = await backend.authenticate(creds("carol", "not-carols-password"))
+    assert result.outcome is Outcome.REJECTED
+    assert result.groups == frozenset()
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_empty_password_is_rejected_not_an_anonymous_bind(
+    slapd: Slapd, mode: dict[str, Any]
+) -> None:
+    result = await authenticator(slapd, **mode).authenticate(creds("carol", ""))
+    assert result.outcome is Outcome.REJECTED
+
+
+async def test_search_mode_says_not_mine_for_unknown_accounts(slapd: Slapd) -> None:
+    result = await authenticator(slapd).authenticate(creds("mallory", "whatever"))
+    assert result.outcome is Outcome.NOT_MINE
+
+
+async def test_direct_mode_cannot_tell_unknown_from_wrong(slapd: Slapd) -> None:
+    # The server answers invalidCredentials for both; documented in the README.
+    backend = authenticator(slapd, mode="direct", user_dn_template=f"uid={{account}},{PEOPLE}")
+    result = await backend.authenticate(creds("mallory", "whatever"))
+    assert result.outcome is Outcome.REJECTED
+
+
+@pytest.mark.parametrize("account", ["*", "carol)(uid=*", "carol,ou=x", "c*"])
+async def test_filter_and_dn_injection_finds_nobody(slapd: Slapd, account: str) -> None:
+    search = await authenticator(slapd).authenticate(creds(account, PEOPLE_ENTRIES["carol"][0]))
+    direct = await authenticator(
+        slapd, mode="direct", user_dn_template=f"uid={{account}},{PEOPLE}"
+    ).authenticate(creds(account, PEOPLE_ENTRIES["carol"][0]))
+    assert search.outcome is Outcome.NOT_MINE
+    assert direct.outcome is Outcome.REJECTED
+
+
+async def test_ldaps_verifies_the_server_certificate(slapd: Slapd) -> None:
+    good = authenticator(slapd, url=slapd.ldaps_url, ca_file=slapd.tls.ca)
+    assert (await good.authenticate(CAROL)).groups == {"ci", "developers"}
+    untrusted = authenticator(slapd, url=slapd.ldaps_url)  # system CAs do not know ours
+    with pytest.raises(BackendUnavailableError):
+        await untrusted.authenticate(CAROL)
+
+
+async def test_ldaps_checks_the_host_name(slapd: Slapd) -> None:
+    # The certificate names localhost and 127.0.0.1; 127.0.0.2 is the same server, wrong name.
+    wrong_name = slapd.ldaps_url.replace("localhost", "127.0.0.2")
+    backend = authenticator(slapd, url=wrong_name, ca_file=slapd.tls.ca)
+    with pytest.raises(BackendUnavailableError):
+        await backend.authenticate(CAROL)
+
+
+async def test_start_tls(slapd: Slapd) -> None:
+    url = slapd.url.replace("127.0.0.1", "localhost")
+    backend = authenticator(slapd, url=url, start_tls=True, ca_file=slapd.tls.ca)
+    assert (await backend.authenticate(CAROL)).outcome is Outcome.ACCEPTED
+    untrusted = authenticator(slapd, url=url, start_tls=True)
+    with pytest.raises(BackendUnavailableError):
+        await untrusted.authenticate(CAROL)
+
+
+async def test_wrong_service_password_is_an_outage_not_a_reject(slapd: Slapd) -> None:
+    backend = authenticator(slapd, password="wrong")
+    with pytest.raises(BackendUnavailableError, match="service account"):
+        await backend.authenticate(CAROL)
+
+
+async def test_the_pool_reuses_connections(slapd: Slapd) -> None:
+    backend = authenticator(slapd, pool_size=1)
+    for account in ["carol", "dave", "carol", "erin"]:
+        assert (await backend.authenticate(creds(account))).accepted
+    assert (await backend.authenticate(creds("dave", "bad"))).outcome is Outcome.REJECTED
+    assert (await backend.authenticate(creds("dave"))).accepted  # rebinds as service first
+    assert len(backend._pool._idle) == 1  # one connection served them all
+    await backend.aclose()
