@@ -109,6 +109,9 @@ class LdapAuthenticator:
             return self._decide(pooled, account, password)
 
     def _open(self) -> Connection:
+        # ldap3 remembers a failed address and refuses it for a while ("invalid server
+        # address"), even after the server is back; the pool decides when to try, not ldap3.
+        self._server.reset_availability()
         connection = Connection(
             self._server,
             client_strategy=SYNC,

@@ -9,10 +9,13 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from app.api.app import create_app
 from app.authn.base import Credentials, Outcome
 from app.authn.ldap import LdapAuthenticator
 from app.backend_settings import LdapBackend
 from app.errors import BackendUnavailableError
+from app.settings import load_settings
+from tests.conftest import api_client
 from tests.integration.support.slapd import (
     GROUPS,
     PEOPLE,
@@ -192,3 +195,49 @@ async def test_the_pool_reuses_connections(slapd: Slapd) -> None:
     assert (await backend.authenticate(creds("dave"))).accepted  # rebinds as service first
     assert len(backend._pool._idle) == 1  # one connection served them all
     await backend.aclose()
+
+
+async def test_directory_down_is_503_and_back_is_200(
+    tmp_path: Path, rsa_keys_dir: Path, secret_file: Path
+) -> None:
+    server = start_slapd(tmp_path / "private-slapd")  # this test stops it: not the shared one
+    try:
+        settings = load_settings(
+            overrides={
+                "keys_dir": str(rsa_keys_dir),
+                "htpasswd": None,
+                "realm": "http://auth.test/token",
+                "auth_backends": [
+                    {
+                        "type": "ldap",
+                        "name": "corp-ldap",
+                        "url": server.url,
+                        "bind_dn": SERVICE_DN,
+                        "bind_password_file": str(secret_file),
+                        "user_base": PEOPLE,
+                        "timeout": 2,
+                    }
+                ],
+            }
+        )
+        params = {"service": settings.service, "scope": "repository:team/app:pull"}
+        carol = ("carol", PEOPLE_ENTRIES["carol"][0])
+        async with api_client(create_app(settings)) as client:
+            assert (await client.get("/token", params=params, auth=carol)).status_code == 200
+            server.stop()
+            down = await client.get("/token", params=params, auth=carol)
+            assert down.status_code == 503
+            assert down.json()["error"] == "backend_unavailable"
+            assert "corp-ldap" in down.json()["details"]
+            assert down.headers["retry-after"].isdigit()
+            wrong = await client.get("/token", params=params, auth=("carol", "wrong"))
+            assert wrong.status_code == 503  # it cannot know the password is wrong: no 401
+            anonymous = await client.get("/token", params=params)
+            assert anonymous.status_code == 200  # no credentials: no backend asked
+            server.start()
+            back = await client.get("/token", params=params, auth=carol)
+            assert back.status_code == 200, back.text
+            refused = await client.get("/token", params=params, auth=("carol", "wrong"))
+            assert refused.status_code == 401
+    finally:
+        server.stop()
