@@ -8,6 +8,8 @@ runs, so the memberof overlay fills in each person's memberOf (slapadd runs no o
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import time
 from dataclasses import dataclass, field
@@ -104,7 +106,7 @@ class Slapd:
         return f"ldaps://localhost:{self.tls_port}"
 
     def start(self) -> None:
-        slapd = require_program("slapd", package="slapd")
+        slapd = _sbin_program("slapd")
         urls = f"{self.url}/ ldaps://127.0.0.1:{self.tls_port}/"
         # -d 0: stay in the foreground (no fork), so the PID we hold is slapd's own.
         argv = [slapd, "-f", str(self.workdir / "slapd.conf"), "-h", urls, "-d", "0"]
@@ -118,6 +120,12 @@ class Slapd:
 
     def log(self) -> str:
         return self.process.log() if self.process is not None else "(slapd not running)"
+
+
+def _sbin_program(name: str) -> str:
+    """slapd's programs live in /usr/sbin, which is not always on PATH for a plain user."""
+    found = shutil.which(name, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+    return found or require_program(name, package="slapd")  # raises, naming the package
 
 
 def _wait_for_port(process: ManagedProcess, port: int, timeout: float = 15.0) -> None:
@@ -151,7 +159,7 @@ def start_slapd(workdir: Path) -> Slapd:
     )
     seed = workdir / "seed.ldif"
     seed.write_text(_seed_ldif(), encoding="utf-8")
-    slapadd = require_program("slapadd", package="slapd")
+    slapadd = _sbin_program("slapadd")
     run_checked([slapadd, "-f", str(config), "-l", str(seed)], what="slapadd")
     server = Slapd(workdir, free_port(), free_port(), tls)
     server.start()
