@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,12 @@ from pydantic import SecretStr
 from app.api.app import create_app
 from app.authn.base import Credentials, Outcome
 from app.authn.ldap import LdapAuthenticator
+from app.authz.base import Requester
 from app.backend_settings import LdapBackend
 from app.errors import BackendUnavailableError
+from app.protocol.scopes import Scope
+from app.protocol.tokens import parse_token_request
+from app.service import TokenService
 from app.settings import load_settings
 from tests.conftest import api_client
 from tests.integration.support.slapd import (
@@ -241,3 +246,51 @@ async def test_directory_down_is_503_and_back_is_200(
             assert refused.status_code == 401
     finally:
         server.stop()
+
+
+class RecordingAuthorizer:
+    """Grants nothing; remembers who asked (the ACL engine lives on another branch)."""
+
+    def __init__(self) -> None:
+        self.requesters: list[Requester] = []
+
+    def authorize(self, requester: Requester, scopes: Sequence[Scope]) -> list[Scope]:
+        self.requesters.append(requester)
+        return [scope.with_actions(()) for scope in scopes]
+
+
+async def test_ldap_groups_reach_the_requester(
+    slapd: Slapd, rsa_keys_dir: Path, secret_file: Path
+) -> None:
+    settings = load_settings(
+        overrides={
+            "keys_dir": str(rsa_keys_dir),
+            "htpasswd": None,
+            "realm": "http://auth.test/token",
+            "auth_backends": [
+                {
+                    "type": "ldap",
+                    "url": slapd.url,
+                    "bind_dn": SERVICE_DN,
+                    "bind_password_file": str(secret_file),
+                    "user_base": PEOPLE,
+                }
+            ],
+        }
+    )
+    loaded = TokenService.from_settings(settings)
+    recorder = RecordingAuthorizer()
+    service = TokenService(
+        settings,
+        loaded.keyring_source,
+        authenticator=loaded.authenticator,
+        authorizer=recorder,
+    )
+    request = parse_token_request({"service": [settings.service], "scope": ["repository:a/b:pull"]})
+    issued = await service.issue(request, CAROL, ip_address("192.0.2.7"))
+    await loaded.aclose()
+    assert issued.account == "carol"
+    (requester,) = recorder.requesters
+    assert requester.account == "carol"
+    assert requester.groups == {"ci", "developers"}
+    assert str(requester.ip) == "192.0.2.7"
