@@ -11,15 +11,26 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from ipaddress import ip_address
 from pathlib import Path
+from typing import Any
 
+from app.authn.robot_store import (
+    create_robot,
+    list_robots,
+    parse_expiry,
+    revoke_robot,
+    robot_name,
+)
+from app.authn.robots import format_time
 from app.authn.users import list_accounts, remove_user, set_user
 from app.authz.base import Requester
 from app.authz.engine import explain
 from app.authz.files import load_policy
 from app.authz.report import explanation_data, render_text
+from app.backend_settings import ROBOT_PREFIX, HtpasswdBackend, RobotsBackend
 from app.cli_keys import add_keys_commands, run_keys
 from app.config_reference import render_reference, replace_block
 from app.errors import ConfigError, PolicyError, RegistryAuthError, UserStoreError
@@ -68,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     _users_options(users.add_parser("list", help="list the users"))
     _etcd_parser(commands)
     _acl_parser(commands)
+    _add_robots_parser(commands)
     return parser
 
 
@@ -98,6 +110,21 @@ def _acl_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     explain.add_argument("--service", help="the service (default: `service` of the config)")
     explain.add_argument("--json", action="store_true", help="print JSON instead of text")
     explain.add_argument("scopes", nargs="+", metavar="SCOPE", help="e.g. repository:team/app:pull")
+
+
+def _add_robots_parser(commands: Any) -> None:
+    robots = commands.add_parser("robots", help="manage robot accounts").add_subparsers(
+        dest="robots_command", required=True, metavar="ROBOTS_COMMAND"
+    )
+    create = robots.add_parser("create", help="create a robot; prints its secret once")
+    create.add_argument("name", help=f"NAME (the account is {ROBOT_PREFIX}NAME)")
+    create.add_argument("--groups", nargs="*", default=[], help="groups of the robot")
+    create.add_argument("--expires", default="90d", help="90d, 12h, 30m or never (default 90d)")
+    revoke = robots.add_parser("revoke", help="delete a robot; its secret stops working")
+    revoke.add_argument("name")
+    for sub in (create, revoke, robots.add_parser("list", help="list robots and expiry")):
+        _config_option(sub)
+        sub.add_argument("--robots-file", type=Path, help="robots file (overrides the config)")
 
 
 def _config_option(parser: argparse.ArgumentParser) -> None:
@@ -132,6 +159,7 @@ def _dispatch(args: argparse.Namespace, serve: Serve) -> int:
         "keys": run_keys,
         "etcd": _etcd,
         "acl": _acl,
+        "robots": _robots,
         "users": _users,
     }
     return commands[args.command](args)
@@ -233,6 +261,9 @@ def _htpasswd_path(args: argparse.Namespace) -> Path:
     if args.htpasswd is not None:
         return Path(args.htpasswd)
     settings = load_settings(args.config)
+    for backend in settings.auth_backends or []:
+        if isinstance(backend, HtpasswdBackend):
+            return backend.path
     if settings.htpasswd is None:
         raise UserStoreError("no htpasswd file: set `htpasswd` in the config or pass --htpasswd")
     return settings.htpasswd
@@ -285,3 +316,39 @@ def _explain_requester(args: argparse.Namespace, service: str) -> Requester:
             raise ConfigError("--ip", f"{args.ip!r} is not an IP address") from None
     account = None if args.anonymous else args.account
     return Requester(account, service, frozenset(args.group), ip)
+
+
+def _robots(args: argparse.Namespace) -> int:
+    path = _robots_path(args)
+    if args.robots_command == "list":
+        now = time.time()
+        for robot in list_robots(path):
+            state = "EXPIRED" if robot.expired(now) else "active"
+            groups = ",".join(sorted(robot.groups))
+            until = format_time(robot.expires) or "never"
+            print(f"{robot.name}\t{state}\texpires={until}\tgroups={groups}")
+        return 0
+    if args.robots_command == "revoke":
+        revoke_robot(path, args.name)
+        print(f"revoked {robot_name(args.name)} in {path}", file=sys.stderr)
+        return 0
+    expires = parse_expiry(args.expires, time.time())
+    robot, secret = create_robot(path, args.name, args.groups, expires)
+    until = format_time(robot.expires) or "never"
+    print(
+        f"created {robot.name} in {path} (expires {until}); its secret, shown once:",
+        file=sys.stderr,
+    )
+    print(secret)  # alone on stdout, so `SECRET=$(registry-auth robots create ci)` works
+    return 0
+
+
+def _robots_path(args: argparse.Namespace) -> Path:
+    if args.robots_file is not None:
+        return Path(args.robots_file)
+    for backend in load_settings(args.config).auth_backends or []:
+        if isinstance(backend, RobotsBackend):
+            return backend.path
+    raise UserStoreError(
+        "no robots file: add `- type: robots` to auth_backends or pass --robots-file"
+    )

@@ -112,3 +112,30 @@ class PolicyError(RegistryAuthError):
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
         super().__init__(f"{problems[0]}{more}")
         self.problems = problems
+
+
+class BackendUnavailableError(RegistryAuthError):
+    """An authentication backend cannot decide right now (down, timing out, circuit open).
+
+    Not the client's fault, so not a ClientError, but it reaches the client all the same: 503
+    with a JSON body naming the backend (never its address or the cause, which go to the log),
+    so a registry client sees an outage instead of "wrong password" or a 500.
+    """
+
+    status = 503
+    code = "backend_unavailable"
+
+    def __init__(self, backend: str, cause: str = "unavailable", retry_after: int = 5) -> None:
+        super().__init__(f"authentication backend {backend!r} is unavailable: {cause}")
+        self.backend = backend
+        self.cause = cause
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+    def body(self) -> dict[str, object]:
+        return {
+            "details": f"authentication backend {self.backend!r} is unavailable; try again later",
+            "error": self.code,
+        }

@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from app.authn.base import Authenticator, AuthResult, Credentials, Outcome
-from app.authn.htpasswd import HtpasswdAuthenticator, load_htpasswd
+from app.authn.build import build_authentication
 from app.authz.base import Authorizer, Requester
 from app.authz.default import DefaultAuthorizer
 from app.authz.engine import PolicyAuthorizer
@@ -73,6 +73,7 @@ class TokenService:
         clock: Clock = time.time,
         id_source: IdSource = new_jti,
         reloadables: Sequence[Reloadable[Any]] = (),
+        closers: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
         self.settings = settings
         self._keyring = keyring
@@ -83,6 +84,7 @@ class TokenService:
         self.reloadables = tuple(reloadables)
         self._last_expiry: tuple[str, ExpiryState] | None = None
         self.certificate_status()
+        self._closers = tuple(closers)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock = time.time) -> TokenService:
@@ -92,21 +94,23 @@ class TokenService:
             "key ring", lambda: load_keyring(keys_dir), lambda: [keys_dir / RING_FILE]
         )
         reloadables: list[Reloadable[Any]] = [keyring]
-        authenticator = None
-        if settings.htpasswd is not None:
-            path = settings.htpasswd
-            users = Reloadable(f"htpasswd {path}", lambda: load_htpasswd(path), lambda: [path])
-            reloadables.append(users)
-            authenticator = HtpasswdAuthenticator(users.get)
+        authentication = build_authentication(settings)
+        reloadables += authentication.reloadables
         authorizer = _policy_authorizer(settings, reloadables)
         return cls(
             settings,
             keyring.get,
-            authenticator=authenticator,
+            authenticator=authentication.authenticator,
             authorizer=authorizer,
             reloadables=reloadables,
+            closers=authentication.closers,
             clock=clock,
         )
+
+    async def aclose(self) -> None:
+        """Close the backends' connections (LDAP pool, webhook client)."""
+        for close in self._closers:
+            await close()
 
     @property
     def keyring(self) -> KeyRing:
@@ -130,7 +134,10 @@ class TokenService:
         account: str | None = None
         groups: frozenset[str] = frozenset()
         if credentials is not None:
-            result = await self._authenticate(credentials)
+            where = str(client_ip) if client_ip is not None else None
+            result = await self._authenticate(
+                replace(credentials, service=service, client_ip=where)
+            )
             account, groups = result.account, result.groups
         requester = Requester(account, service, groups, client_ip)
         granted = self.authorizer.authorize(requester, request.scopes)

@@ -24,6 +24,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from app.backend_settings import BackendSettings, check_backend_list, resolve_backend_paths
 from app.errors import ConfigError
 
 ENV_PREFIX = "REGISTRY_AUTH_"
@@ -167,6 +168,10 @@ class Settings(BaseSettings):
     etcd: EtcdSettings | None = Field(
         default=None, description="publish realm/issuer/service to etcd (absent: standalone)"
     )
+    auth_backends: list[BackendSettings] | None = Field(
+        default=None,
+        description="ordered authentication backends; absent: `htpasswd` alone",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -186,6 +191,13 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:5001/token")
+        return value
+
+    @field_validator("auth_backends")
+    @classmethod
+    def _backends_distinct(cls, value: list[Any] | None) -> list[Any] | None:
+        if value is not None:
+            check_backend_list(value)
         return value
 
     @field_validator("listen")
@@ -275,6 +287,8 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
         updates.update(_resolve_etcd_paths(settings.etcd, base))
     if settings.acl is not None and not settings.acl.is_absolute():
         updates["acl"] = base / settings.acl
+    if settings.auth_backends is not None:
+        updates["auth_backends"] = [resolve_backend_paths(b, base) for b in settings.auth_backends]
     return settings.model_copy(update=updates) if updates else settings
 
 

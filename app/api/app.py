@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,8 +17,8 @@ from app.api.client_ip import Network, client_ip
 from app.api.credentials import parse_basic
 from app.api.lifespans import combine_lifespans
 from app.api.publishing import build_publish_loop, etcd_status, publish_lifespan
-from app.api.reloading import reload_lifespan
-from app.errors import ClientError
+from app.api.reloading import Lifespan, reload_lifespan
+from app.errors import BackendUnavailableError, ClientError
 from app.keys.expiry import ExpiryState
 from app.keys.jwks import KidFormat, jwks_document
 from app.protocol.tokens import parse_token_request, token_response
@@ -36,9 +37,12 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
         version=__version__,
         docs_url=None,
         redoc_url=None,
-        lifespan=combine_lifespans(
-            reload_lifespan(token_service.reloadables, settings.reload_interval),
-            publish_lifespan(publish_loop, settings),
+        lifespan=_closing(
+            combine_lifespans(
+                reload_lifespan(token_service.reloadables, settings.reload_interval),
+                publish_lifespan(publish_loop, settings),
+            ),
+            token_service,
         ),
     )
     app.state.service = token_service
@@ -92,6 +96,20 @@ def readiness(token_service: TokenService, etcd: dict[str, Any]) -> JSONResponse
     return JSONResponse(body)
 
 
+def _closing(lifespan: Lifespan, service: TokenService) -> Lifespan:
+    """The given lifespan, then the service's backend connections closed at shutdown."""
+
+    @contextlib.asynccontextmanager
+    async def closing(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            async with lifespan(app):
+                yield
+        finally:
+            await service.aclose()
+
+    return closing
+
+
 def _token_paths(settings: Settings) -> list[str]:
     paths = ["/token"]
     realm_path = settings.realm_path
@@ -109,6 +127,10 @@ def _client_ip(request: Request, trusted: Sequence[Network]) -> IPAddress | None
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ClientError)
     async def client_error(_: Request, exc: ClientError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
+
+    @app.exception_handler(BackendUnavailableError)
+    async def backend_unavailable(_: Request, exc: BackendUnavailableError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
 
     @app.exception_handler(RequestValidationError)

@@ -11,10 +11,16 @@ from pydantic import SecretStr
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """An account and its password; the password prints as '**********'."""
+    """An account and its password; the password prints as '**********'.
+
+    `service` and `client_ip` say where the request came from (the token service fills them
+    in); a backend may pass them on (the webhook does) but never sees the HTTP request itself.
+    """
 
     account: str
     password: SecretStr
+    service: str | None = None
+    client_ip: str | None = None
 
 
 class Outcome(StrEnum):

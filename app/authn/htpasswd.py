@@ -111,3 +111,13 @@ class HtpasswdAuthenticator:
         if not ok:
             return AuthResult(Outcome.REJECTED)
         return AuthResult(Outcome.ACCEPTED, credentials.account)
+
+
+def is_bcrypt_hash(hashed: str) -> bool:
+    """True for a `$2a$`/`$2b$`/`$2y$` bcrypt hash (what every password file here must hold)."""
+    return _BCRYPT.fullmatch(hashed.encode("ascii", "replace")) is not None
+
+
+def dummy_hash(hashes: dict[str, bytes]) -> bytes:
+    """A hash of a random password at the median cost, checked for unknown accounts."""
+    return _dummy_hash(hashes)

@@ -44,7 +44,10 @@ from tests.integration.support.skopeo import Skopeo, SkopeoResult
 from tests.integration.support.stack import ALICE, USERS
 
 TOKEN_TTL = 5  # short, so that retiring waits token_ttl + 60 s and not minutes more
-MAX_OPERATIONS = 400  # a bound on the client loop, whatever happens
+# Bounds on the client loop, whatever happens: it runs until the runbook stops it, but never
+# longer than this, nor more operations than this (an idle machine does ~3 operations a second).
+MAX_LOOP_SECONDS = 600
+MAX_OPERATIONS = 4000
 REPOSITORY = "team/rotation"
 
 
@@ -122,8 +125,9 @@ class ClientLoop:
         assert self.done >= target, f"client loop stalled at {self.done} operations"
 
     def _run(self) -> None:
+        deadline = time.monotonic() + MAX_LOOP_SECONDS
         for number in range(MAX_OPERATIONS // 2):
-            if self._stop.is_set():
+            if self._stop.is_set() or time.monotonic() > deadline:
                 return
             self._push_and_pull(number)
 

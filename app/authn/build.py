@@ -1,0 +1,137 @@
+"""Building the authentication chain from the settings: one link per `auth_backends` entry.
+
+Without `auth_backends`, the `htpasswd` key alone is a one-link chain (the original setup keeps
+working). Secrets named by `*_file` / `*_env` are read here, once, at start.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from app.authn.base import Authenticator
+from app.authn.cache import CachingAuthenticator
+from app.authn.chain import BackendChain, ChainLink
+from app.authn.htpasswd import HtpasswdAuthenticator, load_htpasswd
+from app.authn.ldap import LdapAuthenticator
+from app.authn.robots import RobotAuthenticator, load_robots
+from app.authn.static import StaticAuthenticator, load_static_users
+from app.authn.webhook import WebhookAuthenticator
+from app.backend_settings import (
+    HtpasswdBackend,
+    LdapBackend,
+    RobotsBackend,
+    StaticBackend,
+    WebhookBackend,
+)
+from app.errors import ConfigError
+from app.reload import Reloadable
+from app.settings import Settings
+
+Closer = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Authentication:
+    """What the token service needs: the chain, the files to watch, what to close at exit."""
+
+    authenticator: BackendChain | None
+    reloadables: list[Reloadable[Any]] = field(default_factory=list)
+    closers: list[Closer] = field(default_factory=list)
+
+
+def configured_backends(settings: Settings) -> list[Any]:
+    if settings.auth_backends is not None:
+        if settings.htpasswd is not None:
+            raise ConfigError(
+                "htpasswd", "with auth_backends, list it there as `- type: htpasswd` instead"
+            )
+        return list(settings.auth_backends)
+    if settings.htpasswd is not None:
+        return [HtpasswdBackend(type="htpasswd", path=settings.htpasswd)]
+    return []
+
+
+def build_authentication(
+    settings: Settings, *, clock: Callable[[], float] = time.time
+) -> Authentication:
+    backends = configured_backends(settings)
+    built = Authentication(None)
+    links = [_link(backend, index, built, clock) for index, backend in enumerate(backends)]
+    built.authenticator = BackendChain(links) if links else None
+    return built
+
+
+def _link(backend: Any, index: int, built: Authentication, clock: Callable[[], float]) -> ChainLink:
+    accounts = re.compile(backend.accounts) if backend.accounts else None
+    authenticator = _authenticator(backend, index, built, clock)
+    return ChainLink(
+        backend.label, authenticator, accounts, robots=isinstance(backend, RobotsBackend)
+    )
+
+
+def _authenticator(
+    backend: Any, index: int, built: Authentication, clock: Callable[[], float]
+) -> Authenticator:
+    if isinstance(backend, HtpasswdBackend):
+        path = backend.path
+        users = _watch(built, f"htpasswd {path}", lambda: load_htpasswd(path), path)
+        return HtpasswdAuthenticator(users.get)
+    if isinstance(backend, StaticBackend):
+        path = backend.path
+        static = _watch(built, f"users {path}", lambda: load_static_users(path), path)
+        return StaticAuthenticator(static.get)
+    if isinstance(backend, RobotsBackend):
+        path = backend.path
+        robots = _watch(built, f"robots {path}", lambda: load_robots(path), path)
+        return RobotAuthenticator(robots.get, clock)
+    key = f"auth_backends.{index}"
+    if isinstance(backend, LdapBackend):
+        password = read_secret(
+            backend.bind_password_file, backend.bind_password_env, f"{key}.bind_password"
+        )
+        ldap = LdapAuthenticator(backend, password)
+        built.closers.append(ldap.aclose)
+        return _cached(ldap, backend.cache_ttl, backend.cache_size, per_client=False)
+    assert isinstance(backend, WebhookBackend)  # noqa: S101 - the union is closed
+    secret = read_secret(backend.secret_file, backend.secret_env, f"{key}.secret")
+    webhook = WebhookAuthenticator(backend, secret=secret)
+    built.closers.append(webhook.aclose)
+    return _cached(webhook, backend.cache_ttl, backend.cache_size, per_client=True)
+
+
+def _watch(
+    built: Authentication, name: str, loader: Callable[[], Any], path: Path
+) -> Reloadable[Any]:
+    reloadable: Reloadable[Any] = Reloadable(name, loader, lambda: [path])
+    built.reloadables.append(reloadable)
+    return reloadable
+
+
+def _cached(inner: Authenticator, ttl: float, size: int, *, per_client: bool) -> Authenticator:
+    if ttl <= 0:
+        return inner
+    return CachingAuthenticator(inner, ttl=ttl, max_entries=size, per_client=per_client)
+
+
+def read_secret(file: Path | None, env: str | None, prefix: str) -> SecretStr | None:
+    """The secret from its file (trailing newline dropped) or environment variable."""
+    if file is not None:
+        try:
+            return SecretStr(file.read_text(encoding="utf-8").rstrip("\r\n"))
+        except (OSError, UnicodeDecodeError) as exc:
+            problem = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise ConfigError(f"{prefix}_file", f"cannot read {file}: {problem}") from None
+    if env is not None:
+        value = os.environ.get(env)
+        if value is None:
+            raise ConfigError(f"{prefix}_env", f"environment variable {env} is not set")
+        return SecretStr(value)
+    return None

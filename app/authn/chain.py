@@ -1,0 +1,66 @@
+"""The backend chain: ordered backends; the first decisive answer wins; nothing decisive rejects.
+
+A backend that cannot decide (BackendUnavailableError) stops the chain with that error (503):
+asking the next backend instead could accept someone the unavailable one would have refused.
+Backends only hear about the accounts they answer for (`accounts`), and names with the robot
+prefix go to the robot store alone, so no other backend can answer for a robot name.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from app.authn.base import Authenticator, AuthResult, Credentials, Outcome
+from app.backend_settings import ROBOT_PREFIX
+from app.errors import BackendUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainLink:
+    name: str
+    authenticator: Authenticator
+    accounts: re.Pattern[str] | None = None
+    robots: bool = False  # the robot store: the one link that sees ROBOT_PREFIX names
+
+    def answers_for(self, account: str) -> bool:
+        if account.startswith(ROBOT_PREFIX) != self.robots:
+            return False
+        return self.accounts is None or self.accounts.fullmatch(account) is not None
+
+
+class BackendChain:
+    """An Authenticator made of others, asked in order."""
+
+    def __init__(self, links: Sequence[ChainLink]) -> None:
+        self.links = tuple(links)
+
+    async def authenticate(self, credentials: Credentials) -> AuthResult:
+        for link in self.links:
+            if not link.answers_for(credentials.account):
+                continue
+            result = await _ask(link, credentials)
+            if result.outcome is Outcome.NOT_MINE:
+                continue
+            if result.accepted and result.account is None:
+                result = replace(result, account=credentials.account)
+            log.debug("backend %s decided %s", link.name, result.outcome)
+            return result
+        return AuthResult(Outcome.REJECTED)
+
+
+async def _ask(link: ChainLink, credentials: Credentials) -> AuthResult:
+    try:
+        return await link.authenticator.authenticate(credentials)
+    except BackendUnavailableError as exc:
+        log.warning("%s", exc)
+        raise
+    except Exception as exc:
+        # A backend bug must never turn into an accept or a 500 trace: it is an outage.
+        # Only the type is logged: a third-party message could quote the credentials.
+        log.error("backend %s failed: %s", link.name, type(exc).__name__)  # noqa: TRY400
+        raise BackendUnavailableError(link.name, "internal error") from exc

@@ -1,0 +1,254 @@
+"""The LDAP backend (ldap3): search-then-bind or direct bind; groups from memberOf or a search.
+
+ldap3 is synchronous, so each check runs in a worker thread on a pooled connection. Third-party
+errors become BackendUnavailableError here, once. An LDAP bind with an empty password is an
+"unauthenticated bind" that succeeds (RFC 4513 §5.1.2), so empty passwords are refused first.
+Accounts are escaped for filters (RFC 4515) and DNs (RFC 4514): no injection through a name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import ssl
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio.to_thread
+from ldap3 import BASE, NONE, SIMPLE, SUBTREE, SYNC, Connection, Server, Tls
+from ldap3.core.exceptions import LDAPException
+from ldap3.utils.conv import escape_filter_chars
+from ldap3.utils.dn import escape_rdn, parse_dn
+from pydantic import SecretStr
+
+from app.authn.base import AuthResult, Credentials, Outcome
+from app.authn.ldap_pool import LdapPool, Pooled
+from app.backend_settings import LdapBackend
+from app.errors import BackendUnavailableError
+
+log = logging.getLogger(__name__)
+
+INVALID_CREDENTIALS = 49
+UNWILLING_TO_PERFORM = 53  # e.g. a disabled or locked account: a refusal, not an outage
+SIZE_LIMIT_EXCEEDED = 4
+
+
+class _LdapOutage(LDAPException):
+    """The directory answered, but not usefully (a failed search, a refused service bind)."""
+
+
+class _CheckingTls(Tls):
+    """TLS that verifies the certificate and host name with the ssl module itself.
+
+    ldap3 2.9 turns the context's host name check off and calls ssl.match_hostname instead,
+    which is deprecated (and gone in Python 3.12); here the SSLContext does the whole check.
+    """
+
+    def __init__(self, ca_file: str | None) -> None:
+        super().__init__(validate=ssl.CERT_REQUIRED, ca_certs_file=ca_file)
+
+    def wrap_socket(self, connection: Any, do_handshake: bool = False) -> None:
+        context = ssl.create_default_context(cafile=self.ca_certs_file)
+        connection.socket = context.wrap_socket(
+            connection.socket,
+            server_hostname=connection.server.host,
+            do_handshake_on_connect=do_handshake,
+        )
+
+
+def build_server(config: LdapBackend) -> Server:
+    parts = urlsplit(config.url)
+    secure = parts.scheme == "ldaps"
+    tls = _CheckingTls(str(config.ca_file) if config.ca_file else None)
+    return Server(
+        parts.hostname or "",
+        port=parts.port or (636 if secure else 389),
+        use_ssl=secure,
+        tls=tls,
+        connect_timeout=config.timeout,
+        get_info=NONE,
+    )
+
+
+class LdapAuthenticator:
+    def __init__(self, config: LdapBackend, bind_password: SecretStr | None = None) -> None:
+        self._config = config
+        self._bind_password = bind_password
+        self._server = build_server(config)
+        self._pool = LdapPool(self._open, config.pool_size, config.timeout)
+
+    async def aclose(self) -> None:
+        self._pool.close()
+
+    async def authenticate(self, credentials: Credentials) -> AuthResult:
+        password = credentials.password.get_secret_value()
+        if not password:
+            return AuthResult(Outcome.REJECTED)
+        return await anyio.to_thread.run_sync(self._check, credentials.account, password)
+
+    def _check(self, account: str, password: str) -> AuthResult:
+        try:
+            return self._check_on_pool(account, password)
+        except (LDAPException, OSError) as exc:
+            raise BackendUnavailableError(self._config.label, _describe(exc)) from exc
+
+    def _check_on_pool(self, account: str, password: str) -> AuthResult:
+        reused = False
+        try:
+            with self._pool.connection() as pooled:
+                reused = pooled.reused
+                return self._decide(pooled, account, password)
+        except (LDAPException, OSError):
+            if not reused:
+                raise
+        # A reused connection may have died with a server restart: drop the idle ones and try
+        # once on a fresh connection before calling it an outage.
+        self._pool.close()
+        with self._pool.connection(fresh=True) as pooled:
+            return self._decide(pooled, account, password)
+
+    def _open(self) -> Connection:
+        # ldap3 remembers a failed address and refuses it for a while ("invalid server
+        # address"), even after the server is back; the pool decides when to try, not ldap3.
+        self._server.reset_availability()
+        connection = Connection(
+            self._server,
+            client_strategy=SYNC,
+            # ldap3 packs this into SO_RCVTIMEO as an integer: whole seconds, at least one.
+            receive_timeout=max(1, math.ceil(self._config.timeout)),
+            raise_exceptions=False,
+            read_only=True,
+        )
+        try:
+            connection.open()
+            started = not self._config.start_tls or connection.start_tls()
+        except BaseException:
+            _discard(connection)
+            raise
+        if not started:
+            _discard(connection)
+            raise _LdapOutage("StartTLS refused")
+        return connection
+
+    def _decide(self, pooled: Pooled, account: str, password: str) -> AuthResult:
+        if self._config.mode == "direct":
+            return self._direct(pooled, account, password)
+        return self._search_then_bind(pooled, account, password)
+
+    def _search_then_bind(self, pooled: Pooled, account: str, password: str) -> AuthResult:
+        self._bind_service(pooled)
+        found = self._find_user(pooled.connection, account)
+        if found is None:
+            return AuthResult(Outcome.NOT_MINE)
+        dn, attributes = found
+        groups = self._groups(pooled.connection, dn, account, attributes)
+        if not _bind(pooled, dn, password):
+            return AuthResult(Outcome.REJECTED)
+        return AuthResult(Outcome.ACCEPTED, account, groups)
+
+    def _direct(self, pooled: Pooled, account: str, password: str) -> AuthResult:
+        template = self._config.user_dn_template or ""
+        dn = template.replace("{account}", escape_rdn(account))
+        if not _bind(pooled, dn, password):
+            return AuthResult(Outcome.REJECTED)
+        attributes: dict[str, Any] = {}
+        if self._config.groups_from == "memberof":
+            attribute = self._config.group_attribute
+            entries = _search(pooled.connection, dn, "(objectClass=*)", [attribute], scope=BASE)
+            attributes = entries[0][1] if entries else {}
+        groups = self._groups(pooled.connection, dn, account, attributes)
+        return AuthResult(Outcome.ACCEPTED, account, groups)
+
+    def _bind_service(self, pooled: Pooled) -> None:
+        dn = self._config.bind_dn
+        if dn is None or pooled.bound_as == dn:
+            return
+        secret = self._bind_password.get_secret_value() if self._bind_password else ""
+        if not _bind(pooled, dn, secret):
+            raise _LdapOutage("the service account's bind was refused (check bind_dn/password)")
+
+    def _find_user(self, connection: Connection, account: str) -> tuple[str, dict[str, Any]] | None:
+        query = self._config.user_filter.replace("{account}", escape_filter_chars(account))
+        wanted = [self._config.group_attribute] if self._config.groups_from == "memberof" else []
+        entries = _search(connection, self._config.user_base or "", query, wanted, size_limit=2)
+        if len(entries) > 1:
+            log.warning("LDAP: %d entries match account %r; refusing", len(entries), account)
+            return None  # ambiguous: nobody's account
+        return entries[0] if entries else None
+
+    def _groups(
+        self, connection: Connection, dn: str, account: str, attributes: dict[str, Any]
+    ) -> frozenset[str]:
+        if self._config.groups_from == "memberof":
+            values = attributes.get(self._config.group_attribute, [])
+            return frozenset(_first_rdn_value(value) for value in values)
+        if self._config.groups_from == "none":
+            return frozenset()
+        query = self._config.group_filter.replace("{dn}", escape_filter_chars(dn)).replace(
+            "{account}", escape_filter_chars(account)
+        )
+        name = self._config.group_name_attribute
+        entries = _search(connection, self._config.group_base or "", query, [name])
+        return frozenset(str(v) for _, attrs in entries for v in attrs.get(name, []))
+
+
+def _bind(pooled: Pooled, dn: str, password: str) -> bool:
+    """True when bound; False for wrong credentials; _LdapOutage for anything else."""
+    connection = pooled.connection
+    connection.authentication = SIMPLE
+    connection.user, connection.password = dn, password
+    try:
+        ok = connection.bind()
+    finally:
+        connection.password = None  # do not keep a user's password on a pooled connection
+    pooled.bound_as = dn if ok else None
+    if ok:
+        return True
+    code = connection.result.get("result") if connection.result else None
+    if code in (INVALID_CREDENTIALS, UNWILLING_TO_PERFORM):
+        return False
+    raise _LdapOutage(f"bind failed with LDAP result {code}")
+
+
+def _search(
+    connection: Connection,
+    base: str,
+    query: str,
+    attributes: list[str],
+    *,
+    scope: Any = SUBTREE,
+    size_limit: int = 0,
+) -> list[tuple[str, dict[str, Any]]]:
+    connection.search(base, query, search_scope=scope, attributes=attributes, size_limit=size_limit)
+    code = connection.result.get("result") if connection.result else None
+    if code not in (0, SIZE_LIMIT_EXCEEDED):
+        raise _LdapOutage(f"search failed with LDAP result {code}")
+    return [
+        (entry["dn"], dict(entry.get("attributes", {})))
+        for entry in connection.response or []
+        if entry.get("type") == "searchResEntry"
+    ]
+
+
+def _first_rdn_value(dn: str) -> str:
+    """'cn=ci,ou=groups,dc=example,dc=org' -> 'ci'."""
+    try:
+        return str(parse_dn(dn)[0][1])
+    except (LDAPException, IndexError):
+        return dn
+
+
+def _discard(connection: Connection) -> None:
+    """Close a connection that failed to open: ldap3 leaves the socket open when TLS fails."""
+    with contextlib.suppress(Exception):
+        connection.unbind()
+    sock = getattr(connection, "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()
+
+
+def _describe(exc: Exception) -> str:
+    """A cause for the log and the error: the exception type and ldap3's text (no secrets)."""
+    return f"{type(exc).__name__}: {exc}"[:200]

@@ -1,0 +1,130 @@
+"""Robot accounts: machine credentials for CI, named `robot$NAME`, with groups and an expiry.
+
+The file (YAML, mode 0600, written by `registry-auth robots`) holds the SHA-256 of each secret,
+never the secret. A fast hash is enough here, unlike for passwords: a secret is 256 random bits
+from the OS CSPRNG, so there is nothing to guess, and the check stays cheap on the hot path.
+
+    robots:
+      robot$ci:
+        sha256: 9f86d0...
+        groups: [ci]
+        created: "2026-01-01T00:00:00Z"
+        expires: "2026-04-01T00:00:00Z"     # null: never
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from app.authn.base import AuthResult, Credentials, Outcome
+from app.backend_settings import ROBOT_PREFIX
+from app.errors import UserStoreError
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class Robot:
+    name: str
+    sha256: str = field(repr=False)
+    groups: frozenset[str] = frozenset()
+    created: datetime | None = None
+    expires: datetime | None = None
+
+    def expired(self, now: float) -> bool:
+        return self.expires is not None and now >= self.expires.timestamp()
+
+
+def secret_digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def format_time(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_robots(data: Any, path: Path) -> dict[str, Robot]:
+    if data is None:
+        return {}
+    entries = data.get("robots") if isinstance(data, dict) else None
+    if not isinstance(entries, dict | None):
+        raise UserStoreError(f"{path}: must be a mapping with the key `robots`")
+    items = (entries or {}).items()
+    return {str(name): _parse_robot(str(name), entry, path) for name, entry in items}
+
+
+def _parse_robot(name: str, entry: Any, path: Path) -> Robot:
+    where = f"{path}: robots.{name}"
+    if not name.startswith(ROBOT_PREFIX):
+        raise UserStoreError(f"{where}: robot names start with {ROBOT_PREFIX!r}")
+    if not isinstance(entry, dict):
+        raise UserStoreError(f"{where}: must be a mapping")
+    digest = entry.get("sha256")
+    if not isinstance(digest, str) or len(digest) != 64:
+        raise UserStoreError(f"{where}: sha256: must be 64 hex digits")
+    groups = entry.get("groups") or []
+    if not isinstance(groups, list) or not all(isinstance(g, str) and g for g in groups):
+        raise UserStoreError(f"{where}: groups: must be a list of group names")
+    return Robot(
+        name,
+        digest.lower(),
+        frozenset(groups),
+        _parse_time(entry.get("created"), f"{where}: created"),
+        _parse_time(entry.get("expires"), f"{where}: expires"),
+    )
+
+
+def _parse_time(value: Any, where: str) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):  # YAML may have parsed the timestamp already
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise UserStoreError(f"{where}: not an RFC 3339 time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def load_robots(path: Path) -> dict[str, Robot]:
+    """A missing file is no robots yet (the first `robots create` makes it)."""
+    if not path.exists():
+        return {}
+    try:
+        return parse_robots(yaml.safe_load(path.read_text(encoding="utf-8")), path)
+    except OSError as exc:
+        raise UserStoreError(f"cannot read robots file {path}: {exc.strerror}") from None
+    except (UnicodeDecodeError, yaml.YAMLError):
+        raise UserStoreError(f"robots file {path} is not valid YAML text") from None
+
+
+class RobotAuthenticator:
+    """Checks a robot's secret against the current robots file; expired robots are refused."""
+
+    def __init__(self, robots: Callable[[], dict[str, Robot]], clock: Clock = time.time) -> None:
+        self._robots = robots
+        self._clock = clock
+
+    async def authenticate(self, credentials: Credentials) -> AuthResult:
+        robot = self._robots().get(credentials.account)
+        if robot is None:
+            return AuthResult(Outcome.NOT_MINE)
+        given = secret_digest(credentials.password.get_secret_value())
+        if not hmac.compare_digest(given, robot.sha256):
+            return AuthResult(Outcome.REJECTED)
+        if robot.expired(self._clock()):
+            log.info("robot %s expired at %s", robot.name, format_time(robot.expires))
+            return AuthResult(Outcome.REJECTED)
+        return AuthResult(Outcome.ACCEPTED, robot.name, robot.groups)

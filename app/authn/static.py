@@ -1,0 +1,100 @@
+"""Static users in a YAML file: bcrypt hashes and groups per user (hot-reloaded by the caller).
+
+    users:
+      alice:
+        password: "$2b$12$..."      # bcrypt, e.g. from `htpasswd -nbB alice PASSWORD`
+        groups: [ci, developers]
+
+Checks run in worker threads, and an unknown account is checked against a dummy hash so it
+takes as long as a wrong password (as in htpasswd.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+import yaml
+
+from app.authn.base import AuthResult, Credentials, Outcome
+from app.authn.htpasswd import check_password, dummy_hash, is_bcrypt_hash, validate_account
+from app.errors import UserStoreError
+
+
+@dataclass(frozen=True, slots=True)
+class StaticUser:
+    hashed: bytes = field(repr=False)
+    groups: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class StaticUsers:
+    """The parsed file. The repr names the file and accounts, never a hash."""
+
+    path: Path
+    users: dict[str, StaticUser] = field(repr=False)
+    dummy_hash: bytes = field(repr=False)
+
+
+def parse_static_users(data: Any, path: Path) -> dict[str, StaticUser]:
+    """account -> user; any problem is a UserStoreError naming the file and the account."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or set(data) - {"users"}:
+        raise UserStoreError(f"{path}: must be a mapping with one key, `users`")
+    entries = data.get("users") or {}
+    if not isinstance(entries, dict):
+        raise UserStoreError(f"{path}: users: must map account names to entries")
+    return {str(name): _parse_user(str(name), entry, path) for name, entry in entries.items()}
+
+
+def _parse_user(name: str, entry: Any, path: Path) -> StaticUser:
+    where = f"{path}: users.{name}"
+    try:
+        validate_account(name)
+    except UserStoreError as exc:
+        raise UserStoreError(f"{where}: {exc}") from None
+    if not isinstance(entry, dict) or set(entry) - {"password", "groups"}:
+        raise UserStoreError(f"{where}: must be a mapping of `password` and `groups`")
+    hashed = entry.get("password")
+    if not isinstance(hashed, str) or not is_bcrypt_hash(hashed):
+        raise UserStoreError(f"{where}: password: must be a bcrypt hash ($2b$/$2y$/$2a$)")
+    groups = entry.get("groups") or []
+    if not isinstance(groups, list) or not all(isinstance(g, str) and g for g in groups):
+        raise UserStoreError(f"{where}: groups: must be a list of group names")
+    return StaticUser(hashed.encode("ascii"), frozenset(groups))
+
+
+def load_static_users(path: Path) -> StaticUsers:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UserStoreError(f"cannot read users file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UserStoreError(f"users file {path} is not UTF-8 text") from None
+    except yaml.YAMLError:
+        raise UserStoreError(f"users file {path} is not valid YAML") from None
+    users = parse_static_users(data, path)
+    return StaticUsers(path, users, dummy_hash({k: u.hashed for k, u in users.items()}))
+
+
+class StaticAuthenticator:
+    """Checks credentials against the current static users (`users` is called per request)."""
+
+    def __init__(self, users: Callable[[], StaticUsers]) -> None:
+        self._users = users
+
+    async def authenticate(self, credentials: Credentials) -> AuthResult:
+        users = self._users()
+        user = users.users.get(credentials.account)
+        password = credentials.password.get_secret_value()
+        hashed = user.hashed if user is not None else users.dummy_hash
+        ok = await anyio.to_thread.run_sync(check_password, password, hashed)
+        if user is None:
+            return AuthResult(Outcome.NOT_MINE)
+        if not ok:
+            return AuthResult(Outcome.REJECTED)
+        return AuthResult(Outcome.ACCEPTED, credentials.account, user.groups)

@@ -1,0 +1,199 @@
+"""Configuration of the authentication backends: the `auth_backends:` list, one model per type.
+
+Pure data, validated at load; nothing here opens a file or a socket. Secrets (the LDAP service
+password, the webhook's shared secret) are named by a file or an environment variable, never
+written in the config: a clear-text key is refused with a message saying what to use instead.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ROBOT_PREFIX = "robot$"  # robot account names start with it; no other backend sees such names
+
+
+class _Backend(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = Field(default=None, description="name in logs and 503 bodies")
+    accounts: str | None = Field(
+        default=None, description="regex (full match) of the accounts this backend answers for"
+    )
+
+    @field_validator("accounts")
+    @classmethod
+    def _accounts_is_regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+    @property
+    def label(self) -> str:
+        return self.name or str(getattr(self, "type", "backend"))
+
+
+class _Cached(BaseModel):
+    cache_ttl: float = Field(
+        default=0, ge=0, le=600, description="seconds an accepted result is reused; 0 = off"
+    )
+    cache_size: int = Field(default=10_000, gt=0, le=1_000_000)
+
+
+def _refuse_clear_text(data: Any, keys: dict[str, str]) -> Any:
+    if isinstance(data, dict):
+        for key, instead in keys.items():
+            if key in data:
+                raise ValueError(
+                    f"`{key}` in clear text is refused: use `{instead}_file` or `{instead}_env`"
+                )
+    return data
+
+
+def _one_secret_source(file: Path | None, env: str | None, key: str) -> None:
+    if file is not None and env is not None:
+        raise ValueError(f"set `{key}_file` or `{key}_env`, not both")
+
+
+class HtpasswdBackend(_Backend):
+    type: Literal["htpasswd"]
+    path: Path
+
+
+class StaticBackend(_Backend):
+    """Users in a YAML file: bcrypt hashes and groups."""
+
+    type: Literal["static"]
+    path: Path
+
+
+class RobotsBackend(_Backend):
+    """Robot accounts managed by `registry-auth robots`; the file holds only hashes."""
+
+    type: Literal["robots"]
+    path: Path = Path("robots.yaml")
+
+
+class LdapBackend(_Backend, _Cached):
+    type: Literal["ldap"]
+    url: str = Field(description="ldap://host[:port] or ldaps://host[:port]")
+    start_tls: bool = False
+    ca_file: Path | None = Field(default=None, description="CA bundle; system CAs otherwise")
+    timeout: float = Field(default=5, gt=0, le=60, description="connect and per-operation")
+    pool_size: int = Field(default=4, ge=1, le=64)
+    mode: Literal["search", "direct"] = "search"
+    bind_dn: str | None = Field(default=None, description="service account (search mode)")
+    bind_password_file: Path | None = None
+    bind_password_env: str | None = None
+    user_base: str | None = None
+    user_filter: str = "(uid={account})"
+    user_dn_template: str | None = Field(
+        default=None, description="direct mode, e.g. uid={account},ou=people,dc=example,dc=org"
+    )
+    groups_from: Literal["memberof", "search", "none"] = "memberof"
+    group_attribute: str = "memberOf"
+    group_base: str | None = None
+    group_filter: str = "(member={dn})"
+    group_name_attribute: str = "cn"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_clear_text(cls, data: Any) -> Any:
+        return _refuse_clear_text(data, {"bind_password": "bind_password"})
+
+    @field_validator("url")
+    @classmethod
+    def _ldap_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        bad_path = parts.path not in ("", "/")
+        if parts.scheme not in ("ldap", "ldaps") or not parts.hostname or bad_path:
+            raise ValueError("must be ldap://host[:port] or ldaps://host[:port]")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LdapBackend:
+        _one_secret_source(self.bind_password_file, self.bind_password_env, "bind_password")
+        has_secret = self.bind_password_file is not None or self.bind_password_env is not None
+        if self.bind_dn is not None and not has_secret:
+            raise ValueError("bind_dn needs `bind_password_file` or `bind_password_env`")
+        if self.start_tls and self.url.startswith("ldaps:"):
+            raise ValueError("start_tls is for ldap:// URLs; ldaps:// is TLS already")
+        if self.mode == "search" and self.user_base is None:
+            raise ValueError("mode search needs `user_base`")
+        if self.mode == "search" and "{account}" not in self.user_filter:
+            raise ValueError("`user_filter` must contain {account}")
+        if self.mode == "direct" and "{account}" not in (self.user_dn_template or ""):
+            raise ValueError("mode direct needs `user_dn_template` containing {account}")
+        if self.groups_from == "search" and self.group_base is None:
+            raise ValueError("groups_from search needs `group_base`")
+        return self
+
+
+class WebhookBackend(_Backend, _Cached):
+    """POSTs {account, password, service, client_ip}; 200 accepts, 401/403 reject."""
+
+    type: Literal["webhook"]
+    url: str
+    timeout: float = Field(default=5, gt=0, le=60)
+    retries: int = Field(default=1, ge=0, le=5, description="extra tries after an outage")
+    secret_header: str = "X-Registry-Auth-Secret"  # noqa: S105 - a header name, not a secret
+    secret_file: Path | None = None
+    secret_env: str | None = None
+    ca_file: Path | None = None
+    client_cert: Path | None = Field(default=None, description="mTLS certificate (PEM)")
+    client_key: Path | None = Field(default=None, description="mTLS key (PEM)")
+    breaker_failures: int = Field(default=5, ge=1, le=1000, description="outages that open it")
+    breaker_reset: float = Field(default=30, gt=0, le=3600, description="seconds it stays open")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_clear_text(cls, data: Any) -> Any:
+        return _refuse_clear_text(data, {"secret": "secret"})
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WebhookBackend:
+        _one_secret_source(self.secret_file, self.secret_env, "secret")
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("mTLS needs both `client_cert` and `client_key`")
+        return self
+
+
+BackendSettings = Annotated[
+    HtpasswdBackend | StaticBackend | RobotsBackend | LdapBackend | WebhookBackend,
+    Field(discriminator="type"),
+]
+
+
+def check_backend_list(backends: list[Any]) -> None:
+    """Names must be unique (they label logs and 503s); at most one robots store."""
+    labels = [backend.label for backend in backends]
+    for label in labels:
+        if labels.count(label) > 1:
+            raise ValueError(f"two backends are called {label!r}: give each a distinct `name`")
+    if sum(isinstance(backend, RobotsBackend) for backend in backends) > 1:
+        raise ValueError("at most one backend of type robots")
+
+
+def resolve_backend_paths(backend: BaseModel, base: Path) -> BaseModel:
+    """Relative paths in a backend are relative to the config file's directory."""
+    updates = {
+        name: base / value
+        for name, value in backend
+        if isinstance(value, Path) and not value.is_absolute()
+    }
+    return backend.model_copy(update=updates) if updates else backend

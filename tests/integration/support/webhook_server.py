@@ -1,0 +1,72 @@
+"""A real HTTP server standing in for an SSO bridge: stdlib ThreadingHTTPServer in a thread.
+
+Its behaviour is data: `accounts` maps an account to (password, groups); `mode` switches the
+whole server to an outage ("500", "slow", "garbage"). Every request is recorded, so tests can
+check what the backend sent (JSON body, shared-secret header) and how often (retries, breaker).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class SsoBridge:
+    accounts: dict[str, tuple[str, list[str]]]
+    secret: str | None = None
+    mode: str = "normal"  # normal | 500 | slow | garbage
+    slow_seconds: float = 2.0
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}/check"
+
+    def answer(self, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, bytes]:
+        self.requests.append({"body": body, "headers": headers})
+        if self.mode == "500":
+            return 500, b'{"error": "boom"}'
+        if self.mode == "slow":
+            time.sleep(self.slow_seconds)
+        if self.mode == "garbage":
+            return 200, b"<html>login page</html>"
+        if self.secret is not None and headers.get("x-registry-auth-secret") != self.secret:
+            return 403, b"{}"
+        known = self.accounts.get(str(body.get("account")))
+        if known is None or known[0] != body.get("password"):
+            return 401, b"{}"
+        return 200, json.dumps({"groups": known[1]}).encode()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+def start_sso_bridge(bridge: SsoBridge) -> SsoBridge:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length", "0"))
+            body = json.loads(self.rfile.read(length) or b"{}")
+            headers = {key.lower(): value for key, value in self.headers.items()}
+            status, payload = bridge.answer(body, headers)
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *_: Any) -> None:  # keep pytest output clean
+            return
+
+    bridge.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    bridge.server.daemon_threads = True
+    threading.Thread(target=bridge.server.serve_forever, daemon=True).start()
+    return bridge

@@ -1,0 +1,296 @@
+"""The LDAP backend against a real OpenLDAP (Debian slapd) started for these tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Sequence
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from app.api.app import create_app
+from app.authn.base import Credentials, Outcome
+from app.authn.ldap import LdapAuthenticator
+from app.authz.base import Requester
+from app.backend_settings import LdapBackend
+from app.errors import BackendUnavailableError
+from app.protocol.scopes import Scope
+from app.protocol.tokens import parse_token_request
+from app.service import TokenService
+from app.settings import load_settings
+from tests.conftest import api_client
+from tests.integration.support.slapd import (
+    GROUPS,
+    PEOPLE,
+    PEOPLE_ENTRIES,
+    SERVICE_DN,
+    SERVICE_PASSWORD,
+    Slapd,
+    start_slapd,
+)
+
+pytestmark = pytest.mark.anyio
+
+CAROL = Credentials("carol", SecretStr(PEOPLE_ENTRIES["carol"][0]))
+
+
+@pytest.fixture(scope="module")
+def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
+    server = start_slapd(tmp_path_factory.mktemp("slapd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def secret_file(tmp_path: Path) -> Path:
+    path = tmp_path / "ldap-password"
+    path.write_text(SERVICE_PASSWORD + "\n")
+    return path
+
+
+def ldap_config(slapd: Slapd, **overrides: Any) -> LdapBackend:
+    options: dict[str, Any] = {
+        "type": "ldap",
+        "url": slapd.url,
+        "bind_dn": SERVICE_DN,
+        "bind_password_env": "UNUSED_IN_UNIT",
+        "user_base": PEOPLE,
+        "timeout": 2,
+        "pool_size": 2,
+    }
+    options.update(overrides)
+    return LdapBackend(**options)
+
+
+_OPEN: list[LdapAuthenticator] = []
+
+
+@pytest.fixture(autouse=True)
+async def _close_backends() -> AsyncIterator[None]:
+    """Each backend's pooled connections are closed after the test (no leaked sockets)."""
+    yield
+    while _OPEN:
+        await _OPEN.pop().aclose()
+
+
+def authenticator(
+    slapd: Slapd, password: str = SERVICE_PASSWORD, **overrides: Any
+) -> LdapAuthenticator:
+    backend = LdapAuthenticator(ldap_config(slapd, **overrides), SecretStr(password))
+    _OPEN.append(backend)
+    return backend
+
+
+def creds(account: str, password: str | None = None) -> Credentials:
+    return Credentials(
+        account, SecretStr(PEOPLE_ENTRIES[account][0] if password is None else password)
+    )
+
+
+MODES = [
+    pytest.param({}, id="search-then-bind+memberOf"),
+    pytest.param(
+        {"groups_from": "search", "group_base": GROUPS}, id="search-then-bind+group-search"
+    ),
+    pytest.param(
+        {"mode": "direct", "user_dn_template": f"uid={{account}},{PEOPLE}"},
+        id="direct-bind+memberOf",
+    ),
+    pytest.param(
+        {
+            "mode": "direct",
+            "user_dn_template": f"uid={{account}},{PEOPLE}",
+            "groups_from": "search",
+            "group_base": GROUPS,
+        },
+        id="direct-bind+group-search",
+    ),
+]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("account", sorted(PEOPLE_ENTRIES))
+async def test_each_person_gets_their_groups(
+    slapd: Slapd, mode: dict[str, Any], account: str
+) -> None:
+    backend = authenticator(slapd, **mode)
+    result = await backend.authenticate(creds(account))
+    await backend.aclose()
+    assert result.outcome is Outcome.ACCEPTED
+    assert result.account == account
+    assert result.groups == frozenset(PEOPLE_ENTRIES[account][1])
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_wrong_password_is_rejected(slapd: Slapd, mode: dict[str, Any]) -> None:
+    backend = authenticator(slapd, **mode)
+    result = await backend.authenticate(creds("carol", "not-carols-password"))
+    assert result.outcome is Outcome.REJECTED
+    assert result.groups == frozenset()
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_empty_password_is_rejected_not_an_anonymous_bind(
+    slapd: Slapd, mode: dict[str, Any]
+) -> None:
+    result = await authenticator(slapd, **mode).authenticate(creds("carol", ""))
+    assert result.outcome is Outcome.REJECTED
+
+
+async def test_search_mode_says_not_mine_for_unknown_accounts(slapd: Slapd) -> None:
+    result = await authenticator(slapd).authenticate(creds("mallory", "whatever"))
+    assert result.outcome is Outcome.NOT_MINE
+
+
+async def test_direct_mode_cannot_tell_unknown_from_wrong(slapd: Slapd) -> None:
+    # The server answers invalidCredentials for both; documented in the README.
+    backend = authenticator(slapd, mode="direct", user_dn_template=f"uid={{account}},{PEOPLE}")
+    result = await backend.authenticate(creds("mallory", "whatever"))
+    assert result.outcome is Outcome.REJECTED
+
+
+@pytest.mark.parametrize("account", ["*", "carol)(uid=*", "carol,ou=x", "c*"])
+async def test_filter_and_dn_injection_finds_nobody(slapd: Slapd, account: str) -> None:
+    search = await authenticator(slapd).authenticate(creds(account, PEOPLE_ENTRIES["carol"][0]))
+    direct = await authenticator(
+        slapd, mode="direct", user_dn_template=f"uid={{account}},{PEOPLE}"
+    ).authenticate(creds(account, PEOPLE_ENTRIES["carol"][0]))
+    assert search.outcome is Outcome.NOT_MINE
+    assert direct.outcome is Outcome.REJECTED
+
+
+async def test_ldaps_verifies_the_server_certificate(slapd: Slapd) -> None:
+    good = authenticator(slapd, url=slapd.ldaps_url, ca_file=slapd.tls.ca)
+    assert (await good.authenticate(CAROL)).groups == {"ci", "developers"}
+    untrusted = authenticator(slapd, url=slapd.ldaps_url)  # system CAs do not know ours
+    with pytest.raises(BackendUnavailableError, match="certificate verify failed"):
+        await untrusted.authenticate(CAROL)
+
+
+async def test_ldaps_checks_the_host_name(slapd: Slapd) -> None:
+    # The certificate names localhost only; 127.0.0.1 is the same server under another name.
+    wrong_name = slapd.ldaps_url.replace("localhost", "127.0.0.1")
+    backend = authenticator(slapd, url=wrong_name, ca_file=slapd.tls.ca)
+    with pytest.raises(BackendUnavailableError, match="IP address mismatch"):
+        await backend.authenticate(CAROL)
+
+
+async def test_start_tls(slapd: Slapd) -> None:
+    url = slapd.url.replace("127.0.0.1", "localhost")
+    backend = authenticator(slapd, url=url, start_tls=True, ca_file=slapd.tls.ca)
+    assert (await backend.authenticate(CAROL)).outcome is Outcome.ACCEPTED
+    untrusted = authenticator(slapd, url=url, start_tls=True)
+    with pytest.raises(BackendUnavailableError):
+        await untrusted.authenticate(CAROL)
+
+
+async def test_wrong_service_password_is_an_outage_not_a_reject(slapd: Slapd) -> None:
+    backend = authenticator(slapd, password="wrong")
+    with pytest.raises(BackendUnavailableError, match="service account"):
+        await backend.authenticate(CAROL)
+
+
+async def test_the_pool_reuses_connections(slapd: Slapd) -> None:
+    backend = authenticator(slapd, pool_size=1)
+    for account in ["carol", "dave", "carol", "erin"]:
+        assert (await backend.authenticate(creds(account))).accepted
+    assert (await backend.authenticate(creds("dave", "bad"))).outcome is Outcome.REJECTED
+    assert (await backend.authenticate(creds("dave"))).accepted  # rebinds as service first
+    assert len(backend._pool._idle) == 1  # one connection served them all
+    await backend.aclose()
+
+
+async def test_directory_down_is_503_and_back_is_200(
+    tmp_path: Path, rsa_keys_dir: Path, secret_file: Path
+) -> None:
+    server = start_slapd(tmp_path / "private-slapd")  # this test stops it: not the shared one
+    try:
+        settings = load_settings(
+            overrides={
+                "keys_dir": str(rsa_keys_dir),
+                "htpasswd": None,
+                "realm": "http://auth.test/token",
+                "auth_backends": [
+                    {
+                        "type": "ldap",
+                        "name": "corp-ldap",
+                        "url": server.url,
+                        "bind_dn": SERVICE_DN,
+                        "bind_password_file": str(secret_file),
+                        "user_base": PEOPLE,
+                        "timeout": 2,
+                    }
+                ],
+            }
+        )
+        params = {"service": settings.service, "scope": "repository:team/app:pull"}
+        carol = ("carol", PEOPLE_ENTRIES["carol"][0])
+        async with api_client(create_app(settings)) as client:
+            assert (await client.get("/token", params=params, auth=carol)).status_code == 200
+            server.stop()
+            down = await client.get("/token", params=params, auth=carol)
+            assert down.status_code == 503
+            assert down.json()["error"] == "backend_unavailable"
+            assert "corp-ldap" in down.json()["details"]
+            assert down.headers["retry-after"].isdigit()
+            wrong = await client.get("/token", params=params, auth=("carol", "wrong"))
+            assert wrong.status_code == 503  # it cannot know the password is wrong: no 401
+            anonymous = await client.get("/token", params=params)
+            assert anonymous.status_code == 200  # no credentials: no backend asked
+            server.start()
+            back = await client.get("/token", params=params, auth=carol)
+            assert back.status_code == 200, back.text
+            refused = await client.get("/token", params=params, auth=("carol", "wrong"))
+            assert refused.status_code == 401
+    finally:
+        server.stop()
+
+
+class RecordingAuthorizer:
+    """Grants nothing; remembers who asked (the ACL engine lives on another branch)."""
+
+    def __init__(self) -> None:
+        self.requesters: list[Requester] = []
+
+    def authorize(self, requester: Requester, scopes: Sequence[Scope]) -> list[Scope]:
+        self.requesters.append(requester)
+        return [scope.with_actions(()) for scope in scopes]
+
+
+async def test_ldap_groups_reach_the_requester(
+    slapd: Slapd, rsa_keys_dir: Path, secret_file: Path
+) -> None:
+    settings = load_settings(
+        overrides={
+            "keys_dir": str(rsa_keys_dir),
+            "htpasswd": None,
+            "realm": "http://auth.test/token",
+            "auth_backends": [
+                {
+                    "type": "ldap",
+                    "url": slapd.url,
+                    "bind_dn": SERVICE_DN,
+                    "bind_password_file": str(secret_file),
+                    "user_base": PEOPLE,
+                }
+            ],
+        }
+    )
+    loaded = TokenService.from_settings(settings)
+    recorder = RecordingAuthorizer()
+    service = TokenService(
+        settings,
+        loaded.keyring_source,
+        authenticator=loaded.authenticator,
+        authorizer=recorder,
+    )
+    request = parse_token_request({"service": [settings.service], "scope": ["repository:a/b:pull"]})
+    issued = await service.issue(request, CAROL, ip_address("192.0.2.7"))
+    await loaded.aclose()
+    assert issued.account == "carol"
+    (requester,) = recorder.requesters
+    assert requester.account == "carol"
+    assert requester.groups == {"ci", "developers"}
+    assert str(requester.ip) == "192.0.2.7"

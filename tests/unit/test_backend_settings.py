@@ -1,0 +1,94 @@
+"""auth_backends config: bad entries fail with one line naming the key; paths resolve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from app.authn.build import build_authentication, configured_backends
+from app.backend_settings import HtpasswdBackend, LdapBackend
+from app.errors import ConfigError
+from app.settings import load_settings
+from tests.vectors.load import load
+
+CASES = load("backend_configs.yaml")
+BASE: dict[str, Any] = {"htpasswd": None, "realm": "http://auth.test/token"}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_bad_backend_config_names_the_key(case: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(overrides={**BASE, "auth_backends": [case["backend"]]})
+    message = str(caught.value)
+    assert message.startswith(f"config: {case['key']}"), message
+    assert case["words"] in message
+    assert "\n" not in message
+    assert "hunter2" not in message
+    assert "s3cret" not in message
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "conf" / "registry-auth.yaml"
+    config.parent.mkdir()
+    backends = [
+        {"type": "static", "path": "users.yaml"},
+        {"type": "ldap", "url": "ldaps://ldap", "user_base": "dc=x", "ca_file": "ca.pem"},
+        {"type": "robots"},
+    ]
+    config.write_text(
+        yaml.safe_dump({**BASE, "issuer": "i", "service": "s", "auth_backends": backends})
+    )
+    settings = load_settings(config)
+    assert settings.auth_backends is not None
+    static, ldap, robots = settings.auth_backends
+    assert static.path == config.parent / "users.yaml"  # type: ignore[union-attr]
+    assert isinstance(ldap, LdapBackend)
+    assert ldap.ca_file == config.parent / "ca.pem"
+    assert robots.path == config.parent / "robots.yaml"  # type: ignore[union-attr]
+
+
+def test_without_auth_backends_htpasswd_is_a_one_backend_chain(tmp_path: Path) -> None:
+    settings = load_settings(overrides={**BASE, "htpasswd": str(tmp_path / "u.htpasswd")})
+    assert configured_backends(settings) == [
+        HtpasswdBackend(type="htpasswd", path=tmp_path / "u.htpasswd")
+    ]
+
+
+def test_htpasswd_key_and_auth_backends_together_is_refused(tmp_path: Path) -> None:
+    settings = load_settings(
+        overrides={
+            **BASE,
+            "htpasswd": str(tmp_path / "u.htpasswd"),
+            "auth_backends": [{"type": "robots", "path": str(tmp_path / "r.yaml")}],
+        }
+    )
+    with pytest.raises(ConfigError, match=r"^config: htpasswd: "):
+        configured_backends(settings)
+
+
+def test_duplicate_names_and_two_robot_stores_are_refused() -> None:
+    two = [{"type": "static", "path": "a"}, {"type": "static", "path": "b"}]
+    with pytest.raises(ConfigError, match="give each a distinct `name`"):
+        load_settings(overrides={**BASE, "auth_backends": two})
+    robots = [{"type": "robots", "path": "a"}, {"type": "robots", "name": "r2", "path": "b"}]
+    with pytest.raises(ConfigError, match="at most one backend of type robots"):
+        load_settings(overrides={**BASE, "auth_backends": robots})
+
+
+def test_missing_secret_file_or_env_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NO_SUCH_VAR", raising=False)
+    for source in (
+        {"bind_password_file": str(tmp_path / "nope")},
+        {"bind_password_env": "NO_SUCH_VAR"},
+    ):
+        ldap = {"type": "ldap", "url": "ldap://x", "user_base": "dc=x", "bind_dn": "cn=a", **source}
+        settings = load_settings(overrides={**BASE, "auth_backends": [ldap]})
+        with pytest.raises(
+            ConfigError, match=r"^config: auth_backends\.0\.bind_password_(file|env): "
+        ):
+            build_authentication(settings)

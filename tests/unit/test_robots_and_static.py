@@ -1,0 +1,146 @@
+"""Robot accounts (store, CLI, authenticator) and static YAML users, with a fixed clock."""
+
+from __future__ import annotations
+
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+
+import bcrypt
+import pytest
+from pydantic import SecretStr
+
+from app.authn.base import Credentials, Outcome
+from app.authn.robot_store import create_robot, list_robots, parse_expiry, revoke_robot
+from app.authn.robots import RobotAuthenticator, load_robots
+from app.authn.static import StaticAuthenticator, load_static_users
+from app.cli import run
+from app.errors import UserStoreError
+
+pytestmark = pytest.mark.anyio
+NOW = 1_800_000_000.0
+
+
+def no_serve(*_: object) -> None:
+    raise AssertionError("serve must not run")
+
+
+def test_create_stores_only_a_hash_with_expiry_in_a_private_file(tmp_path: Path) -> None:
+    path = tmp_path / "robots.yaml"
+    expires = parse_expiry("90d", NOW)
+    robot, secret = create_robot(path, "ci", ["ci", "build"], expires, clock=lambda: NOW)
+    text = path.read_text()
+    assert robot.name == "robot$ci"
+    assert secret not in text
+    assert len(secret) >= 43  # 256 bits, base64url
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert "expires: '2027-04-15T08:00:00Z'" in text  # 90 days after 2027-01-15T08:00Z
+    (loaded,) = list_robots(path)
+    assert loaded.groups == {"ci", "build"}
+    assert loaded.expires == datetime.fromtimestamp(NOW + 90 * 86400, UTC)
+
+
+def test_names_are_checked_and_unique(tmp_path: Path) -> None:
+    path = tmp_path / "robots.yaml"
+    create_robot(path, "robot$ci", [], None)  # the prefix may be given; it is not doubled
+    with pytest.raises(UserStoreError, match="exists"):
+        create_robot(path, "ci", [], None)
+    for bad in ["", "CI", "a b", "robot$", "x" * 65, "../x"]:
+        with pytest.raises(UserStoreError, match="invalid robot name"):
+            create_robot(path, bad, [], None)
+
+
+@pytest.mark.parametrize("text", ["90", "0d", "1y", "-1d", "forever"])
+def test_bad_expiry_is_refused(text: str) -> None:
+    with pytest.raises(UserStoreError, match="--expires"):
+        parse_expiry(text, NOW)
+
+
+async def test_robot_authenticator_checks_secret_then_expiry(tmp_path: Path) -> None:
+    path = tmp_path / "robots.yaml"
+    _, secret = create_robot(path, "ci", ["ci"], parse_expiry("1h", NOW))
+    clock = [NOW]
+    backend = RobotAuthenticator(lambda: load_robots(path), clock=lambda: clock[0])
+
+    async def ask(account: str, password: str) -> Outcome:
+        return (await backend.authenticate(Credentials(account, SecretStr(password)))).outcome
+
+    assert await ask("robot$ci", secret) is Outcome.ACCEPTED
+    assert await ask("robot$ci", secret + "x") is Outcome.REJECTED
+    assert await ask("robot$other", secret) is Outcome.NOT_MINE
+    clock[0] = NOW + 3600  # the expiry instant itself is already expired
+    assert await ask("robot$ci", secret) is Outcome.REJECTED
+    revoke_robot(path, "ci")
+    assert await ask("robot$ci", secret) is Outcome.NOT_MINE
+
+
+def test_cli_create_prints_the_secret_once_list_and_revoke(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = str(tmp_path / "robots.yaml")
+    assert (
+        run(["robots", "create", "ci", "--groups", "ci", "--robots-file", path], serve=no_serve)
+        == 0
+    )
+    out = capsys.readouterr()
+    secret = out.out.strip()
+    assert len(secret.splitlines()) == 1
+    assert "shown once" in out.err
+    assert run(["robots", "list", "--robots-file", path], serve=no_serve) == 0
+    listed = capsys.readouterr().out
+    assert "robot$ci\tactive" in listed
+    assert secret not in listed
+    assert run(["robots", "revoke", "ci", "--robots-file", path], serve=no_serve) == 0
+    assert run(["robots", "revoke", "ci", "--robots-file", path], serve=no_serve) == 2
+    assert "no robot 'robot$ci'" in capsys.readouterr().err
+
+
+def test_cli_without_a_robots_backend_says_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("issuer: i\nservice: s\nrealm: http://a/token\n")
+    assert run(["robots", "list", "--config", str(config)], serve=no_serve) == 2
+    assert "add `- type: robots` to auth_backends" in capsys.readouterr().err
+
+
+def _hash(password: str) -> str:
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+
+
+async def test_static_users_with_groups(tmp_path: Path) -> None:
+    path = tmp_path / "users.yaml"
+    path.write_text(
+        f"users:\n  kim:\n    password: '{_hash('kim-pw')}'\n    groups: [ci, ops]\n"
+        f"  lee:\n    password: '{_hash('lee-pw')}'\n"
+    )
+    backend = StaticAuthenticator(lambda: load_static_users(path))
+    kim = await backend.authenticate(Credentials("kim", SecretStr("kim-pw")))
+    assert (kim.outcome, kim.groups) == (Outcome.ACCEPTED, {"ci", "ops"})
+    lee = await backend.authenticate(Credentials("lee", SecretStr("lee-pw")))
+    assert lee.groups == frozenset()
+    wrong = await backend.authenticate(Credentials("kim", SecretStr("lee-pw")))
+    assert wrong.outcome is Outcome.REJECTED
+    stranger = await backend.authenticate(Credentials("max", SecretStr("x")))
+    assert stranger.outcome is Outcome.NOT_MINE
+    assert "$2b$" not in repr(load_static_users(path))
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("users:\n  kim:\n    password: plain\n", "users.kim: password: must be a bcrypt hash"),
+        ("users:\n  kim:\n    password: '{h}'\n    groups: ci\n", "users.kim: groups"),
+        ("users:\n  'k m':\n    password: '{h}'\n", "invalid account name"),
+        ("users:\n  kim:\n    password: '{h}'\n    role: admin\n", "must be a mapping of"),
+        ("people: {{}}\n", "one key, `users`"),
+        ("users: [\n", "not valid YAML"),
+    ],
+)
+def test_static_users_file_errors_name_file_and_user(tmp_path: Path, text: str, words: str) -> None:
+    path = tmp_path / "users.yaml"
+    path.write_text(text.format(h=_hash("x")))
+    with pytest.raises(UserStoreError) as caught:
+        load_static_users(path)
+    assert words in str(caught.value)
+    assert str(path) in str(caught.value)
