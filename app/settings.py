@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from app.errors import ConfigError
@@ -29,6 +29,33 @@ EMBEDDED_DEFAULTS: dict[str, Any] = {
     "listen": "127.0.0.1:5001",
     "htpasswd": "users.htpasswd",
 }
+
+
+class StateSettings(BaseModel):
+    """Where refresh tokens live: a SQLite file (one machine) or etcd v3 (several machines)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: Literal["sqlite", "etcd"] = Field(default="sqlite", description="the store")
+    path: Path = Field(
+        default=Path("registry-auth.db"), description="the SQLite file (relative: to the config)"
+    )
+    etcd_endpoints: list[str] = Field(
+        default=["http://127.0.0.1:2379"], min_length=1, description="etcd v3 client URLs"
+    )
+    etcd_prefix: str = Field(
+        default="/registry-auth/refresh-tokens/", pattern=r"^/.*/$", description="key prefix"
+    )
+    etcd_timeout: float = Field(default=5.0, gt=0, le=60, description="seconds per request")
+
+    @field_validator("etcd_endpoints")
+    @classmethod
+    def _endpoints_are_urls(cls, value: list[str]) -> list[str]:
+        for endpoint in value:
+            parts = urlsplit(endpoint)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"{endpoint!r} must be an http:// or https:// URL")
+        return value
 
 
 class Settings(BaseSettings):
@@ -55,6 +82,15 @@ class Settings(BaseSettings):
     x5c: bool = Field(default=True, description="send the signing certificate in the JWT header")
     reload_interval: float = Field(
         default=2.0, gt=0, le=3600, description="seconds between checks of watched files"
+    )
+    refresh_token_lifetime: int = Field(
+        default=90 * 86400, gt=0, description="seconds a refresh token lives from its issue"
+    )
+    refresh_token_idle_timeout: int = Field(
+        default=30 * 86400, gt=0, description="seconds unused after which a refresh token dies"
+    )
+    state: StateSettings = Field(
+        default_factory=StateSettings, description="the refresh-token store"
     )
 
     @classmethod
@@ -160,4 +196,6 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
         updates["keys_dir"] = base / settings.keys_dir
     if settings.htpasswd is not None and not settings.htpasswd.is_absolute():
         updates["htpasswd"] = base / settings.htpasswd
+    if not settings.state.path.is_absolute():
+        updates["state"] = settings.state.model_copy(update={"path": base / settings.state.path})
     return settings.model_copy(update=updates) if updates else settings
