@@ -10,10 +10,11 @@ RUN pip install --no-cache-dir --upgrade "pip>=24" \
  && pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim-bookworm
-RUN useradd --system --uid 10001 --home-dir /var/lib/registry-auth --create-home registry-auth
+RUN groupadd --system --gid 10001 registry-auth \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/registry-auth --create-home registry-auth
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
-USER registry-auth
+USER 10001:10001
 WORKDIR /var/lib/registry-auth
 ENV REGISTRY_AUTH_CONFIG=/etc/registry-auth/config.yaml \
     PYTHONUNBUFFERED=1

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from app.authn.users import list_accounts, remove_user, set_user
+from app.config_reference import render_reference, replace_block
 from app.errors import RegistryAuthError, UserStoreError
 from app.keys.model import Algorithm
 from app.keys.store import bundle_path, generate_key, has_keys
@@ -35,6 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     block = commands.add_parser("registry-config", help="print the registry's auth: token: block")
     _config_option(block)
+
+    reference = commands.add_parser(
+        "config-reference", help="print the configuration reference (Markdown)"
+    )
+    reference.add_argument(
+        "--update", type=Path, metavar="FILE", help="rewrite the reference block inside FILE"
+    )
 
     keys = commands.add_parser("keys", help="manage signing keys").add_subparsers(
         dest="keys_command", required=True, metavar="KEYS_COMMAND"
@@ -91,9 +99,23 @@ def _dispatch(args: argparse.Namespace, serve: Serve) -> int:
     if args.command == "registry-config":
         print(registry_config_block(load_settings(args.config)), end="")
         return 0
+    if args.command == "config-reference":
+        return _config_reference(args.update)
     if args.command == "keys":
         return _keys_generate(args)
     return _users(args)
+
+
+def _config_reference(update: Path | None) -> int:
+    reference = render_reference()
+    if update is None:
+        print(reference, end="")
+        return 0
+    update.write_text(
+        replace_block(update.read_text(encoding="utf-8"), reference), encoding="utf-8"
+    )
+    print(f"updated the configuration reference in {update}")
+    return 0
 
 
 def _embedded(args: argparse.Namespace) -> bool:

@@ -69,19 +69,48 @@ class Settings(BaseSettings):
     )
 
     issuer: str = Field(
-        min_length=1, description="JWT `iss`; equals the registry's auth.token.issuer"
+        min_length=1,
+        description="JWT `iss`; must equal the registry's `auth.token.issuer`",
     )
     service: str = Field(
-        min_length=1, description="JWT `aud`; equals the registry's auth.token.service"
+        min_length=1,
+        description="JWT `aud`; must equal the registry's `auth.token.service`; "
+        "requests naming another service get 400",
     )
-    realm: str = Field(description="public URL of the token endpoint, as clients see it")
-    listen: str = Field(default="127.0.0.1:5001", description="host:port to listen on")
-    token_ttl: int = Field(default=300, gt=0, le=86400, description="token lifetime in seconds")
-    keys_dir: Path = Field(default=Path("keys"), description="directory of the signing keys")
-    htpasswd: Path | None = Field(default=None, description="Apache htpasswd file (bcrypt)")
-    x5c: bool = Field(default=True, description="send the signing certificate in the JWT header")
+    realm: str = Field(
+        description="URL of the token endpoint as clients reach it (http/https); "
+        "the service also answers at its path",
+    )
+    listen: str = Field(
+        default="127.0.0.1:5001",
+        description="address and port to listen on (`[::1]:5001` for IPv6); "
+        "`serve --host/--port` override it",
+    )
+    token_ttl: int = Field(
+        default=300,
+        gt=0,
+        le=86400,
+        description="token lifetime in seconds (1..86400): `exp - iat` and `expires_in`",
+    )
+    keys_dir: Path = Field(
+        default=Path("keys"),
+        description="directory of the signing keys, `keyring.json` and `bundle.pem`",
+    )
+    htpasswd: Path | None = Field(
+        default=None,
+        description="htpasswd file of bcrypt users, reloaded on change; "
+        "without it only anonymous requests succeed",
+    )
+    x5c: bool = Field(
+        default=True,
+        description="send the signing certificate in the JWT header "
+        "(registry 3.x needs it; 2.x also matches `kid`)",
+    )
     reload_interval: float = Field(
-        default=2.0, gt=0, le=3600, description="seconds between checks of watched files"
+        default=2.0,
+        gt=0,
+        le=3600,
+        description="seconds between checks of watched files (users, keys) for changes",
     )
     refresh_token_lifetime: int = Field(
         default=90 * 86400, gt=0, description="seconds a refresh token lives from its issue"

@@ -1,0 +1,141 @@
+"""The command line in-process; `serve` is a recorder, or the real one failing before uvicorn."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from app.api.server import serve
+from app.cli import run
+from app.keys.store import load_keyring
+from app.settings import Settings
+
+CONFIG = """issuer: "auth server"
+service: "registry.local"
+realm: "http://127.0.0.1:5001/api/v1/authorize/registry/"
+htpasswd: users.htpasswd
+"""
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[Settings, str | None, int | None]] = []
+
+    def __call__(self, settings: Settings, host: str | None, port: int | None) -> None:
+        self.calls.append((settings, host, port))
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG)
+    return path
+
+
+def test_keys_generate_prints_the_kid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        run(
+            ["keys", "generate", "--keys-dir", str(tmp_path), "--algorithm", "ES256"],
+            serve=Recorder(),
+        )
+        == 0
+    )
+    kid = capsys.readouterr().out.strip().splitlines()[-1]
+    assert load_keyring(tmp_path).active.kid == kid
+
+
+def test_users_add_list_remove(
+    config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("pw-alice\n"))
+    assert (
+        run(
+            ["users", "add", "alice", "--config", str(config), "--password-stdin"], serve=Recorder()
+        )
+        == 0
+    )
+    assert (config.parent / "users.htpasswd").read_text().startswith("alice:$2b$10$")
+    capsys.readouterr()
+    assert run(["users", "list", "--config", str(config)], serve=Recorder()) == 0
+    assert capsys.readouterr().out == "alice\n"
+    assert run(["users", "remove", "alice", "--config", str(config)], serve=Recorder()) == 0
+    assert (config.parent / "users.htpasswd").read_text() == ""
+
+
+def test_users_add_without_a_terminal_asks_for_password_stdin(
+    config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert run(["users", "add", "alice", "--config", str(config)], serve=Recorder()) == 2
+    assert "--password-stdin" in capsys.readouterr().err
+
+
+def test_registry_config_block(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["registry-config", "--config", str(config)], serve=Recorder()) == 0
+    out = capsys.readouterr().out
+    assert 'realm: "http://127.0.0.1:5001/api/v1/authorize/registry/"' in out
+    assert 'issuer: "auth server"' in out
+    assert f'rootcertbundle: "{config.parent / "keys" / "bundle.pem"}"' in out
+
+
+def test_serve_with_a_config_makes_no_development_key(config: Path) -> None:
+    recorder = Recorder()
+    assert run(["serve", "--config", str(config), "--port", "6000"], serve=recorder) == 0
+    settings, host, port = recorder.calls[0]
+    assert (host, port) == (None, 6000)
+    assert settings.service == "registry.local"
+    assert not (config.parent / "keys").exists()  # no development key with a config file
+
+
+def test_serve_without_config_prepares_a_development_setup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("REGISTRY_AUTH_CONFIG", raising=False)
+    assert run(["serve"], serve=Recorder()) == 0
+    out = capsys.readouterr().out
+    assert "generated development key" in out
+    assert "auth:\n  token:\n" in out
+    assert load_keyring(tmp_path / "keys").active.kid in out
+    assert (tmp_path / "users.htpasswd").stat().st_mode & 0o777 == 0o600
+
+
+def test_bad_config_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG + "token_ttl: 0\n")
+    assert run(["registry-config", "--config", str(path)], serve=Recorder()) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("registry-auth: error: config: token_ttl:")
+
+
+def test_serve_refuses_to_start_without_a_key(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (config.parent / "users.htpasswd").write_text("")
+    assert run(["serve", "--config", str(config)], serve=serve) == 2
+    err = capsys.readouterr().err
+    assert "no signing key" in err
+    assert "registry-auth keys generate" in err
+
+
+def test_serve_refuses_a_key_readable_by_others(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (config.parent / "users.htpasswd").write_text("")
+    run(["keys", "generate", "--config", str(config)], serve=serve)
+    next((config.parent / "keys").glob("*.key")).chmod(0o640)
+    assert run(["serve", "--config", str(config)], serve=serve) == 2
+    assert "chmod 600" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_missing_user_file(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(["keys", "generate", "--config", str(config)], serve=serve)
+    assert run(["serve", "--config", str(config)], serve=serve) == 2
+    assert "cannot read htpasswd file" in capsys.readouterr().err
