@@ -1,4 +1,4 @@
-"""The `registry-auth` command line: serve, keys, users, registry-config.
+"""The `registry-auth` command line: serve, keys, users, registry-config, etcd.
 
 Never imports the web layer: `serve` is handed in by app.main.
 """
@@ -15,7 +15,10 @@ from pathlib import Path
 
 from app.authn.users import list_accounts, remove_user, set_user
 from app.config_reference import render_reference, replace_block
-from app.errors import RegistryAuthError, UserStoreError
+from app.errors import ConfigError, RegistryAuthError, UserStoreError
+from app.etcd.backend import open_backend
+from app.etcd.publisher import Publisher
+from app.etcd.record import describe, desired_record, encode_record, matches
 from app.keys.model import Algorithm
 from app.keys.store import bundle_path, generate_key, has_keys
 from app.settings import CONFIG_ENV, Settings, load_settings
@@ -67,7 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     add = users.choices["add"]
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     _users_options(users.add_parser("list", help="list the users"))
+    _etcd_parser(commands)
     return parser
+
+
+def _etcd_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    etcd = commands.add_parser("etcd", help="the registry's auth record in etcd").add_subparsers(
+        dest="etcd_command", required=True, metavar="ETCD_COMMAND"
+    )
+    _config_option(etcd.add_parser("publish", help="write realm/issuer/service once and exit"))
+    _config_option(etcd.add_parser("show", help="print the stored record; exit 1 if it differs"))
 
 
 def _config_option(parser: argparse.ArgumentParser) -> None:
@@ -103,6 +115,8 @@ def _dispatch(args: argparse.Namespace, serve: Serve) -> int:
         return _config_reference(args.update)
     if args.command == "keys":
         return _keys_generate(args)
+    if args.command == "etcd":
+        return _etcd(args)
     return _users(args)
 
 
@@ -167,6 +181,26 @@ def _keys_generate(args: argparse.Namespace) -> int:
     print(f"registry rootcertbundle: {bundle_path(keys_dir).resolve()}")
     print(key.kid)
     return 0
+
+
+def _etcd(args: argparse.Namespace) -> int:
+    """`etcd publish` replaces a hand-run `etcdctl set`; `etcd show` checks what is there."""
+    settings = load_settings(args.config)
+    if settings.etcd is None:
+        raise ConfigError("etcd", "not set in the config: nothing to publish to")
+    backend = open_backend(settings.etcd)
+    record = desired_record(settings)
+    if args.etcd_command == "publish":
+        outcome = Publisher(backend, record).publish()
+        print(f"{backend.where}: {outcome.value}: {encode_record(record)}")
+        return 0
+    stored = backend.read().value
+    print(f"{backend.where}: {describe(stored) if stored is None else stored}")
+    if matches(stored, record):
+        print("matches the config")
+        return 0
+    print(f"differs from the config, which wants: {encode_record(record)}")
+    return 1
 
 
 def _users(args: argparse.Namespace) -> int:

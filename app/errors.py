@@ -28,6 +28,14 @@ class StateStoreError(RegistryAuthError):
     """The refresh-token store cannot be used (file unwritable, etcd unreachable)."""
 
 
+class EtcdError(RegistryAuthError):
+    """etcd cannot be used right now (unreachable, refused credentials, not etcd at all)."""
+
+
+class EtcdConflictError(EtcdError):
+    """The key changed between our read and our compare-and-swap: someone else wrote it."""
+
+
 class ClientError(RegistryAuthError):
     """A request that cannot be served because of what the client sent."""
 

@@ -12,7 +12,15 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from app.errors import ConfigError
@@ -31,22 +39,86 @@ EMBEDDED_DEFAULTS: dict[str, Any] = {
 }
 
 
+class EtcdSettings(BaseModel):
+    """Where to publish realm/issuer/service for the registry (LAIN reads them from etcd)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    endpoints: list[str] = Field(
+        default=["http://127.0.0.1:2379"], min_length=1, description="etcd client URLs"
+    )
+    key: str = Field(
+        default="/lain/config/auth/registry",
+        pattern=r"^/.+",
+        description="the key the registry reads its auth record from",
+    )
+    api: Literal["v2", "v3"] = Field(default="v2", description="v2: LAIN's registry reads v2")
+    username: str | None = Field(
+        default=None, min_length=1, description="etcd user (with password)"
+    )
+    password: SecretStr | None = Field(default=None, description="etcd password (with username)")
+    ca_cert: Path | None = Field(default=None, description="CA bundle to verify etcd's TLS cert")
+    client_cert: Path | None = Field(default=None, description="TLS client certificate (PEM)")
+    client_key: Path | None = Field(default=None, description="its private key (PEM)")
+    timeout: float = Field(default=5.0, gt=0, le=300, description="seconds per etcd request")
+    interval: float = Field(default=30.0, gt=0, le=86400, description="seconds between checks")
+    retry_initial: float = Field(default=1.0, gt=0, description="first retry delay, seconds")
+    retry_max: float = Field(default=30.0, gt=0, description="cap of the retry delay, seconds")
+    watch: bool = Field(default=True, description="also watch the key, on top of the checks")
+    delete_on_shutdown: bool = Field(
+        default=False, description="delete the key on clean shutdown (off: the registry needs it)"
+    )
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints_are_urls(cls, value: list[str]) -> list[str]:
+        for endpoint in value:
+            parts = urlsplit(endpoint)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"{endpoint!r} must be an http:// or https:// URL")
+            try:
+                parts.port  # noqa: B018 - raises ValueError on a bad port
+            except ValueError:
+                raise ValueError(f"{endpoint!r} has an invalid port") from None
+        if len({urlsplit(endpoint).scheme for endpoint in value}) > 1:
+            raise ValueError("all endpoints must use the same scheme (http or https)")
+        return value
+
+    @model_validator(mode="after")
+    def _pairs_are_complete(self) -> EtcdSettings:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together: set both or neither")
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key go together: set both or neither")
+        if self.retry_max < self.retry_initial:
+            raise ValueError("retry_max must be at least retry_initial")
+        return self
+
+
 class StateSettings(BaseModel):
     """Where refresh tokens live: a SQLite file (one machine) or etcd v3 (several machines)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    backend: Literal["sqlite", "etcd"] = Field(default="sqlite", description="the store")
+    backend: Literal["sqlite", "etcd"] = Field(
+        default="sqlite",
+        description="`sqlite` (one machine, any number of workers) or `etcd` (v3; several machines)",
+    )
     path: Path = Field(
-        default=Path("registry-auth.db"), description="the SQLite file (relative: to the config)"
+        default=Path("registry-auth.db"),
+        description="the SQLite file of the `sqlite` store (relative: to the config file)",
     )
     etcd_endpoints: list[str] = Field(
-        default=["http://127.0.0.1:2379"], min_length=1, description="etcd v3 client URLs"
+        default=["http://127.0.0.1:2379"],
+        min_length=1,
+        description="etcd client URLs of the `etcd` store (v3 API)",
     )
     etcd_prefix: str = Field(
-        default="/registry-auth/refresh-tokens/", pattern=r"^/.*/$", description="key prefix"
+        default="/registry-auth/refresh-tokens/",
+        pattern=r"^/.*/$",
+        description="etcd key prefix of the refresh-token records",
     )
-    etcd_timeout: float = Field(default=5.0, gt=0, le=60, description="seconds per request")
+    etcd_timeout: float = Field(default=5.0, gt=0, le=60, description="seconds per etcd request")
 
     @field_validator("etcd_endpoints")
     @classmethod
@@ -113,13 +185,21 @@ class Settings(BaseSettings):
         description="seconds between checks of watched files (users, keys) for changes",
     )
     refresh_token_lifetime: int = Field(
-        default=90 * 86400, gt=0, description="seconds a refresh token lives from its issue"
+        default=90 * 86400,
+        gt=0,
+        description="seconds a refresh token lives from its issue (default 90 days)",
     )
     refresh_token_idle_timeout: int = Field(
-        default=30 * 86400, gt=0, description="seconds unused after which a refresh token dies"
+        default=30 * 86400,
+        gt=0,
+        description="seconds without use after which a refresh token dies (default 30 days)",
     )
     state: StateSettings = Field(
-        default_factory=StateSettings, description="the refresh-token store"
+        default_factory=StateSettings,
+        description="where refresh tokens are kept (shared by every instance)",
+    )
+    etcd: EtcdSettings | None = Field(
+        default=None, description="publish realm/issuer/service to etcd (absent: standalone)"
     )
 
     @classmethod
@@ -227,4 +307,16 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
         updates["htpasswd"] = base / settings.htpasswd
     if not settings.state.path.is_absolute():
         updates["state"] = settings.state.model_copy(update={"path": base / settings.state.path})
+    if settings.etcd is not None:
+        updates.update(_resolve_etcd_paths(settings.etcd, base))
     return settings.model_copy(update=updates) if updates else settings
+
+
+def _resolve_etcd_paths(etcd: EtcdSettings, base: Path) -> dict[str, Any]:
+    tls_files = ("ca_cert", "client_cert", "client_key")
+    updates = {
+        name: base / path
+        for name in tls_files
+        if (path := getattr(etcd, name)) is not None and not path.is_absolute()
+    }
+    return {"etcd": etcd.model_copy(update=updates)} if updates else {}

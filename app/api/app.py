@@ -13,6 +13,8 @@ from starlette.exceptions import HTTPException
 
 from app import __version__
 from app.api.credentials import parse_basic
+from app.api.lifespans import combine_lifespans
+from app.api.publishing import build_publish_loop, etcd_status, publish_lifespan
 from app.api.reloading import reload_lifespan
 from app.errors import ClientError
 from app.protocol.tokens import parse_token_request, token_response
@@ -25,12 +27,16 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings, service: TokenService | None = None) -> FastAPI:
     """The token server. Pass a service to inject test doubles (clock, keys, users)."""
     token_service = service or TokenService.from_settings(settings)
+    publish_loop = build_publish_loop(settings)
     app = FastAPI(
         title="registry-auth",
         version=__version__,
         docs_url=None,
         redoc_url=None,
-        lifespan=reload_lifespan(token_service.reloadables, settings.reload_interval),
+        lifespan=combine_lifespans(
+            reload_lifespan(token_service.reloadables, settings.reload_interval),
+            publish_lifespan(publish_loop, settings),
+        ),
     )
     app.state.service = token_service
     _install_error_handlers(app)
@@ -52,7 +58,11 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
 
     @app.get("/readyz", summary="Readiness")
     async def readyz() -> dict[str, Any]:
-        return {"status": "ready", "active_kid": token_service.keyring.active.kid}
+        return {
+            "status": "ready",
+            "active_kid": token_service.keyring.active.kid,
+            "etcd": etcd_status(publish_loop),
+        }
 
     return app
 

@@ -1,1 +1,2 @@
-"""Everything that talks to etcd lives here: no other package imports an etcd client."""
+"""Everything that talks to etcd: publishing realm/issuer/service for the registry, and the
+refresh-token store. No other package imports an etcd client."""

@@ -1,0 +1,72 @@
+"""Publishing to etcd while the server runs: the loop as a task, the watch as a thread, and
+the status for /readyz. etcd trouble never reaches the token endpoint (protocol.md §7)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+
+from app.api.reloading import Lifespan
+from app.etcd.backend import open_backend
+from app.etcd.loop import KeyWatcher, PublishLoop, in_worker_thread
+from app.etcd.publisher import Publisher, PublishStatus
+from app.etcd.record import desired_record
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_publish_loop(settings: Settings) -> PublishLoop | None:
+    """None without an `etcd` section: the service then runs standalone."""
+    if settings.etcd is None:
+        return None
+    publisher = Publisher(open_backend(settings.etcd), desired_record(settings))
+    return PublishLoop(publisher, settings.etcd)
+
+
+def publish_lifespan(loop: PublishLoop | None, settings: Settings) -> Lifespan:
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if loop is None or settings.etcd is None:
+            log.info(
+                "etcd: not configured, not publishing realm/issuer/service; "
+                "the registry's auth: token: block must be set by hand"
+            )
+            yield
+            return
+        etcd = settings.etcd
+        log.info("etcd: publishing to %s every %.0f s", loop.publisher.backend.where, etcd.interval)
+        watcher = KeyWatcher(loop.publisher, loop.wake, etcd.interval) if etcd.watch else None
+        task = asyncio.create_task(loop.run())
+        if watcher is not None:
+            watcher.start()
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.stop()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            # Off by default: the registry reads the key only when it starts, so a key deleted
+            # now would leave a registry restarted during our downtime without token auth.
+            if etcd.delete_on_shutdown:
+                await in_worker_thread(loop.publisher.unpublish)
+
+    return lifespan
+
+
+def etcd_status(loop: PublishLoop | None) -> dict[str, Any]:
+    """The `etcd` part of /readyz."""
+    if loop is None:
+        return {"enabled": False, **PublishStatus().as_dict()}
+    return {
+        "enabled": True,
+        "target": loop.publisher.backend.where,
+        **loop.publisher.status.as_dict(),
+    }

@@ -1,0 +1,142 @@
+"""Our token service as a user runs it: `python -m app serve --config CFG` in a subprocess.
+
+Keys and users are made with our own CLI (`keys generate`, `users add --password-stdin`), so
+the integration tests also prove the commands an operator types.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from tests.integration.support.procs import (
+    ManagedProcess,
+    free_port,
+    run_checked,
+    start_process,
+    wait_for_http,
+)
+
+PYTHON = sys.executable  # the venv's python: the one running pytest, with `app` installed
+
+
+def app_command(*args: str) -> list[str]:
+    return [PYTHON, "-m", "app", *args]
+
+
+def generate_key(keys_dir: Path, algorithm: str = "RS256") -> str:
+    """`keys generate`; returns the kid it prints on its last line."""
+    result = run_checked(
+        app_command("keys", "generate", "--keys-dir", str(keys_dir), "--algorithm", algorithm),
+        what="registry-auth keys generate",
+    )
+    return result.stdout.strip().splitlines()[-1]
+
+
+def add_user(htpasswd: Path, name: str, password: str) -> None:
+    run_checked(
+        app_command("users", "add", name, "--htpasswd", str(htpasswd), "--password-stdin"),
+        what=f"registry-auth users add {name}",
+        input_text=password + "\n",
+    )
+
+
+@dataclass
+class AuthServer:
+    """A running token service. `realm` is the URL the registry sends clients to."""
+
+    port: int
+    workdir: Path
+    settings: dict[str, Any]
+    kid: str
+    process: ManagedProcess
+    users: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def realm(self) -> str:
+        return str(self.settings["realm"])
+
+    @property
+    def service(self) -> str:
+        return str(self.settings["service"])
+
+    @property
+    def issuer(self) -> str:
+        return str(self.settings["issuer"])
+
+    @property
+    def keys_dir(self) -> Path:
+        return Path(self.settings["keys_dir"])
+
+    @property
+    def bundle(self) -> Path:
+        return self.keys_dir / "bundle.pem"
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "registry-auth.yaml"
+
+    def log(self) -> str:
+        return self.process.log()
+
+    def token(
+        self, scopes: list[str] | tuple[str, ...] = (), auth: tuple[str, str] | None = None
+    ) -> httpx.Response:
+        """Ask the realm as a client does: GET with service, scopes, optional Basic creds."""
+        params = [("service", self.service), *(("scope", scope) for scope in scopes)]
+        if auth is not None:
+            params.append(("account", auth[0]))
+        with httpx.Client(timeout=10.0, trust_env=False) as client:
+            return client.get(self.realm, params=params, auth=auth)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def start_auth_server(
+    workdir: Path,
+    *,
+    algorithm: str = "RS256",
+    users: dict[str, str] | None = None,
+    issuer: str = "registry-auth integration",
+    service: str = "registry.test",
+    token_ttl: int = 300,
+    x5c: bool = True,
+    extra_settings: dict[str, Any] | None = None,
+) -> AuthServer:
+    """Generate a key, add users, write the YAML config and start the service on a free port."""
+    port = free_port()
+    keys_dir, htpasswd = workdir / "keys", workdir / "users.htpasswd"
+    kid = generate_key(keys_dir, algorithm)
+    for name, password in (users or {}).items():
+        add_user(htpasswd, name, password)
+    settings: dict[str, Any] = {
+        "issuer": issuer,
+        "service": service,
+        "realm": f"http://127.0.0.1:{port}/token",
+        "listen": f"127.0.0.1:{port}",
+        "keys_dir": str(keys_dir),
+        "htpasswd": str(htpasswd) if users else None,
+        "token_ttl": token_ttl,
+        "x5c": x5c,
+        **(extra_settings or {}),
+    }
+    config = workdir / "registry-auth.yaml"
+    config.write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
+    process = start_process(
+        "registry-auth",
+        app_command("serve", "--config", str(config)),
+        workdir / "logs",
+        drop_env_prefixes=("REGISTRY_AUTH_",),
+    )
+    wait_for_http(process, f"http://127.0.0.1:{port}/healthz", ready=lambda r: r.status_code == 200)
+    return AuthServer(port, workdir, settings, kid, process, dict(users or {}))
