@@ -102,7 +102,7 @@ class StateSettings(BaseModel):
 
     backend: Literal["sqlite", "etcd"] = Field(
         default="sqlite",
-        description="`sqlite` (one machine, any number of workers) or `etcd` (v3; several machines)",
+        description="`sqlite` (one machine, several workers) or `etcd` (v3; several machines)",
     )
     path: Path = Field(
         default=Path("registry-auth.db"),
