@@ -21,9 +21,13 @@ from app.etcd.publisher import Publisher
 from app.etcd.record import describe, desired_record, encode_record, matches
 from app.keys.model import Algorithm
 from app.keys.store import bundle_path, generate_key, has_keys
+from app.protocol.tokens import rfc3339
+from app.service import refresh_tokens_from_settings
 from app.settings import CONFIG_ENV, Settings, load_settings
+from app.state.model import RefreshRecord
 
 Serve = Callable[[Settings, str | None, int | None], None]
+_LISTING_ROW = "{:<16}  {:<15}  {:<15}  {:<20}  {:<20}  {}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,7 +75,23 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     _users_options(users.add_parser("list", help="list the users"))
     _etcd_parser(commands)
+    _tokens_parser(commands)
     return parser
+
+
+def _tokens_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    tokens = commands.add_parser("tokens", help="list and revoke refresh tokens").add_subparsers(
+        dest="tokens_command", required=True, metavar="TOKENS_COMMAND"
+    )
+    listing = tokens.add_parser("list", help="id, account, client, created, last used, expiry")
+    _config_option(listing)
+    listing.add_argument("--account", help="only this account's tokens")
+    revoke = tokens.add_parser("revoke", help="revoke refresh tokens at once, on every instance")
+    _config_option(revoke)
+    which = revoke.add_mutually_exclusive_group(required=True)
+    which.add_argument("--account", help="every token of this account")
+    which.add_argument("--id", help="the token with this id (from `tokens list`)")
+    which.add_argument("--all", action="store_true", help="every token")
 
 
 def _etcd_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -115,9 +135,35 @@ def _dispatch(args: argparse.Namespace, serve: Serve) -> int:
         return _config_reference(args.update)
     if args.command == "keys":
         return _keys_generate(args)
-    if args.command == "etcd":
-        return _etcd(args)
-    return _users(args)
+    handlers = {"etcd": _etcd, "tokens": _tokens, "users": _users}
+    return handlers[args.command](args)
+
+
+def _tokens(args: argparse.Namespace) -> int:
+    """The store holds only hashes: no command can print a refresh token."""
+    tokens = refresh_tokens_from_settings(load_settings(args.config))
+    try:
+        if args.tokens_command == "list":
+            _print_tokens(tokens.records(args.account))
+            return 0
+        records = tokens.records(None if args.all else args.account)
+        if args.id is not None:
+            records = [record for record in records if record.id == args.id]
+            if not records:
+                print(f"no refresh token with id {args.id}", file=sys.stderr)
+                return 1
+        count = tokens.revoke(records, "revoked with `registry-auth tokens revoke`")
+        print(f"revoked {count} refresh token(s)")
+        return 0
+    finally:
+        tokens.store.close()
+
+
+def _print_tokens(records: list[RefreshRecord]) -> None:
+    print(_LISTING_ROW.format("ID", "ACCOUNT", "CLIENT_ID", "CREATED", "LAST_USED", "EXPIRES"))
+    for r in records:
+        times = (rfc3339(t) for t in (r.created_at, r.last_used_at, r.expires_at))
+        print(_LISTING_ROW.format(r.id, r.account, r.client_id, *times))
 
 
 def _config_reference(update: Path | None) -> int:

@@ -14,9 +14,10 @@ from starlette.exceptions import HTTPException
 from app import __version__
 from app.api.credentials import parse_basic
 from app.api.lifespans import combine_lifespans
+from app.api.oauth import oauth_endpoint
 from app.api.publishing import build_publish_loop, etcd_status, publish_lifespan
 from app.api.reloading import reload_lifespan
-from app.errors import ClientError
+from app.errors import ClientError, StateStoreError
 from app.protocol.tokens import parse_token_request, token_response
 from app.service import IPAddress, TokenService
 from app.settings import Settings
@@ -47,10 +48,15 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
         credentials = parse_basic(request.headers.get("authorization"))
         issued = await token_service.issue(token_request, credentials, _client_ip(request))
         body = token_response(issued.token, issued_at=issued.issued_at, ttl=issued.expires_in)
+        if issued.refresh_token is not None:
+            body["refresh_token"] = issued.refresh_token
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
     for path in _token_paths(settings):
         app.add_api_route(path, token, methods=["GET"], summary="Issue a registry token")
+        app.add_api_route(
+            path, oauth_endpoint(token_service), methods=["POST"], summary="OAuth2 token grants"
+        )
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, str]:
@@ -88,6 +94,13 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ClientError)
     async def client_error(_: Request, exc: ClientError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
+
+    @app.exception_handler(StateStoreError)
+    async def state_store_error(_: Request, exc: StateStoreError) -> JSONResponse:
+        # The operator needs the cause; the client only that it is not its fault.
+        log.error("refresh-token store unavailable: %s", exc)
+        body = {"details": "refresh-token store unavailable", "error": "temporarily_unavailable"}
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
