@@ -48,18 +48,21 @@ def oauth_endpoint(service: TokenService) -> Endpoint:
 
 
 async def read_form(request: Request) -> dict[str, list[str]]:
-    """The url-encoded body, each name mapped to all its values; 400 naming the problem."""
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type != FORM_TYPE:
-        raise InvalidRequestError(
-            f"the POST body must be {FORM_TYPE}, not {media_type or 'absent'!r}",
-            parameter="Content-Type",
-        )
+    """The url-encoded body, each name mapped to all its values; 400 naming the problem.
+
+    An empty body is an empty form whatever its type: the answer then names the missing field.
+    """
     body = bytearray()
     async for chunk in request.stream():
         body.extend(chunk)
         if len(body) > MAX_FORM_BYTES:
             raise InvalidRequestError(f"the POST body exceeds {MAX_FORM_BYTES} bytes")
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if body and media_type != FORM_TYPE:
+        raise InvalidRequestError(
+            f"the POST body must be {FORM_TYPE}, not {media_type or 'absent'!r}",
+            parameter="Content-Type",
+        )
     try:
         return parse_qs(
             body.decode("utf-8"),
