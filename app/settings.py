@@ -48,15 +48,13 @@ class EtcdSettings(BaseModel):
         default=["http://127.0.0.1:2379"], min_length=1, description="etcd client URLs"
     )
     key: str = Field(
-        default="/lain/config/auth/registry",
-        pattern=r"^/.+",
-        description="the key the registry reads its auth record from",
+        default="/lain/config/auth/registry", pattern=r"^/.+", description="the key to own"
     )
     api: Literal["v2", "v3"] = Field(default="v2", description="v2: LAIN's registry reads v2")
     username: str | None = Field(
         default=None, min_length=1, description="etcd user (with password)"
     )
-    password: SecretStr | None = Field(default=None, description="etcd password (with username)")
+    password: SecretStr | None = Field(default=None, description="etcd password (never logged)")
     ca_cert: Path | None = Field(default=None, description="CA bundle to verify etcd's TLS cert")
     client_cert: Path | None = Field(default=None, description="TLS client certificate (PEM)")
     client_key: Path | None = Field(default=None, description="its private key (PEM)")

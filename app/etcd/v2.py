@@ -136,7 +136,7 @@ def explain(exc: BaseException) -> str:
     if isinstance(exc, etcd.EtcdKeyNotFound):
         # A plain HTTP 404 without etcd's error body: something else listens there, or an
         # etcd 3.4/3.5 started without --enable-v2=true.
-        return "no etcd v2 API there (HTTP 404; is etcd started with --enable-v2=true?)"
+        return "not an etcd v2 API (HTTP 404; is it etcd, started with --enable-v2=true?)"
     if isinstance(exc, etcd.EtcdException) and "Bad response" in str(exc):
         return (
             "not an etcd v2 API: the answer is not etcd's JSON "

@@ -1,0 +1,62 @@
+"""The `etcd` section: defaults, one-line errors naming the key, secrets kept out of reprs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.errors import ConfigError
+from app.settings import load_settings
+
+BASE = {"issuer": "i", "service": "s", "realm": "http://auth.test/token", "htpasswd": None}
+
+
+def test_without_etcd_there_is_no_section() -> None:
+    assert load_settings(overrides=BASE).etcd is None
+
+
+def test_defaults_are_lains_key_on_v2_and_the_key_is_left_on_shutdown() -> None:
+    etcd = load_settings(overrides={**BASE, "etcd": {}}).etcd
+    assert etcd is not None
+    assert etcd.key == "/lain/config/auth/registry"
+    assert etcd.api == "v2"
+    assert etcd.endpoints == ["http://127.0.0.1:2379"]
+    assert etcd.delete_on_shutdown is False
+
+
+@pytest.mark.parametrize(
+    ("etcd", "words"),
+    [
+        ({"endpoints": ["127.0.0.1:2379"]}, "etcd.endpoints"),
+        ({"endpoints": ["http://a:1", "https://b:2"]}, "same scheme"),
+        ({"api": "v4"}, "etcd.api"),
+        ({"username": "root"}, "username and password go together"),
+        ({"client_cert": "c.pem"}, "client_cert and client_key"),
+        ({"retry_initial": 10, "retry_max": 1}, "retry_max"),
+        ({"key": "no-slash"}, "etcd.key"),
+        ({"intervall": 3}, "etcd.intervall: unknown setting"),
+    ],
+)
+def test_bad_etcd_config_is_one_line_naming_the_key(etcd: dict[str, object], words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(overrides={**BASE, "etcd": etcd})
+    assert words in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_password_never_in_repr() -> None:
+    etcd = load_settings(overrides={**BASE, "etcd": {"username": "u", "password": "hunter2"}}).etcd
+    assert "hunter2" not in repr(etcd)
+
+
+def test_tls_files_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "issuer: i\nservice: s\nrealm: http://a/token\n"
+        "etcd:\n  endpoints: ['https://e:2379']\n  ca_cert: ca.pem\n",
+        encoding="utf-8",
+    )
+    etcd = load_settings(config).etcd
+    assert etcd is not None
+    assert etcd.ca_cert == tmp_path / "ca.pem"
