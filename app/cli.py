@@ -39,9 +39,13 @@ from app.etcd.publisher import Publisher
 from app.etcd.record import describe, desired_record, encode_record, matches
 from app.keys.store import bundle_path, generate_key, has_keys
 from app.protocol.scopes import parse_scopes
+from app.protocol.tokens import rfc3339
+from app.service import refresh_tokens_from_settings
 from app.settings import CONFIG_ENV, Settings, load_settings
+from app.state.model import RefreshRecord
 
 Serve = Callable[[Settings, str | None, int | None], None]
+_LISTING_ROW = "{:<16}  {:<15}  {:<15}  {:<20}  {:<20}  {}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,7 +84,23 @@ def build_parser() -> argparse.ArgumentParser:
     _etcd_parser(commands)
     _acl_parser(commands)
     _add_robots_parser(commands)
+    _tokens_parser(commands)
     return parser
+
+
+def _tokens_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    tokens = commands.add_parser("tokens", help="list and revoke refresh tokens").add_subparsers(
+        dest="tokens_command", required=True, metavar="TOKENS_COMMAND"
+    )
+    listing = tokens.add_parser("list", help="id, account, client, created, last used, expiry")
+    _config_option(listing)
+    listing.add_argument("--account", help="only this account's tokens")
+    revoke = tokens.add_parser("revoke", help="revoke refresh tokens at once, on every instance")
+    _config_option(revoke)
+    which = revoke.add_mutually_exclusive_group(required=True)
+    which.add_argument("--account", help="every token of this account")
+    which.add_argument("--id", help="the token with this id (from `tokens list`)")
+    which.add_argument("--all", action="store_true", help="every token")
 
 
 def _etcd_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -160,6 +180,7 @@ def _dispatch(args: argparse.Namespace, serve: Serve) -> int:
         "etcd": _etcd,
         "acl": _acl,
         "robots": _robots,
+        "tokens": _tokens,
         "users": _users,
     }
     return commands[args.command](args)
@@ -168,6 +189,33 @@ def _dispatch(args: argparse.Namespace, serve: Serve) -> int:
 def _registry_config(args: argparse.Namespace) -> int:
     print(registry_config_block(load_settings(args.config)), end="")
     return 0
+
+
+def _tokens(args: argparse.Namespace) -> int:
+    """The store holds only hashes: no command can print a refresh token."""
+    tokens = refresh_tokens_from_settings(load_settings(args.config))
+    try:
+        if args.tokens_command == "list":
+            _print_tokens(tokens.records(args.account))
+            return 0
+        records = tokens.records(None if args.all else args.account)
+        if args.id is not None:
+            records = [record for record in records if record.id == args.id]
+            if not records:
+                print(f"no refresh token with id {args.id}", file=sys.stderr)
+                return 1
+        count = tokens.revoke(records, "revoked with `registry-auth tokens revoke`")
+        print(f"revoked {count} refresh token(s)")
+        return 0
+    finally:
+        tokens.store.close()
+
+
+def _print_tokens(records: list[RefreshRecord]) -> None:
+    print(_LISTING_ROW.format("ID", "ACCOUNT", "CLIENT_ID", "CREATED", "LAST_USED", "EXPIRES"))
+    for r in records:
+        times = (rfc3339(t) for t in (r.created_at, r.last_used_at, r.expires_at))
+        print(_LISTING_ROW.format(r.id, r.account, r.client_id, *times))
 
 
 def _config_reference(update: Path | None) -> int:

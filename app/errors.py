@@ -24,6 +24,10 @@ class UserStoreError(RegistryAuthError):
     """A user file (htpasswd) cannot be read or written; the message names file and line."""
 
 
+class StateStoreError(RegistryAuthError):
+    """The refresh-token store cannot be used (file unwritable, etcd unreachable)."""
+
+
 class EtcdError(RegistryAuthError):
     """etcd cannot be used right now (unreachable, refused credentials, not etcd at all)."""
 
@@ -37,6 +41,8 @@ class ClientError(RegistryAuthError):
 
     status: int = 400
     code: str = "invalid_request"
+    # The RFC 6749 §5.2 code this error takes in an answer to the OAuth2 POST flow.
+    oauth_code: str = "invalid_request"
 
     def __init__(self, message: str, *, parameter: str | None = None) -> None:
         super().__init__(message)
@@ -51,6 +57,14 @@ class ClientError(RegistryAuthError):
         if self.parameter is not None:
             body["parameter"] = self.parameter
         return body
+
+    def oauth_body(self) -> dict[str, object]:
+        """The OAuth2 error (RFC 6749 §5.2); `details` too, which docker shows to its user."""
+        return {
+            "error": self.oauth_code,
+            "error_description": self.message,
+            "details": self.message,
+        }
 
 
 class InvalidRequestError(ClientError):
@@ -79,6 +93,7 @@ class AuthenticationError(ClientError):
 
     status = 401
     code = "unauthorized"
+    oauth_code = "invalid_grant"
 
     def __init__(
         self, realm: str, message: str = "authentication failed: wrong user name or password"
@@ -139,3 +154,29 @@ class BackendUnavailableError(RegistryAuthError):
             "details": f"authentication backend {self.backend!r} is unavailable; try again later",
             "error": self.code,
         }
+
+
+class UnsupportedGrantTypeError(InvalidRequestError):
+    """A POST with a grant_type other than password or refresh_token (RFC 6749 §5.2)."""
+
+    code = oauth_code = "unsupported_grant_type"
+
+    def __init__(self, grant_type: str) -> None:
+        super().__init__(
+            f"unsupported grant_type {grant_type!r}: use password or refresh_token",
+            parameter="grant_type",
+        )
+
+
+class InvalidGrantError(ClientError):
+    """A refresh token that is unknown, expired, revoked or bound to something else (401).
+
+    The client learns only that the token no longer works; the log says why.
+    """
+
+    status = 401
+    code = oauth_code = "invalid_grant"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("refresh token is invalid, expired or revoked: log in again")
+        self.reason = reason

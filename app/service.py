@@ -11,21 +11,34 @@ from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
-from app.authn.base import Authenticator, AuthResult, Credentials, Outcome
+import anyio.to_thread
+
+from app.authn.base import AccountLookup, Authenticator, AuthResult, Credentials, Outcome
 from app.authn.build import build_authentication
 from app.authz.base import Authorizer, Requester
 from app.authz.default import DefaultAuthorizer
 from app.authz.engine import PolicyAuthorizer
 from app.authz.files import load_policy
-from app.errors import AuthenticationError, SigningUnavailableError, UnknownServiceError
+from app.errors import (
+    AuthenticationError,
+    InvalidGrantError,
+    SigningUnavailableError,
+    UnknownServiceError,
+)
+from app.etcd.gateway import EtcdGateway
+from app.etcd.refresh_store import EtcdRefreshStore
 from app.keys.expiry import CertificateStatus, ExpiryState, certificate_status
 from app.keys.model import KeyRing
 from app.keys.signing import sign_token
 from app.keys.store import RING_FILE, load_keyring
+from app.protocol.oauth import PasswordGrant, RefreshGrant
 from app.protocol.scopes import Scope
 from app.protocol.tokens import TokenRequest, build_claims
 from app.reload import Reloadable
 from app.settings import Settings
+from app.state.model import RefreshRecord, RefreshTokenStore
+from app.state.refresh import RefreshPolicy, RefreshTokens
+from app.state.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +61,22 @@ class IssuedToken:
     granted: list[Scope]
     kid: str
     jti: str
+    refresh_token: str | None = None
+
+
+def open_state_store(settings: Settings) -> RefreshTokenStore:
+    """The configured refresh-token store; opens no connection yet."""
+    state = settings.state
+    if state.backend == "etcd":
+        return EtcdRefreshStore(
+            EtcdGateway(state.etcd_endpoints, state.etcd_timeout), state.etcd_prefix
+        )
+    return SqliteStore(state.path)
+
+
+def refresh_tokens_from_settings(settings: Settings) -> RefreshTokens:
+    policy = RefreshPolicy(settings.refresh_token_lifetime, settings.refresh_token_idle_timeout)
+    return RefreshTokens(open_state_store(settings), policy)
 
 
 def _policy_authorizer(settings: Settings, reloadables: list[Reloadable[Any]]) -> Authorizer | None:
@@ -74,6 +103,7 @@ class TokenService:
         id_source: IdSource = new_jti,
         reloadables: Sequence[Reloadable[Any]] = (),
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
+        refresh_tokens: RefreshTokens | None = None,
     ) -> None:
         self.settings = settings
         self._keyring = keyring
@@ -85,6 +115,7 @@ class TokenService:
         self._last_expiry: tuple[str, ExpiryState] | None = None
         self.certificate_status()
         self._closers = tuple(closers)
+        self.refresh_tokens = refresh_tokens
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock = time.time) -> TokenService:
@@ -105,6 +136,7 @@ class TokenService:
             reloadables=reloadables,
             closers=authentication.closers,
             clock=clock,
+            refresh_tokens=refresh_tokens_from_settings(settings),
         )
 
     async def aclose(self) -> None:
@@ -131,17 +163,104 @@ class TokenService:
         A scope that is not allowed is not an error: its entry carries no actions.
         """
         service = self._check_service(request.service)
-        account: str | None = None
-        groups: frozenset[str] = frozenset()
-        if credentials is not None:
-            where = str(client_ip) if client_ip is not None else None
-            result = await self._authenticate(
-                replace(credentials, service=service, client_ip=where)
+        if credentials is None:
+            requester = Requester(None, service, frozenset(), client_ip)
+            return self._sign(requester, self.authorizer.authorize(requester, request.scopes))
+        where = str(client_ip) if client_ip is not None else None
+        result = await self._authenticate(replace(credentials, service=service, client_ip=where))
+        # docker login asks with offline_token=true and client_id=docker; no client_id, no
+        # binding, so no refresh token.
+        client_id = request.client_id if request.offline_token else None
+        return await self._issue_for(result, service, request.scopes, client_ip, client_id)
+
+    async def grant_password(
+        self, grant: PasswordGrant, client_ip: IPAddress | None = None
+    ) -> IssuedToken:
+        """The OAuth2 password grant: like a GET with Basic credentials."""
+        service = self._check_service(grant.service)
+        where = str(client_ip) if client_ip is not None else None
+        credentials = Credentials(grant.username, grant.password, service=service, client_ip=where)
+        result = await self._authenticate(credentials)
+        client_id = grant.client_id if grant.offline else None
+        return await self._issue_for(result, service, grant.scopes, client_ip, client_id)
+
+    async def grant_refresh(
+        self, grant: RefreshGrant, client_ip: IPAddress | None = None
+    ) -> IssuedToken:
+        """The OAuth2 refresh grant: a fresh token for the refresh token's account, authorized
+        afresh, and the same refresh token back. InvalidGrantError (401) when it is dead."""
+        service = self._check_service(grant.service)
+        tokens, lookup = self._refresh_parts()
+        now = int(self._clock())
+        token = grant.refresh_token.get_secret_value()
+        try:
+            record = await anyio.to_thread.run_sync(
+                tokens.check, token, service, grant.client_id, now
             )
-            account, groups = result.account, result.groups
-        requester = Requester(account, service, groups, client_ip)
-        granted = self.authorizer.authorize(requester, request.scopes)
-        return self._sign(requester, granted)
+            groups = await self._current_groups(tokens, lookup, record)
+        except InvalidGrantError as exc:
+            log.info("refresh grant refused: %s", exc.reason)
+            raise
+        await anyio.to_thread.run_sync(tokens.touch, record, now)
+        requester = Requester(record.account, service, groups, client_ip)
+        issued = self._sign(requester, self.authorizer.authorize(requester, grant.scopes))
+        return replace(issued, refresh_token=token)
+
+    def _refresh_parts(self) -> tuple[RefreshTokens, AccountLookup]:
+        if self.refresh_tokens is None or not isinstance(self.authenticator, AccountLookup):
+            raise InvalidGrantError("this server keeps no refresh tokens")
+        return self.refresh_tokens, self.authenticator
+
+    async def _current_groups(
+        self, tokens: RefreshTokens, lookup: AccountLookup, record: RefreshRecord
+    ) -> frozenset[str]:
+        """The account's groups now; the token dies when the account or its password changed."""
+        state = await lookup.account_state(record.account)
+        if state is None or state.credential_version != record.credential_version:
+            reason = "account removed" if state is None else "password changed"
+            await anyio.to_thread.run_sync(tokens.revoke, [record], reason)
+            raise InvalidGrantError(f"refresh token {record.id}: {reason}")
+        return state.groups
+
+    async def _issue_for(
+        self,
+        result: AuthResult,
+        service: str,
+        scopes: Sequence[Scope],
+        client_ip: IPAddress | None,
+        offline_client_id: str | None,
+    ) -> IssuedToken:
+        requester = Requester(result.account, service, result.groups, client_ip)
+        issued = self._sign(requester, self.authorizer.authorize(requester, scopes))
+        if offline_client_id is None or result.account is None:
+            return issued
+        refresh_token = await self._new_refresh_token(
+            result, service, offline_client_id, issued.issued_at
+        )
+        return replace(issued, refresh_token=refresh_token)
+
+    async def _new_refresh_token(
+        self, result: AuthResult, service: str, client_id: str, now: int
+    ) -> str | None:
+        """None when this server cannot re-check the account later (no store, or a backend
+        without credential versions): the client then keeps its password, as before."""
+        if (
+            self.refresh_tokens is None
+            or result.credential_version is None
+            or result.account is None
+        ):
+            return None
+        if not isinstance(self.authenticator, AccountLookup):
+            return None
+        token, _ = await anyio.to_thread.run_sync(
+            self.refresh_tokens.issue,
+            result.account,
+            service,
+            client_id,
+            result.credential_version,
+            now,
+        )
+        return token
 
     def _check_service(self, service: str | None) -> str:
         expected = self.settings.service

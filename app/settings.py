@@ -95,6 +95,41 @@ class EtcdSettings(BaseModel):
         return self
 
 
+class StateSettings(BaseModel):
+    """Where refresh tokens live: a SQLite file (one machine) or etcd v3 (several machines)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: Literal["sqlite", "etcd"] = Field(
+        default="sqlite",
+        description="`sqlite` (one machine, several workers) or `etcd` (v3; several machines)",
+    )
+    path: Path = Field(
+        default=Path("registry-auth.db"),
+        description="the SQLite file of the `sqlite` store (relative: to the config file)",
+    )
+    etcd_endpoints: list[str] = Field(
+        default=["http://127.0.0.1:2379"],
+        min_length=1,
+        description="etcd client URLs of the `etcd` store (v3 API)",
+    )
+    etcd_prefix: str = Field(
+        default="/registry-auth/refresh-tokens/",
+        pattern=r"^/.*/$",
+        description="etcd key prefix of the refresh-token records",
+    )
+    etcd_timeout: float = Field(default=5.0, gt=0, le=60, description="seconds per etcd request")
+
+    @field_validator("etcd_endpoints")
+    @classmethod
+    def _endpoints_are_urls(cls, value: list[str]) -> list[str]:
+        for endpoint in value:
+            parts = urlsplit(endpoint)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"{endpoint!r} must be an http:// or https:// URL")
+        return value
+
+
 class Settings(BaseSettings):
     """Every setting of the service. See the README's configuration reference."""
 
@@ -164,6 +199,20 @@ class Settings(BaseSettings):
         ge=0,
         le=3650,
         description="warn (log and /readyz) when the active certificate expires within these days",
+    )
+    refresh_token_lifetime: int = Field(
+        default=90 * 86400,
+        gt=0,
+        description="seconds a refresh token lives from its issue (default 90 days)",
+    )
+    refresh_token_idle_timeout: int = Field(
+        default=30 * 86400,
+        gt=0,
+        description="seconds without use after which a refresh token dies (default 30 days)",
+    )
+    state: StateSettings = Field(
+        default_factory=StateSettings,
+        description="where refresh tokens are kept (shared by every instance)",
     )
     etcd: EtcdSettings | None = Field(
         default=None, description="publish realm/issuer/service to etcd (absent: standalone)"
@@ -283,6 +332,8 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
         updates["keys_dir"] = base / settings.keys_dir
     if settings.htpasswd is not None and not settings.htpasswd.is_absolute():
         updates["htpasswd"] = base / settings.htpasswd
+    if not settings.state.path.is_absolute():
+        updates["state"] = settings.state.model_copy(update={"path": base / settings.state.path})
     if settings.etcd is not None:
         updates.update(_resolve_etcd_paths(settings.etcd, base))
     if settings.acl is not None and not settings.acl.is_absolute():

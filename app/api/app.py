@@ -16,9 +16,10 @@ from app import __version__
 from app.api.client_ip import Network, client_ip
 from app.api.credentials import parse_basic
 from app.api.lifespans import combine_lifespans
+from app.api.oauth import oauth_endpoint
 from app.api.publishing import build_publish_loop, etcd_status, publish_lifespan
 from app.api.reloading import Lifespan, reload_lifespan
-from app.errors import BackendUnavailableError, ClientError
+from app.errors import BackendUnavailableError, ClientError, StateStoreError
 from app.keys.expiry import ExpiryState
 from app.keys.jwks import KidFormat, jwks_document
 from app.protocol.tokens import parse_token_request, token_response
@@ -55,10 +56,15 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
         client = _client_ip(request, settings.trusted_proxies)
         issued = await token_service.issue(token_request, credentials, client)
         body = token_response(issued.token, issued_at=issued.issued_at, ttl=issued.expires_in)
+        if issued.refresh_token is not None:
+            body["refresh_token"] = issued.refresh_token
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
     for path in _token_paths(settings):
         app.add_api_route(path, token, methods=["GET"], summary="Issue a registry token")
+        app.add_api_route(
+            path, oauth_endpoint(token_service), methods=["POST"], summary="OAuth2 token grants"
+        )
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, str]:
@@ -132,6 +138,13 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BackendUnavailableError)
     async def backend_unavailable(_: Request, exc: BackendUnavailableError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
+
+    @app.exception_handler(StateStoreError)
+    async def state_store_error(_: Request, exc: StateStoreError) -> JSONResponse:
+        # The operator needs the cause; the client only that it is not its fault.
+        log.error("refresh-token store unavailable: %s", exc)
+        body = {"details": "refresh-token store unavailable", "error": "temporarily_unavailable"}
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from pydantic import SecretStr
 
@@ -34,6 +34,9 @@ class AuthResult:
     outcome: Outcome
     account: str | None = None
     groups: frozenset[str] = field(default_factory=frozenset)
+    # Changes whenever the account's credential changes (see AccountState); None when the
+    # backend cannot tell, and then no refresh token is issued for the account.
+    credential_version: str | None = None
 
     @property
     def accepted(self) -> bool:
@@ -44,3 +47,25 @@ class Authenticator(Protocol):
     """A backend. Returns a result for every credential; raises only when it cannot decide."""
 
     async def authenticate(self, credentials: Credentials) -> AuthResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    """What a refresh grant re-checks without a password: the account still exists, and its
+    credential is the one the refresh token was issued against."""
+
+    credential_version: str
+    groups: frozenset[str] = field(default_factory=frozenset)
+
+
+@runtime_checkable
+class AccountLookup(Protocol):
+    """A backend that can look an account up without its password (needed for refresh tokens).
+
+    `credential_version` must change when the password changes (a fingerprint of the stored
+    hash, an LDAP pwdChangedTime, ...) and must not reveal the credential.
+    """
+
+    async def account_state(self, account: str) -> AccountState | None:
+        """None when the account no longer exists."""
+        ...

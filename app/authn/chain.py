@@ -13,7 +13,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from app.authn.base import Authenticator, AuthResult, Credentials, Outcome
+from app.authn.base import (
+    AccountLookup,
+    AccountState,
+    Authenticator,
+    AuthResult,
+    Credentials,
+    Outcome,
+)
 from app.backend_settings import ROBOT_PREFIX
 from app.errors import BackendUnavailableError
 
@@ -51,6 +58,17 @@ class BackendChain:
             log.debug("backend %s decided %s", link.name, result.outcome)
             return result
         return AuthResult(Outcome.REJECTED)
+
+    async def account_state(self, account: str) -> AccountState | None:
+        """The state from the first backend owning the account that can look it up without a
+        password (htpasswd, static users). None when none of them knows it: a refresh token
+        issued for it then stops working."""
+        for link in self.links:
+            if link.answers_for(account) and isinstance(link.authenticator, AccountLookup):
+                state = await link.authenticator.account_state(account)
+                if state is not None:
+                    return state
+        return None
 
 
 async def _ask(link: ChainLink, credentials: Credentials) -> AuthResult:

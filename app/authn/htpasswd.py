@@ -7,6 +7,7 @@ same cost, so it takes as long as a wrong password.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from pathlib import Path
 import anyio.to_thread
 import bcrypt
 
-from app.authn.base import AuthResult, Credentials, Outcome
+from app.authn.base import AccountState, AuthResult, Credentials, Outcome
 from app.errors import UserStoreError
 
 BCRYPT_MAX_BYTES = 72  # bcrypt reads no further; htpasswd -B truncates there too
@@ -78,6 +79,13 @@ def check_password(password: str, hashed: bytes) -> bool:
     return bcrypt.checkpw(candidate, hashed)
 
 
+def credential_version(hashed: bytes) -> str:
+    """A fingerprint of an account's htpasswd entry: changes with the password (a new bcrypt
+    salt each time), reveals nothing usable (SHA-256 of a salted hash cannot be tested against
+    password guesses without the salt)."""
+    return hashlib.sha256(b"htpasswd-entry\0" + hashed).hexdigest()[:32]
+
+
 def hash_password(password: str, *, rounds: int = 10) -> str:
     encoded = password.encode("utf-8")
     if len(encoded) > BCRYPT_MAX_BYTES:
@@ -110,7 +118,13 @@ class HtpasswdAuthenticator:
             return AuthResult(Outcome.NOT_MINE)
         if not ok:
             return AuthResult(Outcome.REJECTED)
-        return AuthResult(Outcome.ACCEPTED, credentials.account)
+        return AuthResult(
+            Outcome.ACCEPTED, credentials.account, credential_version=credential_version(hashed)
+        )
+
+    async def account_state(self, account: str) -> AccountState | None:
+        hashed = self._users().hashes.get(account)
+        return None if hashed is None else AccountState(credential_version(hashed))
 
 
 def is_bcrypt_hash(hashed: str) -> bool:

@@ -19,8 +19,14 @@ from typing import Any
 import anyio.to_thread
 import yaml
 
-from app.authn.base import AuthResult, Credentials, Outcome
-from app.authn.htpasswd import check_password, dummy_hash, is_bcrypt_hash, validate_account
+from app.authn.base import AccountState, AuthResult, Credentials, Outcome
+from app.authn.htpasswd import (
+    check_password,
+    credential_version,
+    dummy_hash,
+    is_bcrypt_hash,
+    validate_account,
+)
 from app.errors import UserStoreError
 
 
@@ -97,4 +103,14 @@ class StaticAuthenticator:
             return AuthResult(Outcome.NOT_MINE)
         if not ok:
             return AuthResult(Outcome.REJECTED)
-        return AuthResult(Outcome.ACCEPTED, credentials.account, user.groups)
+        return AuthResult(
+            Outcome.ACCEPTED,
+            credentials.account,
+            user.groups,
+            credential_version=credential_version(user.hashed),
+        )
+
+    async def account_state(self, account: str) -> AccountState | None:
+        """For refresh grants: the account still exists, with this password and these groups."""
+        user = self._users().users.get(account)
+        return None if user is None else AccountState(credential_version(user.hashed), user.groups)

@@ -1,1 +1,2 @@
-"""Publishing realm/issuer/service to etcd for the registry: the only package that talks to etcd."""
+"""Everything that talks to etcd: publishing realm/issuer/service for the registry, and the
+refresh-token store. No other package imports an etcd client."""

@@ -1,0 +1,1 @@
+"""Server-side state shared by every instance: refresh tokens. One interface, several stores."""

@@ -1,0 +1,139 @@
+"""The embedded store: one SQLite file, safe for several worker processes on one machine.
+
+WAL mode lets readers run beside the one writer, and `busy_timeout` makes a writer wait for
+another process's lock instead of failing. A connection per call keeps threads and processes
+apart without sharing handles (sqlite3 connections must not cross threads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import astuple
+from pathlib import Path
+
+from app.errors import StateStoreError
+from app.state.model import RefreshRecord
+
+BUSY_TIMEOUT_SECONDS = 10.0
+_COLUMNS = (
+    "id, token_hash, account, service, client_id, credential_version, "
+    "created_at, expires_at, last_used_at"
+)
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS refresh_tokens (
+    id TEXT NOT NULL UNIQUE,
+    token_hash TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    service TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    credential_version TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    last_used_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS refresh_tokens_account ON refresh_tokens (account);
+"""
+
+
+class SqliteStore:
+    """Refresh records in a SQLite file, created (mode 0600) with the first record.
+
+    Until then reads find nothing, so a service that never issues a refresh token leaves no
+    file behind.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._created = False
+
+    def _create(self) -> None:
+        if self._created:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        except OSError as exc:
+            raise StateStoreError(f"cannot create state file {self.path}: {exc.strerror}") from None
+        with self._connect() as db:
+            # WAL is a property of the file: set once, every later connection uses it.
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+        self._created = True
+
+    def _exists(self) -> bool:
+        if not self._created and self.path.exists():
+            self._create()  # an older file: make sure the schema is there
+        return self._created
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StateStoreError(f"cannot open state file {self.path}: {exc}") from None
+        try:
+            with db:
+                yield db
+        except sqlite3.Error as exc:
+            raise StateStoreError(f"state file {self.path}: {exc}") from None
+        finally:
+            db.close()
+
+    def add(self, record: RefreshRecord) -> None:
+        self._create()
+        with self._connect() as db:
+            db.execute(
+                f"INSERT INTO refresh_tokens ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608 - constant columns
+                astuple(record),
+            )
+
+    def find(self, token_hash: str) -> RefreshRecord | None:
+        if not self._exists():
+            return None
+        with self._connect() as db:
+            row = db.execute(
+                f"SELECT {_COLUMNS} FROM refresh_tokens WHERE token_hash = ?",  # noqa: S608 - constant columns
+                (token_hash,),
+            ).fetchone()
+        return None if row is None else RefreshRecord(*row)
+
+    def touch(self, token_hash: str, last_used_at: int) -> None:
+        if not self._exists():
+            return
+        with self._connect() as db:
+            db.execute(
+                "UPDATE refresh_tokens SET last_used_at = ? WHERE token_hash = ?",
+                (last_used_at, token_hash),
+            )
+
+    def records(self, account: str | None = None) -> list[RefreshRecord]:
+        if not self._exists():
+            return []
+        query = f"SELECT {_COLUMNS} FROM refresh_tokens"  # noqa: S608 - constant columns
+        args: tuple[str, ...] = ()
+        if account is not None:
+            query, args = query + " WHERE account = ?", (account,)
+        with self._connect() as db:
+            rows = db.execute(query + " ORDER BY created_at, id", args).fetchall()
+        return [RefreshRecord(*row) for row in rows]
+
+    def delete(self, token_hashes: list[str]) -> int:
+        if not self._exists():
+            return 0
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            count = 0
+            for token_hash in token_hashes:
+                cursor = db.execute(
+                    "DELETE FROM refresh_tokens WHERE token_hash = ?", (token_hash,)
+                )
+                count += cursor.rowcount
+            db.execute("COMMIT")
+        return count
+
+    def close(self) -> None:
+        """Nothing held open between calls."""

@@ -1,0 +1,227 @@
+"""Refresh tokens with the real programs: skopeo logged in with an identity token against
+docker-registry 2.8, revocation and password changes seen by skopeo, and two service
+processes sharing one real etcd 3.4."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.etcd.gateway import EtcdGateway
+from app.etcd.refresh_store import EtcdRefreshStore
+from tests.integration.support.authserver import (
+    AuthServer,
+    add_user,
+    app_command,
+    start_auth_server,
+)
+from tests.integration.support.etcd import EtcdServer, start_etcd
+from tests.integration.support.oci import OciImage, manifest_digest
+from tests.integration.support.procs import run_checked
+from tests.integration.support.skopeo import Skopeo, SkopeoResult
+from tests.integration.support.stack import USERS, Stack
+from tests.unit.test_state_sqlite import StoreContract
+
+# containers/image sends this client_id on its OAuth2 POST (docker_client.go).
+CLIENT_ID = "containers/image"
+DENIED_WORDS = ("unauthorized", "authentication required", "invalid_grant", "denied")
+MakeImage = Callable[..., OciImage]
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
+    server = start_etcd(tmp_path_factory.mktemp("etcd"))
+    yield server
+    server.stop()
+
+
+class TestEtcdStore(StoreContract):
+    """The store contract on the real etcd, through the v3 JSON gateway."""
+
+    @pytest.fixture
+    def store(self, etcd: EtcdServer, request: pytest.FixtureRequest) -> Iterator[EtcdRefreshStore]:
+        prefix = f"/test/{request.node.name}/"
+        store = EtcdRefreshStore(EtcdGateway([etcd.url], 5.0), prefix)
+        yield store
+        store.close()
+
+
+def test_records_in_etcd_hold_the_hash_not_the_token(etcd: EtcdServer) -> None:
+    store = EtcdRefreshStore(EtcdGateway([etcd.url], 5.0), "/test/raw/")
+    from app.state.refresh import RefreshPolicy, RefreshTokens  # noqa: PLC0415 - local to this test
+
+    token, record = RefreshTokens(store, RefreshPolicy(100, 50)).issue("alice", "s", "c", "v", 0)
+    listing = etcd.etcdctl("v3", "get", "--prefix", "/test/raw/").stdout
+    assert record.token_hash in listing
+    assert token not in listing
+    store.close()
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def password_grant(auth: AuthServer, user: str, password: str) -> httpx.Response:
+    form = {
+        "grant_type": "password",
+        "username": user,
+        "password": password,
+        "service": auth.service,
+        "client_id": CLIENT_ID,
+        "access_type": "offline",
+    }
+    with httpx.Client(timeout=10.0, trust_env=False) as client:
+        return client.post(auth.realm, data=form)
+
+
+def refresh_grant(auth: AuthServer, token: str) -> httpx.Response:
+    form = {
+        "grant_type": "refresh_token",
+        "refresh_token": token,
+        "service": auth.service,
+        "client_id": CLIENT_ID,
+        "scope": "repository:team/app:pull",
+    }
+    with httpx.Client(timeout=10.0, trust_env=False) as client:
+        return client.post(auth.realm, data=form)
+
+
+def refresh_token_for(auth: AuthServer, user: str = "alice") -> str:
+    response = password_grant(auth, user, auth.users[user])
+    assert response.status_code == 200, response.text
+    return str(response.json()["refresh_token"])
+
+
+def log_in_with_identity_token(skopeo: Skopeo, registry_host: str, user: str, token: str) -> None:
+    """What `docker login` leaves behind: `auth` = base64("user:") plus the identity token.
+
+    containers/image ignores an entry holding only `identitytoken` (protocol.md §8).
+    """
+    entry = {"auth": base64.b64encode(f"{user}:".encode()).decode(), "identitytoken": token}
+    skopeo.auth_file.write_text(json.dumps({"auths": {registry_host: entry}}), encoding="utf-8")
+
+
+def tokens_cli(auth: AuthServer, *args: str) -> str:
+    argv = app_command("tokens", *args, "--config", str(auth.config_path))
+    return run_checked(argv, what="registry-auth tokens").stdout
+
+
+def push(skopeo: Skopeo, stack: Stack, image: OciImage, repository: str) -> SkopeoResult:
+    dest = stack.registry.ref(repository, image.tag)
+    return skopeo.run(["copy", "--dest-tls-verify=false", image.ref, dest])
+
+
+def inspect(skopeo: Skopeo, stack: Stack, repository: str, tag: str) -> SkopeoResult:
+    return skopeo.run(
+        ["inspect", "--raw", "--tls-verify=false", stack.registry.ref(repository, tag)]
+    )
+
+
+def assert_refused(result: SkopeoResult) -> None:
+    assert not result.ok, f"expected a refusal, skopeo succeeded:\n{result}"
+    assert any(word in result.stderr.lower() for word in DENIED_WORDS), result
+
+
+def wait_until_refused(attempt: Callable[[], SkopeoResult], seconds: float) -> SkopeoResult:
+    deadline = time.monotonic() + seconds
+    while True:
+        result = attempt()
+        if not result.ok or time.monotonic() > deadline:
+            return result
+        time.sleep(0.5)
+
+
+# --- the real client ------------------------------------------------------------------------
+
+
+def test_skopeo_pushes_and_pulls_with_an_identity_token_until_it_is_revoked(
+    stack_factory: Callable[..., Stack], skopeo: Skopeo, make_image: MakeImage
+) -> None:
+    stack = stack_factory()
+    token = refresh_token_for(stack.auth)
+    log_in_with_identity_token(skopeo, stack.registry.host, "alice", token)
+    image = make_image("1.0")
+
+    pushed = push(skopeo, stack, image, "team/app")
+    assert pushed.ok, f"{pushed}\n{stack.logs()}"
+    pulled = inspect(skopeo, stack, "team/app", "1.0")
+    assert pulled.ok, pulled
+    assert json.loads(pulled.stdout)["config"]["digest"].startswith("sha256:")
+    # skopeo used the OAuth2 refresh grant (POST), never a password it does not have.
+    assert 'POST /token HTTP/1.1" 200' in stack.auth.log()
+    listing = tokens_cli(stack.auth, "list", "--account", "alice")
+    assert "alice" in listing
+    assert CLIENT_ID in listing
+    assert token not in listing
+
+    assert "revoked 1 refresh token(s)" in tokens_cli(stack.auth, "revoke", "--account", "alice")
+
+    assert_refused(inspect(skopeo, stack, "team/app", "1.0"))
+    assert_refused(push(skopeo, stack, make_image("2.0"), "team/app"))
+    assert 'POST /token HTTP/1.1" 401' in stack.auth.log()
+
+
+def test_a_password_change_logs_skopeo_out(
+    stack_factory: Callable[..., Stack], skopeo: Skopeo, make_image: MakeImage, tmp_path: Path
+) -> None:
+    stack = stack_factory()
+    image = make_image("1.0")
+    token = refresh_token_for(stack.auth, "bob")
+    log_in_with_identity_token(skopeo, stack.registry.host, "bob", token)
+    assert push(skopeo, stack, image, "team/bob").ok
+
+    htpasswd = Path(stack.auth.settings["htpasswd"])
+    add_user(htpasswd, "bob", "bob-New-Secret-3")  # the operator's `users add` changes it
+
+    refused = wait_until_refused(lambda: inspect(skopeo, stack, "team/bob", "1.0"), 15)
+    assert_refused(refused)
+    # bob with the new password is welcome again; the old token stays dead.
+    stack.auth.users["bob"] = "bob-New-Secret-3"
+    log_in_with_identity_token(
+        skopeo, stack.registry.host, "bob", refresh_token_for(stack.auth, "bob")
+    )
+    result = skopeo.run(
+        [
+            "copy",
+            "--src-tls-verify=false",
+            stack.registry.ref("team/bob", "1.0"),
+            f"oci:{tmp_path / 'pulled'}:1.0",
+        ]
+    )
+    assert result.ok, result
+    assert manifest_digest(tmp_path / "pulled", "1.0") == image.manifest_digest
+    assert refresh_grant(stack.auth, token).status_code == 401
+
+
+# --- several instances on one etcd -----------------------------------------------------------
+
+
+def test_a_revocation_on_one_instance_holds_on_the_other_within_a_second(
+    etcd: EtcdServer, tmp_path: Path
+) -> None:
+    state = {"backend": "etcd", "etcd_endpoints": [etcd.url], "etcd_prefix": "/ra/shared/"}
+    first = start_auth_server(tmp_path / "a", users=USERS, extra_settings={"state": state})
+    try:
+        shared = {"state": state, "htpasswd": first.settings["htpasswd"]}
+        second = start_auth_server(tmp_path / "b", extra_settings=shared)
+        second.users.update(USERS)
+        try:
+            token = refresh_token_for(first)
+            assert refresh_grant(second, token).status_code == 200  # one store for both
+            tokens_cli(first, "revoke", "--all")
+            revoked_at = time.monotonic()
+            answer = refresh_grant(second, token)
+            while answer.status_code == 200 and time.monotonic() - revoked_at < 1.0:
+                answer = refresh_grant(second, token)
+            assert answer.status_code == 401, answer.text
+            assert answer.json()["error"] == "invalid_grant"
+            assert refresh_grant(first, token).status_code == 401
+        finally:
+            second.stop()
+    finally:
+        first.stop()

@@ -1,0 +1,599 @@
+"""Refresh tokens over HTTP (in-process ASGI): the GET offline flow, the OAuth2 POST grants,
+their errors, and every way a refresh token dies — with a fixed clock and a SQLite store."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import jwt
+import pytest
+from httpx import AsyncClient, Response
+
+from app.api.app import create_app
+from app.authz.base import Requester
+from app.keys.store import load_keyring
+from app.protocol.scopes import Scope
+from app.service import TokenService
+from app.settings import Settings, load_settings
+from app.state.refresh import RefreshPolicy, RefreshTokens, hash_token
+from app.state.sqlite import SqliteStore
+from tests.conftest import api_client
+
+pytestmark = pytest.mark.anyio
+
+T0 = 1_800_000_000
+LIFETIME = 90 * 86400
+IDLE = 7 * 86400
+SERVICE = "registry.test"
+
+
+def _hash(password: str) -> str:
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+
+
+@dataclass
+class FixedClock:
+    now: float = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class SwitchableAuthorizer:
+    """Grants the actions in `allowed` on repositories: lets a test change the ACL mid-way."""
+
+    def __init__(self) -> None:
+        self.allowed = {"pull", "push"}
+
+    def authorize(self, requester: Requester, scopes: Sequence[Scope]) -> list[Scope]:
+        if requester.anonymous:
+            return [scope.with_actions(()) for scope in scopes]
+        return [
+            scope.with_actions(a for a in scope.actions if a in self.allowed) for scope in scopes
+        ]
+
+
+@dataclass
+class Env:
+    client: AsyncClient
+    clock: FixedClock
+    service: TokenService
+    settings: Settings
+    authorizer: SwitchableAuthorizer
+    tokens: RefreshTokens
+
+    @property
+    def htpasswd(self) -> Path:
+        assert self.settings.htpasswd is not None
+        return self.settings.htpasswd
+
+    def write_users(self, users: dict[str, str]) -> None:
+        self.htpasswd.write_text("".join(f"{u}:{_hash(p)}\n" for u, p in users.items()))
+        for item in self.service.reloadables:
+            item.reload()
+
+
+@pytest.fixture
+def settings(rsa_keys_dir: Path, tmp_path: Path) -> Settings:
+    htpasswd = tmp_path / "users.htpasswd"
+    htpasswd.write_text(f"alice:{_hash('s3cret')}\nbob:{_hash('b0b')}\n")
+    return load_settings(
+        overrides={
+            "keys_dir": str(rsa_keys_dir),
+            "htpasswd": str(htpasswd),
+            "issuer": "test issuer",
+            "service": SERVICE,
+            "realm": "https://auth.test/api/v1/authorize/registry/",
+            "refresh_token_lifetime": LIFETIME,
+            "refresh_token_idle_timeout": IDLE,
+            "state": {"path": str(tmp_path / "state.db")},
+        }
+    )
+
+
+@pytest.fixture
+async def env(settings: Settings) -> AsyncIterator[Env]:
+    loaded = TokenService.from_settings(settings)
+    clock = FixedClock()
+    authorizer = SwitchableAuthorizer()
+    tokens = RefreshTokens(SqliteStore(settings.state.path), RefreshPolicy(LIFETIME, IDLE))
+    service = TokenService(
+        settings,
+        loaded.keyring_source,
+        authenticator=loaded.authenticator,
+        authorizer=authorizer,
+        clock=clock,
+        reloadables=loaded.reloadables,
+        refresh_tokens=tokens,
+    )
+    async with api_client(create_app(settings, service)) as client:
+        yield Env(client, clock, service, settings, authorizer, tokens)
+
+
+def _basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def _claims(token: str, keys_dir: Path) -> dict[str, Any]:
+    return jwt.decode(
+        token,
+        load_keyring(keys_dir).active.certificate.public_key(),  # type: ignore[arg-type]
+        algorithms=["RS256"],
+        audience=SERVICE,
+        issuer="test issuer",
+        options={"verify_exp": False, "verify_nbf": False, "verify_iat": False},
+    )
+
+
+async def _password_grant(env: Env, **extra: str) -> Response:
+    form = {
+        "grant_type": "password",
+        "username": "alice",
+        "password": "s3cret",
+        "service": SERVICE,
+        "client_id": "containers/image",
+        "access_type": "offline",
+        **extra,
+    }
+    return await env.client.post("/token", data=form)
+
+
+async def _refresh(
+    env: Env, token: str, scope: str | list[str] = "", client_id: str = "containers/image"
+) -> Response:
+    form: dict[str, str | list[str]] = {
+        "grant_type": "refresh_token",
+        "refresh_token": token,
+        "service": SERVICE,
+        "client_id": client_id,
+    }
+    if scope:
+        form["scope"] = scope
+    return await env.client.post("/token", data=form)
+
+
+async def _login(env: Env) -> str:
+    response = await _password_grant(env)
+    assert response.status_code == 200, response.text
+    return str(response.json()["refresh_token"])
+
+
+# --- GET: docker login with offline_token=true -----------------------------------------------
+
+
+async def test_docker_login_get_with_offline_token_returns_a_refresh_token(env: Env) -> None:
+    params = {
+        "service": SERVICE,
+        "account": "alice",
+        "client_id": "docker",
+        "offline_token": "true",
+    }
+    response = await env.client.get("/token", params=params, headers=_basic("alice", "s3cret"))
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"token", "access_token", "expires_in", "issued_at", "refresh_token"}
+    assert len(body["refresh_token"]) >= 43  # 256 bits, url-safe base64
+    # docker then POSTs with that token and client_id=docker, scope space-separated.
+    refreshed = await _refresh(
+        env, body["refresh_token"], "repository:team/app:pull,push", "docker"
+    )
+    assert refreshed.status_code == 200
+    assert refreshed.json()["scope"] == "repository:team/app:pull,push"
+
+
+@pytest.mark.parametrize(
+    ("params", "auth"),
+    [
+        ({"offline_token": "false", "client_id": "docker"}, True),
+        ({"client_id": "docker"}, True),
+        ({"offline_token": "true"}, True),  # no client_id to bind the token to
+        ({"offline_token": "true", "client_id": "docker"}, False),  # anonymous
+    ],
+)
+async def test_get_returns_no_refresh_token_unless_asked_with_credentials_and_client(
+    env: Env, params: dict[str, str], auth: bool
+) -> None:
+    headers = _basic("alice", "s3cret") if auth else {}
+    response = await env.client.get(
+        "/token", params={"service": SERVICE, **params}, headers=headers
+    )
+    assert response.status_code == 200
+    assert "refresh_token" not in response.json()
+    assert env.tokens.records() == []
+
+
+# --- POST grant_type=password ------------------------------------------------------------------
+
+
+async def test_password_grant_offline_returns_access_and_refresh_token(
+    env: Env, rsa_keys_dir: Path
+) -> None:
+    response = await _password_grant(env, scope="repository:team/app:pull,push,delete")
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"
+    body = response.json()
+    assert body["scope"] == "repository:team/app:pull,push"
+    assert body["expires_in"] == 300
+    assert body["issued_at"] == "2027-01-15T08:00:00Z"
+    assert body["token_type"] == "Bearer"
+    claims = _claims(body["access_token"], rsa_keys_dir)
+    assert claims["sub"] == "alice"
+    assert claims["access"] == [
+        {"type": "repository", "name": "team/app", "actions": ["pull", "push"]}
+    ]
+    [record] = env.tokens.records()
+    assert (record.account, record.client_id, record.service) == (
+        "alice",
+        "containers/image",
+        SERVICE,
+    )
+    assert record.expires_at == T0 + LIFETIME
+
+
+async def test_password_grant_online_returns_no_refresh_token(env: Env) -> None:
+    response = await _password_grant(env, access_type="online")
+    assert response.status_code == 200
+    assert "refresh_token" not in response.json()
+    assert env.tokens.records() == []
+
+
+async def test_scope_in_one_field_and_in_repeated_fields_mean_the_same(env: Env) -> None:
+    token = await _login(env)
+    one = await _refresh(env, token, "repository:a/b:pull repository:c/d:push")
+    repeated = await _refresh(env, token, ["repository:a/b:pull", "repository:c/d:push"])
+    assert one.status_code == repeated.status_code == 200
+    assert (
+        one.json()["scope"] == repeated.json()["scope"] == "repository:a/b:pull repository:c/d:push"
+    )
+
+
+async def test_scope_lists_only_what_was_granted(env: Env) -> None:
+    token = await _login(env)
+    body = (await _refresh(env, token, "registry:catalog:* repository:a/b:delete")).json()
+    assert body["scope"] == ""
+
+
+@pytest.mark.parametrize(("username", "password"), [("alice", "Wr0ngPass"), ("nobody", "s3cret")])
+async def test_password_grant_with_bad_credentials_is_invalid_grant(
+    env: Env, username: str, password: str
+) -> None:
+    response = await _password_grant(env, username=username, password=password)
+    assert response.status_code == 401
+    body = response.json()
+    assert body["error"] == "invalid_grant"
+    assert "wrong user name or password" in body["error_description"]
+    assert password not in response.text
+    assert env.tokens.records() == []
+
+
+# --- POST grant_type=refresh_token ---------------------------------------------------------------
+
+
+async def test_refresh_grant_returns_a_fresh_access_token_and_the_same_refresh_token(
+    env: Env, rsa_keys_dir: Path
+) -> None:
+    token = await _login(env)
+    env.clock.now = T0 + 3600
+    response = await _refresh(env, token, "repository:team/app:pull")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["refresh_token"] == token
+    claims = _claims(body["access_token"], rsa_keys_dir)
+    assert claims["iat"] == T0 + 3600
+    assert claims["sub"] == "alice"
+    assert claims["access"] == [{"type": "repository", "name": "team/app", "actions": ["pull"]}]
+    [record] = env.tokens.records()
+    assert record.last_used_at == T0 + 3600
+
+
+async def test_refresh_grant_evaluates_authorization_afresh(env: Env) -> None:
+    token = await _login(env)
+    assert (await _refresh(env, token, "repository:a/b:pull,push")).json()["scope"] == (
+        "repository:a/b:pull,push"
+    )
+    env.authorizer.allowed = {"pull"}  # the ACL changed: push revoked
+    assert (await _refresh(env, token, "repository:a/b:pull,push")).json()["scope"] == (
+        "repository:a/b:pull"
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "service"),
+    [({"client_id": "docker"}, SERVICE), ({}, "other.registry")],
+)
+async def test_a_refresh_token_is_bound_to_its_client_and_service(
+    env: Env, change: dict[str, str], service: str
+) -> None:
+    token = await _login(env)
+    form = {
+        "grant_type": "refresh_token",
+        "refresh_token": token,
+        "service": service,
+        "client_id": "containers/image",
+        **change,
+    }
+    response = await env.client.post("/token", data=form)
+    assert response.status_code in (400, 401)
+    assert response.json()["error"] in ("invalid_grant", "invalid_request")
+    # the real client still works with it
+    assert (await _refresh(env, token)).status_code == 200
+
+
+async def test_an_unknown_refresh_token_is_invalid_grant(env: Env) -> None:
+    response = await _refresh(env, "x" * 43)
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_grant"
+    assert "log in again" in response.json()["error_description"]
+
+
+# --- the ways a refresh token dies -------------------------------------------------------------
+
+
+async def _assert_dead(env: Env, token: str) -> None:
+    response = await _refresh(env, token, "repository:team/app:pull")
+    assert response.status_code == 401, response.text
+    assert response.json()["error"] == "invalid_grant"
+    assert "access_token" not in response.json()
+
+
+async def test_revoked_refresh_token_stops_working(env: Env) -> None:
+    token = await _login(env)
+    other = await _login(env)
+    record = env.tokens.store.find(hash_token(token))
+    assert record is not None
+    assert env.tokens.revoke([record], "test") == 1
+    await _assert_dead(env, token)
+    assert await _works(env, other)
+
+
+async def _works(env: Env, token: str) -> bool:
+    return (await _refresh(env, token)).status_code == 200
+
+
+async def test_a_password_change_kills_the_accounts_refresh_tokens(env: Env) -> None:
+    token = await _login(env)
+    env.write_users({"alice": "n3w-password", "bob": "b0b"})
+    await _assert_dead(env, token)
+    assert env.tokens.records() == []  # and it is gone from the store
+    # the new password logs in again
+    assert (await _password_grant(env, password="n3w-password")).status_code == 200
+
+
+async def test_rewriting_the_same_password_also_kills_it(env: Env) -> None:
+    # A new bcrypt salt is a new entry: an operator resetting a password means "log in again".
+    token = await _login(env)
+    env.write_users({"alice": "s3cret", "bob": "b0b"})
+    await _assert_dead(env, token)
+
+
+async def test_another_accounts_password_change_leaves_the_token_alone(env: Env) -> None:
+    token = await _login(env)
+    assert env.settings.htpasswd is not None
+    alice_line = env.settings.htpasswd.read_text().splitlines()[0]
+    env.htpasswd.write_text(f"{alice_line}\nbob:{_hash('changed')}\n")
+    for item in env.service.reloadables:
+        item.reload()
+    assert await _works(env, token)
+
+
+async def test_removing_the_account_kills_its_refresh_tokens(env: Env) -> None:
+    token = await _login(env)
+    env.write_users({"bob": "b0b"})
+    await _assert_dead(env, token)
+
+
+async def test_a_refresh_token_expires_after_its_lifetime(env: Env) -> None:
+    token = await _login(env)
+    for day in range(1, 90):  # used daily: the idle timeout never strikes
+        env.clock.now = T0 + day * 86400
+        assert await _works(env, token), day
+    env.clock.now = T0 + LIFETIME - 1
+    assert await _works(env, token)
+    env.clock.now = T0 + LIFETIME
+    await _assert_dead(env, token)
+    assert env.tokens.records() == []
+
+
+async def test_a_refresh_token_dies_when_idle_too_long(env: Env) -> None:
+    token = await _login(env)
+    env.clock.now = T0 + IDLE - 1
+    assert await _works(env, token)  # a use resets the idle clock
+    env.clock.now = T0 + 2 * IDLE - 2
+    assert await _works(env, token)
+    env.clock.now = T0 + 3 * IDLE - 2
+    await _assert_dead(env, token)
+
+
+# --- malformed requests ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("form", "error", "named"),
+    [
+        ({"grant_type": "client_credentials"}, "unsupported_grant_type", "client_credentials"),
+        ({"grant_type": "authorization_code"}, "unsupported_grant_type", "authorization_code"),
+        ({}, "invalid_request", "grant_type"),
+        (
+            {"grant_type": "password", "service": SERVICE, "client_id": "c", "password": "p"},
+            "invalid_request",
+            "username",
+        ),
+        (
+            {"grant_type": "password", "service": SERVICE, "client_id": "c", "username": "alice"},
+            "invalid_request",
+            "password",
+        ),
+        (
+            {"grant_type": "password", "client_id": "c", "username": "a", "password": "p"},
+            "invalid_request",
+            "service",
+        ),
+        (
+            {"grant_type": "password", "service": SERVICE, "username": "a", "password": "p"},
+            "invalid_request",
+            "client_id",
+        ),
+        (
+            {"grant_type": "refresh_token", "service": SERVICE, "client_id": "c"},
+            "invalid_request",
+            "refresh_token",
+        ),
+        (
+            {
+                "grant_type": "refresh_token",
+                "service": SERVICE,
+                "client_id": "c",
+                "refresh_token": "",
+            },
+            "invalid_request",
+            "refresh_token",
+        ),
+        (
+            {
+                "grant_type": "password",
+                "service": SERVICE,
+                "client_id": "c",
+                "username": "alice",
+                "password": "s3cret",
+                "access_type": "forever",
+            },
+            "invalid_request",
+            "access_type",
+        ),
+        (
+            {
+                "grant_type": "refresh_token",
+                "service": SERVICE,
+                "client_id": "c",
+                "refresh_token": "t",
+                "scope": "repository:UPPER:pull",
+            },
+            "invalid_request",
+            "UPPER",
+        ),
+        (
+            {
+                "grant_type": "refresh_token",
+                "service": "elsewhere",
+                "client_id": "c",
+                "refresh_token": "t",
+            },
+            "invalid_request",
+            "elsewhere",
+        ),
+        (
+            {
+                "grant_type": "refresh_token",
+                "service": SERVICE,
+                "client_id": "c\x01",
+                "refresh_token": "t",
+            },
+            "invalid_request",
+            "client_id",
+        ),
+        (
+            {
+                "grant_type": "refresh_token",
+                "service": SERVICE,
+                "client_id": "c",
+                "refresh_token": "t" * 600,
+            },
+            "invalid_request",
+            "refresh_token",
+        ),
+    ],
+)
+async def test_malformed_posts_get_400_with_an_oauth2_error(
+    env: Env, form: dict[str, str], error: str, named: str
+) -> None:
+    response = await env.client.post("/token", data=form)
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"] == error
+    assert named in body["error_description"]
+
+
+async def test_a_field_given_twice_is_refused(env: Env) -> None:
+    body = "grant_type=password&grant_type=refresh_token&service=registry.test&client_id=c"
+    response = await env.client.post(
+        "/token", content=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert response.status_code == 400
+    assert "grant_type given more than once" in response.json()["error_description"]
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "named"),
+    [
+        (b'{"grant_type": "password"}', "application/json", "application/json"),
+        (b"grant_type=password", None, "absent"),
+        (b"x=" + b"a" * 20000, "application/x-www-form-urlencoded", "exceeds"),
+        (
+            b"&".join(b"f%d=1" % i for i in range(200)),
+            "application/x-www-form-urlencoded",
+            "fields",
+        ),
+        (b"grant_type=\xff", "application/x-www-form-urlencoded", "UTF-8"),
+    ],
+)
+async def test_a_body_that_is_not_a_small_form_is_refused(
+    env: Env, content: bytes, content_type: str | None, named: str
+) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = await env.client.post("/token", content=content, headers=headers)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+    assert named in response.json()["error_description"]
+
+
+async def test_the_realm_path_takes_posts_too(env: Env) -> None:
+    token = await _login(env)
+    form = {
+        "grant_type": "refresh_token",
+        "refresh_token": token,
+        "service": SERVICE,
+        "client_id": "containers/image",
+    }
+    response = await env.client.post("/api/v1/authorize/registry/", data=form)
+    assert response.status_code == 200
+
+
+async def test_the_get_error_body_keeps_its_own_shape(env: Env) -> None:
+    response = await env.client.get(
+        "/token", params={"service": SERVICE}, headers=_basic("alice", "x")
+    )
+    assert response.status_code == 401
+    assert set(response.json()) == {"details", "error"}
+    assert response.headers["www-authenticate"].startswith("Basic ")
+
+
+# --- secrets ----------------------------------------------------------------------------------
+
+
+async def test_the_store_and_the_log_never_hold_the_refresh_token(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    token = await _login(env)
+    await _refresh(env, token)
+    env.write_users({"bob": "b0b"})
+    await _refresh(env, token)
+    assert token not in caplog.text
+    assert "account removed" in caplog.text  # the operator learns why
+    raw = env.settings.state.path.read_bytes()
+    assert token.encode() not in raw
+    with sqlite3.connect(env.settings.state.path) as db:
+        dump = "\n".join(db.iterdump())
+    assert token not in dump
+
+
+async def test_the_state_file_is_private(env: Env) -> None:
+    await _login(env)
+    assert env.settings.state.path.stat().st_mode & 0o077 == 0

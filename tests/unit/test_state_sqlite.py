@@ -1,0 +1,136 @@
+"""The refresh-token store contract, run here on SQLite (and on real etcd in integration)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from app.errors import StateStoreError
+from app.state.model import RefreshRecord, RefreshTokenStore
+from app.state.refresh import RefreshPolicy, RefreshTokens, hash_token
+from app.state.sqlite import SqliteStore
+
+
+def record(n: int, account: str = "alice", created_at: int = 1000) -> RefreshRecord:
+    return RefreshRecord(
+        id=f"id{n:04d}",
+        token_hash=hash_token(f"token-{n}"),
+        account=account,
+        service="registry.test",
+        client_id="docker",
+        credential_version="v1",
+        created_at=created_at + n,
+        expires_at=created_at + n + 100,
+        last_used_at=created_at + n,
+    )
+
+
+class StoreContract:
+    """What every RefreshTokenStore must do; subclasses provide the `store` fixture."""
+
+    def test_add_then_find_by_hash(self, store: RefreshTokenStore) -> None:
+        store.add(record(1))
+        assert store.find(hash_token("token-1")) == record(1)
+        assert store.find(hash_token("token-2")) is None
+
+    def test_records_are_listed_oldest_first_and_by_account(self, store: RefreshTokenStore) -> None:
+        for n, account in ((3, "bob"), (1, "alice"), (2, "alice")):
+            store.add(record(n, account))
+        assert [r.id for r in store.records()] == ["id0001", "id0002", "id0003"]
+        assert [r.id for r in store.records("alice")] == ["id0001", "id0002"]
+        assert store.records("carol") == []
+
+    def test_touch_records_the_last_use(self, store: RefreshTokenStore) -> None:
+        store.add(record(1))
+        store.touch(hash_token("token-1"), 5000)
+        found = store.find(hash_token("token-1"))
+        assert found is not None
+        assert found.last_used_at == 5000
+
+    def test_touch_never_brings_back_a_deleted_record(self, store: RefreshTokenStore) -> None:
+        store.add(record(1))
+        assert store.delete([hash_token("token-1")]) == 1
+        store.touch(hash_token("token-1"), 5000)
+        assert store.find(hash_token("token-1")) is None
+
+    def test_delete_counts_what_existed(self, store: RefreshTokenStore) -> None:
+        for n in range(1, 4):
+            store.add(record(n))
+        gone = [hash_token("token-1"), hash_token("token-3"), hash_token("never")]
+        assert store.delete(gone) == 2
+        assert [r.id for r in store.records()] == ["id0002"]
+        assert store.delete([]) == 0
+
+    def test_revoking_many_at_once(self, store: RefreshTokenStore) -> None:
+        for n in range(250):  # more than one etcd transaction holds
+            store.add(record(n, "ci"))
+        tokens = RefreshTokens(store, RefreshPolicy(100, 50))
+        assert tokens.revoke(store.records("ci"), "test") == 250
+        assert store.records() == []
+
+    def test_purge_removes_expired_and_idle_records_only(self, store: RefreshTokenStore) -> None:
+        tokens = RefreshTokens(store, RefreshPolicy(lifetime=100, idle_timeout=50))
+        store.add(record(1, created_at=0))  # expires at 101
+        store.add(record(2, created_at=60))  # idle from 112, expires at 162
+        store.add(record(3, created_at=100))  # last used 103: idle from 153
+        assert tokens.maybe_purge(120) == 2
+        assert [r.id for r in store.records()] == ["id0003"]
+        assert tokens.maybe_purge(500) == 0  # at most once an hour per process
+
+
+class TestSqliteStore(StoreContract):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> SqliteStore:
+        return SqliteStore(tmp_path / "sub" / "state.db")
+
+
+def test_no_file_until_the_first_record(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "state.db")
+    assert store.records() == []
+    assert store.find("x") is None
+    assert store.delete(["x"]) == 0
+    assert not (tmp_path / "state.db").exists()
+    store.add(record(1))
+    path = tmp_path / "state.db"
+    assert path.stat().st_mode & 0o777 == 0o600
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_an_unwritable_location_is_a_state_store_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    store = SqliteStore(blocker / "state.db")
+    with pytest.raises(StateStoreError, match="cannot create state file"):
+        store.add(record(1))
+
+
+def test_a_file_that_is_not_sqlite_is_a_state_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    path.write_bytes(b"not a database" * 100)
+    with pytest.raises(StateStoreError, match=r"state\.db"):
+        SqliteStore(path).records()
+
+
+def _write_many(path: str, worker: int) -> None:
+    store = SqliteStore(Path(path))
+    for n in range(40):
+        store.add(record(worker * 1000 + n, f"worker{worker}"))
+        store.touch(hash_token(f"token-{worker * 1000 + n}"), 9999)
+
+
+def test_several_processes_write_one_file_safely(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_write_many, args=(str(path), w)) for w in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert [worker.exitcode for worker in workers] == [0, 0, 0, 0]
+    records = SqliteStore(path).records()
+    assert len(records) == 160
+    assert {r.last_used_at for r in records} == {9999}

@@ -1,0 +1,130 @@
+"""`registry-auth tokens list|revoke` on a SQLite store: what an operator types and reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from app.cli import run
+from app.state.refresh import RefreshPolicy, RefreshTokens
+from app.state.sqlite import SqliteStore
+
+
+def _no_serve(*_: object) -> None:
+    raise AssertionError("serve must not run")
+
+
+@pytest.fixture
+def config(tmp_path: Path, rsa_keys_dir: Path) -> Path:
+    path = tmp_path / "config.yaml"
+    settings = {
+        "issuer": "i",
+        "service": "s",
+        "realm": "http://a.test/token",
+        "keys_dir": str(rsa_keys_dir),
+    }
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+@pytest.fixture
+def issued(tmp_path: Path) -> dict[str, str]:
+    """Three tokens in the default state file next to the config: id -> token."""
+    tokens = RefreshTokens(SqliteStore(tmp_path / "registry-auth.db"), RefreshPolicy(86400, 3600))
+    result = {}
+    for n, (account, client) in enumerate(
+        (("alice", "docker"), ("alice", "ci"), ("bob", "docker"))
+    ):
+        token, record = tokens.issue(account, "s", client, "v", 1_800_000_000 + n)
+        result[record.id] = token
+    return result
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = run(list(argv), serve=_no_serve)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_shows_every_token_but_never_the_token_itself(
+    config: Path, issued: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _cli(capsys, "tokens", "list", "--config", str(config))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["ID", "ACCOUNT", "CLIENT_ID", "CREATED", "LAST_USED", "EXPIRES"]
+    assert [line.split()[1:3] for line in lines[1:]] == [
+        ["alice", "docker"],
+        ["alice", "ci"],
+        ["bob", "docker"],
+    ]
+    assert lines[1].split()[3:] == [
+        "2027-01-15T08:00:00Z",
+        "2027-01-15T08:00:00Z",
+        "2027-01-16T08:00:00Z",
+    ]
+    for token in issued.values():
+        assert token not in out
+
+
+def test_list_one_account(
+    config: Path, issued: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, out, _ = _cli(capsys, "tokens", "list", "--account", "bob", "--config", str(config))
+    assert [line.split()[1] for line in out.splitlines()[1:]] == ["bob"]
+
+
+@pytest.mark.parametrize(
+    ("selector", "count", "left"),
+    [
+        (["--account", "alice"], 2, ["bob"]),
+        (["--all"], 3, []),
+        (["--account", "nobody"], 0, ["alice", "alice", "bob"]),
+    ],
+)
+@pytest.mark.usefixtures("issued")
+def test_revoke_by_account_or_all(
+    config: Path,
+    capsys: pytest.CaptureFixture[str],
+    selector: list[str],
+    count: int,
+    left: list[str],
+) -> None:
+    code, out, _ = _cli(capsys, "tokens", "revoke", *selector, "--config", str(config))
+    assert code == 0
+    assert f"revoked {count} refresh token(s)" in out
+    _, listing, _ = _cli(capsys, "tokens", "list", "--config", str(config))
+    assert [line.split()[1] for line in listing.splitlines()[1:]] == left
+
+
+def test_revoke_by_id(
+    config: Path, issued: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = next(iter(issued))
+    code, out, _ = _cli(capsys, "tokens", "revoke", "--id", first, "--config", str(config))
+    assert (code, out.strip()) == (0, "revoked 1 refresh token(s)")
+    _, listing, _ = _cli(capsys, "tokens", "list", "--config", str(config))
+    assert first not in listing
+    assert len(listing.splitlines()) == 3
+
+
+def test_revoke_an_unknown_id_fails(
+    config: Path, issued: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _cli(capsys, "tokens", "revoke", "--id", "nope", "--config", str(config))
+    assert code == 1
+    assert "no refresh token with id nope" in err
+
+
+def test_revoke_needs_exactly_one_selector(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        run(
+            ["tokens", "revoke", "--all", "--account", "a", "--config", str(config)],
+            serve=_no_serve,
+        )
+    with pytest.raises(SystemExit):
+        run(["tokens", "revoke", "--config", str(config)], serve=_no_serve)
