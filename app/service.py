@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
@@ -29,8 +30,10 @@ from app.etcd.gateway import EtcdGateway
 from app.etcd.refresh_store import EtcdRefreshStore
 from app.keys.expiry import CertificateStatus, ExpiryState, certificate_status
 from app.keys.model import KeyRing
+from app.keys.reuse import SignedToken, TokenReuse
 from app.keys.signing import sign_token
 from app.keys.store import RING_FILE, load_keyring
+from app.pools import WorkerPool
 from app.protocol.oauth import PasswordGrant, RefreshGrant
 from app.protocol.scopes import Scope
 from app.protocol.tokens import TokenRequest, build_claims
@@ -114,8 +117,15 @@ class TokenService:
         self.reloadables = tuple(reloadables)
         self._last_expiry: tuple[str, ExpiryState] | None = None
         self.certificate_status()
-        self._closers = tuple(closers)
         self.refresh_tokens = refresh_tokens
+        self._reuse = (
+            TokenReuse(settings.token_reuse_min_remaining, settings.token_reuse_size)
+            if settings.token_reuse
+            else None
+        )
+        # RSA signing releases the GIL: in threads it uses every core and the loop stays free.
+        self._signing = WorkerPool("token-signing")
+        self._closers = (*closers, self._signing.aclose)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock = time.time) -> TokenService:
@@ -165,7 +175,7 @@ class TokenService:
         service = self._check_service(request.service)
         if credentials is None:
             requester = Requester(None, service, frozenset(), client_ip)
-            return self._sign(requester, self.authorizer.authorize(requester, request.scopes))
+            return await self._sign(requester, self.authorizer.authorize(requester, request.scopes))
         where = str(client_ip) if client_ip is not None else None
         result = await self._authenticate(replace(credentials, service=service, client_ip=where))
         # docker login asks with offline_token=true and client_id=docker; no client_id, no
@@ -203,7 +213,7 @@ class TokenService:
             raise
         await anyio.to_thread.run_sync(tokens.touch, record, now)
         requester = Requester(record.account, service, groups, client_ip)
-        issued = self._sign(requester, self.authorizer.authorize(requester, grant.scopes))
+        issued = await self._sign(requester, self.authorizer.authorize(requester, grant.scopes))
         return replace(issued, refresh_token=token)
 
     def _refresh_parts(self) -> tuple[RefreshTokens, AccountLookup]:
@@ -231,7 +241,7 @@ class TokenService:
         offline_client_id: str | None,
     ) -> IssuedToken:
         requester = Requester(result.account, service, result.groups, client_ip)
-        issued = self._sign(requester, self.authorizer.authorize(requester, scopes))
+        issued = await self._sign(requester, self.authorizer.authorize(requester, scopes))
         if offline_client_id is None or result.account is None:
             return issued
         refresh_token = await self._new_refresh_token(
@@ -294,7 +304,7 @@ class TokenService:
         """False when every token would carry an expired certificate in `x5c`."""
         return not (self.settings.x5c and self.certificate_status().state is ExpiryState.EXPIRED)
 
-    def _sign(self, requester: Requester, granted: list[Scope]) -> IssuedToken:
+    async def _sign(self, requester: Requester, granted: list[Scope]) -> IssuedToken:
         if not self.can_sign():
             # A registry rejects an x5c certificate outside its validity dates: a token signed
             # now would only fail later, at the registry, as a confusing 401.
@@ -302,8 +312,41 @@ class TokenService:
                 "no token can be issued: the signing certificate has expired; "
                 "the administrator must rotate the key (registry-auth keys rotate)"
             )
-        key = self.keyring.active
+        ring = self.keyring
         now = int(self._clock())
+        if self._reuse is None:
+            signed = await self._sign_new(ring, requester, granted, now)
+        else:
+            signed = await self._reuse_or_sign(ring, requester, granted, now)
+        # expires_in counts from now: a reused token says truthfully how long it has left.
+        expires_in = signed.expires_at - now
+        return IssuedToken(
+            signed.token,
+            signed.issued_at,
+            expires_in,
+            requester.account,
+            granted,
+            signed.kid,
+            signed.jti,
+        )
+
+    async def _reuse_or_sign(
+        self, ring: KeyRing, requester: Requester, granted: list[Scope], now: int
+    ) -> SignedToken:
+        """The same token for the same grant under the same key ring, policy and users."""
+        assert self._reuse is not None  # noqa: S101 - only called with reuse on
+        key = (requester.account, requester.service, tuple(granted))
+        state = (ring, *(item.current for item in self.reloadables))
+        signed = self._reuse.get(key, state, now)
+        if signed is None:
+            signed = await self._sign_new(ring, requester, granted, now)
+            self._reuse.put(key, state, signed)
+        return signed
+
+    async def _sign_new(
+        self, ring: KeyRing, requester: Requester, granted: list[Scope], now: int
+    ) -> SignedToken:
+        key = ring.active
         ttl = self.settings.token_ttl
         jti = self._id_source()
         claims = build_claims(
@@ -315,5 +358,5 @@ class TokenService:
             ttl=ttl,
             jti=jti,
         )
-        token = sign_token(key, claims, x5c=self.settings.x5c)
-        return IssuedToken(token, now, ttl, requester.account, granted, key.kid, jti)
+        token = await self._signing.run(partial(sign_token, key, claims, x5c=self.settings.x5c))
+        return SignedToken(token, now, now + ttl, jti, key.kid)

@@ -221,6 +221,43 @@ class Settings(BaseSettings):
         default=None,
         description="ordered authentication backends; absent: `htpasswd` alone",
     )
+    credential_cache_ttl: float = Field(
+        default=60.0,
+        ge=0,
+        le=3600,
+        description="seconds a verified htpasswd/static password is remembered (as an HMAC, never "
+        "the password); a changed or removed entry is refused at once; 0: check bcrypt every time",
+    )
+    credential_cache_size: int = Field(
+        default=10_000, gt=0, le=1_000_000, description="most remembered credentials per worker"
+    )
+    password_check_threads: int | None = Field(
+        default=None,
+        gt=0,
+        le=256,
+        description="threads per worker checking bcrypt passwords (absent: one per core)",
+    )
+    token_reuse: bool = Field(
+        default=True,
+        description="serve the same token again for the same account, service, granted access "
+        "and signing key while enough of its lifetime remains (off: sign every token)",
+    )
+    token_reuse_min_remaining: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="share of the lifetime that must remain for a token to be reused (0..1]",
+    )
+    token_reuse_size: int = Field(
+        default=10_000, gt=0, le=1_000_000, description="most tokens kept for reuse per worker"
+    )
+    workers: int = Field(
+        default=1,
+        ge=0,
+        le=512,
+        description="server processes: 1 runs uvicorn in this process; 0 (one per core) or "
+        "more runs granian with that many workers; `serve --workers` overrides it",
+    )
 
     @classmethod
     def settings_customise_sources(

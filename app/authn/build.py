@@ -32,6 +32,7 @@ from app.backend_settings import (
     WebhookBackend,
 )
 from app.errors import ConfigError
+from app.pools import WorkerPool
 from app.reload import Reloadable
 from app.settings import Settings
 
@@ -45,6 +46,7 @@ class Authentication:
     authenticator: BackendChain | None
     reloadables: list[Reloadable[Any]] = field(default_factory=list)
     closers: list[Closer] = field(default_factory=list)
+    passwords: WorkerPool | None = None  # where bcrypt runs (htpasswd, static users)
 
 
 def configured_backends(settings: Settings) -> list[Any]:
@@ -64,14 +66,29 @@ def build_authentication(
 ) -> Authentication:
     backends = configured_backends(settings)
     built = Authentication(None)
-    links = [_link(backend, index, built, clock) for index, backend in enumerate(backends)]
+    if any(isinstance(b, HtpasswdBackend | StaticBackend) for b in backends):
+        built.passwords = WorkerPool(
+            "password-check", settings.password_check_threads, lower_priority=True
+        )
+        built.closers.append(built.passwords.aclose)
+    links = [
+        _link(backend, index, built, clock, settings) for index, backend in enumerate(backends)
+    ]
     built.authenticator = BackendChain(links) if links else None
     return built
 
 
-def _link(backend: Any, index: int, built: Authentication, clock: Callable[[], float]) -> ChainLink:
+def _link(
+    backend: Any,
+    index: int,
+    built: Authentication,
+    clock: Callable[[], float],
+    settings: Settings,
+) -> ChainLink:
     accounts = re.compile(backend.accounts) if backend.accounts else None
     authenticator = _authenticator(backend, index, built, clock)
+    if isinstance(authenticator, HtpasswdAuthenticator | StaticAuthenticator):
+        authenticator = _credential_cache(authenticator, settings)
     return ChainLink(
         backend.label, authenticator, accounts, robots=isinstance(backend, RobotsBackend)
     )
@@ -83,11 +100,11 @@ def _authenticator(
     if isinstance(backend, HtpasswdBackend):
         path = backend.path
         users = _watch(built, f"htpasswd {path}", lambda: load_htpasswd(path), path)
-        return HtpasswdAuthenticator(users.get)
+        return HtpasswdAuthenticator(users.get, built.passwords)
     if isinstance(backend, StaticBackend):
         path = backend.path
         static = _watch(built, f"users {path}", lambda: load_static_users(path), path)
-        return StaticAuthenticator(static.get)
+        return StaticAuthenticator(static.get, built.passwords)
     if isinstance(backend, RobotsBackend):
         path = backend.path
         robots = _watch(built, f"robots {path}", lambda: load_robots(path), path)
@@ -113,6 +130,20 @@ def _watch(
     reloadable: Reloadable[Any] = Reloadable(name, loader, lambda: [path])
     built.reloadables.append(reloadable)
     return reloadable
+
+
+def _credential_cache(
+    inner: HtpasswdAuthenticator | StaticAuthenticator, settings: Settings
+) -> Authenticator:
+    """bcrypt paid once per TTL; keyed on the current entry, so a change is refused at once."""
+    if settings.credential_cache_ttl <= 0:
+        return inner
+    return CachingAuthenticator(
+        inner,
+        ttl=settings.credential_cache_ttl,
+        max_entries=settings.credential_cache_size,
+        version=inner.cache_version,
+    )
 
 
 def _cached(inner: Authenticator, ttl: float, size: int, *, per_client: bool) -> Authenticator:

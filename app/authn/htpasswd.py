@@ -19,6 +19,7 @@ import bcrypt
 
 from app.authn.base import AccountState, AuthResult, Credentials, Outcome
 from app.errors import UserStoreError
+from app.pools import WorkerPool
 
 BCRYPT_MAX_BYTES = 72  # bcrypt reads no further; htpasswd -B truncates there too
 _BCRYPT = re.compile(rb"\$2[aby]\$(?P<cost>[0-9]{2})\$[./A-Za-z0-9]{53}")
@@ -103,17 +104,30 @@ def validate_account(account: str) -> str:
     return account
 
 
+async def run_check(pool: WorkerPool | None, password: str, hashed: bytes) -> bool:
+    """The bcrypt check in the password pool (or anyio's threads when there is none)."""
+    if pool is None:
+        return await anyio.to_thread.run_sync(check_password, password, hashed)
+    return await pool.run(check_password, password, hashed)
+
+
 class HtpasswdAuthenticator:
     """Checks credentials against the current htpasswd users (`users` is called per request)."""
 
-    def __init__(self, users: Callable[[], HtpasswdUsers]) -> None:
+    def __init__(self, users: Callable[[], HtpasswdUsers], pool: WorkerPool | None = None) -> None:
         self._users = users
+        self._pool = pool
+
+    def cache_version(self, account: str) -> bytes | None:
+        """The account's current entry (its hash): a credential cache keyed on it misses as
+        soon as the password changes or the account goes. None for an unknown account."""
+        return self._users().hashes.get(account)
 
     async def authenticate(self, credentials: Credentials) -> AuthResult:
         users = self._users()  # one consistent snapshot even if a reload swaps it meanwhile
         hashed = users.hashes.get(credentials.account)
         password = credentials.password.get_secret_value()
-        ok = await anyio.to_thread.run_sync(check_password, password, hashed or users.dummy_hash)
+        ok = await run_check(self._pool, password, hashed or users.dummy_hash)
         if hashed is None:
             return AuthResult(Outcome.NOT_MINE)
         if not ok:

@@ -16,18 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import anyio.to_thread
 import yaml
 
 from app.authn.base import AccountState, AuthResult, Credentials, Outcome
 from app.authn.htpasswd import (
-    check_password,
     credential_version,
     dummy_hash,
     is_bcrypt_hash,
+    run_check,
     validate_account,
 )
 from app.errors import UserStoreError
+from app.pools import WorkerPool
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,15 +90,24 @@ def load_static_users(path: Path) -> StaticUsers:
 class StaticAuthenticator:
     """Checks credentials against the current static users (`users` is called per request)."""
 
-    def __init__(self, users: Callable[[], StaticUsers]) -> None:
+    def __init__(self, users: Callable[[], StaticUsers], pool: WorkerPool | None = None) -> None:
         self._users = users
+        self._pool = pool
+
+    def cache_version(self, account: str) -> bytes | None:
+        """The account's hash and groups: a cached success carries the groups, so a change of
+        either must miss. None for an unknown account."""
+        user = self._users().users.get(account)
+        if user is None:
+            return None
+        return repr((user.hashed, sorted(user.groups))).encode("utf-8", "surrogateescape")
 
     async def authenticate(self, credentials: Credentials) -> AuthResult:
         users = self._users()
         user = users.users.get(credentials.account)
         password = credentials.password.get_secret_value()
         hashed = user.hashed if user is not None else users.dummy_hash
-        ok = await anyio.to_thread.run_sync(check_password, password, hashed)
+        ok = await run_check(self._pool, password, hashed)
         if user is None:
             return AuthResult(Outcome.NOT_MINE)
         if not ok:

@@ -38,12 +38,13 @@ class SigningKey:
     created: datetime
     private_key: PrivateKey = field(repr=False)
     certificate: x509.Certificate = field(repr=False)
+    # The certificate as one `x5c` entry (standard base64 of its DER), computed once: every
+    # token header carries it.
+    x5c: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def x5c(self) -> str:
-        """The certificate as one `x5c` entry: standard base64 of its DER."""
+    def __post_init__(self) -> None:
         der = self.certificate.public_bytes(serialization.Encoding.DER)
-        return base64.b64encode(der).decode("ascii")
+        object.__setattr__(self, "x5c", base64.b64encode(der).decode("ascii"))
 
     @property
     def certificate_pem(self) -> str:

@@ -1,0 +1,59 @@
+"""Bounded thread pools for CPU-bound work that releases the GIL: bcrypt checks, RSA signing.
+
+Both release the GIL, so threads use every core without stalling the event loop. A pool is
+bounded (one thread per core by default): a storm of distinct logins queues here instead of
+starting dozens of CPU-bound threads that would fight the event loop for the cores. The
+password pool's threads also run at a lower scheduling priority (Linux: `nice` is per thread),
+so /healthz and cached logins on the event loop stay fast while bcrypt still takes every idle
+cycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+NICENESS = 10  # lower priority than the event loop; still every idle cycle
+
+
+def _lower_priority() -> None:
+    # Best effort: where a thread's niceness cannot be set, the pool still works.
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICENESS)
+
+
+def default_threads() -> int:
+    """One thread per core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class WorkerPool:
+    """A bounded thread pool for blocking, CPU-bound calls. Threads start on first use."""
+
+    def __init__(
+        self, name: str, threads: int | None = None, *, lower_priority: bool = False
+    ) -> None:
+        self.threads = threads or default_threads()
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.threads,
+            thread_name_prefix=name,
+            initializer=_lower_priority if lower_priority else None,
+        )
+
+    async def run(self, function: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def aclose(self) -> None:
+        self.shutdown()
