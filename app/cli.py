@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     _config_option(serve)
     serve.add_argument("--host", help="listen address (overrides `listen`)")
     serve.add_argument("--port", type=int, help="listen port (overrides `listen`)")
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        help="server processes (overrides `workers`; 0: one per core)",
+    )
 
     block = commands.add_parser("registry-config", help="print the registry's auth: token: block")
     _config_option(block)
@@ -234,8 +239,16 @@ def _embedded(args: argparse.Namespace) -> bool:
     return args.config is None and not os.environ.get(CONFIG_ENV)
 
 
+def _workers(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError("must be a whole number >= 0 (0: one per core)")
+    return int(text)
+
+
 def _serve(args: argparse.Namespace, serve: Serve) -> int:
     settings = load_settings(args.config)
+    if args.workers is not None:
+        settings = settings.model_copy(update={"workers": args.workers})
     if _embedded(args):
         _prepare_development(settings)
     print(registry_config_block(settings), end="", flush=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -19,6 +20,7 @@ from app.api.lifespans import combine_lifespans
 from app.api.oauth import oauth_endpoint
 from app.api.publishing import build_publish_loop, etcd_status, publish_lifespan
 from app.api.reloading import Lifespan, reload_lifespan
+from app.api.responses import FastJSONResponse
 from app.errors import BackendUnavailableError, ClientError, StateStoreError
 from app.keys.expiry import ExpiryState
 from app.keys.jwks import KidFormat, jwks_document
@@ -27,6 +29,7 @@ from app.service import IPAddress, TokenService
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
+_NO_STORE = {"Cache-Control": "no-store"}
 
 
 def create_app(settings: Settings, service: TokenService | None = None) -> FastAPI:
@@ -38,6 +41,8 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
         version=__version__,
         docs_url=None,
         redoc_url=None,
+        default_response_class=FastJSONResponse,
+        **_without_telemetry(),
         lifespan=_closing(
             combine_lifespans(
                 reload_lifespan(token_service.reloadables, settings.reload_interval),
@@ -58,10 +63,12 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
         body = token_response(issued.token, issued_at=issued.issued_at, ttl=issued.expires_in)
         if issued.refresh_token is not None:
             body["refresh_token"] = issued.refresh_token
-        return JSONResponse(body, headers={"Cache-Control": "no-store"})
+        return FastJSONResponse(body, headers=_NO_STORE)
 
     for path in _token_paths(settings):
-        app.add_api_route(path, token, methods=["GET"], summary="Issue a registry token")
+        # A plain route: FastAPI's parameter machinery would add ~30 µs to the hottest path,
+        # and this endpoint reads the request itself anyway.
+        app.add_route(path, token, methods=["GET"], include_in_schema=False)
         app.add_api_route(
             path, oauth_endpoint(token_service), methods=["POST"], summary="OAuth2 token grants"
         )
@@ -82,6 +89,15 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
         )
 
     return app
+
+
+def _without_telemetry() -> dict[str, Any]:
+    """FastAPI >= 0.13x asks OpenTelemetry's global providers on every request whether to trace
+    it (~10 µs of a ~150 µs request); this service configures no OpenTelemetry: say so once.
+    Older FastAPI versions have no such parameter and need nothing."""
+    if "telemetry" not in inspect.signature(FastAPI).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
 
 
 def readiness(token_service: TokenService, etcd: dict[str, Any]) -> JSONResponse:

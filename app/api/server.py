@@ -1,23 +1,92 @@
-"""Running the app under uvicorn."""
+"""Running the app: uvicorn in this process (`workers: 1`), or granian with N worker processes.
+
+Why granian for several workers: measured on this project's 2-core machines, uvicorn's
+`--workers 2` now and then left every keep-alive connection on one worker (the kernel hands a
+shared listening socket's connections to whichever process accepts first), while granian spread
+them evenly; its HTTP layer is also Rust, not Python (see the README's Performance section).
+Each worker is a forked process running the whole app: its own lifespan, so file-reload polling
+and the etcd publisher run once per worker (harmless: both are idempotent), and its own caches.
+SIGTERM/SIGINT stop gracefully (each worker's lifespan shutdown runs); SIGHUP to the main
+process restarts the workers, which reloads everything.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 
 from app.api.app import create_app
+from app.pools import default_threads
 from app.settings import Settings, split_listen
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    """Where and how to listen. TLS options belong here too, passed on by both runners."""
+
+    host: str
+    port: int
+    workers: int
+
+
+def server_options(
+    settings: Settings, host: str | None = None, port: int | None = None
+) -> ServerOptions:
+    listen_host, listen_port = split_listen(settings.listen)
+    workers = settings.workers or default_threads()  # 0: one per core
+    return ServerOptions(host or listen_host, port or listen_port, workers)
 
 
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
     """Serve until stopped. Forwarded headers are not trusted: the peer address is the client."""
-    listen_host, listen_port = split_listen(settings.listen)
-    app = create_app(settings)
+    options = server_options(settings, host, port)
+    if options.workers == 1:
+        run_uvicorn(settings, options)
+    else:
+        run_granian(settings, options)
+
+
+def run_uvicorn(settings: Settings, options: ServerOptions) -> None:
     config = uvicorn.Config(
-        app,
-        host=host or listen_host,
-        port=port or listen_port,
+        create_app(settings),
+        host=options.host,
+        port=options.port,
         proxy_headers=False,
         server_header=False,
         log_level="info",
     )
     uvicorn.Server(config).run()
+
+
+def run_granian(settings: Settings, options: ServerOptions) -> None:
+    # Imported here: the single-process mode (and every test of it) needs no granian.
+    from granian.constants import Interfaces  # noqa: PLC0415
+    from granian.log import LogLevels  # noqa: PLC0415
+    from granian.server import Server  # noqa: PLC0415
+
+    server = Server(
+        "registry-auth",  # a label only: the app comes from the loader below
+        address=options.host,
+        port=options.port,
+        interface=Interfaces.ASGI,
+        workers=options.workers,
+        websockets=False,
+        log_level=LogLevels.info,
+        log_dictconfig=_granian_logging(),
+        respawn_failed_workers=True,
+    )
+
+    def load_app(_label: str) -> Any:
+        # Runs in each forked worker: every worker builds its own app, service and caches.
+        return create_app(settings)
+
+    server.serve(target_loader=load_app)
+
+
+def _granian_logging() -> dict[str, Any]:
+    """Granian's own log lines, plus the app's (`app.*`) INFO lines on the same stream."""
+    return {
+        "root": {"handlers": ["console"], "level": "INFO"},
+    }

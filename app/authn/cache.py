@@ -17,7 +17,6 @@ identical logins costs one bcrypt check, not one per request.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import secrets
 import time
@@ -119,8 +118,8 @@ class CachingAuthenticator:
         fields = [credentials.account, credentials.password.get_secret_value()]
         if self._per_client:
             fields += [credentials.service or "", credentials.client_ip or ""]
-        mac = hmac.new(self._key, digestmod=hashlib.sha256)
-        for value in [*(f.encode("utf-8", "surrogateescape") for f in fields), version]:
-            mac.update(len(value).to_bytes(8, "big"))  # length-prefixed: no ambiguous joins
-            mac.update(value)
-        return mac.digest()
+        parts = [field.encode("utf-8", "surrogateescape") for field in fields]
+        parts.append(version)
+        # Length-prefixed: no ambiguous joins. One-shot HMAC: the C fast path.
+        message = b"".join(len(part).to_bytes(8, "big") + part for part in parts)
+        return hmac.digest(self._key, message, "sha256")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -97,6 +98,7 @@ def build_claims(
     }
 
 
+@functools.lru_cache(maxsize=64)  # a reused token repeats its issued_at: format it once
 def rfc3339(timestamp: int) -> str:
     """'2026-11-28T12:00:00Z': Go clients fail on a timestamp without a zone."""
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
