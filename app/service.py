@@ -8,7 +8,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
@@ -29,14 +28,12 @@ from app.errors import (
 from app.etcd.gateway import EtcdGateway
 from app.etcd.refresh_store import EtcdRefreshStore
 from app.keys.expiry import CertificateStatus, ExpiryState, certificate_status
+from app.keys.minting import Grant, Minter
 from app.keys.model import KeyRing
-from app.keys.reuse import SignedToken, TokenReuse
-from app.keys.signing import sign_token
 from app.keys.store import RING_FILE, load_keyring
-from app.pools import WorkerPool
 from app.protocol.oauth import PasswordGrant, RefreshGrant
 from app.protocol.scopes import Scope
-from app.protocol.tokens import TokenRequest, build_claims
+from app.protocol.tokens import TokenRequest
 from app.reload import Reloadable
 from app.settings import Settings
 from app.state.model import RefreshRecord, RefreshTokenStore
@@ -113,19 +110,12 @@ class TokenService:
         self.authenticator = authenticator
         self.authorizer = authorizer or DefaultAuthorizer()
         self._clock = clock
-        self._id_source = id_source
         self.reloadables = tuple(reloadables)
         self._last_expiry: tuple[str, ExpiryState] | None = None
         self.certificate_status()
         self.refresh_tokens = refresh_tokens
-        self._reuse = (
-            TokenReuse(settings.token_reuse_min_remaining, settings.token_reuse_size)
-            if settings.token_reuse
-            else None
-        )
-        # RSA signing releases the GIL: in threads it uses every core and the loop stays free.
-        self._signing = WorkerPool("token-signing")
-        self._closers = (*closers, self._signing.aclose)
+        self._minter = Minter(settings, id_source)
+        self._closers = (*closers, self._minter.aclose)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock = time.time) -> TokenService:
@@ -312,51 +302,17 @@ class TokenService:
                 "no token can be issued: the signing certificate has expired; "
                 "the administrator must rotate the key (registry-auth keys rotate)"
             )
-        ring = self.keyring
         now = int(self._clock())
-        if self._reuse is None:
-            signed = await self._sign_new(ring, requester, granted, now)
-        else:
-            signed = await self._reuse_or_sign(ring, requester, granted, now)
+        grant = Grant(requester.account, requester.service, tuple(granted))
+        state = [item.current for item in self.reloadables]  # a reload means a new token
+        signed = await self._minter.mint(self.keyring, grant, now, state)
         # expires_in counts from now: a reused token says truthfully how long it has left.
-        expires_in = signed.expires_at - now
         return IssuedToken(
             signed.token,
             signed.issued_at,
-            expires_in,
+            signed.expires_at - now,
             requester.account,
             granted,
             signed.kid,
             signed.jti,
         )
-
-    async def _reuse_or_sign(
-        self, ring: KeyRing, requester: Requester, granted: list[Scope], now: int
-    ) -> SignedToken:
-        """The same token for the same grant under the same key ring, policy and users."""
-        assert self._reuse is not None  # noqa: S101 - only called with reuse on
-        key = (requester.account, requester.service, tuple(granted))
-        state = (ring, *(item.current for item in self.reloadables))
-        signed = self._reuse.get(key, state, now)
-        if signed is None:
-            signed = await self._sign_new(ring, requester, granted, now)
-            self._reuse.put(key, state, signed)
-        return signed
-
-    async def _sign_new(
-        self, ring: KeyRing, requester: Requester, granted: list[Scope], now: int
-    ) -> SignedToken:
-        key = ring.active
-        ttl = self.settings.token_ttl
-        jti = self._id_source()
-        claims = build_claims(
-            issuer=self.settings.issuer,
-            subject=requester.account or "",
-            audience=requester.service,
-            access=granted,
-            issued_at=now,
-            ttl=ttl,
-            jti=jti,
-        )
-        token = await self._signing.run(partial(sign_token, key, claims, x5c=self.settings.x5c))
-        return SignedToken(token, now, now + ttl, jti, key.kid)

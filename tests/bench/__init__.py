@@ -1,0 +1,1 @@
+"""The performance benchmark (not part of the pass/fail test run): `scripts/bench`."""
