@@ -42,7 +42,7 @@ def wrk_command(
 
 def start_wrk(command: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
     full_env = {**os.environ, "BENCH_LUA_DIR": str(LUA), **env}
-    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=full_env)  # noqa: S603
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=full_env)
 
 
 def finish_wrk(process: subprocess.Popen[str]) -> Result:

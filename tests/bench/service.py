@@ -21,7 +21,7 @@ from app.authn.htpasswd import hash_password
 from app.keys.model import Algorithm
 from app.keys.store import generate_key
 
-PASSWORD = "bench-password"  # noqa: S105 - a throwaway user of a throwaway service
+PASSWORD = "bench-password"
 SERVICE = "registry.local"
 
 
@@ -92,7 +92,7 @@ def start_server(workdir: Path, name: str, **settings: Any) -> Server:
     path.write_text(yaml.safe_dump(config))
     log = workdir / f"{name}.log"
     with log.open("wb") as out:
-        process = subprocess.Popen(  # noqa: S603 - our own service
+        process = subprocess.Popen(
             [sys.executable, "-m", "app", "serve", "--config", str(path)],
             stdout=out,
             stderr=subprocess.STDOUT,
