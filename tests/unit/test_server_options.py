@@ -1,0 +1,53 @@
+"""`serve --workers` and the process model it picks (no server is started here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.api.server import server_options
+from app.cli import run
+from app.pools import default_threads
+from app.settings import Settings, load_settings
+from tests.unit.test_cli import CONFIG, Recorder
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG + "workers: 3\n")
+    (tmp_path / "users.htpasswd").touch()
+    return path
+
+
+def test_the_workers_flag_overrides_the_setting(config: Path) -> None:
+    recorder = Recorder()
+    assert run(["serve", "--config", str(config), "--workers", "0"], serve=recorder) == 0
+    settings, _, _ = recorder.calls[0]
+    assert settings.workers == 0
+    assert server_options(settings).workers == default_threads()  # 0: one per core
+
+
+def test_without_the_flag_the_setting_counts(config: Path) -> None:
+    recorder = Recorder()
+    assert run(["serve", "--config", str(config)], serve=recorder) == 0
+    assert server_options(recorder.calls[0][0], "::1", 6000).workers == 3
+
+
+def test_a_bad_workers_value_is_one_line(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        run(["serve", "--config", str(config), "--workers", "-2"], serve=Recorder())
+    assert "whole number" in capsys.readouterr().err
+
+
+def test_options_take_host_and_port_from_listen(settings: Settings) -> None:
+    options = server_options(settings.model_copy(update={"listen": "[::1]:7001"}))
+    assert (options.host, options.port, options.workers) == ("::1", 7001, 1)
+
+
+def test_negative_workers_in_the_config_name_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(CONFIG + "workers: -1\n")
+    with pytest.raises(Exception, match="workers"):
+        load_settings(path)
