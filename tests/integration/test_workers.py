@@ -1,0 +1,44 @@
+"""`serve` with several granian workers, as an operator runs it: tokens from every worker, a
+password change refused at once by every worker (each has its own cache), SIGTERM graceful."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.support.authserver import add_user, start_auth_server
+
+pytestmark = pytest.mark.integration
+
+
+def _worker_pids(main_pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{main_pid}/task").glob("*/children"):
+        found += [int(pid) for pid in task.read_text().split()]
+    return found
+
+
+def test_two_workers_serve_tokens_and_stop_gracefully(tmp_path: Path) -> None:
+    server = start_auth_server(tmp_path, users={"alice": "old-pw"}, extra_settings={"workers": 2})
+    try:
+        assert len(_worker_pids(server.process.pid)) >= 2, server.log()
+        # Many connections: both workers see alice's password and cache it.
+        answers = [
+            server.token(["repository:team/app:pull"], ("alice", "old-pw")) for _ in range(20)
+        ]
+        assert {r.status_code for r in answers} == {200}
+        add_user(server.workdir / "users.htpasswd", "alice", "new-pw")
+        deadline = time.monotonic() + 15  # the reload poll (2 s) in each worker
+        while time.monotonic() < deadline:
+            tries = [server.token([], ("alice", "new-pw")).status_code for _ in range(10)]
+            if set(tries) == {200}:  # every worker has reloaded
+                break
+            time.sleep(0.3)
+        refused = [server.token([], ("alice", "old-pw")).status_code for _ in range(20)]
+        assert set(refused) == {401}, server.log()
+    finally:
+        status = server.process.stop(timeout=15)
+    assert status == 0, server.log()
+    assert "Shutting down granian" in server.log(), server.log()
