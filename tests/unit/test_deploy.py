@@ -14,6 +14,8 @@ import pytest
 import yaml
 from packaging.specifiers import SpecifierSet
 
+from app.settings import load_settings
+
 ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 KUBERNETES_VERSION = "1.30.0"  # pinned: the oldest release the manifests promise to support
@@ -139,7 +141,6 @@ def test_kubernetes_deployment_is_hardened() -> None:
     container = pod["containers"][0]
     assert spec["replicas"] >= 2
     assert pod["securityContext"]["runAsNonRoot"] is True
-    assert "fsGroup" not in pod["securityContext"]  # would make key files group-readable
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -152,3 +153,53 @@ def test_lain_manifest_serves_the_console_realm_path() -> None:
     assert lain["web"]["cmd"].startswith("registry-auth serve")
     assert any(m.endswith("/api/v1/authorize/registry") for m in lain["web"]["mountpoint"])
     assert lain["web"]["healthcheck"] == "/healthz"
+
+
+def _configmap_config(tmp_path: Path) -> Path:
+    configmap = yaml.safe_load((KUBERNETES / "configmap.yaml").read_text())
+    path = tmp_path / "config.yaml"
+    path.write_text(configmap["data"]["config.yaml"], encoding="utf-8")
+    return path
+
+
+def test_kubernetes_config_matches_the_settings_and_the_mounts(tmp_path: Path) -> None:
+    settings = load_settings(_configmap_config(tmp_path))
+    container = yaml.safe_load((KUBERNETES / "deployment.yaml").read_text())["spec"]["template"][
+        "spec"
+    ]["containers"][0]
+    mounts = {m["name"]: Path(m["mountPath"]) for m in container["volumeMounts"]}
+    assert settings.keys_dir == mounts["keys"]
+    assert settings.htpasswd is not None
+    assert settings.htpasswd.parent == mounts["users"]
+    # Several replicas and a read-only root filesystem: refresh tokens cannot live in SQLite.
+    assert settings.state.backend == "etcd"
+    assert settings.realm.startswith("https://")
+    port = next(p["containerPort"] for p in container["ports"] if p["name"] == "http")
+    assert settings.listen == f"0.0.0.0:{port}"
+
+
+def test_kubernetes_keys_reach_the_service_with_mode_0600() -> None:
+    # Secret files are root's; with fsGroup they are 0440, which the key store refuses:
+    # the init container must copy them with 0600 into the volume the service reads.
+    pod = yaml.safe_load((KUBERNETES / "deployment.yaml").read_text())["spec"]["template"]["spec"]
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"]
+    (init,) = pod["initContainers"]
+    assert "install -m 0600" in " ".join(init["command"])
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["keys"]["emptyDir"]["medium"] == "Memory"
+    assert volumes["keys-secret"]["secret"]["secretName"] == "registry-auth-keys"
+    assert {m["name"] for m in init["volumeMounts"]} == {"keys", "keys-secret"}
+
+
+def test_lain_config_example_matches_the_settings_and_lain() -> None:
+    lain = yaml.safe_load((ROOT / "deploy" / "lain" / "lain.yaml").read_text())
+    settings = load_settings(ROOT / "deploy" / "lain" / "config.example.yaml")
+    assert settings.etcd is not None
+    assert (settings.etcd.key, settings.etcd.api) == ("/lain/config/auth/registry", "v2")
+    assert settings.realm_path == "/api/v1/authorize/registry/"
+    assert settings.issuer == "auth server"  # LAIN's registry expects LAIN's issuer
+    (mountpoint,) = lain["web"]["mountpoint"]
+    assert settings.realm.split("://", 1)[1].rstrip("/") == mountpoint
+    assert settings.listen == f"0.0.0.0:{lain['web']['port']}"
+    volume = Path(lain["web"]["cloud_volumes"]["dirs"][0])
+    assert volume in settings.keys_dir.parents
