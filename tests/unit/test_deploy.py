@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
+from packaging.specifiers import SpecifierSet
+
+from app.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
@@ -21,9 +27,13 @@ def _tool(name: str) -> str:
     return path
 
 
-def test_dockerfile_is_lint_clean() -> None:
+DOCKERFILES = ["Dockerfile", "deploy/compose/registry.Dockerfile"]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_dockerfile_is_lint_clean(dockerfile: str) -> None:
     result = subprocess.run(
-        [_tool("hadolint"), "--no-color", str(ROOT / "Dockerfile")],
+        [_tool("hadolint"), "--no-color", str(ROOT / dockerfile)],
         capture_output=True,
         text=True,
         check=False,
@@ -43,8 +53,58 @@ def test_dockerfile_runs_as_non_root_with_a_healthcheck() -> None:
     assert "\nUSER 10001:10001\n" in text
     assert "HEALTHCHECK" in text
     assert "/healthz" in text
-    assert 'ENTRYPOINT ["registry-auth", "serve"]' in text
+    assert 'ENTRYPOINT ["registry-auth", "serve"]' in text  # exec form: signals reach uvicorn
+    assert "\nSTOPSIGNAL SIGTERM\n" in text  # uvicorn drains in-flight requests on SIGTERM
     assert "keys/" not in text  # no keys baked in
+
+
+def _build_context() -> list[str]:
+    """What the build stage COPYs from the context (sources of COPY lines without --from)."""
+    sources = []
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY ") and "--from=" not in line:
+            sources.extend(line.split()[1:-1])
+    return sources
+
+
+def test_docker_build_context_holds_what_the_dockerfile_copies() -> None:
+    allowed = [
+        line[1:].rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    ]
+    assert sorted(_build_context()) == sorted(allowed)
+    assert "keys" not in allowed
+
+
+def test_dockerfile_python_satisfies_requires_python() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    images = re.findall(r"^FROM python:(\d+\.\d+)-", (ROOT / "Dockerfile").read_text(), re.M)
+    assert images
+    assert all(SpecifierSet(project["requires-python"]).contains(v) for v in images)
+
+
+def test_the_files_the_dockerfile_copies_build_the_package(tmp_path: Path) -> None:
+    # The image builds a wheel from exactly these files: a package file or a pyproject
+    # reference outside them (a LICENSE, package data) would break the image, not the checkout.
+    context = tmp_path / "context"
+    context.mkdir()
+    for source in _build_context():
+        copy = shutil.copytree if (ROOT / source).is_dir() else shutil.copy2
+        copy(ROOT / source, context / source)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "--disable-pip-version-check", "-q", "-w", str(tmp_path / "wheels"), str(context)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    (wheel,) = (tmp_path / "wheels").glob("registry_auth-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+        assert "registry-auth = app.main:main" in archive.read(entry_points).decode()
+    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "app").rglob("*.py")}
+    assert modules <= names, sorted(modules - names)
 
 
 @pytest.mark.parametrize(
@@ -81,7 +141,6 @@ def test_kubernetes_deployment_is_hardened() -> None:
     container = pod["containers"][0]
     assert spec["replicas"] >= 2
     assert pod["securityContext"]["runAsNonRoot"] is True
-    assert "fsGroup" not in pod["securityContext"]  # would make key files group-readable
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -94,3 +153,53 @@ def test_lain_manifest_serves_the_console_realm_path() -> None:
     assert lain["web"]["cmd"].startswith("registry-auth serve")
     assert any(m.endswith("/api/v1/authorize/registry") for m in lain["web"]["mountpoint"])
     assert lain["web"]["healthcheck"] == "/healthz"
+
+
+def _configmap_config(tmp_path: Path) -> Path:
+    configmap = yaml.safe_load((KUBERNETES / "configmap.yaml").read_text())
+    path = tmp_path / "config.yaml"
+    path.write_text(configmap["data"]["config.yaml"], encoding="utf-8")
+    return path
+
+
+def test_kubernetes_config_matches_the_settings_and_the_mounts(tmp_path: Path) -> None:
+    settings = load_settings(_configmap_config(tmp_path))
+    container = yaml.safe_load((KUBERNETES / "deployment.yaml").read_text())["spec"]["template"][
+        "spec"
+    ]["containers"][0]
+    mounts = {m["name"]: Path(m["mountPath"]) for m in container["volumeMounts"]}
+    assert settings.keys_dir == mounts["keys"]
+    assert settings.htpasswd is not None
+    assert settings.htpasswd.parent == mounts["users"]
+    # Several replicas and a read-only root filesystem: refresh tokens cannot live in SQLite.
+    assert settings.state.backend == "etcd"
+    assert settings.realm.startswith("https://")
+    port = next(p["containerPort"] for p in container["ports"] if p["name"] == "http")
+    assert settings.listen == f"0.0.0.0:{port}"
+
+
+def test_kubernetes_keys_reach_the_service_with_mode_0600() -> None:
+    # Secret files are root's; with fsGroup they are 0440, which the key store refuses:
+    # the init container must copy them with 0600 into the volume the service reads.
+    pod = yaml.safe_load((KUBERNETES / "deployment.yaml").read_text())["spec"]["template"]["spec"]
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"]
+    (init,) = pod["initContainers"]
+    assert "install -m 0600" in " ".join(init["command"])
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["keys"]["emptyDir"]["medium"] == "Memory"
+    assert volumes["keys-secret"]["secret"]["secretName"] == "registry-auth-keys"
+    assert {m["name"] for m in init["volumeMounts"]} == {"keys", "keys-secret"}
+
+
+def test_lain_config_example_matches_the_settings_and_lain() -> None:
+    lain = yaml.safe_load((ROOT / "deploy" / "lain" / "lain.yaml").read_text())
+    settings = load_settings(ROOT / "deploy" / "lain" / "config.example.yaml")
+    assert settings.etcd is not None
+    assert (settings.etcd.key, settings.etcd.api) == ("/lain/config/auth/registry", "v2")
+    assert settings.realm_path == "/api/v1/authorize/registry/"
+    assert settings.issuer == "auth server"  # LAIN's registry expects LAIN's issuer
+    (mountpoint,) = lain["web"]["mountpoint"]
+    assert settings.realm.split("://", 1)[1].rstrip("/") == mountpoint
+    assert settings.listen == f"0.0.0.0:{lain['web']['port']}"
+    volume = Path(lain["web"]["cloud_volumes"]["dirs"][0])
+    assert volume in settings.keys_dir.parents
