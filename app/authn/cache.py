@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from app.authn.base import Authenticator, AuthResult, Credentials
+from app.metrics import metrics
 
 Clock = Callable[[], float]
 
@@ -50,6 +51,7 @@ class CachingAuthenticator:
         if hit is not None:
             if hit[0] > now:
                 self._entries.move_to_end(digest)
+                metrics().cache_hits.inc()
                 return hit[1]
             del self._entries[digest]
         result = await self._inner.authenticate(credentials)
