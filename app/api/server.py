@@ -5,12 +5,14 @@ from __future__ import annotations
 import uvicorn
 
 from app.api.app import create_app
+from app.api.hardening import before_app, harden, uvicorn_options
 from app.settings import Settings, split_listen
 
 
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
     """Serve until stopped. Forwarded headers are not trusted: the peer address is the client."""
     listen_host, listen_port = split_listen(settings.listen)
+    before_app()
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -19,5 +21,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
         proxy_headers=False,
         server_header=False,
         log_level="info",
+        **uvicorn_options(settings),
     )
+    harden(config, app)
     uvicorn.Server(config).run()
