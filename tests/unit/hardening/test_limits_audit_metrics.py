@@ -1,0 +1,152 @@
+"""Input limits (400/413/431 JSON before any handler), request ids, the audit log, /metrics."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from app.api.audit import FIELDS
+from tests.unit.hardening.env import Env, hardened_env
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def env(tmp_path: Path, rsa_keys_dir: Path) -> AsyncIterator[Env]:
+    async with hardened_env(tmp_path, rsa_keys_dir) as env:
+        yield env
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "named"),
+    [
+        ({"Authorization": "Basic " + "A" * 5000}, 431, "Authorization"),
+        ({"X-Padding": "p" * 9000}, 431, "headers exceed"),
+    ],
+)
+async def test_oversized_headers_get_431(
+    env: Env, headers: dict[str, str], status: int, named: str
+) -> None:
+    response = await env.client.get("/token", params={"service": "registry.test"}, headers=headers)
+    assert response.status_code == status
+    assert named in response.json()["details"]
+    assert env.audit_path.read_text() == ""  # refused before the handler: no decision made
+
+
+async def test_a_long_query_string_gets_400(env: Env) -> None:
+    response = await env.client.get("/token", params={"scope": "x" * 9000})
+    assert response.status_code == 400
+    assert response.json()["parameter"] == "query"
+
+
+async def test_a_big_body_gets_413_declared_or_streamed(env: Env) -> None:
+    big = b"grant_type=password&x=" + b"a" * 20000
+    declared = await env.client.post(
+        "/token", content=big, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert declared.status_code == 413
+    assert declared.json()["error"] == "request_too_large"
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(40):
+            yield b"a" * 1000
+
+    streamed = await env.client.post("/token", content=chunks())
+    assert streamed.status_code == 413
+
+
+async def test_limits_are_configurable(tmp_path: Path, rsa_keys_dir: Path) -> None:
+    limits = {"max_query_length": 256, "max_body_bytes": 1024}
+    async with hardened_env(tmp_path, rsa_keys_dir, limits=limits) as env:
+        assert (await env.client.get("/token", params={"service": "s" * 300})).status_code == 400
+        assert (await env.client.post("/token", content=b"a" * 1500)).status_code == 413
+
+
+async def test_a_request_id_is_echoed_or_made(env: Env) -> None:
+    mine = await env.client.get("/healthz", headers={"X-Request-ID": "build-42.step:7"})
+    assert mine.headers["X-Request-ID"] == "build-42.step:7"
+    unsafe = await env.client.get("/healthz", headers={"X-Request-ID": "a b\tc"})
+    assert len(unsafe.headers["X-Request-ID"]) == 32
+    assert unsafe.headers["X-Request-ID"] != mine.headers["X-Request-ID"]
+
+
+async def test_one_audit_line_per_decision_with_every_field(env: Env) -> None:
+    granted = await env.client.get(
+        "/token",
+        params={"service": "registry.test", "scope": "repository:alice/app:pull,push,delete"},
+        auth=("alice", "alice-pw"),
+        headers={"X-Forwarded-For": "192.0.2.10", "X-Request-ID": "req-1"},
+    )
+    assert granted.status_code == 200
+    await env.login("alice", "wrong")
+    await env.client.get("/token", params={"scope": "bogus"})
+    lines = env.audit()
+    assert [line["outcome"] for line in lines] == ["partial", "unauthorized", "invalid"]
+    first = lines[0]
+    assert tuple(first) == FIELDS
+    assert first["request_id"] == "req-1"
+    assert first["client_ip"] == "192.0.2.10"
+    assert first["account"] == "alice"
+    assert first["service"] == "registry.test"
+    assert first["requested"] == ["repository:alice/app:pull,push,delete"]
+    assert first["granted"] == ["repository:alice/app:pull,push"]
+    assert first["kid"] == env.service.keyring.active.kid
+    assert first["jti"]
+    assert first["reuse"] is False
+    assert lines[2]["reason"].startswith("invalid_scope")
+
+
+async def test_the_audit_log_never_holds_a_secret(env: Env) -> None:
+    login = await env.client.get(
+        "/token",
+        params={"service": "registry.test", "offline_token": "true", "client_id": "docker"},
+        auth=("alice", "alice-pw"),
+    )
+    refresh_token = login.json()["refresh_token"]
+    form = {"grant_type": "refresh_token", "refresh_token": refresh_token,
+            "service": "registry.test", "client_id": "docker"}  # fmt: skip
+    refreshed = await env.client.post("/token", data=form)
+    assert refreshed.status_code == 200
+    await env.login("alice", "Wr0ng-Secret")
+    text = env.audit_path.read_text()
+    for secret in ("alice-pw", "Wr0ng-Secret", refresh_token, login.json()["token"],
+                   refreshed.json()["access_token"]):  # fmt: skip
+        assert secret not in text
+    grants = [line["grant"] for line in env.audit()]
+    assert grants == ["get", "refresh_token", "get"]
+    assert env.audit()[1]["account"] == "alice"
+
+
+async def test_metrics_name_every_documented_family(env: Env) -> None:
+    await env.login("alice", "alice-pw")
+    await env.login("alice", "nope")
+    response = await env.client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    for name in (
+        'registry_auth_requests_total{endpoint="token",outcome="success"}',
+        'registry_auth_requests_total{endpoint="token",outcome="unauthorized"}',
+        'registry_auth_request_duration_seconds_bucket{endpoint="token",le="0.005"}',
+        'registry_auth_password_checks_total{result="accepted"}',
+        'registry_auth_password_checks_total{result="rejected"}',
+        "registry_auth_password_cache_hits_total",
+        "registry_auth_refresh_grants_total",
+        "registry_auth_bruteforce_throttles_total",
+        "registry_auth_etcd_published 0.0",
+        f'registry_auth_certificate_expiry_seconds{{kid="{env.service.keyring.active.kid}"}}',
+    ):
+        assert name in text, name
+
+
+async def test_basic_credentials_stay_out_of_the_audit_when_malformed(env: Env) -> None:
+    raw = base64.b64encode(b"eve\r\nX-Injected: 1:pw").decode()
+    response = await env.client.get(
+        "/token", params={"service": "registry.test"}, headers={"Authorization": f"Basic {raw}"}
+    )
+    assert response.status_code == 400
+    assert "\r" not in env.audit_path.read_text()
+    assert env.audit()[0]["account"] is None
