@@ -60,7 +60,10 @@ TOKEN_GET: dict[str, Any] = {
         _query("scope", "type:name:actions; repeatable, space-separated", array=True),
         _query("account", "the user name (informational)"),
         _query("client_id", "the client's name"),
-        _query("offline_token", "true: also return a refresh token"),
+        {
+            **_query("offline_token", "true: also return a refresh token"),
+            "schema": {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no"]},
+        },
     ],
     "responses": {"200": _json(_TOKEN, "A token")},
 }
