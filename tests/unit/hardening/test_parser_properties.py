@@ -29,7 +29,8 @@ def test_basic_credentials_round_trip(account: str, password: str) -> None:
     assert credentials is not None
     assert credentials.account == account
     assert credentials.password.get_secret_value() == password
-    assert "SecretStr('**********')" in repr(credentials)  # the password never prints
+    if password:
+        assert "SecretStr('**********')" in repr(credentials)  # the password never prints
 
 
 @given(st.binary(max_size=200))
@@ -37,7 +38,8 @@ def test_any_basic_payload_parses_or_is_a_400(raw: bytes) -> None:
     try:
         credentials = parse_basic("Basic " + base64.b64encode(raw).decode())
     except InvalidRequestError as exc:
-        assert exc.status == 400
+        status = exc.status
+        assert status == 400
         return
     assert credentials is not None
     assert credentials.account.isprintable()
@@ -49,7 +51,8 @@ def test_any_authorization_header_is_anonymous_credentials_or_a_400(header: str)
     try:
         parse_basic(header)
     except InvalidRequestError as exc:
-        assert exc.parameter == "Authorization"
+        parameter = exc.parameter
+        assert parameter == "Authorization"
 
 
 COMPONENT = st.from_regex(r"[a-z0-9]{1,8}(?:[._-][a-z0-9]{1,8}){0,2}", fullmatch=True)
