@@ -10,6 +10,7 @@ import pytest
 from app.settings import BruteForceSettings
 from app.state.attempts import FailureCount, LoginThrottle, counter_keys, judge
 from app.state.sqlite import SqliteStore
+from tests.unit.hardening.failure_contract import FailureStoreContract
 from tests.vectors.load import load
 
 VECTORS = load("bruteforce.yaml")
@@ -76,3 +77,9 @@ def test_success_resets_only_the_pair(tmp_path: Path) -> None:
     throttle.succeeded("bob", "10.0.0.9", verdict)
     assert throttle.check("bob", "10.0.0.9").pair_failures == 0
     assert throttle.check("alice", "10.0.0.9").blocked  # bob's success did not clear the IP
+
+
+class TestSqliteFailureStore(FailureStoreContract):
+    @pytest.fixture
+    def failure_store(self, tmp_path: Path) -> SqliteStore:
+        return SqliteStore(tmp_path / "state.db")
