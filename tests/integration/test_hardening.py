@@ -22,8 +22,15 @@ from tests.integration.support.tlscerts import make_tls_files
 
 USERS = {"ci": "ci-Secret-1"}
 ATTACKER, USER = "203.0.113.66", "198.51.100.7"
-BRUTE_FORCE = {"account_ip_free": 2, "account_ip_block": 5, "ip_free": 20, "ip_block": 50,
-               "initial_delay": 1.0, "max_delay": 1.0, "window": 600}  # fmt: skip
+BRUTE_FORCE = {
+    "account_ip_free": 2,
+    "account_ip_block": 5,
+    "ip_free": 20,
+    "ip_block": 50,
+    "initial_delay": 1.0,
+    "max_delay": 1.0,
+    "window": 600,
+}
 STARTED: list[AuthServer] = []
 
 
@@ -35,8 +42,12 @@ def _stop_servers() -> Iterator[None]:
 
 
 def _server(tmp_path: Path, **extra: Any) -> AuthServer:
-    settings = {"trusted_proxies": ["127.0.0.1/32"], "brute_force": BRUTE_FORCE,
-                "audit_log": str(tmp_path / "audit.jsonl"), **extra}  # fmt: skip
+    settings = {
+        "trusted_proxies": ["127.0.0.1/32"],
+        "brute_force": BRUTE_FORCE,
+        "audit_log": str(tmp_path / "audit.jsonl"),
+        **extra,
+    }
     STARTED.append(start_auth_server(tmp_path / "auth", users=USERS, extra_settings=settings))
     return STARTED[-1]
 

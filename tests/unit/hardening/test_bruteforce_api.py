@@ -78,8 +78,13 @@ async def test_anonymous_requests_from_a_blocked_address_are_not_slowed(env: Env
 
 
 async def test_the_oauth_password_grant_is_counted_too(env: Env) -> None:
-    form = {"grant_type": "password", "username": "ci", "password": "guess",
-            "service": "registry.test", "client_id": "t"}  # fmt: skip
+    form = {
+        "grant_type": "password",
+        "username": "ci",
+        "password": "guess",
+        "service": "registry.test",
+        "client_id": "t",
+    }
     codes = []
     for _ in range(5):
         response = await env.client.post("/token", data=form, headers={"X-Forwarded-For": ATTACKER})

@@ -106,14 +106,23 @@ async def test_the_audit_log_never_holds_a_secret(env: Env) -> None:
         auth=("alice", "alice-pw"),
     )
     refresh_token = login.json()["refresh_token"]
-    form = {"grant_type": "refresh_token", "refresh_token": refresh_token,
-            "service": "registry.test", "client_id": "docker"}  # fmt: skip
+    form = {
+        "grant_type": "refresh_token",
+        "refresh_token": refresh_token,
+        "service": "registry.test",
+        "client_id": "docker",
+    }
     refreshed = await env.client.post("/token", data=form)
     assert refreshed.status_code == 200
     await env.login("alice", "Wr0ng-Secret")
     text = env.audit_path.read_text()
-    for secret in ("alice-pw", "Wr0ng-Secret", refresh_token, login.json()["token"],
-                   refreshed.json()["access_token"]):  # fmt: skip
+    for secret in (
+        "alice-pw",
+        "Wr0ng-Secret",
+        refresh_token,
+        login.json()["token"],
+        refreshed.json()["access_token"],
+    ):
         assert secret not in text
     grants = [line["grant"] for line in env.audit()]
     assert grants == ["get", "refresh_token", "get"]

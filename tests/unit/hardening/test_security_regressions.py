@@ -66,8 +66,13 @@ async def test_crlf_in_an_account_name_reaches_no_header_and_no_log_line_raw(
     env: Env, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    form = {"grant_type": "password", "username": "eve\r\nSet-Cookie: pwned=1",
-            "password": "x", "service": "registry.test", "client_id": "t"}  # fmt: skip
+    form = {
+        "grant_type": "password",
+        "username": "eve\r\nSet-Cookie: pwned=1",
+        "password": "x",
+        "service": "registry.test",
+        "client_id": "t",
+    }
     response = await env.client.post("/token", data=form)
     assert response.status_code in (400, 401)
     assert "set-cookie" not in response.headers
