@@ -31,8 +31,15 @@ class Metrics:
 
 @functools.cache
 def metrics() -> Metrics:
-    from prometheus_client import Counter, Histogram  # noqa: PLC0415 - see the module docstring
+    from prometheus_client import (  # noqa: PLC0415 - see the module docstring
+        Counter,
+        Histogram,
+        disable_created_metrics,
+    )
 
+    # `*_created` series exist only in single-process mode: without them both modes export
+    # the same families.
+    disable_created_metrics()
     return Metrics(
         requests=Counter(
             f"{PREFIX}requests", "HTTP requests by endpoint and outcome", ["endpoint", "outcome"]

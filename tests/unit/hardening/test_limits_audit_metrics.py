@@ -159,3 +159,29 @@ async def test_basic_credentials_stay_out_of_the_audit_when_malformed(env: Env) 
     assert response.status_code == 400
     assert "\r" not in env.audit_path.read_text()
     assert env.audit()[0]["account"] is None
+
+
+README = Path(__file__).resolve().parents[3] / "README.md"
+
+
+def _section_table_keys(heading: str) -> list[str]:
+    text = README.read_text(encoding="utf-8").split(f"\n## {heading}\n", 1)[1].split("\n## ")[0]
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    return [row.split("`")[1] for row in rows]
+
+
+def test_the_readme_documents_exactly_the_audit_fields() -> None:
+    assert tuple(_section_table_keys("Audit log")) == FIELDS
+
+
+async def test_the_readme_documents_exactly_the_metrics(env: Env) -> None:
+    documented = set(_section_table_keys("Metrics"))
+    await env.login("alice", "alice-pw")
+    exported = {
+        line.split()[2].removesuffix("_total")
+        for line in (await env.client.get("/metrics")).text.splitlines()
+        if line.startswith("# TYPE registry_auth_")
+    }
+    documented_bases = {name.removesuffix("_total") for name in documented}
+    # The TLS gauge appears only with `tls` configured.
+    assert exported == documented_bases - {"registry_auth_tls_certificate_expiry_seconds"}
