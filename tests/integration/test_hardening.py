@@ -89,7 +89,8 @@ def test_the_real_user_keeps_logging_in_while_an_attacker_hammers_the_account(
     assert attacker[:2] == [401, 401]
     assert 429 in attacker
     assert set(attacker[attacker.index(429) :]) == {429}  # once blocked, it stays blocked
-    assert max(user_times) < 0.9  # never delayed: the attacker's delays are 1 s each
+    # Not one of the user's logins waited: the only delayed attempts are the attacker's 3rd to
+    # 5th (free 2, block 5), counted by the server itself (wall time is too noisy here).
     audit = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert {line["outcome"] for line in audit if line["client_ip"] == USER} == {"granted"}
     assert {line["outcome"] for line in audit if line["client_ip"] == ATTACKER} == {
@@ -101,7 +102,9 @@ def test_the_real_user_keeps_logging_in_while_an_attacker_hammers_the_account(
     assert 590 <= int(blocked.headers["Retry-After"]) <= 600
     metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
     assert 'registry_auth_bruteforce_throttles_total{action="blocked"}' in metrics
+    assert 'registry_auth_bruteforce_throttles_total{action="delayed"} 3.0' in metrics
     assert 'registry_auth_password_checks_total{result="accepted"} 25.0' in metrics
+    assert max(user_times) < 5  # and none of them was refused or hung
 
 
 def _served_certificate(port: int) -> x509.Certificate:
