@@ -6,11 +6,8 @@ The secret is returned once to the caller and only its SHA-256 is written. Write
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import secrets
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -19,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from app.atomic import write_atomic
 from app.authn.robots import Robot, format_time, load_robots, secret_digest
 from app.backend_settings import ROBOT_PREFIX
 from app.errors import UserStoreError
@@ -105,13 +103,4 @@ def _write(path: Path, robots: dict[str, Robot]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     header = "# Managed by `registry-auth robots`: SHA-256 of each secret, never the secret.\n"
     text = header + yaml.safe_dump(_document(robots), sort_keys=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        Path(tmp).replace(path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            Path(tmp).unlink()
-        raise
+    write_atomic(path, text.encode("utf-8"), mode=0o600)

@@ -19,7 +19,6 @@ import fcntl
 import json
 import os
 import stat
-import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from app.atomic import write_atomic
 from app.errors import KeyStoreError
 from app.keys import ring
 from app.keys.certs import DEFAULT_CERT_DAYS, new_private_key, self_signed
@@ -157,7 +157,7 @@ def write_bundle(keys_dir: Path, key_ring: KeyRing) -> Path:
     """Rewrite bundle.pem with the certificate of every published key."""
     path = keys_dir / BUNDLE_FILE
     pem = "".join(key.certificate_pem for key in key_ring.published)
-    _write_atomic(path, pem.encode("ascii"), mode=0o644)
+    write_atomic(path, pem.encode("ascii"), mode=0o644)
     return path
 
 
@@ -167,7 +167,7 @@ def bundle_path(keys_dir: Path) -> Path:
 
 def write_public_file(path: Path, text: str) -> Path:
     """Write a public document (a JWKS) atomically, readable by the registry."""
-    _write_atomic(path, text.encode("utf-8"), mode=0o644)
+    write_atomic(path, text.encode("utf-8"), mode=0o644)
     return path
 
 
@@ -214,9 +214,9 @@ def _write_key_files(
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    _write_atomic(keys_dir / f"{file_id}.key", key_pem, mode=0o600)
+    write_atomic(keys_dir / f"{file_id}.key", key_pem, mode=0o600)
     cert_pem = certificate.public_bytes(serialization.Encoding.PEM)
-    _write_atomic(keys_dir / f"{file_id}.crt", cert_pem, mode=0o644)
+    write_atomic(keys_dir / f"{file_id}.crt", cert_pem, mode=0o644)
 
 
 def _remove_key_files(keys_dir: Path, file_id: str) -> None:
@@ -230,7 +230,7 @@ def _write_bundle_pem(keys_dir: Path, entries: Entries) -> None:
         entry.certificate.public_bytes(serialization.Encoding.PEM)
         for entry in ring.published(entries)
     )
-    _write_atomic(keys_dir / BUNDLE_FILE, pem, mode=0o644)
+    write_atomic(keys_dir / BUNDLE_FILE, pem, mode=0o644)
 
 
 def _write_jwks(keys_dir: Path, entries: Entries) -> None:
@@ -297,19 +297,4 @@ def _read_ring_file(keys_dir: Path) -> list[dict[str, Any]]:
 def _write_ring_file(keys_dir: Path, entries: Entries) -> None:
     records = [ring.entry_record(entry) for entry in entries]
     text = json.dumps({"version": 1, "keys": records}, indent=2) + "\n"
-    _write_atomic(keys_dir / RING_FILE, text.encode("utf-8"), mode=0o644)
-
-
-def _write_atomic(path: Path, data: bytes, *, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            Path(tmp).unlink()
-        raise
+    write_atomic(keys_dir / RING_FILE, text.encode("utf-8"), mode=0o644)

@@ -49,7 +49,7 @@ def stack_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackPool]:
 
 @pytest.fixture
 def stack(stack_pool: StackPool) -> Stack:
-    """The default stack: RS256 key, x5c on, users alice and bob."""
+    """The default stack: RS256 key, x5c on, user alice (support/stack.py USERS)."""
     return stack_pool.get()
 
 

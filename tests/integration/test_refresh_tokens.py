@@ -169,7 +169,7 @@ def test_skopeo_pushes_and_pulls_with_an_identity_token_until_it_is_revoked(
 def test_a_password_change_logs_skopeo_out(
     stack_factory: Callable[..., Stack], skopeo: Skopeo, make_image: MakeImage, tmp_path: Path
 ) -> None:
-    stack = stack_factory()
+    stack = stack_factory(users={"bob": "bob-Secret-2"})
     image = make_image("1.0")
     token = refresh_token_for(stack.auth, "bob")
     log_in_with_identity_token(skopeo, stack.registry.host, "bob", token)

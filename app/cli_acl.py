@@ -1,0 +1,78 @@
+"""`registry-auth acl ...`: validate a policy, and explain what a request would get."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from ipaddress import ip_address
+from pathlib import Path
+
+from app.authz.base import Requester
+from app.authz.engine import explain
+from app.authz.files import load_policy
+from app.authz.report import explanation_data, render_text
+from app.cli_common import CommandGroup, config_option, uses_embedded_defaults
+from app.errors import ConfigError, PolicyError
+from app.protocol.scopes import parse_scopes
+from app.settings import load_settings
+
+
+def add_acl_commands(commands: CommandGroup) -> None:
+    acl = commands.add_parser("acl", help="check and explain the ACL policy").add_subparsers(
+        dest="acl_command", required=True, metavar="ACL_COMMAND"
+    )
+    check = acl.add_parser("check", help="validate the ACL file; non-zero exit with the errors")
+    explain = acl.add_parser("explain", help="show what a request gets, and which rules decide")
+    for sub in (check, explain):
+        config_option(sub)
+        sub.add_argument("--acl", type=Path, help="ACL file (overrides `acl`)")
+    who = explain.add_mutually_exclusive_group(required=True)
+    who.add_argument("--account", help="the authenticated account")
+    who.add_argument("--anonymous", action="store_true", help="an unauthenticated request")
+    explain.add_argument(
+        "--group", action="append", default=[], help="a group from the authentication backend"
+    )
+    explain.add_argument("--ip", help="the client address")
+    explain.add_argument("--service", help="the service (default: `service` of the config)")
+    explain.add_argument("--json", action="store_true", help="print JSON instead of text")
+    explain.add_argument("scopes", nargs="+", metavar="SCOPE", help="e.g. repository:team/app:pull")
+
+
+def run_acl(args: argparse.Namespace) -> int:
+    """`acl check` / `acl explain`; an invalid policy prints every problem and exits 1."""
+    settings = (
+        None
+        if args.acl is not None and uses_embedded_defaults(args)
+        else load_settings(args.config)
+    )
+    path = args.acl if args.acl is not None else settings.acl if settings is not None else None
+    if path is None:
+        raise ConfigError("acl", "no ACL file: set `acl` in the config or pass --acl FILE")
+    try:
+        policy = load_policy(Path(path))
+    except PolicyError as exc:
+        for problem in exc.problems:
+            print(f"registry-auth: error: {problem}", file=sys.stderr)
+        return 1
+    if args.acl_command == "check":
+        print(f"{path}: ok ({len(policy.rules)} rule(s), {len(policy.groups)} group(s))")
+        return 0
+    service = args.service or (settings.service if settings is not None else "")
+    explanation = explain(policy, _explain_requester(args, service), parse_scopes(args.scopes))
+    if args.json:
+        print(json.dumps(explanation_data(explanation), indent=2))
+    else:
+        print(render_text(explanation), end="")
+    return 0
+
+
+def _explain_requester(args: argparse.Namespace, service: str) -> Requester:
+    ip = None
+    if args.ip is not None:
+        try:
+            ip = ip_address(args.ip)
+        except ValueError:
+            raise ConfigError("--ip", f"{args.ip!r} is not an IP address") from None
+    account = None if args.anonymous else args.account
+    return Requester(account, service, frozenset(args.group), ip)

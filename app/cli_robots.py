@@ -1,0 +1,66 @@
+"""`registry-auth robots ...`: robot accounts for CI; a secret is shown once."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from app.authn.robot_store import create_robot, list_robots, parse_expiry, revoke_robot, robot_name
+from app.authn.robots import format_time
+from app.backend_settings import ROBOT_PREFIX, RobotsBackend
+from app.cli_common import CommandGroup, config_option
+from app.errors import UserStoreError
+from app.settings import load_settings
+
+
+def add_robots_commands(commands: CommandGroup) -> None:
+    robots = commands.add_parser("robots", help="manage robot accounts").add_subparsers(
+        dest="robots_command", required=True, metavar="ROBOTS_COMMAND"
+    )
+    create = robots.add_parser("create", help="create a robot; prints its secret once")
+    create.add_argument("name", help=f"NAME (the account is {ROBOT_PREFIX}NAME)")
+    create.add_argument("--groups", nargs="*", default=[], help="groups of the robot")
+    create.add_argument("--expires", default="90d", help="90d, 12h, 30m or never (default 90d)")
+    revoke = robots.add_parser("revoke", help="delete a robot; its secret stops working")
+    revoke.add_argument("name")
+    for sub in (create, revoke, robots.add_parser("list", help="list robots and expiry")):
+        config_option(sub)
+        sub.add_argument("--robots-file", type=Path, help="robots file (overrides the config)")
+
+
+def run_robots(args: argparse.Namespace) -> int:
+    path = _robots_path(args)
+    if args.robots_command == "list":
+        now = time.time()
+        for robot in list_robots(path):
+            state = "EXPIRED" if robot.expired(now) else "active"
+            groups = ",".join(sorted(robot.groups))
+            until = format_time(robot.expires) or "never"
+            print(f"{robot.name}\t{state}\texpires={until}\tgroups={groups}")
+        return 0
+    if args.robots_command == "revoke":
+        revoke_robot(path, args.name)
+        print(f"revoked {robot_name(args.name)} in {path}", file=sys.stderr)
+        return 0
+    expires = parse_expiry(args.expires, time.time())
+    robot, secret = create_robot(path, args.name, args.groups, expires)
+    until = format_time(robot.expires) or "never"
+    print(
+        f"created {robot.name} in {path} (expires {until}); its secret, shown once:",
+        file=sys.stderr,
+    )
+    print(secret)  # alone on stdout, so `SECRET=$(registry-auth robots create ci)` works
+    return 0
+
+
+def _robots_path(args: argparse.Namespace) -> Path:
+    if args.robots_file is not None:
+        return Path(args.robots_file)
+    for backend in load_settings(args.config).auth_backends or []:
+        if isinstance(backend, RobotsBackend):
+            return backend.path
+    raise UserStoreError(
+        "no robots file: add `- type: robots` to auth_backends or pass --robots-file"
+    )

@@ -1,0 +1,73 @@
+"""`registry-auth users ...`: edit the htpasswd file (bcrypt), keeping other lines."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from pathlib import Path
+
+from app.authn.users import list_accounts, remove_user, set_user
+from app.backend_settings import HtpasswdBackend
+from app.cli_common import CommandGroup, config_option
+from app.errors import UserStoreError
+from app.settings import load_settings
+
+
+def add_users_commands(commands: CommandGroup) -> None:
+    users = commands.add_parser("users", help="manage htpasswd users").add_subparsers(
+        dest="users_command", required=True, metavar="USERS_COMMAND"
+    )
+    for name, text in (("add", "add a user or change a password"), ("remove", "remove a user")):
+        sub = users.add_parser(name, help=text)
+        sub.add_argument("name")
+        _users_options(sub)
+    add = users.choices["add"]
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    _users_options(users.add_parser("list", help="list the users"))
+
+
+def _users_options(parser: argparse.ArgumentParser) -> None:
+    config_option(parser)
+    parser.add_argument("--htpasswd", type=Path, help="htpasswd file (overrides `htpasswd`)")
+
+
+def run_users(args: argparse.Namespace) -> int:
+    path = _htpasswd_path(args)
+    if args.users_command == "list":
+        for account in list_accounts(path):
+            print(account)
+        return 0
+    if args.users_command == "remove":
+        remove_user(path, args.name)
+        print(f"removed {args.name} from {path}")
+        return 0
+    created = set_user(path, args.name, _read_password(args.password_stdin))
+    print(f"{'added' if created else 'changed password of'} {args.name} in {path}")
+    return 0
+
+
+def _htpasswd_path(args: argparse.Namespace) -> Path:
+    if args.htpasswd is not None:
+        return Path(args.htpasswd)
+    settings = load_settings(args.config)
+    for backend in settings.auth_backends or []:
+        if isinstance(backend, HtpasswdBackend):
+            return backend.path
+    if settings.htpasswd is None:
+        raise UserStoreError("no htpasswd file: set `htpasswd` in the config or pass --htpasswd")
+    return settings.htpasswd
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Password (again): ") != password:
+            raise UserStoreError("the two passwords differ; nothing changed")
+    else:
+        raise UserStoreError("no terminal to ask for the password: use --password-stdin")
+    if not password:
+        raise UserStoreError("empty password refused")
+    return password
