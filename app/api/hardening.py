@@ -20,11 +20,6 @@ from app.settings import Settings
 GRACEFUL_SHUTDOWN_SECONDS = 30
 
 
-def before_app() -> None:
-    """Call before the app is built: prometheus-client reads its mode when first imported."""
-    use_multiprocess_dir()
-
-
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     return {
         "http": request_timeout_protocol(settings.limits.header_timeout),
@@ -33,8 +28,13 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 
 
 def harden(config: Any, app: FastAPI) -> None:
-    """After uvicorn.Config is made: serve HTTPS with the reloading context when configured,
-    and exit 0 after a SIGTERM shutdown."""
+    """After the app and uvicorn.Config are made, just before serving: metrics shared by
+    workers, HTTPS with the reloading context when configured, exit 0 after SIGTERM.
+
+    The metrics directory is set only now, when the app was built without error, and still
+    before prometheus-client is first imported (by the first request): a `serve` that fails
+    to start leaves the environment of its process as it was."""
+    use_multiprocess_dir()
     use_tls(config, app.state.tls)
     exit_zero_on_sigterm()
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import uvicorn
 
 from app.api.app import create_app
-from app.api.hardening import before_app, harden, uvicorn_options
+from app.api.hardening import harden, uvicorn_options
 from app.settings import Settings, split_listen
 
 
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
     """Serve until stopped. Forwarded headers are not trusted: the peer address is the client."""
     listen_host, listen_port = split_listen(settings.listen)
-    before_app()
     app = create_app(settings)
     config = uvicorn.Config(
         app,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -185,3 +187,20 @@ async def test_the_readme_documents_exactly_the_metrics(env: Env) -> None:
     documented_bases = {name.removesuffix("_total") for name in documented}
     # The TLS gauge appears only with `tls` configured.
     assert exported == documented_bases - {"registry_auth_tls_certificate_expiry_seconds"}
+
+
+def test_building_the_app_does_not_import_prometheus_client(rsa_keys_dir: Path) -> None:
+    """Its storage mode is fixed at first import: the server must be able to set
+    PROMETHEUS_MULTIPROC_DIR after the app is built (app.api.hardening.harden)."""
+    code = (
+        "import sys\n"
+        "from app.api.app import create_app\n"
+        "from app.settings import load_settings\n"
+        f"create_app(load_settings(overrides={{'keys_dir': {str(rsa_keys_dir)!r}, "
+        "'htpasswd': None, 'audit_log': None}))\n"
+        "print('prometheus_client' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "False", result.stderr
