@@ -180,3 +180,21 @@ class InvalidGrantError(ClientError):
     def __init__(self, reason: str) -> None:
         super().__init__("refresh token is invalid, expired or revoked: log in again")
         self.reason = reason
+
+
+class TooManyAttemptsError(ClientError):
+    """Too many failed logins for this account from this address, or from this address (429).
+
+    Retry-After says when the block lifts; the password was not checked.
+    """
+
+    status = 429
+    code = "too_many_attempts"
+    oauth_code = "slow_down"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many failed logins from this address; try again in {retry_after} s")
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}

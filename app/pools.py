@@ -37,23 +37,30 @@ def default_threads() -> int:
 
 
 class WorkerPool:
-    """A bounded thread pool for blocking, CPU-bound calls. Threads start on first use."""
+    """A bounded thread pool for blocking, CPU-bound calls. Threads start on first use, and a
+    pool shut down (an app's lifespan ended) starts afresh if it is used again."""
 
     def __init__(
         self, name: str, threads: int | None = None, *, lower_priority: bool = False
     ) -> None:
         self.threads = threads or default_threads()
-        self._executor = ThreadPoolExecutor(
-            max_workers=self.threads,
-            thread_name_prefix=name,
-            initializer=_lower_priority if lower_priority else None,
-        )
+        self._name = name
+        self._initializer = _lower_priority if lower_priority else None
+        self._executor: ThreadPoolExecutor | None = None
 
     async def run(self, function: Callable[..., T], *args: object) -> T:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=self.threads,
+                thread_name_prefix=self._name,
+                initializer=self._initializer,
+            )
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
 
     async def aclose(self) -> None:
         self.shutdown()

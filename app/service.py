@@ -23,19 +23,23 @@ from app.errors import (
     AuthenticationError,
     InvalidGrantError,
     SigningUnavailableError,
+    TooManyAttemptsError,
     UnknownServiceError,
 )
+from app.etcd.failure_store import EtcdFailureStore
 from app.etcd.gateway import EtcdGateway
 from app.etcd.refresh_store import EtcdRefreshStore
 from app.keys.expiry import CertificateStatus, ExpiryState, certificate_status
 from app.keys.minting import Grant, Minter
 from app.keys.model import KeyRing
 from app.keys.store import RING_FILE, load_keyring
+from app.metrics import metrics
 from app.protocol.oauth import PasswordGrant, RefreshGrant
 from app.protocol.scopes import Scope
 from app.protocol.tokens import TokenRequest
 from app.reload import Reloadable
 from app.settings import Settings
+from app.state.attempts import FailureStore, LoginThrottle
 from app.state.model import RefreshRecord, RefreshTokenStore
 from app.state.refresh import RefreshPolicy, RefreshTokens
 from app.state.sqlite import SqliteStore
@@ -44,6 +48,7 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 IdSource = Callable[[], str]
+Sleep = Callable[[float], Awaitable[None]]
 IPAddress = IPv4Address | IPv6Address
 
 
@@ -62,6 +67,7 @@ class IssuedToken:
     kid: str
     jti: str
     refresh_token: str | None = None
+    reuse: bool = False  # a still-valid token handed out again (set by the token cache)
 
 
 def open_state_store(settings: Settings) -> RefreshTokenStore:
@@ -77,6 +83,21 @@ def open_state_store(settings: Settings) -> RefreshTokenStore:
 def refresh_tokens_from_settings(settings: Settings) -> RefreshTokens:
     policy = RefreshPolicy(settings.refresh_token_lifetime, settings.refresh_token_idle_timeout)
     return RefreshTokens(open_state_store(settings), policy)
+
+
+def open_failure_store(settings: Settings) -> FailureStore:
+    """Where failed-login counters live: the state store's backend."""
+    state = settings.state
+    if state.backend == "etcd":
+        gateway = EtcdGateway(state.etcd_endpoints, state.etcd_timeout)
+        return EtcdFailureStore(gateway, settings.brute_force.etcd_prefix)
+    return SqliteStore(state.path)
+
+
+def login_throttle_from_settings(settings: Settings, clock: Clock) -> LoginThrottle | None:
+    if not settings.brute_force.enabled:
+        return None
+    return LoginThrottle(open_failure_store(settings), settings.brute_force, clock)
 
 
 def _policy_authorizer(settings: Settings, reloadables: list[Reloadable[Any]]) -> Authorizer | None:
@@ -104,6 +125,8 @@ class TokenService:
         reloadables: Sequence[Reloadable[Any]] = (),
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
         refresh_tokens: RefreshTokens | None = None,
+        throttle: LoginThrottle | None = None,
+        sleep: Sleep = anyio.sleep,
     ) -> None:
         self.settings = settings
         self._keyring = keyring
@@ -116,6 +139,8 @@ class TokenService:
         self.refresh_tokens = refresh_tokens
         self._minter = Minter(settings, id_source)
         self._closers = (*closers, self._minter.aclose)
+        self.throttle = throttle
+        self._sleep = sleep
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock = time.time) -> TokenService:
@@ -137,6 +162,7 @@ class TokenService:
             closers=authentication.closers,
             clock=clock,
             refresh_tokens=refresh_tokens_from_settings(settings),
+            throttle=login_throttle_from_settings(settings, clock),
         )
 
     async def aclose(self) -> None:
@@ -200,7 +226,9 @@ class TokenService:
             groups = await self._current_groups(tokens, lookup, record)
         except InvalidGrantError as exc:
             log.info("refresh grant refused: %s", exc.reason)
+            metrics().refresh_grants.labels("refused").inc()
             raise
+        metrics().refresh_grants.labels("granted").inc()
         await anyio.to_thread.run_sync(tokens.touch, record, now)
         requester = Requester(record.account, service, groups, client_ip)
         issued = await self._sign(requester, self.authorizer.authorize(requester, grant.scopes))
@@ -269,13 +297,30 @@ class TokenService:
         return expected
 
     async def _authenticate(self, credentials: Credentials) -> AuthResult:
+        """Check the password, after any delay or block the brute-force counters call for."""
+        throttle, account, where = self.throttle, credentials.account, credentials.client_ip
+        verdict = None
+        if throttle is not None:
+            verdict = await anyio.to_thread.run_sync(throttle.check, account, where)
+            if verdict.retry_after is not None:
+                metrics().throttles.labels("blocked").inc()
+                log.info("login of %r from %s blocked: too many failures", account, where)
+                raise TooManyAttemptsError(verdict.retry_after)
+            if verdict.delay > 0:
+                metrics().throttles.labels("delayed").inc()
+                await self._sleep(verdict.delay)
         if self.authenticator is None:
             result = AuthResult(Outcome.NOT_MINE)
         else:
             result = await self.authenticator.authenticate(credentials)
+        metrics().password_checks.labels("accepted" if result.accepted else "rejected").inc()
         if not result.accepted:
-            log.info("authentication failed for account %r", credentials.account)
+            log.info("authentication failed for account %r", account)
+            if throttle is not None:
+                await anyio.to_thread.run_sync(throttle.failed, account, where)
             raise AuthenticationError(self.settings.realm)
+        if throttle is not None and verdict is not None:
+            await anyio.to_thread.run_sync(throttle.succeeded, account, where, verdict)
         return result
 
     def certificate_status(self) -> CertificateStatus:

@@ -130,6 +130,82 @@ class StateSettings(BaseModel):
         return value
 
 
+class BruteForceSettings(BaseModel):
+    """Failed logins counted per (account, client IP) and per client IP; see Hardening."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(default=True, description="count failed logins and slow them down")
+    account_ip_free: int = Field(
+        default=5, ge=0, description="failures per (account, IP) answered without delay"
+    )
+    account_ip_block: int = Field(
+        default=10, ge=1, description="failures per (account, IP) after which 429 answers"
+    )
+    ip_free: int = Field(default=20, ge=0, description="failures per IP answered without delay")
+    ip_block: int = Field(default=100, ge=1, description="failures per IP after which 429 answers")
+    initial_delay: float = Field(
+        default=0.25, ge=0, le=60, description="seconds of the first delay, doubled per failure"
+    )
+    max_delay: float = Field(default=4.0, ge=0, le=60, description="cap of the delay, seconds")
+    window: int = Field(
+        default=900,
+        gt=0,
+        le=86400,
+        description="seconds a failure is remembered, counted from the latest one; a block "
+        "lasts until then",
+    )
+    etcd_prefix: str = Field(
+        default="/registry-auth/failures/",
+        pattern=r"^/.*/$",
+        description="etcd key prefix of the counters when `state.backend` is `etcd`",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BruteForceSettings:
+        if self.account_ip_block <= self.account_ip_free:
+            raise ValueError("account_ip_block must be greater than account_ip_free")
+        if self.ip_block <= self.ip_free:
+            raise ValueError("ip_block must be greater than ip_free")
+        if self.max_delay < self.initial_delay:
+            raise ValueError("max_delay must be at least initial_delay")
+        return self
+
+
+class LimitSettings(BaseModel):
+    """Bounds on what a client may send, checked before any handler runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_header_bytes: int = Field(
+        default=8192, ge=1024, le=65536, description="all request headers together (else 431)"
+    )
+    max_authorization_length: int = Field(
+        default=4096, ge=64, le=65536, description="the Authorization header (else 431)"
+    )
+    max_query_length: int = Field(
+        default=8192, ge=256, le=65536, description="the query string, bytes (else 400)"
+    )
+    max_body_bytes: int = Field(
+        default=16384, ge=1024, le=1048576, description="a POST body, bytes (else 413)"
+    )
+    header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="seconds a client has to send a request's headers (slow clients are cut)",
+    )
+
+
+class TlsSettings(BaseModel):
+    """HTTPS served by the service itself; both files are reloaded when they change."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cert: Path = Field(description="PEM certificate chain (leaf first)")
+    key: Path = Field(description="PEM private key of the leaf (mode 0600)")
+
+
 class Settings(BaseSettings):
     """Every setting of the service. See the README's configuration reference."""
 
@@ -259,6 +335,22 @@ class Settings(BaseSettings):
         "more runs granian with that many workers; `serve --workers` overrides it",
     )
 
+    brute_force: BruteForceSettings = Field(
+        default_factory=BruteForceSettings,
+        description="failed-login counting and throttling (see Hardening)",
+    )
+    limits: LimitSettings = Field(
+        default_factory=LimitSettings, description="request size and time limits"
+    )
+    tls: TlsSettings | None = Field(
+        default=None, description="serve HTTPS with this certificate and key (absent: HTTP)"
+    )
+    audit_log: str | None = Field(
+        default="-",
+        description="where the audit log goes: `-` for stdout, a file path, or null for off",
+    )
+    metrics: bool = Field(default=True, description="serve Prometheus metrics at GET /metrics")
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -373,6 +465,12 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
         updates["state"] = settings.state.model_copy(update={"path": base / settings.state.path})
     if settings.etcd is not None:
         updates.update(_resolve_etcd_paths(settings.etcd, base))
+    if settings.tls is not None:
+        updates["tls"] = settings.tls.model_copy(
+            update={"cert": base / settings.tls.cert, "key": base / settings.tls.key}
+        )
+    if settings.audit_log not in (None, "-") and not Path(str(settings.audit_log)).is_absolute():
+        updates["audit_log"] = str(base / str(settings.audit_log))
     if settings.acl is not None and not settings.acl.is_absolute():
         updates["acl"] = base / settings.acl
     if settings.auth_backends is not None:

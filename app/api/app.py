@@ -5,22 +5,29 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from app import __version__
-from app.api.client_ip import Network, client_ip
+from app.api.audit import AuditLog, Decision
+from app.api.client_ip import Network, request_client_ip
 from app.api.credentials import parse_basic
 from app.api.lifespans import combine_lifespans
+from app.api.limits import LimitsMiddleware, request_id
+from app.api.metrics_http import CONTENT_TYPE, LiveValues, render_metrics
 from app.api.oauth import oauth_endpoint
+from app.api.observe import ObserveMiddleware
+from app.api.openapi_docs import ERROR_RESPONSES, TOKEN_GET, TOKEN_POST
 from app.api.publishing import build_publish_loop, etcd_status, publish_lifespan
 from app.api.reloading import Lifespan, reload_lifespan
 from app.api.responses import FastJSONResponse
+from app.api.tls import ReloadingTLS, tls_lifespan
 from app.errors import BackendUnavailableError, ClientError, StateStoreError
 from app.keys.expiry import ExpiryState
 from app.keys.jwks import KidFormat, jwks_document
@@ -36,6 +43,8 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
     """The token server. Pass a service to inject test doubles (clock, keys, users)."""
     token_service = service or TokenService.from_settings(settings)
     publish_loop = build_publish_loop(settings)
+    tls = ReloadingTLS(settings.tls) if settings.tls is not None else None
+    audit = AuditLog(settings.audit_log, time.time)
     app = FastAPI(
         title="registry-auth",
         version=__version__,
@@ -47,30 +56,62 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
             combine_lifespans(
                 reload_lifespan(token_service.reloadables, settings.reload_interval),
                 publish_lifespan(publish_loop, settings),
+                tls_lifespan(tls, settings.reload_interval),
             ),
             token_service,
+            audit,
         ),
     )
     app.state.service = token_service
+    app.state.tls = tls
     _install_error_handlers(app)
+    app.add_middleware(LimitsMiddleware, limits=settings.limits)
+    app.add_middleware(ObserveMiddleware, token_paths=_token_paths(settings))
 
     async def token(request: Request) -> JSONResponse:
-        params = {key: request.query_params.getlist(key) for key in request.query_params}
-        token_request = parse_token_request(params)
-        credentials = parse_basic(request.headers.get("authorization"))
         client = _client_ip(request, settings.trusted_proxies)
-        issued = await token_service.issue(token_request, credentials, client)
+        where = str(client) if client is not None else None
+        decision = Decision(request_id(request.scope), where, "get")
+        try:
+            credentials = parse_basic(request.headers.get("authorization"))
+            decision.account = credentials.account if credentials is not None else None
+            params = {key: request.query_params.getlist(key) for key in request.query_params}
+            token_request = parse_token_request(params)
+            decision.ask(token_request.scopes, token_request.service, token_request.client_id)
+            issued = await token_service.issue(token_request, credentials, client)
+            decision.issued(issued)
+        except Exception as exc:
+            decision.refused(exc)
+            raise
+        finally:
+            audit.write(decision)
         body = token_response(issued.token, issued_at=issued.issued_at, ttl=issued.expires_in)
         if issued.refresh_token is not None:
             body["refresh_token"] = issued.refresh_token
         return FastJSONResponse(body, headers=_NO_STORE)
 
+    post = oauth_endpoint(token_service, audit)
     for path in _token_paths(settings):
-        # A plain route: FastAPI's parameter machinery would add ~30 µs to the hottest path,
-        # and this endpoint reads the request itself anyway.
+        # Requests are served by a plain route: FastAPI's parameter machinery would add ~30 µs
+        # to the hottest path, and this endpoint reads the request itself anyway. Starlette takes
+        # the first matching route, so the API route below only describes GET in the OpenAPI
+        # schema (which the schemathesis fuzz tests drive, through this plain route).
         app.add_route(path, token, methods=["GET"], include_in_schema=False)
         app.add_api_route(
-            path, oauth_endpoint(token_service), methods=["POST"], summary="OAuth2 token grants"
+            path,
+            token,
+            methods=["GET"],
+            summary="Issue a registry token",
+            responses=ERROR_RESPONSES,
+            openapi_extra=TOKEN_GET,
+        )
+        app.add_api_route(
+            path,
+            post,
+            methods=["POST"],
+            summary="OAuth2 token grants",
+            responses=ERROR_RESPONSES,
+            openapi_extra=TOKEN_POST,
         )
 
     @app.get("/healthz", summary="Liveness")
@@ -88,6 +129,13 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
             jwks_document(certificates, kid_format), headers={"Cache-Control": "max-age=60"}
         )
 
+    if settings.metrics:
+
+        @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+        async def prometheus() -> Response:
+            return Response(render_metrics(lambda: _live_values(app, publish_loop)),
+                            media_type=CONTENT_TYPE)  # fmt: skip
+
     return app
 
 
@@ -98,6 +146,16 @@ def _without_telemetry() -> dict[str, Any]:
     if "telemetry" not in inspect.signature(FastAPI).parameters:
         return {}
     return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+
+
+def _live_values(app: FastAPI, publish_loop: Any) -> LiveValues:
+    active = app.state.service.keyring.active
+    tls: ReloadingTLS | None = app.state.tls
+    return LiveValues(
+        (active.kid, active.not_after.timestamp()),
+        tls.not_after.timestamp() if tls is not None else None,
+        etcd_status(publish_loop),
+    )
 
 
 def readiness(token_service: TokenService, etcd: dict[str, Any]) -> JSONResponse:
@@ -118,7 +176,7 @@ def readiness(token_service: TokenService, etcd: dict[str, Any]) -> JSONResponse
     return JSONResponse(body)
 
 
-def _closing(lifespan: Lifespan, service: TokenService) -> Lifespan:
+def _closing(lifespan: Lifespan, service: TokenService, audit: AuditLog) -> Lifespan:
     """The given lifespan, then the service's backend connections closed at shutdown."""
 
     @contextlib.asynccontextmanager
@@ -128,6 +186,7 @@ def _closing(lifespan: Lifespan, service: TokenService) -> Lifespan:
                 yield
         finally:
             await service.aclose()
+            audit.close()
 
     return closing
 
@@ -141,9 +200,7 @@ def _token_paths(settings: Settings) -> list[str]:
 
 
 def _client_ip(request: Request, trusted: Sequence[Network]) -> IPAddress | None:
-    peer = request.client.host if request.client is not None else None
-    headers = request.headers
-    return client_ip(peer, headers.getlist("x-forwarded-for"), headers.get("x-real-ip"), trusted)
+    return request_client_ip(request, trusted)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -14,6 +14,8 @@ import re
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 
+from starlette.requests import Request
+
 IPAddress = IPv4Address | IPv6Address
 Network = IPv4Network | IPv6Network
 
@@ -66,3 +68,10 @@ def _from_hops(hops: list[str], trusted: Sequence[Network]) -> IPAddress | None:
 
 def _is_trusted(address: IPAddress, trusted: Sequence[Network]) -> bool:
     return any(address in network for network in trusted)
+
+
+def request_client_ip(request: Request, trusted: Sequence[Network]) -> IPAddress | None:
+    """The client address of a request (the POST flow too), by the rules above."""
+    peer = request.client.host if request.client is not None else None
+    headers = request.headers
+    return client_ip(peer, headers.getlist("x-forwarded-for"), headers.get("x-real-ip"), trusted)

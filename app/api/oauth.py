@@ -7,15 +7,17 @@ endpoint's form: these clients parse the OAuth2 shape.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from ipaddress import ip_address
 from urllib.parse import parse_qs
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from app.api.audit import AuditLog, Decision
+from app.api.client_ip import request_client_ip
+from app.api.limits import request_id
 from app.errors import ClientError, InvalidRequestError
 from app.protocol.oauth import PasswordGrant, oauth_response, parse_grant
-from app.service import IPAddress, TokenService
+from app.service import TokenService
 
 MAX_FORM_BYTES = 16 * 1024
 MAX_FORM_FIELDS = 128
@@ -24,17 +26,31 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 Endpoint = Callable[[Request], Awaitable[JSONResponse]]
 
 
-def oauth_endpoint(service: TokenService) -> Endpoint:
+def oauth_endpoint(service: TokenService, audit: AuditLog | None = None) -> Endpoint:
+    trusted = service.settings.trusted_proxies
+
     async def token_post(request: Request) -> JSONResponse:
+        client = request_client_ip(request, trusted)
+        decision = Decision(request_id(request.scope), str(client) if client else None, "post")
         try:
             grant = parse_grant(await read_form(request))
-            client = _client_ip(request)
+            decision.grant = "password" if isinstance(grant, PasswordGrant) else "refresh_token"
+            decision.ask(grant.scopes, grant.service, grant.client_id)
             if isinstance(grant, PasswordGrant):
+                decision.account = grant.username
                 issued = await service.grant_password(grant, client)
             else:
                 issued = await service.grant_refresh(grant, client)
+            decision.issued(issued)
         except ClientError as exc:
-            return JSONResponse(exc.oauth_body(), status_code=exc.status)
+            decision.refused(exc)
+            return JSONResponse(exc.oauth_body(), status_code=exc.status, headers=exc.headers())
+        except Exception as exc:
+            decision.refused(exc)
+            raise
+        finally:
+            if audit is not None:
+                audit.write(decision)
         body = oauth_response(
             issued.token,
             issued_at=issued.issued_at,
@@ -74,12 +90,3 @@ async def read_form(request: Request) -> dict[str, list[str]]:
         raise InvalidRequestError("the POST body is not UTF-8") from None
     except ValueError:
         raise InvalidRequestError(f"the POST body has more than {MAX_FORM_FIELDS} fields") from None
-
-
-def _client_ip(request: Request) -> IPAddress | None:
-    if request.client is None:
-        return None
-    try:
-        return ip_address(request.client.host)
-    except ValueError:
-        return None

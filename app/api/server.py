@@ -18,6 +18,8 @@ from typing import Any
 import uvicorn
 
 from app.api.app import create_app
+from app.api.hardening import harden, uvicorn_options
+from app.api.metrics_http import use_multiprocess_dir
 from app.pools import default_threads
 from app.settings import Settings, split_listen
 
@@ -49,14 +51,17 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
 
 
 def run_uvicorn(settings: Settings, options: ServerOptions) -> None:
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=options.host,
         port=options.port,
         proxy_headers=False,
         server_header=False,
         log_level="info",
+        **uvicorn_options(settings),
     )
+    harden(config, app)
     uvicorn.Server(config).run()
 
 
@@ -66,6 +71,8 @@ def run_granian(settings: Settings, options: ServerOptions) -> None:
     from granian.log import LogLevels  # noqa: PLC0415
     from granian.server import Server  # noqa: PLC0415
 
+    create_app(settings)  # fail here, in one process with one clear line, not in every worker
+    use_multiprocess_dir()  # before the fork: every worker writes its counters there
     server = Server(
         "registry-auth",  # a label only: the app comes from the loader below
         address=options.host,
@@ -76,6 +83,8 @@ def run_granian(settings: Settings, options: ServerOptions) -> None:
         log_level=LogLevels.info,
         log_dictconfig=_granian_logging(),
         respawn_failed_workers=True,
+        http1_settings=_granian_http1(settings),
+        **_granian_tls(settings),
     )
 
     def load_app(_label: str) -> Any:
@@ -83,6 +92,27 @@ def run_granian(settings: Settings, options: ServerOptions) -> None:
         return create_app(settings)
 
     server.serve(target_loader=load_app)
+
+
+def _granian_http1(settings: Settings) -> Any:
+    from granian.http import HTTP1Settings  # noqa: PLC0415
+
+    # The same cut for slow clients as uvicorn's request timeout (limits.header_timeout).
+    return HTTP1Settings(header_read_timeout=int(settings.limits.header_timeout * 1000))
+
+
+def _granian_tls(settings: Settings) -> dict[str, Any]:
+    """granian loads the certificate when a worker starts: after renewing it, send SIGHUP to
+    the main process (the workers restart one by one). uvicorn (one worker) reloads it live."""
+    if settings.tls is None:
+        return {}
+    from granian.constants import SSLProtocols  # noqa: PLC0415
+
+    return {
+        "ssl_cert": settings.tls.cert,
+        "ssl_key": settings.tls.key,
+        "ssl_protocol_min": SSLProtocols.tls12,  # what the docker and containerd clients speak
+    }
 
 
 def _granian_logging() -> dict[str, Any]:

@@ -51,8 +51,18 @@ def compare_exists(key: bytes) -> dict[str, Any]:
     return {"key": b64(key), "target": "VERSION", "result": "GREATER", "version": "0"}
 
 
-def put_op(key: bytes, value: bytes) -> dict[str, Any]:
-    return {"request_put": {"key": b64(key), "value": b64(value)}}
+def compare_mod_revision(key: bytes, revision: int) -> dict[str, Any]:
+    """Holds while the key is as last read: absent (0) or unchanged since that revision."""
+    if revision == 0:
+        return {"key": b64(key), "target": "VERSION", "result": "EQUAL", "version": "0"}
+    return {"key": b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(revision)}
+
+
+def put_op(key: bytes, value: bytes, lease: int | None = None) -> dict[str, Any]:
+    put: dict[str, Any] = {"key": b64(key), "value": b64(value)}
+    if lease is not None:
+        put["lease"] = str(lease)
+    return {"request_put": put}
 
 
 def delete_op(key: bytes) -> dict[str, Any]:
@@ -85,6 +95,10 @@ class EtcdGateway:
 
     def put(self, key: bytes, value: bytes) -> None:
         self._call("kv/put", {"key": b64(key), "value": b64(value)})
+
+    def grant_lease(self, ttl: int) -> int:
+        """A lease of `ttl` seconds: keys put with it vanish when it runs out."""
+        return int(self._call("lease/grant", {"TTL": str(ttl)})["ID"])
 
     def txn(
         self, compare: list[dict[str, Any]], success: list[dict[str, Any]]

@@ -15,6 +15,7 @@ from dataclasses import astuple
 from pathlib import Path
 
 from app.errors import StateStoreError
+from app.state.attempts import FailureCount
 from app.state.model import RefreshRecord
 
 BUSY_TIMEOUT_SECONDS = 10.0
@@ -35,11 +36,25 @@ CREATE TABLE IF NOT EXISTS refresh_tokens (
     last_used_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS refresh_tokens_account ON refresh_tokens (account);
+CREATE TABLE IF NOT EXISTS login_failures (
+    key TEXT PRIMARY KEY,
+    count INTEGER NOT NULL,
+    last_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS login_failures_last_at ON login_failures (last_at);
+"""
+# One failure: a counter idle longer than the window (the 3rd parameter) starts again at 1.
+_ADD_FAILURE = """
+INSERT INTO login_failures (key, count, last_at) VALUES (?, 1, ?)
+ON CONFLICT (key) DO UPDATE SET
+    count = CASE WHEN excluded.last_at - last_at > ? THEN 1 ELSE count + 1 END,
+    last_at = excluded.last_at
 """
 
 
 class SqliteStore:
-    """Refresh records in a SQLite file, created (mode 0600) with the first record.
+    """Refresh records and login-failure counters in a SQLite file, created (mode 0600) with
+    the first record or failure.
 
     Until then reads find nothing, so a service that never issues a refresh token leaves no
     file behind.
@@ -134,6 +149,34 @@ class SqliteStore:
                 count += cursor.rowcount
             db.execute("COMMIT")
         return count
+
+    def failures(self, keys: list[str], now: float, window: int) -> dict[str, FailureCount]:
+        if not self._exists():
+            return {}
+        marks = ", ".join("?" * len(keys))
+        with self._connect() as db:
+            rows = db.execute(
+                f"SELECT key, count, last_at FROM login_failures WHERE key IN ({marks}) "  # noqa: S608 - only placeholders
+                "AND last_at >= ?",
+                (*keys, now - window),
+            ).fetchall()
+        return {key: FailureCount(count, last_at) for key, count, last_at in rows}
+
+    def add_failure(self, keys: list[str], now: float, window: int) -> None:
+        self._create()
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            for key in keys:
+                db.execute(_ADD_FAILURE, (key, now, window))
+            # Forget counters idle past the window, so the table stays small.
+            db.execute("DELETE FROM login_failures WHERE last_at < ?", (now - window,))
+            db.execute("COMMIT")
+
+    def reset(self, key: str) -> None:
+        if not self._exists():
+            return
+        with self._connect() as db:
+            db.execute("DELETE FROM login_failures WHERE key = ?", (key,))
 
     def close(self) -> None:
         """Nothing held open between calls."""

@@ -212,6 +212,7 @@ async def test_directory_down_is_503_and_back_is_200(
                 "keys_dir": str(rsa_keys_dir),
                 "htpasswd": None,
                 "realm": "http://auth.test/token",
+                "state": {"path": str(tmp_path / "state.db")},
                 "auth_backends": [
                     {
                         "type": "ldap",

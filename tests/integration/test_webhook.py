@@ -163,6 +163,7 @@ async def test_token_api_answers_503_for_a_500_and_200_with_groups_otherwise(
             "keys_dir": str(rsa_keys_dir),
             "htpasswd": None,
             "realm": "http://auth.test/token",
+            "state": {"path": str(tmp_path / "state.db")},  # failed logins are counted there
             "auth_backends": [
                 {"type": "webhook", "name": "sso", "url": bridge.url, "secret_file": str(secret)}
             ],

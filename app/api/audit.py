@@ -1,0 +1,110 @@
+"""The audit log: one JSON line per token decision, to stdout or appended to a file.
+
+Fields (README, Audit log): time, request_id, client_ip, account, service, client_id,
+requested, granted, outcome, reason, kid, jti, reuse. Never a password, a token or a refresh
+token: a decision is built from named fields only, never from the request as a whole. JSON
+escapes every control character, so an account name holding CR/LF cannot forge a line. Each
+line is one write(2) on an O_APPEND descriptor, so several processes can share one file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from app.errors import ClientError
+from app.protocol.scopes import Scope
+from app.service import IssuedToken
+
+Clock = Callable[[], float]
+_OUTCOMES = {400: "invalid", 401: "unauthorized", 429: "throttled", 503: "unavailable"}
+
+
+@dataclass
+class Decision:
+    """One token decision, filled in as the request is understood."""
+
+    request_id: str
+    client_ip: str | None
+    grant: str  # "get", "password" or "refresh_token"
+    account: str | None = None
+    service: str | None = None
+    client_id: str | None = None
+    requested: list[str] = field(default_factory=list)
+    granted: list[str] = field(default_factory=list)
+    outcome: str = "error"
+    reason: str = "internal error"
+    kid: str | None = None
+    jti: str | None = None
+    reuse: bool = False
+
+    def ask(self, scopes: list[Scope], service: str | None, client_id: str | None) -> None:
+        self.requested = [str(scope) for scope in scopes]
+        self.service, self.client_id = service, client_id
+
+    def issued(self, token: IssuedToken) -> None:
+        self.granted = [str(scope) for scope in token.granted if scope.actions]
+        self.account = token.account if token.account is not None else self.account
+        self.kid, self.jti, self.reuse = token.kid, token.jti, token.reuse
+        complete = self.granted == self.requested
+        self.outcome = "granted" if complete else "partial"
+        self.reason = "ok" if complete else "some requested actions are not allowed"
+
+    def refused(self, exc: Exception) -> None:
+        status = getattr(exc, "status", 500)
+        self.outcome = _OUTCOMES.get(status, "unavailable" if status == 503 else "error")
+        if isinstance(exc, ClientError):
+            self.reason = f"{exc.code}: {exc.message}"
+            self.reason += f" ({exc.reason})" if hasattr(exc, "reason") else ""
+        elif status == 503:
+            self.reason = f"{getattr(exc, 'code', 'unavailable')}: {type(exc).__name__}"
+
+    def line(self, now: float) -> str:
+        record = {"time": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")}
+        record.update({name: getattr(self, name) for name in FIELDS[1:]})
+        return json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n"
+
+
+FIELDS = (
+    "time",
+    "request_id",
+    "client_ip",
+    "grant",
+    "account",
+    "service",
+    "client_id",
+    "requested",
+    "granted",
+    "outcome",
+    "reason",
+    "kid",
+    "jti",
+    "reuse",
+)
+
+
+class AuditLog:
+    """Where decisions go; `None` destination: nowhere."""
+
+    def __init__(self, destination: str | None, clock: Clock) -> None:
+        self._clock = clock
+        self._fd: int | None = None
+        if destination == "-":
+            self._fd = 1
+        elif destination is not None:
+            path = Path(destination)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+
+    def write(self, decision: Decision) -> None:
+        if self._fd is not None:
+            os.write(self._fd, decision.line(self._clock()).encode("ascii"))
+
+    def close(self) -> None:
+        if self._fd is not None and self._fd != 1:
+            os.close(self._fd)
+        self._fd = None

@@ -1,0 +1,150 @@
+"""Input limits, checked by a plain ASGI middleware before any route runs.
+
+Header block, Authorization header and query string are measured as they arrived; a body is
+read here, at most `max_body_bytes` of it, and handed on whole, so no handler ever reads an
+unbounded body. Every refusal is JSON naming the limit: 431 for headers, 400 for the query
+string, 413 for the body. The middleware also gives every request an id (the client's
+X-Request-ID when it is a short safe token, else a fresh one), echoed in the response and
+written to the audit log.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from app.settings import LimitSettings
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+REQUEST_ID_HEADER = b"x-request-id"
+_SAFE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+
+
+class LimitExceededError(Exception):
+    def __init__(self, status: int, message: str, parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.parameter = parameter
+
+    def body(self) -> bytes:
+        code = {413: "request_too_large", 431: "headers_too_large"}.get(self.status, "invalid")
+        body: dict[str, str] = {"details": self.message, "error": code}
+        if self.parameter is not None:
+            body["parameter"] = self.parameter
+        return json.dumps(body).encode("utf-8")
+
+
+def request_id(scope: Scope) -> str:
+    """The id LimitsMiddleware gave this request ("-" outside it)."""
+    return str(scope.get("state", {}).get("request_id", "-"))
+
+
+class LimitsMiddleware:
+    def __init__(self, app: ASGIApp, limits: LimitSettings) -> None:
+        self.app = app
+        self.limits = limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = _request_id(scope["headers"])
+        scope.setdefault("state", {})["request_id"] = rid
+        send = _with_request_id(send, rid)
+        try:
+            self._check_head(scope)
+            body = await self._read_body(scope, receive)
+        except LimitExceededError as exc:
+            await _refuse(send, exc)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    def _check_head(self, scope: Scope) -> None:
+        limits = self.limits
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        if sum(len(name) + len(value) + 4 for name, value in headers) > limits.max_header_bytes:
+            raise LimitExceededError(
+                431, f"request headers exceed {limits.max_header_bytes} bytes in total"
+            )
+        for name, value in headers:
+            if name == b"authorization" and len(value) > limits.max_authorization_length:
+                raise LimitExceededError(
+                    431,
+                    f"Authorization header longer than {limits.max_authorization_length} bytes",
+                    "Authorization",
+                )
+        if len(scope.get("query_string", b"")) > limits.max_query_length:
+            raise LimitExceededError(
+                400, f"query string longer than {limits.max_query_length} bytes", "query"
+            )
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        limit = self.limits.max_body_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.strip().isdigit() and int(value) > limit:
+                raise LimitExceededError(413, f"request body exceeds {limit} bytes")
+        if scope["method"] in ("GET", "HEAD"):
+            return b""
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break  # the client went away; the app sees an empty body
+            body.extend(message.get("body", b""))
+            if len(body) > limit:
+                raise LimitExceededError(413, f"request body exceeds {limit} bytes")
+            if not message.get("more_body", False):
+                break
+        return bytes(body)
+
+
+def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    for name, value in headers:
+        if name == REQUEST_ID_HEADER and _SAFE_REQUEST_ID.fullmatch(value):
+            return value.decode("ascii")
+    return uuid.uuid4().hex
+
+
+def _with_request_id(send: Send, rid: str) -> Send:
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            headers.append((REQUEST_ID_HEADER, rid.encode("ascii")))
+            message["headers"] = headers
+        await send(message)
+
+    return sending
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The body read up front, once; then the real channel (disconnect notices)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _refuse(send: Send, exc: LimitExceededError) -> None:
+    body = exc.body()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode("ascii")),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

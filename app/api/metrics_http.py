@@ -1,0 +1,95 @@
+"""GET /metrics: the Prometheus text format, correct with one process or several workers.
+
+With PROMETHEUS_MULTIPROC_DIR set, every worker writes its counters to files there and a scrape
+aggregates them all (prometheus-client's multiprocess mode); `use_multiprocess_dir` sets it for
+the server before prometheus-client is first imported. Values that are a fact about now (the
+certificate's remaining lifetime, etcd publishing) are computed at scrape time by the process
+that answers, so they never go stale in a file.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class LiveValues:
+    """Scrape-time facts: seconds until the signing (and TLS) certificate expires, etcd."""
+
+    signing_not_after: tuple[str, float]  # (kid, POSIX time)
+    tls_not_after: float | None
+    etcd: dict[str, Any]
+
+
+def use_multiprocess_dir() -> None:
+    """Make this process and the workers it starts share counters through files.
+
+    An operator's PROMETHEUS_MULTIPROC_DIR is kept (it must be emptied before each start, as
+    prometheus-client requires); otherwise a private directory is made and removed at exit.
+    """
+    if os.environ.get(MULTIPROC_ENV):
+        return
+    directory = tempfile.mkdtemp(prefix="registry-auth-metrics-")
+    os.environ[MULTIPROC_ENV] = directory
+    atexit.register(shutil.rmtree, directory, True)
+
+
+def render_metrics(live: Callable[[], LiveValues]) -> bytes:
+    from prometheus_client import REGISTRY, CollectorRegistry, generate_latest  # noqa: PLC0415
+    from prometheus_client.multiprocess import MultiProcessCollector  # noqa: PLC0415
+
+    from app.metrics import metrics  # noqa: PLC0415 - the counters exist even before any use
+
+    metrics()
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped upstream
+    else:
+        registry = REGISTRY
+    scrape = CollectorRegistry()
+    scrape.register(_LiveCollector(live))
+    return generate_latest(registry) + generate_latest(scrape)
+
+
+class _LiveCollector:
+    def __init__(self, live: Callable[[], LiveValues]) -> None:
+        self._live = live
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily  # noqa: PLC0415
+
+        values, now = self._live(), time.time()
+        expiry = GaugeMetricFamily(
+            "registry_auth_certificate_expiry_seconds",
+            "Seconds until the active signing certificate expires (negative: expired)",
+            labels=["kid"],
+        )
+        expiry.add_metric([values.signing_not_after[0]], values.signing_not_after[1] - now)
+        yield expiry
+        if values.tls_not_after is not None:
+            yield GaugeMetricFamily(
+                "registry_auth_tls_certificate_expiry_seconds",
+                "Seconds until the served TLS certificate expires",
+                value=values.tls_not_after - now,
+            )
+        etcd = values.etcd
+        yield GaugeMetricFamily(
+            "registry_auth_etcd_published",
+            "1 when the last etcd check found or made the registry key right; 0 otherwise",
+            value=1.0 if etcd.get("published") else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "registry_auth_etcd_publish_failures",
+            "Consecutive failed etcd publish checks (0 when etcd is not configured)",
+            value=float(etcd.get("failures", 0)),
+        )

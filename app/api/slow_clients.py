@@ -1,0 +1,73 @@
+"""A request read timeout for uvicorn, against clients that send a request very slowly.
+
+uvicorn has a keep-alive timeout (idle between requests) but no limit on how long a client may
+take to send one request: a client dripping a byte every few seconds holds a connection, and
+enough of them hold them all (slowloris). This protocol arms a timer when a connection opens
+and after each response, and disarms it once the whole request (headers and body) is in; when
+it fires the client gets 408 and the connection is closed.
+
+Only for uvicorn's h11 protocol; another server brings its own setting (granian:
+`--http1-header-read-timeout`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+_BODY = json.dumps(
+    {"details": "the request was not sent in time", "error": "request_timeout"}
+).encode("ascii")
+_TIMEOUT_RESPONSE = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+    b"connection: close\r\ncontent-length: " + str(len(_BODY)).encode("ascii") + b"\r\n\r\n" + _BODY
+)
+_RECEIVING = (h11.IDLE, h11.SEND_BODY)
+
+
+class RequestTimeoutProtocol(H11Protocol):
+    request_timeout: float = 10.0
+    _request_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state not in _RECEIVING:
+            self._disarm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and self.conn.their_state in _RECEIVING:
+            self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._request_timer = self.loop.call_later(self.request_timeout, self._expired)
+
+    def _disarm(self) -> None:
+        if self._request_timer is not None:
+            self._request_timer.cancel()
+            self._request_timer = None
+
+    def _expired(self) -> None:
+        self._request_timer = None
+        if self.transport.is_closing():
+            return
+        if self.conn.our_state is h11.IDLE:
+            self.transport.write(_TIMEOUT_RESPONSE)
+        self.transport.close()
+
+
+def request_timeout_protocol(seconds: float) -> type[RequestTimeoutProtocol]:
+    """The protocol class for uvicorn's `http=` option, with this timeout."""
+    return type("RequestTimeoutProtocol", (RequestTimeoutProtocol,), {"request_timeout": seconds})

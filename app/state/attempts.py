@@ -1,0 +1,130 @@
+"""Brute-force protection: failed logins counted per (account, client IP) and per client IP.
+
+A lockout per account alone lets anyone lock a CI account out by guessing at it; here the
+counters are keyed by where the guesses come from, so the real user, logging in from their own
+address, is never slowed by an attacker elsewhere. After `*_free` failures every further attempt
+waits (initial_delay doubled per failure, capped); after `*_block` failures the answer is 429
+with Retry-After until `window` seconds after the latest failure. A success resets the
+(account, IP) counter only: resetting the per-IP one would let an attacker holding any valid
+account wipe their address's record by logging in with it.
+
+Counters live in the state store (SQLite, or etcd shared by every instance). A store that
+cannot be reached fails open (logged): an outage of the counters must not lock everyone out.
+Time is a parameter; keys are hashed, so a store never holds account names or addresses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from app.errors import StateStoreError
+from app.settings import BruteForceSettings
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class FailureCount:
+    count: int
+    last_at: float
+
+
+class FailureStore(Protocol):
+    """Counters of failed logins. Methods raise StateStoreError when the store is unusable."""
+
+    def failures(self, keys: list[str], now: float, window: int) -> dict[str, FailureCount]:
+        """The live counters among `keys` (last failure within `window` seconds)."""
+        ...
+
+    def add_failure(self, keys: list[str], now: float, window: int) -> None:
+        """Count one failure on each key; a counter idle longer than `window` restarts at 1."""
+        ...
+
+    def reset(self, key: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What to do with a login attempt before checking its password."""
+
+    delay: float = 0.0
+    retry_after: int | None = None  # set: refuse with 429
+    pair_failures: int = 0
+
+    @property
+    def blocked(self) -> bool:
+        return self.retry_after is not None
+
+
+def counter_keys(account: str, client_ip: str | None) -> tuple[str, str]:
+    """(pair key, IP key): hashes, so the store holds neither names nor addresses."""
+    where = client_ip or "unknown"
+    return _hash("pair", account, where), _hash("ip", where)
+
+
+def judge(
+    pair: FailureCount | None, ip: FailureCount | None, policy: BruteForceSettings, now: float
+) -> Verdict:
+    """Pure: the delay or block these counters call for."""
+    limits = ((pair, policy.account_ip_free, policy.account_ip_block),
+              (ip, policy.ip_free, policy.ip_block))  # fmt: skip
+    delay, retry_after = 0.0, None
+    for counter, free, block in limits:
+        if counter is None:
+            continue
+        if counter.count >= block:
+            left = max(1, math.ceil(counter.last_at + policy.window - now))
+            retry_after = max(retry_after or 0, left)
+        elif counter.count >= free:
+            step = policy.initial_delay * 2 ** (counter.count - free)
+            delay = max(delay, min(step, policy.max_delay))
+    return Verdict(delay, retry_after, pair.count if pair is not None else 0)
+
+
+class LoginThrottle:
+    """The policy over a store. Blocking calls: run them in a worker thread."""
+
+    def __init__(self, store: FailureStore, policy: BruteForceSettings, clock: Clock) -> None:
+        self.store = store
+        self.policy = policy
+        self._clock = clock
+
+    def check(self, account: str, client_ip: str | None) -> Verdict:
+        pair_key, ip_key = counter_keys(account, client_ip)
+        try:
+            found = self.store.failures([pair_key, ip_key], self._clock(), self.policy.window)
+        except StateStoreError as exc:
+            log.warning("brute-force counters unavailable, not throttling: %s", exc)
+            return Verdict()
+        return judge(found.get(pair_key), found.get(ip_key), self.policy, self._clock())
+
+    def failed(self, account: str, client_ip: str | None) -> None:
+        try:
+            self.store.add_failure(
+                list(counter_keys(account, client_ip)), self._clock(), self.policy.window
+            )
+        except StateStoreError as exc:
+            log.warning("brute-force counters unavailable, failure not counted: %s", exc)
+
+    def succeeded(self, account: str, client_ip: str | None, verdict: Verdict) -> None:
+        if verdict.pair_failures == 0:
+            return  # nothing to reset: no write on the hot path of a good login
+        try:
+            self.store.reset(counter_keys(account, client_ip)[0])
+        except StateStoreError as exc:
+            log.warning("brute-force counters unavailable, not reset: %s", exc)
+
+
+def _hash(*parts: str) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        encoded = part.encode("utf-8", "surrogateescape")
+        digest.update(len(encoded).to_bytes(4, "big") + encoded)
+    return digest.hexdigest()

@@ -1,0 +1,206 @@
+"""Hardening against the real service process: brute force behind a trusted proxy, direct TLS
+with certificate reload, the request read timeout, graceful SIGTERM, metrics across processes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography import x509
+
+from tests.integration.support.authserver import AuthServer, start_auth_server
+from tests.integration.support.tlscerts import make_tls_files
+
+USERS = {"ci": "ci-Secret-1"}
+ATTACKER, USER = "203.0.113.66", "198.51.100.7"
+BRUTE_FORCE = {
+    "account_ip_free": 2,
+    "account_ip_block": 5,
+    "ip_free": 20,
+    "ip_block": 50,
+    "initial_delay": 1.0,
+    "max_delay": 1.0,
+    "window": 600,
+}
+STARTED: list[AuthServer] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_servers() -> Iterator[None]:
+    yield
+    while STARTED:
+        STARTED.pop().stop()
+
+
+def _server(tmp_path: Path, **extra: Any) -> AuthServer:
+    settings = {
+        "trusted_proxies": ["127.0.0.1/32"],
+        "brute_force": BRUTE_FORCE,
+        "audit_log": str(tmp_path / "audit.jsonl"),
+        **extra,
+    }
+    STARTED.append(start_auth_server(tmp_path / "auth", users=USERS, extra_settings=settings))
+    return STARTED[-1]
+
+
+def _login(server: AuthServer, password: str, ip: str) -> httpx.Response:
+    with httpx.Client(timeout=10.0, trust_env=False) as client:
+        return client.get(
+            server.realm,
+            params={"service": server.service, "account": "ci"},
+            auth=("ci", password),
+            headers={"X-Forwarded-For": ip},
+        )
+
+
+def test_the_real_user_keeps_logging_in_while_an_attacker_hammers_the_account(
+    tmp_path: Path,
+) -> None:
+    server = _server(tmp_path)
+    attacker: list[int] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set() and len(attacker) < 200:
+            attacker.append(_login(server, f"guess{len(attacker)}", ATTACKER).status_code)
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    user_times: list[float] = []
+    try:
+        for _ in range(25):
+            started = time.monotonic()
+            response = _login(server, USERS["ci"], USER)
+            user_times.append(time.monotonic() - started)
+            assert response.status_code == 200, response.text
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert attacker[:2] == [401, 401]
+    assert 429 in attacker
+    assert set(attacker[attacker.index(429) :]) == {429}  # once blocked, it stays blocked
+    # Not one of the user's logins waited: the only delayed attempts are the attacker's 3rd to
+    # 5th (free 2, block 5), counted by the server itself (wall time is too noisy here).
+    audit = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert {line["outcome"] for line in audit if line["client_ip"] == USER} == {"granted"}
+    assert {line["outcome"] for line in audit if line["client_ip"] == ATTACKER} == {
+        "unauthorized",
+        "throttled",
+    }
+    blocked = _login(server, USERS["ci"], ATTACKER)
+    assert blocked.status_code == 429
+    assert 590 <= int(blocked.headers["Retry-After"]) <= 600
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+    assert 'registry_auth_bruteforce_throttles_total{action="blocked"}' in metrics
+    assert 'registry_auth_bruteforce_throttles_total{action="delayed"} 3.0' in metrics
+    assert 'registry_auth_password_checks_total{result="accepted"} 25.0' in metrics
+    assert max(user_times) < 5  # and none of them was refused or hung
+
+
+def _served_certificate(port: int) -> x509.Certificate:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def test_direct_tls_serves_https_and_reloads_a_changed_certificate(tmp_path: Path) -> None:
+    first, second = make_tls_files(tmp_path / "a"), make_tls_files(tmp_path / "b")
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copy(first.cert, served / "cert.pem")
+    shutil.copy(first.key, served / "key.pem")
+    server = launch_tls(tmp_path, served)
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(first.ca))) as client:
+        url = f"https://localhost:{server.port}/token"
+        response = client.get(url, params={"service": server.service}, auth=("ci", USERS["ci"]))
+        assert response.status_code == 200
+    before = _served_certificate(server.port)
+    assert before == x509.load_pem_x509_certificate(first.cert.read_bytes())
+    (served / "key.pem").write_text("not a key")  # a broken pair: the old one stays served
+    time.sleep(0.6)
+    assert _served_certificate(server.port) == before
+    shutil.copy(second.cert, served / "cert.pem")
+    shutil.copy(second.key, served / "key.pem")
+    expected = x509.load_pem_x509_certificate(second.cert.read_bytes())
+    deadline = time.monotonic() + 10
+    while _served_certificate(server.port) != expected:
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.2)
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(second.ca))) as client:
+        assert client.get(f"https://localhost:{server.port}/healthz").status_code == 200
+    assert "TLS reload failed, keeping the previous certificate" in server.log()
+
+
+def launch_tls(tmp_path: Path, served: Path) -> AuthServer:
+    from tests.integration.support.authserver import launch_auth_server  # noqa: PLC0415
+
+    server = launch_auth_server(
+        tmp_path / "auth",
+        users=USERS,
+        extra_settings={
+            "tls": {"cert": str(served / "cert.pem"), "key": str(served / "key.pem")},
+            "reload_interval": 0.2,
+        },
+    )
+    STARTED.append(server)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            _served_certificate(server.port)
+        except OSError:
+            assert server.process.running, server.log()
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.2)
+        else:
+            return server
+
+
+def test_a_client_that_sends_its_request_too_slowly_is_cut_off(tmp_path: Path) -> None:
+    server = _server(tmp_path, limits={"header_timeout": 1.0})
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow:
+        slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        answer = b""
+        while chunk := slow.recv(4096):
+            answer += chunk
+            slow.sendall(b"X-Drip: 1\r\n") if time.monotonic() - started < 0.5 else None
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert b'"request_timeout"' in answer
+    assert time.monotonic() - started < 5
+    assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
+
+
+def test_sigterm_finishes_the_request_in_flight_and_exits_0(tmp_path: Path) -> None:
+    server = _server(tmp_path, brute_force={**BRUTE_FORCE, "initial_delay": 2.0, "max_delay": 2.0})
+    for _ in range(2):
+        assert _login(server, "wrong", ATTACKER).status_code == 401
+    result: dict[str, Any] = {}
+
+    def slow_login() -> None:  # delayed 2 s by the brute-force protection
+        result["response"] = _login(server, USERS["ci"], ATTACKER)
+
+    thread = threading.Thread(target=slow_login)
+    thread.start()
+    time.sleep(0.7)
+    server.process.popen.terminate()
+    thread.join(15)
+    assert result["response"].status_code == 200
+    assert server.process.popen.wait(15) == 0, server.log()
+    assert "Finished server process" in server.log()

@@ -1,0 +1,85 @@
+"""Brute-force policy (vector table) and the SQLite counters it keeps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.settings import BruteForceSettings
+from app.state.attempts import FailureCount, LoginThrottle, counter_keys, judge
+from app.state.sqlite import SqliteStore
+from tests.unit.hardening.failure_contract import FailureStoreContract
+from tests.vectors.load import load
+
+VECTORS = load("bruteforce.yaml")
+POLICY = BruteForceSettings(**VECTORS["policy"])
+NOW = 1_000_000.0
+
+
+def _counter(raw: list[float] | None) -> FailureCount | None:
+    return None if raw is None else FailureCount(int(raw[0]), NOW - raw[1])
+
+
+@pytest.mark.parametrize("case", VECTORS["cases"], ids=lambda case: case["name"])
+def test_judge(case: dict[str, Any]) -> None:
+    verdict = judge(_counter(case["pair"]), _counter(case["ip"]), POLICY, NOW)
+    assert verdict.delay == case["delay"]
+    assert verdict.retry_after == case["retry_after"]
+
+
+def test_keys_separate_accounts_and_addresses_and_hide_both() -> None:
+    alice_here, ip_here = counter_keys("alice", "10.0.0.1")
+    alice_there, ip_there = counter_keys("alice", "10.0.0.2")
+    assert alice_here != alice_there
+    assert ip_here != ip_there
+    assert counter_keys("bob", "10.0.0.1")[1] == ip_here
+    assert "alice" not in alice_here
+    assert "10.0.0.1" not in ip_here
+    # No ambiguous joins: ("a", "b:c") and ("a:b", "c") are different pairs.
+    assert counter_keys("a", "b\x00c")[0] != counter_keys("a\x00b", "c")[0]
+
+
+def test_sqlite_counts_resets_and_forgets_after_the_window(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "state.db")
+    assert store.failures(["k"], NOW, 100) == {}  # no file yet: nothing, and none created
+    assert not (tmp_path / "state.db").exists()
+    for step in range(3):
+        store.add_failure(["k", "other"], NOW + step, 100)
+    assert store.failures(["k"], NOW + 2, 100) == {"k": FailureCount(3, NOW + 2)}
+    store.reset("k")
+    assert store.failures(["k", "other"], NOW + 2, 100) == {"other": FailureCount(3, NOW + 2)}
+    assert store.failures(["other"], NOW + 103, 100) == {}  # idle past the window
+    store.add_failure(["other"], NOW + 200, 100)
+    assert store.failures(["other"], NOW + 200, 100) == {"other": FailureCount(1, NOW + 200)}
+    assert (tmp_path / "state.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_an_unusable_store_fails_open(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    throttle = LoginThrottle(SqliteStore(blocker / "state.db"), POLICY, lambda: NOW)
+    for _ in range(10):
+        throttle.failed("alice", "10.0.0.1")
+    assert throttle.check("alice", "10.0.0.1").retry_after is None
+
+
+def test_success_resets_only_the_pair(tmp_path: Path) -> None:
+    clock = [NOW]
+    throttle = LoginThrottle(SqliteStore(tmp_path / "s.db"), POLICY, lambda: clock[0])
+    for _ in range(6):
+        throttle.failed("alice", "10.0.0.9")
+    throttle.failed("bob", "10.0.0.9")
+    assert throttle.check("alice", "10.0.0.9").blocked
+    verdict = throttle.check("bob", "10.0.0.9")
+    assert verdict.pair_failures == 1
+    throttle.succeeded("bob", "10.0.0.9", verdict)
+    assert throttle.check("bob", "10.0.0.9").pair_failures == 0
+    assert throttle.check("alice", "10.0.0.9").blocked  # bob's success did not clear the IP
+
+
+class TestSqliteFailureStore(FailureStoreContract):
+    @pytest.fixture
+    def failure_store(self, tmp_path: Path) -> SqliteStore:
+        return SqliteStore(tmp_path / "state.db")

@@ -1,0 +1,206 @@
+"""Input limits (400/413/431 JSON before any handler), request ids, the audit log, /metrics."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from app.api.audit import FIELDS
+from tests.unit.hardening.env import Env, hardened_env
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def env(tmp_path: Path, rsa_keys_dir: Path) -> AsyncIterator[Env]:
+    async with hardened_env(tmp_path, rsa_keys_dir) as env:
+        yield env
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "named"),
+    [
+        ({"Authorization": "Basic " + "A" * 5000}, 431, "Authorization"),
+        ({"X-Padding": "p" * 9000}, 431, "headers exceed"),
+    ],
+)
+async def test_oversized_headers_get_431(
+    env: Env, headers: dict[str, str], status: int, named: str
+) -> None:
+    response = await env.client.get("/token", params={"service": "registry.test"}, headers=headers)
+    assert response.status_code == status
+    assert named in response.json()["details"]
+    assert env.audit_path.read_text() == ""  # refused before the handler: no decision made
+
+
+async def test_a_long_query_string_gets_400(env: Env) -> None:
+    response = await env.client.get("/token", params={"scope": "x" * 9000})
+    assert response.status_code == 400
+    assert response.json()["parameter"] == "query"
+
+
+async def test_a_big_body_gets_413_declared_or_streamed(env: Env) -> None:
+    big = b"grant_type=password&x=" + b"a" * 20000
+    declared = await env.client.post(
+        "/token", content=big, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert declared.status_code == 413
+    assert declared.json()["error"] == "request_too_large"
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(40):
+            yield b"a" * 1000
+
+    streamed = await env.client.post("/token", content=chunks())
+    assert streamed.status_code == 413
+
+
+async def test_limits_are_configurable(tmp_path: Path, rsa_keys_dir: Path) -> None:
+    limits = {"max_query_length": 256, "max_body_bytes": 1024}
+    async with hardened_env(tmp_path, rsa_keys_dir, limits=limits) as env:
+        assert (await env.client.get("/token", params={"service": "s" * 300})).status_code == 400
+        assert (await env.client.post("/token", content=b"a" * 1500)).status_code == 413
+
+
+async def test_a_request_id_is_echoed_or_made(env: Env) -> None:
+    mine = await env.client.get("/healthz", headers={"X-Request-ID": "build-42.step:7"})
+    assert mine.headers["X-Request-ID"] == "build-42.step:7"
+    unsafe = await env.client.get("/healthz", headers={"X-Request-ID": "a b\tc"})
+    assert len(unsafe.headers["X-Request-ID"]) == 32
+    assert unsafe.headers["X-Request-ID"] != mine.headers["X-Request-ID"]
+
+
+async def test_one_audit_line_per_decision_with_every_field(env: Env) -> None:
+    granted = await env.client.get(
+        "/token",
+        params={"service": "registry.test", "scope": "repository:alice/app:pull,push,delete"},
+        auth=("alice", "alice-pw"),
+        headers={"X-Forwarded-For": "192.0.2.10", "X-Request-ID": "req-1"},
+    )
+    assert granted.status_code == 200
+    await env.login("alice", "wrong")
+    await env.client.get("/token", params={"scope": "bogus"})
+    lines = env.audit()
+    assert [line["outcome"] for line in lines] == ["partial", "unauthorized", "invalid"]
+    first = lines[0]
+    assert tuple(first) == FIELDS
+    assert first["request_id"] == "req-1"
+    assert first["client_ip"] == "192.0.2.10"
+    assert first["account"] == "alice"
+    assert first["service"] == "registry.test"
+    assert first["requested"] == ["repository:alice/app:pull,push,delete"]
+    assert first["granted"] == ["repository:alice/app:pull,push"]
+    assert first["kid"] == env.service.keyring.active.kid
+    assert first["jti"]
+    assert first["reuse"] is False
+    assert lines[2]["reason"].startswith("invalid_scope")
+
+
+async def test_the_audit_log_never_holds_a_secret(env: Env) -> None:
+    login = await env.client.get(
+        "/token",
+        params={"service": "registry.test", "offline_token": "true", "client_id": "docker"},
+        auth=("alice", "alice-pw"),
+    )
+    refresh_token = login.json()["refresh_token"]
+    form = {
+        "grant_type": "refresh_token",
+        "refresh_token": refresh_token,
+        "service": "registry.test",
+        "client_id": "docker",
+    }
+    refreshed = await env.client.post("/token", data=form)
+    assert refreshed.status_code == 200
+    await env.login("alice", "Wr0ng-Secret")
+    text = env.audit_path.read_text()
+    for secret in (
+        "alice-pw",
+        "Wr0ng-Secret",
+        refresh_token,
+        login.json()["token"],
+        refreshed.json()["access_token"],
+    ):
+        assert secret not in text
+    grants = [line["grant"] for line in env.audit()]
+    assert grants == ["get", "refresh_token", "get"]
+    assert env.audit()[1]["account"] == "alice"
+
+
+async def test_metrics_name_every_documented_family(env: Env) -> None:
+    await env.login("alice", "alice-pw")
+    await env.login("alice", "nope")
+    response = await env.client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    for name in (
+        'registry_auth_requests_total{endpoint="token",outcome="success"}',
+        'registry_auth_requests_total{endpoint="token",outcome="unauthorized"}',
+        'registry_auth_request_duration_seconds_bucket{endpoint="token",le="0.005"}',
+        'registry_auth_password_checks_total{result="accepted"}',
+        'registry_auth_password_checks_total{result="rejected"}',
+        "registry_auth_password_cache_hits_total",
+        "registry_auth_refresh_grants_total",
+        "registry_auth_bruteforce_throttles_total",
+        "registry_auth_etcd_published 0.0",
+        f'registry_auth_certificate_expiry_seconds{{kid="{env.service.keyring.active.kid}"}}',
+    ):
+        assert name in text, name
+
+
+async def test_basic_credentials_stay_out_of_the_audit_when_malformed(env: Env) -> None:
+    raw = base64.b64encode(b"eve\r\nX-Injected: 1:pw").decode()
+    response = await env.client.get(
+        "/token", params={"service": "registry.test"}, headers={"Authorization": f"Basic {raw}"}
+    )
+    assert response.status_code == 400
+    assert "\r" not in env.audit_path.read_text()
+    assert env.audit()[0]["account"] is None
+
+
+README = Path(__file__).resolve().parents[3] / "README.md"
+
+
+def _section_table_keys(heading: str) -> list[str]:
+    text = README.read_text(encoding="utf-8").split(f"\n## {heading}\n", 1)[1].split("\n## ")[0]
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    return [row.split("`")[1] for row in rows]
+
+
+def test_the_readme_documents_exactly_the_audit_fields() -> None:
+    assert tuple(_section_table_keys("Audit log")) == FIELDS
+
+
+async def test_the_readme_documents_exactly_the_metrics(env: Env) -> None:
+    documented = set(_section_table_keys("Metrics"))
+    await env.login("alice", "alice-pw")
+    exported = {
+        line.split()[2].removesuffix("_total")
+        for line in (await env.client.get("/metrics")).text.splitlines()
+        if line.startswith("# TYPE registry_auth_")
+    }
+    documented_bases = {name.removesuffix("_total") for name in documented}
+    # The TLS gauge appears only with `tls` configured.
+    assert exported == documented_bases - {"registry_auth_tls_certificate_expiry_seconds"}
+
+
+def test_building_the_app_does_not_import_prometheus_client(rsa_keys_dir: Path) -> None:
+    """Its storage mode is fixed at first import: the server must be able to set
+    PROMETHEUS_MULTIPROC_DIR after the app is built (app.api.hardening.harden)."""
+    code = (
+        "import sys\n"
+        "from app.api.app import create_app\n"
+        "from app.settings import load_settings\n"
+        f"create_app(load_settings(overrides={{'keys_dir': {str(rsa_keys_dir)!r}, "
+        "'htpasswd': None, 'audit_log': None}))\n"
+        "print('prometheus_client' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "False", result.stderr
