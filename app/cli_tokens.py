@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from app.assembly import refresh_tokens_from_settings
 from app.cli_common import CommandGroup, config_option
+from app.errors import ConfigError
 from app.protocol.tokens import rfc3339
-from app.service import refresh_tokens_from_settings
 from app.settings import load_settings
 from app.state.model import RefreshRecord
 
@@ -32,6 +33,8 @@ def add_tokens_commands(commands: CommandGroup) -> None:
 def run_tokens(args: argparse.Namespace) -> int:
     """The store holds only hashes: no command can print a refresh token."""
     tokens = refresh_tokens_from_settings(load_settings(args.config))
+    if tokens is None:
+        raise ConfigError("state.backend", "none: this server keeps no refresh tokens")
     try:
         if args.tokens_command == "list":
             _print_tokens(tokens.records(args.account))

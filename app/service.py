@@ -13,12 +13,15 @@ from typing import Any
 
 import anyio.to_thread
 
+from app.assembly import (
+    login_throttle_from_settings,
+    policy_authorizer,
+    refresh_tokens_from_settings,
+)
 from app.authn.base import AccountLookup, Authenticator, AuthResult, Credentials, Outcome
 from app.authn.build import build_authentication
 from app.authz.base import Authorizer, Requester
 from app.authz.default import DefaultAuthorizer
-from app.authz.engine import PolicyAuthorizer
-from app.authz.files import load_policy
 from app.errors import (
     AuthenticationError,
     InvalidGrantError,
@@ -26,9 +29,6 @@ from app.errors import (
     TooManyAttemptsError,
     UnknownServiceError,
 )
-from app.etcd.failure_store import EtcdFailureStore
-from app.etcd.gateway import EtcdGateway
-from app.etcd.refresh_store import EtcdRefreshStore
 from app.keys.expiry import CertificateStatus, ExpiryState, certificate_status
 from app.keys.minting import Grant, Minter
 from app.keys.model import KeyRing
@@ -39,10 +39,9 @@ from app.protocol.scopes import Scope
 from app.protocol.tokens import TokenRequest
 from app.reload import Reloadable
 from app.settings import Settings
-from app.state.attempts import FailureStore, LoginThrottle
-from app.state.model import RefreshRecord, RefreshTokenStore
-from app.state.refresh import RefreshPolicy, RefreshTokens
-from app.state.sqlite import SqliteStore
+from app.state.attempts import LoginThrottle
+from app.state.model import RefreshRecord
+from app.state.refresh import RefreshTokens
 
 log = logging.getLogger(__name__)
 
@@ -68,46 +67,6 @@ class IssuedToken:
     jti: str
     refresh_token: str | None = None
     reuse: bool = False  # a still-valid token handed out again (set by the token cache)
-
-
-def open_state_store(settings: Settings) -> RefreshTokenStore:
-    """The configured refresh-token store; opens no connection yet."""
-    state = settings.state
-    if state.backend == "etcd":
-        return EtcdRefreshStore(
-            EtcdGateway(state.etcd_endpoints, state.etcd_timeout), state.etcd_prefix
-        )
-    return SqliteStore(state.path)
-
-
-def refresh_tokens_from_settings(settings: Settings) -> RefreshTokens:
-    policy = RefreshPolicy(settings.refresh_token_lifetime, settings.refresh_token_idle_timeout)
-    return RefreshTokens(open_state_store(settings), policy)
-
-
-def open_failure_store(settings: Settings) -> FailureStore:
-    """Where failed-login counters live: the state store's backend."""
-    state = settings.state
-    if state.backend == "etcd":
-        gateway = EtcdGateway(state.etcd_endpoints, state.etcd_timeout)
-        return EtcdFailureStore(gateway, settings.brute_force.etcd_prefix)
-    return SqliteStore(state.path)
-
-
-def login_throttle_from_settings(settings: Settings, clock: Clock) -> LoginThrottle | None:
-    if not settings.brute_force.enabled:
-        return None
-    return LoginThrottle(open_failure_store(settings), settings.brute_force, clock)
-
-
-def _policy_authorizer(settings: Settings, reloadables: list[Reloadable[Any]]) -> Authorizer | None:
-    """The ACL file as a hot-reloaded authorizer; None (the built-in default) without `acl`."""
-    if settings.acl is None:
-        return None
-    path = settings.acl
-    policy = Reloadable(f"ACL {path}", lambda: load_policy(path), lambda: [path])
-    reloadables.append(policy)
-    return PolicyAuthorizer(policy.get)
 
 
 class TokenService:
@@ -152,7 +111,7 @@ class TokenService:
         reloadables: list[Reloadable[Any]] = [keyring]
         authentication = build_authentication(settings)
         reloadables += authentication.reloadables
-        authorizer = _policy_authorizer(settings, reloadables)
+        authorizer = policy_authorizer(settings, reloadables)
         return cls(
             settings,
             keyring.get,

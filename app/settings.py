@@ -8,24 +8,27 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     IPvAnyNetwork,
-    SecretStr,
     ValidationError,
     field_validator,
-    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from app.backend_settings import BackendSettings, check_backend_list, resolve_backend_paths
 from app.errors import ConfigError
+from app.settings_sections import (
+    BruteForceSettings,
+    EtcdSettings,
+    LimitSettings,
+    StateSettings,
+    TlsSettings,
+)
 
 ENV_PREFIX = "REGISTRY_AUTH_"
 CONFIG_ENV = "REGISTRY_AUTH_CONFIG"
@@ -39,171 +42,6 @@ EMBEDDED_DEFAULTS: dict[str, Any] = {
     "listen": "127.0.0.1:5001",
     "htpasswd": "users.htpasswd",
 }
-
-
-class EtcdSettings(BaseModel):
-    """Where to publish realm/issuer/service for the registry (LAIN reads them from etcd)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    endpoints: list[str] = Field(
-        default=["http://127.0.0.1:2379"], min_length=1, description="etcd client URLs"
-    )
-    key: str = Field(
-        default="/lain/config/auth/registry", pattern=r"^/.+", description="the key to own"
-    )
-    api: Literal["v2", "v3"] = Field(default="v2", description="v2: LAIN's registry reads v2")
-    username: str | None = Field(
-        default=None, min_length=1, description="etcd user (with password)"
-    )
-    password: SecretStr | None = Field(default=None, description="etcd password (never logged)")
-    ca_cert: Path | None = Field(default=None, description="CA bundle to verify etcd's TLS cert")
-    client_cert: Path | None = Field(default=None, description="TLS client certificate (PEM)")
-    client_key: Path | None = Field(default=None, description="its private key (PEM)")
-    timeout: float = Field(default=5.0, gt=0, le=300, description="seconds per etcd request")
-    interval: float = Field(default=30.0, gt=0, le=86400, description="seconds between checks")
-    retry_initial: float = Field(default=1.0, gt=0, description="first retry delay, seconds")
-    retry_max: float = Field(default=30.0, gt=0, description="cap of the retry delay, seconds")
-    watch: bool = Field(default=True, description="also watch the key, on top of the checks")
-    delete_on_shutdown: bool = Field(
-        default=False, description="delete the key on clean shutdown (off: the registry needs it)"
-    )
-
-    @field_validator("endpoints")
-    @classmethod
-    def _endpoints_are_urls(cls, value: list[str]) -> list[str]:
-        for endpoint in value:
-            parts = urlsplit(endpoint)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"{endpoint!r} must be an http:// or https:// URL")
-            try:
-                parts.port  # noqa: B018 - raises ValueError on a bad port
-            except ValueError:
-                raise ValueError(f"{endpoint!r} has an invalid port") from None
-        if len({urlsplit(endpoint).scheme for endpoint in value}) > 1:
-            raise ValueError("all endpoints must use the same scheme (http or https)")
-        return value
-
-    @model_validator(mode="after")
-    def _pairs_are_complete(self) -> EtcdSettings:
-        if (self.username is None) != (self.password is None):
-            raise ValueError("username and password go together: set both or neither")
-        if (self.client_cert is None) != (self.client_key is None):
-            raise ValueError("client_cert and client_key go together: set both or neither")
-        if self.retry_max < self.retry_initial:
-            raise ValueError("retry_max must be at least retry_initial")
-        return self
-
-
-class StateSettings(BaseModel):
-    """Where refresh tokens live: a SQLite file (one machine) or etcd v3 (several machines)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    backend: Literal["sqlite", "etcd"] = Field(
-        default="sqlite",
-        description="`sqlite` (one machine, several workers) or `etcd` (v3; several machines)",
-    )
-    path: Path = Field(
-        default=Path("registry-auth.db"),
-        description="the SQLite file of the `sqlite` store (relative: to the config file)",
-    )
-    etcd_endpoints: list[str] = Field(
-        default=["http://127.0.0.1:2379"],
-        min_length=1,
-        description="etcd client URLs of the `etcd` store (v3 API)",
-    )
-    etcd_prefix: str = Field(
-        default="/registry-auth/refresh-tokens/",
-        pattern=r"^/.*/$",
-        description="etcd key prefix of the refresh-token records",
-    )
-    etcd_timeout: float = Field(default=5.0, gt=0, le=60, description="seconds per etcd request")
-
-    @field_validator("etcd_endpoints")
-    @classmethod
-    def _endpoints_are_urls(cls, value: list[str]) -> list[str]:
-        for endpoint in value:
-            parts = urlsplit(endpoint)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise ValueError(f"{endpoint!r} must be an http:// or https:// URL")
-        return value
-
-
-class BruteForceSettings(BaseModel):
-    """Failed logins counted per (account, client IP) and per client IP; see Hardening."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    enabled: bool = Field(default=True, description="count failed logins and slow them down")
-    account_ip_free: int = Field(
-        default=5, ge=0, description="failures per (account, IP) answered without delay"
-    )
-    account_ip_block: int = Field(
-        default=10, ge=1, description="failures per (account, IP) after which 429 answers"
-    )
-    ip_free: int = Field(default=20, ge=0, description="failures per IP answered without delay")
-    ip_block: int = Field(default=100, ge=1, description="failures per IP after which 429 answers")
-    initial_delay: float = Field(
-        default=0.25, ge=0, le=60, description="seconds of the first delay, doubled per failure"
-    )
-    max_delay: float = Field(default=4.0, ge=0, le=60, description="cap of the delay, seconds")
-    window: int = Field(
-        default=900,
-        gt=0,
-        le=86400,
-        description="seconds a failure is remembered, counted from the latest one; a block "
-        "lasts until then",
-    )
-    etcd_prefix: str = Field(
-        default="/registry-auth/failures/",
-        pattern=r"^/.*/$",
-        description="etcd key prefix of the counters when `state.backend` is `etcd`",
-    )
-
-    @model_validator(mode="after")
-    def _ordered(self) -> BruteForceSettings:
-        if self.account_ip_block <= self.account_ip_free:
-            raise ValueError("account_ip_block must be greater than account_ip_free")
-        if self.ip_block <= self.ip_free:
-            raise ValueError("ip_block must be greater than ip_free")
-        if self.max_delay < self.initial_delay:
-            raise ValueError("max_delay must be at least initial_delay")
-        return self
-
-
-class LimitSettings(BaseModel):
-    """Bounds on what a client may send, checked before any handler runs."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_header_bytes: int = Field(
-        default=8192, ge=1024, le=65536, description="all request headers together (else 431)"
-    )
-    max_authorization_length: int = Field(
-        default=4096, ge=64, le=65536, description="the Authorization header (else 431)"
-    )
-    max_query_length: int = Field(
-        default=8192, ge=256, le=65536, description="the query string, bytes (else 400)"
-    )
-    max_body_bytes: int = Field(
-        default=16384, ge=1024, le=1048576, description="a POST body, bytes (else 413)"
-    )
-    header_timeout: float = Field(
-        default=10.0,
-        gt=0,
-        le=300,
-        description="seconds a client has to send a request's headers (slow clients are cut)",
-    )
-
-
-class TlsSettings(BaseModel):
-    """HTTPS served by the service itself; both files are reloaded when they change."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    cert: Path = Field(description="PEM certificate chain (leaf first)")
-    key: Path = Field(description="PEM private key of the leaf (mode 0600)")
 
 
 class Settings(BaseSettings):

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from app.settings import LimitSettings
+from app.settings_sections import LimitSettings
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -26,7 +26,7 @@ from fastapi import FastAPI
 from app.api.reloading import Lifespan
 from app.errors import ConfigError
 from app.reload import fingerprint
-from app.settings import TlsSettings
+from app.settings_sections import TlsSettings
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Protocol
 from app.etcd.record import Snapshot
 from app.etcd.v2 import PythonEtcdBackend
 from app.etcd.v3 import GatewayBackend
-from app.settings import EtcdSettings
+from app.settings_sections import EtcdSettings
 
 
 class KeyBackend(Protocol):

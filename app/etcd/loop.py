@@ -20,7 +20,7 @@ import anyio.to_thread
 
 from app.errors import EtcdError
 from app.etcd.publisher import Publisher
-from app.settings import EtcdSettings
+from app.settings_sections import EtcdSettings
 
 log = logging.getLogger(__name__)
 

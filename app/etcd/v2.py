@@ -14,7 +14,7 @@ import etcd
 
 from app.errors import EtcdConflictError, EtcdError
 from app.etcd.record import Snapshot
-from app.settings import EtcdSettings
+from app.settings_sections import EtcdSettings
 
 DEFAULT_PORT = 2379  # python-etcd's own default is 4001, which etcd 3 no longer listens on
 KEY_NOT_FOUND = 100  # etcd v2 errorCode; a bare HTTP 404 also becomes EtcdKeyNotFound

@@ -21,7 +21,7 @@ import httpx
 
 from app.errors import EtcdConflictError, EtcdError
 from app.etcd.record import Snapshot
-from app.settings import EtcdSettings
+from app.settings_sections import EtcdSettings
 
 T = TypeVar("T")
 

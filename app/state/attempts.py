@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from app.errors import StateStoreError
-from app.settings import BruteForceSettings
+from app.settings_sections import BruteForceSettings
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import pytest
 
 from app.etcd.failure_store import EtcdFailureStore
 from app.etcd.gateway import EtcdGateway
-from app.settings import BruteForceSettings
+from app.settings_sections import BruteForceSettings
 from app.state.attempts import LoginThrottle
 from tests.integration.support.etcd import EtcdServer, start_etcd
 from tests.unit.hardening.failure_contract import FailureStoreContract

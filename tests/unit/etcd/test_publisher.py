@@ -12,7 +12,7 @@ from app.errors import EtcdConflictError, EtcdError
 from app.etcd.loop import PublishLoop, backoff_delay
 from app.etcd.publisher import Outcome, Publisher
 from app.etcd.record import Snapshot, encode_record
-from app.settings import EtcdSettings
+from app.settings_sections import EtcdSettings
 
 RECORD = {"realm": "http://auth.test/token", "issuer": "auth server", "service": "lain.test"}
 OURS = encode_record(RECORD)

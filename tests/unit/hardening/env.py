@@ -14,7 +14,8 @@ import bcrypt
 import httpx
 
 from app.api.app import create_app
-from app.service import TokenService, refresh_tokens_from_settings
+from app.assembly import refresh_tokens_from_settings
+from app.service import TokenService
 from app.settings import Settings, load_settings
 from app.state.attempts import LoginThrottle
 from app.state.sqlite import SqliteStore

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from app.settings import BruteForceSettings
+from app.settings_sections import BruteForceSettings
 from app.state.attempts import FailureCount, LoginThrottle, counter_keys, judge
 from app.state.sqlite import SqliteStore
 from tests.unit.hardening.failure_contract import FailureStoreContract

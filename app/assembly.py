@@ -1,0 +1,72 @@
+"""Building the service's parts from the settings: the state stores, the login throttle, the
+ACL authorizer. Kept apart from app/service.py, which only uses them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from app.authz.base import Authorizer
+from app.authz.engine import PolicyAuthorizer
+from app.authz.files import load_policy
+from app.etcd.failure_store import EtcdFailureStore
+from app.etcd.gateway import EtcdGateway
+from app.etcd.refresh_store import EtcdRefreshStore
+from app.reload import Reloadable
+from app.settings import Settings
+from app.state.attempts import FailureStore, LoginThrottle
+from app.state.memory import MemoryFailureStore
+from app.state.model import RefreshTokenStore
+from app.state.refresh import RefreshPolicy, RefreshTokens
+from app.state.sqlite import SqliteStore
+
+Clock = Callable[[], float]
+
+
+def open_state_store(settings: Settings) -> RefreshTokenStore | None:
+    """The configured refresh-token store (None with `state.backend: none`); opens no
+    connection yet."""
+    state = settings.state
+    if state.backend == "none":
+        return None
+    if state.backend == "etcd":
+        return EtcdRefreshStore(
+            EtcdGateway(state.etcd_endpoints, state.etcd_timeout), state.etcd_prefix
+        )
+    return SqliteStore(state.path)
+
+
+def refresh_tokens_from_settings(settings: Settings) -> RefreshTokens | None:
+    """None when refresh tokens are off: clients then keep sending their password."""
+    store = open_state_store(settings)
+    if store is None:
+        return None
+    policy = RefreshPolicy(settings.refresh_token_lifetime, settings.refresh_token_idle_timeout)
+    return RefreshTokens(store, policy)
+
+
+def open_failure_store(settings: Settings) -> FailureStore:
+    """Where failed-login counters live: the state store's backend."""
+    state = settings.state
+    if state.backend == "none":
+        return MemoryFailureStore()
+    if state.backend == "etcd":
+        gateway = EtcdGateway(state.etcd_endpoints, state.etcd_timeout)
+        return EtcdFailureStore(gateway, settings.brute_force.etcd_prefix)
+    return SqliteStore(state.path)
+
+
+def login_throttle_from_settings(settings: Settings, clock: Clock) -> LoginThrottle | None:
+    if not settings.brute_force.enabled:
+        return None
+    return LoginThrottle(open_failure_store(settings), settings.brute_force, clock)
+
+
+def policy_authorizer(settings: Settings, reloadables: list[Reloadable[Any]]) -> Authorizer | None:
+    """The ACL file as a hot-reloaded authorizer; None (the built-in default) without `acl`."""
+    if settings.acl is None:
+        return None
+    path = settings.acl
+    policy = Reloadable(f"ACL {path}", lambda: load_policy(path), lambda: [path])
+    reloadables.append(policy)
+    return PolicyAuthorizer(policy.get)

@@ -1,0 +1,35 @@
+"""Failed-login counters in this process's memory: for `state.backend: none`, where nothing is
+stored on disk. Bounded: the oldest counters go first, so a flood of addresses cannot grow it."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from app.state.attempts import FailureCount
+
+
+class MemoryFailureStore:
+    def __init__(self, max_keys: int = 100_000) -> None:
+        self._counts: OrderedDict[str, FailureCount] = OrderedDict()
+        self._max_keys = max_keys
+
+    def failures(self, keys: list[str], now: float, window: int) -> dict[str, FailureCount]:
+        live = {}
+        for key in keys:
+            count = self._counts.get(key)
+            if count is not None and now - count.last_at <= window:
+                live[key] = count
+        return live
+
+    def add_failure(self, keys: list[str], now: float, window: int) -> None:
+        for key in keys:
+            previous = self._counts.pop(key, None)
+            if previous is None or now - previous.last_at > window:
+                self._counts[key] = FailureCount(1, now)
+            else:
+                self._counts[key] = FailureCount(previous.count + 1, now)
+        while len(self._counts) > self._max_keys:
+            self._counts.popitem(last=False)
+
+    def reset(self, key: str) -> None:
+        self._counts.pop(key, None)
