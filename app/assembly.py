@@ -10,8 +10,8 @@ from app.authz.base import Authorizer
 from app.authz.engine import PolicyAuthorizer
 from app.authz.files import load_policy
 from app.etcd.failure_store import EtcdFailureStore
-from app.etcd.gateway import EtcdGateway
 from app.etcd.refresh_store import EtcdRefreshStore
+from app.etcd.state import open_state_client
 from app.reload import Reloadable
 from app.settings import Settings
 from app.state.attempts import FailureStore, LoginThrottle
@@ -30,9 +30,7 @@ def open_state_store(settings: Settings) -> RefreshTokenStore | None:
     if state.backend == "none":
         return None
     if state.backend == "etcd":
-        return EtcdRefreshStore(
-            EtcdGateway(state.etcd_endpoints, state.etcd_timeout), state.etcd_prefix
-        )
+        return EtcdRefreshStore(open_state_client(state), state.etcd_prefix)
     return SqliteStore(state.path)
 
 
@@ -51,8 +49,7 @@ def open_failure_store(settings: Settings) -> FailureStore:
     if state.backend == "none":
         return MemoryFailureStore()
     if state.backend == "etcd":
-        gateway = EtcdGateway(state.etcd_endpoints, state.etcd_timeout)
-        return EtcdFailureStore(gateway, settings.brute_force.etcd_prefix)
+        return EtcdFailureStore(open_state_client(state), settings.brute_force.etcd_prefix)
     return SqliteStore(state.path)
 
 
