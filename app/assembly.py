@@ -3,7 +3,7 @@ ACL authorizer. Kept apart from app/service.py, which only uses them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from app.authz.base import Authorizer
@@ -21,6 +21,7 @@ from app.state.refresh import RefreshPolicy, RefreshTokens
 from app.state.sqlite import SqliteStore
 
 Clock = Callable[[], float]
+Closer = Callable[[], Awaitable[None]]
 
 
 def open_state_store(settings: Settings) -> RefreshTokenStore | None:
@@ -57,6 +58,25 @@ def login_throttle_from_settings(settings: Settings, clock: Clock) -> LoginThrot
     if not settings.brute_force.enabled:
         return None
     return LoginThrottle(open_failure_store(settings), settings.brute_force, clock)
+
+
+def state_closers(
+    refresh_tokens: RefreshTokens | None, throttle: LoginThrottle | None
+) -> list[Closer]:
+    """Closing the stores opened here (an etcd store keeps an HTTP client), at shutdown."""
+    stores: list[RefreshTokenStore | FailureStore] = []
+    if refresh_tokens is not None:
+        stores.append(refresh_tokens.store)
+    if throttle is not None:
+        stores.append(throttle.store)
+    return [_async(store.close) for store in stores]
+
+
+def _async(close: Callable[[], None]) -> Closer:
+    async def closer() -> None:
+        close()  # quick: sockets closed, nothing awaited on the network
+
+    return closer
 
 
 def policy_authorizer(settings: Settings, reloadables: list[Reloadable[Any]]) -> Authorizer | None:

@@ -174,7 +174,6 @@ class GatewayClient:
         except ValueError as exc:
             raise _UnreachableError(f"{NOT_GATEWAY} (the watch stream is not JSON)") from exc
 
-
     def _http(self) -> httpx.Client:
         with self._lock:
             if self._closed:

@@ -9,16 +9,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import httpx
 import pytest
 
+from app.api.app import create_app
 from app.errors import StateStoreError
 from app.etcd.failure_store import EtcdFailureStore
 from app.etcd.refresh_store import EtcdRefreshStore
 from app.etcd.state import open_state_client
 from app.etcd.v3 import GatewayBackend
+from app.service import TokenService
+from app.settings import load_settings
 from app.settings_sections import EtcdSettings, StateSettings
 from app.state.refresh import RefreshPolicy, RefreshTokens
+from tests.conftest import api_client
 from tests.integration.support.authserver import start_auth_server
 from tests.integration.support.etcd import EtcdServer, start_etcd
 from tests.integration.support.stack import USERS
@@ -174,3 +179,39 @@ def test_a_wrong_etcd_password_is_503_at_the_api_and_named_in_the_log(
     assert "refresh-token store unavailable: etcd v3 at" in log
     assert "authentication failed, invalid user ID or password" in log
     assert WRONG not in log
+
+
+# --- in-process: the stores' HTTP clients are closed when the app shuts down -------------------
+
+
+@pytest.mark.anyio
+async def test_both_etcd_stores_are_closed_at_shutdown(
+    etcd: EtcdServer, rsa_keys_dir: Path, tmp_path: Path
+) -> None:
+    htpasswd = tmp_path / "users.htpasswd"
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    htpasswd.write_text(f"alice:{hashed}\n", encoding="utf-8")
+    overrides = {
+        "keys_dir": str(rsa_keys_dir),
+        "htpasswd": str(htpasswd),
+        "issuer": "i",
+        "service": "registry.test",
+        "realm": "http://auth.test/token",
+        "state": {**service_state(etcd, PASSWORD), "etcd_prefix": "/a/closing/"},
+    }
+    settings = load_settings(overrides=overrides)
+    service = TokenService.from_settings(settings)
+    form = {"grant_type": "password", "service": "registry.test", "client_id": "t"}
+    form["access_type"] = "offline"  # ask for a refresh token
+    async with api_client(create_app(settings, service)) as client:
+        good = await client.post("/token", data={**form, "username": "alice", "password": "s3cret"})
+        assert good.status_code == 200, good.text
+        assert "refresh_token" in good.json()  # written through the etcd refresh store
+        bad = await client.post("/token", data={**form, "username": "alice", "password": "nope"})
+        assert bad.status_code == 401  # counted through the etcd failure store
+    assert service.refresh_tokens is not None
+    assert service.throttle is not None
+    with pytest.raises(StateStoreError, match="the etcd client is closed"):
+        service.refresh_tokens.store.records()
+    with pytest.raises(StateStoreError, match="the etcd client is closed"):
+        service.throttle.store.failures(["k"], 0.0, 60)
