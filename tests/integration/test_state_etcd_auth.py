@@ -147,18 +147,35 @@ def service_state(etcd: EtcdServer, password: str) -> dict[str, Any]:
     }
 
 
-def test_the_service_keeps_refresh_tokens_in_an_etcd_with_auth(
+def add_store_user(etcd: EtcdServer, name: str, password: str, *prefixes: str) -> None:
+    """A least-privilege etcd user: read and write under `prefixes`, nothing else."""
+    as_root(etcd, "user", "add", f"{name}:{password}")
+    as_root(etcd, "role", "add", name)
+    for prefix in prefixes:
+        as_root(etcd, "role", "grant-permission", name, "--prefix=true", "readwrite", prefix)
+    as_root(etcd, "user", "grant-role", name, name)
+
+
+def test_the_service_keeps_its_state_as_a_least_privilege_etcd_user(
     etcd: EtcdServer, tmp_path: Path
 ) -> None:
-    extra = {"state": service_state(etcd, PASSWORD)}
+    user_password = "store-Password-2"
+    add_store_user(etcd, "registry-auth", user_password, "/a/service/", "/a/counters/")
+    state = {**service_state(etcd, user_password), "etcd_username": "registry-auth"}
+    extra = {"state": state, "brute_force": {"etcd_prefix": "/a/counters/"}}
     auth = start_auth_server(tmp_path, users=USERS, extra_settings=extra)
     try:
         token = refresh_token_for(auth)
         assert refresh_grant(auth, token).status_code == 200
-        assert len(as_root(etcd, "get", "--prefix", "--keys-only", "/a/service/").split()) == 1
+        assert password_grant(auth, "alice", "not-her-password").status_code == 401
+        listing = as_root(etcd, "get", "--prefix", "--keys-only", "/a/")
+        assert sum(key.startswith("/a/service/") for key in listing.split()) == 1
+        assert sum(key.startswith("/a/counters/") for key in listing.split()) == 2  # pair, IP
     finally:
         auth.stop()
-    assert PASSWORD not in auth.log()
+    log = auth.log()
+    assert user_password not in log
+    assert "counters unavailable" not in log  # the counters were written, not skipped
 
 
 def test_a_wrong_etcd_password_is_503_at_the_api_and_named_in_the_log(
