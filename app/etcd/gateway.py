@@ -127,7 +127,7 @@ class GatewayClient:
         for base in self._endpoints:
             try:
                 return action(base)
-            except (httpx.TransportError, _UnreachableError) as exc:
+            except (httpx.HTTPError, _UnreachableError) as exc:
                 problems.append(f"{base}: {_explain_transport(exc)}")
             except _RefusedError as exc:
                 raise GatewayError(str(exc)) from exc
