@@ -8,6 +8,8 @@ wrote in between.
 from __future__ import annotations
 
 import json
+import random
+import time
 
 from app.errors import StateStoreError
 from app.etcd.gateway import GatewayClient
@@ -15,7 +17,12 @@ from app.etcd.kv import compare_mod_revision, delete_op, put_op
 from app.etcd.state import state_errors
 from app.state.attempts import FailureCount
 
-MAX_TRIES = 8
+# Compare-and-swap retries under contention, with a randomized, growing pause between them
+# (at most ~1.3 s in all) so that writers racing for one counter spread out instead of
+# colliding again at once.
+MAX_TRIES = 16
+BACKOFF_BASE = 0.001
+BACKOFF_CAP = 0.1
 
 
 class EtcdFailureStore:
@@ -49,7 +56,10 @@ class EtcdFailureStore:
                 self._increment(key, now, window, lease)
 
     def _increment(self, key: str, now: float, window: int, lease: int) -> None:
-        for _ in range(MAX_TRIES):
+        for attempt in range(MAX_TRIES):
+            if attempt:
+                pause = min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)
+                time.sleep(random.uniform(0, pause))  # noqa: S311 - jitter, not a secret
             counter, revision = self._read(key)
             live = counter is not None and now - counter.last_at <= window
             count = counter.count + 1 if live and counter is not None else 1

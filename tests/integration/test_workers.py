@@ -21,7 +21,10 @@ def _worker_pids(main_pid: int) -> list[int]:
 
 
 def test_two_workers_serve_tokens_and_stop_gracefully(tmp_path: Path) -> None:
-    server = start_auth_server(tmp_path, users={"alice": "old-pw"}, extra_settings={"workers": 2})
+    # Brute-force protection off: this test sends the old password 20 times on purpose, and
+    # must see every worker refuse it with 401, not the throttle's 429.
+    extra = {"workers": 2, "brute_force": {"enabled": False}}
+    server = start_auth_server(tmp_path, users={"alice": "old-pw"}, extra_settings=extra)
     try:
         assert len(_worker_pids(server.process.pid)) >= 2, server.log()
         # Many connections: both workers see alice's password and cache it.
