@@ -3,15 +3,15 @@ ACL authorizer. Kept apart from app/service.py, which only uses them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from app.authz.base import Authorizer
 from app.authz.engine import PolicyAuthorizer
 from app.authz.files import load_policy
 from app.etcd.failure_store import EtcdFailureStore
-from app.etcd.gateway import EtcdGateway
 from app.etcd.refresh_store import EtcdRefreshStore
+from app.etcd.state import open_state_client
 from app.reload import Reloadable
 from app.settings import Settings
 from app.state.attempts import FailureStore, LoginThrottle
@@ -21,6 +21,7 @@ from app.state.refresh import RefreshPolicy, RefreshTokens
 from app.state.sqlite import SqliteStore
 
 Clock = Callable[[], float]
+Closer = Callable[[], Awaitable[None]]
 
 
 def open_state_store(settings: Settings) -> RefreshTokenStore | None:
@@ -30,9 +31,7 @@ def open_state_store(settings: Settings) -> RefreshTokenStore | None:
     if state.backend == "none":
         return None
     if state.backend == "etcd":
-        return EtcdRefreshStore(
-            EtcdGateway(state.etcd_endpoints, state.etcd_timeout), state.etcd_prefix
-        )
+        return EtcdRefreshStore(open_state_client(state), state.etcd_prefix)
     return SqliteStore(state.path)
 
 
@@ -51,8 +50,7 @@ def open_failure_store(settings: Settings) -> FailureStore:
     if state.backend == "none":
         return MemoryFailureStore()
     if state.backend == "etcd":
-        gateway = EtcdGateway(state.etcd_endpoints, state.etcd_timeout)
-        return EtcdFailureStore(gateway, settings.brute_force.etcd_prefix)
+        return EtcdFailureStore(open_state_client(state), settings.brute_force.etcd_prefix)
     return SqliteStore(state.path)
 
 
@@ -60,6 +58,25 @@ def login_throttle_from_settings(settings: Settings, clock: Clock) -> LoginThrot
     if not settings.brute_force.enabled:
         return None
     return LoginThrottle(open_failure_store(settings), settings.brute_force, clock)
+
+
+def state_closers(
+    refresh_tokens: RefreshTokens | None, throttle: LoginThrottle | None
+) -> list[Closer]:
+    """Closing the stores opened here (an etcd store keeps an HTTP client), at shutdown."""
+    stores: list[RefreshTokenStore | FailureStore] = []
+    if refresh_tokens is not None:
+        stores.append(refresh_tokens.store)
+    if throttle is not None:
+        stores.append(throttle.store)
+    return [_async(store.close) for store in stores]
+
+
+def _async(close: Callable[[], None]) -> Closer:
+    async def closer() -> None:
+        close()  # quick: sockets closed, nothing awaited on the network
+
+    return closer
 
 
 def policy_authorizer(settings: Settings, reloadables: list[Reloadable[Any]]) -> Authorizer | None:

@@ -6,7 +6,7 @@ import argparse
 
 from app.cli_common import CommandGroup, config_option
 from app.errors import ConfigError
-from app.etcd.backend import open_backend
+from app.etcd.backend import KeyBackend, open_backend
 from app.etcd.publisher import Publisher
 from app.etcd.record import describe, desired_record, encode_record, matches
 from app.settings import load_settings
@@ -26,8 +26,14 @@ def run_etcd(args: argparse.Namespace) -> int:
     if settings.etcd is None:
         raise ConfigError("etcd", "not set in the config: nothing to publish to")
     backend = open_backend(settings.etcd)
-    record = desired_record(settings)
-    if args.etcd_command == "publish":
+    try:
+        return _publish_or_show(args.etcd_command, backend, desired_record(settings))
+    finally:
+        backend.close()
+
+
+def _publish_or_show(command: str, backend: KeyBackend, record: dict[str, str]) -> int:
+    if command == "publish":
         outcome = Publisher(backend, record).publish()
         print(f"{backend.where}: {outcome.value}: {encode_record(record)}")
         return 0

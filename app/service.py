@@ -17,6 +17,7 @@ from app.assembly import (
     login_throttle_from_settings,
     policy_authorizer,
     refresh_tokens_from_settings,
+    state_closers,
 )
 from app.authn.base import AccountLookup, Authenticator, AuthResult, Credentials, Outcome
 from app.authn.build import build_authentication
@@ -112,20 +113,22 @@ class TokenService:
         authentication = build_authentication(settings)
         reloadables += authentication.reloadables
         authorizer = policy_authorizer(settings, reloadables)
+        refresh_tokens = refresh_tokens_from_settings(settings)
+        throttle = login_throttle_from_settings(settings, clock)
         return cls(
             settings,
             keyring.get,
             authenticator=authentication.authenticator,
             authorizer=authorizer,
             reloadables=reloadables,
-            closers=authentication.closers,
+            closers=[*authentication.closers, *state_closers(refresh_tokens, throttle)],
             clock=clock,
-            refresh_tokens=refresh_tokens_from_settings(settings),
-            throttle=login_throttle_from_settings(settings, clock),
+            refresh_tokens=refresh_tokens,
+            throttle=throttle,
         )
 
     async def aclose(self) -> None:
-        """Close the backends' connections (LDAP pool, webhook client)."""
+        """Close the backends' connections (LDAP pool, webhook client, etcd state stores)."""
         for close in self._closers:
             await close()
 

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
+    BaseModel,
     Field,
     IPvAnyNetwork,
     ValidationError,
@@ -299,10 +300,12 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
         updates["keys_dir"] = base / settings.keys_dir
     if settings.htpasswd is not None and not settings.htpasswd.is_absolute():
         updates["htpasswd"] = base / settings.htpasswd
-    if not settings.state.path.is_absolute():
-        updates["state"] = settings.state.model_copy(update={"path": base / settings.state.path})
-    if settings.etcd is not None:
-        updates.update(_resolve_etcd_paths(settings.etcd, base))
+    state_files = _relative_files(settings.state, ("path", *STATE_TLS_FILES), base)
+    if state_files:
+        updates["state"] = settings.state.model_copy(update=state_files)
+    etcd_files = _relative_files(settings.etcd, TLS_FILES, base) if settings.etcd else {}
+    if settings.etcd is not None and etcd_files:
+        updates["etcd"] = settings.etcd.model_copy(update=etcd_files)
     if settings.tls is not None:
         updates["tls"] = settings.tls.model_copy(
             update={"cert": base / settings.tls.cert, "key": base / settings.tls.key}
@@ -316,11 +319,14 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
     return settings.model_copy(update=updates) if updates else settings
 
 
-def _resolve_etcd_paths(etcd: EtcdSettings, base: Path) -> dict[str, Any]:
-    tls_files = ("ca_cert", "client_cert", "client_key")
-    updates = {
+TLS_FILES = ("ca_cert", "client_cert", "client_key")
+STATE_TLS_FILES = tuple(f"etcd_{name}" for name in TLS_FILES)
+
+
+def _relative_files(section: BaseModel, names: tuple[str, ...], base: Path) -> dict[str, Path]:
+    """The section's relative paths among `names`, made relative to the config file's folder."""
+    return {
         name: base / path
-        for name in tls_files
-        if (path := getattr(etcd, name)) is not None and not path.is_absolute()
+        for name in names
+        if (path := getattr(section, name)) is not None and not path.is_absolute()
     }
-    return {"etcd": etcd.model_copy(update=updates)} if updates else {}

@@ -55,10 +55,7 @@ class EtcdSettings(BaseModel):
 
     @model_validator(mode="after")
     def _pairs_are_complete(self) -> EtcdSettings:
-        if (self.username is None) != (self.password is None):
-            raise ValueError("username and password go together: set both or neither")
-        if (self.client_cert is None) != (self.client_key is None):
-            raise ValueError("client_cert and client_key go together: set both or neither")
+        _check_pairs(self, "username", "password", "client_cert", "client_key")
         if self.retry_max < self.retry_initial:
             raise ValueError("retry_max must be at least retry_initial")
         return self
@@ -90,6 +87,19 @@ class StateSettings(BaseModel):
         description="etcd key prefix of the refresh-token records",
     )
     etcd_timeout: float = Field(default=5.0, gt=0, le=60, description="seconds per etcd request")
+    etcd_username: str | None = Field(
+        default=None, min_length=1, description="etcd user of the `etcd` store (with a password)"
+    )
+    etcd_password: SecretStr | None = Field(
+        default=None, description="its etcd password (never logged)"
+    )
+    etcd_ca_cert: Path | None = Field(
+        default=None, description="CA bundle to verify etcd's TLS cert (relative: to the config)"
+    )
+    etcd_client_cert: Path | None = Field(
+        default=None, description="TLS client certificate for etcd (PEM)"
+    )
+    etcd_client_key: Path | None = Field(default=None, description="its private key (PEM)")
 
     @field_validator("etcd_endpoints")
     @classmethod
@@ -99,6 +109,18 @@ class StateSettings(BaseModel):
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ValueError(f"{endpoint!r} must be an http:// or https:// URL")
         return value
+
+    @model_validator(mode="after")
+    def _pairs_are_complete(self) -> StateSettings:
+        _check_pairs(self, "etcd_username", "etcd_password", "etcd_client_cert", "etcd_client_key")
+        return self
+
+
+def _check_pairs(section: BaseModel, *names: str) -> None:
+    """Fields that only work together, given as (a, b) pairs: both set or neither."""
+    for first, second in zip(names[::2], names[1::2], strict=True):
+        if (getattr(section, first) is None) != (getattr(section, second) is None):
+            raise ValueError(f"{first} and {second} go together: set both or neither")
 
 
 class BruteForceSettings(BaseModel):

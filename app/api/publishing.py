@@ -57,6 +57,7 @@ def publish_lifespan(loop: PublishLoop | None, settings: Settings) -> Lifespan:
             # now would leave a registry restarted during our downtime without token auth.
             if etcd.delete_on_shutdown:
                 await in_worker_thread(loop.publisher.unpublish)
+            loop.publisher.backend.close()
 
     return lifespan
 

@@ -40,6 +40,10 @@ class KeyBackend(Protocol):
         """Block until the key changes after store index `after` (True) or `timeout` (False)."""
         ...
 
+    def close(self) -> None:
+        """Let go of connections kept between calls."""
+        ...
+
 
 def open_backend(settings: EtcdSettings) -> KeyBackend:
     """The backend for the configured API. Opens no connection yet."""

@@ -12,7 +12,9 @@ import random
 import time
 
 from app.errors import StateStoreError
-from app.etcd.gateway import EtcdGateway, compare_mod_revision, delete_op, put_op
+from app.etcd.gateway import GatewayClient
+from app.etcd.kv import compare_mod_revision, delete_op, put_op
+from app.etcd.state import state_errors
 from app.state.attempts import FailureCount
 
 # Compare-and-swap retries under contention, with a randomized, growing pause between them
@@ -24,15 +26,15 @@ BACKOFF_CAP = 0.1
 
 
 class EtcdFailureStore:
-    def __init__(self, gateway: EtcdGateway, prefix: str) -> None:
-        self._etcd = gateway
+    def __init__(self, etcd: GatewayClient, prefix: str) -> None:
+        self._etcd = etcd
         self._prefix = prefix.encode("utf-8")
 
     def _key(self, key: str) -> bytes:
         return self._prefix + key.encode("ascii")
 
     def _read(self, key: str) -> tuple[FailureCount | None, int]:
-        found = self._etcd.range(self._key(key))
+        found = self._etcd.range(self._key(key)).kvs
         if not found:
             return None, 0
         data = json.loads(found[0].value)
@@ -40,16 +42,18 @@ class EtcdFailureStore:
 
     def failures(self, keys: list[str], now: float, window: int) -> dict[str, FailureCount]:
         counts: dict[str, FailureCount] = {}
-        for key in keys:
-            counter, _ = self._read(key)
-            if counter is not None and counter.last_at >= now - window:
-                counts[key] = counter
+        with state_errors(self._etcd):
+            for key in keys:
+                counter, _ = self._read(key)
+                if counter is not None and counter.last_at >= now - window:
+                    counts[key] = counter
         return counts
 
     def add_failure(self, keys: list[str], now: float, window: int) -> None:
-        lease = self._etcd.grant_lease(window)
-        for key in keys:
-            self._increment(key, now, window, lease)
+        with state_errors(self._etcd):
+            lease = self._etcd.grant_lease(window)
+            for key in keys:
+                self._increment(key, now, window, lease)
 
     def _increment(self, key: str, now: float, window: int, lease: int) -> None:
         for attempt in range(MAX_TRIES):
@@ -60,16 +64,17 @@ class EtcdFailureStore:
             live = counter is not None and now - counter.last_at <= window
             count = counter.count + 1 if live and counter is not None else 1
             value = json.dumps({"count": count, "last_at": now}).encode("utf-8")
-            done, _ = self._etcd.txn(
+            done = self._etcd.txn(
                 [compare_mod_revision(self._key(key), revision)],
                 [put_op(self._key(key), value, lease)],
             )
-            if done:
+            if done.succeeded:
                 return
         raise StateStoreError(f"failure counter {key[:12]}: too much contention")
 
     def reset(self, key: str) -> None:
-        self._etcd.txn([], [delete_op(self._key(key))])
+        with state_errors(self._etcd):
+            self._etcd.txn([], [delete_op(self._key(key))])
 
     def close(self) -> None:
         self._etcd.close()

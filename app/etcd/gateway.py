@@ -1,129 +1,249 @@
-"""A small client of etcd's v3 API through its JSON gateway (`/v3/kv/...`), over httpx.
+"""The one client of etcd's v3 API, through etcd's own JSON gateway (POST /v3/kv/range, ...).
+The publisher (app/etcd/v3.py) and the state stores (refresh tokens, login counters) use it.
 
-Why this and not a gRPC client: the maintained Python etcd3 clients pull in grpcio and
-protobuf (large native wheels, version pins that fight other packages), python-etcd speaks
-only v2, and the few calls needed here — range, put, delete, txn — are one JSON POST each.
-etcd 3.4 and later serve the gateway on the client URL by default. Keys and values travel
-base64-encoded; int64 fields arrive as strings; zero-valued fields are left out.
+Why the gateway over httpx and not a gRPC client: the gateway ships inside every etcd 3.x
+server (3.4 serves it under /v3/), so it needs no extra service; the Python gRPC clients are
+either unmaintained (`etcd3`, last release 2020, breaks on protobuf >= 4) or pull in grpcio and
+protobuf for a handful of calls. httpx is a maintained, typed, pure-Python HTTP client.
+
+Every problem (no endpoint answers, not an etcd, etcd says no, unreadable TLS files) leaves
+this module as one GatewayError, a line naming the cause and never the password; each user
+turns it into its own error at its boundary (EtcdError, StateStoreError).
 """
 
 from __future__ import annotations
 
-import base64
+import functools
+import json
 import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import NoReturn, TypeVar
 
 import httpx
+from pydantic import SecretStr
 
-from app.errors import StateStoreError
+from app.etcd.kv import Json, KeyValue, RangeResult, TxnResult, b64
 
-log = logging.getLogger(__name__)
-
-
-class EtcdUnavailableError(StateStoreError):
-    """No endpoint answered, or etcd refused the request."""
+T = TypeVar("T")
+UNAUTHENTICATED = 16  # gRPC status of an unknown or expired auth token
+NOT_GATEWAY = "not an etcd v3 gateway"
 
 
 @dataclass(frozen=True, slots=True)
-class KeyValue:
-    key: bytes
-    value: bytes
-    mod_revision: int
+class Connection:
+    """Where etcd is and how to reach it; the password is a SecretStr, masked in reprs."""
+
+    endpoints: Sequence[str]
+    timeout: float
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_cert: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
 
 
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+class GatewayError(Exception):
+    """etcd could not serve this call; the message says which endpoint and why."""
 
 
-def prefix_end(prefix: bytes) -> bytes:
-    """The range_end that selects every key starting with `prefix` (etcd's own rule)."""
-    end = bytearray(prefix)
-    while end:
-        if end[-1] < 0xFF:
-            end[-1] += 1
-            return bytes(end)
-        end.pop()
-    return b"\x00"
+class _UnreachableError(Exception):
+    """This endpoint is not a usable etcd; try the next one."""
 
 
-def compare_exists(key: bytes) -> dict[str, Any]:
-    return {"key": b64(key), "target": "VERSION", "result": "GREATER", "version": "0"}
+class _RefusedError(Exception):
+    """etcd answered and said no (credentials, permissions): the next endpoint would too."""
 
 
-def compare_mod_revision(key: bytes, revision: int) -> dict[str, Any]:
-    """Holds while the key is as last read: absent (0) or unchanged since that revision."""
-    if revision == 0:
-        return {"key": b64(key), "target": "VERSION", "result": "EQUAL", "version": "0"}
-    return {"key": b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(revision)}
+class _TokenRejectedError(_RefusedError):
+    """etcd no longer knows our token (simple tokens expire, 5 minutes by default)."""
 
 
-def put_op(key: bytes, value: bytes, lease: int | None = None) -> dict[str, Any]:
-    put: dict[str, Any] = {"key": b64(key), "value": b64(value)}
-    if lease is not None:
-        put["lease"] = str(lease)
-    return {"request_put": put}
+class GatewayClient:
+    """The v3 calls, on the first endpoint that answers. Thread-safe. One httpx.Client that
+    keeps its connections, made at the first call, so bad TLS files fail that call, not start-up.
+    """
 
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self._endpoints = [endpoint.rstrip("/") for endpoint in connection.endpoints]
+        self._tokens: dict[str, str] = {}  # per endpoint: a simple token is valid on one member
+        self._lock = threading.Lock()
+        self._client: httpx.Client | None = None
+        self._closed = False
+        # httpx logs every request at INFO: one line per call is noise; failures are ours.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
-def delete_op(key: bytes) -> dict[str, Any]:
-    return {"request_delete_range": {"key": b64(key)}}
-
-
-class EtcdGateway:
-    """The v3 KV calls, tried on each endpoint in turn until one answers."""
-
-    def __init__(self, endpoints: list[str], timeout: float) -> None:
-        self.endpoints = [endpoint.rstrip("/") for endpoint in endpoints]
-        self._client = httpx.Client(timeout=timeout)
+    @property
+    def where(self) -> str:
+        return f"etcd v3 at {', '.join(self.connection.endpoints)}"
 
     def close(self) -> None:
-        self._client.close()
+        with self._lock:
+            client, self._client, self._closed = self._client, None, True
+        if client is not None:
+            client.close()
 
-    def range(self, key: bytes, range_end: bytes | None = None) -> list[KeyValue]:
-        body: dict[str, Any] = {"key": b64(key)}
+    def range(self, key: bytes, range_end: bytes | None = None) -> RangeResult:
+        request = {"key": b64(key)}
         if range_end is not None:
-            body["range_end"] = b64(range_end)
-        answer = self._call("kv/range", body)
-        return [
-            KeyValue(
-                base64.b64decode(kv["key"]),
-                base64.b64decode(kv.get("value", "")),
-                int(kv.get("mod_revision", 0)),
-            )
-            for kv in answer.get("kvs", [])
-        ]
+            request["range_end"] = b64(range_end)
+        answer = self._post("/v3/kv/range", request)
+        kvs = [KeyValue.from_json(kv) for kv in answer.get("kvs") or []]
+        return RangeResult(kvs, _revision(answer))
 
-    def put(self, key: bytes, value: bytes) -> None:
-        self._call("kv/put", {"key": b64(key), "value": b64(value)})
+    def put(self, key: bytes, value: bytes) -> int:
+        """The store's revision after the put."""
+        return _revision(self._post("/v3/kv/put", {"key": b64(key), "value": b64(value)}))
+
+    def txn(self, compare: list[Json], success: list[Json]) -> TxnResult:
+        answer = self._post("/v3/kv/txn", {"compare": compare, "success": success})
+        # A failed compare leaves `succeeded` out: false is the default.
+        succeeded = bool(answer.get("succeeded", False))
+        return TxnResult(succeeded, list(answer.get("responses", [])), _revision(answer))
 
     def grant_lease(self, ttl: int) -> int:
         """A lease of `ttl` seconds: keys put with it vanish when it runs out."""
-        return int(self._call("lease/grant", {"TTL": str(ttl)})["ID"])
+        return int(self._post("/v3/lease/grant", {"TTL": str(ttl)})["ID"])
 
-    def txn(
-        self, compare: list[dict[str, Any]], success: list[dict[str, Any]]
-    ) -> tuple[bool, list[dict[str, Any]]]:
-        """Whether every comparison held (and `success` ran), with the operations' answers."""
-        answer = self._call("kv/txn", {"compare": compare, "success": success})
-        return bool(answer.get("succeeded", False)), list(answer.get("responses", []))
+    def watch(self, key: bytes, start_revision: int, timeout: float) -> bool:
+        """True at the first change of `key` from `start_revision` on (or when that history
+        is compacted away: we cannot tell, so look again); False after `timeout` without one."""
+        request = {"create_request": {"key": b64(key), "start_revision": str(start_revision)}}
+        watch = functools.partial(self._watch, request=request, timeout=timeout)
+        return self._on_endpoints(lambda base: self._logged_in(base, watch))
 
-    def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _post(self, path: str, payload: Json) -> Json:
+        send = functools.partial(self._send, path=path, payload=payload)
+        return self._on_endpoints(lambda base: self._logged_in(base, send))
+
+    def _on_endpoints(self, action: Callable[[str], T]) -> T:
+        """`action` on the first endpoint that answers; the one place errors are converted."""
         problems: list[str] = []
-        for endpoint in self.endpoints:
-            url = f"{endpoint}/v3/{path}"
+        for base in self._endpoints:
             try:
-                response = self._client.post(url, json=body)
-            except httpx.HTTPError as exc:
-                problems.append(f"{endpoint}: {type(exc).__name__}")
-                continue
-            if response.status_code != 200:
-                raise EtcdUnavailableError(
-                    f"etcd at {endpoint} refused {path}: HTTP {response.status_code} "
-                    f"{response.text[:200]!r}"
-                )
-            try:
-                answer: dict[str, Any] = response.json()
-            except ValueError:
-                raise EtcdUnavailableError(f"{endpoint} is not an etcd v3 gateway") from None
-            return answer
-        raise EtcdUnavailableError(f"no etcd endpoint answered {path}: {'; '.join(problems)}")
+                return action(base)
+            except (httpx.HTTPError, _UnreachableError) as exc:
+                problems.append(f"{base}: {_explain_transport(exc)}")
+            except _RefusedError as exc:
+                raise GatewayError(str(exc)) from exc
+        raise GatewayError("; ".join(problems))
+
+    def _logged_in(self, base: str, action: Callable[[str], T]) -> T:
+        try:
+            return action(base)
+        except _TokenRejectedError:
+            self._tokens.pop(base, None)  # expired: log in again, once
+            return action(base)
+
+    def _send(self, base: str, path: str, payload: Json) -> Json:
+        headers = self._auth_headers(base)
+        return _answer(self._http().post(f"{base}{path}", json=payload, headers=headers))
+
+    def _auth_headers(self, base: str) -> dict[str, str]:
+        """The gateway takes the bare token; none without a configured user."""
+        connection = self.connection
+        if connection.username is None or connection.password is None:
+            return {}
+        token = self._tokens.get(base)
+        if token is None:
+            secret = connection.password.get_secret_value()
+            login = {"name": connection.username, "password": secret}
+            answer = _answer(self._http().post(f"{base}/v3/auth/authenticate", json=login))
+            token = answer.get("token")
+            if not isinstance(token, str):
+                raise _RefusedError("no token in the authenticate answer")
+            self._tokens[base] = token
+        return {"Authorization": token}
+
+    def _watch(self, base: str, request: Json, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        limits = httpx.Timeout(timeout, connect=self.connection.timeout)
+        headers = self._auth_headers(base)
+        try:
+            with self._http().stream(
+                "POST", f"{base}/v3/watch", json=request, headers=headers, timeout=limits
+            ) as response:
+                return _first_change(response, deadline)
+        except httpx.ReadTimeout:
+            return False
+        except ValueError as exc:
+            raise _UnreachableError(f"{NOT_GATEWAY} (the watch stream is not JSON)") from exc
+
+    def _http(self) -> httpx.Client:
+        with self._lock:
+            if self._closed:
+                raise _RefusedError("the etcd client is closed")
+            if self._client is None:
+                verify = _tls_context(self.connection)
+                self._client = httpx.Client(verify=verify, timeout=self.connection.timeout)
+            return self._client
+
+
+def _tls_context(connection: Connection) -> ssl.SSLContext | bool:
+    if connection.ca_cert is None and connection.client_cert is None:
+        return True
+    try:
+        cafile = str(connection.ca_cert) if connection.ca_cert is not None else None
+        context = ssl.create_default_context(cafile=cafile)
+        if connection.client_cert is not None and connection.client_key is not None:
+            context.load_cert_chain(str(connection.client_cert), str(connection.client_key))
+    except (OSError, ssl.SSLError) as exc:
+        raise _RefusedError(f"cannot load the TLS files: {exc}") from exc
+    return context
+
+
+def _answer(response: httpx.Response) -> Json:
+    body = _json(response)
+    if response.status_code == 200 and isinstance(body.get("header"), dict):
+        return body
+    if "code" in body and "message" in body:  # a gRPC status from etcd itself
+        refused = _TokenRejectedError if body["code"] == UNAUTHENTICATED else _RefusedError
+        raise refused(f"etcd refused the request: {body['message']}")
+    path = response.request.url.path
+    raise _UnreachableError(f"{NOT_GATEWAY} (POST {path} answered HTTP {response.status_code})")
+
+
+def _first_change(response: httpx.Response, deadline: float) -> bool:
+    if response.status_code != 200:
+        raise _UnreachableError(f"watch answered HTTP {response.status_code}")
+    for line in response.iter_lines():
+        result = json.loads(line).get("result", {}) if line.strip() else {}
+        if result.get("events") or result.get("compact_revision"):
+            return True
+        if result.get("canceled"):
+            _watch_refused(str(result.get("cancel_reason", "")))
+        if time.monotonic() >= deadline:
+            return False
+    return False
+
+
+def _watch_refused(reason: str) -> NoReturn:
+    # The watch stream says no in its first message (HTTP 200), not with a gRPC status.
+    refused = _TokenRejectedError if "invalid auth token" in reason else _RefusedError
+    raise refused(f"etcd refused the watch: {reason}")
+
+
+def _json(response: httpx.Response) -> Json:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _revision(answer: Json) -> int:
+    return int(answer["header"].get("revision", 0))
+
+
+def _explain_transport(exc: Exception) -> str:
+    if isinstance(exc, httpx.ConnectError):
+        text = str(exc)
+        return "connection refused" if "refused" in text.lower() else f"cannot connect ({text})"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    return str(exc) or type(exc).__name__

@@ -75,6 +75,9 @@ class PythonEtcdBackend:
             self._fail(exc)
         return True
 
+    def close(self) -> None:
+        """Nothing kept: a client is built per operation."""
+
     def _write(self, value: str, **condition: Any) -> int:
         try:
             result = self._client().write(self._key, value, **condition)

@@ -49,6 +49,10 @@ class FailureStore(Protocol):
 
     def reset(self, key: str) -> None: ...
 
+    def close(self) -> None:
+        """Let go of connections kept between calls (the etcd store's)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Verdict:

@@ -33,3 +33,6 @@ class MemoryFailureStore:
 
     def reset(self, key: str) -> None:
         self._counts.pop(key, None)
+
+    def close(self) -> None:
+        """Nothing to let go of."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.etcd.gateway import EtcdGateway
+from app.etcd.gateway import Connection, GatewayClient
 from app.etcd.refresh_store import EtcdRefreshStore
 from tests.integration.support.authserver import (
     AuthServer,
@@ -47,13 +47,13 @@ class TestEtcdStore(StoreContract):
     @pytest.fixture
     def store(self, etcd: EtcdServer, request: pytest.FixtureRequest) -> Iterator[EtcdRefreshStore]:
         prefix = f"/test/{request.node.name}/"
-        store = EtcdRefreshStore(EtcdGateway([etcd.url], 5.0), prefix)
+        store = EtcdRefreshStore(GatewayClient(Connection([etcd.url], 5.0)), prefix)
         yield store
         store.close()
 
 
 def test_records_in_etcd_hold_the_hash_not_the_token(etcd: EtcdServer) -> None:
-    store = EtcdRefreshStore(EtcdGateway([etcd.url], 5.0), "/test/raw/")
+    store = EtcdRefreshStore(GatewayClient(Connection([etcd.url], 5.0)), "/test/raw/")
     from app.state.refresh import RefreshPolicy, RefreshTokens  # noqa: PLC0415 - local to this test
 
     token, record = RefreshTokens(store, RefreshPolicy(100, 50)).issue("alice", "s", "c", "v", 0)

@@ -60,3 +60,47 @@ def test_tls_files_are_relative_to_the_config_file(tmp_path: Path) -> None:
     etcd = load_settings(config).etcd
     assert etcd is not None
     assert etcd.ca_cert == tmp_path / "ca.pem"
+
+
+# --- the `state` section's connection to etcd: the same options as `etcd` ---
+
+
+@pytest.mark.parametrize(
+    ("state", "words"),
+    [
+        ({"etcd_username": "root"}, "etcd_username and etcd_password go together"),
+        ({"etcd_password": "pw"}, "etcd_username and etcd_password go together"),
+        ({"etcd_client_key": "k.pem"}, "etcd_client_cert and etcd_client_key go together"),
+        ({"etcd_username": ""}, "state.etcd_username"),
+    ],
+)
+def test_bad_state_etcd_connection_is_one_line(state: dict[str, object], words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(overrides={**BASE, "state": {"backend": "etcd", **state}})
+    assert str(caught.value).startswith("config: state")
+    assert words in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_state_etcd_password_never_in_repr() -> None:
+    state = {"backend": "etcd", "etcd_username": "u", "etcd_password": "hunter2"}
+    settings = load_settings(overrides={**BASE, "state": state})
+    assert settings.state.etcd_password is not None
+    assert settings.state.etcd_password.get_secret_value() == "hunter2"
+    assert "hunter2" not in repr(settings)
+    assert "hunter2" not in str(settings.state)
+
+
+def test_state_tls_files_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "issuer: i\nservice: s\nrealm: http://a/token\n"
+        "state:\n  backend: etcd\n  etcd_endpoints: ['https://e:2379']\n  etcd_ca_cert: ca.pem\n"
+        "  etcd_client_cert: /abs/client.pem\n  etcd_client_key: tls/client.key\n",
+        encoding="utf-8",
+    )
+    state = load_settings(config).state
+    assert state.etcd_ca_cert == tmp_path / "ca.pem"
+    assert state.etcd_client_cert == Path("/abs/client.pem")
+    assert state.etcd_client_key == tmp_path / "tls" / "client.key"
+    assert state.path == tmp_path / "registry-auth.db"  # resolved as before

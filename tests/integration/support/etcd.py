@@ -33,6 +33,7 @@ class EtcdServer:
     peer_port: int
     process: ManagedProcess | None = None
     generation: int = 0
+    extra_args: tuple[str, ...] = ()  # e.g. ("--auth-token-ttl=2",)
 
     @property
     def url(self) -> str:
@@ -55,6 +56,7 @@ class EtcdServer:
             f"--listen-peer-urls={peer}",
             f"--initial-advertise-peer-urls={peer}",
             f"--initial-cluster={NAME}={peer}",
+            *self.extra_args,
         ]
         self.process = start_process("etcd", argv, self.workdir / "logs")
         wait_for_http(self.process, f"{self.url}/health", ready=lambda r: r.status_code == 200)
@@ -82,9 +84,13 @@ class EtcdServer:
 
     # --- the real etcdctl, for both keyspaces ---
 
-    def etcdctl(self, api: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def etcdctl(
+        self, api: str, *args: str, check: bool = True, user: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """`user` ("name:password") once auth is on."""
         binary = require_program("etcdctl", package="etcd-client")
-        argv = [binary, f"--endpoints={self.url}", *args]
+        login = [f"--user={user}"] if user is not None else []
+        argv = [binary, f"--endpoints={self.url}", *login, *args]
         env = {"ETCDCTL_API": api.removeprefix("v")}
         if check:
             return run_checked(argv, what=f"etcdctl ({api})", env=env, timeout=20)
@@ -121,10 +127,12 @@ class EtcdServer:
             client.put("/v2/auth/enable").raise_for_status()
 
 
-def start_etcd(workdir: Path, *, start: bool = True) -> EtcdServer:
+def start_etcd(
+    workdir: Path, *, start: bool = True, extra_args: tuple[str, ...] = ()
+) -> EtcdServer:
     """An etcd on two free ports; `start=False` only reserves the ports (etcd "down")."""
     workdir.mkdir(parents=True, exist_ok=True)
-    server = EtcdServer(workdir, free_port(), free_port())
+    server = EtcdServer(workdir, free_port(), free_port(), extra_args=extra_args)
     if start:
         server.start()
     return server

@@ -1,0 +1,85 @@
+"""The JSON shapes of etcd's v3 gateway: what a range or txn answers, and the comparisons and
+operations a txn takes. Pure: no I/O.
+
+Keys and values travel base64-encoded; int64 fields travel as strings (the gateway takes and
+gives them so); zero-valued fields are left out of answers.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    key: bytes
+    value: bytes
+    mod_revision: int
+
+    @classmethod
+    def from_json(cls, kv: Json) -> KeyValue:
+        value = base64.b64decode(kv.get("value", ""))
+        return cls(base64.b64decode(kv["key"]), value, int(kv.get("mod_revision", 0)))
+
+
+@dataclass(frozen=True, slots=True)
+class RangeResult:
+    kvs: list[KeyValue]
+    revision: int  # the store's revision when read: watch from here
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    succeeded: bool  # every comparison held, and `success` ran
+    responses: list[Json]
+    revision: int
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The range_end that selects every key starting with `prefix` (etcd's own rule)."""
+    end = bytearray(prefix)
+    while end:
+        if end[-1] < 0xFF:
+            end[-1] += 1
+            return bytes(end)
+        end.pop()
+    return b"\x00"
+
+
+def compare_exists(key: bytes) -> Json:
+    return {"key": b64(key), "target": "VERSION", "result": "GREATER", "version": "0"}
+
+
+def compare_mod_revision(key: bytes, revision: int) -> Json:
+    """Holds while the key is as last read: absent (0) or unchanged since that revision."""
+    if revision == 0:
+        return {"key": b64(key), "target": "VERSION", "result": "EQUAL", "version": "0"}
+    return {"key": b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(revision)}
+
+
+def compare_value(key: bytes, value: bytes) -> Json:
+    return {"key": b64(key), "target": "VALUE", "result": "EQUAL", "value": b64(value)}
+
+
+def put_op(key: bytes, value: bytes, lease: int | None = None) -> Json:
+    put: Json = {"key": b64(key), "value": b64(value)}
+    if lease is not None:
+        put["lease"] = str(lease)
+    return {"request_put": put}
+
+
+def delete_op(key: bytes) -> Json:
+    return {"request_delete_range": {"key": b64(key)}}
+
+
+def deleted_count(responses: list[Json]) -> int:
+    """How many keys the delete operations of a txn removed."""
+    return sum(int(r.get("response_delete_range", {}).get("deleted", 0)) for r in responses)

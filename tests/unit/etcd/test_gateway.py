@@ -1,0 +1,69 @@
+"""The v3 gateway client's edges that need no etcd: TLS files that cannot be loaded, a closed
+client, and each user's own error type at its boundary. (The calls themselves run against the
+real etcd in tests/integration.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from app.errors import EtcdError, StateStoreError
+from app.etcd.gateway import Connection, GatewayClient, GatewayError
+from app.etcd.kv import prefix_end
+from app.etcd.refresh_store import EtcdRefreshStore
+from app.etcd.state import open_state_client
+from app.etcd.v3 import GatewayBackend
+from app.settings_sections import EtcdSettings, StateSettings
+
+# A port nothing listens on would be a network test; every case here fails before connecting.
+ENDPOINT = "https://127.0.0.1:9"
+
+
+def test_unreadable_tls_files_fail_the_call_not_the_construction(tmp_path: Path) -> None:
+    client = GatewayClient(Connection([ENDPOINT], 1.0, ca_cert=tmp_path / "missing-ca.pem"))
+    with pytest.raises(GatewayError, match="cannot load the TLS files"):
+        client.range(b"/k")
+
+
+def test_the_publisher_sees_an_etcd_error_naming_its_key(tmp_path: Path) -> None:
+    settings = EtcdSettings(
+        endpoints=[ENDPOINT], api="v3", key="/lain/k", ca_cert=tmp_path / "missing.pem"
+    )
+    with pytest.raises(EtcdError) as caught:
+        GatewayBackend(settings).read()
+    assert str(caught.value).startswith(f"etcd v3 at {ENDPOINT} key /lain/k: cannot load the TLS")
+
+
+def test_the_state_store_sees_a_state_store_error_without_the_password(tmp_path: Path) -> None:
+    state = StateSettings(
+        backend="etcd",
+        etcd_endpoints=[ENDPOINT],
+        etcd_username="root",
+        etcd_password=SecretStr("hunter2"),
+        etcd_client_cert=tmp_path / "c.pem",
+        etcd_client_key=tmp_path / "k.pem",
+    )
+    client = open_state_client(state)
+    assert "hunter2" not in repr(client.connection)
+    with pytest.raises(StateStoreError) as caught:
+        EtcdRefreshStore(client, "/p/").find("0" * 64)
+    assert str(caught.value).startswith(f"etcd v3 at {ENDPOINT}: cannot load the TLS files")
+    assert "hunter2" not in str(caught.value)
+
+
+def test_a_closed_client_says_so() -> None:
+    store = EtcdRefreshStore(GatewayClient(Connection([ENDPOINT], 1.0)), "/p/")
+    store.close()
+    store.close()  # twice is fine: shutdown paths may overlap
+    with pytest.raises(StateStoreError, match="the etcd client is closed"):
+        store.records()
+
+
+@pytest.mark.parametrize(
+    ("prefix", "end"),
+    [(b"/a/", b"/a0"), (b"a\xff", b"b"), (b"\xff\xff", b"\x00"), (b"", b"\x00")],
+)
+def test_prefix_end_is_etcds_rule(prefix: bytes, end: bytes) -> None:
+    assert prefix_end(prefix) == end
