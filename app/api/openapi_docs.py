@@ -86,19 +86,7 @@ TOKEN_POST: dict[str, Any] = {
             "application/x-www-form-urlencoded": {
                 "schema": {
                     "type": "object",
-                    "properties": {
-                        name: {"type": "string"}
-                        for name in (
-                            "grant_type",
-                            "username",
-                            "password",
-                            "refresh_token",
-                            "service",
-                            "client_id",
-                            "access_type",
-                            "scope",
-                        )
-                    },
+                    "properties": {name: {"type": "string"} for name in _FORM_FIELDS},
                 }
             }
         },
