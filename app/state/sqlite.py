@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import astuple
 from pathlib import Path
@@ -19,6 +21,7 @@ from app.state.attempts import FailureCount
 from app.state.model import RefreshRecord
 
 BUSY_TIMEOUT_SECONDS = 10.0
+_LOCK_ERRORS = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 _COLUMNS = (
     "id, token_hash, account, service, client_id, credential_version, "
     "created_at, expires_at, last_used_at"
@@ -63,21 +66,54 @@ class SqliteStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._created = False
+        self._create_lock = threading.Lock()
 
     def _create(self) -> None:
         if self._created:
             return
+        with self._create_lock:  # threads of this process create the file once
+            if self._created:
+                return
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                if not self.path.exists():
+                    os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            except OSError as exc:
+                raise StateStoreError(
+                    f"cannot create state file {self.path}: {exc.strerror}"
+                ) from None
+            self._prepare()
+            self._created = True
+
+    def _prepare(self) -> None:
+        """Switch the file to WAL and create the schema.
+
+        Other processes may be doing the same right now. Switching the journal mode and a
+        schema change can meet a lock that SQLite reports at once rather than waiting for
+        (to avoid a deadlock), so this step retries until `BUSY_TIMEOUT_SECONDS` runs out.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+        pause = 0.005
+        while not self._try_prepare():
+            if time.monotonic() + pause > deadline:
+                raise StateStoreError(f"state file {self.path}: database is locked")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
+
+    def _try_prepare(self) -> bool:
+        """One attempt; False when another connection held the lock."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if not self.path.exists():
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        except OSError as exc:
-            raise StateStoreError(f"cannot create state file {self.path}: {exc.strerror}") from None
-        with self._connect() as db:
-            # WAL is a property of the file: set once, every later connection uses it.
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
-        self._created = True
+            with self._connect() as db:
+                # WAL is a property of the file: set once, every later connection uses it.
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(_SCHEMA)
+        except StateStoreError as exc:
+            if not isinstance(exc.__context__, sqlite3.OperationalError):
+                raise
+            if exc.__context__.sqlite_errorcode & 0xFF not in _LOCK_ERRORS:
+                raise
+            return False
+        return True
 
     def _exists(self) -> bool:
         if not self._created and self.path.exists():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +85,20 @@ class TestSqliteFailureStore(FailureStoreContract):
     @pytest.fixture
     def failure_store(self, tmp_path: Path) -> SqliteStore:
         return SqliteStore(tmp_path / "state.db")
+
+
+def _fail_often(path: str, start: Any) -> None:
+    store = SqliteStore(Path(path))
+    start.wait()
+    for _ in range(10):
+        store.add_failure(["shared"], NOW, 100)
+
+
+def test_processes_creating_the_file_together_lose_no_failure(tmp_path: Path) -> None:
+    # Granian's workers all open the state file for the first time at about the same moment.
+    path = tmp_path / "state.db"
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, ProcessPoolExecutor(4, mp_context=context) as pool:
+        start = manager.Barrier(4)
+        list(pool.map(_fail_often, [str(path)] * 4, [start] * 4))
+    assert SqliteStore(path).failures(["shared"], NOW, 100)["shared"].count == 40
