@@ -6,7 +6,7 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,9 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from app import __version__
-from app.api.audit import AuditLog, Decision
-from app.api.client_ip import Network, request_client_ip
-from app.api.credentials import parse_basic
+from app.api.audit import AuditLog
 from app.api.lifespans import combine_lifespans
 from app.api.limits import LimitsMiddleware, request_id
 from app.api.metrics_http import CONTENT_TYPE, LiveValues, render_metrics
@@ -28,15 +26,14 @@ from app.api.publishing import build_publish_loop, etcd_status, publish_lifespan
 from app.api.reloading import Lifespan, reload_lifespan
 from app.api.responses import FastJSONResponse
 from app.api.tls import ReloadingTLS, tls_lifespan
+from app.api.token_get import TokenGet, TokenGetLayer, error_answer
 from app.errors import BackendUnavailableError, ClientError, StateStoreError
 from app.keys.expiry import ExpiryState
 from app.keys.jwks import KidFormat, jwks_document
-from app.protocol.tokens import parse_token_request, token_response
-from app.service import IPAddress, TokenService
+from app.service import TokenService
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
-_NO_STORE = {"Cache-Control": "no-store"}
 
 
 def create_app(settings: Settings, service: TokenService | None = None) -> FastAPI:
@@ -67,35 +64,24 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
     _install_error_handlers(app)
     app.add_middleware(LimitsMiddleware, limits=settings.limits)
     app.add_middleware(ObserveMiddleware, token_paths=_token_paths(settings))
+    get_token = TokenGet(token_service, audit, settings.trusted_proxies)
+    # Outermost: a GET token request never reaches the two middlewares above or the router.
+    app.add_middleware(
+        TokenGetLayer, paths=_token_paths(settings), endpoint=get_token, limits=settings.limits
+    )
 
-    async def token(request: Request) -> JSONResponse:
-        client = _client_ip(request, settings.trusted_proxies)
-        where = str(client) if client is not None else None
-        decision = Decision(request_id(request.scope), where, "get")
-        try:
-            credentials = parse_basic(request.headers.get("authorization"))
-            decision.account = credentials.account if credentials is not None else None
-            params = {key: request.query_params.getlist(key) for key in request.query_params}
-            token_request = parse_token_request(params)
-            decision.ask(token_request.scopes, token_request.service, token_request.client_id)
-            issued = await token_service.issue(token_request, credentials, client)
-            decision.issued(issued)
-        except Exception as exc:
-            decision.refused(exc)
-            raise
-        finally:
-            audit.write(decision)
-        body = token_response(issued.token, issued_at=issued.issued_at, ttl=issued.expires_in)
-        if issued.refresh_token is not None:
-            body["refresh_token"] = issued.refresh_token
-        return FastJSONResponse(body, headers=_NO_STORE)
+    async def token(request: Request) -> Response:
+        # HEAD, and the OpenAPI description of GET: GET itself is answered by TokenGetLayer.
+        status, body, headers = await get_token.answer(request.scope, request_id(request.scope))
+        response = Response(body, status, media_type="application/json")
+        response.raw_headers.extend(headers)
+        return response
 
     post = oauth_endpoint(token_service, audit)
     for path in _token_paths(settings):
-        # Requests are served by a plain route: FastAPI's parameter machinery would add ~30 µs
-        # to the hottest path, and this endpoint reads the request itself anyway. Starlette takes
-        # the first matching route, so the API route below only describes GET in the OpenAPI
-        # schema (which the schemathesis fuzz tests drive, through this plain route).
+        # A plain route for HEAD (and GET, should a request ever get past TokenGetLayer);
+        # Starlette takes the first matching route, so the API route below only describes GET
+        # in the OpenAPI schema (which the schemathesis fuzz tests drive).
         app.add_route(path, token, methods=["GET"], include_in_schema=False)
         app.add_api_route(
             path,
@@ -199,25 +185,13 @@ def _token_paths(settings: Settings) -> list[str]:
     return paths
 
 
-def _client_ip(request: Request, trusted: Sequence[Network]) -> IPAddress | None:
-    return request_client_ip(request, trusted)
-
-
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ClientError)
-    async def client_error(_: Request, exc: ClientError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
-
     @app.exception_handler(BackendUnavailableError)
-    async def backend_unavailable(_: Request, exc: BackendUnavailableError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
-
     @app.exception_handler(StateStoreError)
-    async def state_store_error(_: Request, exc: StateStoreError) -> JSONResponse:
-        # The operator needs the cause; the client only that it is not its fault.
-        log.error("refresh-token store unavailable: %s", exc)
-        body = {"details": "refresh-token store unavailable", "error": "temporarily_unavailable"}
-        return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
+    async def known_error(_: Request, exc: Exception) -> JSONResponse:
+        status, body, headers = error_answer(exc)
+        return JSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -241,7 +215,5 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.error("internal error while serving a request: %s", type(exc).__name__)
-        return JSONResponse(
-            {"details": "internal server error", "error": "internal"}, status_code=500
-        )
+        status, body, headers = error_answer(exc)
+        return JSONResponse(body, status_code=status, headers=headers)

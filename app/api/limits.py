@@ -25,6 +25,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 REQUEST_ID_HEADER = b"x-request-id"
+# A refused request may have a body on its way that nobody will read: end the connection.
+REFUSAL_HEADERS = [(b"connection", b"close")]
 _SAFE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -57,41 +59,19 @@ class LimitsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = _request_id(scope["headers"])
+        rid = new_request_id(scope["headers"])
         scope.setdefault("state", {})["request_id"] = rid
         send = _with_request_id(send, rid)
         try:
-            self._check_head(scope)
+            check_head(scope, self.limits)
             body = await self._read_body(scope, receive)
         except LimitExceededError as exc:
             await _refuse(send, exc)
             return
         await self.app(scope, _replay(body, receive), send)
 
-    def _check_head(self, scope: Scope) -> None:
-        limits = self.limits
-        headers: list[tuple[bytes, bytes]] = scope["headers"]
-        if sum(len(name) + len(value) + 4 for name, value in headers) > limits.max_header_bytes:
-            raise LimitExceededError(
-                431, f"request headers exceed {limits.max_header_bytes} bytes in total"
-            )
-        for name, value in headers:
-            if name == b"authorization" and len(value) > limits.max_authorization_length:
-                raise LimitExceededError(
-                    431,
-                    f"Authorization header longer than {limits.max_authorization_length} bytes",
-                    "Authorization",
-                )
-        if len(scope.get("query_string", b"")) > limits.max_query_length:
-            raise LimitExceededError(
-                400, f"query string longer than {limits.max_query_length} bytes", "query"
-            )
-
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.limits.max_body_bytes
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.strip().isdigit() and int(value) > limit:
-                raise LimitExceededError(413, f"request body exceeds {limit} bytes")
         if scope["method"] in ("GET", "HEAD"):
             return b""
         body = bytearray()
@@ -107,7 +87,34 @@ class LimitsMiddleware:
         return bytes(body)
 
 
-def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
+def check_head(scope: Scope, limits: LimitSettings) -> None:
+    """The limits on what arrives before the body (and the body's announced length)."""
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    if sum(len(name) + len(value) + 4 for name, value in headers) > limits.max_header_bytes:
+        raise LimitExceededError(
+            431, f"request headers exceed {limits.max_header_bytes} bytes in total"
+        )
+    for name, value in headers:
+        if name == b"authorization" and len(value) > limits.max_authorization_length:
+            raise LimitExceededError(
+                431,
+                f"Authorization header longer than {limits.max_authorization_length} bytes",
+                "Authorization",
+            )
+        if (
+            name == b"content-length"
+            and value.strip().isdigit()
+            and int(value) > limits.max_body_bytes
+        ):
+            raise LimitExceededError(413, f"request body exceeds {limits.max_body_bytes} bytes")
+    if len(scope.get("query_string", b"")) > limits.max_query_length:
+        raise LimitExceededError(
+            400, f"query string longer than {limits.max_query_length} bytes", "query"
+        )
+
+
+def new_request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    """The client's X-Request-ID when it is a short safe token, else a fresh one."""
     for name, value in headers:
         if name == REQUEST_ID_HEADER and _SAFE_REQUEST_ID.fullmatch(value):
             return value.decode("ascii")
@@ -144,7 +151,7 @@ async def _refuse(send: Send, exc: LimitExceededError) -> None:
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode("ascii")),
-        (b"connection", b"close"),
+        *REFUSAL_HEADERS,
     ]
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

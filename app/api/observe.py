@@ -55,6 +55,11 @@ class ObserveMiddleware:
         try:
             await self.app(scope, receive, sending)
         finally:
-            endpoint, counters = self.endpoint(scope), metrics()
-            counters.requests.labels(endpoint, outcome(status)).inc()
-            counters.latency.labels(endpoint).observe(time.perf_counter() - started)
+            observe(self.endpoint(scope), status, started)
+
+
+def observe(endpoint: str, status: int, started: float) -> None:
+    """Count one answered request and its latency (`started`: its time.perf_counter())."""
+    counters = metrics()
+    counters.requests.labels(endpoint, outcome(status)).inc()
+    counters.latency.labels(endpoint).observe(time.perf_counter() - started)

@@ -26,6 +26,8 @@ BACKOFF_CAP = 0.1
 
 
 class EtcdFailureStore:
+    quick_reads = False
+
     def __init__(self, etcd: GatewayClient, prefix: str) -> None:
         self._etcd = etcd
         self._prefix = prefix.encode("utf-8")

@@ -39,6 +39,10 @@ class FailureCount:
 class FailureStore(Protocol):
     """Counters of failed logins. Methods raise StateStoreError when the store is unusable."""
 
+    # True when `failures` answers from memory or a local file in microseconds, so it may run
+    # on the event loop; False when it goes over the network (etcd): run it in a thread.
+    quick_reads: bool
+
     def failures(self, keys: list[str], now: float, window: int) -> dict[str, FailureCount]:
         """The live counters among `keys` (last failure within `window` seconds)."""
         ...

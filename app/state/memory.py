@@ -9,6 +9,8 @@ from app.state.attempts import FailureCount
 
 
 class MemoryFailureStore:
+    quick_reads = True
+
     def __init__(self, max_keys: int = 100_000) -> None:
         self._counts: OrderedDict[str, FailureCount] = OrderedDict()
         self._max_keys = max_keys

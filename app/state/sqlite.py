@@ -1,8 +1,9 @@
 """The embedded store: one SQLite file, safe for several worker processes on one machine.
 
 WAL mode lets readers run beside the one writer, and `busy_timeout` makes a writer wait for
-another process's lock instead of failing. A connection per call keeps threads and processes
-apart without sharing handles (sqlite3 connections must not cross threads).
+another process's lock instead of failing. Writes open a connection per call; the failure
+counters, read on every login, go through one connection kept per thread and process (a
+connection must not cross threads or a fork).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from app.state.attempts import FailureCount
 from app.state.model import RefreshRecord
 
 BUSY_TIMEOUT_SECONDS = 10.0
+# A reader waits only while a crashed writer's log is recovered: rare, and on the event loop.
+READ_TIMEOUT_SECONDS = 0.5
 _LOCK_ERRORS = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 _COLUMNS = (
     "id, token_hash, account, service, client_id, credential_version, "
@@ -63,10 +66,16 @@ class SqliteStore:
     file behind.
     """
 
+    # Counters are read on the event loop (see FailureStore): through a connection kept open
+    # per thread, an indexed read in WAL mode takes microseconds and never waits for a writer.
+    quick_reads = True
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._created = False
         self._create_lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[tuple[int, sqlite3.Connection]] = []
 
     def _create(self) -> None:
         if self._created:
@@ -190,13 +199,39 @@ class SqliteStore:
         if not self._exists():
             return {}
         marks = ", ".join("?" * len(keys))
-        with self._connect() as db:
-            rows = db.execute(
-                f"SELECT key, count, last_at FROM login_failures WHERE key IN ({marks}) "  # noqa: S608 - only placeholders
-                "AND last_at >= ?",
-                (*keys, now - window),
-            ).fetchall()
+        try:
+            rows = (
+                self._reader()
+                .execute(
+                    f"SELECT key, count, last_at FROM login_failures WHERE key IN ({marks}) "  # noqa: S608 - only placeholders
+                    "AND last_at >= ?",
+                    (*keys, now - window),
+                )
+                .fetchall()
+            )
+        except sqlite3.Error as exc:
+            raise StateStoreError(f"state file {self.path}: {exc}") from None
         return {key: FailureCount(count, last_at) for key, count, last_at in rows}
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read connection, opened on first use (again after a fork: a
+        connection must not cross into a child process)."""
+        kept: tuple[int, sqlite3.Connection] | None = getattr(self._local, "reader", None)
+        if kept is not None and kept[0] == os.getpid():
+            return kept[1]
+        try:
+            db = sqlite3.connect(
+                self.path,
+                timeout=READ_TIMEOUT_SECONDS,
+                isolation_level=None,
+                check_same_thread=False,  # only close() touches it from elsewhere
+            )
+        except sqlite3.Error as exc:
+            raise StateStoreError(f"cannot open state file {self.path}: {exc}") from None
+        self._local.reader = (os.getpid(), db)
+        with self._create_lock:
+            self._readers.append((os.getpid(), db))
+        return db
 
     def add_failure(self, keys: list[str], now: float, window: int) -> None:
         self._create()
@@ -215,4 +250,10 @@ class SqliteStore:
             db.execute("DELETE FROM login_failures WHERE key = ?", (key,))
 
     def close(self) -> None:
-        """Nothing held open between calls."""
+        """Close the read connections; writes hold nothing open between calls."""
+        with self._create_lock:
+            readers, self._readers = self._readers, []
+        for pid, db in readers:
+            if pid == os.getpid():  # a parent's connection is the parent's to close
+                db.close()
+        self._local = threading.local()

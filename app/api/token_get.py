@@ -1,0 +1,154 @@
+"""GET on the token paths, served by a plain ASGI layer in front of FastAPI.
+
+Every pull and push of every client is one of these requests. FastAPI's routing, its request
+and response objects and the chain of middlewares wrapped around each `send` cost as much CPU
+as answering with a reused token (README, Performance). So this layer answers them whole, with
+the same parts the other routes go through: the input limits and request id of
+LimitsMiddleware, the counters of ObserveMiddleware, the error answers of the app's exception
+handlers and the audit log. Everything else (POST, HEAD, other paths) goes on to FastAPI.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Collection, Sequence
+from urllib.parse import parse_qs
+
+import orjson
+
+from app.api.audit import AuditLog, Decision
+from app.api.client_ip import Network, client_ip
+from app.api.credentials import parse_basic
+from app.api.limits import (
+    REFUSAL_HEADERS,
+    REQUEST_ID_HEADER,
+    ASGIApp,
+    LimitExceededError,
+    Receive,
+    Scope,
+    Send,
+    check_head,
+    new_request_id,
+)
+from app.api.observe import observe
+from app.errors import BackendUnavailableError, ClientError, StateStoreError
+from app.protocol.tokens import parse_token_request, token_response
+from app.service import TokenService
+from app.settings_sections import LimitSettings
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[bytes, bytes]]
+Answer = tuple[int, bytes, Headers]
+_JSON = (b"content-type", b"application/json")
+_NO_STORE = (b"cache-control", b"no-store")
+
+
+def error_answer(exc: Exception) -> tuple[int, dict[str, object], dict[str, str]]:
+    """Status, JSON body and headers for an error raised while answering; never a traceback."""
+    if isinstance(exc, ClientError | BackendUnavailableError):
+        return exc.status, exc.body(), exc.headers()
+    if isinstance(exc, StateStoreError):
+        # The operator needs the cause; the client only that it is not its fault.
+        log.error("refresh-token store unavailable: %s", exc)
+        body: dict[str, object] = {
+            "details": "refresh-token store unavailable",
+            "error": "temporarily_unavailable",
+        }
+        return 503, body, {"Retry-After": "5"}
+    log.error("internal error while serving a request: %s", type(exc).__name__)
+    return 500, {"details": "internal server error", "error": "internal"}, {}
+
+
+class TokenGet:
+    """Answers one GET token request from its ASGI scope."""
+
+    def __init__(
+        self, service: TokenService, audit: AuditLog, trusted_proxies: Sequence[Network]
+    ) -> None:
+        self._service = service
+        self._audit = audit
+        self._trusted = trusted_proxies
+
+    async def answer(self, scope: Scope, rid: str) -> Answer:
+        authorization, forwarded, real_ip = _wanted_headers(scope["headers"])
+        peer = scope.get("client")
+        client = client_ip(peer[0] if peer else None, forwarded, real_ip, self._trusted)
+        decision = Decision(rid, str(client) if client is not None else None, "get")
+        try:
+            credentials = parse_basic(authorization)
+            decision.account = credentials.account if credentials is not None else None
+            query = scope.get("query_string", b"").decode("latin-1")
+            token_request = parse_token_request(parse_qs(query, keep_blank_values=True))
+            decision.ask(token_request.scopes, token_request.service, token_request.client_id)
+            issued = await self._service.issue(token_request, credentials, client)
+            decision.issued(issued)
+        except Exception as exc:  # noqa: BLE001 - every error becomes a JSON answer
+            decision.refused(exc)
+            status, body, headers = error_answer(exc)
+            encoded = [
+                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()
+            ]
+            return status, orjson.dumps(body), encoded
+        finally:
+            self._audit.write(decision)
+        answer = token_response(issued.token, issued_at=issued.issued_at, ttl=issued.expires_in)
+        if issued.refresh_token is not None:
+            answer["refresh_token"] = issued.refresh_token
+        return 200, orjson.dumps(answer), [_NO_STORE]
+
+
+class TokenGetLayer:
+    """The ASGI layer: GET on `paths` answered by `TokenGet`, the rest passed on to `app`."""
+
+    def __init__(
+        self, app: ASGIApp, *, paths: Collection[str], endpoint: TokenGet, limits: LimitSettings
+    ) -> None:
+        self.app = app
+        self._paths = frozenset(paths)
+        self._endpoint = endpoint
+        self._limits = limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] not in self._paths:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the counters say if sending fails
+        rid = new_request_id(scope["headers"])
+        try:
+            try:
+                check_head(scope, self._limits)
+            except LimitExceededError as exc:
+                status, body, headers = exc.status, exc.body(), list(REFUSAL_HEADERS)
+            else:
+                status, body, headers = await self._endpoint.answer(scope, rid)
+            headers += [
+                _JSON,
+                (b"content-length", str(len(body)).encode("ascii")),
+                (REQUEST_ID_HEADER, rid.encode("ascii")),
+            ]
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            observe("token", status, started)
+
+
+def _wanted_headers(headers: Headers) -> tuple[str | None, list[str], str | None]:
+    """Authorization, every X-Forwarded-For and X-Real-IP, decoded as HTTP headers are."""
+    authorization, forwarded, real_ip = None, [], None
+    for name, value in headers:
+        if name == b"authorization":
+            authorization = value.decode("latin-1") if authorization is None else authorization
+        elif name == b"x-forwarded-for":
+            forwarded.append(value.decode("latin-1"))
+        elif name == b"x-real-ip" and real_ip is None:
+            real_ip = value.decode("latin-1")
+    return authorization, forwarded, real_ip
+
+
+def _encode(headers: dict[str, str]) -> Headers:
+    return [
+        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()
+    ]
