@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -95,6 +96,7 @@ class TokenService:
         self._clock = clock
         self.reloadables = tuple(reloadables)
         self._last_expiry: tuple[str, ExpiryState] | None = None
+        self._expiry_span: tuple[object, float, float, ExpiryState] | None = None
         self.certificate_status()
         self.refresh_tokens = refresh_tokens
         self._minter = Minter(settings, id_source)
@@ -309,7 +311,26 @@ class TokenService:
 
     def can_sign(self) -> bool:
         """False when every token would carry an expired certificate in `x5c`."""
-        return not (self.settings.x5c and self.certificate_status().state is ExpiryState.EXPIRED)
+        return not (self.settings.x5c and self._expiry_state() is ExpiryState.EXPIRED)
+
+    def _expiry_state(self) -> ExpiryState:
+        """certificate_status().state, worked out again (and logged when it changed) only when
+        the active key changes or the clock leaves the span the state holds in: this runs for
+        every token."""
+        key, now = self.keyring.active, self._clock()
+        kept = self._expiry_span
+        if kept is not None and kept[0] is key and kept[1] <= now < kept[2]:
+            return kept[3]
+        state = self.certificate_status().state
+        expires = key.not_after.timestamp()
+        warns = expires - self.settings.certificate_warning_days * 86400
+        low, high = {
+            ExpiryState.OK: (-math.inf, warns),
+            ExpiryState.EXPIRING: (warns, expires),
+            ExpiryState.EXPIRED: (expires, math.inf),
+        }[state]
+        self._expiry_span = (key, low, high, state)
+        return state
 
     async def _sign(self, requester: Requester, granted: list[Scope]) -> IssuedToken:
         if not self.can_sign():

@@ -10,6 +10,7 @@ unknown (None): no `ip` rule holds for it, rather than the proxy's own address b
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
@@ -23,6 +24,7 @@ Network = IPv4Network | IPv6Network
 _WITH_PORT = re.compile(r"\[(?P<v6>[^\]]+)\](?::\d+)?|(?P<v4>[0-9.]+):\d+")
 
 
+@functools.lru_cache(maxsize=4096)  # the same few peers and proxies ask again and again
 def parse_address(text: str | None) -> IPAddress | None:
     """An address as a peer or a proxy writes it; IPv4-mapped IPv6 becomes IPv4; else None."""
     if not text:

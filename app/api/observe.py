@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Collection
+from typing import Any
 
 from app.api.limits import ASGIApp, Message, Receive, Scope, Send
 from app.metrics import metrics
@@ -60,6 +62,12 @@ class ObserveMiddleware:
 
 def observe(endpoint: str, status: int, started: float) -> None:
     """Count one answered request and its latency (`started`: its time.perf_counter())."""
+    requests, latency = _series(endpoint, outcome(status))
+    requests.inc()
+    latency.observe(time.perf_counter() - started)
+
+
+@functools.cache  # a handful of label sets; labels() takes a lock and builds a key each time
+def _series(endpoint: str, result: str) -> tuple[Any, Any]:
     counters = metrics()
-    counters.requests.labels(endpoint, outcome(status)).inc()
-    counters.latency.labels(endpoint).observe(time.perf_counter() - started)
+    return counters.requests.labels(endpoint, result), counters.latency.labels(endpoint)

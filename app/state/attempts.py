@@ -131,8 +131,6 @@ class LoginThrottle:
 
 
 def _hash(*parts: str) -> str:
-    digest = hashlib.sha256()
-    for part in parts:
-        encoded = part.encode("utf-8", "surrogateescape")
-        digest.update(len(encoded).to_bytes(4, "big") + encoded)
-    return digest.hexdigest()
+    encoded = [part.encode("utf-8", "surrogateescape") for part in parts]
+    message = b"".join(len(part).to_bytes(4, "big") + part for part in encoded)
+    return hashlib.sha256(message).hexdigest()
