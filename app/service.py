@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import secrets
@@ -68,7 +69,7 @@ class IssuedToken:
     kid: str
     jti: str
     refresh_token: str | None = None
-    reuse: bool = False  # a still-valid token handed out again (set by the token cache)
+    reuse: bool = False  # a still-valid token handed out again (token reuse)
 
 
 class TokenService:
@@ -156,8 +157,10 @@ class TokenService:
         if credentials is None:
             requester = Requester(None, service, frozenset(), client_ip)
             return await self._sign(requester, self.authorizer.authorize(requester, request.scopes))
-        where = str(client_ip) if client_ip is not None else None
-        result = await self._authenticate(replace(credentials, service=service, client_ip=where))
+        where = address_text(client_ip)
+        result = await self._authenticate(
+            Credentials(credentials.account, credentials.password, service, where)
+        )
         # docker login asks with offline_token=true and client_id=docker; no client_id, no
         # binding, so no refresh token.
         client_id = request.client_id if request.offline_token else None
@@ -168,7 +171,7 @@ class TokenService:
     ) -> IssuedToken:
         """The OAuth2 password grant: like a GET with Basic credentials."""
         service = self._check_service(grant.service)
-        where = str(client_ip) if client_ip is not None else None
+        where = address_text(client_ip)
         credentials = Credentials(grant.username, grant.password, service=service, client_ip=where)
         result = await self._authenticate(credentials)
         client_id = grant.client_id if grant.offline else None
@@ -343,7 +346,7 @@ class TokenService:
         now = int(self._clock())
         grant = Grant(requester.account, requester.service, tuple(granted))
         state = [item.current for item in self.reloadables]  # a reload means a new token
-        signed = await self._minter.mint(self.keyring, grant, now, state)
+        signed, reused = await self._minter.mint(self.keyring, grant, now, state)
         # expires_in counts from now: a reused token says truthfully how long it has left.
         return IssuedToken(
             signed.token,
@@ -353,4 +356,10 @@ class TokenService:
             granted,
             signed.kid,
             signed.jti,
+            reuse=reused,
         )
+
+
+@functools.lru_cache(maxsize=4096)  # str() of an address object takes microseconds, every time
+def address_text(address: IPAddress | None) -> str | None:
+    return None if address is None else str(address)

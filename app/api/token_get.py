@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Collection, Sequence
-from urllib.parse import parse_qs
 
 import orjson
 
@@ -33,8 +32,8 @@ from app.api.limits import (
 )
 from app.api.observe import observe
 from app.errors import BackendUnavailableError, ClientError, StateStoreError
-from app.protocol.tokens import parse_token_request, token_response
-from app.service import TokenService
+from app.protocol.tokens import parse_token_query, token_response
+from app.service import TokenService, address_text
 from app.settings_sections import LimitSettings
 
 log = logging.getLogger(__name__)
@@ -75,12 +74,11 @@ class TokenGet:
         authorization, forwarded, real_ip = _wanted_headers(scope["headers"])
         peer = scope.get("client")
         client = client_ip(peer[0] if peer else None, forwarded, real_ip, self._trusted)
-        decision = Decision(rid, str(client) if client is not None else None, "get")
+        decision = Decision(rid, address_text(client), "get")
         try:
             credentials = parse_basic(authorization)
             decision.account = credentials.account if credentials is not None else None
-            query = scope.get("query_string", b"").decode("latin-1")
-            token_request = parse_token_request(parse_qs(query, keep_blank_values=True))
+            token_request = parse_token_query(scope.get("query_string", b"").decode("latin-1"))
             decision.ask(token_request.scopes, token_request.service, token_request.client_id)
             issued = await self._service.issue(token_request, credentials, client)
             decision.issued(issued)

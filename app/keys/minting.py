@@ -47,17 +47,19 @@ class Minter:
 
     async def mint(
         self, ring: KeyRing, grant: Grant, now: int, state: Sequence[object] = ()
-    ) -> SignedToken:
-        """A token for `grant`; with reuse on, the one already signed for it under this ring
-        and this `state` (policy, users: the objects themselves) while enough of it remains."""
+    ) -> tuple[SignedToken, bool]:
+        """A token for `grant`, and whether it was signed before; with reuse on, the one
+        already signed for it under this ring and this `state` (policy, users: the objects
+        themselves) while enough of it remains."""
         if self._reuse is None:
-            return await self._sign(ring, grant, now)
+            return await self._sign(ring, grant, now), False
         current = (ring, *state)
         signed = self._reuse.get(grant, current, now)
-        if signed is None:
-            signed = await self._sign(ring, grant, now)
-            self._reuse.put(grant, current, signed)
-        return signed
+        if signed is not None:
+            return signed, True
+        signed = await self._sign(ring, grant, now)
+        self._reuse.put(grant, current, signed)
+        return signed, False
 
     async def _sign(self, ring: KeyRing, grant: Grant, now: int) -> SignedToken:
         key, ttl, jti = ring.active, self._settings.token_ttl, self._id_source()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs
 
 from app.errors import InvalidRequestError
 from app.protocol.scopes import Scope, parse_scopes
@@ -21,17 +22,26 @@ class TokenRequest:
     """What a client asked the realm for (GET query parameters)."""
 
     service: str | None
-    scopes: list[Scope] = field(default_factory=list)
+    scopes: tuple[Scope, ...] = ()
     account: str | None = None
     client_id: str | None = None
     offline_token: bool = False
+
+
+@functools.lru_cache(maxsize=1024)  # clients repeat the same few queries again and again
+def parse_token_query(query: str) -> TokenRequest:
+    """Parse a raw query string (already decoded from bytes as latin-1, as HTTP has it).
+
+    The result is shared by every request with this query: it is immutable.
+    """
+    return parse_token_request(parse_qs(query, keep_blank_values=True))
 
 
 def parse_token_request(params: Mapping[str, Sequence[str]]) -> TokenRequest:
     """Parse query parameters (each name mapped to all its values)."""
     return TokenRequest(
         service=_single(params, "service"),
-        scopes=parse_scopes(params.get("scope", ())),
+        scopes=tuple(parse_scopes(params.get("scope", ()))),
         account=_single(params, "account"),
         client_id=_single(params, "client_id"),
         offline_token=_flag(params, "offline_token"),

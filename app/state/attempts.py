@@ -15,6 +15,7 @@ Time is a parameter; keys are hashed, so a store never holds account names or ad
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -71,6 +72,7 @@ class Verdict:
         return self.retry_after is not None
 
 
+@functools.lru_cache(maxsize=4096)  # asked on every login; the same pairs log in again and again
 def counter_keys(account: str, client_ip: str | None) -> tuple[str, str]:
     """(pair key, IP key): hashes, so the store holds neither names nor addresses."""
     where = client_ip or "unknown"

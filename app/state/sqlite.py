@@ -125,7 +125,7 @@ class SqliteStore:
         return True
 
     def _exists(self) -> bool:
-        if not self._created and self.path.exists():
+        if not self._created and os.path.exists(self.path):  # noqa: PTH110 - a third of the cost
             self._create()  # an older file: make sure the schema is there
         return self._created
 

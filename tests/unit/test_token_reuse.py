@@ -68,7 +68,7 @@ ALICE = Credentials("alice", SecretStr("pw"))
 
 
 async def ask(service: TokenService, scope: str = "repository:team/app:pull,push") -> IssuedToken:
-    request = TokenRequest("registry.test", parse_scopes([scope]))
+    request = TokenRequest("registry.test", tuple(parse_scopes([scope])))
     return await service.issue(request, ALICE)
 
 
@@ -84,6 +84,7 @@ async def test_a_reused_token_is_byte_identical_and_its_expires_in_shrinks(tmp_p
     clock.now += 30
     second = await ask(service)
     assert second.token == first.token
+    assert (first.reuse, second.reuse) == (False, True)  # what the audit line says
     assert (first.expires_in, second.expires_in) == (TTL, TTL - 30)
     assert second.issued_at == first.issued_at == NOW  # the token's own iat, truthfully
 
@@ -147,7 +148,9 @@ async def test_a_new_signing_key_yields_a_new_token(tmp_path: Path) -> None:
 
 async def test_reuse_can_be_turned_off(tmp_path: Path) -> None:
     service = make_service(make_settings(tmp_path, token_reuse=False), Clock())
-    assert (await ask(service)).token != (await ask(service)).token
+    first, second = await ask(service), await ask(service)
+    assert first.token != second.token
+    assert not second.reuse
 
 
 async def test_refresh_tokens_are_still_issued_per_request(tmp_path: Path) -> None:
