@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from app import __version__
 from app.api.audit import AuditLog
 from app.api.lifespans import combine_lifespans
-from app.api.limits import LimitsMiddleware, request_id
+from app.api.limits import LimitsMiddleware, Receive, Scope, Send, request_id
 from app.api.metrics_http import CONTENT_TYPE, LiveValues, render_metrics
 from app.api.oauth import oauth_endpoint
 from app.api.observe import ObserveMiddleware
@@ -42,7 +42,7 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
     publish_loop = build_publish_loop(settings)
     tls = ReloadingTLS(settings.tls) if settings.tls is not None else None
     audit = AuditLog(settings.audit_log, time.time)
-    app = FastAPI(
+    app = TokenServer(
         title="registry-auth",
         version=__version__,
         docs_url=None,
@@ -65,9 +65,9 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
     app.add_middleware(LimitsMiddleware, limits=settings.limits)
     app.add_middleware(ObserveMiddleware, token_paths=_token_paths(settings))
     get_token = TokenGet(token_service, audit, settings.trusted_proxies)
-    # Outermost: a GET token request never reaches the two middlewares above or the router.
-    app.add_middleware(
-        TokenGetLayer, paths=_token_paths(settings), endpoint=get_token, limits=settings.limits
+    # A GET token request never reaches FastAPI's layers, the two middlewares above or the router.
+    app.token_get = TokenGetLayer(
+        paths=_token_paths(settings), endpoint=get_token, limits=settings.limits
     )
 
     async def token(request: Request) -> Response:
@@ -123,6 +123,21 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
                             media_type=CONTENT_TYPE)  # fmt: skip
 
     return app
+
+
+class TokenServer(FastAPI):
+    """FastAPI, with GET on the token paths answered before any of FastAPI's own layers: every
+    pull and push is one of these, and those layers cost more than a reused token (README,
+    Performance). `token_get` does for them what the middlewares and handlers do for the rest."""
+
+    token_get: TokenGetLayer | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        layer = self.token_get
+        if layer is not None and layer.handles(scope):
+            await layer.serve(scope, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def _without_telemetry() -> dict[str, Any]:

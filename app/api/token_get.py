@@ -1,4 +1,4 @@
-"""GET on the token paths, served by a plain ASGI layer in front of FastAPI.
+"""GET on the token paths, answered ahead of FastAPI (app.api.app.TokenServer).
 
 Every pull and push of every client is one of these requests. FastAPI's routing, its request
 and response objects and the chain of middlewares wrapped around each `send` cost as much CPU
@@ -22,9 +22,7 @@ from app.api.credentials import parse_basic
 from app.api.limits import (
     REFUSAL_HEADERS,
     REQUEST_ID_HEADER,
-    ASGIApp,
     LimitExceededError,
-    Receive,
     Scope,
     Send,
     check_head,
@@ -98,20 +96,20 @@ class TokenGet:
 
 
 class TokenGetLayer:
-    """The ASGI layer: GET on `paths` answered by `TokenGet`, the rest passed on to `app`."""
+    """GET on `paths`, answered by `TokenGet` with the limits, request id and counters around
+    it; the app calls `serve` for every request `handles` says yes to."""
 
     def __init__(
-        self, app: ASGIApp, *, paths: Collection[str], endpoint: TokenGet, limits: LimitSettings
+        self, *, paths: Collection[str], endpoint: TokenGet, limits: LimitSettings
     ) -> None:
-        self.app = app
         self._paths = frozenset(paths)
         self._endpoint = endpoint
         self._limits = limits
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] not in self._paths:
-            await self.app(scope, receive, send)
-            return
+    def handles(self, scope: Scope) -> bool:
+        return scope["type"] == "http" and scope["method"] == "GET" and scope["path"] in self._paths
+
+    async def serve(self, scope: Scope, send: Send) -> None:
         started = time.perf_counter()
         status = 500  # what the counters say if sending fails
         rid = new_request_id(scope["headers"])

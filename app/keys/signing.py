@@ -1,10 +1,22 @@
-"""Signing registry tokens with a loaded key (never a PEM string: PyJWT would re-parse it)."""
+"""Signing registry tokens with a loaded key (never a PEM string: PyJWT would re-parse it).
+
+A token is the compact JWS that `jwt.encode` builds: `base64url(header).base64url(claims).
+base64url(signature)`, with the same header fields (`alg`, `typ`, `kid`, `x5c`). Two of its
+costs do not depend on the token, so they are paid once: the header segment (with `x5c` it
+carries the whole certificate, base64 inside base64url) is rendered once per key, and PyJWT's
+algorithm object is looked up once. The signature itself is PyJWT's algorithm (RS256: PKCS#1
+v1.5 over SHA-256; ES256: the raw r||s pair JWS wants), the claims are rendered by orjson.
+"""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jwt
+import orjson
+from jwt.algorithms import Algorithm as JWTAlgorithm
+from jwt.utils import base64url_encode
 
 from app.keys.model import SigningKey
 
@@ -14,13 +26,23 @@ def token_headers(key: SigningKey, *, x5c: bool) -> dict[str, Any]:
 
     With both, every registry version accepts the token (protocol.md §4, key identification).
     """
-    headers: dict[str, Any] = {"kid": key.kid}
+    headers: dict[str, Any] = {"alg": key.algorithm.value, "typ": "JWT", "kid": key.kid}
     if x5c:
         headers["x5c"] = [key.x5c]
     return headers
 
 
 def sign_token(key: SigningKey, claims: dict[str, Any], *, x5c: bool = True) -> str:
-    return jwt.encode(
-        claims, key.private_key, algorithm=key.algorithm.value, headers=token_headers(key, x5c=x5c)
-    )
+    signing_input = b".".join((_header_segment(key, x5c), base64url_encode(orjson.dumps(claims))))
+    signature = _algorithm(key.algorithm.value).sign(signing_input, key.private_key)
+    return (signing_input + b"." + base64url_encode(signature)).decode("ascii")
+
+
+@functools.lru_cache(maxsize=32)  # keys are frozen; a ring holds a handful
+def _header_segment(key: SigningKey, x5c: bool) -> bytes:
+    return base64url_encode(orjson.dumps(token_headers(key, x5c=x5c)))
+
+
+@functools.cache
+def _algorithm(name: str) -> JWTAlgorithm:
+    return jwt.get_algorithm_by_name(name)
