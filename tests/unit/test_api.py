@@ -145,6 +145,21 @@ async def test_the_realm_path_serves_tokens_too(client: AsyncClient) -> None:
     assert response.status_code == 200
 
 
+async def test_head_and_get_answer_alike(client: AsyncClient) -> None:
+    # GET is answered ahead of FastAPI (app/api/token_get.py); HEAD goes through FastAPI's
+    # route: the same status and headers, and no body.
+    params = {"service": "registry.test", "scope": "repository:team/app:pull"}
+    get = await client.get("/token", params=params, headers=_basic("alice", "s3cret"))
+    head = await client.head("/token", params=params, headers=_basic("alice", "s3cret"))
+    assert (get.status_code, head.status_code) == (200, 200)
+    for name in ("content-type", "cache-control", "content-length"):
+        assert head.headers[name] == get.headers[name], name
+    assert head.content == b""
+    assert head.headers["x-request-id"] != get.headers["x-request-id"]
+    refused = await client.head("/token", params={"service": "elsewhere"})
+    assert refused.status_code == 400
+
+
 @pytest.mark.parametrize(("user", "password"), [("alice", "Wr0ngPass"), ("nobody", "s3cret")])
 async def test_bad_credentials_get_401_with_a_basic_challenge(
     client: AsyncClient, user: str, password: str

@@ -81,3 +81,26 @@ def test_jwks_verifies_a_token_of_the_ring(
     assert claims["sub"] == "alice"
     expected_kty = "RSA" if ring.active.algorithm is Algorithm.RS256 else "EC"
     assert [k["kty"] for k in document["keys"]] == [expected_kty]
+
+
+@pytest.mark.parametrize("x5c", [True, False])
+@pytest.mark.parametrize("keys_dir_fixture", ["rsa_keys_dir", "ec_keys_dir"])
+def test_a_signed_token_is_what_pyjwt_would_build(
+    keys_dir_fixture: str, x5c: bool, request: pytest.FixtureRequest
+) -> None:
+    """sign_token assembles the compact JWS itself: the same header and claims as jwt.encode,
+    verifiable by PyJWT with the certificate's key, for both algorithms, with and without x5c."""
+    key = load_keyring(request.getfixturevalue(keys_dir_fixture)).active
+    claims = {"sub": "alice", "exp": 4_000_000_000, "access": [{"type": "repository"}]}
+    token = sign_token(key, claims, x5c=x5c)
+    reference = jwt.encode(
+        claims,
+        key.private_key,
+        algorithm=key.algorithm.value,
+        headers={"kid": key.kid, **({"x5c": [key.x5c]} if x5c else {})},
+    )
+    assert jwt.get_unverified_header(token) == jwt.get_unverified_header(reference)
+    assert token.split(".")[1] == reference.split(".")[1]  # same claims segment, byte for byte
+    public_key = key.certificate.public_key()
+    assert jwt.decode(token, public_key, algorithms=[key.algorithm.value]) == claims
+    assert sign_token(key, claims, x5c=x5c) != sign_token(key, {**claims, "sub": "bob"}, x5c=x5c)

@@ -126,6 +126,34 @@ def test_expired_certificate_in_x5c_is_a_503_json_not_a_500(tmp_path: Path) -> N
     assert ready.json()["status"] == "unavailable"
 
 
+def test_a_running_service_stops_signing_the_moment_its_certificate_expires(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The expiry state is kept between tokens and worked out again only when the clock crosses
+    # a boundary (warning window, expiry): both crossings must still happen on time.
+    keys_dir = keys_with_cert_ending(tmp_path, NOW + timedelta(days=7, seconds=10))
+    settings = make_settings(keys_dir, certificate_warning_days=7)
+    clock = [NOW.timestamp()]
+    service = TokenService.from_settings(settings, clock=lambda: clock[0])
+    client = Client(create_app(settings, service))
+    with caplog.at_level(logging.WARNING, logger="app.service"):
+        assert anonymous_token(client).status_code == 200
+        clock[0] += 11  # now inside the warning window: still signs, warns once
+        assert anonymous_token(client).status_code == 200
+        assert anonymous_token(client).status_code == 200
+        clock[0] += 7 * 86400 - 2  # the certificate's last second
+        assert anonymous_token(client).status_code == 200
+        clock[0] += 1  # expired
+        assert anonymous_token(client).status_code == 503
+        clock[0] -= 2  # a clock stepped back: signs again
+        assert anonymous_token(client).status_code == 200
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [("expires at" in w, "expired at" in w) for w in warnings[:2]] == [
+        (True, False),
+        (False, True),
+    ]
+
+
 def test_expired_certificate_without_x5c_still_signs_with_a_warning(tmp_path: Path) -> None:
     keys_dir = keys_with_cert_ending(tmp_path, NOW - timedelta(seconds=1))
     client = client_at(make_settings(keys_dir, x5c=False), NOW)

@@ -58,6 +58,21 @@ def test_sqlite_counts_resets_and_forgets_after_the_window(tmp_path: Path) -> No
     assert (tmp_path / "state.db").stat().st_mode & 0o777 == 0o600
 
 
+def test_a_kept_read_connection_sees_other_writers_and_reopens_after_close(
+    tmp_path: Path,
+) -> None:
+    # Counters are read through a connection kept open per thread; another process (here:
+    # another store on the same file) writes through its own.
+    reader, writer = SqliteStore(tmp_path / "state.db"), SqliteStore(tmp_path / "state.db")
+    writer.add_failure(["k"], NOW, 100)
+    assert reader.failures(["k"], NOW, 100) == {"k": FailureCount(1, NOW)}
+    writer.add_failure(["k"], NOW + 1, 100)
+    assert reader.failures(["k"], NOW + 1, 100) == {"k": FailureCount(2, NOW + 1)}
+    reader.close()
+    writer.reset("k")
+    assert reader.failures(["k"], NOW + 1, 100) == {}
+
+
 def test_an_unusable_store_fails_open(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
