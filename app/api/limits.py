@@ -26,7 +26,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 REQUEST_ID_HEADER = b"x-request-id"
 # A refused request may have a body on its way that nobody will read: end the connection.
-REFUSAL_HEADERS = [(b"connection", b"close")]
+REFUSAL_HEADERS = ((b"connection", b"close"),)
 _SAFE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 

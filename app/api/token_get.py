@@ -83,10 +83,7 @@ class TokenGet:
         except Exception as exc:  # noqa: BLE001 - every error becomes a JSON answer
             decision.refused(exc)
             status, body, headers = error_answer(exc)
-            encoded = [
-                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()
-            ]
-            return status, orjson.dumps(body), encoded
+            return status, orjson.dumps(body), _encode(headers)
         finally:
             self._audit.write(decision)
         answer = token_response(issued.token, issued_at=issued.issued_at, ttl=issued.expires_in)

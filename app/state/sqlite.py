@@ -112,16 +112,16 @@ class SqliteStore:
     def _try_prepare(self) -> bool:
         """One attempt; False when another connection held the lock."""
         try:
-            with self._connect() as db:
+            with contextlib.closing(
+                sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+            ) as db:
                 # WAL is a property of the file: set once, every later connection uses it.
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(_SCHEMA)
-        except StateStoreError as exc:
-            if not isinstance(exc.__context__, sqlite3.OperationalError):
-                raise
-            if exc.__context__.sqlite_errorcode & 0xFF not in _LOCK_ERRORS:
-                raise
-            return False
+        except sqlite3.Error as exc:
+            if exc.sqlite_errorcode & 0xFF in _LOCK_ERRORS:
+                return False
+            raise StateStoreError(f"state file {self.path}: {exc}") from None
         return True
 
     def _exists(self) -> bool:
