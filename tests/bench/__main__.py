@@ -1,10 +1,11 @@
-"""The benchmark: `scripts/bench` (or `.venv/bin/python -m tests.bench [--seconds N]`).
+"""The benchmark: `scripts/bench` (or `.venv/bin/python -m tests.bench`; `--help`).
 
 Starts the service (generated key, 5000 users, `workers: 0` = one granian worker per core),
 drives it with wrk on loopback, measures the raw RS256 signing rate of this machine in the same
-run (right before and right after the token scenarios), prints a table, and as its last line one
-JSON object. Exit status 0 whatever the numbers:
-this reports, it does not judge (the targets are printed beside the numbers).
+run (in rounds taking turns with the two token scenarios), prints a table, and as its last line
+one JSON object. Exit status 0 whatever the numbers: this reports, it does not judge (the
+targets are printed beside the numbers). `--set key=value` (YAML value, repeatable) changes a
+setting of the service under test, to compare settings on the same machine.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from tests.bench.load import (
     TOKEN_PATH,
@@ -34,55 +37,98 @@ CORES = len(os.sched_getaffinity(0))
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="scripts/bench")
-    parser.add_argument("--seconds", type=float, default=8, help="length of each scenario")
+    parser.add_argument(
+        "--seconds", type=int, default=2, help="length of each scenario in each round"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="rounds of raw signing, fresh and reused tokens"
+    )
     parser.add_argument("--memory-requests", type=int, default=200_000)
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", type=_setting,
+        help="a setting of the service under test (YAML value), e.g. worker_scheduling=normal",
+    )  # fmt: skip
     args = parser.parse_args()
+    settings = dict(args.set)
     with tempfile.TemporaryDirectory(prefix="registry-auth-bench-") as tmp:
-        report = run(make_workdir(Path(tmp), USERS), args.seconds, args.memory_requests)
+        workdir = make_workdir(Path(tmp), USERS)
+        report = run(workdir, args.seconds, args.rounds, args.memory_requests, settings)
     print_table(report)
     print(json.dumps(report, sort_keys=True))
 
 
-def run(workdir: Path, seconds: float, memory_requests: int) -> dict[str, Any]:
-    report: dict[str, Any] = {"cores": CORES, "seconds_per_scenario": seconds}
-    # The machine's speed drifts (shared hosts): signing is measured right before and right
-    # after the two token scenarios, and the ratios use the mean of both.
-    report["raw_sign_per_s_before"] = round(raw_sign_per_second(seconds, CORES), 1)
+def _setting(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, yaml.safe_load(value)
+
+
+def run(
+    workdir: Path, seconds: int, rounds: int, memory_requests: int, settings: dict[str, Any]
+) -> dict[str, Any]:
+    report: dict[str, Any] = {"cores": CORES, "seconds_per_scenario": seconds * rounds}
+    if settings:
+        report["settings"] = settings
     auth = {"BENCH_AUTH": basic("user0")}
-    fresh = start_server(workdir, "fresh", token_reuse=False)
+    fresh = start_server(workdir, "fresh", **{**settings, "token_reuse": False})
+    reuse = start_server(workdir, "reuse", **settings)
     try:
-        _drive_and_record(report, "fresh", fresh, seconds, auth)
+        for warming in (fresh, reuse):
+            _drive(warming, 2, auth)  # warm-up: connections, caches, the first token
+        # A shared machine's speed drifts by 10-20% within a minute: the raw signing rate and
+        # both token scenarios take turns in short rounds, so each sees the same machine.
+        raw: list[float] = []
+        runs: dict[str, list[Result]] = {"fresh": [], "reuse": []}
+        cpu = dict.fromkeys(runs, 0.0)
+        shares = reuse.cpu_seconds()
+        for number in range(rounds):
+            # Every other round in reverse order (raw, fresh, reuse; reuse, fresh, raw): a
+            # steady drift then weighs on all three alike.
+            steps: list[tuple[str, Server | None]] = [
+                ("raw", None), ("fresh", fresh), ("reuse", reuse),
+            ]  # fmt: skip
+            for name, server in steps if number % 2 == 0 else steps[::-1]:
+                if server is None:
+                    raw.append(raw_sign_per_second(seconds, CORES))
+                    continue
+                before = sum(server.cpu_seconds().values())
+                runs[name].append(_drive(server, seconds, auth))
+                cpu[name] += sum(server.cpu_seconds().values()) - before
+        report["reuse_worker_cpu_share"] = _worker_shares(shares, reuse.cpu_seconds())
+        fresh.stop()
+        report["raw_sign_per_s_rounds"] = [round(r, 1) for r in raw]
+        for name, results in runs.items():
+            _record(report, name, _combine(results))
+            # The service's CPU time per token (every process), beside one signature's.
+            tokens = sum(r.requests for r in results)
+            report[f"{name}_cpu_us_per_token"] = round(cpu[name] / max(tokens, 1) * 1e6)
+            report[f"{name}_ratio_rounds"] = [
+                round(r.per_second / x, 3) for r, x in zip(results, raw, strict=True)
+            ]
+        _cold(report, reuse, workdir, max(seconds * rounds, 4))
+        _memory(report, reuse, auth, memory_requests)
     finally:
         fresh.stop()
-    server = start_server(workdir, "reuse")
-    try:
-        cpu_before = server.cpu_seconds()
-        _drive_and_record(report, "reuse", server, seconds, auth)
-        report["reuse_worker_cpu_share"] = _worker_shares(cpu_before, server.cpu_seconds())
-        report["raw_sign_per_s_after"] = round(raw_sign_per_second(seconds, CORES), 1)
-        _cold(report, server, workdir, seconds)
-        _memory(report, server, auth, memory_requests)
-    finally:
-        server.stop()
-    _ratios(report)
+        reuse.stop()
+    _ratios(report, raw)
     return report
-
-
-def _drive_and_record(
-    report: dict[str, Any], name: str, server: Server, seconds: float, env: dict[str, str]
-) -> None:
-    """One token scenario, and the service's CPU time per token in it (every process)."""
-    before = sum(server.cpu_seconds().values())
-    result = _drive(server, seconds, env)
-    used = sum(server.cpu_seconds().values()) - before
-    _record(report, name, result)
-    report[f"{name}_cpu_us_per_token"] = round(used / max(result.requests, 1) * 1e6)
 
 
 def _drive(server: Server, seconds: float, env: dict[str, str]) -> Result:
     url = server.url + TOKEN_PATH
-    run_wrk(wrk_command(url, "basic.lua", seconds=2, connections=16), env)  # warm-up
     return run_wrk(wrk_command(url, "basic.lua", seconds=seconds, connections=16), env)
+
+
+def _combine(results: list[Result]) -> Result:
+    """Rounds as one run: all requests over all the time; latencies: the worst round's."""
+    return Result(
+        sum(r.requests for r in results),
+        sum(r.seconds for r in results),
+        max(r.p50_ms for r in results),
+        max(r.p99_ms for r in results),
+        sum(r.failures for r in results),
+    )
 
 
 def _record(report: dict[str, Any], name: str, result: Result) -> None:
@@ -140,13 +186,13 @@ def _worker_shares(before: dict[int, float], after: dict[int, float]) -> list[fl
     return [round(u / total, 2) for _, u in workers]
 
 
-def _ratios(report: dict[str, Any]) -> None:
-    raw = (report["raw_sign_per_s_before"] + report["raw_sign_per_s_after"]) / 2
-    report["raw_sign_per_s"] = round(raw, 1)
+def _ratios(report: dict[str, Any], raw: list[float]) -> None:
+    mean = sum(raw) / len(raw)
+    report["raw_sign_per_s"] = round(mean, 1)
     # One signature's CPU time, for reading the *_cpu_us_per_token figures beside it.
-    report["sign_cpu_us"] = round(report["cores"] / raw * 1e6)
-    report["fresh_ratio"] = round(report["fresh_tokens_per_s"] / raw, 3)
-    report["reuse_ratio"] = round(report["reuse_tokens_per_s"] / raw, 3)
+    report["sign_cpu_us"] = round(report["cores"] / mean * 1e6)
+    report["fresh_ratio"] = round(report["fresh_tokens_per_s"] / mean, 3)
+    report["reuse_ratio"] = round(report["reuse_tokens_per_s"] / mean, 3)
     report["targets"] = {
         "fresh_ratio>=0.6": report["fresh_ratio"] >= 0.6,
         "reuse>=1.5x_raw": report["reuse_ratio"] >= 1.5,
@@ -158,8 +204,7 @@ def _ratios(report: dict[str, Any]) -> None:
 def print_table(r: dict[str, Any]) -> None:
     rows = [
         ("raw RS256 signing, all cores", f"{r['raw_sign_per_s']:.0f}/s", "", ""),
-        ("  (before, after the scenarios)",
-         f"{r['raw_sign_per_s_before']:.0f}/{r['raw_sign_per_s_after']:.0f}", "", ""),
+        ("  (each round)", "/".join(f"{x:.0f}" for x in r["raw_sign_per_s_rounds"]), "", ""),
         ("fresh tokens (reuse off)", f"{r['fresh_tokens_per_s']:.0f}/s",
          f"{r['fresh_p50_ms']}", f"{r['fresh_p99_ms']}"),
         ("reused tokens (reuse on)", f"{r['reuse_tokens_per_s']:.0f}/s",
@@ -170,13 +215,16 @@ def print_table(r: dict[str, Any]) -> None:
          f"{r['healthz_p99_ms_during_cold']}"),
     ]  # fmt: skip
     print(f"machine: {r['cores']} cores; {r['seconds_per_scenario']:.0f} s per scenario")
+    if r.get("settings"):
+        print(f"service settings changed: {r['settings']}")
     print(f"| {'scenario':<30} | {'rate':>9} | {'p50 ms':>8} | {'p99 ms':>8} |")
     print(f"|{'-' * 32}|{'-' * 11}|{'-' * 10}|{'-' * 10}|")
     for name, rate, p50, p99 in rows:
         print(f"| {name:<30} | {rate:>9} | {p50:>8} | {p99:>8} |")
     print(
-        f"fresh_ratio {r['fresh_ratio']} (target >= 0.6); reuse {r['reuse_ratio']} x raw "
-        f"(target >= 1.5); CPU per token: signature alone {r['sign_cpu_us']} us, fresh "
+        f"fresh_ratio {r['fresh_ratio']} (target >= 0.6; rounds {r['fresh_ratio_rounds']}); "
+        f"reuse {r['reuse_ratio']} x raw (target >= 1.5; rounds {r['reuse_ratio_rounds']}); "
+        f"CPU per token: signature alone {r['sign_cpu_us']} us, fresh "
         f"{r['fresh_cpu_us_per_token']} us, reused {r['reuse_cpu_us_per_token']} us; "
         f"cold: {r['cold_cores_busy']} cores busy; reuse CPU per worker "
         f"{r['reuse_worker_cpu_share']}; RSS {r['rss_kib_after_first']} KiB after "

@@ -3,6 +3,7 @@ password change refused at once by every worker (each has its own cache), SIGTER
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -45,3 +46,31 @@ def test_two_workers_serve_tokens_and_stop_gracefully(tmp_path: Path) -> None:
         status = server.process.stop(timeout=15)
     assert status == 0, server.log()
     assert "Shutting down granian" in server.log(), server.log()
+
+
+def _thread_policies(pid: int) -> set[int]:
+    return {os.sched_getscheduler(int(task.name)) for task in Path(f"/proc/{pid}/task").iterdir()}
+
+
+@pytest.mark.parametrize(
+    ("setting", "policy"), [("batch", os.SCHED_BATCH), ("normal", os.SCHED_OTHER)]
+)
+def test_worker_scheduling_reaches_every_worker_thread(
+    tmp_path: Path, setting: str, policy: int
+) -> None:
+    extra = {"workers": 2, "worker_scheduling": setting}
+    server = start_auth_server(tmp_path, users={"alice": "pw"}, extra_settings=extra)
+    try:
+        # A password check starts the bcrypt threads too: they must follow the policy as well.
+        answers = [server.token([], ("alice", "pw")).status_code for _ in range(6)]
+        assert set(answers) == {200}
+        workers = _worker_pids(server.process.pid)
+        assert len(workers) == 2, server.log()
+        for pid in workers:
+            # The app's thread, granian's I/O threads and the pools' threads.
+            assert len(list(Path(f"/proc/{pid}/task").iterdir())) > 1
+            assert _thread_policies(pid) == {policy}, server.log()
+        # The supervising process is left as it was started.
+        assert _thread_policies(server.process.pid) == {os.SCHED_OTHER}
+    finally:
+        server.process.stop(timeout=15)

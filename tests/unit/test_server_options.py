@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 import pytest
 
-from app.api.server import server_options
+from app.api.server import server_options, use_worker_scheduling
 from app.cli import run
+from app.errors import ConfigError
 from app.pools import default_threads
 from app.settings import Settings, load_settings
 from tests.unit.test_cli import CONFIG, Recorder
@@ -51,3 +54,32 @@ def test_negative_workers_in_the_config_name_the_key(tmp_path: Path) -> None:
     path.write_text(CONFIG + "workers: -1\n")
     with pytest.raises(Exception, match="workers"):
         load_settings(path)
+
+
+def test_batch_scheduling_that_the_system_refuses_is_a_warning_not_a_failure(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse(*_args: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    with caplog.at_level(logging.WARNING, logger="app.api.server"):
+        use_worker_scheduling("batch")
+    assert "worker_scheduling: batch is not available here" in caplog.text
+    assert "Operation not permitted" in caplog.text
+
+
+def test_normal_scheduling_leaves_the_thread_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[object] = []
+    monkeypatch.setattr(os, "sched_setscheduler", lambda *args: calls.append(args))
+    use_worker_scheduling("normal")
+    assert calls == []
+
+
+def test_worker_scheduling_is_batch_unless_set_and_takes_only_the_two_policies(
+    config: Path,
+) -> None:
+    assert load_settings(config).worker_scheduling == "batch"
+    config.write_text(config.read_text() + "worker_scheduling: realtime\n")
+    with pytest.raises(ConfigError, match="worker_scheduling"):
+        load_settings(config)
