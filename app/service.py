@@ -280,7 +280,7 @@ class TokenService:
             result = AuthResult(Outcome.NOT_MINE)
         else:
             result = await self.authenticator.authenticate(credentials)
-        metrics().password_checks.labels("accepted" if result.accepted else "rejected").inc()
+        _password_checks(result.accepted).inc()
         if not result.accepted:
             log.info("authentication failed for account %r", account)
             if throttle is not None:
@@ -358,6 +358,11 @@ class TokenService:
             signed.jti,
             reuse=reused,
         )
+
+
+@functools.cache  # labels() takes a lock and builds a key on every call
+def _password_checks(accepted: bool) -> Any:
+    return metrics().password_checks.labels("accepted" if accepted else "rejected")
 
 
 @functools.lru_cache(maxsize=4096)  # str() of an address object takes microseconds, every time
