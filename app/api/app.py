@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 
 from app import __version__
 from app.api.audit import AuditLog
-from app.api.lifespans import combine_lifespans
+from app.api.lifespans import combine_lifespans, polling_lifespan
 from app.api.limits import LimitsMiddleware, Receive, Scope, Send, request_id
 from app.api.metrics_http import CONTENT_TYPE, LiveValues, render_metrics
 from app.api.oauth import oauth_endpoint
@@ -25,7 +25,7 @@ from app.api.openapi_docs import ERROR_RESPONSES, TOKEN_GET, TOKEN_POST
 from app.api.publishing import build_publish_loop, etcd_status, publish_lifespan
 from app.api.reloading import Lifespan, reload_lifespan
 from app.api.responses import FastJSONResponse
-from app.api.tls import ReloadingTLS, tls_lifespan
+from app.api.tls import ReloadingTLS
 from app.api.token_get import TokenGet, TokenGetLayer, error_answer
 from app.errors import BackendUnavailableError, ClientError, StateStoreError
 from app.keys.expiry import ExpiryState
@@ -53,7 +53,12 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
             combine_lifespans(
                 reload_lifespan(token_service.reloadables, settings.reload_interval),
                 publish_lifespan(publish_loop, settings),
-                tls_lifespan(tls, settings.reload_interval),
+                # Quick checks on the event loop: a renewed TLS certificate, a rotated audit log.
+                polling_lifespan(
+                    settings.reload_interval,
+                    audit.reopen_if_moved,
+                    *([tls.reload_if_changed] if tls is not None else []),
+                ),
             ),
             token_service,
             audit,

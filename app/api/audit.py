@@ -5,10 +5,12 @@ requested, granted, outcome, reason, kid, jti, reuse. Never a password, a token 
 token: a decision is built from named fields only, never from the request as a whole. JSON
 escapes every control character, so an account name holding CR/LF cannot forge a line. Each
 line is one write(2) on an O_APPEND descriptor, so several processes can share one file.
+After logrotate moves the file away, `reopen_if_moved` (polled by the app) opens the path anew.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -20,6 +22,8 @@ import orjson
 from app.errors import ClientError
 from app.protocol.scopes import Scope
 from app.service import IssuedToken
+
+log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 _OUTCOMES = {400: "invalid", 401: "unauthorized", 429: "throttled", 503: "unavailable"}
@@ -80,18 +84,58 @@ class AuditLog:
     def __init__(self, destination: str | None, clock: Clock) -> None:
         self._clock = clock
         self._fd: int | None = None
+        self._path: Path | None = None
+        self._reopen_error: str | None = None
         if destination == "-":
             self._fd = 1
         elif destination is not None:
-            path = Path(destination)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            self._path = Path(destination)
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = _open(self._path)
 
     def write(self, decision: Decision) -> None:
         if self._fd is not None:
             os.write(self._fd, decision.line(self._clock()))
 
+    def reopen_if_moved(self) -> bool:
+        """If the file was moved away or removed (logrotate), open the path again: True then.
+
+        Until this runs, lines still go to the moved file (logrotate's `delaycompress` keeps it
+        uncompressed for that). If the path cannot be opened, the old file keeps the lines and
+        the error is logged once."""
+        if self._path is None or self._fd is None:
+            return False
+        try:
+            if _same_file(self._path.stat(), os.fstat(self._fd)):
+                return False
+        except FileNotFoundError:
+            pass  # removed, or its directory moved: create it again
+        try:
+            fd = _open(self._path)
+        except OSError as exc:
+            if exc.strerror != self._reopen_error:
+                log.error(  # noqa: TRY400 - one line naming the file; no traceback
+                    "audit log %s moved away but cannot be opened again, still writing to the "
+                    "old file: %s",
+                    self._path,
+                    exc.strerror,
+                )
+            self._reopen_error = exc.strerror
+            return False
+        old, self._fd, self._reopen_error = self._fd, fd, None
+        os.close(old)
+        log.info("audit log %s was moved away: writing to a new file there", self._path)
+        return True
+
     def close(self) -> None:
         if self._fd is not None and self._fd != 1:
             os.close(self._fd)
         self._fd = None
+
+
+def _open(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)

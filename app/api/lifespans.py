@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
 
 from app.api.reloading import Lifespan
+
+log = logging.getLogger(__name__)
 
 
 def combine_lifespans(*lifespans: Lifespan) -> Lifespan:
@@ -21,3 +25,38 @@ def combine_lifespans(*lifespans: Lifespan) -> Lifespan:
             yield
 
     return lifespan
+
+
+def polling_lifespan(interval: float, *checks: Callable[[], object]) -> Lifespan:
+    """While the app runs: call every check each `interval` seconds, on the event loop (so a
+    check must be quick, a stat or two). A check that fails is logged and tried again next time.
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if not checks:
+            yield
+            return
+        task = asyncio.create_task(_poll(interval, checks))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return lifespan
+
+
+async def _poll(interval: float, checks: tuple[Callable[[], object], ...]) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        for check in checks:
+            try:
+                check()
+            except Exception as exc:  # noqa: BLE001 - one failed poll must not end the polling
+                log.error("periodic check %s failed: %s", _name(check), exc)  # noqa: TRY400
+
+
+def _name(check: Callable[[], object]) -> str:
+    return getattr(check, "__qualname__", None) or repr(check)

@@ -10,20 +10,15 @@ dropped connection. The check runs on the event loop, the thread that also makes
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import ssl
 import tempfile
-from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from fastapi import FastAPI
 
-from app.api.reloading import Lifespan
 from app.errors import ConfigError
 from app.reload import fingerprint
 from app.settings_sections import TlsSettings
@@ -78,29 +73,6 @@ def _new_context() -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
-
-
-def tls_lifespan(tls: ReloadingTLS | None, interval: float) -> Lifespan:
-    @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if tls is None:
-            yield
-            return
-        task = asyncio.create_task(_watch(tls, interval))
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    return lifespan
-
-
-async def _watch(tls: ReloadingTLS, interval: float) -> None:
-    while True:
-        await asyncio.sleep(interval)
-        tls.reload_if_changed()
 
 
 def use_tls(config: Any, tls: ReloadingTLS | None) -> None:

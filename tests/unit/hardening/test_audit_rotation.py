@@ -1,0 +1,95 @@
+"""The audit file after logrotate: the path is opened anew, no line is lost, errors say so once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+
+from app.api.audit import AuditLog, Decision
+from app.api.lifespans import polling_lifespan
+
+
+def _decision(account: str) -> Decision:
+    decision = Decision("rid", "127.0.0.1", "get")
+    decision.account = account
+    return decision
+
+
+def _accounts(path: Path) -> list[str]:
+    return [json.loads(line)["account"] for line in path.read_text().splitlines()]
+
+
+def test_a_moved_file_is_replaced_by_a_new_one_at_the_same_path(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(str(path), lambda: 0.0)
+    audit.write(_decision("before"))
+    assert audit.reopen_if_moved() is False  # nothing happened yet: same file kept
+    path.rename(tmp_path / "audit.jsonl.1")  # what logrotate does
+    audit.write(_decision("in-between"))  # before the next poll: still the moved file
+    assert audit.reopen_if_moved() is True
+    audit.write(_decision("after"))
+    audit.close()
+    assert _accounts(tmp_path / "audit.jsonl.1") == ["before", "in-between"]
+    assert _accounts(path) == ["after"]
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_a_removed_file_is_created_again(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(str(path), lambda: 0.0)
+    path.unlink()
+    assert audit.reopen_if_moved() is True
+    audit.write(_decision("after"))
+    audit.close()
+    assert _accounts(path) == ["after"]
+
+
+def test_a_path_that_cannot_be_opened_keeps_the_old_file_and_logs_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "logs"
+    audit = AuditLog(str(folder / "audit.jsonl"), lambda: 0.0)
+    folder.rename(tmp_path / "logs.old")  # the directory itself gone: open() fails
+    with caplog.at_level(logging.ERROR, logger="app.api.audit"):
+        assert audit.reopen_if_moved() is False
+        assert audit.reopen_if_moved() is False
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1, errors
+    assert "cannot be opened again, still writing to the old file" in errors[0]
+    assert str(folder / "audit.jsonl") in errors[0]
+    audit.write(_decision("kept"))
+    audit.close()
+    assert _accounts(tmp_path / "logs.old" / "audit.jsonl") == ["kept"]
+
+
+@pytest.mark.parametrize("destination", ["-", None])
+def test_stdout_and_no_audit_have_nothing_to_reopen(destination: str | None) -> None:
+    assert AuditLog(destination, lambda: 0.0).reopen_if_moved() is False
+
+
+@pytest.mark.anyio
+async def test_the_polling_lifespan_calls_every_check_and_survives_a_failing_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls: list[str] = []
+
+    def broken() -> None:
+        calls.append("broken")
+        raise OSError("disk gone")
+
+    lifespan = polling_lifespan(0.01, broken, lambda: calls.append("fine"))
+    with caplog.at_level(logging.ERROR, logger="app.api.lifespans"):
+        async with lifespan(FastAPI()):
+            await asyncio.sleep(0.1)
+    assert calls.count("broken") >= 3
+    assert calls.count("fine") >= 3  # a failing check does not stop the others, or the loop
+    assert "periodic check" in caplog.text
+    assert "disk gone" in caplog.text
+    stopped = len(calls)
+    await asyncio.sleep(0.05)
+    assert len(calls) == stopped  # the task ends with the app
