@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +25,7 @@ import uvicorn
 from app.api.app import create_app
 from app.api.hardening import harden, uvicorn_options
 from app.api.metrics_http import use_multiprocess_dir
+from app.api.tls import ReloadingTLS
 from app.pools import default_threads
 from app.settings import Settings, split_listen
 
@@ -97,7 +101,30 @@ def run_granian(settings: Settings, options: ServerOptions) -> None:
         use_worker_scheduling(settings.worker_scheduling)
         return create_app(settings)
 
+    watch_tls_for_granian(settings)
     server.serve(target_loader=load_app)
+
+
+def watch_tls_for_granian(settings: Settings) -> threading.Thread | None:
+    """granian loads the certificate when a worker starts. So a thread of the main process polls
+    the pair every `reload_interval`: when it changed and the new pair loads (checked in a
+    scratch context first: a half-written or mismatched pair is logged and ignored), a SIGHUP
+    to this process makes granian restart the workers one by one, each new one started before
+    the old one stops, as an operator's SIGHUP does."""
+    if settings.tls is None:
+        return None
+    tls = ReloadingTLS(settings.tls)
+
+    def watch() -> None:
+        while True:
+            time.sleep(settings.reload_interval)
+            if tls.reload_if_changed():
+                log.info("restarting the workers one by one for the new TLS certificate")
+                os.kill(os.getpid(), signal.SIGHUP)
+
+    thread = threading.Thread(target=watch, name="tls-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def use_worker_scheduling(policy: str) -> None:
@@ -128,8 +155,8 @@ def _granian_http1(settings: Settings) -> Any:
 
 
 def _granian_tls(settings: Settings) -> dict[str, Any]:
-    """granian loads the certificate when a worker starts: after renewing it, send SIGHUP to
-    the main process (the workers restart one by one). uvicorn (one worker) reloads it live."""
+    """granian loads the certificate from these paths when a worker starts; a renewed pair
+    restarts the workers (watch_tls_for_granian). uvicorn (one worker) reloads it live."""
     if settings.tls is None:
         return {}
     from granian.constants import SSLProtocols  # noqa: PLC0415
