@@ -118,7 +118,12 @@ def watch_tls_for_granian(settings: Settings) -> threading.Thread | None:
     def watch() -> None:
         while True:
             time.sleep(settings.reload_interval)
-            if tls.reload_if_changed():
+            try:
+                changed = tls.reload_if_changed()
+            except Exception as exc:  # noqa: BLE001 - the watch must outlive one bad poll
+                log.error("TLS certificate check failed: %s", exc)  # noqa: TRY400
+                continue
+            if changed:
                 log.info("restarting the workers one by one for the new TLS certificate")
                 os.kill(os.getpid(), signal.SIGHUP)
 
