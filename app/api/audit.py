@@ -110,22 +110,25 @@ class AuditLog:
                 return False
         except FileNotFoundError:
             pass  # removed, or its directory moved: create it again
+        except OSError as exc:
+            self._failed(exc, "cannot be checked")
+            return False
         try:
             fd = _open(self._path)
         except OSError as exc:
-            if exc.strerror != self._reopen_error:
-                log.error(  # noqa: TRY400 - one line naming the file; no traceback
-                    "audit log %s moved away but cannot be opened again, still writing to the "
-                    "old file: %s",
-                    self._path,
-                    exc.strerror,
-                )
-            self._reopen_error = exc.strerror
+            self._failed(exc, "moved away but cannot be opened again")
             return False
         old, self._fd, self._reopen_error = self._fd, fd, None
         os.close(old)
         log.info("audit log %s was moved away: writing to a new file there", self._path)
         return True
+
+    def _failed(self, exc: OSError, what: str) -> None:
+        """One error line per new problem, not one per poll."""
+        problem = f"{what}: {exc.strerror}"
+        if problem != self._reopen_error:
+            log.error("audit log %s %s; still writing to the old file", self._path, problem)
+        self._reopen_error = problem
 
     def close(self) -> None:
         if self._fd is not None and self._fd != 1:

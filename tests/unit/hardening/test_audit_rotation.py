@@ -60,7 +60,8 @@ def test_a_path_that_cannot_be_opened_keeps_the_old_file_and_logs_once(
         assert audit.reopen_if_moved() is False
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1, errors
-    assert "cannot be opened again, still writing to the old file" in errors[0]
+    assert "moved away but cannot be opened again" in errors[0]
+    assert "still writing to the old file" in errors[0]
     assert str(folder / "audit.jsonl") in errors[0]
     audit.write(_decision("kept"))
     audit.close()
@@ -93,3 +94,21 @@ async def test_the_polling_lifespan_calls_every_check_and_survives_a_failing_one
     stopped = len(calls)
     await asyncio.sleep(0.05)
     assert len(calls) == stopped  # the task ends with the app
+
+
+def test_a_path_that_cannot_be_checked_keeps_the_old_file_and_logs_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "logs"
+    audit = AuditLog(str(folder / "audit.jsonl"), lambda: 0.0)
+    folder.rename(tmp_path / "logs.old")
+    folder.write_text("")  # a file where the directory was: stat() fails with ENOTDIR
+    with caplog.at_level(logging.ERROR, logger="app.api.audit"):
+        assert audit.reopen_if_moved() is False
+        assert audit.reopen_if_moved() is False
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1, errors
+    assert "cannot be checked" in errors[0]
+    audit.write(_decision("kept"))
+    audit.close()
+    assert _accounts(tmp_path / "logs.old" / "audit.jsonl") == ["kept"]
