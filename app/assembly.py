@@ -50,7 +50,10 @@ def open_failure_store(settings: Settings) -> FailureStore:
     if state.backend == "none":
         return MemoryFailureStore()
     if state.backend == "etcd":
-        return EtcdFailureStore(open_state_client(state), settings.brute_force.etcd_prefix)
+        brute_force = settings.brute_force
+        return EtcdFailureStore(
+            open_state_client(state), brute_force.etcd_prefix, brute_force.etcd_read_cache
+        )
     return SqliteStore(state.path)
 
 

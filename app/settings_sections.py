@@ -153,6 +153,14 @@ class BruteForceSettings(BaseModel):
         pattern=r"^/.*/$",
         description="etcd key prefix of the counters when `state.backend` is `etcd`",
     )
+    etcd_read_cache: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="seconds a worker answers logins from the counters it last read from etcd "
+        "(`state.backend: etcd`); its own failures count at once, another machine's within "
+        "this time; 0: read etcd on every login",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> BruteForceSettings:

@@ -76,6 +76,10 @@ def put_op(key: bytes, value: bytes, lease: int | None = None) -> Json:
     return {"request_put": put}
 
 
+def range_op(key: bytes) -> Json:
+    return {"request_range": {"key": b64(key)}}
+
+
 def delete_op(key: bytes) -> Json:
     return {"request_delete_range": {"key": b64(key)}}
 

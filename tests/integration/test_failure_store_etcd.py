@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from app.etcd.failure_store import EtcdFailureStore
 from app.etcd.gateway import Connection, GatewayClient
 from app.settings_sections import BruteForceSettings
-from app.state.attempts import LoginThrottle
+from app.state.attempts import FailureCount, LoginThrottle
 from tests.integration.support.etcd import EtcdServer, start_etcd
 from tests.unit.hardening.failure_contract import FailureStoreContract
 
@@ -61,3 +62,65 @@ def test_an_etcd_outage_fails_open(tmp_path_factory: pytest.TempPathFactory) -> 
     )
     throttle.failed("ci", "203.0.113.66")  # logged, not raised
     assert not throttle.check("ci", "203.0.113.66").blocked
+
+
+class CountingClient(GatewayClient):
+    """The real client, counting the calls that reach etcd."""
+
+    def __init__(self, connection: Connection) -> None:
+        super().__init__(connection)
+        self.calls: list[str] = []
+
+    def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(path)
+        return super()._post(path, payload)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_login_reads_its_counters_in_one_round_trip_and_then_from_what_it_kept(
+    etcd: EtcdServer,
+) -> None:
+    client, clock = CountingClient(Connection([etcd.url], 5.0)), Clock()
+    store = EtcdFailureStore(client, "/test/kept/", read_cache=1.0, monotonic=clock)
+    other = EtcdFailureStore(GatewayClient(Connection([etcd.url], 5.0)), "/test/kept/")
+    try:
+        other.add_failure(["pair", "ip"], 1000.0, 60)
+        assert store.failures(["pair", "ip"], 1000.0, 60) == {
+            "pair": FailureCount(1, 1000.0),
+            "ip": FailureCount(1, 1000.0),
+        }
+        assert client.calls == ["/v3/kv/txn"]  # both keys, one request
+        other.add_failure(["pair", "ip"], 1001.0, 60)  # another machine's failure
+        clock.now = 0.9
+        assert store.failures(["pair", "ip"], 1001.0, 60)["pair"].count == 1  # kept, not asked
+        assert client.calls == ["/v3/kv/txn"]
+        clock.now = 1.1  # older than read_cache: asked again
+        assert store.failures(["pair", "ip"], 1001.0, 60)["pair"].count == 2
+        assert client.calls == ["/v3/kv/txn", "/v3/kv/txn"]
+        # Its own failure counts at once, whatever it kept.
+        store.add_failure(["pair"], 1002.0, 60)
+        assert store.failures(["pair", "ip"], 1002.0, 60)["pair"].count == 3
+        # So does its own reset.
+        store.reset("pair")
+        assert set(store.failures(["pair", "ip"], 1002.0, 60)) == {"ip"}
+    finally:
+        store.close()
+        other.close()
+
+
+def test_without_a_read_cache_every_login_asks_etcd(etcd: EtcdServer) -> None:
+    client = CountingClient(Connection([etcd.url], 5.0))
+    store = EtcdFailureStore(client, "/test/uncached/", read_cache=0.0)
+    try:
+        for _ in range(3):
+            assert store.failures(["pair", "ip"], 1000.0, 60) == {}
+        assert client.calls == ["/v3/kv/txn"] * 3
+    finally:
+        store.close()
