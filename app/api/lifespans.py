@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
 
-from app.api.reloading import Lifespan
+from app.api.reloading import Lifespan, running
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +37,8 @@ def polling_lifespan(interval: float, *checks: Callable[[], object]) -> Lifespan
         if not checks:
             yield
             return
-        task = asyncio.create_task(_poll(interval, checks))
-        try:
+        async with running(_poll(interval, checks)):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     return lifespan
 

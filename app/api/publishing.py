@@ -3,7 +3,6 @@ the status for /readyz. etcd trouble never reaches the token endpoint (protocol.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -11,7 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.api.reloading import Lifespan
+from app.api.reloading import Lifespan, running
 from app.etcd.backend import open_backend
 from app.etcd.loop import KeyWatcher, PublishLoop, in_worker_thread
 from app.etcd.publisher import Publisher, PublishStatus
@@ -42,17 +41,16 @@ def publish_lifespan(loop: PublishLoop | None, settings: Settings) -> Lifespan:
         etcd = settings.etcd
         log.info("etcd: publishing to %s every %.0f s", loop.publisher.backend.where, etcd.interval)
         watcher = KeyWatcher(loop.publisher, loop.wake, etcd.interval) if etcd.watch else None
-        task = asyncio.create_task(loop.run())
-        if watcher is not None:
-            watcher.start()
         try:
-            yield
+            async with running(loop.run()):
+                if watcher is not None:
+                    watcher.start()
+                try:
+                    yield
+                finally:
+                    if watcher is not None:
+                        watcher.stop()
         finally:
-            if watcher is not None:
-                watcher.stop()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             # Off by default: the registry reads the key only when it starts, so a key deleted
             # now would leave a registry restarted during our downtime without token auth.
             if etcd.delete_on_shutdown:
