@@ -41,6 +41,11 @@ class SigningKey:
     # The certificate as one `x5c` entry (standard base64 of its DER), computed once: every
     # token header carries it.
     x5c: str = field(init=False, repr=False, compare=False)
+    # The rendered JWS header segment by `x5c` flag, filled by app.keys.signing on first use:
+    # looking it up by the key itself would hash every field (certificate included) per token.
+    header_segments: dict[bool, bytes] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         der = self.certificate.public_bytes(serialization.Encoding.DER)

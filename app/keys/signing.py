@@ -3,9 +3,10 @@
 A token is the compact JWS that `jwt.encode` builds: `base64url(header).base64url(claims).
 base64url(signature)`, with the same header fields (`alg`, `typ`, `kid`, `x5c`). Two of its
 costs do not depend on the token, so they are paid once: the header segment (with `x5c` it
-carries the whole certificate, base64 inside base64url) is rendered once per key, and PyJWT's
-algorithm object is looked up once. The signature itself is PyJWT's algorithm (RS256: PKCS#1
-v1.5 over SHA-256; ES256: the raw r||s pair JWS wants), the claims are rendered by orjson.
+carries the whole certificate, base64 inside base64url) is rendered once per key and kept on
+it, and PyJWT's algorithm object is looked up once. The signature itself is PyJWT's algorithm
+(RS256: PKCS#1 v1.5 over SHA-256; ES256: the raw r||s pair JWS wants), the claims are rendered
+by orjson.
 """
 
 from __future__ import annotations
@@ -33,14 +34,14 @@ def token_headers(key: SigningKey, *, x5c: bool) -> dict[str, Any]:
 
 
 def sign_token(key: SigningKey, claims: dict[str, Any], *, x5c: bool = True) -> str:
-    signing_input = b".".join((_header_segment(key, x5c), base64url_encode(orjson.dumps(claims))))
+    header = key.header_segments.get(x5c)
+    if header is None:
+        header = key.header_segments[x5c] = base64url_encode(
+            orjson.dumps(token_headers(key, x5c=x5c))
+        )
+    signing_input = b".".join((header, base64url_encode(orjson.dumps(claims))))
     signature = _algorithm(key.algorithm.value).sign(signing_input, key.private_key)
     return (signing_input + b"." + base64url_encode(signature)).decode("ascii")
-
-
-@functools.lru_cache(maxsize=32)  # keys are frozen; a ring holds a handful
-def _header_segment(key: SigningKey, x5c: bool) -> bytes:
-    return base64url_encode(orjson.dumps(token_headers(key, x5c=x5c)))
 
 
 @functools.cache
