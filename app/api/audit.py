@@ -10,7 +10,9 @@ After logrotate moves the file away, `reopen_if_moved` (polled by the app) opens
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -71,8 +73,26 @@ class Decision:
             self.reason = f"{getattr(exc, 'code', 'unavailable')}: {type(exc).__name__}"
 
     def line(self, now: float) -> bytes:
-        self.time = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
+        self.time = utc_millis(now)
         return orjson.dumps(self, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def utc_millis(now: float) -> str:
+    """`now` as `datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")` writes it
+    (microseconds rounded half-even, then cut to milliseconds), with the part down to the second
+    rendered once per second: this runs for every token."""
+    fraction, whole = math.modf(now)
+    micros = round(fraction * 1e6)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    elif micros < 0:
+        whole, micros = whole - 1, micros + 1_000_000
+    return f"{_second_text(int(whole))}.{micros // 1000:03d}+00:00"
+
+
+@functools.lru_cache(maxsize=4)
+def _second_text(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds").removesuffix("+00:00")
 
 
 FIELDS = tuple(f.name for f in fields(Decision))  # the keys of every line, in order
