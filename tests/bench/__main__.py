@@ -191,11 +191,12 @@ def _ratios(report: dict[str, Any], raw: list[float]) -> None:
     report["raw_sign_per_s"] = round(mean, 1)
     # One signature's CPU time, for reading the *_cpu_us_per_token figures beside it.
     report["sign_cpu_us"] = round(report["cores"] / mean * 1e6)
-    report["fresh_ratio"] = round(report["fresh_tokens_per_s"] / mean, 3)
-    report["reuse_ratio"] = round(report["reuse_tokens_per_s"] / mean, 3)
-    report["targets"] = {
-        "fresh_ratio>=0.6": report["fresh_ratio"] >= 0.6,
-        "reuse>=1.5x_raw": report["reuse_ratio"] >= 1.5,
+    fresh, reuse = report["fresh_tokens_per_s"] / mean, report["reuse_tokens_per_s"] / mean
+    report["fresh_ratio"] = round(fresh, 3)
+    report["reuse_ratio"] = round(reuse, 3)
+    report["targets"] = {  # judged before rounding: 0.5998 is not 0.6
+        "fresh_ratio>=0.6": fresh >= 0.6,
+        "reuse>=1.5x_raw": reuse >= 1.5,
         "healthz_p99<20ms": report["healthz_p99_ms_during_cold"] < 20,
         "rss_within_20%": report["rss_growth"] <= 1.2,
     }
