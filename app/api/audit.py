@@ -78,15 +78,13 @@ class Decision:
 
 
 def utc_millis(now: float) -> str:
-    """`now` as `datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")` writes it
-    (microseconds rounded half-even, then cut to milliseconds), with the part down to the second
-    rendered once per second: this runs for every token."""
+    """`now` (>= 0) as `datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")`
+    writes it (microseconds rounded half-even, then cut to milliseconds), with the part down to
+    the second rendered once per second: this runs for every token."""
     fraction, whole = math.modf(now)
     micros = round(fraction * 1e6)
-    if micros >= 1_000_000:
-        whole, micros = whole + 1, micros - 1_000_000
-    elif micros < 0:
-        whole, micros = whole - 1, micros + 1_000_000
+    if micros == 1_000_000:
+        whole, micros = whole + 1, 0
     return f"{_second_text(int(whole))}.{micros // 1000:03d}+00:00"
 
 
