@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,18 +50,37 @@ def test_a_removed_file_is_created_again(tmp_path: Path) -> None:
     assert _accounts(path) == ["after"]
 
 
-def test_a_path_that_cannot_be_opened_keeps_the_old_file_and_logs_once(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+def _directory_gone(folder: Path) -> None:
+    pass  # open() fails: the directory is not there
+
+
+def _file_instead_of_directory(folder: Path) -> None:
+    folder.write_text("")  # stat() fails with ENOTDIR
+
+
+@pytest.mark.parametrize(
+    ("break_path", "problem"),
+    [
+        (_directory_gone, "moved away but cannot be opened again"),
+        (_file_instead_of_directory, "cannot be checked"),
+    ],
+)
+def test_a_path_that_cannot_be_reopened_keeps_the_old_file_and_logs_once(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    break_path: Callable[[Path], None],
+    problem: str,
 ) -> None:
     folder = tmp_path / "logs"
     audit = AuditLog(str(folder / "audit.jsonl"), lambda: 0.0)
-    folder.rename(tmp_path / "logs.old")  # the directory itself gone: open() fails
+    folder.rename(tmp_path / "logs.old")
+    break_path(folder)
     with caplog.at_level(logging.ERROR, logger="app.api.audit"):
         assert audit.reopen_if_moved() is False
         assert audit.reopen_if_moved() is False
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1, errors
-    assert "moved away but cannot be opened again" in errors[0]
+    assert problem in errors[0]
     assert "still writing to the old file" in errors[0]
     assert str(folder / "audit.jsonl") in errors[0]
     audit.write(_decision("kept"))
@@ -94,21 +114,3 @@ async def test_the_polling_lifespan_calls_every_check_and_survives_a_failing_one
     stopped = len(calls)
     await asyncio.sleep(0.05)
     assert len(calls) == stopped  # the task ends with the app
-
-
-def test_a_path_that_cannot_be_checked_keeps_the_old_file_and_logs_once(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    folder = tmp_path / "logs"
-    audit = AuditLog(str(folder / "audit.jsonl"), lambda: 0.0)
-    folder.rename(tmp_path / "logs.old")
-    folder.write_text("")  # a file where the directory was: stat() fails with ENOTDIR
-    with caplog.at_level(logging.ERROR, logger="app.api.audit"):
-        assert audit.reopen_if_moved() is False
-        assert audit.reopen_if_moved() is False
-    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert len(errors) == 1, errors
-    assert "cannot be checked" in errors[0]
-    audit.write(_decision("kept"))
-    audit.close()
-    assert _accounts(tmp_path / "logs.old" / "audit.jsonl") == ["kept"]
