@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import secrets
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -35,6 +35,7 @@ from app.errors import (
 from app.keys.expiry import CertificateStatus, ExpiryState, certificate_status
 from app.keys.minting import Grant, Minter
 from app.keys.model import KeyRing
+from app.keys.signing import base64url
 from app.keys.store import RING_FILE, load_keyring
 from app.metrics import metrics
 from app.protocol.oauth import PasswordGrant, RefreshGrant
@@ -55,8 +56,8 @@ IPAddress = IPv4Address | IPv6Address
 
 
 def new_jti() -> str:
-    """A unique token id from the OS CSPRNG (128 bits)."""
-    return secrets.token_urlsafe(16)
+    """A unique token id from the OS CSPRNG (128 bits), base64url like `secrets.token_urlsafe`."""
+    return base64url(os.urandom(16)).decode("ascii")
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,13 +11,13 @@ by orjson.
 
 from __future__ import annotations
 
+import binascii
 import functools
 from typing import Any
 
 import jwt
 import orjson
 from jwt.algorithms import Algorithm as JWTAlgorithm
-from jwt.utils import base64url_encode
 
 from app.keys.model import SigningKey
 
@@ -36,12 +36,20 @@ def token_headers(key: SigningKey, *, x5c: bool) -> dict[str, Any]:
 def sign_token(key: SigningKey, claims: dict[str, Any], *, x5c: bool = True) -> str:
     header = key.header_segments.get(x5c)
     if header is None:
-        header = key.header_segments[x5c] = base64url_encode(
-            orjson.dumps(token_headers(key, x5c=x5c))
-        )
-    signing_input = b".".join((header, base64url_encode(orjson.dumps(claims))))
+        header = key.header_segments[x5c] = base64url(orjson.dumps(token_headers(key, x5c=x5c)))
+    signing_input = b".".join((header, base64url(orjson.dumps(claims))))
     signature = _algorithm(key.algorithm.value).sign(signing_input, key.private_key)
-    return (signing_input + b"." + base64url_encode(signature)).decode("ascii")
+    return (signing_input + b"." + base64url(signature)).decode("ascii")
+
+
+_URL_SAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def base64url(data: bytes) -> bytes:
+    """Unpadded base64url (RFC 7515 §2), as PyJWT's `base64url_encode` writes it, in one C call
+    and a translation instead of three layers of the base64 module: it runs three times per
+    token."""
+    return binascii.b2a_base64(data, newline=False).translate(_URL_SAFE).rstrip(b"=")
 
 
 @functools.cache
