@@ -96,7 +96,7 @@ def run(
                 runs[name].append(_drive(server, seconds, auth))
                 cpu[name] += sum(server.cpu_seconds().values()) - before
         report["reuse_worker_cpu_share"] = _worker_shares(shares, reuse.cpu_seconds())
-        fresh.stop()
+        fresh.stop()  # done with it: the cold and memory phases use the reuse server alone
         report["raw_sign_per_s_rounds"] = [round(r, 1) for r in raw]
         for name, results in runs.items():
             _record(report, name, _combine(results))
