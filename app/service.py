@@ -37,7 +37,7 @@ from app.keys.minting import Grant, Minter
 from app.keys.model import KeyRing
 from app.keys.signing import base64url
 from app.keys.store import RING_FILE, load_keyring
-from app.metrics import metrics
+from app.metrics import count, metrics
 from app.protocol.oauth import PasswordGrant, RefreshGrant
 from app.protocol.scopes import Scope
 from app.protocol.tokens import TokenRequest
@@ -194,9 +194,9 @@ class TokenService:
             groups = await self._current_groups(tokens, lookup, record)
         except InvalidGrantError as exc:
             log.info("refresh grant refused: %s", exc.reason)
-            metrics().refresh_grants.labels("refused").inc()
+            count(metrics().refresh_grants.labels("refused"))
             raise
-        metrics().refresh_grants.labels("granted").inc()
+        count(metrics().refresh_grants.labels("granted"))
         await anyio.to_thread.run_sync(tokens.touch, record, now)
         requester = Requester(record.account, service, groups, client_ip)
         issued = await self._sign(requester, self.authorizer.authorize(requester, grant.scopes))
@@ -271,17 +271,17 @@ class TokenService:
         if throttle is not None:
             verdict = await self._throttle_verdict(throttle, account, where)
             if verdict.retry_after is not None:
-                metrics().throttles.labels("blocked").inc()
+                count(metrics().throttles.labels("blocked"))
                 log.info("login of %r from %s blocked: too many failures", account, where)
                 raise TooManyAttemptsError(verdict.retry_after)
             if verdict.delay > 0:
-                metrics().throttles.labels("delayed").inc()
+                count(metrics().throttles.labels("delayed"))
                 await self._sleep(verdict.delay)
         if self.authenticator is None:
             result = AuthResult(Outcome.NOT_MINE)
         else:
             result = await self.authenticator.authenticate(credentials)
-        _password_checks(result.accepted).inc()
+        count(_password_checks(result.accepted))
         if not result.accepted:
             log.info("authentication failed for account %r", account)
             if throttle is not None:

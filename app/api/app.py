@@ -30,6 +30,7 @@ from app.api.token_get import TokenGet, TokenGetLayer, error_answer
 from app.errors import BackendUnavailableError, ClientError, StateStoreError
 from app.keys.expiry import ExpiryState
 from app.keys.jwks import KidFormat, jwks_document
+from app.metrics import flush as flush_counts
 from app.service import TokenService
 from app.settings import Settings
 
@@ -183,7 +184,8 @@ def readiness(token_service: TokenService, etcd: dict[str, Any]) -> JSONResponse
 
 
 def _closing(lifespan: Lifespan, service: TokenService, audit: AuditLog) -> Lifespan:
-    """The given lifespan, then the service's backend connections closed at shutdown."""
+    """The given lifespan, then the service's backend connections closed and the last counts
+    written at shutdown."""
 
     @contextlib.asynccontextmanager
     async def closing(app: FastAPI) -> AsyncIterator[None]:
@@ -193,6 +195,7 @@ def _closing(lifespan: Lifespan, service: TokenService, audit: AuditLog) -> Life
         finally:
             await service.aclose()
             audit.close()
+            flush_counts()
 
     return closing
 

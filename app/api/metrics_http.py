@@ -48,9 +48,10 @@ def render_metrics(live: Callable[[], LiveValues]) -> bytes:
     from prometheus_client import REGISTRY, CollectorRegistry, generate_latest  # noqa: PLC0415
     from prometheus_client.multiprocess import MultiProcessCollector  # noqa: PLC0415
 
-    from app.metrics import metrics  # noqa: PLC0415 - the counters exist even before any use
+    from app.metrics import flush, metrics  # noqa: PLC0415 - the counters exist even before any use
 
     metrics()
+    flush()  # this process's counts of the current loop turn
     if os.environ.get(MULTIPROC_ENV):
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped upstream

@@ -8,7 +8,8 @@ from collections.abc import Collection
 from typing import Any
 
 from app.api.limits import ASGIApp, Message, Receive, Scope, Send
-from app.metrics import metrics
+from app.metrics import count, metrics
+from app.metrics import observe as observe_latency
 
 _FIXED = {
     "/healthz": "healthz",
@@ -63,8 +64,8 @@ class ObserveMiddleware:
 def observe(endpoint: str, status: int, started: float) -> None:
     """Count one answered request and its latency (`started`: its time.perf_counter())."""
     requests, latency = _series(endpoint, outcome(status))
-    requests.inc()
-    latency.observe(time.perf_counter() - started)
+    count(requests)
+    observe_latency(latency, time.perf_counter() - started)
 
 
 @functools.cache  # a handful of label sets; labels() takes a lock and builds a key each time

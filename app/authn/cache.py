@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from app.authn.base import AccountLookup, AccountState, Authenticator, AuthResult, Credentials
-from app.metrics import metrics
+from app.metrics import count, metrics
 
 Clock = Callable[[], float]
 # The current version of an account's entry; None when the backend does not know the account.
@@ -78,7 +78,7 @@ class CachingAuthenticator:
         if hit is not None:
             if hit[0] > self._clock():
                 self._entries.move_to_end(digest)
-                metrics().cache_hits.inc()
+                count(metrics().cache_hits)
                 return hit[1]
             del self._entries[digest]
         flight = self._inflight.get(digest)

@@ -7,9 +7,11 @@ import os
 import time
 from pathlib import Path
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.support.authserver import add_user, start_auth_server
+from tests.integration.support.authserver import AuthServer, add_user, start_auth_server
 
 pytestmark = pytest.mark.integration
 
@@ -33,6 +35,13 @@ def test_two_workers_serve_tokens_and_stop_gracefully(tmp_path: Path) -> None:
             server.token(["repository:team/app:pull"], ("alice", "old-pw")) for _ in range(20)
         ]
         assert {r.status_code for r in answers} == {200}
+        # Each worker adds its counts up per loop turn and writes them when the turn ends: a
+        # scrape (served by either worker) sees all 20 at once, or within a moment.
+        expected = {"success": 20.0, "latency_count": 20.0, "accepted": 20.0}
+        deadline = time.monotonic() + 5
+        while (counts := _token_counts(server)) != expected and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert counts == expected
         add_user(server.workdir / "users.htpasswd", "alice", "new-pw")
         deadline = time.monotonic() + 15  # the reload poll (2 s) in each worker
         while time.monotonic() < deadline:
@@ -46,6 +55,30 @@ def test_two_workers_serve_tokens_and_stop_gracefully(tmp_path: Path) -> None:
         status = server.process.stop(timeout=15)
     assert status == 0, server.log()
     assert "Shutting down granian" in server.log(), server.log()
+
+
+def _token_counts(server: AuthServer) -> dict[str, float]:
+    """Token requests answered, their latency observations and accepted password checks, as
+    /metrics reports them (every worker's counts together)."""
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    counts = dict.fromkeys(("success", "latency_count", "accepted"), 0.0)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == "registry_auth_requests_total" and labels == {
+                "endpoint": "token",
+                "outcome": "success",
+            }:
+                counts["success"] = sample.value
+            elif sample.name == "registry_auth_request_duration_seconds_count" and labels == {
+                "endpoint": "token"
+            }:
+                counts["latency_count"] = sample.value
+            elif sample.name == "registry_auth_password_checks_total" and labels == {
+                "result": "accepted"
+            }:
+                counts["accepted"] = sample.value
+    return counts
 
 
 def _thread_policies(pid: int) -> set[int]:
