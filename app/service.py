@@ -8,10 +8,9 @@ import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address, IPv6Address
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio.to_thread
 
@@ -60,8 +59,7 @@ def new_jti() -> str:
     return base64url(os.urandom(16)).decode("ascii")
 
 
-@dataclass(frozen=True, slots=True)
-class IssuedToken:
+class IssuedToken(NamedTuple):
     token: str
     issued_at: int
     expires_in: int
@@ -200,7 +198,7 @@ class TokenService:
         await anyio.to_thread.run_sync(tokens.touch, record, now)
         requester = Requester(record.account, service, groups, client_ip)
         issued = await self._sign(requester, self.authorizer.authorize(requester, grant.scopes))
-        return replace(issued, refresh_token=token)
+        return issued._replace(refresh_token=token)
 
     def _refresh_parts(self) -> tuple[RefreshTokens, AccountLookup]:
         if self.refresh_tokens is None or not isinstance(self.authenticator, AccountLookup):
@@ -233,7 +231,7 @@ class TokenService:
         refresh_token = await self._new_refresh_token(
             result, service, offline_client_id, issued.issued_at
         )
-        return replace(issued, refresh_token=refresh_token)
+        return issued._replace(refresh_token=refresh_token)
 
     async def _new_refresh_token(
         self, result: AuthResult, service: str, client_id: str, now: int

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from app.protocol.scopes import Scope
 
 
-@dataclass(frozen=True, slots=True)
-class Requester:
+class Requester(NamedTuple):
     """Who asks: an authenticated account (with groups) or anonymous (account None)."""
 
     account: str | None
     service: str
-    groups: frozenset[str] = field(default_factory=frozenset)
+    groups: frozenset[str] = frozenset()
     ip: IPv4Address | IPv6Address | None = None
 
     @property

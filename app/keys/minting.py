@@ -9,8 +9,8 @@ plus the GIL hand-back cost ~25% of the fresh-token rate there.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
+from typing import NamedTuple
 
 from app.keys.model import KeyRing
 from app.keys.reuse import SignedToken, TokenReuse
@@ -21,8 +21,7 @@ from app.protocol.tokens import build_claims
 from app.settings import Settings
 
 
-@dataclass(frozen=True, slots=True)
-class Grant:
+class Grant(NamedTuple):
     """What a token says: who, for which service, which access."""
 
     account: str | None

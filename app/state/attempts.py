@@ -21,7 +21,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from app.errors import StateStoreError
 from app.settings_sections import BruteForceSettings
@@ -59,8 +59,7 @@ class FailureStore(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     """What to do with a login attempt before checking its password."""
 
     delay: float = 0.0
