@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import re
 
 import pytest
@@ -130,6 +131,23 @@ async def test_cache_is_bounded_and_holds_no_password() -> None:
         await cache.authenticate(creds(f"u{i}", "sekrit-pw"))
     assert len(cache) == 3
     assert b"sekrit-pw" not in b"".join(cache._entries)  # keys are HMACs
+
+
+async def test_cache_keys_are_hmac_sha256_of_the_credentials_under_the_process_key() -> None:
+    """Each key is computed from a copy of the keyed HMAC state: one digest leaves nothing
+    behind for the next (the same credentials give the same key after others)."""
+    inner = Scripted({"ann": Outcome.ACCEPTED, "bob": Outcome.ACCEPTED})
+    key = b"k" * 32
+    cache = CachingAuthenticator(inner, ttl=60, max_entries=10, clock=FakeClock(), key=key)
+    for account, password in [("ann", "pw-1"), ("bob", "pw-2"), ("ann", "pw-1")]:
+        await cache.authenticate(creds(account, password))
+    fields = [[b"ann", b"pw-1", b""], [b"bob", b"pw-2", b""]]  # account, password, version
+    expected = [
+        hmac.digest(key, b"".join(len(f).to_bytes(8, "big") + f for f in parts), "sha256")
+        for parts in fields
+    ]
+    assert sorted(cache._entries) == sorted(expected)
+    assert inner.calls == 2
 
 
 async def test_per_client_cache_keys_include_service_and_address() -> None:
