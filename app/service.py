@@ -42,7 +42,7 @@ from app.protocol.scopes import Scope
 from app.protocol.tokens import TokenRequest
 from app.reload import Reloadable
 from app.settings import Settings
-from app.state.attempts import LoginThrottle, Verdict
+from app.state.attempts import LoginThrottle
 from app.state.model import RefreshRecord
 from app.state.refresh import RefreshTokens
 
@@ -267,7 +267,12 @@ class TokenService:
         throttle, account, where = self.throttle, credentials.account, credentials.client_ip
         verdict = None
         if throttle is not None:
-            verdict = await self._throttle_verdict(throttle, account, where)
+            # A local store answers in microseconds: a hop to a worker thread and back would
+            # cost more than the read (it was a third of a cached login's CPU).
+            if throttle.store.quick_reads:
+                verdict = throttle.check(account, where)
+            else:
+                verdict = await anyio.to_thread.run_sync(throttle.check, account, where)
             if verdict.retry_after is not None:
                 count(metrics().throttles.labels("blocked"))
                 log.info("login of %r from %s blocked: too many failures", account, where)
@@ -288,16 +293,6 @@ class TokenService:
         if throttle is not None and verdict is not None and verdict.pair_failures:
             await anyio.to_thread.run_sync(throttle.succeeded, account, where, verdict)
         return result
-
-    @staticmethod
-    async def _throttle_verdict(
-        throttle: LoginThrottle, account: str, where: str | None
-    ) -> Verdict:
-        # A local store answers in microseconds: a hop to a worker thread and back would cost
-        # more than the read (it was a third of a cached login's CPU).
-        if throttle.store.quick_reads:
-            return throttle.check(account, where)
-        return await anyio.to_thread.run_sync(throttle.check, account, where)
 
     def certificate_status(self) -> CertificateStatus:
         """Expiry of the active certificate; logged once whenever it changes (kid or state)."""

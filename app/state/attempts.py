@@ -71,6 +71,9 @@ class Verdict(NamedTuple):
         return self.retry_after is not None
 
 
+NO_FAILURES = Verdict()  # no counter on record: no delay, no block
+
+
 @functools.lru_cache(maxsize=4096)  # asked on every login; the same pairs log in again and again
 def counter_keys(account: str, client_ip: str | None) -> tuple[str, str]:
     """(pair key, IP key): hashes, so the store holds neither names nor addresses."""
@@ -111,7 +114,9 @@ class LoginThrottle:
             found = self.store.failures([pair_key, ip_key], self._clock(), self.policy.window)
         except StateStoreError as exc:
             log.warning("brute-force counters unavailable, not throttling: %s", exc)
-            return Verdict()
+            return NO_FAILURES
+        if not found:  # the usual answer: nothing to judge
+            return NO_FAILURES
         return judge(found.get(pair_key), found.get(ip_key), self.policy, self._clock())
 
     def failed(self, account: str, client_ip: str | None) -> None:
