@@ -9,6 +9,8 @@ from typing import NamedTuple, Protocol, runtime_checkable
 from pydantic import SecretStr
 
 
+# A NamedTuple, not a frozen dataclass: two are built for every login, and a frozen dataclass's
+# __init__ pays ~1,200 instructions per field (README, Performance).
 class Credentials(NamedTuple):
     """An account and its password; the password prints as '**********'.
 
