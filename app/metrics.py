@@ -90,7 +90,7 @@ class LoopTally:
     (worker threads), or from a second loop while the first one's flush is pending, write
     through at once. `flush` runs on the owning loop: scheduled, before a scrape (an async
     handler) and at shutdown; counts left by a loop closed with a flush still pending are
-    written by the next loop that counts.
+    written by the next loop that counts, or by the next `flush`.
 
     A histogram's turn is written as `observe` writes one value: its `_sum`, then one
     `_buckets` entry per bucket hit. Those are prometheus-client's own attributes, not its API
@@ -137,7 +137,12 @@ class LoopTally:
         return True
 
     def flush(self) -> None:
-        """Write every pending count to prometheus-client (on the owning loop's thread)."""
+        """Write every pending count to prometheus-client. Called off the owning loop while that
+        loop still runs, it leaves the counts to the loop's own flush (only its thread touches
+        them)."""
+        owner = self._loop
+        if owner is not None and owner is not _get_running_loop() and not owner.is_closed():
+            return
         counts, self._counts = self._counts, {}
         observed, self._observed = self._observed, {}
         self._loop = None

@@ -136,6 +136,21 @@ def test_counts_left_by_a_loop_closed_before_its_flush_are_written_by_the_next()
     assert checks.calls == [1.0, 2.0]
 
 
+def test_a_flush_from_another_thread_leaves_a_live_loops_counts_to_that_loop() -> None:
+    tally, checks = LoopTally(), Recorder()
+
+    async def turn() -> None:
+        tally.count(checks)
+        thread = threading.Thread(target=tally.flush)  # no loop there: not the owner
+        thread.start()
+        thread.join()
+        assert checks.calls == []
+        await asyncio.sleep(0)
+        assert checks.calls == [1.0]
+
+    asyncio.run(turn())
+
+
 def test_flush_writes_pending_counts_now() -> None:
     tally, checks = LoopTally(), Recorder()
 
