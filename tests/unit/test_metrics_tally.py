@@ -89,6 +89,10 @@ def test_a_thread_without_a_loop_writes_at_once() -> None:
     tally, checks = LoopTally(), Recorder()
     tally.count(checks)
     assert checks.calls == [1.0]
+    registry = CollectorRegistry()
+    latency = Histogram("t_latency_seconds", "latency", ["way"], registry=registry)
+    tally.observe(latency.labels("tally"), 0.2)
+    assert _samples(registry, "tally")[("t_latency_seconds_count", "")] == 1.0
 
 
 def test_a_second_loop_writes_through_while_the_first_ones_counts_are_pending() -> None:
