@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,6 +22,14 @@ class Recorder:
 
     def inc(self, amount: float) -> None:
         self.calls.append(amount)
+
+
+def in_another_thread(work: Callable[[], object]) -> None:
+    """Run `work` in a new thread and wait for it: the calling loop is blocked meanwhile, so a
+    flush it scheduled cannot run."""
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
 
 
 def _samples(registry: CollectorRegistry, label: str) -> dict[tuple[str, str], float]:
@@ -106,9 +115,7 @@ def test_a_second_loop_writes_through_while_the_first_ones_counts_are_pending() 
 
     async def turn() -> None:
         tally.count(first)
-        thread = threading.Thread(target=other_loop)
-        thread.start()
-        thread.join()  # blocks this loop: its flush cannot run meanwhile
+        in_another_thread(other_loop)
         assert second.calls == [1.0]
         assert first.calls == []
         await asyncio.sleep(0)
@@ -145,9 +152,7 @@ def test_a_flush_from_another_thread_leaves_a_live_loops_counts_to_that_loop() -
 
     async def turn() -> None:
         tally.count(checks)
-        thread = threading.Thread(target=tally.flush)  # no loop there: not the owner
-        thread.start()
-        thread.join()
+        in_another_thread(tally.flush)  # no loop there: not the owner
         assert checks.calls == []
         await asyncio.sleep(0)
         assert checks.calls == [1.0]
