@@ -7,6 +7,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -104,19 +105,31 @@ def test_a_thread_without_a_loop_writes_at_once() -> None:
     assert _samples(registry, "tally")[("t_latency_seconds_count", "")] == 1.0
 
 
-def test_a_second_loop_writes_through_while_the_first_ones_counts_are_pending() -> None:
+def _count_on_its_own_loop(tally: LoopTally, counter: Recorder) -> None:
+    async def count() -> None:
+        tally.count(counter)
+
+    asyncio.run(count())
+
+
+def _flush(tally: LoopTally, _: Recorder) -> None:
+    tally.flush()  # no loop in that thread: it does not own the pending counts
+
+
+@pytest.mark.parametrize(
+    ("elsewhere", "written_there"),
+    [(_count_on_its_own_loop, [1.0]), (_flush, [])],
+    ids=["a second loop writes through", "a flush leaves them"],
+)
+def test_another_thread_never_touches_a_live_loops_pending_counts(
+    elsewhere: Callable[[LoopTally, Recorder], None], written_there: list[float]
+) -> None:
     tally, first, second = LoopTally(), Recorder(), Recorder()
-
-    def other_loop() -> None:
-        async def count() -> None:
-            tally.count(second)
-
-        asyncio.run(count())
 
     async def turn() -> None:
         tally.count(first)
-        in_another_thread(other_loop)
-        assert second.calls == [1.0]
+        in_another_thread(lambda: elsewhere(tally, second))
+        assert second.calls == written_there
         assert first.calls == []
         await asyncio.sleep(0)
         assert first.calls == [1.0]
@@ -145,19 +158,6 @@ def test_counts_left_by_a_loop_closed_before_its_flush_are_written_by_the_next()
 
     asyncio.run(count_again())
     assert checks.calls == [1.0, 2.0]
-
-
-def test_a_flush_from_another_thread_leaves_a_live_loops_counts_to_that_loop() -> None:
-    tally, checks = LoopTally(), Recorder()
-
-    async def turn() -> None:
-        tally.count(checks)
-        in_another_thread(tally.flush)  # no loop there: not the owner
-        assert checks.calls == []
-        await asyncio.sleep(0)
-        assert checks.calls == [1.0]
-
-    asyncio.run(turn())
 
 
 def test_flush_writes_pending_counts_now() -> None:
