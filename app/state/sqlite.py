@@ -3,7 +3,8 @@
 WAL mode lets readers run beside the one writer, and `busy_timeout` makes a writer wait for
 another process's lock instead of failing. Writes open a connection per call; the failure
 counters, read on every login, go through one connection kept per thread and process (a
-connection must not cross threads or a fork).
+connection must not cross threads or a fork), which also remembers the counters it has read
+until the file changes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import astuple
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
 from app.errors import StateStoreError
@@ -22,6 +23,8 @@ from app.state.attempts import FailureCount
 from app.state.model import RefreshRecord
 
 BUSY_TIMEOUT_SECONDS = 10.0
+# Counters a read connection remembers (hashed keys, ~200 bytes each); past this it starts over.
+KEPT_COUNTERS = 10_000
 # A reader waits only while a crashed writer's log is recovered: rare, and on the event loop.
 READ_TIMEOUT_SECONDS = 0.5
 _LOCK_ERRORS = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
@@ -58,6 +61,18 @@ ON CONFLICT (key) DO UPDATE SET
 """
 
 
+@dataclass(eq=False)
+class _Reader:
+    """A thread's read connection and the counters read through it at `version`: the file's
+    `PRAGMA data_version`, which changes whenever any other connection commits (every write
+    goes through one), so they are the file's current rows for as long as it stays the same."""
+
+    pid: int
+    db: sqlite3.Connection
+    version: int = -1
+    counters: dict[str, FailureCount | None] = field(default_factory=dict)
+
+
 class SqliteStore:
     """Refresh records and login-failure counters in a SQLite file, created (mode 0600) with
     the first record or failure.
@@ -67,7 +82,8 @@ class SqliteStore:
     """
 
     # Counters are read on the event loop (see FailureStore): through a connection kept open
-    # per thread, an indexed read in WAL mode takes microseconds and never waits for a writer.
+    # per thread, in WAL mode, a read takes microseconds and never waits for a writer; and while
+    # nothing has changed, only `PRAGMA data_version` runs (a fifth of an indexed SELECT).
     quick_reads = True
 
     def __init__(self, path: Path) -> None:
@@ -75,7 +91,7 @@ class SqliteStore:
         self._created = False
         self._create_lock = threading.Lock()
         self._local = threading.local()
-        self._readers: list[tuple[int, sqlite3.Connection]] = []
+        self._readers: list[_Reader] = []
 
     def _create(self) -> None:
         if self._created:
@@ -198,27 +214,33 @@ class SqliteStore:
     def failures(self, keys: list[str], now: float, window: int) -> dict[str, FailureCount]:
         if not self._exists():
             return {}
-        marks = ", ".join("?" * len(keys))
         try:
-            rows = (
-                self._reader()
-                .execute(
-                    f"SELECT key, count, last_at FROM login_failures WHERE key IN ({marks}) "  # noqa: S608 - only placeholders
-                    "AND last_at >= ?",
-                    (*keys, now - window),
-                )
-                .fetchall()
-            )
+            reader = self._reader()
+            (version,) = reader.db.execute("PRAGMA data_version").fetchone()
+            if version != reader.version:
+                reader.version, reader.counters = version, {}
+            known = reader.counters
+            missing = [key for key in keys if key not in known]
+            if missing:
+                if len(known) + len(missing) > KEPT_COUNTERS:
+                    known.clear()
+                    missing = keys
+                _read_counters(reader.db, missing, known)
         except sqlite3.Error as exc:
             raise StateStoreError(f"state file {self.path}: {exc}") from None
-        return {key: FailureCount(count, last_at) for key, count, last_at in rows}
+        since = now - window
+        return {
+            key: counter
+            for key in keys
+            if (counter := known[key]) is not None and counter.last_at >= since
+        }
 
-    def _reader(self) -> sqlite3.Connection:
+    def _reader(self) -> _Reader:
         """This thread's read connection, opened on first use (again after a fork: a
         connection must not cross into a child process)."""
-        kept: tuple[int, sqlite3.Connection] | None = getattr(self._local, "reader", None)
-        if kept is not None and kept[0] == os.getpid():
-            return kept[1]
+        kept: _Reader | None = getattr(self._local, "reader", None)
+        if kept is not None and kept.pid == os.getpid():
+            return kept
         try:
             db = sqlite3.connect(
                 self.path,
@@ -228,10 +250,10 @@ class SqliteStore:
             )
         except sqlite3.Error as exc:
             raise StateStoreError(f"cannot open state file {self.path}: {exc}") from None
-        self._local.reader = (os.getpid(), db)
+        self._local.reader = reader = _Reader(os.getpid(), db)
         with self._create_lock:
-            self._readers.append((os.getpid(), db))
-        return db
+            self._readers.append(reader)
+        return reader
 
     def add_failure(self, keys: list[str], now: float, window: int) -> None:
         self._create()
@@ -253,7 +275,20 @@ class SqliteStore:
         """Close the read connections; writes hold nothing open between calls."""
         with self._create_lock:
             readers, self._readers = self._readers, []
-        for pid, db in readers:
-            if pid == os.getpid():  # a parent's connection is the parent's to close
-                db.close()
+        for reader in readers:
+            if reader.pid == os.getpid():  # a parent's connection is the parent's to close
+                reader.db.close()
         self._local = threading.local()
+
+
+def _read_counters(
+    db: sqlite3.Connection, keys: list[str], known: dict[str, FailureCount | None]
+) -> None:
+    """Add the rows of `keys` (None: no row) to `known`."""
+    marks = ", ".join("?" * len(keys))
+    rows = db.execute(
+        f"SELECT key, count, last_at FROM login_failures WHERE key IN ({marks})",  # noqa: S608 - only placeholders
+        keys,
+    ).fetchall()
+    known.update(dict.fromkeys(keys))
+    known.update((key, FailureCount(count, last_at)) for key, count, last_at in rows)

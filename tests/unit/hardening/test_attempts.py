@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import multiprocessing
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.settings_sections import BruteForceSettings
 from app.state.attempts import FailureCount, LoginThrottle, counter_keys, judge
+from app.state import sqlite
 from app.state.sqlite import SqliteStore
 from tests.unit.hardening.failure_contract import FailureStoreContract
 from tests.vectors.load import load
@@ -71,6 +75,90 @@ def test_a_kept_read_connection_sees_other_writers_and_reopens_after_close(
     reader.close()
     writer.reset("k")
     assert reader.failures(["k"], NOW + 1, 100) == {}
+
+
+def test_counters_read_again_only_after_the_file_changed(tmp_path: Path) -> None:
+    reader, writer = SqliteStore(tmp_path / "state.db"), SqliteStore(tmp_path / "state.db")
+    writer.add_failure(["k"], NOW, 100)
+    assert reader.failures(["k", "none"], NOW, 100) == {"k": FailureCount(1, NOW)}
+    statements: list[str] = []
+    reader._reader().db.set_trace_callback(statements.append)
+    for _ in range(3):
+        assert reader.failures(["k", "none"], NOW, 100) == {"k": FailureCount(1, NOW)}
+    assert statements == ["PRAGMA data_version"] * 3  # nothing changed: no SELECT
+    writer.reset("k")
+    assert reader.failures(["k", "none"], NOW, 100) == {}
+    assert len(statements) == 5  # the change was noticed and both keys read again
+    # A remembered counter still ages out: the window is applied to it on every read.
+    writer.add_failure(["k"], NOW + 1, 100)
+    assert reader.failures(["k"], NOW + 101, 100) == {"k": FailureCount(1, NOW + 1)}
+    assert reader.failures(["k"], NOW + 101.5, 100) == {}
+
+
+def test_remembered_counters_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite, "KEPT_COUNTERS", 4)
+    store = SqliteStore(tmp_path / "state.db")
+    store.add_failure([f"k{n}" for n in range(10)], NOW, 100)
+    for n in range(10):
+        assert store.failures([f"k{n}", "none"], NOW, 100) == {f"k{n}": FailureCount(1, NOW)}
+        assert len(store._reader().counters) <= 4
+
+
+def _add_then_reset(path: str) -> None:
+    store = SqliteStore(Path(path))
+    store.add_failure(["k", "other"], NOW, 100)
+    store.reset("k")
+
+
+def test_remembered_counters_follow_another_process(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    reader = SqliteStore(path)
+    reader.add_failure(["other"], NOW, 100)  # the file exists; "k" is remembered as absent
+    assert reader.failures(["k", "other"], NOW, 100) == {"other": FailureCount(1, NOW)}
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=context) as pool:
+        pool.submit(_fail_in, str(path), ["k"]).result()
+        assert reader.failures(["k", "other"], NOW, 100) == {
+            "k": FailureCount(1, NOW),
+            "other": FailureCount(1, NOW),
+        }
+        pool.submit(_add_then_reset, str(path)).result()
+    assert reader.failures(["k", "other"], NOW, 100) == {"other": FailureCount(2, NOW)}
+
+
+def _fail_in(path: str, keys: list[str]) -> None:
+    SqliteStore(Path(path)).add_failure(keys, NOW, 100)
+
+
+_STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(["add", "reset", "read"]),
+        st.sampled_from(["first", "second"]),  # which of two writers (connections)
+        st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=3, unique=True),
+        st.integers(0, 150),  # seconds after NOW
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(_STEPS)
+def test_remembered_counters_answer_as_a_fresh_read_would(steps: list[Any]) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "state.db"
+        reader = SqliteStore(path)
+        writers = {"first": SqliteStore(path), "second": reader}  # its own writes count too
+        for action, who, keys, offset in steps:
+            now = NOW + offset
+            if action == "add":
+                writers[who].add_failure(keys, now, 100)
+            elif action == "reset":
+                writers[who].reset(keys[0])
+            fresh = SqliteStore(path)
+            assert reader.failures(keys, now, 100) == fresh.failures(keys, now, 100)
+            fresh.close()
+        for store in (reader, writers["first"]):
+            store.close()
 
 
 def test_an_unusable_store_fails_open(tmp_path: Path) -> None:
