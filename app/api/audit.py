@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -31,12 +30,11 @@ Clock = Callable[[], float]
 _OUTCOMES = {400: "invalid", 401: "unauthorized", 429: "throttled", 503: "unavailable"}
 
 
-@dataclass(slots=True)  # slots: orjson writes the fields in their declared order
+@dataclass
 class Decision:
-    """One token decision, filled in as the request is understood; a line is its fields, in
-    this order (FIELDS)."""
+    """One token decision, filled in as the request is understood; a line is the time it was
+    written, then these fields in this order (FIELDS)."""
 
-    time: str = field(default="", init=False)  # set when written
     request_id: str
     client_ip: str | None
     grant: str  # "get", "password" or "refresh_token"
@@ -73,19 +71,25 @@ class Decision:
             self.reason = f"{getattr(exc, 'code', 'unavailable')}: {type(exc).__name__}"
 
     def line(self, now: float) -> bytes:
-        self.time = utc_millis(now)
-        return orjson.dumps(self, option=orjson.OPT_APPEND_NEWLINE)
+        # Its __dict__ holds every field in declaration order (__init__ sets each one): orjson
+        # renders that dict in a third of the instructions it takes for a slots dataclass.
+        return orjson.dumps(
+            {"time": utc_millis(now), **self.__dict__}, option=orjson.OPT_APPEND_NEWLINE
+        )
 
 
 def utc_millis(now: float) -> str:
     """`now` (>= 0) as `datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")`
     writes it (microseconds rounded half-even, then cut to milliseconds), with the part down to
     the second rendered once per second: this runs for every token."""
-    fraction, whole = math.modf(now)
-    micros = round(fraction * 1e6)
+    whole = int(now)
+    micros = round((now - whole) * 1e6)  # the subtraction is exact
     if micros == 1_000_000:
         whole, micros = whole + 1, 0
-    return f"{_second_text(int(whole))}.{micros // 1000:03d}+00:00"
+    return _second_text(whole) + _MILLIS[micros // 1000]
+
+
+_MILLIS = tuple(f".{millis:03d}+00:00" for millis in range(1000))
 
 
 @functools.lru_cache(maxsize=4)
@@ -93,7 +97,7 @@ def _second_text(second: int) -> str:
     return datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds").removesuffix("+00:00")
 
 
-FIELDS = tuple(f.name for f in fields(Decision))  # the keys of every line, in order
+FIELDS = ("time", *(f.name for f in fields(Decision)))  # the keys of every line, in order
 
 
 class AuditLog:
