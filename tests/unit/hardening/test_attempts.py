@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.settings_sections import BruteForceSettings
-from app.state.attempts import FailureCount, LoginThrottle, counter_keys, judge
 from app.state import sqlite
+from app.state.attempts import FailureCount, LoginThrottle, counter_keys, judge
 from app.state.sqlite import SqliteStore
 from tests.unit.hardening.failure_contract import FailureStoreContract
 from tests.vectors.load import load
