@@ -30,7 +30,7 @@ Clock = Callable[[], float]
 _OUTCOMES = {400: "invalid", 401: "unauthorized", 429: "throttled", 503: "unavailable"}
 
 
-@dataclass
+@dataclass  # no slots: `line` renders __dict__; mypy --strict still rejects a misspelt field
 class Decision:
     """One token decision, filled in as the request is understood; a line is the time it was
     written, then these fields in this order (FIELDS)."""
