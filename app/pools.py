@@ -18,6 +18,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from app.cpus import available_cpus
+
 T = TypeVar("T")
 NICENESS = 10  # ~10x less CPU share than the event loop when both want a core; all idle cycles
 
@@ -29,11 +31,8 @@ def _lower_priority() -> None:
 
 
 def default_threads() -> int:
-    """One thread per core this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    """One thread per CPU this process may use (its cores, or its cgroup CPU limit if lower)."""
+    return available_cpus()
 
 
 class WorkerPool:
