@@ -150,7 +150,7 @@ class Settings(BaseSettings):
         default=None,
         gt=0,
         le=256,
-        description="threads per worker checking bcrypt passwords (absent: one per core)",
+        description="threads per worker checking bcrypt passwords (absent: one per CPU)",
     )
     token_reuse: bool = Field(
         default=True,
@@ -170,8 +170,9 @@ class Settings(BaseSettings):
         default=1,
         ge=0,
         le=512,
-        description="server processes: 1 runs uvicorn in this process; 0 (one per core) or "
-        "more runs granian with that many workers; `serve --workers` overrides it",
+        description="server processes: 1 runs uvicorn in this process; 0 (one per CPU: the "
+        "cores, or the cgroup CPU limit when lower) or more runs granian with that many "
+        "workers; `serve --workers` overrides it",
     )
     worker_scheduling: Literal["batch", "normal"] = Field(
         default="batch",

@@ -203,3 +203,15 @@ def test_lain_config_example_matches_the_settings_and_lain() -> None:
     assert settings.listen == f"0.0.0.0:{lain['web']['port']}"
     volume = Path(lain["web"]["cloud_volumes"]["dirs"][0])
     assert volume in settings.keys_dir.parents
+
+
+def test_production_deployments_serve_with_a_worker_per_cpu(tmp_path: Path) -> None:
+    # `workers: 1` (one uvicorn process) serves ~2-4x fewer tokens than granian with a worker
+    # per CPU (README, Performance): the production artifacts must not run the default.
+    unit = (ROOT / "deploy" / "systemd" / "registry-auth.service").read_text()
+    (start,) = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
+    assert start.split()[1:] == ["serve", "--workers", "0"]
+    for config in (_configmap_config(tmp_path), ROOT / "deploy" / "lain" / "config.example.yaml"):
+        assert load_settings(config).workers == 2, config  # fits the 256 MiB memory limits
+    lain = yaml.safe_load((ROOT / "deploy" / "lain" / "lain.yaml").read_text())
+    assert "--workers" not in lain["web"]["cmd"]  # the config's `workers` holds
