@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers",
         type=_workers,
-        help="server processes (overrides `workers`; 0: one per core)",
+        help="server processes (overrides `workers`; 0: one per CPU)",
     )
 
     block = commands.add_parser("registry-config", help="print the registry's auth: token: block")
@@ -112,7 +112,7 @@ def _config_reference(update: Path | None) -> int:
 
 def _workers(text: str) -> int:
     if not text.isdigit():
-        raise argparse.ArgumentTypeError("must be a whole number >= 0 (0: one per core)")
+        raise argparse.ArgumentTypeError("must be a whole number >= 0 (0: one per CPU)")
     return int(text)
 
 

@@ -1,7 +1,7 @@
 """Bounded thread pools for CPU-bound work that releases the GIL: bcrypt checks, RSA signing.
 
 Both release the GIL, so threads use every core without stalling the event loop. A pool is
-bounded (one thread per core by default): a storm of distinct logins queues here instead of
+bounded (one thread per CPU by default): a storm of distinct logins queues here instead of
 starting dozens of CPU-bound threads that would fight the event loop for the cores. The
 password pool's threads also run at a lower scheduling priority (Linux: `nice` is per thread),
 so /healthz and cached logins on the event loop stay fast while bcrypt still takes every idle

@@ -45,7 +45,7 @@ def server_options(
     settings: Settings, host: str | None = None, port: int | None = None
 ) -> ServerOptions:
     listen_host, listen_port = split_listen(settings.listen)
-    workers = settings.workers or default_threads()  # 0: one per core
+    workers = settings.workers or default_threads()  # 0: one per CPU (app.cpus)
     return ServerOptions(host or listen_host, port or listen_port, workers)
 
 

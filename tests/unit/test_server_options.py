@@ -29,7 +29,7 @@ def test_the_workers_flag_overrides_the_setting(config: Path) -> None:
     assert run(["serve", "--config", str(config), "--workers", "0"], serve=recorder) == 0
     settings, _, _ = recorder.calls[0]
     assert settings.workers == 0
-    assert server_options(settings).workers == default_threads()  # 0: one per core
+    assert server_options(settings).workers == default_threads()  # 0: one per CPU
 
 
 def test_without_the_flag_the_setting_counts(config: Path) -> None:
