@@ -36,8 +36,6 @@ MAX_KEPT = 10_000  # counters kept from reads; the least recently read go first
 
 
 class EtcdFailureStore:
-    quick_reads = False
-
     def __init__(
         self,
         etcd: GatewayClient,
@@ -75,11 +73,18 @@ class EtcdFailureStore:
             }
             self._keep(read, writes)
             found.update(read)
-        return {
-            key: counter
-            for key, counter in found.items()
-            if counter is not None and counter.last_at >= now - window
-        }
+        return _live(found, now, window)
+
+    def failures_now(
+        self, keys: list[str], now: float, window: int
+    ) -> dict[str, FailureCount] | None:
+        """From the counters read less than `read_cache` seconds ago, on the event loop (the
+        hop to a worker thread and back cost a third of a cached login); None when any of
+        `keys` must be read from etcd."""
+        found, _ = self._fresh(keys)
+        if len(found) < len(keys):
+            return None
+        return _live(found, now, window)
 
     def _fresh(self, keys: list[str]) -> tuple[dict[str, FailureCount | None], int]:
         """The kept counters among `keys` still fresh enough, and the write count now."""
@@ -146,6 +151,16 @@ class EtcdFailureStore:
 
     def close(self) -> None:
         self._etcd.close()
+
+
+def _live(
+    found: dict[str, FailureCount | None], now: float, window: int
+) -> dict[str, FailureCount]:
+    return {
+        key: counter
+        for key, counter in found.items()
+        if counter is not None and counter.last_at >= now - window
+    }
 
 
 def _counter(found: KeyValue) -> FailureCount:

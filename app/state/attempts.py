@@ -40,12 +40,16 @@ class FailureCount:
 class FailureStore(Protocol):
     """Counters of failed logins. Methods raise StateStoreError when the store is unusable."""
 
-    # True when `failures` answers from memory or a local file in microseconds, so it may run
-    # on the event loop; False when it goes over the network (etcd): run it in a thread.
-    quick_reads: bool
-
     def failures(self, keys: list[str], now: float, window: int) -> dict[str, FailureCount]:
         """The live counters among `keys` (last failure within `window` seconds)."""
+        ...
+
+    def failures_now(
+        self, keys: list[str], now: float, window: int
+    ) -> dict[str, FailureCount] | None:
+        """What `failures` answers, when it can be answered in microseconds without a network
+        call, so on the event loop (memory, a local file, counters etcd gave moments ago);
+        None when only `failures`, in a worker thread, can answer."""
         ...
 
     def add_failure(self, keys: list[str], now: float, window: int) -> None:
@@ -110,12 +114,29 @@ class LoginThrottle:
         self._clock = clock
 
     def check(self, account: str, client_ip: str | None) -> Verdict:
+        """The verdict; may ask the store over the network: run it in a worker thread."""
         pair_key, ip_key = counter_keys(account, client_ip)
         try:
             found = self.store.failures([pair_key, ip_key], self._clock(), self.policy.window)
         except StateStoreError as exc:
             log.warning("brute-force counters unavailable, not throttling: %s", exc)
             return NO_FAILURES
+        return self._verdict(found, pair_key, ip_key)
+
+    def check_now(self, account: str, client_ip: str | None) -> Verdict | None:
+        """The verdict, if the store can give the counters without a network call (nearly
+        every login: see FailureStore.failures_now); None: run `check` in a worker thread."""
+        pair_key, ip_key = counter_keys(account, client_ip)
+        try:
+            found = self.store.failures_now([pair_key, ip_key], self._clock(), self.policy.window)
+        except StateStoreError as exc:
+            log.warning("brute-force counters unavailable, not throttling: %s", exc)
+            return NO_FAILURES
+        if found is None:
+            return None
+        return self._verdict(found, pair_key, ip_key)
+
+    def _verdict(self, found: dict[str, FailureCount], pair_key: str, ip_key: str) -> Verdict:
         if not found:  # the usual answer: nothing to judge
             return NO_FAILURES
         return judge(found.get(pair_key), found.get(ip_key), self.policy, self._clock())

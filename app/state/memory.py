@@ -9,8 +9,6 @@ from app.state.attempts import FailureCount
 
 
 class MemoryFailureStore:
-    quick_reads = True
-
     def __init__(self, max_keys: int = 100_000) -> None:
         self._counts: OrderedDict[str, FailureCount] = OrderedDict()
         self._max_keys = max_keys
@@ -22,6 +20,11 @@ class MemoryFailureStore:
             if count is not None and now - count.last_at <= window:
                 live[key] = count
         return live
+
+    def failures_now(
+        self, keys: list[str], now: float, window: int
+    ) -> dict[str, FailureCount] | None:
+        return self.failures(keys, now, window)  # memory: always at once
 
     def add_failure(self, keys: list[str], now: float, window: int) -> None:
         for key in keys:

@@ -81,11 +81,6 @@ class SqliteStore:
     file behind.
     """
 
-    # Counters are read on the event loop (see FailureStore): through a connection kept open
-    # per thread, in WAL mode, a read takes microseconds and never waits for a writer; and while
-    # nothing has changed, only `PRAGMA data_version` runs (a fifth of an indexed SELECT).
-    quick_reads = True
-
     def __init__(self, path: Path) -> None:
         self.path = path
         self._created = False
@@ -234,6 +229,14 @@ class SqliteStore:
             for key in keys
             if (counter := known[key]) is not None and counter.last_at >= since
         }
+
+    def failures_now(
+        self, keys: list[str], now: float, window: int
+    ) -> dict[str, FailureCount] | None:
+        """Always at once, on the event loop: through a connection kept open per thread, in WAL
+        mode, a read takes microseconds and never waits for a writer; and while nothing has
+        changed, only `PRAGMA data_version` runs (a fifth of an indexed SELECT)."""
+        return self.failures(keys, now, window)
 
     def _reader(self) -> _Reader:
         """This thread's read connection, opened on first use (again after a fork: a

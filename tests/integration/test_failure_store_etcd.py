@@ -23,12 +23,15 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
 
 
 class TestEtcdFailureStore(FailureStoreContract):
-    @pytest.fixture
+    # With and without the read cache: this process's own failures and resets count at once.
+    @pytest.fixture(params=[0.0, 60.0], ids=["read-each-time", "read-cache"])
     def failure_store(
         self, etcd: EtcdServer, request: pytest.FixtureRequest
     ) -> Iterator[EtcdFailureStore]:
         store = EtcdFailureStore(
-            GatewayClient(Connection([etcd.url], 5.0)), f"/test/{request.node.name}/"
+            GatewayClient(Connection([etcd.url], 5.0)),
+            f"/test/{request.node.name}/",
+            read_cache=request.param,
         )
         yield store
         store.close()

@@ -37,3 +37,20 @@ class FailureStoreContract:
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(fail, range(24)))
         assert failure_store.failures(["shared"], NOW, 100)["shared"].count == 24
+
+    def test_an_answer_given_at_once_is_what_failures_says(
+        self, failure_store: FailureStore
+    ) -> None:
+        # failures_now may decline (None: read it in a thread), but never answer otherwise.
+        failure_store.add_failure(["a"], NOW, 100)
+        expected = failure_store.failures(["a", "b"], NOW, 100)
+        assert expected == {"a": FailureCount(1, NOW)}
+        assert failure_store.failures_now(["a", "b"], NOW, 100) in (None, expected)
+        failure_store.add_failure(["a"], NOW + 1, 100)  # this process's own failure: at once
+        assert failure_store.failures_now(["a", "b"], NOW + 1, 100) in (
+            None,
+            {"a": FailureCount(2, NOW + 1)},
+        )
+        failure_store.reset("a")
+        assert failure_store.failures_now(["a", "b"], NOW + 1, 100) in (None, {})
+        assert failure_store.failures_now(["a"], NOW + 200, 100) in (None, {})

@@ -3,11 +3,13 @@ user, from their own address, never waits; anonymous requests are never slowed."
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from app.state.attempts import FailureCount, FailureStore
 from tests.unit.hardening.env import Env, hardened_env
 
 pytestmark = pytest.mark.anyio
@@ -102,3 +104,53 @@ async def test_throttles_show_in_the_audit_log_and_metrics(env: Env) -> None:
     metrics = (await env.client.get("/metrics")).text
     assert 'registry_auth_bruteforce_throttles_total{action="blocked"}' in metrics
     assert 'registry_auth_requests_total{endpoint="token",outcome="throttled"}' in metrics
+
+
+class WhereRead:
+    """The service's store, recording on which thread each read runs; `at_once` False plays a
+    store whose counters must come over the network (etcd, nothing read moments ago)."""
+
+    def __init__(self, inner: FailureStore, *, at_once: bool) -> None:
+        self.inner, self.at_once = inner, at_once
+        self.reads: list[tuple[str, int]] = []
+
+    def failures(self, keys: list[str], now: float, window: int) -> dict[str, FailureCount]:
+        self.reads.append(("failures", threading.get_ident()))
+        return self.inner.failures(keys, now, window)
+
+    def failures_now(
+        self, keys: list[str], now: float, window: int
+    ) -> dict[str, FailureCount] | None:
+        self.reads.append(("failures_now", threading.get_ident()))
+        return self.inner.failures_now(keys, now, window) if self.at_once else None
+
+    def add_failure(self, keys: list[str], now: float, window: int) -> None:
+        self.inner.add_failure(keys, now, window)
+
+    def reset(self, key: str) -> None:
+        self.inner.reset(key)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@pytest.mark.parametrize("at_once", [True, False], ids=["answered-at-once", "over-the-network"])
+async def test_counters_are_read_on_the_event_loop_unless_they_must_be_fetched(
+    env: Env, at_once: bool
+) -> None:
+    throttle = env.service.throttle
+    assert throttle is not None
+    store = WhereRead(throttle.store, at_once=at_once)
+    throttle.store = store
+    for _ in range(4):
+        await env.login("ci", "guess", ATTACKER)
+    store.reads.clear()
+    loop_thread = threading.get_ident()  # the test's event loop is the app's
+
+    assert (await env.login("alice", "alice-pw", USER)).status_code == 200
+    assert (await env.login("ci", "ci-pw", ATTACKER)).status_code == 429  # judged either way
+    if at_once:  # no hop to a worker thread
+        assert store.reads == [("failures_now", loop_thread)] * 2
+    else:  # asked first, then read in a worker thread
+        assert [name for name, _ in store.reads] == ["failures_now", "failures"] * 2
+        assert loop_thread not in {thread for name, thread in store.reads if name == "failures"}
