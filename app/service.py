@@ -197,7 +197,8 @@ class TokenService:
             count(metrics().refresh_grants.labels("refused"))
             raise
         count(metrics().refresh_grants.labels("granted"))
-        await anyio.to_thread.run_sync(tokens.touch, record, now)
+        if tokens.needs_touch(record, now):
+            await anyio.to_thread.run_sync(tokens.touch, record, now)
         requester = Requester(record.account, service, groups, client_ip)
         issued = await self._sign(requester, self.authorizer.authorize(requester, grant.scopes))
         return issued._replace(refresh_token=token)

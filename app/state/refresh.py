@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 
 TOKEN_BYTES = 32
 PURGE_INTERVAL = 3600  # seconds between sweeps of expired records by one process
+# A refresh grant records the use (for the idle timeout) only when the last one recorded is at
+# least this old: docker makes a refresh grant for every pull and push, and a write for each
+# cost more than the rest of the grant. So a token may die up to this much before exactly
+# `idle_timeout` after its last use, never after. At most 1% of the idle timeout.
+TOUCH_INTERVAL = 60
 
 
 def new_token() -> str:
@@ -58,6 +63,7 @@ class RefreshTokens:
         self._token_source = token_source
         self._id_source = id_source
         self._last_purge: int | None = None
+        self._touch_interval = min(TOUCH_INTERVAL, policy.idle_timeout // 100)
 
     def issue(
         self, account: str, service: str, client_id: str, credential_version: str, now: int
@@ -102,6 +108,10 @@ class RefreshTokens:
         if now >= record.last_used_at + self.policy.idle_timeout:
             return "was unused for longer than the idle timeout"
         return None
+
+    def needs_touch(self, record: RefreshRecord, now: int) -> bool:
+        """Whether a use at `now` must be recorded (see TOUCH_INTERVAL)."""
+        return now - record.last_used_at >= self._touch_interval
 
     def touch(self, record: RefreshRecord, now: int) -> RefreshRecord:
         self.store.touch(record.token_hash, now)

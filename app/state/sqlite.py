@@ -165,11 +165,16 @@ class SqliteStore:
     def find(self, token_hash: str) -> RefreshRecord | None:
         if not self._exists():
             return None
-        with self._connect() as db:
+        # Through this thread's kept read connection: opening one per refresh grant cost more
+        # than the query.
+        try:
+            db = self._reader().db
             row = db.execute(
                 f"SELECT {_COLUMNS} FROM refresh_tokens WHERE token_hash = ?",  # noqa: S608 - constant columns
                 (token_hash,),
             ).fetchone()
+        except sqlite3.Error as exc:
+            raise StateStoreError(f"state file {self.path}: {exc}") from None
         return None if row is None else RefreshRecord(*row)
 
     def touch(self, token_hash: str, last_used_at: int) -> None:

@@ -411,6 +411,21 @@ async def test_a_refresh_token_dies_when_idle_too_long(env: Env) -> None:
     await _assert_dead(env, token)
 
 
+async def test_a_use_is_written_at_most_once_a_minute(env: Env) -> None:
+    # docker makes a refresh grant for every pull and push: a write for each would cost more
+    # than the grant. The idle clock may start up to TOUCH_INTERVAL early, never late.
+    token = await _login(env)
+    for moment, recorded in [(10, 0), (59, 0), (60, 60), (100, 60), (121, 121)]:
+        env.clock.now = T0 + moment
+        assert await _works(env, token), moment
+        [record] = env.tokens.records()
+        assert record.last_used_at == T0 + recorded, moment
+    env.clock.now = T0 + 121 + IDLE - 1
+    assert await _works(env, token)
+    env.clock.now = T0 + 121 + IDLE - 1 + IDLE
+    await _assert_dead(env, token)
+
+
 # --- malformed requests ------------------------------------------------------------------------
 
 
