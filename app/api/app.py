@@ -19,14 +19,14 @@ from app.api.audit import AuditLog
 from app.api.lifespans import combine_lifespans, polling_lifespan
 from app.api.limits import LimitsMiddleware, Receive, Scope, Send, request_id
 from app.api.metrics_http import CONTENT_TYPE, LiveValues, render_metrics
-from app.api.oauth import oauth_endpoint
+from app.api.oauth import TokenPost, oauth_route
 from app.api.observe import ObserveMiddleware
 from app.api.openapi_docs import ERROR_RESPONSES, TOKEN_GET, TOKEN_POST
 from app.api.publishing import build_publish_loop, etcd_status, publish_lifespan
 from app.api.reloading import Lifespan, reload_lifespan
 from app.api.responses import FastJSONResponse
 from app.api.tls import ReloadingTLS
-from app.api.token_get import TokenGet, TokenGetLayer, error_answer
+from app.api.token_get import TokenGet, TokenLayer, error_answer
 from app.errors import BackendUnavailableError, ClientError, StateStoreError
 from app.keys.expiry import ExpiryState
 from app.keys.jwks import KidFormat, jwks_document
@@ -71,21 +71,26 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
     app.add_middleware(LimitsMiddleware, limits=settings.limits)
     app.add_middleware(ObserveMiddleware, token_paths=_token_paths(settings))
     get_token = TokenGet(token_service, audit, settings.trusted_proxies)
-    # A GET token request never reaches FastAPI's layers, the two middlewares above or the router.
-    app.token_get = TokenGetLayer(
-        paths=_token_paths(settings), endpoint=get_token, limits=settings.limits
+    post_token = TokenPost(token_service, audit, settings.trusted_proxies)
+    # A GET or POST token request never reaches FastAPI's layers, the two middlewares above or
+    # the router.
+    app.token_layer = TokenLayer(
+        paths=_token_paths(settings),
+        get=get_token,
+        post=post_token.answer,
+        limits=settings.limits,
     )
 
     async def token(request: Request) -> Response:
-        # HEAD, and the OpenAPI description of GET: GET itself is answered by TokenGetLayer.
+        # HEAD, and the OpenAPI description of GET: GET itself is answered by TokenLayer.
         status, body, headers = await get_token.answer(request.scope, request_id(request.scope))
         response = Response(body, status, media_type="application/json")
         response.raw_headers.extend(headers)
         return response
 
-    post = oauth_endpoint(token_service, audit)
+    post = oauth_route(post_token)
     for path in _token_paths(settings):
-        # A plain route for HEAD (and GET, should a request ever get past TokenGetLayer);
+        # A plain route for HEAD (and GET, should a request ever get past TokenLayer);
         # Starlette takes the first matching route, so the API route below only describes GET
         # in the OpenAPI schema (which the schemathesis fuzz tests drive).
         app.add_route(path, token, methods=["GET"], include_in_schema=False)
@@ -132,16 +137,17 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
 
 
 class TokenServer(FastAPI):
-    """FastAPI, with GET on the token paths answered before any of FastAPI's own layers: every
-    pull and push is one of these, and those layers cost more than a reused token (README,
-    Performance). `token_get` does for them what the middlewares and handlers do for the rest."""
+    """FastAPI, with GET and POST on the token paths answered before any of FastAPI's own
+    layers: every pull and push is one of these, and those layers cost more than a reused
+    token (README, Performance). `token_layer` does for them what the middlewares and handlers
+    do for the rest."""
 
-    token_get: TokenGetLayer | None = None
+    token_layer: TokenLayer | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        layer = self.token_get
+        layer = self.token_layer
         if layer is not None and layer.handles(scope):
-            await layer.serve(scope, send)
+            await layer.serve(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 

@@ -64,27 +64,29 @@ class LimitsMiddleware:
         send = _with_request_id(send, rid)
         try:
             check_head(scope, self.limits)
-            body = await self._read_body(scope, receive)
+            body = await read_body(scope, receive, self.limits)
         except LimitExceededError as exc:
             await _refuse(send, exc)
             return
         await self.app(scope, _replay(body, receive), send)
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        limit = self.limits.max_body_bytes
-        if scope["method"] in ("GET", "HEAD"):
-            return b""
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break  # the client went away; the app sees an empty body
-            body.extend(message.get("body", b""))
-            if len(body) > limit:
-                raise LimitExceededError(413, f"request body exceeds {limit} bytes")
-            if not message.get("more_body", False):
-                break
-        return bytes(body)
+
+async def read_body(scope: Scope, receive: Receive, limits: LimitSettings) -> bytes:
+    """The whole body, at most `max_body_bytes` of it (413 beyond); none for GET and HEAD."""
+    limit = limits.max_body_bytes
+    if scope["method"] in ("GET", "HEAD"):
+        return b""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break  # the client went away; the app sees an empty body
+        body.extend(message.get("body", b""))
+        if len(body) > limit:
+            raise LimitExceededError(413, f"request body exceeds {limit} bytes")
+        if not message.get("more_body", False):
+            break
+    return bytes(body)
 
 
 def check_head(scope: Scope, limits: LimitSettings) -> None:

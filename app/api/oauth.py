@@ -6,74 +6,96 @@ endpoint's form: these clients parse the OAuth2 shape.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import parse_qs
 
+import orjson
 from fastapi import Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from app.api.audit import AuditLog, Decision
-from app.api.client_ip import request_client_ip
-from app.api.limits import request_id
+from app.api.client_ip import Network, client_ip
+from app.api.limits import Scope, request_id
+from app.api.token_get import Answer, encode_headers, error_answer, wanted_headers
 from app.errors import ClientError, InvalidRequestError
 from app.protocol.oauth import PasswordGrant, oauth_response, parse_grant
-from app.service import TokenService
+from app.service import TokenService, address_text
 
 MAX_FORM_BYTES = 16 * 1024
 MAX_FORM_FIELDS = 128
 FORM_TYPE = "application/x-www-form-urlencoded"
+_NO_STORE = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
 
-Endpoint = Callable[[Request], Awaitable[JSONResponse]]
 
+class TokenPost:
+    """Answers one POST token request from its ASGI scope and its whole body (read within
+    `limits.max_body_bytes` by whoever calls: the token layer, or LimitsMiddleware)."""
 
-def oauth_endpoint(service: TokenService, audit: AuditLog | None = None) -> Endpoint:
-    trusted = service.settings.trusted_proxies
+    def __init__(
+        self, service: TokenService, audit: AuditLog | None, trusted_proxies: Sequence[Network]
+    ) -> None:
+        self._service = service
+        self._audit = audit
+        self._trusted = trusted_proxies
 
-    async def token_post(request: Request) -> JSONResponse:
-        client = request_client_ip(request, trusted)
-        decision = Decision(request_id(request.scope), str(client) if client else None, "post")
+    async def answer(self, scope: Scope, rid: str, body: bytes) -> Answer:
+        _, forwarded, real_ip = wanted_headers(scope["headers"])
+        peer = scope.get("client")
+        client = client_ip(peer[0] if peer else None, forwarded, real_ip, self._trusted)
+        decision = Decision(rid, address_text(client), "post")
         try:
-            grant = parse_grant(await read_form(request))
+            grant = parse_grant(parse_form(body, _content_type(scope["headers"])))
             decision.grant = "password" if isinstance(grant, PasswordGrant) else "refresh_token"
             decision.ask(grant.scopes, grant.service, grant.client_id)
             if isinstance(grant, PasswordGrant):
                 decision.account = grant.username
-                issued = await service.grant_password(grant, client)
+                issued = await self._service.grant_password(grant, client)
             else:
-                issued = await service.grant_refresh(grant, client)
+                issued = await self._service.grant_refresh(grant, client)
             decision.issued(issued)
-        except ClientError as exc:
+        except ClientError as exc:  # in RFC 6749's form: these clients parse the OAuth2 shape
             decision.refused(exc)
-            return JSONResponse(exc.oauth_body(), status_code=exc.status, headers=exc.headers())
-        except Exception as exc:
+            return exc.status, orjson.dumps(exc.oauth_body()), encode_headers(exc.headers())
+        except Exception as exc:  # noqa: BLE001 - every error becomes a JSON answer
             decision.refused(exc)
-            raise
+            status, error, headers = error_answer(exc)
+            return status, orjson.dumps(error), encode_headers(headers)
         finally:
-            if audit is not None:
-                audit.write(decision)
-        body = oauth_response(
+            if self._audit is not None:
+                self._audit.write(decision)
+        answer = oauth_response(
             issued.token,
             issued_at=issued.issued_at,
             ttl=issued.expires_in,
             granted=issued.granted,
             refresh_token=issued.refresh_token,
         )
-        return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+        return 200, orjson.dumps(answer), list(_NO_STORE)
+
+
+def oauth_route(post: TokenPost) -> Callable[[Request], Awaitable[Response]]:
+    """The same answer as a FastAPI route (the token layer answers POST before FastAPI; this
+    route describes it in the OpenAPI schema and serves it should a request get past)."""
+
+    async def token_post(request: Request) -> Response:
+        status, body, headers = await post.answer(
+            request.scope, request_id(request.scope), await request.body()
+        )
+        response = Response(body, status, media_type="application/json")
+        response.raw_headers.extend(headers)
+        return response
 
     return token_post
 
 
-async def read_form(request: Request) -> dict[str, list[str]]:
+def parse_form(body: bytes, content_type: str) -> dict[str, list[str]]:
     """The url-encoded body, each name mapped to all its values; 400 naming the problem.
 
     An empty body is an empty form whatever its type: the answer then names the missing field.
     """
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > MAX_FORM_BYTES:
-            raise InvalidRequestError(f"the POST body exceeds {MAX_FORM_BYTES} bytes")
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if len(body) > MAX_FORM_BYTES:
+        raise InvalidRequestError(f"the POST body exceeds {MAX_FORM_BYTES} bytes")
+    media_type = content_type.partition(";")[0].strip().lower()
     if body and media_type != FORM_TYPE:
         raise InvalidRequestError(
             f"the POST body must be {FORM_TYPE}, not {media_type or 'absent'!r}",
@@ -90,3 +112,10 @@ async def read_form(request: Request) -> dict[str, list[str]]:
         raise InvalidRequestError("the POST body is not UTF-8") from None
     except ValueError:
         raise InvalidRequestError(f"the POST body has more than {MAX_FORM_FIELDS} fields") from None
+
+
+def _content_type(headers: list[tuple[bytes, bytes]]) -> str:
+    for name, value in headers:
+        if name == b"content-type":
+            return value.decode("latin-1")
+    return ""

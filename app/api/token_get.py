@@ -1,18 +1,20 @@
-"""GET on the token paths, answered ahead of FastAPI (app.api.app.TokenServer).
+"""GET and POST on the token paths, answered ahead of FastAPI (app.api.app.TokenServer).
 
-Every pull and push of every client is one of these requests. FastAPI's routing, its request
-and response objects and the chain of middlewares wrapped around each `send` cost as much CPU
-as answering with a reused token (README, Performance). So this layer answers them whole, with
-the same parts the other routes go through: the input limits and request id of
-LimitsMiddleware, the counters of ObserveMiddleware, the error answers of the app's exception
-handlers and the audit log. Everything else (POST, HEAD, other paths) goes on to FastAPI.
+Every pull and push of every client is one of these requests: a GET with Basic credentials, or
+a POST (docker once logged in, with its refresh token; containerd with the password; protocol.md
+§2). FastAPI's routing, its request and response objects and the chain of middlewares wrapped
+around each `send` cost as much CPU as answering with a reused token (README, Performance). So
+this layer answers them whole, with the same parts the other routes go through: the input limits
+and request id of LimitsMiddleware, the counters of ObserveMiddleware, the error answers of the
+app's exception handlers and the audit log. Everything else (HEAD, other paths) goes on to
+FastAPI.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 import orjson
 
@@ -23,10 +25,12 @@ from app.api.limits import (
     REFUSAL_HEADERS,
     REQUEST_ID_HEADER,
     LimitExceededError,
+    Receive,
     Scope,
     Send,
     check_head,
     new_request_id,
+    read_body,
 )
 from app.api.observe import observe
 from app.errors import BackendUnavailableError, ClientError, StateStoreError
@@ -69,7 +73,7 @@ class TokenGet:
         self._trusted = trusted_proxies
 
     async def answer(self, scope: Scope, rid: str) -> Answer:
-        authorization, forwarded, real_ip = _wanted_headers(scope["headers"])
+        authorization, forwarded, real_ip = wanted_headers(scope["headers"])
         peer = scope.get("client")
         client = client_ip(peer[0] if peer else None, forwarded, real_ip, self._trusted)
         decision = Decision(rid, address_text(client), "get")
@@ -83,7 +87,7 @@ class TokenGet:
         except Exception as exc:  # noqa: BLE001 - every error becomes a JSON answer
             decision.refused(exc)
             status, body, headers = error_answer(exc)
-            return status, orjson.dumps(body), _encode(headers)
+            return status, orjson.dumps(body), encode_headers(headers)
         finally:
             self._audit.write(decision)
         answer = token_response(issued.token, issued_at=issued.issued_at, ttl=issued.expires_in)
@@ -92,31 +96,50 @@ class TokenGet:
         return 200, orjson.dumps(answer), [_NO_STORE]
 
 
-class TokenGetLayer:
-    """GET on `paths`, answered by `TokenGet` with the limits, request id and counters around
-    it; the app calls `serve` for every request `handles` says yes to."""
+# The POST endpoint (app.api.oauth.TokenPost): scope, request id and the whole body.
+PostEndpoint = Callable[[Scope, str, bytes], Awaitable[Answer]]
+
+
+class TokenLayer:
+    """GET and POST on `paths`, answered by `TokenGet` and the POST endpoint with the limits,
+    request id and counters around them; the app calls `serve` for every request `handles`
+    says yes to."""
 
     def __init__(
-        self, *, paths: Collection[str], endpoint: TokenGet, limits: LimitSettings
+        self,
+        *,
+        paths: Collection[str],
+        get: TokenGet,
+        post: PostEndpoint,
+        limits: LimitSettings,
     ) -> None:
         self._paths = frozenset(paths)
-        self._endpoint = endpoint
+        self._get = get
+        self._post = post
         self._limits = limits
 
     def handles(self, scope: Scope) -> bool:
-        return scope["type"] == "http" and scope["method"] == "GET" and scope["path"] in self._paths
+        return (
+            scope["type"] == "http"
+            and scope["method"] in ("GET", "POST")
+            and scope["path"] in self._paths
+        )
 
-    async def serve(self, scope: Scope, send: Send) -> None:
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = 500  # what the counters say if sending fails
         rid = new_request_id(scope["headers"])
         try:
             try:
                 check_head(scope, self._limits)
+                body = await read_body(scope, receive, self._limits)
             except LimitExceededError as exc:
                 status, body, headers = exc.status, exc.body(), list(REFUSAL_HEADERS)
             else:
-                status, body, headers = await self._endpoint.answer(scope, rid)
+                if scope["method"] == "GET":
+                    status, body, headers = await self._get.answer(scope, rid)
+                else:
+                    status, body, headers = await self._post(scope, rid, body)
             headers += [
                 _JSON,
                 (b"content-length", str(len(body)).encode("ascii")),
@@ -128,7 +151,7 @@ class TokenGetLayer:
             observe("token", status, started)
 
 
-def _wanted_headers(headers: Headers) -> tuple[str | None, list[str], str | None]:
+def wanted_headers(headers: Headers) -> tuple[str | None, list[str], str | None]:
     """Authorization, every X-Forwarded-For and X-Real-IP, decoded as HTTP headers are."""
     authorization, forwarded, real_ip = None, [], None
     for name, value in headers:
@@ -141,7 +164,7 @@ def _wanted_headers(headers: Headers) -> tuple[str | None, list[str], str | None
     return authorization, forwarded, real_ip
 
 
-def _encode(headers: dict[str, str]) -> Headers:
+def encode_headers(headers: dict[str, str]) -> Headers:
     return [
         (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()
     ]

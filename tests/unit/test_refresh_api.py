@@ -426,6 +426,46 @@ async def test_a_use_is_written_at_most_once_a_minute(env: Env) -> None:
     await _assert_dead(env, token)
 
 
+async def test_the_token_layer_and_the_post_route_answer_alike(
+    env: Env, settings: Settings
+) -> None:
+    # POST is answered ahead of FastAPI (app/api/token_get.py); FastAPI's route for it (the
+    # OpenAPI description) gives the same answers.
+    routed = create_app(settings, env.service)
+    routed.token_layer = None  # type: ignore[attr-defined]
+    token = await _login(env)
+    cases: list[tuple[dict[str, str], dict[str, str]]] = [
+        (_form(token, "repository:team/app:pull"), {}),
+        (_form(token, "repository:team/app:pull", grant_type="client_credentials"), {}),
+        (_form("not-a-token", ""), {}),
+        ({**_form(token, ""), "grant_type": "password", "username": "alice", "password": "no"}, {}),
+        (_form(token, ""), {"Content-Type": "text/plain"}),
+    ]
+    async with api_client(routed) as route:
+        for form, headers in cases:
+            fast = await env.client.post("/token", data=form, headers=headers)
+            slow = await route.post("/token", data=form, headers=headers)
+            assert fast.status_code == slow.status_code, form
+            fast_body, slow_body = fast.json(), slow.json()
+            assert fast_body.keys() == slow_body.keys(), form
+            for name in ("error", "error_description", "refresh_token", "scope", "expires_in"):
+                assert fast_body.get(name) == slow_body.get(name), (form, name)
+            for name in ("content-type", "cache-control", "pragma", "www-authenticate"):
+                assert fast.headers.get(name) == slow.headers.get(name), (form, name)
+            assert fast.headers["content-length"] == str(len(fast.content))
+            assert len(fast.headers["x-request-id"]) == len(slow.headers["x-request-id"]) == 32
+
+
+def _form(token: str, scope: str, grant_type: str = "refresh_token") -> dict[str, str]:
+    return {
+        "grant_type": grant_type,
+        "refresh_token": token,
+        "service": SERVICE,
+        "client_id": "containers/image",
+        "scope": scope,
+    }
+
+
 # --- malformed requests ------------------------------------------------------------------------
 
 
