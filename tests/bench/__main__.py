@@ -2,10 +2,12 @@
 
 Starts the service (generated key, 5000 users, `workers: 0` = one granian worker per core),
 drives it with wrk on loopback, measures the raw RS256 signing rate of this machine in the same
-run (in rounds taking turns with the two token scenarios), prints a table, and as its last line
-one JSON object. Exit status 0 whatever the numbers: this reports, it does not judge (the
-targets are printed beside the numbers). `--set key=value` (YAML value, repeatable) changes a
-setting of the service under test, to compare settings on the same machine.
+run (in rounds taking turns with the token scenarios: GET with Basic credentials, reuse off and
+on; the OAuth2 POST grants containerd and a logged-in docker send, reuse on), prints a table,
+and as its last line one JSON object. Exit status 0 whatever the numbers: this reports, it does
+not judge (the targets are printed beside the numbers). `--set key=value` (YAML value,
+repeatable) changes a setting of the service under test, to compare settings on the same
+machine.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import yaml
@@ -30,7 +33,7 @@ from tests.bench.load import (
     start_wrk,
     wrk_command,
 )
-from tests.bench.service import Server, basic, make_workdir, start_server
+from tests.bench.service import PASSWORD, SERVICE, Server, basic, make_workdir, start_server
 
 USERS = 5000
 CORES = len(os.sched_getaffinity(0))
@@ -78,24 +81,28 @@ def run(
         for warming in (fresh, reuse):
             _fail_once(warming)
             _drive(warming, 2, auth)  # warm-up: connections, caches, the first token
+        posts = _post_scenarios(reuse)
+        for scenario in posts.values():
+            _drive(reuse, 1, scenario)
         # A shared machine's speed drifts by 10-20% within a minute: the raw signing rate and
         # both token scenarios take turns in short rounds, so each sees the same machine.
         raw: list[float] = []
-        runs: dict[str, list[Result]] = {"fresh": [], "reuse": []}
+        runs: dict[str, list[Result]] = {name: [] for name in ("fresh", "reuse", *posts)}
         cpu = dict.fromkeys(runs, 0.0)
         shares = reuse.cpu_seconds()
         for number in range(rounds):
-            # Every other round in reverse order (raw, fresh, reuse; reuse, fresh, raw): a
-            # steady drift then weighs on all three alike.
-            steps: list[tuple[str, Server | None]] = [
-                ("raw", None), ("fresh", fresh), ("reuse", reuse),
+            # Every other round in reverse order (raw, fresh, reuse, ...; ..., reuse, fresh,
+            # raw): a steady drift then weighs on all of them alike.
+            steps: list[tuple[str, Server | None, dict[str, str]]] = [
+                ("raw", None, {}), ("fresh", fresh, auth), ("reuse", reuse, auth),
+                *((name, reuse, scenario) for name, scenario in posts.items()),
             ]  # fmt: skip
-            for name, server in steps if number % 2 == 0 else steps[::-1]:
+            for name, server, env in steps if number % 2 == 0 else steps[::-1]:
                 if server is None:
                     raw.append(raw_sign_per_second(seconds, CORES))
                     continue
                 before = sum(server.cpu_seconds().values())
-                runs[name].append(_drive(server, seconds, auth))
+                runs[name].append(_drive(server, seconds, env))
                 cpu[name] += sum(server.cpu_seconds().values()) - before
         report["reuse_worker_cpu_share"] = _worker_shares(shares, reuse.cpu_seconds())
         fresh.stop()  # done with it: the cold and memory phases use the reuse server alone
@@ -130,9 +137,38 @@ def _fail_once(server: Server) -> None:
         raise RuntimeError(f"a wrong password got {answer.status_code}, not 401")
 
 
+def _post_scenarios(server: Server) -> dict[str, dict[str, str]]:
+    """The POST grants' forms, for the same account and access as the GET scenarios: the
+    password grant (containerd), and the refresh grant with a refresh token that a password
+    grant with access_type=offline (docker login) returned."""
+    grant = {"service": SERVICE, "scope": "repository:team/app:pull,push"}
+    password = {"grant_type": "password", "username": "user0", "password": PASSWORD, **grant}
+    login = httpx.post(
+        server.url + "/token",
+        data={**password, "client_id": "docker", "access_type": "offline"},
+        timeout=30,
+    )
+    if login.status_code != 200 or "refresh_token" not in login.json():
+        raise RuntimeError(f"a login for a refresh token got {login.status_code}: {login.text}")
+    refresh = {"grant_type": "refresh_token", "refresh_token": login.json()["refresh_token"]}
+    return {
+        "password_post": {
+            "BENCH_FORM": urlencode({**password, "client_id": "containerd"}),
+            "BENCH_SCRIPT": "password_post.lua",
+        },
+        "refresh_post": {
+            "BENCH_FORM": urlencode({**refresh, **grant, "client_id": "docker"}),
+            "BENCH_SCRIPT": "refresh_post.lua",
+        },
+    }
+
+
 def _drive(server: Server, seconds: float, env: dict[str, str]) -> Result:
-    url = server.url + TOKEN_PATH
-    return run_wrk(wrk_command(url, "basic.lua", seconds=seconds, connections=16), env)
+    """wrk for `seconds`: GET with Basic credentials (BENCH_AUTH), or the POST form a scenario
+    of _post_scenarios names."""
+    script = env.get("BENCH_SCRIPT", "basic.lua")
+    url = server.url + (TOKEN_PATH if script == "basic.lua" else "/token")
+    return run_wrk(wrk_command(url, script, seconds=seconds, connections=16), env)
 
 
 def _combine(results: list[Result]) -> Result:
@@ -209,6 +245,8 @@ def _ratios(report: dict[str, Any], raw: list[float]) -> None:
     fresh, reuse = report["fresh_tokens_per_s"] / mean, report["reuse_tokens_per_s"] / mean
     report["fresh_ratio"] = round(fresh, 3)
     report["reuse_ratio"] = round(reuse, 3)
+    for name in ("password_post", "refresh_post"):  # reported beside reuse; no target of their own
+        report[f"{name}_ratio"] = round(report[f"{name}_tokens_per_s"] / mean, 3)
     report["targets"] = {  # judged before rounding: 0.5998 is not 0.6
         "fresh_ratio>=0.6": fresh >= 0.6,
         "reuse>=1.5x_raw": reuse >= 1.5,
@@ -225,6 +263,10 @@ def print_table(r: dict[str, Any]) -> None:
          f"{r['fresh_p50_ms']}", f"{r['fresh_p99_ms']}"),
         ("reused tokens (reuse on)", f"{r['reuse_tokens_per_s']:.0f}/s",
          f"{r['reuse_p50_ms']}", f"{r['reuse_p99_ms']}"),
+        ("POST password grant (reuse on)", f"{r['password_post_tokens_per_s']:.0f}/s",
+         f"{r['password_post_p50_ms']}", f"{r['password_post_p99_ms']}"),
+        ("POST refresh grant (reuse on)", f"{r['refresh_post_tokens_per_s']:.0f}/s",
+         f"{r['refresh_post_p50_ms']}", f"{r['refresh_post_p99_ms']}"),
         ("cold logins (bcrypt each)", f"{r['cold_logins_per_s']:.0f}/s",
          f"{r['cold_p50_ms']}", f"{r['cold_p99_ms']}"),
         ("/healthz during cold logins", "", f"{r['healthz_p50_ms_during_cold']}",
@@ -241,7 +283,10 @@ def print_table(r: dict[str, Any]) -> None:
         f"fresh_ratio {r['fresh_ratio']} (target >= 0.6; rounds {r['fresh_ratio_rounds']}); "
         f"reuse {r['reuse_ratio']} x raw (target >= 1.5; rounds {r['reuse_ratio_rounds']}); "
         f"CPU per token: signature alone {r['sign_cpu_us']} us, fresh "
-        f"{r['fresh_cpu_us_per_token']} us, reused {r['reuse_cpu_us_per_token']} us; "
+        f"{r['fresh_cpu_us_per_token']} us, reused {r['reuse_cpu_us_per_token']} us, POST "
+        f"password {r['password_post_cpu_us_per_token']} us, POST refresh "
+        f"{r['refresh_post_cpu_us_per_token']} us; POST grants x raw: password "
+        f"{r['password_post_ratio']}, refresh {r['refresh_post_ratio']}; "
         f"cold: {r['cold_cores_busy']} cores busy; reuse CPU per worker "
         f"{r['reuse_worker_cpu_share']}; RSS {r['rss_kib_after_first']} KiB after "
         f"{r['requests_after_first']} requests, {r['rss_kib_after_all']} KiB after "
