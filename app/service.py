@@ -188,9 +188,11 @@ class TokenService:
         now = int(self._clock())
         token = grant.refresh_token.get_secret_value()
         try:
-            record = await anyio.to_thread.run_sync(
-                tokens.check, token, service, grant.client_id, now
-            )
+            record = tokens.check_now(token, service, grant.client_id, now)
+            if record is None:
+                record = await anyio.to_thread.run_sync(
+                    tokens.check, token, service, grant.client_id, now
+                )
             groups = await self._current_groups(tokens, lookup, record)
         except InvalidGrantError as exc:
             log.info("refresh grant refused: %s", exc.reason)

@@ -17,6 +17,8 @@ MAX_TXN_OPS = 100  # etcd refuses transactions of more than 128 operations by de
 
 
 class EtcdRefreshStore:
+    local_reads = False  # every find is a round trip to etcd
+
     def __init__(self, etcd: GatewayClient, prefix: str) -> None:
         self._etcd = etcd
         self._prefix = prefix.encode("utf-8")

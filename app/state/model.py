@@ -37,6 +37,10 @@ class RefreshTokenStore(Protocol):
     """Where refresh records live. Every method raises app.errors.StateStoreError when the
     store cannot be used; third-party errors never leave a store."""
 
+    # True when `find` reads a local file in microseconds (SQLite), so it may run on the event
+    # loop; False when it goes over the network (etcd): then only in a worker thread.
+    local_reads: bool
+
     def add(self, record: RefreshRecord) -> None: ...
 
     def find(self, token_hash: str) -> RefreshRecord | None: ...

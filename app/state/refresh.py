@@ -87,7 +87,8 @@ class RefreshTokens:
         return token, record
 
     def check(self, token: str, service: str, client_id: str, now: int) -> RefreshRecord:
-        """The live record of `token`, bound to this service and client; else InvalidGrantError."""
+        """The live record of `token`, bound to this service and client; else InvalidGrantError
+        (a dead record is deleted first). Blocking: run it in a worker thread."""
         record = self.store.find(hash_token(token))
         if record is None:
             raise InvalidGrantError("unknown or revoked refresh token")
@@ -100,6 +101,22 @@ class RefreshTokens:
         if problem is not None:
             self.store.delete([record.token_hash])
             raise InvalidGrantError(f"refresh token {record.id} {problem}")
+        return record
+
+    def check_now(self, token: str, service: str, client_id: str, now: int) -> RefreshRecord | None:
+        """The live record, when the store reads a local file (on the event loop: the hop to a
+        worker thread and back cost more than the read) and the token is good; None to run
+        `check` in a worker thread: an etcd store, or a token to refuse (refusing may delete)."""
+        if not self.store.local_reads:
+            return None
+        record = self.store.find(hash_token(token))
+        if (
+            record is None
+            or record.service != service
+            or record.client_id != client_id
+            or self.expiry_problem(record, now) is not None
+        ):
+            return None
         return record
 
     def expiry_problem(self, record: RefreshRecord, now: int) -> str | None:

@@ -81,6 +81,8 @@ class SqliteStore:
     file behind.
     """
 
+    local_reads = True  # find: one indexed read through this thread's kept connection
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._created = False

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import logging
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -424,6 +425,59 @@ async def test_a_use_is_written_at_most_once_a_minute(env: Env) -> None:
     assert await _works(env, token)
     env.clock.now = T0 + 121 + IDLE - 1 + IDLE
     await _assert_dead(env, token)
+
+
+class WhereFound:
+    """The env's store, recording on which thread each `find` runs."""
+
+    def __init__(self, inner: SqliteStore, *, local_reads: bool) -> None:
+        self.inner, self.local_reads = inner, local_reads
+        self.finds: list[int] = []
+
+    def find(self, token_hash: str) -> Any:
+        self.finds.append(threading.get_ident())
+        return self.inner.find(token_hash)
+
+    def __getattr__(self, name: str) -> Any:  # add, touch, records, delete, close
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("local_reads", [True, False], ids=["sqlite", "over-the-network"])
+async def test_a_good_refresh_token_is_looked_up_on_the_event_loop_if_local(
+    env: Env, local_reads: bool
+) -> None:
+    token = await _login(env)
+    assert isinstance(env.tokens.store, SqliteStore)
+    store = WhereFound(env.tokens.store, local_reads=local_reads)
+    env.tokens.store = store  # type: ignore[assignment]
+    loop_thread = threading.get_ident()  # the test's event loop is the app's
+    assert await _works(env, token)
+    if local_reads:
+        assert store.finds == [loop_thread]
+    else:
+        assert len(store.finds) == 1
+        assert store.finds[0] != loop_thread
+    # A token to refuse goes to a worker thread, which deletes it once dead.
+    store.finds.clear()
+    env.clock.now = T0 + LIFETIME
+    await _assert_dead(env, token)
+    assert store.finds[-1] != loop_thread
+    assert env.tokens.records() == []
+
+
+def test_check_now_answers_only_a_good_token_and_never_deletes(tmp_path: Path) -> None:
+    tokens = RefreshTokens(SqliteStore(tmp_path / "s.db"), RefreshPolicy(LIFETIME, IDLE))
+    token, record = tokens.issue("alice", SERVICE, "docker", "v1", T0)
+    assert tokens.check_now(token, SERVICE, "docker", T0 + 10) == record
+    for args in [
+        ("unknown", SERVICE, "docker", T0),
+        (token, "elsewhere", "docker", T0),
+        (token, SERVICE, "containerd", T0),
+        (token, SERVICE, "docker", T0 + IDLE),
+        (token, SERVICE, "docker", T0 + LIFETIME),
+    ]:
+        assert tokens.check_now(*args) is None, args
+    assert tokens.records() == [record]  # refusing is for `check`, in a thread
 
 
 async def test_the_token_layer_and_the_post_route_answer_alike(
