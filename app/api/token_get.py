@@ -132,14 +132,13 @@ class TokenLayer:
         try:
             try:
                 check_head(scope, self._limits)
-                body = await read_body(scope, receive, self._limits)
-            except LimitExceededError as exc:
-                status, body, headers = exc.status, exc.body(), list(REFUSAL_HEADERS)
-            else:
-                if scope["method"] == "GET":
+                if scope["method"] == "GET":  # no body to read
                     status, body, headers = await self._get.answer(scope, rid)
                 else:
-                    status, body, headers = await self._post(scope, rid, body)
+                    form = await read_body(scope, receive, self._limits)
+                    status, body, headers = await self._post(scope, rid, form)
+            except LimitExceededError as exc:  # the answers themselves never raise
+                status, body, headers = exc.status, exc.body(), list(REFUSAL_HEADERS)
             headers += [
                 _JSON,
                 (b"content-length", str(len(body)).encode("ascii")),
