@@ -29,6 +29,8 @@ from app.settings_sections import BruteForceSettings
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+# FailureStore.failures or .failures_now: (keys, now, window) -> the live counters.
+_Read = Callable[[list[str], float, int], "dict[str, FailureCount] | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,28 +117,23 @@ class LoginThrottle:
 
     def check(self, account: str, client_ip: str | None) -> Verdict:
         """The verdict; may ask the store over the network: run it in a worker thread."""
-        pair_key, ip_key = counter_keys(account, client_ip)
-        try:
-            found = self.store.failures([pair_key, ip_key], self._clock(), self.policy.window)
-        except StateStoreError as exc:
-            log.warning("brute-force counters unavailable, not throttling: %s", exc)
-            return NO_FAILURES
-        return self._verdict(found, pair_key, ip_key)
+        verdict = self._check(self.store.failures, account, client_ip)
+        return NO_FAILURES if verdict is None else verdict  # `failures` always answers
 
     def check_now(self, account: str, client_ip: str | None) -> Verdict | None:
         """The verdict, if the store can give the counters without a network call (nearly
         every login: see FailureStore.failures_now); None: run `check` in a worker thread."""
+        return self._check(self.store.failures_now, account, client_ip)
+
+    def _check(self, read: _Read, account: str, client_ip: str | None) -> Verdict | None:
         pair_key, ip_key = counter_keys(account, client_ip)
         try:
-            found = self.store.failures_now([pair_key, ip_key], self._clock(), self.policy.window)
+            found = read([pair_key, ip_key], self._clock(), self.policy.window)
         except StateStoreError as exc:
             log.warning("brute-force counters unavailable, not throttling: %s", exc)
             return NO_FAILURES
         if found is None:
             return None
-        return self._verdict(found, pair_key, ip_key)
-
-    def _verdict(self, found: dict[str, FailureCount], pair_key: str, ip_key: str) -> Verdict:
         if not found:  # the usual answer: nothing to judge
             return NO_FAILURES
         return judge(found.get(pair_key), found.get(ip_key), self.policy, self._clock())
