@@ -147,7 +147,7 @@ class TokenLayer:
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
         finally:
-            observe("token", status, started)
+            observe("token" if scope["method"] == "GET" else "token_post", status, started)
 
 
 def wanted_headers(headers: Headers) -> tuple[str | None, list[str], str | None]:

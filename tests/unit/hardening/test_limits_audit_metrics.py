@@ -153,6 +153,30 @@ async def test_metrics_name_every_documented_family(env: Env) -> None:
         assert name in text, name
 
 
+@pytest.mark.parametrize(
+    ("method", "endpoint"), [("GET", "token"), ("POST", "token_post")], ids=["get", "post"]
+)
+async def test_each_token_request_is_counted_under_its_endpoint(
+    env: Env, method: str, endpoint: str
+) -> None:
+    series = f'registry_auth_requests_total{{endpoint="{endpoint}",outcome="success"}} '
+
+    async def counted() -> float:
+        text = (await env.client.get("/metrics")).text
+        lines = [line for line in text.splitlines() if line.startswith(series)]
+        return float(lines[0].split()[-1]) if lines else 0.0
+
+    before = await counted()
+    if method == "GET":
+        response = await env.login("alice", "alice-pw")
+    else:
+        form = {"grant_type": "password", "username": "alice", "password": "alice-pw"}
+        form |= {"service": "registry.test", "client_id": "containerd"}
+        response = await env.client.post("/token", data=form)
+    assert response.status_code == 200, response.text
+    assert await counted() == before + 1
+
+
 async def test_basic_credentials_stay_out_of_the_audit_when_malformed(env: Env) -> None:
     raw = base64.b64encode(b"eve\r\nX-Injected: 1:pw").decode()
     response = await env.client.get(
