@@ -92,7 +92,7 @@ class RefreshTokens:
         record = self.store.find(hash_token(token))
         if record is None:
             raise InvalidGrantError("unknown or revoked refresh token")
-        if record.service != service or record.client_id != client_id:
+        if not _bound_to(record, service, client_id):
             raise InvalidGrantError(
                 f"refresh token {record.id} is bound to service {record.service!r} and "
                 f"client_id {record.client_id!r}"
@@ -112,8 +112,7 @@ class RefreshTokens:
         record = self.store.find(hash_token(token))
         if (
             record is None
-            or record.service != service
-            or record.client_id != client_id
+            or not _bound_to(record, service, client_id)
             or self.expiry_problem(record, now) is not None
         ):
             return None
@@ -150,3 +149,7 @@ class RefreshTokens:
         self._last_purge = now
         dead = [r for r in self.store.records() if self.expiry_problem(r, now) is not None]
         return self.store.delete([r.token_hash for r in dead]) if dead else 0
+
+
+def _bound_to(record: RefreshRecord, service: str, client_id: str) -> bool:
+    return record.service == service and record.client_id == client_id

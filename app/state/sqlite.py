@@ -1,10 +1,10 @@
 """The embedded store: one SQLite file, safe for several worker processes on one machine.
 
 WAL mode lets readers run beside the one writer, and `busy_timeout` makes a writer wait for
-another process's lock instead of failing. Writes open a connection per call; the failure
-counters, read on every login, go through one connection kept per thread and process (a
-connection must not cross threads or a fork), which also remembers the counters it has read
-until the file changes.
+another process's lock instead of failing. Writes open a connection per call; the reads made
+for every login and refresh grant (the failure counters, a refresh token's record) go through
+one connection kept per thread and process (a connection must not cross threads or a fork),
+which also remembers the counters it has read until the file changes.
 """
 
 from __future__ import annotations
