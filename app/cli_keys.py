@@ -1,20 +1,23 @@
 """`registry-auth keys ...`: the key ring commands (generate, list, add, promote, retire, rotate,
-jwks). Each step of a rotation is its own command, refused with a reason when it is unsafe."""
+jwks, sync). Each step of a rotation is its own command, refused with a reason when it is unsafe."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
+import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 from app.errors import KeyStoreError, RotationRefusedError
 from app.keys import ring
 from app.keys.jwks import KidFormat, jwks_document
+from app.keys.mirror import read_ring_files
 from app.keys.model import Algorithm, KeyState
 from app.keys.ring import Entries, RingEntry
 from app.keys.store import (
@@ -22,6 +25,7 @@ from app.keys.store import (
     bundle_path,
     generate_key,
     has_keys,
+    install_ring_files,
     read_entries,
     update_ring,
     write_public_file,
@@ -65,6 +69,19 @@ def add_keys_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     jwks.add_argument("--kid-format", choices=[f.value for f in KidFormat], default="libtrust")
     jwks.add_argument(
         "--output", type=Path, help="file to write (default KEYS_DIR/jwks.json; - for stdout)"
+    )
+    sync = _sub(
+        keys,
+        "sync",
+        "copy the key ring of a read-only directory (a Kubernetes Secret volume) into the keys "
+        "directory, private keys 0600, and keep following it",
+    )
+    sync.add_argument(
+        "--from", dest="source", type=Path, required=True, metavar="DIR", help="the keys to copy"
+    )
+    sync.add_argument("--once", action="store_true", help="copy once and exit (init container)")
+    sync.add_argument(
+        "--interval", default="10s", metavar="DELAY", help="how often to look (default 10s)"
     )
 
 
@@ -121,6 +138,10 @@ def _cmd_retire(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) 
 
 def _cmd_jwks(args: argparse.Namespace, keys_dir: Path, _now: Clock, _: Sleep) -> int:
     return _jwks(keys_dir, KidFormat(args.kid_format), args.output)
+
+
+def _cmd_sync(args: argparse.Namespace, keys_dir: Path, _now: Clock, sleep: Sleep) -> int:
+    return _sync(args, keys_dir, sleep)
 
 
 def _token_ttl(args: argparse.Namespace) -> int:
@@ -225,14 +246,74 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Path, Clock, Sleep], int]] = 
     "retire": _cmd_retire,
     "rotate": _rotate,
     "jwks": _cmd_jwks,
+    "sync": _cmd_sync,
 }
 
 
-def parse_duration(text: str) -> int:
+def parse_duration(text: str, option: str = "--promote-after") -> int:
     match = _DURATION.fullmatch(text.strip())
     if match is None:
-        raise KeyStoreError(f"--promote-after {text!r}: give a delay like 90s, 10m, 2h or 1d")
+        raise KeyStoreError(f"{option} {text!r}: give a delay like 90s, 10m, 2h or 1d")
     return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _sync(args: argparse.Namespace, keys_dir: Path, sleep: Sleep) -> int:
+    source: Path = args.source
+    interval = parse_duration(args.interval, "--interval")
+    if interval < 1:
+        raise KeyStoreError("--interval must be at least 1s")
+    if source.resolve() == keys_dir.resolve():
+        raise KeyStoreError(f"--from {source} is the keys directory itself")
+    if args.once:
+        if not _sync_once(source, keys_dir):
+            print(f"{keys_dir} already holds the key ring of {source}")
+        return 0
+    print(f"keeping {keys_dir} in step with {source}, looking every {interval} s", flush=True)
+    last_error = ""
+    with _exit_on_sigterm():
+        while True:
+            try:
+                _sync_once(source, keys_dir)
+                last_error = ""
+            except KeyStoreError as exc:
+                if str(exc) != last_error:  # said once, not on every look
+                    print(
+                        f"registry-auth: error: {exc} (the keys in {keys_dir} stay as they are)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                last_error = str(exc)
+            sleep(interval)
+
+
+def _sync_once(source: Path, keys_dir: Path) -> bool:
+    installed = install_ring_files(keys_dir, read_ring_files(source), str(source))
+    if installed is None:
+        return False
+    keys = installed.key_ring.keys
+    removed = f"; removed {', '.join(installed.removed)}" if installed.removed else ""
+    print(
+        f"copied the key ring of {source} into {keys_dir}: {len(keys)} key(s), active "
+        f"{installed.key_ring.active.kid}; wrote {', '.join(installed.written) or 'nothing'}"
+        f"{removed}",
+        flush=True,
+    )
+    return True
+
+
+@contextlib.contextmanager
+def _exit_on_sigterm() -> Iterator[None]:
+    """SIGTERM (a pod stopping) ends the loop with status 0. A copy cut short leaves the old
+    ring whole: keyring.json is replaced after the files it names."""
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise SystemExit(0)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _jwks(keys_dir: Path, kid_format: KidFormat, output: Path | None) -> int:

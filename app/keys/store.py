@@ -8,8 +8,9 @@ Layout of a keys directory:
     bundle.pem     the certificates of every published key: the registry's rootcertbundle
     jwks.json      the same keys as a JWKS under their libtrust kids (registry 3.x `jwks:`)
     .keyring.lock  taken (flock) by every writer, so concurrent admin commands serialize
-Every write goes to a temporary file first and is renamed into place: a reader sees the old
-ring or the new one, never half of one. Readers take no lock.
+A whole ring can also be installed from another keys directory's files (`keys sync`; see
+app.keys.mirror, which reads them). Every write goes to a temporary file first and is renamed
+into place: a reader sees the old ring or the new one, never half of one. Readers take no lock.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import stat
-from collections.abc import Callable, Iterator
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -48,6 +51,8 @@ RING_FILE = "keyring.json"
 BUNDLE_FILE = "bundle.pem"
 JWKS_FILE = "jwks.json"
 LOCK_FILE = ".keyring.lock"
+KEY_FILE = re.compile(r"[a-z0-9]{1,64}\.(?:key|crt)")
+RING_FILES = (RING_FILE, BUNDLE_FILE, JWKS_FILE)  # besides each key's KEY_FILEs
 _LOAD_ATTEMPTS = 3
 
 Clock = Callable[[], datetime]
@@ -121,6 +126,65 @@ def update_ring(
     return after
 
 
+class Installed(NamedTuple):
+    """What install_ring_files changed: the ring now in force, files written and removed."""
+
+    key_ring: KeyRing
+    written: tuple[str, ...]
+    removed: tuple[str, ...]
+
+
+def install_ring_files(keys_dir: Path, files: Mapping[str, bytes], origin: str) -> Installed | None:
+    """Make keys_dir hold the ring in `files` (name -> content, from another keys directory,
+    named `origin` in errors): None when it already does.
+
+    The new ring is first loaded as the service loads it, from a scratch directory: one that
+    does not load changes nothing. Then new key files go in first, keyring.json last, and the
+    files of keys that left the ring after it: a reader sees the old ring or the new one, whole.
+    """
+    foreign = sorted(n for n in files if n not in RING_FILES and not KEY_FILE.fullmatch(n))
+    if foreign or RING_FILE not in files:
+        raise KeyStoreError(f"{origin}: not a key ring's files: {sorted(files)}")
+    keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with _writer_lock(keys_dir):
+        changed = sorted(
+            (n for n, data in files.items() if not _holds(keys_dir / n, data)), key=_order
+        )
+        present = (path.name for path in keys_dir.iterdir())
+        stale = sorted(n for n in present if KEY_FILE.fullmatch(n) and n not in files)
+        if not changed and not stale:
+            return None
+        with tempfile.TemporaryDirectory(dir=keys_dir, prefix=".sync-") as scratch:
+            for name, data in files.items():
+                write_atomic(Path(scratch, name), data, mode=_file_mode(name))
+            try:
+                key_ring = load_keyring(Path(scratch))
+            except KeyStoreError as exc:
+                raise KeyStoreError(str(exc).replace(scratch, origin)) from None
+            for name in changed:
+                Path(scratch, name).replace(keys_dir / name)
+        for name in stale:
+            (keys_dir / name).unlink(missing_ok=True)
+    return Installed(key_ring, tuple(changed), tuple(stale))
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        return mode == _file_mode(path.name) and path.read_bytes() == data
+    except OSError:
+        return False
+
+
+def _file_mode(name: str) -> int:
+    return 0o600 if name.endswith(".key") else 0o644
+
+
+def _order(name: str) -> int:
+    # Key files before the public files, and keyring.json, which the service watches, last.
+    return 2 if name == RING_FILE else 0 if KEY_FILE.fullmatch(name) else 1
+
+
 def read_entries(keys_dir: Path) -> Entries:
     """The ring as keyring.json records it, with each certificate (no private keys read)."""
     return tuple(
@@ -140,11 +204,11 @@ def load_keyring(keys_dir: Path) -> KeyRing:
             f"no signing key in {keys_dir}: run `registry-auth keys generate --keys-dir {keys_dir}`"
         )
     for attempt in range(_LOAD_ATTEMPTS):
-        seen = _ring_identity(keys_dir)
+        seen = ring_identity(keys_dir)
         try:
             return _load_keyring_once(keys_dir)
         except KeyStoreError:
-            if attempt == _LOAD_ATTEMPTS - 1 or _ring_identity(keys_dir) == seen:
+            if attempt == _LOAD_ATTEMPTS - 1 or ring_identity(keys_dir) == seen:
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -188,7 +252,8 @@ def _load_keyring_once(keys_dir: Path) -> KeyRing:
     return KeyRing(keys)
 
 
-def _ring_identity(keys_dir: Path) -> tuple[int, int] | None:
+def ring_identity(keys_dir: Path) -> tuple[int, int] | None:
+    """keyring.json's (inode, mtime): a reader compares it before and after reading the ring."""
     try:
         st = (keys_dir / RING_FILE).stat()
     except OSError:
