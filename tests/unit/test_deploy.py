@@ -14,6 +14,7 @@ import pytest
 import yaml
 from packaging.specifiers import SpecifierSet
 
+from app.cli import build_parser
 from app.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,7 +145,11 @@ def test_kubernetes_deployment_is_hardened() -> None:
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert container["resources"]["limits"]["memory"]
+    for each in (*pod["initContainers"], *pod["containers"]):
+        assert each["securityContext"]["readOnlyRootFilesystem"] is True, each["name"]
+        assert each["securityContext"]["allowPrivilegeEscalation"] is False, each["name"]
+        assert each["securityContext"]["capabilities"]["drop"] == ["ALL"], each["name"]
+        assert each["resources"]["limits"]["memory"], each["name"]
 
 
 def test_lain_manifest_serves_the_console_realm_path() -> None:
@@ -178,17 +183,28 @@ def test_kubernetes_config_matches_the_settings_and_the_mounts(tmp_path: Path) -
     assert settings.listen == f"0.0.0.0:{port}"
 
 
-def test_kubernetes_keys_reach_the_service_with_mode_0600() -> None:
+def test_kubernetes_keys_reach_the_service_with_mode_0600_and_follow_the_secret() -> None:
     # Secret files are root's; with fsGroup they are 0440, which the key store refuses:
-    # the init container must copy them with 0600 into the volume the service reads.
+    # `keys sync` copies the ring with 0600 into the volume the service reads, once before it
+    # starts (init container) and then whenever the Secret changes (a container beside it).
     pod = yaml.safe_load((KUBERNETES / "deployment.yaml").read_text())["spec"]["template"]["spec"]
     assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"]
     (init,) = pod["initContainers"]
-    assert "install -m 0600" in " ".join(init["command"])
+    follower = next(c for c in pod["containers"] if c["name"] == "keys-sync")
+    service = next(c for c in pod["containers"] if c["name"] == "registry-auth")
+    for container, once in ((init, True), (follower, False)):
+        argv = build_parser().parse_args([*container["command"][1:], *container.get("args", [])])
+        assert (argv.keys_command, argv.once) == ("sync", once)
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        assert Path(mounts["keys-secret"]["mountPath"]) == argv.source
+        assert Path(mounts["keys"]["mountPath"]) == argv.keys_dir
+        assert not mounts["keys"].get("readOnly")
+    service_mounts = {m["name"]: m for m in service["volumeMounts"]}
+    assert service_mounts["keys"]["readOnly"] is True
+    assert "keys-secret" not in service_mounts
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["keys"]["emptyDir"]["medium"] == "Memory"
     assert volumes["keys-secret"]["secret"]["secretName"] == "registry-auth-keys"
-    assert {m["name"] for m in init["volumeMounts"]} == {"keys", "keys-secret"}
 
 
 def test_lain_config_example_matches_the_settings_and_lain() -> None:
