@@ -7,19 +7,24 @@ in each, and the kernel would then throttle them all to the 2 CPUs. So a CPU lim
 cgroup (`docker run --cpus`, Kubernetes `limits.cpu`, systemd `CPUQuota=`) counts too, rounded
 up: a limit of 1.5 CPUs gives 2. cgroup v2 (`cpu.max`) and v1 (`cpu.cfs_quota_us` over
 `cpu.cfs_period_us`) are read, at every level from the process's own cgroup up to the root
-of the mounted hierarchy, since a parent's limit binds its children too. A file that is
-missing or unreadable means no limit from it.
+of the mounted hierarchy, since a parent's limit binds its children too. Where the
+hierarchies are mounted comes from /proc/self/mountinfo (the usual /sys/fs/cgroup layout when
+that cannot be read). A file that is missing or unreadable means no limit from it.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 SELF_CGROUP = Path("/proc/self/cgroup")
+SELF_MOUNTINFO = Path("/proc/self/mountinfo")
+_ESCAPED = re.compile(r"\\([0-7]{3})")  # mountinfo writes a space in a path as \040
 _Reader = Callable[[Path], int | None]  # one level's limit, in whole CPUs
 
 
@@ -37,21 +42,63 @@ def _cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def cgroup_cpu_limit(root: Path = CGROUP_ROOT, membership: Path = SELF_CGROUP) -> int | None:
-    """The lowest CPU limit on this process's cgroups in whole CPUs (rounded up), or None."""
+def cgroup_cpu_limit(
+    root: Path = CGROUP_ROOT,
+    membership: Path = SELF_CGROUP,
+    mountinfo: Path | None = SELF_MOUNTINFO,
+) -> int | None:
+    """The lowest CPU limit on this process's cgroups in whole CPUs (rounded up), or None.
+
+    Without `mountinfo` (or when it lists no cgroup), the hierarchies are taken to be where
+    systemd and Docker mount them: v2 at `root`, v1 at `root`/<controllers>."""
     try:
         lines = membership.read_text().splitlines()
     except OSError:
         return None  # not Linux, or no cgroups
+    mounts = cgroup_mounts(mountinfo) if mountinfo is not None else Mounts(None, [])
     limits: list[int] = []
     for line in lines:
         hierarchy, _, rest = line.partition(":")
         controllers, _, path = rest.partition(":")
-        if hierarchy == "0" and not controllers:  # cgroup v2, mounted at the root itself
-            limits += _limits(root, path, _v2_limit)
+        if hierarchy == "0" and not controllers:  # cgroup v2
+            limits += _limits(mounts.v2 or root, path, _v2_limit)
         elif "cpu" in controllers.split(","):  # cgroup v1: mounted as .../cpu or .../cpu,cpuacct
-            limits += _limits(root / controllers, path, _v1_limit)
+            mount = mounts.v1_mount(controllers) or root / controllers
+            limits += _limits(mount, path, _v1_limit)
     return min(limits) if limits else None
+
+
+class Mounts(NamedTuple):
+    """Where the cgroup hierarchies are mounted: v2, and each v1 one with its controllers."""
+
+    v2: Path | None
+    v1: list[tuple[frozenset[str], Path]]
+
+    def v1_mount(self, controllers: str) -> Path | None:
+        wanted = set(controllers.split(","))
+        return next((mount for options, mount in self.v1 if wanted <= options), None)
+
+
+def cgroup_mounts(mountinfo: Path = SELF_MOUNTINFO) -> Mounts:
+    """The cgroup mounts /proc/self/mountinfo lists (the first of each, when bound twice)."""
+    try:
+        lines = mountinfo.read_text().splitlines()
+    except OSError:
+        return Mounts(None, [])
+    v2: Path | None = None
+    v1: list[tuple[frozenset[str], Path]] = []
+    for line in lines:
+        # ID PARENT MAJ:MIN ROOT MOUNT-POINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER-OPTIONS
+        fields = line.split()
+        if "-" not in fields or len(fields) < 5:
+            continue
+        tail = fields[fields.index("-") + 1 :]
+        mount = Path(_ESCAPED.sub(lambda m: chr(int(m[1], 8)), fields[4]))
+        if tail[:1] == ["cgroup2"] and v2 is None:
+            v2 = mount
+        elif tail[:1] == ["cgroup"] and len(tail) >= 3:
+            v1.append((frozenset(tail[2].split(",")), mount))
+    return Mounts(v2, v1)
 
 
 def _limits(mount: Path, path: str, read: _Reader) -> list[int]:
