@@ -16,6 +16,7 @@ from app.cli_acl import add_acl_commands, run_acl
 from app.cli_common import config_option, uses_embedded_defaults
 from app.cli_etcd import add_etcd_commands, run_etcd
 from app.cli_keys import add_keys_commands, run_keys
+from app.cli_registry import add_registry_check_command, run_registry_check
 from app.cli_robots import add_robots_commands, run_robots
 from app.cli_tokens import add_tokens_commands, run_tokens
 from app.cli_users import add_users_commands, run_users
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     block = commands.add_parser("registry-config", help="print the registry's auth: token: block")
     config_option(block)
+    add_registry_check_command(commands)
 
     reference = commands.add_parser(
         "config-reference", help="print the configuration reference (Markdown)"
@@ -82,6 +84,7 @@ def _dispatch(args: argparse.Namespace, serve: Serve) -> int:
         return _serve(args, serve)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "registry-config": _registry_config,
+        "registry-check": run_registry_check,
         "config-reference": lambda a: _config_reference(a.update),
         "keys": run_keys,
         "etcd": run_etcd,

@@ -1,0 +1,69 @@
+"""`registry-auth registry-check URL...`: does each registry send its clients here, and which
+keys of the ring does it trust? (app.registry_check asks.) Exit status 1 on any problem."""
+
+from __future__ import annotations
+
+import argparse
+import ssl
+from pathlib import Path
+
+import httpx
+
+from app.cli_common import CommandGroup, config_option
+from app.errors import RegistryAuthError
+from app.keys.store import load_keyring, read_entries
+from app.registry_check import check_registry
+from app.settings import load_settings
+
+TIMEOUT_SECONDS = 10.0
+
+
+def add_registry_check_command(commands: CommandGroup) -> None:
+    text = (
+        "ask registries whether they send clients here (realm, service) and which keys of the "
+        "ring they trust: run it before `keys promote`"
+    )
+    check = commands.add_parser("registry-check", help=text, description=text)
+    config_option(check)
+    check.add_argument("--keys-dir", type=Path, help="directory of the keys (overrides `keys_dir`)")
+    check.add_argument(
+        "--cacert", type=Path, help="CA certificates for the registries' TLS (default: system's)"
+    )
+    check.add_argument(
+        "urls",
+        nargs="+",
+        metavar="URL",
+        help="a registry's base URL (https://registry.example.org)",
+    )
+
+
+def run_registry_check(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    for url in args.urls:
+        if not url.startswith(("https://", "http://")):
+            raise RegistryAuthError(f"{url}: give the registry's URL, https://HOST[:PORT]")
+    keys_dir = args.keys_dir or settings.keys_dir
+    key_ring, entries = load_keyring(keys_dir), {e.kid: e for e in read_entries(keys_dir)}
+    keys = [(key, entries[key.kid]) for key in key_ring.keys if key.kid in entries]
+    problems = 0
+    with httpx.Client(timeout=TIMEOUT_SECONDS, verify=_verify(args.cacert)) as client:
+        for url in args.urls:
+            print(f"{url}:")
+            for finding in check_registry(client, url, settings, keys):
+                print(f"  {'ok     ' if finding.ok else 'problem'}  {finding.text}", flush=True)
+                problems += not finding.ok
+    if problems:
+        print(f"{problems} problem(s)")
+        return 1
+    count = len(args.urls)
+    print(f"no problem with the {count} registr{'y' if count == 1 else 'ies'} checked")
+    return 0
+
+
+def _verify(cacert: Path | None) -> ssl.SSLContext | bool:
+    if cacert is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(cacert))
+    except (OSError, ssl.SSLError) as exc:
+        raise RegistryAuthError(f"--cacert {cacert}: {exc}") from None

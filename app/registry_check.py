@@ -1,0 +1,137 @@
+"""`registry-auth registry-check URL...`: ask each registry whether it sends clients here and
+which of the ring's keys it trusts, before a rotation step depends on it.
+
+The registry says where it sends clients in its 401 challenge (`realm`, `service`). Whether it
+trusts a key it only says by accepting a token: so a token is signed with each key of the ring
+(no access, 60 s of life, subject `registry-auth-check`) and shown to `GET /v2/`, which needs
+a valid token and nothing else. 200: trusted; 401: not (the registry's log says why).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import httpx
+
+from app.keys import ring
+from app.keys.model import KeyState, SigningKey
+from app.keys.ring import RingEntry
+from app.keys.signing import sign_token
+from app.protocol.tokens import build_claims
+from app.settings import Settings
+
+CHECK_SUBJECT = "registry-auth-check"
+CHECK_TTL = 60
+_PARAM = re.compile(r'(\w+)="([^"]*)"')
+
+
+class Finding(NamedTuple):
+    ok: bool
+    text: str
+
+
+def check_registry(
+    client: httpx.Client,
+    url: str,
+    settings: Settings,
+    keys: Sequence[tuple[SigningKey, RingEntry]],
+) -> list[Finding]:
+    """What `url` (the registry's base URL) says of this service's realm, service and keys."""
+    base = url.rstrip("/") + "/v2/"
+    try:
+        answer = client.get(base)
+    except httpx.HTTPError as exc:
+        return [Finding(False, f"cannot reach {base}: {exc}")]
+    if answer.status_code == 200:
+        return [
+            Finding(False, f"{base} answers without a token: the registry has no `auth: token:`")
+        ]
+    challenge = bearer_challenge(answer.headers.get("www-authenticate", ""))
+    if answer.status_code != 401 or challenge is None:
+        return [
+            Finding(False, f"{base} answered {answer.status_code} without a Bearer challenge: "
+                    "not a registry with `auth: token:`")
+        ]  # fmt: skip
+    findings = [
+        _same("realm", challenge.get("realm"), settings.realm),
+        _same("service", challenge.get("service"), settings.service),
+    ]
+    for key, entry in keys:
+        accepted = _accepts(client, base, key, settings)
+        if isinstance(accepted, Finding):
+            return [*findings, accepted]
+        findings.append(_key_finding(key, entry, accepted, settings.token_ttl))
+    return findings
+
+
+def bearer_challenge(header: str) -> dict[str, str] | None:
+    """The parameters of `Bearer realm="...",service="..."`; None for another scheme."""
+    scheme, _, params = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return dict(_PARAM.findall(params))
+
+
+def _same(name: str, registry: str | None, ours: str) -> Finding:
+    if registry == ours:
+        return Finding(True, f"{name}: {ours}")
+    return Finding(
+        False, f"{name}: the registry says {registry!r}, this service {ours!r}: make them equal"
+    )
+
+
+def _accepts(
+    client: httpx.Client, base: str, key: SigningKey, settings: Settings
+) -> bool | Finding:
+    now = int(time.time())
+    claims = build_claims(
+        issuer=settings.issuer,
+        subject=CHECK_SUBJECT,
+        audience=settings.service,
+        access=(),
+        issued_at=now,
+        ttl=CHECK_TTL,
+        jti=secrets.token_urlsafe(16),
+    )
+    token = sign_token(key, claims, x5c=settings.x5c)
+    try:
+        answer = client.get(base, headers={"Authorization": f"Bearer {token}"})
+    except httpx.HTTPError as exc:
+        return Finding(False, f"cannot reach {base}: {exc}")
+    if answer.status_code not in (200, 401):
+        return Finding(False, f"{base} answered {answer.status_code} to a token")
+    return answer.status_code == 200
+
+
+# What the registry's answer to a token signed by a key in each state means.
+_MEANING = {
+    (KeyState.ACTIVE, True): (True, "accepted"),
+    (KeyState.ACTIVE, False): (
+        False,
+        "refused, so every token is: the registry does not trust this key (ship bundle.pem to "
+        "it and restart it), or its `issuer` is not this service's (its log says which)",
+    ),
+    (KeyState.NEXT, True): (True, "accepted: `keys promote` is safe for this registry"),
+    (KeyState.NEXT, False): (
+        False,
+        "not trusted yet: ship bundle.pem to this registry and restart it before `keys promote`",
+    ),
+    (KeyState.RETIRING, True): (True, "still accepted, as the tokens it signed need"),
+    (KeyState.RETIRING, False): (
+        False,
+        "no longer trusted while tokens it signed may still be valid: ship the bundle with it "
+        "again",
+    ),
+}
+
+
+def _key_finding(key: SigningKey, entry: RingEntry, accepted: bool, token_ttl: int) -> Finding:
+    ok, text = _MEANING[key.state, accepted]
+    safe_at = ring.retire_after(entry, token_ttl)
+    if not ok and safe_at is not None and time.time() >= safe_at.timestamp():
+        ok, text = True, "no longer trusted, and the tokens it signed have expired"
+    return Finding(ok, f"{key.state.value} key {key.kid}: {text}")

@@ -1,0 +1,88 @@
+"""`registry-auth registry-check` against the real docker-registry 2.8: what it says at each step
+of the rotation runbook, and what it says of a registry wired to another issuer and service."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests.integration.support.authserver import AuthServer, app_command, start_auth_server
+from tests.integration.support.procs import free_port, run_checked
+from tests.integration.support.registry import TokenAuth, start_registry
+
+
+def registry_check(auth: AuthServer, *urls: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        app_command("registry-check", "--config", str(auth.config_path), *urls),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def keys(auth: AuthServer, *argv: str) -> str:
+    result = run_checked(
+        app_command("keys", *argv, "--config", str(auth.config_path)), what=f"keys {argv[0]}"
+    )
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_it_says_when_a_promote_is_safe(tmp_path: Path) -> None:
+    auth = start_auth_server(tmp_path / "auth")
+    shipped = tmp_path / "registry-bundle.pem"  # what the registry host has of bundle.pem
+    shutil.copyfile(auth.bundle, shipped)
+    registry = start_registry(
+        tmp_path / "registry", TokenAuth(auth.realm, auth.service, auth.issuer, shipped)
+    )
+    try:
+        first = registry_check(auth, registry.url)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert f"ok       realm: {auth.realm}" in first.stdout
+        assert f"ok       service: {auth.service}" in first.stdout
+        assert f"ok       active key {auth.kid}: accepted" in first.stdout
+        assert first.stdout.strip().endswith("no problem with the 1 registry checked")
+
+        new = keys(auth, "add")
+        before_shipping = registry_check(auth, registry.url)
+        assert before_shipping.returncode == 1
+        assert f"problem  next key {new}: not trusted yet" in before_shipping.stdout
+        assert before_shipping.stdout.strip().endswith("1 problem(s)")
+
+        shutil.copyfile(auth.bundle, shipped)
+        registry.restart()
+        shipped_now = registry_check(auth, registry.url)
+        assert shipped_now.returncode == 0, shipped_now.stdout
+        assert f"next key {new}: accepted: `keys promote` is safe" in shipped_now.stdout
+
+        keys(auth, "promote", new)
+        promoted = registry_check(auth, registry.url)
+        assert promoted.returncode == 0, promoted.stdout
+        assert f"ok       active key {new}: accepted" in promoted.stdout
+        assert f"ok       retiring key {auth.kid}: still accepted" in promoted.stdout
+    finally:
+        registry.stop()
+        auth.stop()
+
+
+def test_it_names_a_registry_wired_elsewhere_and_one_it_cannot_reach(tmp_path: Path) -> None:
+    auth = start_auth_server(tmp_path / "auth")
+    elsewhere = TokenAuth(auth.realm, "other.registry", "another issuer", auth.bundle)
+    registry = start_registry(tmp_path / "registry", elsewhere)
+    nobody = f"http://127.0.0.1:{free_port()}"
+    try:
+        result = registry_check(auth, registry.url, nobody)
+    finally:
+        registry.stop()
+        auth.stop()
+    assert result.returncode == 1
+    out = result.stdout
+    assert f"ok       realm: {auth.realm}" in out
+    assert (
+        f"problem  service: the registry says 'other.registry', this service '{auth.service}'"
+        in out
+    )
+    assert f"problem  active key {auth.kid}: refused, so every token is" in out
+    assert f"{nobody}:\n  problem  cannot reach {nobody}/v2/" in out
+    assert out.strip().endswith("3 problem(s)")

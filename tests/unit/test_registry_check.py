@@ -1,0 +1,136 @@
+"""registry-check's reading of a registry's answers. The real registry is in
+tests/integration/test_registry_check.py; here, the answers a registry rarely gives (an
+in-process transport plays them) and the parts without I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+
+from app.cli_registry import _verify
+from app.errors import RegistryAuthError
+from app.keys.model import Algorithm, KeyState, SigningKey
+from app.keys.ring import RingEntry
+from app.keys.store import generate_key, load_keyring, read_entries
+from app.main import main
+from app.registry_check import Finding, _key_finding, bearer_challenge, check_registry
+from app.settings import Settings
+
+Keys = list[tuple[SigningKey, RingEntry]]
+CHALLENGE = 'Bearer realm="https://auth.example.org/token",service="registry.example.org"'
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (CHALLENGE, {"realm": "https://auth.example.org/token", "service": "registry.example.org"}),
+        ('bearer realm="r",service="s",scope="a"', {"realm": "r", "service": "s", "scope": "a"}),
+        ('Basic realm="Registry Realm"', None),
+        ("", None),
+    ],
+)  # fmt: skip
+def test_bearer_challenge(header: str, expected: dict[str, str] | None) -> None:
+    assert bearer_challenge(header) == expected
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Settings, Keys]:
+    settings = Settings(
+        issuer="registry-auth",
+        service="registry.example.org",
+        realm="https://auth.example.org/token",
+        keys_dir=tmp_path / "keys",
+    )
+    generate_key(settings.keys_dir, Algorithm.ES256)
+    entries = {e.kid: e for e in read_entries(settings.keys_dir)}
+    keys = [(k, entries[k.kid]) for k in load_keyring(settings.keys_dir).keys]
+    return settings, keys
+
+
+def _client(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.Client:
+    return httpx.Client(transport=httpx.MockTransport(handler))
+
+
+def test_a_registry_without_token_auth(setup: tuple[Settings, Keys]) -> None:
+    settings, keys = setup
+    client = _client(lambda request: httpx.Response(200, json={}))
+    (finding,) = check_registry(client, "https://r.example", settings, keys)
+    assert finding == Finding(False, "https://r.example/v2/ answers without a token: the "
+                              "registry has no `auth: token:`")  # fmt: skip
+
+
+def test_an_answer_that_is_not_a_registry_challenge(setup: tuple[Settings, Keys]) -> None:
+    settings, keys = setup
+    client = _client(lambda request: httpx.Response(401, headers={"WWW-Authenticate": "Basic"}))
+    (finding,) = check_registry(client, "https://r.example/", settings, keys)
+    assert not finding.ok
+    assert "answered 401 without a Bearer challenge" in finding.text
+
+
+def test_a_registry_failing_on_the_token_is_named(setup: tuple[Settings, Keys]) -> None:
+    settings, keys = setup
+
+    def registry(request: httpx.Request) -> httpx.Response:
+        if "authorization" in request.headers:
+            return httpx.Response(503)
+        return httpx.Response(401, headers={"WWW-Authenticate": CHALLENGE})
+
+    findings = check_registry(_client(registry), "https://r.example", settings, keys)
+    assert [f.ok for f in findings] == [True, True, False]
+    assert findings[-1].text == "https://r.example/v2/ answered 503 to a token"
+
+
+def test_the_check_token_grants_nothing_and_lives_a_minute(
+    setup: tuple[Settings, Keys],
+) -> None:
+    settings, keys = setup
+    seen: list[str] = []
+
+    def registry(request: httpx.Request) -> httpx.Response:
+        if "authorization" in request.headers:
+            seen.append(request.headers["authorization"].removeprefix("Bearer "))
+            return httpx.Response(200)
+        return httpx.Response(401, headers={"WWW-Authenticate": CHALLENGE})
+
+    findings = check_registry(_client(registry), "https://r.example", settings, keys)
+    assert all(f.ok for f in findings)
+    claims = jwt.decode(seen[0], options={"verify_signature": False})
+    assert claims["access"] == []
+    assert claims["sub"] == "registry-auth-check"
+    assert (claims["iss"], claims["aud"]) == (settings.issuer, settings.service)
+    assert claims["exp"] - claims["iat"] == 60
+
+
+def test_a_retiring_key_no_longer_trusted_is_fine_once_its_tokens_expired(
+    setup: tuple[Settings, Keys],
+) -> None:
+    _, ((key, entry),) = setup
+    retiring, now = replace(key, state=KeyState.RETIRING), datetime.now(UTC)
+    recent = replace(entry, state=KeyState.RETIRING, retiring_since=now)
+    long_ago = replace(entry, state=KeyState.RETIRING, retiring_since=now - timedelta(hours=1))
+    assert not _key_finding(retiring, recent, False, 300).ok
+    assert _key_finding(retiring, long_ago, False, 300) == Finding(
+        True, f"retiring key {key.kid}: no longer trusted, and the tokens it signed have expired"
+    )
+    assert _key_finding(retiring, recent, True, 300).ok
+
+
+def test_a_url_without_a_scheme_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"issuer: i\nservice: s\nrealm: http://a/token\nkeys_dir: {tmp_path}/k\n")
+    generate_key(tmp_path / "k", Algorithm.ES256)
+    assert main(["registry-check", "--config", str(config), "registry.example.org"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "registry-auth: error: registry.example.org: give the registry's URL, https://HOST[:PORT]\n"
+    )
+    with pytest.raises(RegistryAuthError, match="--cacert"):
+        _verify(tmp_path / "missing.pem")
