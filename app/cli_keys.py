@@ -8,16 +8,19 @@ import contextlib
 import json
 import re
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
+
 from app.errors import KeyStoreError, RotationRefusedError
 from app.keys import ring
 from app.keys.jwks import KidFormat, jwks_document
-from app.keys.mirror import read_ring_files
+from app.keys.mirror import copy_ring, follow
 from app.keys.model import Algorithm, KeyState
 from app.keys.ring import Entries, RingEntry
 from app.keys.store import (
@@ -25,12 +28,13 @@ from app.keys.store import (
     bundle_path,
     generate_key,
     has_keys,
-    install_ring_files,
+    load_keyring,
     read_entries,
     update_ring,
     write_public_file,
 )
-from app.settings import CONFIG_ENV, load_settings
+from app.registry_check import TIMEOUT_SECONDS, check_urls, tls_verify, wait_until_trusted
+from app.settings import CONFIG_ENV, Settings, load_settings
 
 Clock = Callable[[], datetime]
 Sleep = Callable[[float], None]
@@ -59,12 +63,29 @@ def add_keys_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     )
     rotate = _sub(keys, "rotate", "add a key and print the next steps (or promote it later)")
     _new_key_options(rotate)
-    rotate.add_argument(
+    when = rotate.add_mutually_exclusive_group()
+    when.add_argument(
         "--promote-after",
         metavar="DELAY",
         help="wait DELAY (e.g. 90s, 10m, 2h), then promote: for automation that ships the "
         "bundle and restarts registries meanwhile",
     )
+    when.add_argument(
+        "--promote-when-trusted",
+        nargs="+",
+        metavar="URL",
+        help="promote once every registry at these URLs trusts the new key (see registry-check)",
+    )
+    rotate.add_argument(
+        "--check-every", default="10s", metavar="DELAY", help="with --promote-when-trusted"
+    )
+    rotate.add_argument(
+        "--give-up-after",
+        default="1h",
+        metavar="DELAY",
+        help="with --promote-when-trusted: then exit 2, the key still next (default 1h)",
+    )
+    rotate.add_argument("--cacert", type=Path, help="CA certificates for the registries' TLS")
     jwks = _sub(keys, "jwks", "write a JWKS of the published keys (registry 3.x `jwks:`)")
     jwks.add_argument("--kid-format", choices=[f.value for f in KidFormat], default="libtrust")
     jwks.add_argument(
@@ -228,14 +249,35 @@ def _retire(keys_dir: Path, kid: str, token_ttl: int, now: datetime, *, force: b
 
 
 def _rotate(args: argparse.Namespace, keys_dir: Path, now: Clock, sleep: Sleep) -> int:
+    # Every option is checked before the key is added: a refusal must leave the ring as it was.
+    delay = parse_duration(args.promote_after) if args.promote_after is not None else None
+    watch = _registry_watch(args) if args.promote_when_trusted else None
     entry = add_key(keys_dir, Algorithm(args.algorithm), days=args.days, clock=now)
     _print_added(entry)
-    if args.promote_after is None:
+    if delay is not None:
+        print(f"promoting {entry.kid} in {delay} s", flush=True)
+        sleep(delay)
+    elif watch is not None:
+        key = next(k for k in load_keyring(keys_dir).keys if k.kid == entry.kid)
+        settings, verify, every, give_up = watch
+        with httpx.Client(timeout=TIMEOUT_SECONDS, verify=verify) as client:
+            wait_until_trusted(
+                client, args.promote_when_trusted, settings, key, every=every,
+                give_up_after=give_up, sleep=sleep, say=_say,
+            )  # fmt: skip
+    else:
         return 0
-    delay = parse_duration(args.promote_after)
-    print(f"promoting {entry.kid} in {delay} s", flush=True)
-    sleep(delay)
     return _promote(keys_dir, entry.kid, _token_ttl(args), now())
+
+
+def _registry_watch(args: argparse.Namespace) -> tuple[Settings, ssl.SSLContext | bool, int, int]:
+    """What --promote-when-trusted needs, every option checked."""
+    check_urls(args.promote_when_trusted)
+    every = parse_duration(args.check_every, "--check-every")
+    give_up = parse_duration(args.give_up_after, "--give-up-after")
+    if every < 1:
+        raise KeyStoreError("--check-every must be at least 1s")
+    return load_settings(args.config), tls_verify(args.cacert), every, give_up
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Path, Clock, Sleep], int]] = {
@@ -265,40 +307,20 @@ def _sync(args: argparse.Namespace, keys_dir: Path, sleep: Sleep) -> int:
     if source.resolve() == keys_dir.resolve():
         raise KeyStoreError(f"--from {source} is the keys directory itself")
     if args.once:
-        if not _sync_once(source, keys_dir):
-            print(f"{keys_dir} already holds the key ring of {source}")
+        print(copy_ring(source, keys_dir) or f"{keys_dir} already holds the key ring of {source}")
         return 0
     print(f"keeping {keys_dir} in step with {source}, looking every {interval} s", flush=True)
-    last_error = ""
     with _exit_on_sigterm():
-        while True:
-            try:
-                _sync_once(source, keys_dir)
-                last_error = ""
-            except KeyStoreError as exc:
-                if str(exc) != last_error:  # said once, not on every look
-                    print(
-                        f"registry-auth: error: {exc} (the keys in {keys_dir} stay as they are)",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                last_error = str(exc)
-            sleep(interval)
+        follow(source, keys_dir, every=interval, sleep=sleep, say=_say, warn=_warn)
+    raise AssertionError("unreachable")  # pragma: no cover - follow() ends only by SIGTERM
 
 
-def _sync_once(source: Path, keys_dir: Path) -> bool:
-    installed = install_ring_files(keys_dir, read_ring_files(source), str(source))
-    if installed is None:
-        return False
-    keys = installed.key_ring.keys
-    removed = f"; removed {', '.join(installed.removed)}" if installed.removed else ""
-    print(
-        f"copied the key ring of {source} into {keys_dir}: {len(keys)} key(s), active "
-        f"{installed.key_ring.active.kid}; wrote {', '.join(installed.written) or 'nothing'}"
-        f"{removed}",
-        flush=True,
-    )
-    return True
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _warn(text: str) -> None:
+    print(f"registry-auth: error: {text}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager

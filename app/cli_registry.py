@@ -4,18 +4,14 @@ keys of the ring does it trust? (app.registry_check asks.) Exit status 1 on any 
 from __future__ import annotations
 
 import argparse
-import ssl
 from pathlib import Path
 
 import httpx
 
 from app.cli_common import CommandGroup, config_option
-from app.errors import RegistryAuthError
 from app.keys.store import load_keyring, read_entries
-from app.registry_check import check_registry
+from app.registry_check import TIMEOUT_SECONDS, check_registry, check_urls, tls_verify
 from app.settings import load_settings
-
-TIMEOUT_SECONDS = 10.0
 
 
 def add_registry_check_command(commands: CommandGroup) -> None:
@@ -39,14 +35,12 @@ def add_registry_check_command(commands: CommandGroup) -> None:
 
 def run_registry_check(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    for url in args.urls:
-        if not url.startswith(("https://", "http://")):
-            raise RegistryAuthError(f"{url}: give the registry's URL, https://HOST[:PORT]")
+    check_urls(args.urls)
     keys_dir = args.keys_dir or settings.keys_dir
     key_ring, entries = load_keyring(keys_dir), {e.kid: e for e in read_entries(keys_dir)}
     keys = [(key, entries[key.kid]) for key in key_ring.keys if key.kid in entries]
     problems = 0
-    with httpx.Client(timeout=TIMEOUT_SECONDS, verify=_verify(args.cacert)) as client:
+    with httpx.Client(timeout=TIMEOUT_SECONDS, verify=tls_verify(args.cacert)) as client:
         for url in args.urls:
             print(f"{url}:")
             for finding in check_registry(client, url, settings, keys):
@@ -58,12 +52,3 @@ def run_registry_check(args: argparse.Namespace) -> int:
     count = len(args.urls)
     print(f"no problem with the {count} registr{'y' if count == 1 else 'ies'} checked")
     return 0
-
-
-def _verify(cacert: Path | None) -> ssl.SSLContext | bool:
-    if cacert is None:
-        return True
-    try:
-        return ssl.create_default_context(cafile=str(cacert))
-    except (OSError, ssl.SSLError) as exc:
-        raise RegistryAuthError(f"--cacert {cacert}: {exc}") from None

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import re
 import secrets
+import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 import httpx
 
+from app.errors import RegistryAuthError, RotationRefusedError
 from app.keys import ring
 from app.keys.model import KeyState, SigningKey
 from app.keys.ring import RingEntry
@@ -26,6 +29,7 @@ from app.settings import Settings
 
 CHECK_SUBJECT = "registry-auth-check"
 CHECK_TTL = 60
+TIMEOUT_SECONDS = 10.0
 _PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -61,7 +65,7 @@ def check_registry(
         _same("service", challenge.get("service"), settings.service),
     ]
     for key, entry in keys:
-        accepted = _accepts(client, base, key, settings)
+        accepted = accepts(client, base, key, settings)
         if isinstance(accepted, Finding):
             return [*findings, accepted]
         findings.append(_key_finding(key, entry, accepted, settings.token_ttl))
@@ -84,9 +88,9 @@ def _same(name: str, registry: str | None, ours: str) -> Finding:
     )
 
 
-def _accepts(
-    client: httpx.Client, base: str, key: SigningKey, settings: Settings
-) -> bool | Finding:
+def accepts(client: httpx.Client, base: str, key: SigningKey, settings: Settings) -> bool | Finding:
+    """Whether GET `base` (a registry's /v2/) accepts a token signed by `key`; a Finding when
+    the registry cannot be asked."""
     now = int(time.time())
     claims = build_claims(
         issuer=settings.issuer,
@@ -135,3 +139,57 @@ def _key_finding(key: SigningKey, entry: RingEntry, accepted: bool, token_ttl: i
     if not ok and safe_at is not None and time.time() >= safe_at.timestamp():
         ok, text = True, "no longer trusted, and the tokens it signed have expired"
     return Finding(ok, f"{key.state.value} key {key.kid}: {text}")
+
+
+def wait_until_trusted(
+    client: httpx.Client,
+    urls: Sequence[str],
+    settings: Settings,
+    key: SigningKey,
+    *,
+    every: float,
+    give_up_after: float,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float] = time.monotonic,
+    say: Callable[[str], None] = print,
+) -> None:
+    """Return once every registry at `urls` accepts tokens signed by `key`, checking `every`
+    seconds; RotationRefusedError once `give_up_after` seconds have passed first."""
+    started, said = clock(), ""
+    while True:
+        waiting = []
+        for url in urls:
+            answer = accepts(client, url.rstrip("/") + "/v2/", key, settings)
+            if answer is not True:
+                waiting.append(url if answer is False else f"{url} (unreachable)")
+        if not waiting:
+            say(f"every registry ({len(urls)}) trusts {key.kid}")
+            return
+        news = f"{len(urls) - len(waiting)} of {len(urls)} registries trust {key.kid}; waiting for "
+        news += f"{', '.join(waiting)} (ship bundle.pem to it and restart it)"
+        if news != said:
+            say(news)
+            said = news
+        if clock() - started >= give_up_after:
+            raise RotationRefusedError(
+                f"gave up after {give_up_after:.0f} s: {', '.join(waiting)} does not trust "
+                f"{key.kid} yet. It stays next: `keys promote {key.kid}` once `registry-check` "
+                "shows every registry trusts it"
+            )
+        sleep(every)
+
+
+def check_urls(urls: Sequence[str]) -> None:
+    for url in urls:
+        if not url.startswith(("https://", "http://")):
+            raise RegistryAuthError(f"{url}: give the registry's URL, https://HOST[:PORT]")
+
+
+def tls_verify(cacert: Path | None) -> ssl.SSLContext | bool:
+    """httpx's `verify` for the registries: the system's CAs, or those in `cacert`."""
+    if cacert is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(cacert))
+    except (OSError, ssl.SSLError) as exc:
+        raise RegistryAuthError(f"--cacert {cacert}: {exc}") from None

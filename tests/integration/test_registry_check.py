@@ -5,10 +5,19 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
+from app.keys.model import KeyState
+from app.keys.store import read_entries
 from tests.integration.support.authserver import AuthServer, app_command, start_auth_server
-from tests.integration.support.procs import free_port, run_checked
+from tests.integration.support.procs import (
+    ManagedProcess,
+    free_port,
+    run_checked,
+    start_process,
+    wait_for_http,
+)
 from tests.integration.support.registry import TokenAuth, start_registry
 
 
@@ -86,3 +95,69 @@ def test_it_names_a_registry_wired_elsewhere_and_one_it_cannot_reach(tmp_path: P
     assert f"problem  active key {auth.kid}: refused, so every token is" in out
     assert f"{nobody}:\n  problem  cannot reach {nobody}/v2/" in out
     assert out.strip().endswith("3 problem(s)")
+
+
+def _wait_for_output(process: ManagedProcess, text: str, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = process.stdout_path.read_text(encoding="utf-8")
+        if text in out:
+            return out
+        assert process.running, process.log()
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} not printed in {timeout} s\n{process.log()}")
+
+
+def test_rotate_promotes_once_the_registry_trusts_the_new_key(tmp_path: Path) -> None:
+    auth = start_auth_server(tmp_path / "auth", extra_settings={"reload_interval": 0.2})
+    shipped = tmp_path / "registry-bundle.pem"
+    shutil.copyfile(auth.bundle, shipped)
+    registry = start_registry(
+        tmp_path / "registry", TokenAuth(auth.realm, auth.service, auth.issuer, shipped)
+    )
+    rotate = start_process(
+        "keys-rotate",
+        app_command(
+            "keys", "rotate", "--config", str(auth.config_path), "--promote-when-trusted",
+            registry.url, "--check-every", "1s", "--give-up-after", "2m",
+        ),
+        tmp_path / "logs",
+    )  # fmt: skip
+    try:
+        out = _wait_for_output(rotate, "0 of 1 registries trust")
+        new = next(line.split()[3] for line in out.splitlines() if line.startswith("added "))
+        time.sleep(2)  # two more looks: still not trusted, so not promoted
+        assert {e.kid: e.state for e in read_entries(auth.keys_dir)}[new] is KeyState.NEXT
+
+        shutil.copyfile(auth.bundle, shipped)  # ship the bundle and restart the registry
+        registry.restart()
+        assert rotate.popen.wait(60) == 0, rotate.log()
+        assert {e.kid: e.state for e in read_entries(auth.keys_dir)}[new] is KeyState.ACTIVE
+        assert "every registry (1) trusts" in rotate.stdout_path.read_text(encoding="utf-8")
+        wait_for_http(
+            auth.process, f"{auth.url}/readyz", ready=lambda r: r.json()["active_kid"] == new
+        )
+        assert registry_check(auth, registry.url).returncode == 0
+    finally:
+        rotate.stop()
+        registry.stop()
+        auth.stop()
+
+
+def test_rotate_gives_up_with_the_key_still_next(tmp_path: Path) -> None:
+    auth = start_auth_server(tmp_path / "auth")
+    nobody = f"http://127.0.0.1:{free_port()}"
+    try:
+        result = subprocess.run(
+            app_command(
+                "keys", "rotate", "--config", str(auth.config_path), "--promote-when-trusted",
+                nobody, "--give-up-after", "0s",
+            ),
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        auth.stop()
+    assert result.returncode == 2
+    assert f"waiting for {nobody} (unreachable)" in result.stdout
+    assert result.stderr.startswith(f"registry-auth: error: gave up after 0 s: {nobody} ")
+    assert [e.state for e in read_entries(auth.keys_dir)] == [KeyState.ACTIVE, KeyState.NEXT]

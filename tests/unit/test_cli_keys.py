@@ -11,7 +11,7 @@ import pytest
 
 from app.cli import build_parser
 from app.cli_keys import parse_duration, run_keys
-from app.errors import KeyStoreError, RotationRefusedError
+from app.errors import KeyStoreError, RegistryAuthError, RotationRefusedError
 from app.keys.model import KeyState
 from app.keys.store import read_entries
 from app.main import main
@@ -166,3 +166,26 @@ def test_refusal_through_the_entry_point_is_one_line_and_exit_2(
     assert err.startswith("registry-auth: error: key ")
     assert "is already next: promote it" in err
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--promote-when-trusted", "registry.example.org"], "give the registry's URL"),
+        (["--promote-when-trusted", "https://r", "--check-every", "0s"], "at least 1s"),
+        (["--promote-when-trusted", "https://r", "--give-up-after", "soon"], "--give-up-after"),
+        (["--promote-after", "later"], "--promote-after 'later'"),
+    ],
+)
+def test_rotate_refusing_an_option_adds_no_key(config: Path, argv: list[str], message: str) -> None:
+    keys(config, "generate")
+    with pytest.raises(RegistryAuthError, match=message):
+        keys(config, "rotate", *argv)
+    assert states(config) == ["active"]
+
+
+def test_rotate_takes_one_way_to_promote(config: Path) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(
+            ["keys", "rotate", "--promote-after", "1m", "--promote-when-trusted", "https://r"]
+        )

@@ -13,13 +13,19 @@ import httpx
 import jwt
 import pytest
 
-from app.cli_registry import _verify
-from app.errors import RegistryAuthError
+from app.errors import RegistryAuthError, RotationRefusedError
 from app.keys.model import Algorithm, KeyState, SigningKey
 from app.keys.ring import RingEntry
 from app.keys.store import generate_key, load_keyring, read_entries
 from app.main import main
-from app.registry_check import Finding, _key_finding, bearer_challenge, check_registry
+from app.registry_check import (
+    Finding,
+    _key_finding,
+    bearer_challenge,
+    check_registry,
+    tls_verify,
+    wait_until_trusted,
+)
 from app.settings import Settings
 
 Keys = list[tuple[SigningKey, RingEntry]]
@@ -133,4 +139,48 @@ def test_a_url_without_a_scheme_is_one_line_and_exit_2(
         "registry-auth: error: registry.example.org: give the registry's URL, https://HOST[:PORT]\n"
     )
     with pytest.raises(RegistryAuthError, match="--cacert"):
-        _verify(tmp_path / "missing.pem")
+        tls_verify(tmp_path / "missing.pem")
+
+
+class Registry:
+    """Plays a registry that starts trusting a key at its `trusted_from`-th look."""
+
+    def __init__(self, trusted_from: int) -> None:
+        self.trusted_from, self.looks = trusted_from, 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if "authorization" not in request.headers:
+            return httpx.Response(401, headers={"WWW-Authenticate": CHALLENGE})
+        self.looks += 1
+        return httpx.Response(200 if self.looks >= self.trusted_from else 401)
+
+
+def test_waiting_until_every_registry_trusts_a_key(setup: tuple[Settings, Keys]) -> None:
+    settings, ((key, _),) = setup
+    registry, slept, said = Registry(trusted_from=3), [], []
+    wait_until_trusted(
+        _client(registry), ["https://r1.example", "https://r2.example"], settings, key,
+        every=5, give_up_after=3600, sleep=slept.append, clock=lambda: 0.0, say=said.append,
+    )  # fmt: skip
+    # Looks 1 and 2 (r1, r2) refuse; look 3 (r1) and 4 (r2) accept.
+    assert slept == [5]
+    assert said == [
+        f"0 of 2 registries trust {key.kid}; waiting for https://r1.example, https://r2.example "
+        "(ship bundle.pem to it and restart it)",
+        f"every registry (2) trusts {key.kid}",
+    ]
+
+
+def test_waiting_gives_up_and_says_what_to_do(setup: tuple[Settings, Keys]) -> None:
+    settings, ((key, _),) = setup
+    times = iter([0.0, 30.0, 61.0])
+    said: list[str] = []
+    with pytest.raises(RotationRefusedError) as refused:
+        wait_until_trusted(
+            _client(Registry(trusted_from=10**6)), ["https://r1.example"], settings, key,
+            every=30, give_up_after=60, sleep=lambda _: None, clock=lambda: next(times),
+            say=said.append,
+        )  # fmt: skip
+    assert len(said) == 1  # the same news is not said again on every look
+    assert str(refused.value).startswith("gave up after 60 s: https://r1.example does not trust")
+    assert f"`keys promote {key.kid}`" in str(refused.value)
