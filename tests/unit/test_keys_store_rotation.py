@@ -23,6 +23,7 @@ from app.keys.store import (
     read_entries,
     update_ring,
 )
+from tests.unit.ring_reader import reading_meanwhile
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 TTL = 5
@@ -126,22 +127,7 @@ def test_readers_always_see_a_whole_ring_while_a_writer_rotates(tmp_path: Path) 
     """Promote back and forth, and retire/add, while another thread loads the ring in a loop."""
     keys = tmp_path / "keys"
     generate_key(keys, Algorithm.ES256)
-    stop = threading.Event()
-    errors: list[str] = []
-    loads = 0
-
-    def read() -> None:
-        nonlocal loads
-        while not stop.is_set():
-            try:
-                load_keyring(keys)
-                loads += 1
-            except KeyStoreError as exc:
-                errors.append(str(exc))
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    try:
+    with reading_meanwhile(keys) as reads:
         for _ in range(15):
             new = add_key(keys, Algorithm.ES256)
             now = datetime.now(UTC)
@@ -151,8 +137,5 @@ def test_readers_always_see_a_whole_ring_while_a_writer_rotates(tmp_path: Path) 
                 keys,
                 lambda e, kid=old.kid, at=now: ring.retire(e, kid, at, token_ttl=0, force=True),
             )
-    finally:
-        stop.set()
-        reader.join(timeout=30)
-    assert errors == []
-    assert loads > 0
+    assert reads.errors == []
+    assert reads.loads > 0

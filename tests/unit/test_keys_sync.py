@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import stat
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +26,7 @@ from app.keys.store import (
 )
 from app.main import main
 from tests.kubelet import publish_secret
+from tests.unit.ring_reader import reading_meanwhile
 
 
 class Admin:
@@ -147,27 +147,13 @@ def test_keyring_json_goes_in_after_the_files_it_names_and_old_files_leave_after
 
 def test_a_reader_never_sees_a_ring_it_cannot_load(admin: Admin) -> None:
     sync(admin, "--once")
-    errors: list[str] = []
-    done = threading.Event()
-
-    def read() -> None:
-        while not done.is_set():
-            try:
-                load_keyring(admin.pod_keys)
-            except KeyStoreError as exc:
-                errors.append(str(exc))
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    try:
+    with reading_meanwhile(admin.pod_keys) as reads:
         for _ in range(8):
             admin.rotate()
             admin.publish()
             sync(admin, "--once")
-    finally:
-        done.set()
-        reader.join()
-    assert errors == []
+    assert reads.errors == []
+    assert reads.loads > 0
 
 
 @pytest.mark.parametrize("damage", ["ring", "key", "missing"])
@@ -179,7 +165,7 @@ def test_a_broken_secret_changes_nothing(admin: Admin, damage: str) -> None:
     if damage == "ring":
         (admin.keys / "keyring.json").write_text('{"keys": [{"broken')
     elif damage == "key":
-        (admin.keys / f"{new_id}.key").write_text("-----BEGIN PRIVATE KEY-----\nnot a key\n")
+        (admin.keys / f"{new_id}.key").write_text("not a PEM private key\n")
     else:
         (admin.keys / f"{new_id}.crt").unlink()
     admin.publish()
