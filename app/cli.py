@@ -16,6 +16,7 @@ from app.cli_acl import add_acl_commands, run_acl
 from app.cli_common import config_option, uses_embedded_defaults
 from app.cli_etcd import add_etcd_commands, run_etcd
 from app.cli_keys import add_keys_commands, run_keys
+from app.cli_keys_sync import add_keys_sync_command, run_keys_sync
 from app.cli_registry import add_registry_check_command, run_registry_check
 from app.cli_robots import add_robots_commands, run_robots
 from app.cli_tokens import add_tokens_commands, run_tokens
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--update", type=Path, metavar="FILE", help="rewrite the reference block inside FILE"
     )
 
-    add_keys_commands(commands)
+    add_keys_sync_command(add_keys_commands(commands))
 
     add_users_commands(commands)
     add_etcd_commands(commands)
@@ -86,7 +87,7 @@ def _dispatch(args: argparse.Namespace, serve: Serve) -> int:
         "registry-config": _registry_config,
         "registry-check": run_registry_check,
         "config-reference": lambda a: _config_reference(a.update),
-        "keys": run_keys,
+        "keys": lambda a: run_keys_sync(a) if a.keys_command == "sync" else run_keys(a),
         "etcd": run_etcd,
         "acl": run_acl,
         "robots": run_robots,

@@ -1,16 +1,21 @@
-"""What every command module shares: the --config option and the embedded-defaults test."""
+"""What every command module shares: the --config option, the embedded-defaults test, the
+`keys` subcommands' common options and delays written like 90s or 2h."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 from typing import TypeAlias
 
+from app.errors import RegistryAuthError
 from app.settings import CONFIG_ENV
 
 # argparse's private type of `add_subparsers()`; a string so it is never subscripted at run time.
 CommandGroup: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+_DURATION = re.compile(r"(\d+)([smhd]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def config_option(parser: argparse.ArgumentParser) -> None:
@@ -20,3 +25,21 @@ def config_option(parser: argparse.ArgumentParser) -> None:
 def uses_embedded_defaults(args: argparse.Namespace) -> bool:
     """No config file named on the command line or in the environment."""
     return args.config is None and not os.environ.get(CONFIG_ENV)
+
+
+def keys_subcommand(keys: CommandGroup, name: str, text: str) -> argparse.ArgumentParser:
+    """A `keys NAME` parser with --config and --keys-dir."""
+    parser = keys.add_parser(name, help=text, description=text)
+    config_option(parser)
+    parser.add_argument(
+        "--keys-dir", type=Path, help="directory of the keys (overrides `keys_dir`)"
+    )
+    return parser
+
+
+def parse_duration(text: str, option: str = "--promote-after") -> int:
+    """Seconds in `90`, `90s`, `10m`, `2h` or `1d`; the error names `option`."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise RegistryAuthError(f"{option} {text!r}: give a delay like 90s, 10m, 2h or 1d")
+    return int(match.group(1)) * _UNITS[match.group(2)]

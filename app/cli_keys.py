@@ -1,26 +1,25 @@
 """`registry-auth keys ...`: the key ring commands (generate, list, add, promote, retire, rotate,
-jwks, sync). Each step of a rotation is its own command, refused with a reason when it is unsafe."""
+jwks; sync lives in app.cli_keys_sync). Each step of a rotation is its own command, refused
+with a reason when it is unsafe."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import re
-import signal
 import ssl
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 
+from app.cli_common import CommandGroup, parse_duration
+from app.cli_common import keys_subcommand as _sub
 from app.errors import KeyStoreError, RotationRefusedError
 from app.keys import ring
 from app.keys.jwks import KidFormat, jwks_document
-from app.keys.mirror import copy_ring, follow
 from app.keys.model import Algorithm, KeyState
 from app.keys.ring import Entries, RingEntry
 from app.keys.store import (
@@ -34,15 +33,14 @@ from app.keys.store import (
     write_public_file,
 )
 from app.registry_check import TIMEOUT_SECONDS, check_urls, tls_verify, wait_until_trusted
-from app.settings import CONFIG_ENV, Settings, load_settings
+from app.settings import Settings, load_settings
 
 Clock = Callable[[], datetime]
 Sleep = Callable[[float], None]
-_DURATION = re.compile(r"(\d+)([smhd]?)")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def add_keys_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_keys_commands(commands: CommandGroup) -> CommandGroup:
+    """The `keys` command group; returns it, for `keys sync` (app.cli_keys_sync) to join."""
     keys = commands.add_parser("keys", help="manage signing keys").add_subparsers(
         dest="keys_command", required=True, metavar="KEYS_COMMAND"
     )
@@ -91,30 +89,7 @@ def add_keys_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     jwks.add_argument(
         "--output", type=Path, help="file to write (default KEYS_DIR/jwks.json; - for stdout)"
     )
-    sync = _sub(
-        keys,
-        "sync",
-        "copy the key ring of a read-only directory (a Kubernetes Secret volume) into the keys "
-        "directory, private keys 0600, and keep following it",
-    )
-    sync.add_argument(
-        "--from", dest="source", type=Path, required=True, metavar="DIR", help="the keys to copy"
-    )
-    sync.add_argument("--once", action="store_true", help="copy once and exit (init container)")
-    sync.add_argument(
-        "--interval", default="10s", metavar="DELAY", help="how often to look (default 10s)"
-    )
-
-
-def _sub(
-    keys: argparse._SubParsersAction[argparse.ArgumentParser], name: str, text: str
-) -> argparse.ArgumentParser:
-    parser = keys.add_parser(name, help=text, description=text)
-    parser.add_argument("--config", type=Path, help=f"YAML config file (or ${CONFIG_ENV})")
-    parser.add_argument(
-        "--keys-dir", type=Path, help="directory of the keys (overrides `keys_dir`)"
-    )
-    return parser
+    return keys
 
 
 def _new_key_options(parser: argparse.ArgumentParser) -> None:
@@ -159,10 +134,6 @@ def _cmd_retire(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) 
 
 def _cmd_jwks(args: argparse.Namespace, keys_dir: Path, _now: Clock, _: Sleep) -> int:
     return _jwks(keys_dir, KidFormat(args.kid_format), args.output)
-
-
-def _cmd_sync(args: argparse.Namespace, keys_dir: Path, _now: Clock, sleep: Sleep) -> int:
-    return _sync(args, keys_dir, sleep)
 
 
 def _token_ttl(args: argparse.Namespace) -> int:
@@ -270,6 +241,10 @@ def _rotate(args: argparse.Namespace, keys_dir: Path, now: Clock, sleep: Sleep) 
     return _promote(keys_dir, entry.kid, _token_ttl(args), now())
 
 
+def _say(text: str) -> None:
+    print(text, flush=True)  # progress, seen at once when stdout is a pipe or a file
+
+
 def _registry_watch(args: argparse.Namespace) -> tuple[Settings, ssl.SSLContext | bool, int, int]:
     """What --promote-when-trusted needs, every option checked."""
     check_urls(args.promote_when_trusted)
@@ -288,54 +263,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Path, Clock, Sleep], int]] = 
     "retire": _cmd_retire,
     "rotate": _rotate,
     "jwks": _cmd_jwks,
-    "sync": _cmd_sync,
 }
-
-
-def parse_duration(text: str, option: str = "--promote-after") -> int:
-    match = _DURATION.fullmatch(text.strip())
-    if match is None:
-        raise KeyStoreError(f"{option} {text!r}: give a delay like 90s, 10m, 2h or 1d")
-    return int(match.group(1)) * _UNITS[match.group(2)]
-
-
-def _sync(args: argparse.Namespace, keys_dir: Path, sleep: Sleep) -> int:
-    source: Path = args.source
-    interval = parse_duration(args.interval, "--interval")
-    if interval < 1:
-        raise KeyStoreError("--interval must be at least 1s")
-    if source.resolve() == keys_dir.resolve():
-        raise KeyStoreError(f"--from {source} is the keys directory itself")
-    if args.once:
-        print(copy_ring(source, keys_dir) or f"{keys_dir} already holds the key ring of {source}")
-        return 0
-    print(f"keeping {keys_dir} in step with {source}, looking every {interval} s", flush=True)
-    with _exit_on_sigterm():
-        follow(source, keys_dir, every=interval, sleep=sleep, say=_say, warn=_warn)
-    raise AssertionError("unreachable")  # pragma: no cover - follow() ends only by SIGTERM
-
-
-def _say(text: str) -> None:
-    print(text, flush=True)
-
-
-def _warn(text: str) -> None:
-    print(f"registry-auth: error: {text}", file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def _exit_on_sigterm() -> Iterator[None]:
-    """SIGTERM (a pod stopping) ends the loop with status 0. A copy cut short leaves the old
-    ring whole: keyring.json is replaced after the files it names."""
-
-    def stop(_signum: int, _frame: object) -> None:
-        raise SystemExit(0)
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _jwks(keys_dir: Path, kid_format: KidFormat, output: Path | None) -> int:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from app.cli import build_parser
-from app.cli_keys import parse_duration, run_keys
+from app.cli_common import parse_duration
+from app.cli_keys import run_keys
 from app.errors import KeyStoreError, RegistryAuthError, RotationRefusedError
 from app.keys.model import KeyState
 from app.keys.store import read_entries
@@ -124,7 +125,7 @@ def test_parse_duration(text: str, seconds: int) -> None:
 
 @pytest.mark.parametrize("text", ["", "soon", "-5s", "1.5h", "10w"])
 def test_parse_duration_refuses_nonsense(text: str) -> None:
-    with pytest.raises(KeyStoreError, match="90s, 10m, 2h or 1d"):
+    with pytest.raises(RegistryAuthError, match="90s, 10m, 2h or 1d"):
         parse_duration(text)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from app.cli import build_parser
-from app.cli_keys import run_keys
+from app.cli_keys_sync import run_keys_sync
 from app.errors import KeyStoreError
 from app.keys import ring
 from app.keys.mirror import read_ring_files
@@ -66,7 +66,7 @@ def sync(admin: Admin, *options: str, sleep: object = None) -> int:
     args = build_parser().parse_args(
         ["keys", "sync", "--from", str(admin.secret), "--keys-dir", str(admin.pod_keys), *options]
     )
-    return run_keys(args, sleep=sleep if callable(sleep) else (lambda _: None))
+    return run_keys_sync(args, sleep=sleep if callable(sleep) else (lambda _: None))
 
 
 def contents(directory: Path) -> dict[str, bytes]:
