@@ -149,6 +149,10 @@ def test_ports_and_realm_fit_docker_on_localhost(resolved: dict[str, Any]) -> No
     settings = load_settings(COMPOSE_DIR / "config.yaml")
     assert settings.listen == "0.0.0.0:5001"
     assert auth["read_only"] is True
+    # The CLI sees the service's settings: `admin registry-check` compares the same realm.
+    admin = services["admin"]["environment"]
+    assert admin["REGISTRY_AUTH_REALM"] == auth["environment"]["REGISTRY_AUTH_REALM"]
+    assert admin["REGISTRY_AUTH_CONFIG"] == auth["environment"]["REGISTRY_AUTH_CONFIG"]
 
 
 def test_services_start_in_order(resolved: dict[str, Any]) -> None:
