@@ -16,7 +16,7 @@ from app.cli_acl import add_acl_commands, run_acl
 from app.cli_common import config_option, uses_embedded_defaults
 from app.cli_etcd import add_etcd_commands, run_etcd
 from app.cli_keys import add_keys_commands, run_keys
-from app.cli_keys_sync import add_keys_sync_command, run_keys_sync
+from app.cli_keys_sync import add_keys_sync_command
 from app.cli_registry import add_registry_check_command, run_registry_check
 from app.cli_robots import add_robots_commands, run_robots
 from app.cli_tokens import add_tokens_commands, run_tokens
@@ -87,14 +87,18 @@ def _dispatch(args: argparse.Namespace, serve: Serve) -> int:
         "registry-config": _registry_config,
         "registry-check": run_registry_check,
         "config-reference": lambda a: _config_reference(a.update),
-        "keys": lambda a: run_keys_sync(a) if a.keys_command == "sync" else run_keys(a),
+        "keys": run_keys,
         "etcd": run_etcd,
         "acl": run_acl,
         "robots": run_robots,
         "tokens": run_tokens,
         "users": run_users,
     }
-    return commands[args.command](args)
+    # A subcommand that lives in a module of its own names its handler (set_defaults).
+    handler: Callable[[argparse.Namespace], int] = (
+        getattr(args, "handler", None) or commands[args.command]
+    )
+    return handler(args)
 
 
 def _registry_config(args: argparse.Namespace) -> int:

@@ -27,14 +27,29 @@ def uses_embedded_defaults(args: argparse.Namespace) -> bool:
     return args.config is None and not os.environ.get(CONFIG_ENV)
 
 
+def keys_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--keys-dir", type=Path, help="directory of the keys (overrides `keys_dir`)"
+    )
+
+
+def cacert_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cacert", type=Path, help="CA certificates for the registries' TLS (default: system's)"
+    )
+
+
 def keys_subcommand(keys: CommandGroup, name: str, text: str) -> argparse.ArgumentParser:
     """A `keys NAME` parser with --config and --keys-dir."""
     parser = keys.add_parser(name, help=text, description=text)
     config_option(parser)
-    parser.add_argument(
-        "--keys-dir", type=Path, help="directory of the keys (overrides `keys_dir`)"
-    )
+    keys_dir_option(parser)
     return parser
+
+
+def say(text: str) -> None:
+    """A progress line, seen at once even when stdout is a pipe or a file."""
+    print(text, flush=True)
 
 
 def parse_duration(text: str, option: str = "--promote-after") -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from app.cli_common import CommandGroup, parse_duration
+from app.cli_common import CommandGroup, cacert_option, parse_duration, say
 from app.cli_common import keys_subcommand as _sub
 from app.errors import KeyStoreError, RotationRefusedError
 from app.keys import ring
@@ -83,7 +83,7 @@ def add_keys_commands(commands: CommandGroup) -> CommandGroup:
         metavar="DELAY",
         help="with --promote-when-trusted: then exit 2, the key still next (default 1h)",
     )
-    rotate.add_argument("--cacert", type=Path, help="CA certificates for the registries' TLS")
+    cacert_option(rotate)
     jwks = _sub(keys, "jwks", "write a JWKS of the published keys (registry 3.x `jwks:`)")
     jwks.add_argument("--kid-format", choices=[f.value for f in KidFormat], default="libtrust")
     jwks.add_argument(
@@ -234,15 +234,11 @@ def _rotate(args: argparse.Namespace, keys_dir: Path, now: Clock, sleep: Sleep) 
         with httpx.Client(timeout=TIMEOUT_SECONDS, verify=verify) as client:
             wait_until_trusted(
                 client, args.promote_when_trusted, settings, key, every=every,
-                give_up_after=give_up, sleep=sleep, say=_say,
+                give_up_after=give_up, sleep=sleep, say=say,
             )  # fmt: skip
     else:
         return 0
     return _promote(keys_dir, entry.kid, _token_ttl(args), now())
-
-
-def _say(text: str) -> None:
-    print(text, flush=True)  # progress, seen at once when stdout is a pipe or a file
 
 
 def _registry_watch(args: argparse.Namespace) -> tuple[Settings, ssl.SSLContext | bool, int, int]:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from app.cli_common import CommandGroup, keys_subcommand, parse_duration
+from app.cli_common import CommandGroup, keys_subcommand, parse_duration, say
 from app.errors import KeyStoreError
 from app.keys.mirror import copy_ring, follow
 from app.settings import load_settings
@@ -32,6 +32,7 @@ def add_keys_sync_command(keys: CommandGroup) -> None:
     sync.add_argument(
         "--interval", default="10s", metavar="DELAY", help="how often to look (default 10s)"
     )
+    sync.set_defaults(handler=run_keys_sync)
 
 
 def run_keys_sync(args: argparse.Namespace, *, sleep: Callable[[float], None] = time.sleep) -> int:
@@ -47,12 +48,8 @@ def run_keys_sync(args: argparse.Namespace, *, sleep: Callable[[float], None] = 
         return 0
     print(f"keeping {keys_dir} in step with {source}, looking every {interval} s", flush=True)
     with _exit_on_sigterm():
-        follow(source, keys_dir, every=interval, sleep=sleep, say=_say, warn=_warn)
+        follow(source, keys_dir, every=interval, sleep=sleep, say=say, warn=_warn)
     raise AssertionError("unreachable")  # pragma: no cover - follow() ends only by SIGTERM
-
-
-def _say(text: str) -> None:
-    print(text, flush=True)
 
 
 def _warn(text: str) -> None:

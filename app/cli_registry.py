@@ -4,11 +4,10 @@ keys of the ring does it trust? (app.registry_check asks.) Exit status 1 on any 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import httpx
 
-from app.cli_common import CommandGroup, config_option
+from app.cli_common import CommandGroup, cacert_option, config_option, keys_dir_option
 from app.keys.store import load_keyring, read_entries
 from app.registry_check import TIMEOUT_SECONDS, check_registry, check_urls, tls_verify
 from app.settings import load_settings
@@ -21,10 +20,8 @@ def add_registry_check_command(commands: CommandGroup) -> None:
     )
     check = commands.add_parser("registry-check", help=text, description=text)
     config_option(check)
-    check.add_argument("--keys-dir", type=Path, help="directory of the keys (overrides `keys_dir`)")
-    check.add_argument(
-        "--cacert", type=Path, help="CA certificates for the registries' TLS (default: system's)"
-    )
+    keys_dir_option(check)
+    cacert_option(check)
     check.add_argument(
         "urls",
         nargs="+",

@@ -45,7 +45,7 @@ def check_registry(
     keys: Sequence[tuple[SigningKey, RingEntry]],
 ) -> list[Finding]:
     """What `url` (the registry's base URL) says of this service's realm, service and keys."""
-    base = url.rstrip("/") + "/v2/"
+    base = _v2(url)
     try:
         answer = client.get(base)
     except httpx.HTTPError as exc:
@@ -70,6 +70,11 @@ def check_registry(
             return [*findings, accepted]
         findings.append(_key_finding(key, entry, accepted, settings.token_ttl))
     return findings
+
+
+def _v2(url: str) -> str:
+    """The registry's API base, GET /v2/: answered 401 without a token, 200 with a good one."""
+    return url.rstrip("/") + "/v2/"
 
 
 def bearer_challenge(header: str) -> dict[str, str] | None:
@@ -159,7 +164,7 @@ def wait_until_trusted(
     while True:
         waiting = []
         for url in urls:
-            answer = accepts(client, url.rstrip("/") + "/v2/", key, settings)
+            answer = accepts(client, _v2(url), key, settings)
             if answer is not True:
                 waiting.append(url if answer is False else f"{url} (unreachable)")
         if not waiting:

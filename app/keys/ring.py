@@ -25,7 +25,7 @@ from app.keys.model import Algorithm, KeyState
 # The registry accepts a token up to 60 s after its `exp` (protocol.md §4, checked with a real
 # registry): a retiring key must stay in the bundle that much longer than the token lifetime.
 REGISTRY_LEEWAY = timedelta(seconds=60)
-_FILE_ID = re.compile(r"[a-z0-9]{1,64}")
+FILE_ID = re.compile(r"[a-z0-9]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +168,7 @@ def check_record(record: dict[str, Any]) -> None:
     datetime.fromisoformat(record["created"])
     if record.get("retiring_since"):
         datetime.fromisoformat(record["retiring_since"])
-    if not isinstance(record["kid"], str) or not _FILE_ID.fullmatch(record["id"]):
+    if not isinstance(record["kid"], str) or not FILE_ID.fullmatch(record["id"]):
         # The id names the key files: never let a damaged ring point outside keys_dir.
         raise ValueError("bad id or kid")
 

@@ -51,7 +51,7 @@ RING_FILE = "keyring.json"
 BUNDLE_FILE = "bundle.pem"
 JWKS_FILE = "jwks.json"
 LOCK_FILE = ".keyring.lock"
-KEY_FILE = re.compile(r"[a-z0-9]{1,64}\.(?:key|crt)")
+KEY_FILE = re.compile(rf"{ring.FILE_ID.pattern}\.(?:key|crt)")
 RING_FILES = (RING_FILE, BUNDLE_FILE, JWKS_FILE)  # besides each key's KEY_FILEs
 _LOAD_ATTEMPTS = 3
 
