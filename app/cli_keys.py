@@ -116,7 +116,7 @@ def _cmd_generate(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep
 
 
 def _cmd_list(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) -> int:
-    return _list(keys_dir, _token_ttl(args), now())
+    return _list(keys_dir, _window(args), now())
 
 
 def _cmd_add(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) -> int:
@@ -125,20 +125,22 @@ def _cmd_add(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) -> 
 
 
 def _cmd_promote(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) -> int:
-    return _promote(keys_dir, args.kid, _token_ttl(args), now())
+    return _promote(keys_dir, args.kid, _window(args), now())
 
 
 def _cmd_retire(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) -> int:
-    return _retire(keys_dir, args.kid, _token_ttl(args), now(), force=args.force)
+    return _retire(keys_dir, args.kid, _window(args), now(), force=args.force)
 
 
 def _cmd_jwks(args: argparse.Namespace, keys_dir: Path, _now: Clock, _: Sleep) -> int:
     return _jwks(keys_dir, KidFormat(args.kid_format), args.output)
 
 
-def _token_ttl(args: argparse.Namespace) -> int:
-    # The longest lifetime of a token in circulation is the configured token_ttl.
-    return load_settings(args.config).token_ttl
+def _window(args: argparse.Namespace) -> ring.TokenWindow:
+    # How long the old key's tokens live on after a promote: the config's token_ttl, and the
+    # time the ring takes to reach every instance.
+    settings = load_settings(args.config)
+    return ring.TokenWindow(settings.token_ttl, settings.key_propagation)
 
 
 def _generate(args: argparse.Namespace, keys_dir: Path, now: Clock) -> int:
@@ -155,23 +157,23 @@ def _generate(args: argparse.Namespace, keys_dir: Path, now: Clock) -> int:
     return 0
 
 
-def _list(keys_dir: Path, token_ttl: int, now: datetime) -> int:
+def _list(keys_dir: Path, window: ring.TokenWindow, now: datetime) -> int:
     entries = read_entries(keys_dir)
     print(f"{'KID':<59} {'ALG':<5} {'STATE':<8} {'CREATED':<20} {'CERT EXPIRES':<20} NOTE")
     for entry in entries:
         print(
             f"{entry.kid:<59} {entry.algorithm.value:<5} {entry.state.value:<8} "
-            f"{_when(entry.created)} {_when(entry.not_after)} {_note(entry, token_ttl, now)}"
+            f"{_when(entry.created)} {_when(entry.not_after)} {_note(entry, window, now)}"
         )
     return 0
 
 
-def _note(entry: RingEntry, token_ttl: int, now: datetime) -> str:
+def _note(entry: RingEntry, window: ring.TokenWindow, now: datetime) -> str:
     if entry.not_after <= now:
         return "CERTIFICATE EXPIRED"
     if entry.state is KeyState.NEXT:
         return "ship bundle.pem to every registry, restart them, then promote"
-    safe_at = ring.retire_after(entry, token_ttl)
+    safe_at = ring.retire_after(entry, window)
     if entry.state is KeyState.RETIRING and safe_at is not None:
         return "can be retired now" if now >= safe_at else f"retire after {_when(safe_at)}"
     return ""
@@ -189,28 +191,31 @@ def _print_added(entry: RingEntry) -> None:
     print(entry.kid)
 
 
-def _promote(keys_dir: Path, kid: str, token_ttl: int, now: datetime) -> int:
+def _promote(keys_dir: Path, kid: str, window: ring.TokenWindow, now: datetime) -> int:
     entries = update_ring(keys_dir, lambda current: ring.promote(current, kid, now))
-    _print_promoted(entries, token_ttl)
+    _print_promoted(entries, window)
     return 0
 
 
-def _print_promoted(entries: Entries, token_ttl: int) -> None:
+def _print_promoted(entries: Entries, window: ring.TokenWindow) -> None:
     active = next(entry for entry in entries if entry.state is KeyState.ACTIVE)
-    print(f"key {active.kid} is active: every running instance signs with it within its reload")
-    print("interval (it is already in every registry's bundle, if you shipped it after `add`)")
+    within = f"{window.propagation} s" if window.propagation else "its reload interval"
+    print(f"key {active.kid} is active: every running instance signs with it within {within}")
+    print("(it is already in every registry's bundle, if you shipped it after `add`)")
     for entry in entries:
-        safe_at = ring.retire_after(entry, token_ttl)
+        safe_at = ring.retire_after(entry, window)
         if entry.state is KeyState.RETIRING and safe_at is not None:
             print(f"key {entry.kid} is retiring: after {_when(safe_at)} UTC run")
             print(f"  registry-auth keys retire {entry.kid}")
     print(active.kid)
 
 
-def _retire(keys_dir: Path, kid: str, token_ttl: int, now: datetime, *, force: bool) -> int:
+def _retire(
+    keys_dir: Path, kid: str, window: ring.TokenWindow, now: datetime, *, force: bool
+) -> int:
     target = ring.find(read_entries(keys_dir), kid)
     update_ring(
-        keys_dir, lambda current: ring.retire(current, kid, now, token_ttl=token_ttl, force=force)
+        keys_dir, lambda current: ring.retire(current, kid, now, window=window, force=force)
     )
     print(f"retired key {target.kid}: removed from the ring, bundle.pem and jwks.json")
     if force and target.state is KeyState.RETIRING:
@@ -238,7 +243,7 @@ def _rotate(args: argparse.Namespace, keys_dir: Path, now: Clock, sleep: Sleep) 
             )  # fmt: skip
     else:
         return 0
-    return _promote(keys_dir, entry.kid, _token_ttl(args), now())
+    return _promote(keys_dir, entry.kid, _window(args), now())
 
 
 def _registry_watch(args: argparse.Namespace) -> tuple[Settings, ssl.SSLContext | bool, int, int]:

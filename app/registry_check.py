@@ -64,11 +64,12 @@ def check_registry(
         _same("realm", challenge.get("realm"), settings.realm),
         _same("service", challenge.get("service"), settings.service),
     ]
+    window = ring.TokenWindow(settings.token_ttl, settings.key_propagation)
     for key, entry in keys:
         accepted = accepts(client, base, key, settings)
         if isinstance(accepted, Finding):
             return [*findings, accepted]
-        findings.append(_key_finding(key, entry, accepted, settings.token_ttl))
+        findings.append(_key_finding(key, entry, accepted, window))
     return findings
 
 
@@ -138,9 +139,11 @@ _MEANING = {
 }
 
 
-def _key_finding(key: SigningKey, entry: RingEntry, accepted: bool, token_ttl: int) -> Finding:
+def _key_finding(
+    key: SigningKey, entry: RingEntry, accepted: bool, window: ring.TokenWindow
+) -> Finding:
     ok, text = _MEANING[key.state, accepted]
-    safe_at = ring.retire_after(entry, token_ttl)
+    safe_at = ring.retire_after(entry, window)
     if not ok and safe_at is not None and time.time() >= safe_at.timestamp():
         ok, text = True, "no longer trusted, and the tokens it signed have expired"
     return Finding(ok, f"{key.state.value} key {key.kid}: {text}")

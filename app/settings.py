@@ -83,6 +83,15 @@ class Settings(BaseSettings):
         default=Path("keys"),
         description="directory of the signing keys, `keyring.json` and `bundle.pem`",
     )
+    key_propagation: int = Field(
+        default=0,
+        ge=0,
+        le=86400,
+        description="seconds a changed key ring may take to reach every instance, which `keys "
+        "retire` adds to its wait: 0 when instances read `keys_dir` itself (their "
+        "`reload_interval` is within the registry's leeway); 120 in Kubernetes, where kubelet "
+        "refreshes a mounted Secret within about a minute and `keys sync` copies it",
+    )
     htpasswd: Path | None = Field(
         default=None,
         description="htpasswd file of bcrypt users, reloaded on change; "

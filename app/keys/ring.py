@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography import x509
 
@@ -101,15 +101,37 @@ def promote(entries: Sequence[RingEntry], kid: str, now: datetime) -> Entries:
     return tuple(result)
 
 
-def retire_after(entry: RingEntry, token_ttl: int) -> datetime | None:
+class TokenWindow(NamedTuple):
+    """How long after `keys promote` a token signed by the old key may still be accepted:
+    instances go on signing with it until they have loaded the new ring (`propagation`: seconds;
+    kubelet's refresh of a mounted Secret, say), each token lives `token_ttl`, and the registry
+    adds its leeway."""
+
+    token_ttl: int
+    propagation: int = 0
+
+    def end(self, since: datetime) -> datetime:
+        return since + timedelta(seconds=self.token_ttl + self.propagation) + REGISTRY_LEEWAY
+
+    def explain(self) -> str:
+        propagation = f" + key_propagation ({self.propagation} s)" if self.propagation else ""
+        return f"token_ttl ({self.token_ttl} s){propagation} + the registry's 60 s leeway"
+
+
+def retire_after(entry: RingEntry, window: TokenWindow) -> datetime | None:
     """When the last token signed by a retiring key is past the registry's leeway."""
     if entry.retiring_since is None:
         return None
-    return entry.retiring_since + timedelta(seconds=token_ttl) + REGISTRY_LEEWAY
+    return window.end(entry.retiring_since)
 
 
 def retire(
-    entries: Sequence[RingEntry], kid: str, now: datetime, *, token_ttl: int, force: bool = False
+    entries: Sequence[RingEntry],
+    kid: str,
+    now: datetime,
+    *,
+    window: TokenWindow,
+    force: bool = False,
 ) -> Entries:
     """Drop `kid` from the ring: refused for the active key, and for a retiring key whose
     tokens may still be valid at a registry (unless `force`: those tokens then fail)."""
@@ -120,25 +142,25 @@ def retire(
             "another key first (`keys add`, ship bundle.pem, `keys promote NEW`)"
         )
     if target.state is KeyState.RETIRING and not force:
-        _check_tokens_expired(target, now, token_ttl)
+        _check_tokens_expired(target, now, window)
     return tuple(entry for entry in entries if entry.kid != target.kid)
 
 
-def _check_tokens_expired(entry: RingEntry, now: datetime, token_ttl: int) -> None:
-    safe_at = retire_after(entry, token_ttl)
+def _check_tokens_expired(entry: RingEntry, now: datetime, window: TokenWindow) -> None:
+    safe_at = retire_after(entry, window)
     if safe_at is None:
         raise RotationRefusedError(
             f"key {entry.kid} is retiring but the ring does not record since when, so tokens it "
-            f"signed may still be valid. Wait token_ttl ({token_ttl} s) + 60 s after its "
-            "promotion, then retire it with --force"
+            f"signed may still be valid. Wait {window.explain()} after its promotion, then "
+            "retire it with --force"
         )
     if now < safe_at:
         wait = int((safe_at - now).total_seconds()) + 1
         raise RotationRefusedError(
             f"key {entry.kid} has been retiring since {entry.retiring_since:%H:%M:%S}Z: tokens "
-            f"it signed may be valid for token_ttl ({token_ttl} s) + the registry's 60 s leeway, "
-            f"until {safe_at:%H:%M:%S}Z. Wait {wait} s and run this again, or pass --force to "
-            "cut them off now (clients holding them get 401 once registries load the new bundle)"
+            f"it signed may be valid for {window.explain()}, until {safe_at:%H:%M:%S}Z. "
+            f"Wait {wait} s and run this again, or pass --force to cut them off now (clients "
+            "holding them get 401 once registries load the new bundle)"
         )
 
 

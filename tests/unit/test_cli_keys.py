@@ -91,6 +91,29 @@ def test_retire_too_early_says_how_long_to_wait(config: Path) -> None:
     assert states(config) == ["active"]
 
 
+def test_retire_adds_the_configured_key_propagation(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # In Kubernetes pods sign with the old key until kubelet refreshes their Secret: the wait
+    # (list, promote's advice and retire) grows by key_propagation.
+    config.write_text(config.read_text() + "key_propagation: 120\n")
+    clock = Clock()
+    keys(config, "generate", clock=clock)
+    keys(config, "rotate", "--promote-after", "0s", clock=clock)
+    promoted = capsys.readouterr().out
+    assert "every running instance signs with it within 120 s" in promoted
+    assert "after 2026-03-01 12:03:30 UTC run" in promoted
+    old = read_entries(config.parent / "keys")[0].kid
+    clock.now = T0 + timedelta(seconds=209)
+    with pytest.raises(RotationRefusedError, match=r"key_propagation \(120 s\) .* Wait 2 s"):
+        keys(config, "retire", old, clock=clock)
+    keys(config, "list", clock=clock)
+    assert "retire after 2026-03-01 12:03:30" in capsys.readouterr().out
+    clock.now = T0 + timedelta(seconds=210)
+    assert keys(config, "retire", old, clock=clock) == 0
+    assert states(config) == ["active"]
+
+
 def test_generate_refuses_an_existing_ring_unless_forced(config: Path) -> None:
     keys(config, "generate")
     with pytest.raises(RotationRefusedError, match=r"already has a key ring.*keys rotate"):

@@ -15,6 +15,7 @@ import yaml
 from packaging.specifiers import SpecifierSet
 
 from app.cli import build_parser
+from app.cli_common import parse_duration
 from app.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -205,6 +206,19 @@ def test_kubernetes_keys_reach_the_service_with_mode_0600_and_follow_the_secret(
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["keys"]["emptyDir"]["medium"] == "Memory"
     assert volumes["keys-secret"]["secret"]["secretName"] == "registry-auth-keys"
+
+
+def test_kubernetes_retire_waits_for_every_pod_to_follow_the_secret(tmp_path: Path) -> None:
+    # After `keys promote`, a pod signs with the old key until kubelet refreshes its Secret
+    # volume (its sync period: 60 s by default), `keys sync` copies it and the service reloads:
+    # `keys retire` must wait that much longer, or the last tokens of the old key fail.
+    settings = load_settings(_configmap_config(tmp_path))
+    pod = yaml.safe_load((KUBERNETES / "deployment.yaml").read_text())["spec"]["template"]["spec"]
+    follower = next(c for c in pod["containers"] if c["name"] == "keys-sync")
+    argv = build_parser().parse_args([*follower["command"][1:], *follower.get("args", [])])
+    kubelet_sync_period = 60
+    follows_within = kubelet_sync_period + parse_duration(argv.interval, "--interval")
+    assert settings.key_propagation >= follows_within + settings.reload_interval
 
 
 def test_lain_config_example_matches_the_settings_and_lain() -> None:

@@ -17,6 +17,7 @@ from app.keys.ring import RingEntry
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 TTL = 300
+WINDOW = ring.TokenWindow(TTL)
 _KEY = ec.generate_private_key(ec.SECP256R1())
 VALID = self_signed(_KEY, NOW - timedelta(days=1), 365)
 EXPIRED = self_signed(_KEY, NOW - timedelta(days=400), 365)
@@ -62,7 +63,7 @@ def test_promote_makes_next_active_and_records_when_the_old_one_started_retiring
     assert states(after) == {"AAAA": "retiring", "BBBB": "active"}
     old = ring.find(after, "AAAA")
     assert old.retiring_since == NOW
-    assert ring.retire_after(old, TTL) == NOW + timedelta(seconds=TTL + 60)
+    assert ring.retire_after(old, WINDOW) == NOW + timedelta(seconds=TTL + 60)
 
 
 def test_promote_accepts_a_unique_kid_prefix() -> None:
@@ -102,12 +103,12 @@ def test_install_active_demotes_the_old_active_key() -> None:
 
 
 def test_retire_a_next_key_needs_no_wait() -> None:
-    assert states(ring.retire((ACTIVE, NEXT), "BBBB", NOW, token_ttl=TTL)) == {"AAAA": "active"}
+    assert states(ring.retire((ACTIVE, NEXT), "BBBB", NOW, window=WINDOW)) == {"AAAA": "active"}
 
 
 def test_retire_refuses_the_active_key() -> None:
     with pytest.raises(RotationRefusedError, match=r"is the active key: .* promote another key"):
-        ring.retire((ACTIVE, NEXT), "AAAA", NOW, token_ttl=TTL, force=True)
+        ring.retire((ACTIVE, NEXT), "AAAA", NOW, window=WINDOW, force=True)
 
 
 def _rotated() -> tuple[RingEntry, ...]:
@@ -119,25 +120,43 @@ def test_retire_refuses_while_tokens_may_be_valid(elapsed: int) -> None:
     later = NOW + timedelta(seconds=elapsed)
     wait = TTL + 60 - elapsed + 1
     with pytest.raises(RotationRefusedError, match=rf"until 12:06:00Z\. Wait {wait} s .* --force"):
-        ring.retire(_rotated(), "AAAA", later, token_ttl=TTL)
+        ring.retire(_rotated(), "AAAA", later, window=WINDOW)
 
 
 @pytest.mark.parametrize("elapsed", [TTL + 60, TTL + 3600])
 def test_retire_allowed_after_ttl_plus_leeway(elapsed: int) -> None:
-    after = ring.retire(_rotated(), "AAAA", NOW + timedelta(seconds=elapsed), token_ttl=TTL)
+    after = ring.retire(_rotated(), "AAAA", NOW + timedelta(seconds=elapsed), window=WINDOW)
     assert states(after) == {"BBBB": "active"}
 
 
+@pytest.mark.parametrize(
+    ("elapsed", "allowed"), [(TTL + 60, False), (TTL + 179, False), (TTL + 180, True)]
+)
+def test_retire_waits_for_the_ring_to_reach_every_instance(elapsed: int, allowed: bool) -> None:
+    # Kubernetes: pods go on signing with the old key until kubelet refreshes their Secret.
+    window = ring.TokenWindow(TTL, propagation=120)
+    later = NOW + timedelta(seconds=elapsed)
+    if allowed:
+        assert states(ring.retire(_rotated(), "AAAA", later, window=window)) == {"BBBB": "active"}
+        return
+    with pytest.raises(RotationRefusedError) as refused:
+        ring.retire(_rotated(), "AAAA", later, window=window)
+    assert "token_ttl (300 s) + key_propagation (120 s) + the registry's 60 s leeway" in str(
+        refused.value
+    )
+    assert "until 12:08:00Z" in str(refused.value)
+
+
 def test_retire_with_force_cuts_tokens_off_early() -> None:
-    after = ring.retire(_rotated(), "AAAA", NOW, token_ttl=TTL, force=True)
+    after = ring.retire(_rotated(), "AAAA", NOW, window=WINDOW, force=True)
     assert states(after) == {"BBBB": "active"}
 
 
 def test_retire_refuses_a_retiring_key_without_a_recorded_time() -> None:
     legacy = (entry("AAAA", KeyState.RETIRING), entry("BBBB", KeyState.ACTIVE))
     with pytest.raises(RotationRefusedError, match="does not record since when"):
-        ring.retire(legacy, "AAAA", NOW + timedelta(days=30), token_ttl=TTL)
-    assert states(ring.retire(legacy, "AAAA", NOW, token_ttl=TTL, force=True)) == {"BBBB": "active"}
+        ring.retire(legacy, "AAAA", NOW + timedelta(days=30), window=WINDOW)
+    assert states(ring.retire(legacy, "AAAA", NOW, window=WINDOW, force=True)) == {"BBBB": "active"}
 
 
 def test_published_holds_every_state() -> None:

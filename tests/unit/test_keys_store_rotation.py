@@ -27,6 +27,8 @@ from tests.unit.ring_reader import reading_meanwhile
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 TTL = 5
+WINDOW = ring.TokenWindow(TTL)
+NOW_GONE = ring.TokenWindow(0)  # with --force the window does not matter
 
 
 def bundle_kids(keys_dir: Path) -> list[str]:
@@ -61,11 +63,11 @@ def test_bundle_and_jwks_follow_every_step_of_a_rotation(tmp_path: Path) -> None
 
     too_early = promoted_at + timedelta(seconds=TTL + 59)
     with pytest.raises(RotationRefusedError):
-        update_ring(keys, lambda e: ring.retire(e, old.kid, too_early, token_ttl=TTL))
+        update_ring(keys, lambda e: ring.retire(e, old.kid, too_early, window=WINDOW))
     assert bundle_kids(keys) == [old.kid, new.kid]  # a refused step changes nothing
 
     in_time = promoted_at + timedelta(seconds=TTL + 60)
-    update_ring(keys, lambda e: ring.retire(e, old.kid, in_time, token_ttl=TTL))
+    update_ring(keys, lambda e: ring.retire(e, old.kid, in_time, window=WINDOW))
     assert bundle_kids(keys) == jwks_kids(keys) == [new.kid]
     assert key_files(keys) == {f"{new.kid.replace(':', '')[:16].lower()}.key"}
 
@@ -135,7 +137,7 @@ def test_readers_always_see_a_whole_ring_while_a_writer_rotates(tmp_path: Path) 
             old = next(e for e in read_entries(keys) if e.state is KeyState.RETIRING)
             update_ring(
                 keys,
-                lambda e, kid=old.kid, at=now: ring.retire(e, kid, at, token_ttl=0, force=True),
+                lambda e, kid=old.kid, at=now: ring.retire(e, kid, at, window=NOW_GONE, force=True),
             )
     assert reads.errors == []
     assert reads.loads > 0

@@ -28,6 +28,8 @@ from app.main import main
 from tests.kubelet import publish_secret
 from tests.unit.ring_reader import reading_meanwhile
 
+FORCED = ring.TokenWindow(token_ttl=1)  # with --force the window does not matter
+
 
 class Admin:
     """The operator's keys directory and the Secret volume a pod sees of it."""
@@ -48,7 +50,7 @@ class Admin:
         new = add_key(self.keys, Algorithm.ES256).kid
         update_ring(self.keys, lambda entries: ring.promote(entries, new, _now()))
         update_ring(
-            self.keys, lambda entries: ring.retire(entries, old, _now(), token_ttl=1, force=True)
+            self.keys, lambda entries: ring.retire(entries, old, _now(), window=FORCED, force=True)
         )
         return new
 

@@ -15,7 +15,7 @@ import pytest
 
 from app.errors import RegistryAuthError, RotationRefusedError
 from app.keys.model import Algorithm, KeyState, SigningKey
-from app.keys.ring import RingEntry
+from app.keys.ring import RingEntry, TokenWindow
 from app.keys.store import generate_key, load_keyring, read_entries
 from app.main import main
 from app.registry_check import (
@@ -29,6 +29,7 @@ from app.registry_check import (
 from app.settings import Settings
 
 Keys = list[tuple[SigningKey, RingEntry]]
+WINDOW = TokenWindow(token_ttl=300)
 CHALLENGE = 'Bearer realm="https://auth.example.org/token",service="registry.example.org"'
 
 
@@ -120,11 +121,11 @@ def test_a_retiring_key_no_longer_trusted_is_fine_once_its_tokens_expired(
     retiring, now = replace(key, state=KeyState.RETIRING), datetime.now(UTC)
     recent = replace(entry, state=KeyState.RETIRING, retiring_since=now)
     long_ago = replace(entry, state=KeyState.RETIRING, retiring_since=now - timedelta(hours=1))
-    assert not _key_finding(retiring, recent, False, 300).ok
-    assert _key_finding(retiring, long_ago, False, 300) == Finding(
+    assert not _key_finding(retiring, recent, False, WINDOW).ok
+    assert _key_finding(retiring, long_ago, False, WINDOW) == Finding(
         True, f"retiring key {key.kid}: no longer trusted, and the tokens it signed have expired"
     )
-    assert _key_finding(retiring, recent, True, 300).ok
+    assert _key_finding(retiring, recent, True, WINDOW).ok
 
 
 def test_a_url_without_a_scheme_is_one_line_and_exit_2(
