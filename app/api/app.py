@@ -28,6 +28,7 @@ from app.api.responses import FastJSONResponse
 from app.api.tls import ReloadingTLS
 from app.api.token_get import TokenGet, TokenLayer, error_answer
 from app.errors import BackendUnavailableError, ClientError, StateStoreError
+from app.etcd.loop import PublishLoop
 from app.keys.expiry import ExpiryState
 from app.keys.jwks import KidFormat, jwks_document
 from app.metrics import flush as flush_counts
@@ -50,20 +51,7 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
         redoc_url=None,
         default_response_class=FastJSONResponse,
         **_without_telemetry(),
-        lifespan=_closing(
-            combine_lifespans(
-                reload_lifespan(token_service.reloadables, settings.reload_interval),
-                publish_lifespan(publish_loop, settings),
-                # Quick checks on the event loop: a renewed TLS certificate, a rotated audit log.
-                polling_lifespan(
-                    settings.reload_interval,
-                    audit.reopen_if_moved,
-                    *([tls.reload_if_changed] if tls is not None else []),
-                ),
-            ),
-            token_service,
-            audit,
-        ),
+        lifespan=_lifespan(settings, token_service, publish_loop, tls, audit),
     )
     app.state.service = token_service
     app.state.tls = tls
@@ -80,7 +68,37 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
         post=post_token.answer,
         limits=settings.limits,
     )
+    _add_token_routes(app, _token_paths(settings), get_token, post_token)
+    _add_status_routes(app, token_service, publish_loop, metrics=settings.metrics)
+    return app
 
+
+def _lifespan(
+    settings: Settings,
+    service: TokenService,
+    publish_loop: PublishLoop | None,
+    tls: ReloadingTLS | None,
+    audit: AuditLog,
+) -> Lifespan:
+    return _closing(
+        combine_lifespans(
+            reload_lifespan(service.reloadables, settings.reload_interval),
+            publish_lifespan(publish_loop, settings),
+            # Quick checks on the event loop: a renewed TLS certificate, a rotated audit log.
+            polling_lifespan(
+                settings.reload_interval,
+                audit.reopen_if_moved,
+                *([tls.reload_if_changed] if tls is not None else []),
+            ),
+        ),
+        service,
+        audit,
+    )
+
+
+def _add_token_routes(
+    app: FastAPI, paths: list[str], get_token: TokenGet, post_token: TokenPost
+) -> None:
     async def token(request: Request) -> Response:
         # HEAD, and the OpenAPI description of GET: GET itself is answered by TokenLayer.
         status, body, headers = await get_token.answer(request.scope, request_id(request.scope))
@@ -89,7 +107,7 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
         return response
 
     post = oauth_route(post_token)
-    for path in _token_paths(settings):
+    for path in paths:
         # A plain route for HEAD (and GET, should a request ever get past TokenLayer);
         # Starlette takes the first matching route, so the API route below only describes GET
         # in the OpenAPI schema (which the schemathesis fuzz tests drive).
@@ -111,6 +129,10 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
             openapi_extra=TOKEN_POST,
         )
 
+
+def _add_status_routes(
+    app: FastAPI, token_service: TokenService, publish_loop: PublishLoop | None, *, metrics: bool
+) -> None:
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -126,14 +148,12 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
             jwks_document(certificates, kid_format), headers={"Cache-Control": "max-age=60"}
         )
 
-    if settings.metrics:
+    if metrics:
 
         @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
         async def prometheus() -> Response:
             return Response(render_metrics(lambda: _live_values(app, publish_loop)),
                             media_type=CONTENT_TYPE)  # fmt: skip
-
-    return app
 
 
 class TokenServer(FastAPI):
@@ -161,7 +181,7 @@ def _without_telemetry() -> dict[str, Any]:
     return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
 
 
-def _live_values(app: FastAPI, publish_loop: Any) -> LiveValues:
+def _live_values(app: FastAPI, publish_loop: PublishLoop | None) -> LiveValues:
     active = app.state.service.keyring.active
     tls: ReloadingTLS | None = app.state.tls
     return LiveValues(
