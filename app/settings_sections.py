@@ -26,7 +26,9 @@ class EtcdSettings(BaseModel):
         default=None, min_length=1, description="etcd user (with password)"
     )
     password: SecretStr | None = Field(default=None, description="etcd password (never logged)")
-    ca_cert: Path | None = Field(default=None, description="CA bundle to verify etcd's TLS cert")
+    ca_cert: Path | None = Field(
+        default=None, description="CA bundle to verify etcd's TLS cert (absent: the system CAs)"
+    )
     client_cert: Path | None = Field(default=None, description="TLS client certificate (PEM)")
     client_key: Path | None = Field(default=None, description="its private key (PEM)")
     timeout: float = Field(default=5.0, gt=0, le=300, description="seconds per etcd request")
@@ -94,7 +96,9 @@ class StateSettings(BaseModel):
         default=None, description="its etcd password (never logged)"
     )
     etcd_ca_cert: Path | None = Field(
-        default=None, description="CA bundle to verify etcd's TLS cert (relative: to the config)"
+        default=None,
+        description="CA bundle to verify etcd's TLS cert (absent: the system CAs; relative: to "
+        "the config)",
     )
     etcd_client_cert: Path | None = Field(
         default=None, description="TLS client certificate for etcd (PEM)"

@@ -1,10 +1,12 @@
 """The one client of etcd's v3 API, through etcd's own JSON gateway (POST /v3/kv/range, ...).
 The publisher (app/etcd/v3.py) and the state stores (refresh tokens, login counters) use it.
 
-Why the gateway over httpx and not a gRPC client: the gateway ships inside every etcd 3.x
-server (3.4 serves it under /v3/), so it needs no extra service; the Python gRPC clients are
-either unmaintained (`etcd3`, last release 2020, breaks on protobuf >= 4) or pull in grpcio and
-protobuf for a handful of calls. httpx is a maintained, typed, pure-Python HTTP client.
+Why the gateway and not a gRPC client: the gateway ships inside every etcd 3.x server (3.4
+serves it under /v3/), so it needs no extra service; the Python gRPC clients are either
+unmaintained (`etcd3`, last release 2020, breaks on protobuf >= 4) or pull in grpcio and
+protobuf for a handful of calls. The HTTP client is urllib3 (which python-etcd, the v2 client,
+is built on): with etcd as the state store every refresh grant is one of these calls, and
+urllib3 takes half the CPU of httpx for one (README, Performance).
 
 Every problem (no endpoint answers, not an etcd, etcd says no, unreadable TLS files) leaves
 this module as one GatewayError, a line naming the cause and never the password; each user
@@ -24,14 +26,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
-import httpx
+import urllib3
 from pydantic import SecretStr
+from urllib3.exceptions import HTTPError, NewConnectionError, SSLError
+from urllib3.exceptions import TimeoutError as HTTPTimeoutError
 
 from app.etcd.kv import Json, KeyValue, RangeResult, TxnResult, b64
 
 T = TypeVar("T")
 UNAUTHENTICATED = 16  # gRPC status of an unknown or expired auth token
 NOT_GATEWAY = "not an etcd v3 gateway"
+POOL_SIZE = 16  # connections kept per endpoint: more than the worker threads that call at once
+_JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +70,9 @@ class _TokenRejectedError(_RefusedError):
 
 
 class GatewayClient:
-    """The v3 calls, on the first endpoint that answers. Thread-safe. One httpx.Client that
-    keeps its connections, made at the first call, so bad TLS files fail that call, not start-up.
+    """The v3 calls, on the first endpoint that answers. Thread-safe. A pool of kept
+    connections per endpoint, made at its first call, so bad TLS files fail that call, not
+    start-up.
     """
 
     def __init__(self, connection: Connection) -> None:
@@ -73,10 +80,11 @@ class GatewayClient:
         self._endpoints = [endpoint.rstrip("/") for endpoint in connection.endpoints]
         self._tokens: dict[str, str] = {}  # per endpoint: a simple token is valid on one member
         self._lock = threading.Lock()
-        self._client: httpx.Client | None = None
+        # per endpoint: its connections, and the path its URL puts before /v3/...
+        self._pools: dict[str, tuple[urllib3.HTTPConnectionPool, str]] = {}
         self._closed = False
-        # httpx logs every request at INFO: one line per call is noise; failures are ours.
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+        # urllib3 logs a dropped kept connection at WARNING: it reconnects; failures are ours.
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
     @property
     def where(self) -> str:
@@ -84,9 +92,10 @@ class GatewayClient:
 
     def close(self) -> None:
         with self._lock:
-            client, self._client, self._closed = self._client, None, True
-        if client is not None:
-            client.close()
+            pools, self._closed = list(self._pools.values()), True
+            self._pools.clear()
+        for pool, _ in pools:
+            pool.close()
 
     def range(self, key: bytes, range_end: bytes | None = None) -> RangeResult:
         request = {"key": b64(key)}
@@ -127,7 +136,7 @@ class GatewayClient:
         for base in self._endpoints:
             try:
                 return action(base)
-            except (httpx.HTTPError, _UnreachableError) as exc:
+            except (HTTPError, _UnreachableError) as exc:
                 problems.append(f"{base}: {_explain_transport(exc)}")
             except _RefusedError as exc:
                 raise GatewayError(str(exc)) from exc
@@ -142,7 +151,33 @@ class GatewayClient:
 
     def _send(self, base: str, path: str, payload: Json) -> Json:
         headers = self._auth_headers(base)
-        return _answer(self._http().post(f"{base}{path}", json=payload, headers=headers))
+        return _answer(path, self._request(base, path, payload, headers))
+
+    def _request(
+        self,
+        base: str,
+        path: str,
+        payload: Json,
+        headers: dict[str, str],
+        *,
+        read_timeout: float | None = None,
+    ) -> urllib3.BaseHTTPResponse:
+        """POST `payload` as JSON; the answer read whole, unless `read_timeout` is given: then
+        a stream, read as it comes (the caller closes it)."""
+        pool, prefix = self._pool(base)
+        timeout = urllib3.Timeout(
+            connect=self.connection.timeout, read=read_timeout or self.connection.timeout
+        )
+        return pool.urlopen(
+            "POST",
+            prefix + path,
+            body=json.dumps(payload).encode("utf-8"),
+            headers={**_JSON_HEADERS, **headers},
+            retries=False,
+            redirect=False,
+            timeout=timeout,
+            preload_content=read_timeout is None,
+        )
 
     def _auth_headers(self, base: str) -> dict[str, str]:
         """The gateway takes the bare token; none without a configured user."""
@@ -153,7 +188,8 @@ class GatewayClient:
         if token is None:
             secret = connection.password.get_secret_value()
             login = {"name": connection.username, "password": secret}
-            answer = _answer(self._http().post(f"{base}/v3/auth/authenticate", json=login))
+            path = "/v3/auth/authenticate"
+            answer = _answer(path, self._request(base, path, login, {}))
             token = answer.get("token")
             if not isinstance(token, str):
                 raise _RefusedError("no token in the authenticate answer")
@@ -162,31 +198,41 @@ class GatewayClient:
 
     def _watch(self, base: str, request: Json, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        limits = httpx.Timeout(timeout, connect=self.connection.timeout)
         headers = self._auth_headers(base)
+        response = self._request(base, "/v3/watch", request, headers, read_timeout=timeout)
         try:
-            with self._http().stream(
-                "POST", f"{base}/v3/watch", json=request, headers=headers, timeout=limits
-            ) as response:
-                return _first_change(response, deadline)
-        except httpx.ReadTimeout:
+            return _first_change(response, deadline)
+        except HTTPTimeoutError:
             return False
         except ValueError as exc:
             raise _UnreachableError(f"{NOT_GATEWAY} (the watch stream is not JSON)") from exc
+        finally:
+            # The stream never ends by itself: close its connection rather than hand a
+            # half-read one back to the pool.
+            response.close()
+            response.release_conn()
 
-    def _http(self) -> httpx.Client:
+    def _pool(self, base: str) -> tuple[urllib3.HTTPConnectionPool, str]:
+        """The endpoint's pool, and the path the endpoint's URL puts before /v3/..."""
         with self._lock:
             if self._closed:
                 raise _RefusedError("the etcd client is closed")
-            if self._client is None:
-                verify = _tls_context(self.connection)
-                self._client = httpx.Client(verify=verify, timeout=self.connection.timeout)
-            return self._client
+            pool = self._pools.get(base)
+            if pool is None:
+                pool = self._pools[base] = _new_pool(base, self.connection)
+        return pool
 
 
-def _tls_context(connection: Connection) -> ssl.SSLContext | bool:
-    if connection.ca_cert is None and connection.client_cert is None:
-        return True
+def _new_pool(base: str, connection: Connection) -> tuple[urllib3.HTTPConnectionPool, str]:
+    options: dict[str, object] = {"maxsize": POOL_SIZE}
+    if base.startswith("https:"):
+        options["ssl_context"] = _tls_context(connection)
+    pool = urllib3.connection_from_url(base, **options)
+    return pool, urllib3.util.parse_url(base).path or ""
+
+
+def _tls_context(connection: Connection) -> ssl.SSLContext:
+    """Verifies etcd against `ca_cert`, else the system's CAs; presents the client pair."""
     try:
         cafile = str(connection.ca_cert) if connection.ca_cert is not None else None
         context = ssl.create_default_context(cafile=cafile)
@@ -197,21 +243,20 @@ def _tls_context(connection: Connection) -> ssl.SSLContext | bool:
     return context
 
 
-def _answer(response: httpx.Response) -> Json:
-    body = _json(response)
-    if response.status_code == 200 and isinstance(body.get("header"), dict):
+def _answer(path: str, response: urllib3.BaseHTTPResponse) -> Json:
+    body = _json(response.data)
+    if response.status == 200 and isinstance(body.get("header"), dict):
         return body
     if "code" in body and "message" in body:  # a gRPC status from etcd itself
         refused = _TokenRejectedError if body["code"] == UNAUTHENTICATED else _RefusedError
         raise refused(f"etcd refused the request: {body['message']}")
-    path = response.request.url.path
-    raise _UnreachableError(f"{NOT_GATEWAY} (POST {path} answered HTTP {response.status_code})")
+    raise _UnreachableError(f"{NOT_GATEWAY} (POST {path} answered HTTP {response.status})")
 
 
-def _first_change(response: httpx.Response, deadline: float) -> bool:
-    if response.status_code != 200:
-        raise _UnreachableError(f"watch answered HTTP {response.status_code}")
-    for line in response.iter_lines():
+def _first_change(response: urllib3.BaseHTTPResponse, deadline: float) -> bool:
+    if response.status != 200:
+        raise _UnreachableError(f"watch answered HTTP {response.status}")
+    for line in response:
         result = json.loads(line).get("result", {}) if line.strip() else {}
         if result.get("events") or result.get("compact_revision"):
             return True
@@ -228,9 +273,9 @@ def _watch_refused(reason: str) -> NoReturn:
     raise refused(f"etcd refused the watch: {reason}")
 
 
-def _json(response: httpx.Response) -> Json:
+def _json(data: bytes) -> Json:
     try:
-        body = response.json()
+        body = json.loads(data)
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
@@ -241,9 +286,12 @@ def _revision(answer: Json) -> int:
 
 
 def _explain_transport(exc: Exception) -> str:
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, NewConnectionError):  # before timeouts: urllib3 makes it one of them
         text = str(exc)
         return "connection refused" if "refused" in text.lower() else f"cannot connect ({text})"
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, HTTPTimeoutError):
         return "timed out"
+    if isinstance(exc, SSLError) and "EOF occurred" in str(exc):
+        # TLS 1.3: a server that refuses our certificate (or its absence) just hangs up.
+        return f"etcd closed the TLS connection ({exc}): does it want a client certificate?"
     return str(exc) or type(exc).__name__

@@ -22,6 +22,7 @@ from tests.integration.support.procs import (
     start_process,
     wait_for_http,
 )
+from tests.integration.support.tlscerts import TlsFiles
 
 NAME = "t"
 
@@ -34,10 +35,28 @@ class EtcdServer:
     process: ManagedProcess | None = None
     generation: int = 0
     extra_args: tuple[str, ...] = ()  # e.g. ("--auth-token-ttl=2",)
+    # With these, etcd also serves TLS on `tls_port`, and asks its clients for a certificate.
+    tls: TlsFiles | None = None
+    tls_port: int = 0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.client_port}"
+
+    @property
+    def tls_url(self) -> str:
+        """The name the server certificate holds (tlscerts): localhost."""
+        return f"https://localhost:{self.tls_port}"
+
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        return [
+            f"--cert-file={self.tls.cert}",
+            f"--key-file={self.tls.key}",
+            f"--trusted-ca-file={self.tls.ca}",
+            "--client-cert-auth=true",
+        ]
 
     @property
     def data_dir(self) -> Path:
@@ -46,16 +65,18 @@ class EtcdServer:
     def start(self) -> None:
         binary = require_program("etcd", package="etcd-server")
         peer = f"http://127.0.0.1:{self.peer_port}"
+        clients = self.url if self.tls is None else f"{self.url},https://127.0.0.1:{self.tls_port}"
         argv = [
             binary,
             f"--name={NAME}",
             "--enable-v2=true",  # LAIN's registry reads the v2 keyspace (protocol.md §7)
             f"--data-dir={self.data_dir}",
-            f"--listen-client-urls={self.url}",
-            f"--advertise-client-urls={self.url}",
+            f"--listen-client-urls={clients}",
+            f"--advertise-client-urls={clients}",
             f"--listen-peer-urls={peer}",
             f"--initial-advertise-peer-urls={peer}",
             f"--initial-cluster={NAME}={peer}",
+            *self._tls_args(),
             *self.extra_args,
         ]
         self.process = start_process("etcd", argv, self.workdir / "logs")
@@ -128,11 +149,18 @@ class EtcdServer:
 
 
 def start_etcd(
-    workdir: Path, *, start: bool = True, extra_args: tuple[str, ...] = ()
+    workdir: Path,
+    *,
+    start: bool = True,
+    extra_args: tuple[str, ...] = (),
+    tls: TlsFiles | None = None,
 ) -> EtcdServer:
-    """An etcd on two free ports; `start=False` only reserves the ports (etcd "down")."""
+    """An etcd on two free ports (three with `tls`); `start=False` only reserves the ports
+    (etcd "down")."""
     workdir.mkdir(parents=True, exist_ok=True)
     server = EtcdServer(workdir, free_port(), free_port(), extra_args=extra_args)
+    if tls is not None:
+        server.tls, server.tls_port = tls, free_port()
     if start:
         server.start()
     return server

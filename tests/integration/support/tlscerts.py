@@ -1,4 +1,5 @@
-"""A throw-away CA and a server certificate for the name localhost (LDAPS, StartTLS)."""
+"""A throw-away CA, a server certificate for the name localhost (LDAPS, StartTLS, etcd over
+TLS) and a client certificate (etcd's `--client-cert-auth`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ class TlsFiles:
     ca: Path
     cert: Path
     key: Path
+    client_cert: Path
+    client_key: Path
 
 
 def _name(common_name: str) -> x509.Name:
@@ -52,31 +55,52 @@ def make_tls_files(directory: Path) -> TlsFiles:
         )
         .sign(ca_key, hashes.SHA256())
     )
-    key = ec.generate_private_key(ec.SECP256R1())
+    files = TlsFiles(
+        directory / "ca.pem",
+        directory / "server.pem",
+        directory / "server.key",
+        directory / "client.pem",
+        directory / "client.key",
+    )
+    files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     # Only the name localhost: connecting to 127.0.0.1 reaches the same server under a name
     # the certificate does not hold, which is how the tests prove the host name is checked.
-    names: list[x509.GeneralName] = [x509.DNSName("localhost")]
-    cert = (
+    _issue(ca, ca_key, "localhost", [x509.DNSName("localhost")], to=(files.cert, files.key))
+    _issue(ca, ca_key, "registry-auth", [], to=(files.client_cert, files.client_key))
+    return files
+
+
+def _issue(
+    ca: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    common_name: str,
+    names: list[x509.GeneralName],
+    *,
+    to: tuple[Path, Path],
+) -> None:
+    cert_path, key_path = to
+    now = dt.datetime.now(dt.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(_name("localhost"))
+        .subject_name(_name(common_name))
         .issuer_name(ca.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
     )
-    files = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server.key")
-    files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    files.key.write_bytes(
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    cert_path.write_bytes(
+        builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    )
+    key_path.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
     )
-    files.key.chmod(0o600)
-    return files
+    key_path.chmod(0o600)

@@ -1,0 +1,135 @@
+"""etcd over TLS with client certificates (the real etcd 3.4, `--client-cert-auth`): the state
+stores and the v3 publisher's watch through it, the service keeping refresh tokens there, and
+each way the handshake can fail a clear error naming the endpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.errors import StateStoreError
+from app.etcd.failure_store import EtcdFailureStore
+from app.etcd.refresh_store import EtcdRefreshStore
+from app.etcd.state import open_state_client
+from app.etcd.v3 import GatewayBackend
+from app.settings_sections import EtcdSettings, StateSettings
+from tests.integration.support.authserver import start_auth_server
+from tests.integration.support.etcd import EtcdServer, start_etcd
+from tests.integration.support.stack import USERS
+from tests.integration.support.tlscerts import TlsFiles, make_tls_files
+from tests.integration.test_refresh_tokens import refresh_grant, refresh_token_for
+from tests.unit.hardening.failure_contract import FailureStoreContract
+from tests.unit.test_state_sqlite import StoreContract
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    return make_tls_files(tmp_path_factory.mktemp("etcd-tls-files"))
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory: pytest.TempPathFactory, tls: TlsFiles) -> Iterator[EtcdServer]:
+    server = start_etcd(tmp_path_factory.mktemp("etcd-tls"), tls=tls)
+    yield server
+    server.stop()
+
+
+def tls_state(etcd: EtcdServer, tls: TlsFiles, **changes: Any) -> StateSettings:
+    values: dict[str, Any] = {
+        "backend": "etcd",
+        "etcd_endpoints": [etcd.tls_url],
+        "etcd_ca_cert": tls.ca,
+        "etcd_client_cert": tls.client_cert,
+        "etcd_client_key": tls.client_key,
+    }
+    return StateSettings(**{**values, **changes})
+
+
+class TestEtcdStoreOverTls(StoreContract):
+    @pytest.fixture
+    def store(
+        self, etcd: EtcdServer, tls: TlsFiles, request: pytest.FixtureRequest
+    ) -> Iterator[EtcdRefreshStore]:
+        store = EtcdRefreshStore(
+            open_state_client(tls_state(etcd, tls)), f"/t/{request.node.name}/"
+        )
+        yield store
+        store.close()
+
+
+class TestEtcdFailureStoreOverTls(FailureStoreContract):
+    @pytest.fixture
+    def failure_store(
+        self, etcd: EtcdServer, tls: TlsFiles, request: pytest.FixtureRequest
+    ) -> Iterator[EtcdFailureStore]:
+        store = EtcdFailureStore(
+            open_state_client(tls_state(etcd, tls)), f"/u/{request.node.name}/"
+        )
+        yield store
+        store.close()
+
+
+def test_the_publishers_watch_streams_over_tls(etcd: EtcdServer, tls: TlsFiles) -> None:
+    settings = EtcdSettings(
+        endpoints=[etcd.tls_url],
+        api="v3",
+        key="/t/published",
+        ca_cert=tls.ca,
+        client_cert=tls.client_cert,
+        client_key=tls.client_key,
+    )
+    backend = GatewayBackend(settings)
+    revision = backend.create('{"realm":"r"}')
+    assert backend.wait_for_change(revision, 0.5) is False  # nothing changed: the read times out
+    etcd.etcdctl("v3", "put", "/t/published", '{"realm":"changed"}')
+    assert backend.wait_for_change(revision, 5.0) is True
+    assert backend.read().value == '{"realm":"changed"}'
+    backend.close()
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        # etcd asks for a client certificate and gets none.
+        ({"etcd_client_cert": None, "etcd_client_key": None}, "does it want a client certificate"),
+        # No CA given: the system's CAs do not know the test CA.
+        ({"etcd_ca_cert": None}, "CERTIFICATE_VERIFY_FAILED"),
+    ],
+)
+def test_a_failed_handshake_is_a_state_store_error_naming_the_endpoint(
+    etcd: EtcdServer, tls: TlsFiles, changes: dict[str, Any], words: str
+) -> None:
+    store = EtcdRefreshStore(open_state_client(tls_state(etcd, tls, **changes)), "/t/x/")
+    with pytest.raises(StateStoreError) as caught:
+        store.records()
+    message = str(caught.value)
+    assert message.startswith(f"etcd v3 at {etcd.tls_url}: "), message
+    assert words in message, message
+    store.close()
+
+
+def test_the_host_name_is_checked(etcd: EtcdServer, tls: TlsFiles) -> None:
+    by_address = etcd.tls_url.replace("localhost", "127.0.0.1")  # not a name the cert holds
+    store = EtcdRefreshStore(
+        open_state_client(tls_state(etcd, tls, etcd_endpoints=[by_address])), "/t/x/"
+    )
+    with pytest.raises(StateStoreError, match=r"IP address mismatch|doesn't match"):
+        store.records()
+    store.close()
+
+
+def test_the_service_keeps_refresh_tokens_in_etcd_over_tls(
+    etcd: EtcdServer, tls: TlsFiles, tmp_path: Path
+) -> None:
+    state = tls_state(etcd, tls, etcd_prefix="/t/service/").model_dump(mode="json")
+    auth = start_auth_server(tmp_path, users=USERS, extra_settings={"state": state})
+    try:
+        token = refresh_token_for(auth)
+        assert refresh_grant(auth, token).status_code == 200
+        listing = etcd.etcdctl("v3", "get", "--prefix", "--keys-only", "/t/service/").stdout
+        assert len(listing.split()) == 1
+    finally:
+        auth.stop()
