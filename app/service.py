@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any, NamedTuple
 
@@ -31,7 +29,7 @@ from app.errors import (
     TooManyAttemptsError,
     UnknownServiceError,
 )
-from app.keys.expiry import CertificateStatus, ExpiryState, certificate_status
+from app.keys.expiry import CertificateStatus, ExpiryState, ExpiryWatch
 from app.keys.minting import Grant, Minter
 from app.keys.model import KeyRing
 from app.keys.signing import base64url
@@ -97,9 +95,8 @@ class TokenService:
         self.authorizer = authorizer or DefaultAuthorizer()
         self._clock = clock
         self.reloadables = tuple(reloadables)
-        self._last_expiry: tuple[str, ExpiryState] | None = None
-        self._expiry_span: tuple[object, float, float, ExpiryState] | None = None
-        self.certificate_status()
+        self._expiry = ExpiryWatch(keyring, clock, settings.certificate_warning_days)
+        self._expiry.status()  # logged at start
         self.refresh_tokens = refresh_tokens
         self._minter = Minter(settings, id_source)
         self._closers = (*closers, self._minter.aclose)
@@ -300,38 +297,11 @@ class TokenService:
 
     def certificate_status(self) -> CertificateStatus:
         """Expiry of the active certificate; logged once whenever it changes (kid or state)."""
-        key = self.keyring.active
-        window = timedelta(days=self.settings.certificate_warning_days)
-        now = datetime.fromtimestamp(self._clock(), UTC)
-        status = certificate_status(key.kid, key.not_after, now, window)
-        if (status.kid, status.state) != self._last_expiry:
-            self._last_expiry = (status.kid, status.state)
-            level = logging.INFO if status.state is ExpiryState.OK else logging.WARNING
-            log.log(level, "%s", status.message)
-        return status
+        return self._expiry.status()
 
     def can_sign(self) -> bool:
         """False when every token would carry an expired certificate in `x5c`."""
-        return not (self.settings.x5c and self._expiry_state() is ExpiryState.EXPIRED)
-
-    def _expiry_state(self) -> ExpiryState:
-        """certificate_status().state, worked out again (and logged when it changed) only when
-        the active key changes or the clock leaves the span the state holds in: this runs for
-        every token."""
-        key, now = self.keyring.active, self._clock()
-        kept = self._expiry_span
-        if kept is not None and kept[0] is key and kept[1] <= now < kept[2]:
-            return kept[3]
-        state = self.certificate_status().state
-        expires = key.not_after.timestamp()
-        warns = expires - self.settings.certificate_warning_days * 86400
-        low, high = {
-            ExpiryState.OK: (-math.inf, warns),
-            ExpiryState.EXPIRING: (warns, expires),
-            ExpiryState.EXPIRED: (expires, math.inf),
-        }[state]
-        self._expiry_span = (key, low, high, state)
-        return state
+        return not (self.settings.x5c and self._expiry.state() is ExpiryState.EXPIRED)
 
     async def _sign(self, requester: Requester, granted: list[Scope]) -> IssuedToken:
         if not self.can_sign():

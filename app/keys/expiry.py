@@ -6,9 +6,16 @@ an expired one is rejected, so the service refuses to sign with it instead.
 
 from __future__ import annotations
 
+import logging
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+
+from app.keys.model import KeyRing
+
+log = logging.getLogger(__name__)
 
 
 class ExpiryState(StrEnum):
@@ -49,3 +56,48 @@ def certificate_status(
     else:
         state = ExpiryState.OK
     return CertificateStatus(kid, not_after, state)
+
+
+class ExpiryWatch:
+    """The active certificate's expiry state, logged once whenever it changes (kid or state).
+
+    `state()` runs for every token, so it works the state out again only when the active key
+    changes or the clock leaves the span the state holds in.
+    """
+
+    def __init__(
+        self, keyring: Callable[[], KeyRing], clock: Callable[[], float], warning_days: int
+    ) -> None:
+        self._keyring = keyring
+        self._clock = clock
+        self._warning_days = warning_days
+        self._last: tuple[str, ExpiryState] | None = None
+        self._span: tuple[object, float, float, ExpiryState] | None = None
+
+    def status(self) -> CertificateStatus:
+        key = self._keyring().active
+        window = timedelta(days=self._warning_days)
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        status = certificate_status(key.kid, key.not_after, now, window)
+        if (status.kid, status.state) != self._last:
+            self._last = (status.kid, status.state)
+            level = logging.INFO if status.state is ExpiryState.OK else logging.WARNING
+            log.log(level, "%s", status.message)
+        return status
+
+    def state(self) -> ExpiryState:
+        """status().state, from the span it was last worked out for while that holds."""
+        key, now = self._keyring().active, self._clock()
+        kept = self._span
+        if kept is not None and kept[0] is key and kept[1] <= now < kept[2]:
+            return kept[3]
+        state = self.status().state
+        expires = key.not_after.timestamp()
+        warns = expires - self._warning_days * 86400
+        low, high = {
+            ExpiryState.OK: (-math.inf, warns),
+            ExpiryState.EXPIRING: (warns, expires),
+            ExpiryState.EXPIRED: (expires, math.inf),
+        }[state]
+        self._span = (key, low, high, state)
+        return state

@@ -101,7 +101,7 @@ def test_readyz_and_log_warn_within_the_window(
 ) -> None:
     keys_dir = keys_with_cert_ending(tmp_path, NOW + timedelta(days=6))
     settings = make_settings(keys_dir, certificate_warning_days=7)
-    with caplog.at_level(logging.WARNING, logger="app.service"):
+    with caplog.at_level(logging.WARNING, logger="app.keys.expiry"):
         client = client_at(settings, NOW)
         response = client.get("/readyz")
         client.get("/readyz")
@@ -136,7 +136,7 @@ def test_a_running_service_stops_signing_the_moment_its_certificate_expires(
     clock = [NOW.timestamp()]
     service = TokenService.from_settings(settings, clock=lambda: clock[0])
     client = Client(create_app(settings, service))
-    with caplog.at_level(logging.WARNING, logger="app.service"):
+    with caplog.at_level(logging.WARNING, logger="app.keys.expiry"):
         assert anonymous_token(client).status_code == 200
         clock[0] += 11  # now inside the warning window: still signs, warns once
         assert anonymous_token(client).status_code == 200
