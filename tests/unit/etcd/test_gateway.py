@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
+from urllib3.exceptions import NewConnectionError, ReadTimeoutError, SSLError
 
 from app.errors import EtcdError, StateStoreError
-from app.etcd.gateway import Connection, GatewayClient, GatewayError
+from app.etcd.gateway import Connection, GatewayClient, GatewayError, _explain_transport
 from app.etcd.kv import prefix_end
 from app.etcd.refresh_store import EtcdRefreshStore
 from app.etcd.state import open_state_client
@@ -67,3 +68,35 @@ def test_a_closed_client_says_so() -> None:
 )
 def test_prefix_end_is_etcds_rule(prefix: bytes, end: bytes) -> None:
     assert prefix_end(prefix) == end
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "prefix"),
+    [("http://127.0.0.1:2379", ""), ("https://etcd.example.org/behind/a/proxy", "/behind/a/proxy")],
+)
+def test_an_endpoint_url_with_a_path_keeps_it_before_v3(endpoint: str, prefix: str) -> None:
+    client = GatewayClient(Connection([endpoint], 1.0))
+    pool, path = client._pool(endpoint)
+    assert path == prefix
+    assert client._pool(endpoint)[0] is pool
+    client.close()
+
+
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [
+        (
+            NewConnectionError(
+                None, "Failed to establish a new connection: [Errno 111] Connection refused"
+            ),
+            "connection refused",
+        ),
+        (ReadTimeoutError(None, "/v3/kv/range", "read timed out"), "timed out"),
+        (
+            SSLError("EOF occurred in violation of protocol (_ssl.c:2427)"),
+            "does it want a client certificate?",
+        ),
+    ],
+)
+def test_transport_errors_read_as_the_operator_needs_them(error: Exception, words: str) -> None:
+    assert words in _explain_transport(error)
