@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from app import __version__
 from app.cli_acl import add_acl_commands, run_acl
 from app.cli_common import config_option, uses_embedded_defaults
 from app.cli_etcd import add_etcd_commands, run_etcd
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="registry-auth", description="Token authorization server for Docker/OCI registries."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the token server")
