@@ -36,7 +36,7 @@ from app.etcd.kv import Json, KeyValue, RangeResult, TxnResult, b64
 T = TypeVar("T")
 UNAUTHENTICATED = 16  # gRPC status of an unknown or expired auth token
 NOT_GATEWAY = "not an etcd v3 gateway"
-POOL_SIZE = 16  # connections kept per endpoint: more than the worker threads that call at once
+POOL_SIZE = 40  # connections kept per endpoint: as many as anyio runs blocking calls at once
 _JSON_HEADERS = {"Content-Type": "application/json"}
 
 
