@@ -7,16 +7,19 @@ on; the OAuth2 POST grants containerd and a logged-in docker send, reuse on), pr
 and as its last line one JSON object. Exit status 0 whatever the numbers: this reports, it does
 not judge (the targets are printed beside the numbers). `--set key=value` (YAML value,
 repeatable) changes a setting of the service under test, to compare settings on the same
-machine.
+machine. `--etcd` keeps the state (refresh tokens, login counters) in a throw-away etcd, as the
+shipped Kubernetes config does.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -34,6 +37,7 @@ from tests.bench.load import (
     wrk_command,
 )
 from tests.bench.service import PASSWORD, SERVICE, Server, basic, make_workdir, start_server
+from tests.integration.support.etcd import start_etcd
 
 USERS = 5000
 CORES = len(os.sched_getaffinity(0))
@@ -52,13 +56,29 @@ def main() -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE", type=_setting,
         help="a setting of the service under test (YAML value), e.g. worker_scheduling=normal",
     )  # fmt: skip
+    parser.add_argument(
+        "--etcd", action="store_true",
+        help="keep the state in a throw-away etcd (Debian etcd-server) on loopback, not SQLite",
+    )  # fmt: skip
     args = parser.parse_args()
     settings = dict(args.set)
     with tempfile.TemporaryDirectory(prefix="registry-auth-bench-") as tmp:
         workdir = make_workdir(Path(tmp), USERS)
-        report = run(workdir, args.seconds, args.rounds, args.memory_requests, settings)
+        with _etcd_state(Path(tmp), settings) if args.etcd else contextlib.nullcontext():
+            report = run(workdir, args.seconds, args.rounds, args.memory_requests, settings)
     print_table(report)
     print(json.dumps(report, sort_keys=True))
+
+
+@contextlib.contextmanager
+def _etcd_state(tmp: Path, settings: dict[str, Any]) -> Iterator[None]:
+    """etcd 3.4 on free loopback ports, its data in `tmp`, as the service's state store."""
+    etcd = start_etcd(tmp / "etcd")
+    settings["state"] = {"backend": "etcd", "etcd_endpoints": [etcd.url]}
+    try:
+        yield
+    finally:
+        etcd.stop()
 
 
 def _setting(text: str) -> tuple[str, Any]:
