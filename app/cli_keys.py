@@ -137,10 +137,7 @@ def _cmd_jwks(args: argparse.Namespace, keys_dir: Path, _now: Clock, _: Sleep) -
 
 
 def _window(args: argparse.Namespace) -> ring.TokenWindow:
-    # How long the old key's tokens live on after a promote: the config's token_ttl, and the
-    # time the ring takes to reach every instance.
-    settings = load_settings(args.config)
-    return ring.TokenWindow(settings.token_ttl, settings.key_propagation)
+    return ring.TokenWindow.of(load_settings(args.config))
 
 
 def _generate(args: argparse.Namespace, keys_dir: Path, now: Clock) -> int:

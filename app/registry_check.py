@@ -64,7 +64,7 @@ def check_registry(
         _same("realm", challenge.get("realm"), settings.realm),
         _same("service", challenge.get("service"), settings.service),
     ]
-    window = ring.TokenWindow(settings.token_ttl, settings.key_propagation)
+    window = ring.TokenWindow.of(settings)
     for key, entry in keys:
         accepted = accepts(client, base, key, settings)
         if isinstance(accepted, Finding):

@@ -217,10 +217,10 @@ class GatewayClient:
         with self._lock:
             if self._closed:
                 raise _RefusedError("the etcd client is closed")
-            pool = self._pools.get(base)
-            if pool is None:
-                pool = self._pools[base] = _new_pool(base, self.connection)
-        return pool
+            kept = self._pools.get(base)
+            if kept is None:
+                kept = self._pools[base] = _new_pool(base, self.connection)
+        return kept
 
 
 def _new_pool(base: str, connection: Connection) -> tuple[urllib3.HTTPConnectionPool, str]:

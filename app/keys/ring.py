@@ -15,12 +15,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cryptography import x509
 
 from app.errors import RotationRefusedError
 from app.keys.model import Algorithm, KeyState
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 # The registry accepts a token up to 60 s after its `exp` (protocol.md §4, checked with a real
 # registry): a retiring key must stay in the bundle that much longer than the token lifetime.
@@ -109,6 +112,11 @@ class TokenWindow(NamedTuple):
 
     token_ttl: int
     propagation: int = 0
+
+    @classmethod
+    def of(cls, settings: Settings) -> TokenWindow:
+        """The window the service's config sets: `token_ttl` and `key_propagation`."""
+        return cls(settings.token_ttl, settings.key_propagation)
 
     def end(self, since: datetime) -> datetime:
         return since + timedelta(seconds=self.token_ttl + self.propagation) + REGISTRY_LEEWAY

@@ -28,7 +28,7 @@ from tests.unit.ring_reader import reading_meanwhile
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 TTL = 5
 WINDOW = ring.TokenWindow(TTL)
-NOW_GONE = ring.TokenWindow(0)  # with --force the window does not matter
+FORCED = ring.TokenWindow(token_ttl=0)  # with --force the window does not matter
 
 
 def bundle_kids(keys_dir: Path) -> list[str]:
@@ -137,7 +137,7 @@ def test_readers_always_see_a_whole_ring_while_a_writer_rotates(tmp_path: Path) 
             old = next(e for e in read_entries(keys) if e.state is KeyState.RETIRING)
             update_ring(
                 keys,
-                lambda e, kid=old.kid, at=now: ring.retire(e, kid, at, window=NOW_GONE, force=True),
+                lambda e, kid=old.kid, at=now: ring.retire(e, kid, at, window=FORCED, force=True),
             )
     assert reads.errors == []
     assert reads.loads > 0
