@@ -285,13 +285,20 @@ def _revision(answer: Json) -> int:
     return int(answer["header"].get("revision", 0))
 
 
+# How a server that refuses our client certificate (or its absence) ends a TLS 1.3 handshake,
+# seen from here: it hangs up (EOF) or, as often under load, its alert arrives first.
+_CLIENT_CERT_REFUSED = ("EOF occurred", "ALERT_BAD_CERTIFICATE", "ALERT_CERTIFICATE_REQUIRED")
+
+
 def _explain_transport(exc: Exception) -> str:
     if isinstance(exc, NewConnectionError):  # before timeouts: urllib3 makes it one of them
         text = str(exc)
         return "connection refused" if "refused" in text.lower() else f"cannot connect ({text})"
     if isinstance(exc, HTTPTimeoutError):
         return "timed out"
-    if isinstance(exc, SSLError) and "EOF occurred" in str(exc):
-        # TLS 1.3: a server that refuses our certificate (or its absence) just hangs up.
-        return f"etcd closed the TLS connection ({exc}): does it want a client certificate?"
+    if isinstance(exc, SSLError) and any(sign in str(exc) for sign in _CLIENT_CERT_REFUSED):
+        return (
+            f"etcd ended the TLS handshake ({exc}): "
+            "does it want a client certificate, signed by a CA it trusts?"
+        )
     return str(exc) or type(exc).__name__

@@ -94,9 +94,23 @@ def test_an_endpoint_url_with_a_path_keeps_it_before_v3(endpoint: str, prefix: s
         (ReadTimeoutError(None, "/v3/kv/range", "read timed out"), "timed out"),
         (
             SSLError("EOF occurred in violation of protocol (_ssl.c:2427)"),
-            "does it want a client certificate?",
+            "does it want a client certificate, signed by a CA it trusts?",
+        ),
+        (
+            SSLError("[SSL: SSLV3_ALERT_BAD_CERTIFICATE] sslv3 alert bad certificate"),
+            "does it want a client certificate, signed by a CA it trusts?",
+        ),
+        (
+            SSLError("[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required"),
+            "does it want a client certificate, signed by a CA it trusts?",
         ),
     ],
 )
 def test_transport_errors_read_as_the_operator_needs_them(error: Exception, words: str) -> None:
     assert words in _explain_transport(error)
+
+
+def test_an_untrusted_server_certificate_does_not_blame_the_client_certificate() -> None:
+    text = _explain_transport(SSLError("[SSL: CERTIFICATE_VERIFY_FAILED] unable to get issuer"))
+    assert "CERTIFICATE_VERIFY_FAILED" in text
+    assert "client certificate" not in text
