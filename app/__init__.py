@@ -1,3 +1,7 @@
 """registry-auth: the token authorization server for Docker/OCI registries."""
 
 __version__ = "0.1.0"
+
+# The environment variable naming the config file; here so the command line can name it without
+# loading the settings.
+CONFIG_ENV = "REGISTRY_AUTH_CONFIG"

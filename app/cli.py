@@ -1,36 +1,60 @@
-"""The `registry-auth` command line: the parser, dispatch, serve and registry-config.
+"""The `registry-auth` command line: the parser and dispatch.
 
-Each command group lives in its own app/cli_*.py module. Never imports the web layer: `serve`
-is handed in by app.main.
+Each command group lives in its own app/cli_*.py module (`serve`, `registry-config` and
+`config-reference` in app.cli_server), imported only when that command runs: `--help` loads
+none, and `keys sync` (a pod's sidecar, running for days) neither pydantic nor httpx. Never
+imports the web layer: `serve` is handed in by app.main.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from app import __version__
-from app.cli_acl import add_acl_commands, run_acl
-from app.cli_common import config_option, uses_embedded_defaults
-from app.cli_etcd import add_etcd_commands, run_etcd
-from app.cli_keys import add_keys_commands, run_keys
-from app.cli_keys_sync import add_keys_sync_command
-from app.cli_registry import add_registry_check_command, run_registry_check
-from app.cli_robots import add_robots_commands, run_robots
-from app.cli_tokens import add_tokens_commands, run_tokens
-from app.cli_users import add_users_commands, run_users
-from app.config_reference import render_reference, replace_block
+from app.cli_common import config_option
 from app.errors import RegistryAuthError
-from app.keys.store import bundle_path, generate_key, has_keys
-from app.settings import Settings, load_settings
 
-Serve = Callable[[Settings, str | None, int | None], None]
+if TYPE_CHECKING:
+    from app.cli_server import Serve
 
 
-def build_parser() -> argparse.ArgumentParser:
+class Group(NamedTuple):
+    """A command (group) whose module fills its parser (`add_commands`) and runs it (`run`)."""
+
+    module: str
+    help: str
+
+
+class GroupModule(Protocol):
+    def add_commands(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+GROUPS: dict[str, Group] = {
+    "registry-check": Group(
+        "app.cli_registry",
+        "ask registries whether they send clients here (realm, service) and which keys of the "
+        "ring they trust: run it before `keys promote`",
+    ),
+    "keys": Group("app.cli_keys", "manage signing keys"),
+    "users": Group("app.cli_users", "manage htpasswd users"),
+    "etcd": Group("app.cli_etcd", "the registry's auth record in etcd"),
+    "acl": Group("app.cli_acl", "check and explain the ACL policy"),
+    "robots": Group("app.cli_robots", "manage robot accounts"),
+    "tokens": Group("app.cli_tokens", "list and revoke refresh tokens"),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; with `only`, a group's module is loaded only if it is the
+    group named (the others are listed, with their help, but not filled)."""
     parser = argparse.ArgumentParser(
         prog="registry-auth", description="Token authorization server for Docker/OCI registries."
     )
@@ -49,7 +73,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     block = commands.add_parser("registry-config", help="print the registry's auth: token: block")
     config_option(block)
-    add_registry_check_command(commands)
 
     reference = commands.add_parser(
         "config-reference", help="print the configuration reference (Markdown)"
@@ -58,18 +81,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--update", type=Path, metavar="FILE", help="rewrite the reference block inside FILE"
     )
 
-    add_keys_sync_command(add_keys_commands(commands))
-
-    add_users_commands(commands)
-    add_etcd_commands(commands)
-    add_acl_commands(commands)
-    add_robots_commands(commands)
-    add_tokens_commands(commands)
+    for name, group in GROUPS.items():
+        sub = commands.add_parser(name, help=group.help, description=group.help)
+        if only is None or only == name:
+            _module(group).add_commands(sub)
     return parser
 
 
+def _module(group: Group) -> GroupModule:
+    module: GroupModule = importlib.import_module(group.module)
+    return module
+
+
+def _named_command(argv: Sequence[str]) -> str:
+    """The command word: the top level's options (-h, --version) take no value."""
+    return next((word for word in argv if not word.startswith("-")), "")
+
+
 def run(argv: Sequence[str] | None, *, serve: Serve) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(only=_named_command(argv)).parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -83,82 +114,18 @@ def run(argv: Sequence[str] | None, *, serve: Serve) -> int:
 
 
 def _dispatch(args: argparse.Namespace, serve: Serve) -> int:
-    if args.command == "serve":
-        return _serve(args, serve)
-    commands: dict[str, Callable[[argparse.Namespace], int]] = {
-        "registry-config": _registry_config,
-        "registry-check": run_registry_check,
-        "config-reference": lambda a: _config_reference(a.update),
-        "keys": run_keys,
-        "etcd": run_etcd,
-        "acl": run_acl,
-        "robots": run_robots,
-        "tokens": run_tokens,
-        "users": run_users,
-    }
+    if args.command in ("serve", "registry-config", "config-reference"):
+        from app import cli_server  # noqa: PLC0415 - loads the settings, which not all commands need
+
+        return cli_server.run(args, serve)
     # A subcommand that lives in a module of its own names its handler (set_defaults).
     handler: Callable[[argparse.Namespace], int] = (
-        getattr(args, "handler", None) or commands[args.command]
+        getattr(args, "handler", None) or _module(GROUPS[args.command]).run
     )
     return handler(args)
-
-
-def _registry_config(args: argparse.Namespace) -> int:
-    print(registry_config_block(load_settings(args.config)), end="")
-    return 0
-
-
-def _config_reference(update: Path | None) -> int:
-    reference = render_reference()
-    if update is None:
-        print(reference, end="")
-        return 0
-    update.write_text(
-        replace_block(update.read_text(encoding="utf-8"), reference), encoding="utf-8"
-    )
-    print(f"updated the configuration reference in {update}")
-    return 0
 
 
 def _workers(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError("must be a whole number >= 0 (0: one per CPU)")
     return int(text)
-
-
-def _serve(args: argparse.Namespace, serve: Serve) -> int:
-    settings = load_settings(args.config)
-    if args.workers is not None:
-        settings = settings.model_copy(update={"workers": args.workers})
-    if uses_embedded_defaults(args):
-        _prepare_development(settings)
-    print(registry_config_block(settings), end="", flush=True)
-    serve(settings, args.host, args.port)
-    return 0
-
-
-def _prepare_development(settings: Settings) -> None:
-    """Without a config file: make a development key and an empty user file when missing."""
-    print("registry-auth: no --config given: running on the embedded development defaults")
-    if not has_keys(settings.keys_dir):
-        key = generate_key(settings.keys_dir)
-        print(f"registry-auth: generated development key {key.kid} in {settings.keys_dir}")
-    if settings.htpasswd is not None and not settings.htpasswd.exists():
-        settings.htpasswd.touch(mode=0o600)
-        print(
-            f"registry-auth: created empty {settings.htpasswd}; "
-            "add users with `registry-auth users add NAME`"
-        )
-
-
-def registry_config_block(settings: Settings) -> str:
-    """The `auth: token:` block for the registry's config.yml."""
-    return (
-        "# Paste into the registry's config.yml:\n"
-        "auth:\n"
-        "  token:\n"
-        f'    realm: "{settings.realm}"\n'
-        f'    service: "{settings.service}"\n'
-        f'    issuer: "{settings.issuer}"\n'
-        f'    rootcertbundle: "{bundle_path(settings.keys_dir).resolve()}"\n'
-    )

@@ -12,16 +12,14 @@ from app.authz.base import Requester
 from app.authz.engine import explain
 from app.authz.files import load_policy
 from app.authz.report import explanation_data, render_text
-from app.cli_common import CommandGroup, config_option, uses_embedded_defaults
+from app.cli_common import config_option, uses_embedded_defaults
 from app.errors import ConfigError, PolicyError
 from app.protocol.scopes import parse_scopes
 from app.settings import load_settings
 
 
-def add_acl_commands(commands: CommandGroup) -> None:
-    acl = commands.add_parser("acl", help="check and explain the ACL policy").add_subparsers(
-        dest="acl_command", required=True, metavar="ACL_COMMAND"
-    )
+def add_commands(parser: argparse.ArgumentParser) -> None:
+    acl = parser.add_subparsers(dest="acl_command", required=True, metavar="ACL_COMMAND")
     check = acl.add_parser("check", help="validate the ACL file; non-zero exit with the errors")
     explain = acl.add_parser("explain", help="show what a request gets, and which rules decide")
     for sub in (check, explain):
@@ -39,7 +37,7 @@ def add_acl_commands(commands: CommandGroup) -> None:
     explain.add_argument("scopes", nargs="+", metavar="SCOPE", help="e.g. repository:team/app:pull")
 
 
-def run_acl(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """`acl check` / `acl explain`; an invalid policy prints every problem and exits 1."""
     settings = (
         None

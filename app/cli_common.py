@@ -9,8 +9,8 @@ import re
 from pathlib import Path
 from typing import TypeAlias
 
+from app import CONFIG_ENV
 from app.errors import RegistryAuthError
-from app.settings import CONFIG_ENV
 
 # argparse's private type of `add_subparsers()`; a string so it is never subscripted at run time.
 CommandGroup: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"

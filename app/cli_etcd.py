@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from app.cli_common import CommandGroup, config_option
+from app.cli_common import config_option
 from app.errors import ConfigError
 from app.etcd.backend import KeyBackend, open_backend
 from app.etcd.publisher import Publisher
@@ -12,15 +12,13 @@ from app.etcd.record import describe, desired_record, encode_record, matches
 from app.settings import load_settings
 
 
-def add_etcd_commands(commands: CommandGroup) -> None:
-    etcd = commands.add_parser("etcd", help="the registry's auth record in etcd").add_subparsers(
-        dest="etcd_command", required=True, metavar="ETCD_COMMAND"
-    )
+def add_commands(parser: argparse.ArgumentParser) -> None:
+    etcd = parser.add_subparsers(dest="etcd_command", required=True, metavar="ETCD_COMMAND")
     config_option(etcd.add_parser("publish", help="write realm/issuer/service once and exit"))
     config_option(etcd.add_parser("show", help="print the stored record; exit 1 if it differs"))
 
 
-def run_etcd(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """`etcd publish` replaces a hand-run `etcdctl set`; `etcd show` checks what is there."""
     settings = load_settings(args.config)
     if settings.etcd is None:

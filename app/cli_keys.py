@@ -1,26 +1,28 @@
 """`registry-auth keys ...`: the key ring commands (generate, list, add, promote, retire, rotate,
 jwks; sync lives in app.cli_keys_sync). Each step of a rotation is its own command, refused
-with a reason when it is unsafe."""
+with a reason when it is unsafe.
+
+The settings (pydantic) and the registry client (httpx) are imported where they are used:
+`keys sync --keys-dir`, a pod's sidecar for days, needs neither (~27 MiB instead of ~55)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import ssl
 import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
-
-from app.cli_common import CommandGroup, cacert_option, parse_duration, say
+from app.cli_common import cacert_option, parse_duration, say
 from app.cli_common import keys_subcommand as _sub
+from app.cli_keys_sync import add_keys_sync_command
 from app.errors import KeyStoreError, RotationRefusedError
 from app.keys import ring
 from app.keys.jwks import KidFormat, jwks_document
-from app.keys.model import Algorithm, KeyState
+from app.keys.model import Algorithm, KeyState, SigningKey
 from app.keys.ring import Entries, RingEntry
 from app.keys.store import (
     add_key,
@@ -32,18 +34,16 @@ from app.keys.store import (
     update_ring,
     write_public_file,
 )
-from app.registry_check import TIMEOUT_SECONDS, check_urls, tls_verify, wait_until_trusted
-from app.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 Clock = Callable[[], datetime]
 Sleep = Callable[[float], None]
 
 
-def add_keys_commands(commands: CommandGroup) -> CommandGroup:
-    """The `keys` command group; returns it, for `keys sync` (app.cli_keys_sync) to join."""
-    keys = commands.add_parser("keys", help="manage signing keys").add_subparsers(
-        dest="keys_command", required=True, metavar="KEYS_COMMAND"
-    )
+def add_commands(parser: argparse.ArgumentParser) -> None:
+    keys = parser.add_subparsers(dest="keys_command", required=True, metavar="KEYS_COMMAND")
     generate = _sub(keys, "generate", "create the first signing key (active at once)")
     _new_key_options(generate)
     generate.add_argument(
@@ -89,7 +89,7 @@ def add_keys_commands(commands: CommandGroup) -> CommandGroup:
     jwks.add_argument(
         "--output", type=Path, help="file to write (default KEYS_DIR/jwks.json; - for stdout)"
     )
-    return keys
+    add_keys_sync_command(keys)
 
 
 def _new_key_options(parser: argparse.ArgumentParser) -> None:
@@ -97,11 +97,9 @@ def _new_key_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--days", type=int, default=365, help="certificate validity (default 365)")
 
 
-def run_keys(
-    args: argparse.Namespace, *, clock: Clock | None = None, sleep: Sleep = time.sleep
-) -> int:
+def run(args: argparse.Namespace, *, clock: Clock | None = None, sleep: Sleep = time.sleep) -> int:
     """Run one `keys` command; RegistryAuthError (refusals included) goes to the caller."""
-    keys_dir: Path = args.keys_dir or load_settings(args.config).keys_dir
+    keys_dir: Path = args.keys_dir or _settings(args).keys_dir
     if getattr(args, "days", 1) <= 0:
         raise KeyStoreError("--days must be a positive number of days")
     return _COMMANDS[args.keys_command](args, keys_dir, clock or _utcnow, sleep)
@@ -137,7 +135,13 @@ def _cmd_jwks(args: argparse.Namespace, keys_dir: Path, _now: Clock, _: Sleep) -
 
 
 def _window(args: argparse.Namespace) -> ring.TokenWindow:
-    return ring.TokenWindow.of(load_settings(args.config))
+    return ring.TokenWindow.of(_settings(args))
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    from app.settings import load_settings  # noqa: PLC0415 - see the module's docstring
+
+    return load_settings(args.config)
 
 
 def _generate(args: argparse.Namespace, keys_dir: Path, now: Clock) -> int:
@@ -224,33 +228,39 @@ def _retire(
 def _rotate(args: argparse.Namespace, keys_dir: Path, now: Clock, sleep: Sleep) -> int:
     # Every option is checked before the key is added: a refusal must leave the ring as it was.
     delay = parse_duration(args.promote_after) if args.promote_after is not None else None
-    watch = _registry_watch(args) if args.promote_when_trusted else None
+    wait = _trust_wait(args) if args.promote_when_trusted else None
     entry = add_key(keys_dir, Algorithm(args.algorithm), days=args.days, clock=now)
     _print_added(entry)
     if delay is not None:
         print(f"promoting {entry.kid} in {delay} s", flush=True)
         sleep(delay)
-    elif watch is not None:
-        key = next(k for k in load_keyring(keys_dir).keys if k.kid == entry.kid)
-        settings, verify, every, give_up = watch
-        with httpx.Client(timeout=TIMEOUT_SECONDS, verify=verify) as client:
-            wait_until_trusted(
-                client, args.promote_when_trusted, settings, key, every=every,
-                give_up_after=give_up, sleep=sleep, say=say,
-            )  # fmt: skip
+    elif wait is not None:
+        wait(next(k for k in load_keyring(keys_dir).keys if k.kid == entry.kid), sleep)
     else:
         return 0
     return _promote(keys_dir, entry.kid, _window(args), now())
 
 
-def _registry_watch(args: argparse.Namespace) -> tuple[Settings, ssl.SSLContext | bool, int, int]:
-    """What --promote-when-trusted needs, every option checked."""
-    check_urls(args.promote_when_trusted)
+def _trust_wait(args: argparse.Namespace) -> Callable[[SigningKey, Sleep], None]:
+    """--promote-when-trusted: every option checked now, a wait for the new key."""
+    from app import registry_check as check  # noqa: PLC0415 - see the module's docstring
+
+    urls: list[str] = args.promote_when_trusted
+    check.check_urls(urls)
     every = parse_duration(args.check_every, "--check-every")
     give_up = parse_duration(args.give_up_after, "--give-up-after")
     if every < 1:
         raise KeyStoreError("--check-every must be at least 1s")
-    return load_settings(args.config), tls_verify(args.cacert), every, give_up
+    settings, verify = _settings(args), check.tls_verify(args.cacert)
+
+    def wait(key: SigningKey, sleep: Sleep) -> None:
+        with check.registry_client(verify) as client:
+            check.wait_until_trusted(
+                client, urls, settings, key, every=every, give_up_after=give_up, sleep=sleep,
+                say=say,
+            )  # fmt: skip
+
+    return wait
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Path, Clock, Sleep], int]] = {

@@ -15,7 +15,6 @@ from pathlib import Path
 from app.cli_common import CommandGroup, keys_subcommand, parse_duration, say
 from app.errors import KeyStoreError
 from app.keys.mirror import copy_ring, follow
-from app.settings import load_settings
 
 
 def add_keys_sync_command(keys: CommandGroup) -> None:
@@ -37,7 +36,7 @@ def add_keys_sync_command(keys: CommandGroup) -> None:
 
 def run_keys_sync(args: argparse.Namespace, *, sleep: Callable[[float], None] = time.sleep) -> int:
     source: Path = args.source
-    keys_dir: Path = args.keys_dir or load_settings(args.config).keys_dir
+    keys_dir: Path = args.keys_dir or _configured_keys_dir(args.config)
     interval = parse_duration(args.interval, "--interval")
     if interval < 1:
         raise KeyStoreError("--interval must be at least 1s")
@@ -50,6 +49,14 @@ def run_keys_sync(args: argparse.Namespace, *, sleep: Callable[[float], None] = 
     with _exit_on_sigterm():
         follow(source, keys_dir, every=interval, sleep=sleep, say=say, warn=_warn)
     raise AssertionError("unreachable")  # pragma: no cover - follow() ends only by SIGTERM
+
+
+def _configured_keys_dir(config: Path | None) -> Path:
+    # Imported here: with --keys-dir (as the shipped pod runs it) the sidecar never loads
+    # pydantic and the settings, half of its memory.
+    from app.settings import load_settings  # noqa: PLC0415
+
+    return load_settings(config).keys_dir
 
 
 def _warn(text: str) -> None:

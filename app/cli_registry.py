@@ -5,20 +5,13 @@ from __future__ import annotations
 
 import argparse
 
-import httpx
-
-from app.cli_common import CommandGroup, cacert_option, config_option, keys_dir_option
+from app.cli_common import cacert_option, config_option, keys_dir_option
 from app.keys.store import load_keyring, read_entries
-from app.registry_check import TIMEOUT_SECONDS, check_registry, check_urls, tls_verify
+from app.registry_check import check_registry, check_urls, registry_client, tls_verify
 from app.settings import load_settings
 
 
-def add_registry_check_command(commands: CommandGroup) -> None:
-    text = (
-        "ask registries whether they send clients here (realm, service) and which keys of the "
-        "ring they trust: run it before `keys promote`"
-    )
-    check = commands.add_parser("registry-check", help=text, description=text)
+def add_commands(check: argparse.ArgumentParser) -> None:
     config_option(check)
     keys_dir_option(check)
     cacert_option(check)
@@ -30,14 +23,14 @@ def add_registry_check_command(commands: CommandGroup) -> None:
     )
 
 
-def run_registry_check(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     check_urls(args.urls)
     keys_dir = args.keys_dir or settings.keys_dir
     key_ring, entries = load_keyring(keys_dir), {e.kid: e for e in read_entries(keys_dir)}
     keys = [(key, entries[key.kid]) for key in key_ring.keys if key.kid in entries]
     problems = 0
-    with httpx.Client(timeout=TIMEOUT_SECONDS, verify=tls_verify(args.cacert)) as client:
+    with registry_client(tls_verify(args.cacert)) as client:
         for url in args.urls:
             print(f"{url}:")
             for finding in check_registry(client, url, settings, keys):

@@ -10,15 +10,13 @@ from pathlib import Path
 from app.authn.robot_store import create_robot, list_robots, parse_expiry, revoke_robot, robot_name
 from app.authn.robots import format_time
 from app.backend_settings import ROBOT_PREFIX, RobotsBackend
-from app.cli_common import CommandGroup, config_option
+from app.cli_common import config_option
 from app.errors import UserStoreError
 from app.settings import load_settings
 
 
-def add_robots_commands(commands: CommandGroup) -> None:
-    robots = commands.add_parser("robots", help="manage robot accounts").add_subparsers(
-        dest="robots_command", required=True, metavar="ROBOTS_COMMAND"
-    )
+def add_commands(parser: argparse.ArgumentParser) -> None:
+    robots = parser.add_subparsers(dest="robots_command", required=True, metavar="ROBOTS_COMMAND")
     create = robots.add_parser("create", help="create a robot; prints its secret once")
     create.add_argument("name", help=f"NAME (the account is {ROBOT_PREFIX}NAME)")
     create.add_argument("--groups", nargs="*", default=[], help="groups of the robot")
@@ -30,7 +28,7 @@ def add_robots_commands(commands: CommandGroup) -> None:
         sub.add_argument("--robots-file", type=Path, help="robots file (overrides the config)")
 
 
-def run_robots(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     path = _robots_path(args)
     if args.robots_command == "list":
         now = time.time()

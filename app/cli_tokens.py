@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from app.assembly import refresh_tokens_from_settings
-from app.cli_common import CommandGroup, config_option
+from app.cli_common import config_option
 from app.errors import ConfigError
 from app.protocol.tokens import rfc3339
 from app.settings import load_settings
@@ -15,10 +15,8 @@ from app.state.model import RefreshRecord
 _LISTING_ROW = "{:<16}  {:<15}  {:<15}  {:<20}  {:<20}  {}"
 
 
-def add_tokens_commands(commands: CommandGroup) -> None:
-    tokens = commands.add_parser("tokens", help="list and revoke refresh tokens").add_subparsers(
-        dest="tokens_command", required=True, metavar="TOKENS_COMMAND"
-    )
+def add_commands(parser: argparse.ArgumentParser) -> None:
+    tokens = parser.add_subparsers(dest="tokens_command", required=True, metavar="TOKENS_COMMAND")
     listing = tokens.add_parser("list", help="id, account, client, created, last used, expiry")
     config_option(listing)
     listing.add_argument("--account", help="only this account's tokens")
@@ -30,7 +28,7 @@ def add_tokens_commands(commands: CommandGroup) -> None:
     which.add_argument("--all", action="store_true", help="every token")
 
 
-def run_tokens(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """The store holds only hashes: no command can print a refresh token."""
     tokens = refresh_tokens_from_settings(load_settings(args.config))
     if tokens is None:

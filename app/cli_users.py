@@ -9,15 +9,13 @@ from pathlib import Path
 
 from app.authn.users import list_accounts, remove_user, set_user
 from app.backend_settings import HtpasswdBackend
-from app.cli_common import CommandGroup, config_option
+from app.cli_common import config_option
 from app.errors import UserStoreError
 from app.settings import load_settings
 
 
-def add_users_commands(commands: CommandGroup) -> None:
-    users = commands.add_parser("users", help="manage htpasswd users").add_subparsers(
-        dest="users_command", required=True, metavar="USERS_COMMAND"
-    )
+def add_commands(parser: argparse.ArgumentParser) -> None:
+    users = parser.add_subparsers(dest="users_command", required=True, metavar="USERS_COMMAND")
     for name, text in (("add", "add a user or change a password"), ("remove", "remove a user")):
         sub = users.add_parser(name, help=text)
         sub.add_argument("name")
@@ -32,7 +30,7 @@ def _users_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--htpasswd", type=Path, help="htpasswd file (overrides `htpasswd`)")
 
 
-def run_users(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     path = _htpasswd_path(args)
     if args.users_command == "list":
         for account in list_accounts(path):

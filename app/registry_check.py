@@ -193,6 +193,11 @@ def check_urls(urls: Sequence[str]) -> None:
             raise RegistryAuthError(f"{url}: give the registry's URL, https://HOST[:PORT]")
 
 
+def registry_client(verify: ssl.SSLContext | bool) -> httpx.Client:
+    """The client that asks the registries, each request within TIMEOUT_SECONDS."""
+    return httpx.Client(timeout=TIMEOUT_SECONDS, verify=verify)
+
+
 def tls_verify(cacert: Path | None) -> ssl.SSLContext | bool:
     """httpx's `verify` for the registries: the system's CAs, or those in `cacert`."""
     if cacert is None:

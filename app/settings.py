@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from app import CONFIG_ENV
 from app.backend_settings import BackendSettings, check_backend_list, resolve_backend_paths
 from app.errors import ConfigError
 from app.settings_sections import (
@@ -32,7 +33,6 @@ from app.settings_sections import (
 )
 
 ENV_PREFIX = "REGISTRY_AUTH_"
-CONFIG_ENV = "REGISTRY_AUTH_CONFIG"
 
 # What `registry-auth serve` runs with when no config file is given: loopback only, a development
 # key generated into keys/, users from users.htpasswd in the working directory.

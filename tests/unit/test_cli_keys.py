@@ -11,7 +11,7 @@ import pytest
 
 from app.cli import build_parser
 from app.cli_common import parse_duration
-from app.cli_keys import run_keys
+from app.cli_keys import run as run_keys
 from app.errors import KeyStoreError, RegistryAuthError, RotationRefusedError
 from app.keys.model import KeyState
 from app.keys.store import read_entries
