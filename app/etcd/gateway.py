@@ -31,6 +31,7 @@ from pydantic import SecretStr
 from urllib3.exceptions import HTTPError, NewConnectionError, SSLError
 from urllib3.exceptions import TimeoutError as HTTPTimeoutError
 
+from app.etcd.handshake import refused_certificate
 from app.etcd.kv import Json, KeyValue, RangeResult, TxnResult, b64
 
 T = TypeVar("T")
@@ -285,20 +286,12 @@ def _revision(answer: Json) -> int:
     return int(answer["header"].get("revision", 0))
 
 
-# How a server that refuses our client certificate (or its absence) ends a TLS 1.3 handshake,
-# seen from here: it hangs up (EOF) or, as often under load, its alert arrives first.
-_CLIENT_CERT_REFUSED = ("EOF occurred", "ALERT_BAD_CERTIFICATE", "ALERT_CERTIFICATE_REQUIRED")
-
-
 def _explain_transport(exc: Exception) -> str:
     if isinstance(exc, NewConnectionError):  # before timeouts: urllib3 makes it one of them
         text = str(exc)
         return "connection refused" if "refused" in text.lower() else f"cannot connect ({text})"
     if isinstance(exc, HTTPTimeoutError):
         return "timed out"
-    if isinstance(exc, SSLError) and any(sign in str(exc) for sign in _CLIENT_CERT_REFUSED):
-        return (
-            f"etcd ended the TLS handshake ({exc}): "
-            "does it want a client certificate, signed by a CA it trusts?"
-        )
+    if isinstance(exc, SSLError) and (refused := refused_certificate(str(exc))):
+        return refused
     return str(exc) or type(exc).__name__

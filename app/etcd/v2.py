@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import etcd
 
 from app.errors import EtcdConflictError, EtcdError
+from app.etcd.handshake import refused_certificate
 from app.etcd.record import Snapshot
 from app.settings_sections import EtcdSettings
 
@@ -135,7 +136,8 @@ def explain(exc: BaseException) -> str:
     if isinstance(exc, etcd.EtcdInsufficientPermissions):
         return "etcd refused the request: wrong username/password, or no permission on the key"
     if isinstance(exc, etcd.EtcdConnectionFailed):
-        return f"cannot connect ({_root_cause(exc)})"
+        cause = _root_cause(exc)
+        return refused_certificate(cause) or f"cannot connect ({cause})"
     if isinstance(exc, etcd.EtcdKeyNotFound):
         # A plain HTTP 404 without etcd's error body: something else listens there, or an
         # etcd 3.4/3.5 started without --enable-v2=true.

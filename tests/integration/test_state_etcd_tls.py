@@ -1,5 +1,5 @@
 """etcd over TLS with client certificates (the real etcd 3.4, `--client-cert-auth`): the state
-stores and the v3 publisher's watch through it, the service keeping refresh tokens there, and
+stores and the publisher (v2 and v3) through it, the service keeping refresh tokens there, and
 each way the handshake can fail a clear error naming the endpoint."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from app.errors import StateStoreError
+from app.errors import EtcdError, StateStoreError
+from app.etcd.backend import open_backend
 from app.etcd.failure_store import EtcdFailureStore
 from app.etcd.refresh_store import EtcdRefreshStore
 from app.etcd.state import open_state_client
-from app.etcd.v3 import GatewayBackend
 from app.settings_sections import EtcdSettings, StateSettings
 from tests.integration.support.authserver import start_auth_server
 from tests.integration.support.etcd import EtcdServer, start_etcd
@@ -78,22 +78,47 @@ class TestEtcdFailureStoreOverTls(FailureStoreContract):
         store.close()
 
 
-def test_the_publishers_watch_streams_over_tls(etcd: EtcdServer, tls: TlsFiles) -> None:
-    settings = EtcdSettings(
-        endpoints=[etcd.tls_url],
-        api="v3",
-        key="/t/published",
-        ca_cert=tls.ca,
-        client_cert=tls.client_cert,
-        client_key=tls.client_key,
-    )
-    backend = GatewayBackend(settings)
+def publisher_settings(etcd: EtcdServer, tls: TlsFiles, api: str, **changes: Any) -> EtcdSettings:
+    values: dict[str, Any] = {
+        "endpoints": [etcd.tls_url],
+        "api": api,
+        "key": f"/t/published-{api}",
+        "ca_cert": tls.ca,
+        "client_cert": tls.client_cert,
+        "client_key": tls.client_key,
+    }
+    return EtcdSettings(**{**values, **changes})
+
+
+@pytest.mark.parametrize("api", ["v2", "v3"])
+def test_the_publisher_writes_and_watches_over_tls(
+    etcd: EtcdServer, tls: TlsFiles, api: str
+) -> None:
+    settings = publisher_settings(etcd, tls, api)
+    backend = open_backend(settings)
     revision = backend.create('{"realm":"r"}')
+    assert etcd.get(api, settings.key) == '{"realm":"r"}'
     assert backend.wait_for_change(revision, 0.5) is False  # nothing changed: the read times out
-    etcd.etcdctl("v3", "put", "/t/published", '{"realm":"changed"}')
+    etcd.put(api, settings.key, '{"realm":"changed"}')
     assert backend.wait_for_change(revision, 5.0) is True
     assert backend.read().value == '{"realm":"changed"}'
     backend.close()
+
+
+@pytest.mark.parametrize("api", ["v2", "v3"])
+def test_a_refused_client_certificate_reads_the_same_from_both_apis(
+    etcd: EtcdServer, tls: TlsFiles, stranger: TlsFiles, api: str
+) -> None:
+    for client_cert, client_key in [(None, None), (stranger.client_cert, stranger.client_key)]:
+        backend = open_backend(
+            publisher_settings(etcd, tls, api, client_cert=client_cert, client_key=client_key)
+        )
+        with pytest.raises(EtcdError) as caught:
+            backend.read()
+        message = str(caught.value)
+        assert message.startswith(f"etcd {api} at {etcd.tls_url}"), message
+        assert "does it want a client certificate, signed by a CA it trusts?" in message, message
+        backend.close()
 
 
 def failed_handshakes(tls: TlsFiles, stranger: TlsFiles) -> dict[str, dict[str, Any]]:
