@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Network, IPv6Network, ip_network
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network, summarize_address_range
 from typing import Any
 
 import yaml
@@ -216,9 +216,11 @@ class _Parser:
         networks: list[Network] = []
         for text in self.strings(f"{where}.match.ip", raw["ip"]) or []:
             try:
-                networks.append(ip_network(text))
+                networks.extend(_networks(text))
             except ValueError as exc:
-                self.problem(f"{where}.match.ip", f"{text!r} is not an address or CIDR: {exc}")
+                self.problem(
+                    f"{where}.match.ip", f"{text!r} is not an address, CIDR or range: {exc}"
+                )
         return tuple(networks)
 
     def actions(self, where: str, raw: object) -> frozenset[str]:
@@ -250,3 +252,17 @@ def render_rule(raw: Mapping[str, Any]) -> str:
     return yaml.safe_dump(
         dict(raw), default_flow_style=True, sort_keys=False, width=1_000_000
     ).strip()
+
+
+def _networks(text: str) -> list[Network]:
+    """An address, a CIDR, or a range `FIRST-LAST` (both included; the form LAIN's
+    `registry_ip_whitelist` used) as the fewest networks that cover it exactly."""
+    if "-" not in text:
+        return [ip_network(text)]
+    first_text, last_text = (part.strip() for part in text.split("-", 1))
+    first, last = ip_address(first_text), ip_address(last_text)
+    if first.version != last.version:
+        raise ValueError("a range's two ends must both be IPv4 or both IPv6")
+    if first > last:  # type: ignore[operator]  # same version, checked above
+        raise ValueError(f"the range's first address {first} comes after its last {last}")
+    return list(summarize_address_range(first, last))

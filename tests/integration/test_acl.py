@@ -246,5 +246,5 @@ def test_invalid_acl_refuses_to_start(tmp_path: Path) -> None:
     assert result.returncode == 2, result
     assert (
         f"registry-auth: error: {tmp_path / 'acl.yaml'}: rules[0].match.ip: '10.0.0.1/8' is not "
-        "an address or CIDR: 10.0.0.1/8 has host bits set\n"
+        "an address, CIDR or range: 10.0.0.1/8 has host bits set\n"
     ) in result.stderr
