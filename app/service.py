@@ -18,15 +18,13 @@ from app.assembly import (
     refresh_tokens_from_settings,
     state_closers,
 )
-from app.authn.base import AccountLookup, Authenticator, AuthResult, Credentials, Outcome
+from app.authn.base import AccountLookup, Authenticator, AuthResult, Credentials
 from app.authn.build import build_authentication
 from app.authz.base import Authorizer, Requester
 from app.authz.default import DefaultAuthorizer
 from app.errors import (
-    AuthenticationError,
     InvalidGrantError,
     SigningUnavailableError,
-    TooManyAttemptsError,
     UnknownServiceError,
 )
 from app.keys.expiry import CertificateStatus, ExpiryState, ExpiryWatch
@@ -34,6 +32,7 @@ from app.keys.minting import Grant, Minter
 from app.keys.model import KeyRing
 from app.keys.signing import base64url
 from app.keys.store import RING_FILE, load_keyring
+from app.login import GuardedLogin
 from app.metrics import count, metrics
 from app.protocol.oauth import PasswordGrant, RefreshGrant
 from app.protocol.scopes import Scope
@@ -101,7 +100,7 @@ class TokenService:
         self._minter = Minter(settings, id_source)
         self._closers = (*closers, self._minter.aclose)
         self.throttle = throttle
-        self._sleep = sleep
+        self._login = GuardedLogin(authenticator, throttle, realm=settings.realm, sleep=sleep)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock = time.time) -> TokenService:
@@ -156,7 +155,7 @@ class TokenService:
             requester = Requester(None, service, frozenset(), client_ip)
             return await self._sign(requester, self.authorizer.authorize(requester, request.scopes))
         where = address_text(client_ip)
-        result = await self._authenticate(
+        result = await self._login.check(
             Credentials(credentials.account, credentials.password, service, where)
         )
         # docker login asks with offline_token=true and client_id=docker; no client_id, no
@@ -171,7 +170,7 @@ class TokenService:
         service = self._check_service(grant.service)
         where = address_text(client_ip)
         credentials = Credentials(grant.username, grant.password, service=service, client_ip=where)
-        result = await self._authenticate(credentials)
+        result = await self._login.check(credentials)
         client_id = grant.client_id if grant.offline else None
         return await self._issue_for(result, service, grant.scopes, client_ip, client_id)
 
@@ -264,37 +263,6 @@ class TokenService:
             raise UnknownServiceError(service, expected)
         return expected
 
-    async def _authenticate(self, credentials: Credentials) -> AuthResult:
-        """Check the password, after any delay or block the brute-force counters call for."""
-        throttle, account, where = self.throttle, credentials.account, credentials.client_ip
-        verdict = None
-        if throttle is not None:
-            # Nearly always answered at once, on the event loop: a hop to a worker thread and
-            # back would cost more than the read (it was a third of a cached login's CPU).
-            verdict = throttle.check_now(account, where)
-            if verdict is None:  # counters to read from etcd
-                verdict = await anyio.to_thread.run_sync(throttle.check, account, where)
-            if verdict.retry_after is not None:
-                count(metrics().throttles.labels("blocked"))
-                log.info("login of %r from %s blocked: too many failures", account, where)
-                raise TooManyAttemptsError(verdict.retry_after)
-            if verdict.delay > 0:
-                count(metrics().throttles.labels("delayed"))
-                await self._sleep(verdict.delay)
-        if self.authenticator is None:
-            result = AuthResult(Outcome.NOT_MINE)
-        else:
-            result = await self.authenticator.authenticate(credentials)
-        count(_password_checks(result.accepted))
-        if not result.accepted:
-            log.info("authentication failed for account %r", account)
-            if throttle is not None:
-                await anyio.to_thread.run_sync(throttle.failed, account, where)
-            raise AuthenticationError(self.settings.realm)
-        if throttle is not None and verdict is not None and verdict.pair_failures:
-            await anyio.to_thread.run_sync(throttle.succeeded, account, where, verdict)
-        return result
-
     def certificate_status(self) -> CertificateStatus:
         """Expiry of the active certificate; logged once whenever it changes (kid or state)."""
         return self._expiry.status()
@@ -326,11 +294,6 @@ class TokenService:
             signed.jti,
             reuse=reused,
         )
-
-
-@functools.cache  # labels() takes a lock and builds a key on every call
-def _password_checks(accepted: bool) -> Any:
-    return metrics().password_checks.labels("accepted" if accepted else "rejected")
 
 
 @functools.lru_cache(maxsize=4096)  # str() of an address object takes microseconds, every time
