@@ -7,7 +7,8 @@ them evenly; its HTTP layer is also Rust, not Python (see the README's Performan
 Each worker is a forked process running the whole app: its own lifespan, so file-reload polling
 and the etcd publisher run once per worker (harmless: both are idempotent), and its own caches.
 SIGTERM/SIGINT stop gracefully (each worker's lifespan shutdown runs); SIGHUP to the main
-process restarts the workers, which reloads everything.
+process restarts the workers, which reloads everything, when a new worker can start (see
+worker_problem).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from app.api.app import create_app
 from app.api.hardening import harden, uvicorn_options
 from app.api.metrics_http import use_multiprocess_dir
 from app.api.tls import ReloadingTLS
+from app.errors import RegistryAuthError
 from app.pools import default_threads
 from app.settings import Settings, split_listen
 
@@ -77,11 +79,21 @@ def run_granian(settings: Settings, options: ServerOptions) -> None:
     # Imported here: the single-process mode (and every test of it) needs no granian.
     from granian.constants import Interfaces  # noqa: PLC0415
     from granian.log import LogLevels  # noqa: PLC0415
-    from granian.server import Server  # noqa: PLC0415
+    from granian.server import MPServer  # noqa: PLC0415  # what granian.Server is with the GIL
 
     create_app(settings)  # fail here, in one process with one clear line, not in every worker
     use_multiprocess_dir()  # before the fork: every worker writes its counters there
-    server = Server(
+
+    class CheckedRollServer(MPServer):
+        def signal_handler_reload(self, *args: Any, **kwargs: Any) -> None:
+            """SIGHUP restarts the workers only when a new one can start (see worker_problem)."""
+            problem = worker_problem(settings)
+            if problem is not None:
+                log.error("SIGHUP ignored: a new worker could not start (%s)", problem)
+                return
+            super().signal_handler_reload(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+    server = CheckedRollServer(
         "registry-auth",  # a label only: the app comes from the loader below
         address=options.host,
         port=options.port,
@@ -105,6 +117,18 @@ def run_granian(settings: Settings, options: ServerOptions) -> None:
     server.serve(target_loader=load_app)
 
 
+def worker_problem(settings: Settings) -> str | None:
+    """Why a worker started now would fail (a key ring, user file or ACL broken since the
+    start), or None. A running worker keeps its last good copy of a broken file; a new one has
+    none and exits, and granian stops the old worker it replaces all the same, then exits after
+    a second crash: a roll of the workers onto a broken file would take the whole service down."""
+    try:
+        create_app(settings)
+    except RegistryAuthError as exc:
+        return str(exc)
+    return None
+
+
 def watch_tls_for_granian(settings: Settings) -> threading.Thread | None:
     """granian loads the certificate when a worker starts. So a thread of the main process polls
     the pair every `reload_interval`: when it changed and the new pair loads (checked in a
@@ -116,6 +140,7 @@ def watch_tls_for_granian(settings: Settings) -> threading.Thread | None:
     tls = ReloadingTLS(settings.tls)
 
     def watch() -> None:
+        waiting = False  # a new pair whose roll waits for the other files to load again
         while True:
             time.sleep(settings.reload_interval)
             try:
@@ -123,9 +148,17 @@ def watch_tls_for_granian(settings: Settings) -> threading.Thread | None:
             except Exception as exc:  # noqa: BLE001 - the watch must outlive one bad poll
                 log.error("TLS certificate check failed: %s", exc)  # noqa: TRY400
                 continue
-            if changed:
-                log.info("restarting the workers one by one for the new TLS certificate")
-                os.kill(os.getpid(), signal.SIGHUP)
+            if not (changed or waiting):
+                continue
+            problem = worker_problem(settings)
+            if problem is not None:
+                if not waiting:
+                    log.error("the new TLS certificate waits for the workers' files: %s", problem)
+                waiting = True
+                continue
+            waiting = False
+            log.info("restarting the workers one by one for the new TLS certificate")
+            os.kill(os.getpid(), signal.SIGHUP)
 
     thread = threading.Thread(target=watch, name="tls-watch", daemon=True)
     thread.start()

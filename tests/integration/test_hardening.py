@@ -163,6 +163,45 @@ def test_direct_tls_serves_https_and_reloads_a_changed_certificate(
         assert "restarting the workers one by one for the new TLS certificate" in server.log()
 
 
+def test_a_renewed_certificate_waits_while_a_new_worker_could_not_start(tmp_path: Path) -> None:
+    """granian loads the pair only at a worker's start, but a worker started onto a broken user
+    file would exit (taking the service down): the roll waits until the files load again."""
+    first, second = make_tls_files(tmp_path / "a"), make_tls_files(tmp_path / "b")
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copy(first.cert, served / "cert.pem")
+    shutil.copy(first.key, served / "key.pem")
+    server = launch_tls(tmp_path, served, workers=2)
+    users = server.workdir / "users.htpasswd"
+    good = users.read_text(encoding="utf-8")
+    users.write_text("ci:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n", encoding="utf-8")  # refused
+    shutil.copy(second.cert, served / "cert.pem")
+    shutil.copy(second.key, served / "key.pem")
+    deadline = time.monotonic() + 15
+    while "the new TLS certificate waits for the workers' files" not in server.log():
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.2)
+    time.sleep(1)
+    assert server.process.running, server.log()
+    assert "Respawning" not in server.log()
+    assert _served_certificate(server.port) == x509.load_pem_x509_certificate(
+        first.cert.read_bytes()
+    )
+
+    users.write_text(good, encoding="utf-8")  # fixed: the roll goes ahead
+    expected = x509.load_pem_x509_certificate(second.cert.read_bytes())
+    deadline = time.monotonic() + 20
+    while "Stopped old worker-2" not in server.log() or any(
+        _served_certificate(server.port) != expected for _ in range(10)
+    ):
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.2)
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(second.ca))) as client:
+        url = f"https://localhost:{server.port}/token"
+        response = client.get(url, params={"service": server.service}, auth=("ci", USERS["ci"]))
+        assert response.status_code == 200
+
+
 def launch_tls(tmp_path: Path, served: Path, workers: int = 1) -> AuthServer:
     from tests.integration.support.authserver import launch_auth_server  # noqa: PLC0415
 

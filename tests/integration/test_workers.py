@@ -4,10 +4,12 @@ password change refused at once by every worker (each has its own cache), SIGTER
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -105,5 +107,40 @@ def test_worker_scheduling_reaches_every_worker_thread(
             assert _thread_policies(pid) == {policy}, server.log()
         # The supervising process is left as it was started.
         assert _thread_policies(server.process.pid) == {os.SCHED_OTHER}
+    finally:
+        server.process.stop(timeout=15)
+
+
+def _granted(server: AuthServer, scope: str) -> list[str]:
+    answer = server.token([scope], ("alice", "pw"))
+    assert answer.status_code == 200, answer.text
+    claims = jwt.decode(answer.json()["token"], options={"verify_signature": False})
+    return [action for entry in claims["access"] for action in entry["actions"]]
+
+
+def test_sighup_onto_a_broken_file_keeps_the_workers_serving(tmp_path: Path) -> None:
+    """A new worker has no last good copy of a broken file and would exit; granian stops the
+    old worker all the same, and then the whole service: so a roll waits for the files."""
+    acl = tmp_path / "acl.yaml"
+    acl.write_text('rules:\n  - match: {account: "*"}\n    allow: [pull]\n', encoding="utf-8")
+    extra = {"workers": 2, "acl": str(acl)}
+    server = start_auth_server(tmp_path, users={"alice": "pw"}, extra_settings=extra)
+    try:
+        before = sorted(_worker_pids(server.process.pid))
+        acl.write_text("rules:\n  - match: {nonsense: 1}\n", encoding="utf-8")
+        os.kill(server.process.pid, signal.SIGHUP)
+        time.sleep(9)  # granian would have rolled both workers by now (3.5 s apart)
+        assert "SIGHUP ignored: a new worker could not start (" in server.log(), server.log()
+        assert server.process.running, server.log()
+        assert sorted(_worker_pids(server.process.pid)) == before
+        assert _granted(server, "repository:team/app:pull,push") == ["pull"]  # the old policy
+
+        acl.write_text('rules:\n  - match: {account: "*"}\n    allow: [pull, push]\n', "utf-8")
+        os.kill(server.process.pid, signal.SIGHUP)  # the files load again: the workers roll
+        deadline = time.monotonic() + 20
+        while set(_worker_pids(server.process.pid)) & set(before) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not set(_worker_pids(server.process.pid)) & set(before), server.log()
+        assert _granted(server, "repository:team/app:pull,push") == ["pull", "push"]
     finally:
         server.process.stop(timeout=15)
