@@ -18,6 +18,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,7 +112,7 @@ def run_granian(settings: Settings, options: ServerOptions) -> None:
         # Runs in each forked worker: every worker builds its own app, service and caches.
         # Before granian starts the worker's I/O threads: they inherit the policy.
         use_worker_scheduling(settings.worker_scheduling)
-        return create_app(settings)
+        return app_once_files_load(settings)
 
     watch_tls_for_granian(settings)
     server.serve(target_loader=load_app)
@@ -127,6 +128,21 @@ def worker_problem(settings: Settings) -> str | None:
     except RegistryAuthError as exc:
         return str(exc)
     return None
+
+
+def app_once_files_load(settings: Settings, sleep: Callable[[float], None] = time.sleep) -> Any:
+    """A worker's app. One that replaces a worker that died while a file is broken waits for
+    the file, polling every `reload_interval`, instead of exiting: granian would take a second
+    exit in a row for a crash loop and stop every worker."""
+    problem = None
+    while True:
+        try:
+            return create_app(settings)
+        except RegistryAuthError as exc:
+            if str(exc) != problem:
+                problem = str(exc)
+                log.error("worker %d waits for its files to load: %s", os.getpid(), problem)  # noqa: TRY400 - one line, no traceback
+            sleep(settings.reload_interval)
 
 
 def watch_tls_for_granian(settings: Settings) -> threading.Thread | None:

@@ -144,3 +144,39 @@ def test_sighup_onto_a_broken_file_keeps_the_workers_serving(tmp_path: Path) -> 
         assert _granted(server, "repository:team/app:pull,push") == ["pull", "push"]
     finally:
         server.process.stop(timeout=15)
+
+
+def test_a_worker_that_dies_while_a_file_is_broken_is_replaced_once_it_loads(
+    tmp_path: Path,
+) -> None:
+    """The replacement of a crashed worker waits for the broken file instead of exiting: a
+    second exit in a row would make granian stop every worker."""
+    acl = tmp_path / "acl.yaml"
+    acl.write_text('rules:\n  - match: {account: "*"}\n    allow: [pull]\n', encoding="utf-8")
+    extra = {"workers": 2, "acl": str(acl), "reload_interval": 0.5}
+    server = start_auth_server(tmp_path, users={"alice": "pw"}, extra_settings=extra)
+    try:
+        acl.write_text("rules:\n  - match: {nonsense: 1}\n", encoding="utf-8")
+        victim = _worker_pids(server.process.pid)[0]
+        os.kill(victim, signal.SIGKILL)  # the OOM killer, say
+        deadline = time.monotonic() + 15
+        while "waits for its files to load" not in server.log():
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.2)
+        time.sleep(6)  # past granian's 5.5 s crash-loop window
+        assert server.process.running, server.log()
+        assert "crash loop" not in server.log()
+        assert _granted(server, "repository:team/app:pull,push") == ["pull"]  # the survivor
+
+        acl.write_text('rules:\n  - match: {account: "*"}\n    allow: [pull, push]\n', "utf-8")
+        deadline = time.monotonic() + 15
+        while server.log().count("Started worker-") < 3:  # two at start, the replacement
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.2)
+        assert len(_worker_pids(server.process.pid)) == 2
+        wanted = ["pull", "push"]  # from both workers, whichever answers
+        while any(_granted(server, "repository:team/app:pull,push") != wanted for _ in range(10)):
+            assert time.monotonic() < deadline, server.log()  # the survivor's reload poll
+            time.sleep(0.2)
+    finally:
+        server.process.stop(timeout=15)
