@@ -18,7 +18,6 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,7 +129,7 @@ def worker_problem(settings: Settings) -> str | None:
     return None
 
 
-def app_once_files_load(settings: Settings, sleep: Callable[[float], None] = time.sleep) -> Any:
+def app_once_files_load(settings: Settings) -> Any:
     """A worker's app. One that replaces a worker that died while a file is broken waits for
     the file, polling every `reload_interval`, instead of exiting: granian would take a second
     exit in a row for a crash loop and stop every worker."""
@@ -141,8 +140,8 @@ def app_once_files_load(settings: Settings, sleep: Callable[[float], None] = tim
         except RegistryAuthError as exc:
             if str(exc) != problem:
                 problem = str(exc)
-                log.error("worker %d waits for its files to load: %s", os.getpid(), problem)  # noqa: TRY400 - one line, no traceback
-            sleep(settings.reload_interval)
+                log.error("worker %d waits for its files to load: %s", os.getpid(), problem)  # noqa: TRY400
+            time.sleep(settings.reload_interval)
 
 
 def watch_tls_for_granian(settings: Settings) -> threading.Thread | None:
