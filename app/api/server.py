@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,12 +86,18 @@ def run_granian(settings: Settings, options: ServerOptions) -> None:
 
     class CheckedRollServer(MPServer):
         def signal_handler_reload(self, *args: Any, **kwargs: Any) -> None:
-            """SIGHUP restarts the workers only when a new one can start (see worker_problem)."""
-            problem = worker_problem(settings)
+            problem = self.roll_workers()
             if problem is not None:
                 log.error("SIGHUP ignored: a new worker could not start (%s)", problem)
-                return
-            super().signal_handler_reload(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+        def roll_workers(self) -> str | None:
+            """Restart the workers one by one, as SIGHUP does, only when a new one can start;
+            else why not (see worker_problem). Safe from any thread: granian's main loop does
+            the restart."""
+            problem = worker_problem(settings)
+            if problem is None:
+                super().signal_handler_reload()  # type: ignore[no-untyped-call]
+            return problem
 
     server = CheckedRollServer(
         "registry-auth",  # a label only: the app comes from the loader below
@@ -113,7 +119,7 @@ def run_granian(settings: Settings, options: ServerOptions) -> None:
         use_worker_scheduling(settings.worker_scheduling)
         return app_once_files_load(settings)
 
-    watch_tls_for_granian(settings)
+    watch_tls_for_granian(settings, server.roll_workers)
     server.serve(target_loader=load_app)
 
 
@@ -144,12 +150,14 @@ def app_once_files_load(settings: Settings) -> Any:
             time.sleep(settings.reload_interval)
 
 
-def watch_tls_for_granian(settings: Settings) -> threading.Thread | None:
+def watch_tls_for_granian(
+    settings: Settings, roll_workers: Callable[[], str | None]
+) -> threading.Thread | None:
     """granian loads the certificate when a worker starts. So a thread of the main process polls
     the pair every `reload_interval`: when it changed and the new pair loads (checked in a
-    scratch context first: a half-written or mismatched pair is logged and ignored), a SIGHUP
-    to this process makes granian restart the workers one by one, each new one started before
-    the old one stops, as an operator's SIGHUP does."""
+    scratch context first: a half-written or mismatched pair is logged and ignored), granian
+    restarts the workers one by one, each new one started before the old one stops, as on an
+    operator's SIGHUP; while a new worker could not start, the roll waits."""
     if settings.tls is None:
         return None
     tls = ReloadingTLS(settings.tls)
@@ -165,7 +173,7 @@ def watch_tls_for_granian(settings: Settings) -> threading.Thread | None:
                 continue
             if not (changed or waiting):
                 continue
-            problem = worker_problem(settings)
+            problem = roll_workers()
             if problem is not None:
                 if not waiting:
                     log.error("the new TLS certificate waits for the workers' files: %s", problem)
@@ -173,7 +181,6 @@ def watch_tls_for_granian(settings: Settings) -> threading.Thread | None:
                 continue
             waiting = False
             log.info("restarting the workers one by one for the new TLS certificate")
-            os.kill(os.getpid(), signal.SIGHUP)
 
     thread = threading.Thread(target=watch, name="tls-watch", daemon=True)
     thread.start()
