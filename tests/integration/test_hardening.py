@@ -224,6 +224,7 @@ def launch_tls(tmp_path: Path, served: Path, workers: int = 1) -> AuthServer:
             assert time.monotonic() < deadline, server.log()
             time.sleep(0.2)
         else:
+            server.wait_workers()
             return server
 
 

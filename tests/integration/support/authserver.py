@@ -7,6 +7,7 @@ the integration tests also prove the commands an operator types.
 from __future__ import annotations
 
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ import yaml
 
 from tests.integration.support.procs import (
     ManagedProcess,
+    ProcessError,
     free_port,
     run_checked,
     start_process,
@@ -100,8 +102,24 @@ class AuthServer:
             return client.get(self.realm, params=params, auth=auth)
 
     def wait_ready(self) -> None:
-        """Until GET /healthz answers 200; ProcessError with the service's log otherwise."""
+        """Until GET /healthz answers 200 and every worker has started; ProcessError with the
+        service's log otherwise."""
         wait_for_http(self.process, f"{self.url}/healthz", ready=lambda r: r.status_code == 200)
+        self.wait_workers()
+
+    def wait_workers(self) -> None:
+        """Until each of several workers has started: the first answers before the others
+        have, and a test that then breaks a file or kills a worker would race their start."""
+        workers = self.settings.get("workers", 1)
+        deadline = time.monotonic() + 20
+        while (
+            isinstance(workers, int)
+            and workers > 1
+            and self.log().count("Started worker-") < workers
+        ):
+            if not self.process.running or time.monotonic() > deadline:
+                raise ProcessError(f"not all {workers} workers started:\n{self.log()}")
+            time.sleep(0.1)
 
     def stop(self) -> None:
         self.process.stop()
