@@ -31,7 +31,10 @@ def test_every_worker_writes_to_the_new_file_after_logrotate_moves_the_old_one(
             sent += 1
         rotated = audit.with_name("audit.jsonl.1")
         audit.rename(rotated)
-        time.sleep(1.0)  # a few polls: both workers have reopened the path
+        deadline = time.monotonic() + 10  # a few polls: both workers reopen the path
+        while server.log().count("was moved away: writing to a new file there") < 2:
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.1)
         for _ in range(20):  # spread over both workers (each connection is a new one)
             assert server.token([], ("alice", "pw")).status_code == 200
             sent += 1
