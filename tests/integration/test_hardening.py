@@ -254,7 +254,9 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(tmp_path: Path) -> N
 
     thread = threading.Thread(target=slow_login)
     thread.start()
-    time.sleep(0.7)
+    # The answer comes 2 s after the request arrives, so SIGTERM at 1.5 s finds it in flight;
+    # the wait before that leaves a loaded machine time to send and read the request.
+    time.sleep(1.5)
     server.process.popen.terminate()
     thread.join(15)
     assert result["response"].status_code == 200
