@@ -13,6 +13,7 @@ worker_problem).
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -62,6 +63,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
 
 def run_uvicorn(settings: Settings, options: ServerOptions) -> None:
     app = create_app(settings)
+    freeze_startup_heap()
     config = uvicorn.Config(
         app,
         host=options.host,
@@ -113,14 +115,29 @@ def run_granian(settings: Settings, options: ServerOptions) -> None:
         **_granian_tls(settings),
     )
 
-    def load_app(_label: str) -> Any:
-        # Runs in each forked worker: every worker builds its own app, service and caches.
-        # Before granian starts the worker's I/O threads: they inherit the policy.
-        use_worker_scheduling(settings.worker_scheduling)
-        return app_once_files_load(settings)
-
     watch_tls_for_granian(settings, server.roll_workers)
-    server.serve(target_loader=load_app)
+    server.serve(target_loader=lambda _label: worker_app(settings))
+
+
+def worker_app(settings: Settings) -> Any:
+    """What a granian worker serves. Runs in each forked worker (every worker builds its own
+    app, service and caches), before granian starts the worker's I/O threads: they inherit its
+    scheduling policy."""
+    use_worker_scheduling(settings.worker_scheduling)
+    app = app_once_files_load(settings)
+    freeze_startup_heap()
+    return app
+
+
+def freeze_startup_heap() -> None:
+    """Take what exists once the app is built (modules, the app, the loaded files: ~93,000
+    objects) out of the garbage collector's full passes. Such a pass otherwise walks all of it
+    to find nothing: 19 ms of CPU each here, and 94-100 ms during which a worker under load
+    answered nothing. Reference counting still frees these objects; only a cycle among them is
+    never collected (the first copy of a reloaded file's state, at most: later copies are not
+    frozen)."""
+    gc.collect()  # first the start's garbage (in a worker also the main process's check app)
+    gc.freeze()
 
 
 def worker_problem(settings: Settings) -> str | None:
