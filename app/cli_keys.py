@@ -139,9 +139,14 @@ def _window(args: argparse.Namespace) -> ring.TokenWindow:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    from app.settings import load_settings  # noqa: PLC0415 - see the module's docstring
+    """The config, read once per command (the key directory, the token window and the
+    registry wait each need it)."""
+    loaded: Settings | None = getattr(args, "loaded_settings", None)
+    if loaded is None:
+        from app.settings import load_settings  # noqa: PLC0415 - see the module's docstring
 
-    return load_settings(args.config)
+        loaded = args.loaded_settings = load_settings(args.config)
+    return loaded
 
 
 def _generate(args: argparse.Namespace, keys_dir: Path, now: Clock) -> int:
