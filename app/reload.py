@@ -12,14 +12,19 @@ file itself misses.
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Generic, TypeVar
+
+from pydantic import BaseModel
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Fingerprint = tuple[tuple[int, int, int] | None, ...]
+Clock = Callable[[], float]
 
 
 def fingerprint(paths: Sequence[Path]) -> Fingerprint:
@@ -71,3 +76,72 @@ class Reloadable(Generic[T]):
 
     def reload_if_changed(self) -> bool:
         return self.reload() if self.changed() else False
+
+
+def files_named(model: BaseModel) -> list[Path]:
+    """Every path a settings model names, in nested sections and lists too."""
+    found: list[Path] = []
+    for name in type(model).model_fields:
+        _collect_paths(getattr(model, name), found)
+    return found
+
+
+def _collect_paths(value: object, found: list[Path]) -> None:
+    if isinstance(value, Path):
+        found.append(value)
+    elif isinstance(value, BaseModel):
+        found.extend(files_named(value))
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _collect_paths(item, found)
+
+
+def tree_fingerprint(paths: Sequence[Path]) -> tuple[object, ...]:
+    """Like fingerprint, and also sees a chmod or chown (the ctime and mode) and, for a
+    directory, what is in it (the key directory's key files)."""
+    prints: list[object] = []
+    for path in paths:
+        prints.append(_stat_print(path))
+        try:
+            entries = sorted(os.scandir(path), key=lambda entry: entry.name)
+        except OSError:  # not a directory, or not there
+            continue
+        prints.extend((entry.name, _stat_print(Path(entry.path))) for entry in entries)
+    return tuple(prints)
+
+
+def _stat_print(path: Path) -> tuple[int, ...] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode, st.st_uid)
+
+
+class RetryGate:
+    """When a start that failed on a broken file is worth trying again: once one of the files
+    the settings name changed (its content, a rename onto it, a chmod or chown: the fix of a
+    key file's mode changes no content), or `every` seconds after the last try all the same
+    (a cause no file shows, such as a directory the service cannot write). A try builds a
+    whole app (~0.16 s of CPU: a dummy bcrypt hash and the key load), so retrying every
+    `reload_interval` while nobody touched the files burned ~9% of a core."""
+
+    def __init__(self, settings: BaseModel, every: float = 60.0, clock: Clock = time.monotonic):
+        self._paths = files_named(settings)
+        self._every = every
+        self._clock = clock
+        self._seen: tuple[object, ...] = ()
+        self._tried = 0.0
+        self.trying_now()
+
+    def worth_trying(self) -> bool:
+        """True when a try is due; the gate then counts one as made now."""
+        unchanged = tree_fingerprint(self._paths) == self._seen
+        if unchanged and self._clock() - self._tried < self._every:
+            return False
+        self.trying_now()
+        return True
+
+    def trying_now(self) -> None:
+        """A try starts (call it before): a change from now on makes the next one due."""
+        self._seen, self._tried = tree_fingerprint(self._paths), self._clock()

@@ -30,6 +30,7 @@ from app.api.metrics_http import use_multiprocess_dir
 from app.api.tls import ReloadingTLS
 from app.errors import RegistryAuthError
 from app.pools import default_threads
+from app.reload import RetryGate
 from app.settings import Settings, split_listen
 
 log = logging.getLogger(__name__)
@@ -154,9 +155,11 @@ def worker_problem(settings: Settings) -> str | None:
 
 def app_once_files_load(settings: Settings) -> Any:
     """A worker's app. One that replaces a worker that died while a file is broken waits for
-    the file, polling every `reload_interval`, instead of exiting: granian would take a second
-    exit in a row for a crash loop and stop every worker."""
+    the file instead of exiting (granian would take a second exit in a row for a crash loop and
+    stop every worker): it looks at the files every `reload_interval` and tries again when one
+    changed, or a minute after its last try (RetryGate)."""
     problem = None
+    gate = RetryGate(settings)  # before the first try: a fix made during it is seen
     while True:
         try:
             return create_app(settings)
@@ -164,6 +167,8 @@ def app_once_files_load(settings: Settings) -> Any:
             if str(exc) != problem:
                 problem = str(exc)
                 log.error("worker %d waits for its files to load: %s", os.getpid(), problem)  # noqa: TRY400
+        time.sleep(settings.reload_interval)
+        while not gate.worth_trying():
             time.sleep(settings.reload_interval)
 
 
@@ -181,6 +186,7 @@ def watch_tls_for_granian(
 
     def watch() -> None:
         waiting = False  # a new pair whose roll waits for the other files to load again
+        gate = RetryGate(settings)
         while True:
             time.sleep(settings.reload_interval)
             try:
@@ -188,7 +194,9 @@ def watch_tls_for_granian(
             except Exception as exc:  # noqa: BLE001 - the watch must outlive one bad poll
                 log.error("TLS certificate check failed: %s", exc)  # noqa: TRY400
                 continue
-            if not (changed or waiting):
+            if changed:
+                gate.trying_now()
+            elif not (waiting and gate.worth_trying()):
                 continue
             problem = roll_workers()
             if problem is not None:
