@@ -122,9 +122,9 @@ class RetryGate:
     """When a start that failed on a broken file is worth trying again: once one of the files
     the settings name changed (its content, a rename onto it, a chmod or chown: the fix of a
     key file's mode changes no content), or `every` seconds after the last try all the same
-    (a cause no file shows, such as a directory the service cannot write). A try builds a
-    whole app (~0.16 s of CPU: a dummy bcrypt hash and the key load), so retrying every
-    `reload_interval` while nobody touched the files burned ~9% of a core."""
+    (a cause no file shows, such as a directory the service cannot write). A try builds the
+    app up to the broken file (up to ~0.16 s of CPU: a dummy bcrypt hash, the key load):
+    tried every 2 s, a broken ACL cost 0.97 s of CPU in 30 s, against 0.07 s through the gate."""
 
     def __init__(self, settings: BaseModel, every: float = 60.0, clock: Clock = time.monotonic):
         self._paths = files_named(settings)
