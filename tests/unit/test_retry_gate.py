@@ -3,15 +3,14 @@ poll (RetryGate, app_once_files_load)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from app.api import server
-from app.keys.store import generate_key
 from app.keys.model import Algorithm
+from app.keys.store import generate_key
 from app.reload import RetryGate, files_named
 from app.settings import Settings, load_settings
 
@@ -84,7 +83,7 @@ def test_a_rewritten_file_is_tried_again_once(acl_settings: Settings) -> None:
     assert acl_settings.acl is not None
     replacement = acl_settings.acl.with_suffix(".new")
     replacement.write_text(GOOD_ACL + "# fixed\n")
-    os.replace(replacement, acl_settings.acl)  # as an editor or a ConfigMap swap does
+    replacement.replace(acl_settings.acl)  # as an editor or a ConfigMap swap does
     assert gate.worth_trying()
     assert not gate.worth_trying()
 
