@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 
 from pydantic import SecretStr
 
@@ -24,7 +23,7 @@ def parse_basic(header: str | None) -> Credentials | None:
         raise InvalidRequestError("Authorization header too long", parameter="Authorization")
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII in the header
         raise InvalidRequestError(
             "Authorization: Basic credentials are not base64 of UTF-8 user:password",
             parameter="Authorization",

@@ -55,6 +55,24 @@ def test_any_authorization_header_is_anonymous_credentials_or_a_400(header: str)
         assert parameter == "Authorization"
 
 
+@given(st.text(max_size=200))
+def test_any_basic_value_is_credentials_or_a_400(value: str) -> None:
+    """Whatever follows `Basic ` (a header's bytes reach the parser as latin-1 text)."""
+    try:
+        parse_basic("Basic " + value)
+    except InvalidRequestError as exc:
+        parameter = exc.parameter
+        assert parameter == "Authorization"
+
+
+@pytest.mark.parametrize(
+    "value", ["\u00c3\u00a9", "YWxpY2U6\u00ff", "\u0080", "\uff39\uff37\uff38"]
+)
+def test_non_ascii_where_base64_belongs_is_a_400(value: str) -> None:
+    with pytest.raises(InvalidRequestError, match="not base64"):
+        parse_basic("Basic " + value)
+
+
 COMPONENT = st.from_regex(r"[a-z0-9]{1,8}(?:[._-][a-z0-9]{1,8}){0,2}", fullmatch=True)
 NAMES = st.lists(COMPONENT, min_size=1, max_size=4).map("/".join)
 ACTIONS = st.lists(st.sampled_from(["pull", "push", "delete", "*"]), min_size=1, max_size=4)
