@@ -10,6 +10,7 @@ written to the audit log.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -30,6 +31,14 @@ REFUSAL_HEADERS = ((b"connection", b"close"),)
 _SAFE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 
+_CODES = {408: "request_timeout", 413: "request_too_large", 431: "headers_too_large"}
+
+
+class ClientGoneError(Exception):
+    """The client closed the connection before its whole request arrived: nothing to judge
+    (a truncated form is not the request it meant) and nobody to answer."""
+
+
 class LimitExceededError(Exception):
     def __init__(self, status: int, message: str, parameter: str | None = None) -> None:
         super().__init__(message)
@@ -38,7 +47,7 @@ class LimitExceededError(Exception):
         self.parameter = parameter
 
     def body(self) -> bytes:
-        code = {413: "request_too_large", 431: "headers_too_large"}.get(self.status, "invalid")
+        code = _CODES.get(self.status, "invalid")
         body: dict[str, str] = {"details": self.message, "error": code}
         if self.parameter is not None:
             body["parameter"] = self.parameter
@@ -68,25 +77,41 @@ class LimitsMiddleware:
         except LimitExceededError as exc:
             await _refuse(send, exc)
             return
+        except ClientGoneError:
+            return
         await self.app(scope, _replay(body, receive), send)
 
 
 async def read_body(scope: Scope, receive: Receive, limits: LimitSettings) -> bytes:
-    """The whole body, at most `max_body_bytes` of it (413 beyond); none for GET and HEAD."""
-    limit = limits.max_body_bytes
+    """The whole body, at most `max_body_bytes` of it (413 beyond), within
+    `limits.header_timeout` of the headers (408 after); none for GET and HEAD. ClientGoneError
+    when the client closes the connection before the body's end.
+
+    The timeout is here, in the app, because granian bounds only the time to send the headers:
+    a client announcing a body and dripping it (or sending none) held its connection for good.
+    """
     if scope["method"] in ("GET", "HEAD"):
         return b""
+    try:
+        async with asyncio.timeout(limits.header_timeout):
+            return await _read_all(receive, limits.max_body_bytes)
+    except TimeoutError:
+        raise LimitExceededError(
+            408, f"the request body was not sent within {limits.header_timeout:g} s"
+        ) from None
+
+
+async def _read_all(receive: Receive, limit: int) -> bytes:
     body = bytearray()
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            break  # the client went away; the app sees an empty body
+            raise ClientGoneError
         body.extend(message.get("body", b""))
         if len(body) > limit:
             raise LimitExceededError(413, f"request body exceeds {limit} bytes")
         if not message.get("more_body", False):
-            break
-    return bytes(body)
+            return bytes(body)
 
 
 def check_head(scope: Scope, limits: LimitSettings) -> None:

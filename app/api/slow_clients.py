@@ -6,8 +6,8 @@ enough of them hold them all (slowloris). This protocol arms a timer when a conn
 and after each response, and disarms it once the whole request (headers and body) is in; when
 it fires the client gets 408 and the connection is closed.
 
-Only for uvicorn's h11 protocol; another server brings its own setting (granian:
-`--http1-header-read-timeout`).
+Only for uvicorn's h11 protocol. granian bounds the headers itself (its header read
+timeout); the body is bounded in the app for both servers (app/api/limits.py, read_body).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ _TIMEOUT_RESPONSE = (
     b"connection: close\r\ncontent-length: " + str(len(_BODY)).encode("ascii") + b"\r\n\r\n" + _BODY
 )
 _RECEIVING = (h11.IDLE, h11.SEND_BODY)
+# Our side before any answer: IDLE while the headers arrive, SEND_RESPONSE once they are in.
+_NOT_ANSWERED = (h11.IDLE, h11.SEND_RESPONSE)
 
 
 class RequestTimeoutProtocol(H11Protocol):
@@ -63,7 +65,7 @@ class RequestTimeoutProtocol(H11Protocol):
         self._request_timer = None
         if self.transport.is_closing():
             return
-        if self.conn.our_state is h11.IDLE:
+        if self.conn.our_state in _NOT_ANSWERED:  # no answer begun: the 408 is the answer
             self.transport.write(_TIMEOUT_RESPONSE)
         self.transport.close()
 
