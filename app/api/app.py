@@ -6,8 +6,8 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -36,6 +36,8 @@ from app.service import TokenService
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
 def create_app(settings: Settings, service: TokenService | None = None) -> FastAPI:
@@ -107,11 +109,16 @@ def _add_token_routes(
         return response
 
     post = oauth_route(post_token)
+
+    async def any_token_method(request: Request) -> Response:
+        return await (post(request) if request.method == "POST" else token(request))
+
     for path in paths:
-        # A plain route for HEAD (and GET, should a request ever get past TokenLayer);
-        # Starlette takes the first matching route, so the API route below only describes GET
-        # in the OpenAPI schema (which the schemathesis fuzz tests drive).
-        app.add_route(path, token, methods=["GET"], include_in_schema=False)
+        # A plain route for HEAD (and GET and POST, should a request ever get past
+        # TokenLayer), which also makes a 405's Allow list all three; Starlette takes the first
+        # matching route, so the API routes below only describe GET and POST in the OpenAPI
+        # schema (which the schemathesis fuzz tests drive).
+        app.add_route(path, any_token_method, methods=["GET", "POST"], include_in_schema=False)
         app.add_api_route(
             path,
             token,
@@ -133,15 +140,15 @@ def _add_token_routes(
 def _add_status_routes(
     app: FastAPI, token_service: TokenService, publish_loop: PublishLoop | None, *, metrics: bool
 ) -> None:
-    @app.get("/healthz", summary="Liveness")
+    @_get_and_head(app, "/healthz", summary="Liveness")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Readiness")
+    @_get_and_head(app, "/readyz", summary="Readiness")
     async def readyz() -> JSONResponse:
         return readiness(token_service, etcd_status(publish_loop))
 
-    @app.get("/.well-known/jwks.json", summary="Published signing keys (JWKS)")
+    @_get_and_head(app, "/.well-known/jwks.json", summary="Published signing keys (JWKS)")
     async def jwks(kid_format: KidFormat = KidFormat.LIBTRUST) -> JSONResponse:
         certificates = [key.certificate for key in token_service.keyring.published]
         return JSONResponse(
@@ -150,10 +157,21 @@ def _add_status_routes(
 
     if metrics:
 
-        @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+        @_get_and_head(app, "/metrics", summary="Prometheus metrics", response_class=Response)
         async def prometheus() -> Response:
             return Response(render_metrics(lambda: _live_values(app, publish_loop)),
                             media_type=CONTENT_TYPE)  # fmt: skip
+
+
+def _get_and_head(app: FastAPI, path: str, **options: Any) -> Callable[[Handler], Handler]:
+    """A GET route that answers HEAD too (RFC 9110: wherever GET does; monitoring probes send
+    it). FastAPI's routes take only the methods named; HEAD stays out of the OpenAPI schema."""
+
+    def register(handler: Handler) -> Handler:
+        app.api_route(path, methods=["HEAD"], include_in_schema=False, **options)(handler)
+        return app.get(path, **options)(handler)
+
+    return register
 
 
 class TokenServer(FastAPI):
