@@ -32,8 +32,14 @@ class TokenRequest:
 def parse_token_query(query: str) -> TokenRequest:
     """Parse a raw query string (already decoded from bytes as latin-1, as HTTP has it).
 
-    The result is shared by every request with this query: it is immutable.
+    The result is shared by every request with this query: it is immutable. A URL carries
+    other characters percent-encoded (RFC 3986); uvicorn refuses raw ones, granian hands them
+    on, where decoding them as latin-1 would turn UTF-8 `é` into `Ã©`.
     """
+    if not query.isascii():
+        raise InvalidRequestError(
+            "the query string holds characters that are not percent-encoded", parameter="query"
+        )
     return parse_token_request(parse_qs(query, keep_blank_values=True))
 
 

@@ -105,3 +105,21 @@ async def test_a_truncated_grant_is_neither_granted_nor_audited(env: Env) -> Non
     assert env.audit() == []
     assert env.service.refresh_tokens is not None
     assert env.service.refresh_tokens.store.records() == []
+
+
+async def test_raw_non_ascii_in_the_query_is_a_400_naming_the_query(env: Env) -> None:
+    """granian hands such bytes on (uvicorn refuses them before the app)."""
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "method": "GET", "path": "/token", "headers": [],
+        "query_string": "service=registry.test&scope=repository:é/app:pull".encode(),
+        "client": ("127.0.0.1", 40000),
+    }  # fmt: skip
+    await env.client._transport.app(scope, _receive(), send)  # type: ignore[attr-defined]
+    assert sent[0]["status"] == 400
+    assert b'"parameter":"query"' in sent[1]["body"]
+    assert b"percent-encoded" in sent[1]["body"]
