@@ -20,7 +20,7 @@ from pathlib import Path
 
 import orjson
 
-from app.errors import ClientError
+from app.errors import ClientError, ConfigError
 from app.protocol.scopes import Scope
 from app.service import IssuedToken
 
@@ -112,8 +112,13 @@ class AuditLog:
             self._fd = 1
         elif destination is not None:
             self._path = Path(destination)
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = _open(self._path)
+            try:
+                self._path.parent.mkdir(parents=True, exist_ok=True)
+                self._fd = _open(self._path)
+            except OSError as exc:  # a directory, a path under /proc, no permission: say which
+                raise ConfigError(
+                    "audit_log", f"cannot open {destination}: {exc.strerror or exc}"
+                ) from None
 
     def write(self, decision: Decision) -> None:
         if self._fd is not None:

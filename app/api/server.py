@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from app.api.app import create_app
 from app.api.hardening import harden, uvicorn_options
 from app.api.metrics_http import use_multiprocess_dir
 from app.api.tls import ReloadingTLS
-from app.errors import RegistryAuthError
+from app.errors import ConfigError, RegistryAuthError
 from app.pools import default_threads
 from app.reload import RetryGate
 from app.settings import Settings, split_listen
@@ -56,10 +57,28 @@ def server_options(
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
     """Serve until stopped. Forwarded headers are not trusted: the peer address is the client."""
     options = server_options(settings, host, port)
+    check_listen(options)
     if options.workers == 1:
         run_uvicorn(settings, options)
     else:
         run_granian(settings, options)
+
+
+def check_listen(options: ServerOptions) -> None:
+    """One line naming `listen` when the address cannot be bound (a port in use, an address
+    not on this machine, a name that does not resolve), instead of uvicorn's exit 3 after its
+    start-up lines or granian's Rust backtrace. A trial bind, released at once; SO_REUSEADDR,
+    as both servers set it, so a port left in TIME_WAIT by the last run is not "in use"."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            options.host, options.port, type=socket.SOCK_STREAM
+        )[0]
+        with socket.socket(family, kind, proto) as trial:
+            trial.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            trial.bind(address)
+    except OSError as exc:
+        where = f"{options.host}:{options.port}"
+        raise ConfigError("listen", f"cannot listen on {where}: {exc.strerror or exc}") from None
 
 
 def run_uvicorn(settings: Settings, options: ServerOptions) -> None:
