@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from app.api.app import create_app
 from app.api import server
+from app.api.app import create_app
 from app.api.server import ServerOptions, check_listen
 from app.errors import ConfigError
 from app.settings import Settings
