@@ -12,9 +12,34 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 ROBOT_PREFIX = "robot$"  # robot account names start with it; no other backend sees such names
+
+
+def _refuse_empty(value: object) -> object:
+    # As app.settings_sections.FilePath (a module this one may not import): "" would be read as
+    # Path("."), the config's folder, and fail only when the backend opens it.
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("is empty: give a path")
+    return value
+
+
+def _refuse_empty_optional(value: object) -> object:
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("is empty: give a path, or null to leave it unset")
+    return value
+
+
+FilePath = Annotated[Path, BeforeValidator(_refuse_empty)]
+OptionalFilePath = Annotated[Path | None, BeforeValidator(_refuse_empty_optional)]
 
 
 class _Backend(BaseModel):
@@ -44,7 +69,9 @@ class _Cached(BaseModel):
     cache_ttl: float = Field(
         default=0, ge=0, le=600, description="seconds an accepted result is reused; 0 = off"
     )
-    cache_size: int = Field(default=10_000, gt=0, le=1_000_000)
+    cache_size: int = Field(
+        default=10_000, gt=0, le=1_000_000, description="most results remembered per worker"
+    )
 
 
 def _refuse_clear_text(data: Any, keys: dict[str, str]) -> Any:
@@ -63,45 +90,75 @@ def _one_secret_source(file: Path | None, env: str | None, key: str) -> None:
 
 
 class HtpasswdBackend(_Backend):
+    """Users in an htpasswd file (bcrypt); no groups."""
+
     type: Literal["htpasswd"]
-    path: Path
+    path: FilePath = Field(description="the htpasswd file (bcrypt only), reloaded on change")
 
 
 class StaticBackend(_Backend):
     """Users in a YAML file: bcrypt hashes and groups."""
 
     type: Literal["static"]
-    path: Path
+    path: FilePath = Field(description="the YAML file of users, reloaded on change")
 
 
 class RobotsBackend(_Backend):
     """Robot accounts managed by `registry-auth robots`; the file holds only hashes."""
 
     type: Literal["robots"]
-    path: Path = Path("robots.yaml")
+    path: FilePath = Field(
+        default=Path("robots.yaml"), description="the robot file that `robots create` writes"
+    )
 
 
 class LdapBackend(_Backend, _Cached):
+    """An LDAP directory: search-then-bind with a service account, or a direct bind."""
+
     type: Literal["ldap"]
     url: str = Field(description="ldap://host[:port] or ldaps://host[:port]")
-    start_tls: bool = False
-    ca_file: Path | None = Field(default=None, description="CA bundle; system CAs otherwise")
+    start_tls: bool = Field(default=False, description="StartTLS on an ldap:// URL")
+    ca_file: OptionalFilePath = Field(default=None, description="CA bundle; system CAs otherwise")
     timeout: float = Field(default=5, gt=0, le=60, description="connect and per-operation")
-    pool_size: int = Field(default=4, ge=1, le=64)
-    mode: Literal["search", "direct"] = "search"
+    pool_size: int = Field(default=4, ge=1, le=64, description="open connections at most")
+    mode: Literal["search", "direct"] = Field(
+        default="search",
+        description="`search`: find the user with the service account, then bind as it; "
+        "`direct`: bind as `user_dn_template`",
+    )
     bind_dn: str | None = Field(default=None, description="service account (search mode)")
-    bind_password_file: Path | None = None
-    bind_password_env: str | None = None
-    user_base: str | None = None
-    user_filter: str = "(uid={account})"
+    bind_password_file: OptionalFilePath = Field(
+        default=None, description="file holding the service account's password"
+    )
+    bind_password_env: str | None = Field(
+        default=None, description="environment variable holding it (instead of the file)"
+    )
+    user_base: str | None = Field(default=None, description="search base of users (search mode)")
+    user_filter: str = Field(
+        default="(uid={account})", description="filter finding the user; {account} is escaped"
+    )
     user_dn_template: str | None = Field(
         default=None, description="direct mode, e.g. uid={account},ou=people,dc=example,dc=org"
     )
-    groups_from: Literal["memberof", "search", "none"] = "memberof"
-    group_attribute: str = "memberOf"
-    group_base: str | None = None
-    group_filter: str = "(member={dn})"
-    group_name_attribute: str = "cn"
+    groups_from: Literal["memberof", "search", "none"] = Field(
+        default="memberof",
+        description="`memberof`: the user's `group_attribute`; `search`: `group_filter` under "
+        "`group_base`; `none`",
+    )
+    group_attribute: str = Field(
+        default="memberOf",
+        description="attribute of the user listing group DNs (`groups_from: memberof`); each "
+        "group is the first RDN value",
+    )
+    group_base: str | None = Field(
+        default=None, description="search base of groups (`groups_from: search`)"
+    )
+    group_filter: str = Field(
+        default="(member={dn})", description="filter finding groups; {dn} and {account} escaped"
+    )
+    group_name_attribute: str = Field(
+        default="cn", description="attribute of a found group that is its name"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -140,15 +197,24 @@ class WebhookBackend(_Backend, _Cached):
     """POSTs {account, password, service, client_ip}; 200 accepts, 401/403 reject."""
 
     type: Literal["webhook"]
-    url: str
-    timeout: float = Field(default=5, gt=0, le=60)
+    url: str = Field(description="http:// or https:// URL the check is POSTed to")
+    timeout: float = Field(default=5, gt=0, le=60, description="seconds per try")
     retries: int = Field(default=1, ge=0, le=5, description="extra tries after an outage")
-    secret_header: str = "X-Registry-Auth-Secret"  # noqa: S105 - a header name, not a secret
-    secret_file: Path | None = None
-    secret_env: str | None = None
-    ca_file: Path | None = None
-    client_cert: Path | None = Field(default=None, description="mTLS certificate (PEM)")
-    client_key: Path | None = Field(default=None, description="mTLS key (PEM)")
+    secret_header: str = Field(
+        default="X-Registry-Auth-Secret",
+        description="header carrying the shared secret",
+    )
+    secret_file: OptionalFilePath = Field(
+        default=None, description="file holding the shared secret (absent: none is sent)"
+    )
+    secret_env: str | None = Field(
+        default=None, description="environment variable holding it (instead of the file)"
+    )
+    ca_file: OptionalFilePath = Field(
+        default=None, description="CA bundle for an https:// URL; system CAs otherwise"
+    )
+    client_cert: OptionalFilePath = Field(default=None, description="mTLS certificate (PEM)")
+    client_key: OptionalFilePath = Field(default=None, description="mTLS key (PEM)")
     breaker_failures: int = Field(default=5, ge=1, le=1000, description="outages that open it")
     breaker_reset: float = Field(default=30, gt=0, le=3600, description="seconds it stays open")
 

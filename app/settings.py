@@ -6,9 +6,11 @@ resolved against the file's directory, so a config works from any working direct
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit
 
 import yaml
@@ -19,7 +21,13 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from app import CONFIG_ENV
 from app.backend_settings import BackendSettings, check_backend_list, resolve_backend_paths
@@ -27,9 +35,12 @@ from app.errors import ConfigError
 from app.settings_sections import (
     BruteForceSettings,
     EtcdSettings,
+    FilePath,
     LimitSettings,
+    OptionalFilePath,
     StateSettings,
     TlsSettings,
+    check_url_port,
 )
 
 ENV_PREFIX = "REGISTRY_AUTH_"
@@ -51,6 +62,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
+        # `REGISTRY_AUTH_AUDIT_LOG=null` turns an optional setting off, as `null` does in YAML.
+        env_parse_none_str="null",
         extra="forbid",
         frozen=True,
     )
@@ -79,7 +92,7 @@ class Settings(BaseSettings):
         le=86400,
         description="token lifetime in seconds (1..86400): `exp - iat` and `expires_in`",
     )
-    keys_dir: Path = Field(
+    keys_dir: FilePath = Field(
         default=Path("keys"),
         description="directory of the signing keys, `keyring.json` and `bundle.pem`",
     )
@@ -92,7 +105,7 @@ class Settings(BaseSettings):
         "`reload_interval` is within the registry's leeway); 120 in Kubernetes, where kubelet "
         "refreshes a mounted Secret within about a minute and `keys sync` copies it",
     )
-    htpasswd: Path | None = Field(
+    htpasswd: OptionalFilePath = Field(
         default=None,
         description="htpasswd file of bcrypt users, reloaded on change; "
         "without it only anonymous requests succeed",
@@ -108,7 +121,7 @@ class Settings(BaseSettings):
         le=3600,
         description="seconds between checks of watched files (users, keys, ACL) for changes",
     )
-    acl: Path | None = Field(
+    acl: OptionalFilePath = Field(
         default=None,
         description="ACL policy file (YAML, see Access control), reloaded on change; "
         "without it the built-in default applies",
@@ -217,7 +230,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The YAML file arrives as init kwargs; environment variables win over it.
-        return (env_settings, init_settings)
+        return (_EnvironmentSource(settings_cls), init_settings)
 
     @field_validator("realm")
     @classmethod
@@ -225,6 +238,14 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:5001/token")
+        check_url_port(value)
+        return value
+
+    @field_validator("audit_log")
+    @classmethod
+    def _audit_log_not_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("is empty: give `-` (stdout), a file path, or null to turn it off")
         return value
 
     @field_validator("auth_backends")
@@ -273,8 +294,24 @@ def load_settings(
     try:
         settings = Settings(**data)
     except ValidationError as exc:
-        raise _config_error(exc, config_file) from None
+        raise _config_error(exc, config_file, data) from None
     return _resolve_paths(settings, base)
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """A repeated key in a mapping (`token_ttl:` twice) is an error, not a silent override
+    (as in app.authz.policy's loader of the ACL)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -285,11 +322,13 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ConfigError("--config", f"{path} is not UTF-8 text") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError("--config", f"{path} is not valid YAML{where}") from None
+        problem = getattr(exc, "problem", None)
+        what = f": {problem}" if problem else ""
+        raise ConfigError("--config", f"{path} is not valid YAML{where}{what}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -297,7 +336,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _config_error(exc: ValidationError, config_file: Path | None) -> ConfigError:
+def _config_error(
+    exc: ValidationError, config_file: Path | None, file_data: dict[str, Any]
+) -> ConfigError:
     first = exc.errors()[0]
     key = ".".join(str(part) for part in first["loc"]) or "(top level)"
     message = first["msg"]
@@ -305,10 +346,112 @@ def _config_error(exc: ValidationError, config_file: Path | None) -> ConfigError
         message = "missing (required)"
     elif first["type"] == "extra_forbidden":
         message = "unknown setting (check the spelling against the README's reference)"
-    source = f" (in {config_file})" if config_file is not None else ""
     more = len(exc.errors()) - 1
     suffix = f"; and {more} more problem(s)" if more else ""
-    return ConfigError(key, f"{message}{source}{suffix}")
+    return ConfigError(key, f"{message}{_source(first['loc'], config_file, file_data)}{suffix}")
+
+
+def _source(loc: tuple[int | str, ...], config_file: Path | None, file_data: dict[str, Any]) -> str:
+    """Where the faulty value came from: ` (in FILE)`, ` (from VARIABLE)`, or both."""
+    names = {name.upper(): name for name in os.environ}
+    variable = _variable_behind(loc, file_data, names)
+    if variable is not None:
+        return f" (from {variable})"
+    # A section's own check (two keys that go together) may fail over variables below it.
+    below = ENV_PREFIX + "__".join(str(part) for part in loc).upper() + "__"
+    variables = sorted(name for upper, name in names.items() if loc and upper.startswith(below))
+    in_file = config_file is not None and (not variables or _holds(file_data, loc))
+    places = [f"in {config_file}"] if in_file else []
+    places += [f"from {', '.join(variables)}"] if variables else []
+    return f" ({' and '.join(places)})" if places else ""
+
+
+def _variable_behind(
+    loc: tuple[int | str, ...], file_data: dict[str, Any], names: dict[str, str]
+) -> str | None:
+    """The REGISTRY_AUTH_* variable that gave the value at `loc`, when one did."""
+    for depth in range(len(loc), 0, -1):
+        name = names.get(ENV_PREFIX + "__".join(str(part) for part in loc[:depth]).upper())
+        if name is None:
+            continue
+        # A list or section in JSON replaces the file's list and is merged over its section:
+        # the value is the variable's unless only the file has the key below it.
+        if depth == len(loc) or not _holds(file_data, loc[: depth + 1]):
+            return name
+        return name if _holds(_json_or_none(os.environ[name]), loc[depth : depth + 1]) else None
+    return None
+
+
+def _holds(data: Any, path: tuple[int | str, ...]) -> bool:
+    """Whether parsed YAML or JSON has a value at `path` (keys and list indexes)."""
+    for part in path:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    return True
+
+
+def _json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+class _NotJsonError(ValueError):
+    def __init__(self, key: str, field: FieldInfo | None, value: str) -> None:
+        super().__init__(key)
+        self.key, self.field, self.value = key, field, value
+
+
+class _EnvironmentSource(EnvSettingsSource):
+    """The REGISTRY_AUTH_* variables. A list or section that is not JSON is a ConfigError naming
+    the variable: pydantic-settings raises a SettingsError that names neither it nor the fix."""
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
+        try:
+            return super().decode_complex_value(field_name, field, value)
+        except ValueError:
+            # `field` is None for a dict's value (none here); typed as pydantic-settings has it.
+            raise _NotJsonError(field_name, field, value) from None
+
+    def prepare_field_value(
+        self, field_name: str, field: FieldInfo, value: Any, value_is_complex: bool
+    ) -> Any:
+        try:
+            return super().prepare_field_value(field_name, field, value, value_is_complex)
+        except _NotJsonError as exc:
+            raise _not_json(field_name, exc, self.env_vars) from None
+
+
+def _not_json(
+    field_name: str, exc: _NotJsonError, env_vars: Mapping[str, str | None]
+) -> ConfigError:
+    # The variable is the field's own or one below it (REGISTRY_AUTH_ETCD__ENDPOINTS).
+    top = (ENV_PREFIX + field_name).lower()
+    found = [
+        name
+        for name, value in env_vars.items()
+        if (name == top or name.startswith(f"{top}__"))
+        and name.endswith(exc.key.lower())
+        and value == exc.value
+    ]
+    variable = (found[0] if found else top).upper()
+    key = variable.removeprefix(ENV_PREFIX).lower().replace("__", ".")
+    example = _json_example(exc)
+    return ConfigError(
+        key, f"{variable} is not JSON (a list or section takes JSON, e.g. {example})"
+    )
+
+
+def _json_example(exc: _NotJsonError) -> str:
+    """The value as a JSON list when it reads as one (`10.0.0.0/8,192.168.0.0/16`)."""
+    annotation = exc.field.annotation if exc.field is not None else None
+    is_list = list in (get_origin(annotation), *map(get_origin, get_args(annotation)))
+    if is_list and exc.value.strip() and not set(exc.value) & set('[]{}"'):
+        return json.dumps([item.strip() for item in exc.value.split(",")])
+    return '["a", "b"]' if is_list else '{"key": "value"}'
 
 
 def _resolve_paths(settings: Settings, base: Path) -> Settings:

@@ -1,13 +1,50 @@
 """The nested sections of the settings (etcd, state store, brute force, limits, TLS): one
-pydantic model each, validated as part of `Settings` in app/settings.py."""
+pydantic model each, validated as part of `Settings` in app/settings.py; and the checks of
+paths and URLs that `Settings` shares with them."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+
+def _refuse_empty(value: object) -> object:
+    # pydantic reads "" as Path("."): the config's own folder, which fails much later
+    # ("cannot read .: Is a directory") without naming the key.
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("is empty: give a path")
+    return value
+
+
+def _refuse_empty_optional(value: object) -> object:
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("is empty: give a path, or null to leave it unset")
+    return value
+
+
+FilePath = Annotated[Path, BeforeValidator(_refuse_empty)]
+OptionalFilePath = Annotated[Path | None, BeforeValidator(_refuse_empty_optional)]
+
+
+def check_url_port(url: str) -> None:
+    """ValueError unless the URL's port, when it names one, is a number in 1..65535."""
+    try:
+        port = urlsplit(url).port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"{url!r} has an invalid port (1-65535)")
 
 
 class EtcdSettings(BaseModel):
@@ -26,11 +63,11 @@ class EtcdSettings(BaseModel):
         default=None, min_length=1, description="etcd user (with password)"
     )
     password: SecretStr | None = Field(default=None, description="etcd password (never logged)")
-    ca_cert: Path | None = Field(
+    ca_cert: OptionalFilePath = Field(
         default=None, description="CA bundle to verify etcd's TLS cert (absent: the system CAs)"
     )
-    client_cert: Path | None = Field(default=None, description="TLS client certificate (PEM)")
-    client_key: Path | None = Field(default=None, description="its private key (PEM)")
+    client_cert: OptionalFilePath = Field(default=None, description="TLS client certificate (PEM)")
+    client_key: OptionalFilePath = Field(default=None, description="its private key (PEM)")
     timeout: float = Field(default=5.0, gt=0, le=300, description="seconds per etcd request")
     interval: float = Field(default=30.0, gt=0, le=86400, description="seconds between checks")
     retry_initial: float = Field(default=1.0, gt=0, description="first retry delay, seconds")
@@ -47,10 +84,7 @@ class EtcdSettings(BaseModel):
             parts = urlsplit(endpoint)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError(f"{endpoint!r} must be an http:// or https:// URL")
-            try:
-                parts.port  # noqa: B018 - raises ValueError on a bad port
-            except ValueError:
-                raise ValueError(f"{endpoint!r} has an invalid port") from None
+            check_url_port(endpoint)
         if len({urlsplit(endpoint).scheme for endpoint in value}) > 1:
             raise ValueError("all endpoints must use the same scheme (http or https)")
         return value
@@ -74,7 +108,7 @@ class StateSettings(BaseModel):
         description="`sqlite` (one machine, several workers), `etcd` (v3; several machines), "
         "or `none`: no refresh tokens (clients keep their password), login counters in memory",
     )
-    path: Path = Field(
+    path: FilePath = Field(
         default=Path("registry-auth.db"),
         description="the SQLite file of the `sqlite` store (relative: to the config file)",
     )
@@ -95,15 +129,15 @@ class StateSettings(BaseModel):
     etcd_password: SecretStr | None = Field(
         default=None, description="its etcd password (never logged)"
     )
-    etcd_ca_cert: Path | None = Field(
+    etcd_ca_cert: OptionalFilePath = Field(
         default=None,
         description="CA bundle to verify etcd's TLS cert (absent: the system CAs; relative: to "
         "the config)",
     )
-    etcd_client_cert: Path | None = Field(
+    etcd_client_cert: OptionalFilePath = Field(
         default=None, description="TLS client certificate for etcd (PEM)"
     )
-    etcd_client_key: Path | None = Field(default=None, description="its private key (PEM)")
+    etcd_client_key: OptionalFilePath = Field(default=None, description="its private key (PEM)")
 
     @field_validator("etcd_endpoints")
     @classmethod
@@ -112,6 +146,7 @@ class StateSettings(BaseModel):
             parts = urlsplit(endpoint)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ValueError(f"{endpoint!r} must be an http:// or https:// URL")
+            check_url_port(endpoint)
         return value
 
     @model_validator(mode="after")
@@ -207,5 +242,5 @@ class TlsSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    cert: Path = Field(description="PEM certificate chain (leaf first)")
-    key: Path = Field(description="PEM private key of the leaf (mode 0600)")
+    cert: FilePath = Field(description="PEM certificate chain (leaf first)")
+    key: FilePath = Field(description="PEM private key of the leaf (mode 0600)")

@@ -92,3 +92,30 @@ def test_missing_secret_file_or_env_is_a_config_error(
             ConfigError, match=r"^config: auth_backends\.0\.bind_password_(file|env): "
         ):
             build_authentication(settings)
+
+
+@pytest.mark.parametrize(
+    ("backend", "key", "words"),
+    [
+        ({"type": "static", "path": ""}, "auth_backends.0.static.path", "is empty: give a path"),
+        ({"type": "robots", "path": " "}, "auth_backends.0.robots.path", "is empty"),
+        (
+            {"type": "webhook", "url": "https://sso", "secret_file": ""},
+            "auth_backends.0.webhook.secret_file",
+            "is empty: give a path, or null",
+        ),
+        (
+            {"type": "ldap", "url": "ldap://x", "user_base": "dc=x", "ca_file": ""},
+            "auth_backends.0.ldap.ca_file",
+            "is empty",
+        ),
+    ],
+)
+def test_an_empty_backend_path_is_refused_naming_the_key(
+    backend: dict[str, Any], key: str, words: str
+) -> None:
+    """Not read as the config's folder ("cannot read .: Is a directory" later)."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(overrides={**BASE, "auth_backends": [backend]})
+    assert str(caught.value).startswith(f"config: {key}: ")
+    assert words in str(caught.value)

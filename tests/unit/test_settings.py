@@ -58,6 +58,17 @@ def test_embedded_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> No
         (BASE + "tokn_ttl: 5\n", "tokn_ttl", "unknown setting"),
         (BASE + 'listen: "nowhere"\n', "listen", "host:port"),
         (BASE.replace("http://127.0.0.1:5001/token", "ftp://x"), "realm", "http"),
+        (BASE.replace("127.0.0.1:5001", "h:99999"), "realm", "invalid port"),
+        (BASE.replace("127.0.0.1:5001", "h:abc"), "realm", "invalid port"),
+        (BASE.replace("127.0.0.1:5001", "h:0"), "realm", "invalid port"),
+        (BASE + 'htpasswd: ""\n', "htpasswd", "is empty"),
+        (BASE + 'acl: " "\n', "acl", "is empty"),
+        (BASE + 'keys_dir: ""\n', "keys_dir", "is empty"),
+        (BASE + 'audit_log: ""\n', "audit_log", "is empty"),
+        (BASE + 'state: {path: ""}\n', "state.path", "is empty"),
+        (BASE + 'tls: {cert: "", key: k.pem}\n', "tls.cert", "is empty"),
+        (BASE + "token_ttl: 5\ntoken_ttl: 6\n", "--config", "duplicate key 'token_ttl'"),
+        (BASE + "etcd:\n  key: /a\n  key: /b\n", "--config", "line 6: duplicate key 'key'"),
         ("- a\n- b\n", "--config", "mapping"),
         ("issuer: [unclosed\n", "--config", "not valid YAML at line"),
     ],
@@ -76,10 +87,110 @@ def test_unreadable_config_file(tmp_path: Path) -> None:
         load_settings(tmp_path / "missing.yaml")
 
 
-def test_bad_environment_value_names_the_key(
+def test_a_duplicate_key_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_config(tmp_path, BASE + "acl: a.yaml\nacl: b.yaml\n"))
+    assert str(tmp_path / "config.yaml") in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("assignment", "key", "problem"),
+    [
+        ("REGISTRY_AUTH_TOKEN_TTL=abc", "token_ttl", "valid integer"),
+        ("REGISTRY_AUTH_TOKEN_TTL=null", "token_ttl", "valid integer"),
+        ("REGISTRY_AUTH_HTPASSWD=", "htpasswd", "is empty: give a path, or null"),
+        ("REGISTRY_AUTH_ACL=", "acl", "is empty"),
+        ("REGISTRY_AUTH_AUDIT_LOG=", "audit_log", "is empty"),
+        ("REGISTRY_AUTH_STATE__BACKEND=redis", "state.backend", "'sqlite', 'etcd' or 'none'"),
+        ('REGISTRY_AUTH_TLS={"cert": "c.pem"}', "tls.key", "missing"),
+        ('REGISTRY_AUTH_TRUSTED_PROXIES=["nonsense"]', "trusted_proxies.0", "network"),
+    ],
+)
+def test_a_bad_environment_value_names_the_variable_not_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, assignment: str, key: str, problem: str
+) -> None:
+    variable, _, value = assignment.partition("=")
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_config(tmp_path, BASE + "htpasswd: u.htpasswd\n"))
+    message = str(caught.value)
+    assert caught.value.key == key
+    assert problem in message
+    assert message.endswith(f"(from {variable})")
+
+
+def test_a_section_variable_is_blamed_only_for_the_keys_it_sets(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("REGISTRY_AUTH_TOKEN_TTL", "abc")
+    path = _config(tmp_path, BASE + "state:\n  etcd_timeout: -1\n")
+    monkeypatch.setenv("REGISTRY_AUTH_STATE", '{"etcd_timeout": -2}')
+    with pytest.raises(
+        ConfigError, match=r"^config: state.etcd_timeout: .*\(from REGISTRY_AUTH_STATE\)$"
+    ):
+        load_settings(path)
+    monkeypatch.setenv("REGISTRY_AUTH_STATE", '{"backend": "sqlite"}')
+    with pytest.raises(ConfigError, match=r"^config: state.etcd_timeout: .*\(in .*config.yaml\)$"):
+        load_settings(path)
+
+
+def test_a_section_check_failing_over_a_variable_names_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REGISTRY_AUTH_STATE__ETCD_USERNAME", "root")
     with pytest.raises(ConfigError) as caught:
         load_settings(_config(tmp_path, BASE))
-    assert caught.value.key == "token_ttl"
+    assert str(caught.value).endswith("(from REGISTRY_AUTH_STATE__ETCD_USERNAME)")
+    path = _config(tmp_path, BASE + "state:\n  etcd_client_cert: c.pem\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert str(caught.value).endswith(f"(in {path} and from REGISTRY_AUTH_STATE__ETCD_USERNAME)")
+
+
+@pytest.mark.parametrize(
+    ("assignment", "key", "example"),
+    [
+        ("REGISTRY_AUTH_TRUSTED_PROXIES=10.0.0.0/8", "trusted_proxies", '["10.0.0.0/8"]'),
+        (
+            "REGISTRY_AUTH_TRUSTED_PROXIES=10.0.0.0/8, ::1/128",
+            "trusted_proxies",
+            '["10.0.0.0/8", "::1/128"]',
+        ),
+        ("REGISTRY_AUTH_STATE=notjson", "state", '{"key": "value"}'),
+        ("REGISTRY_AUTH_ETCD__ENDPOINTS=http://a:1", "etcd.endpoints", '["http://a:1"]'),
+        ("REGISTRY_AUTH_STATE__ETCD_ENDPOINTS=[http://a:1", "state.etcd_endpoints", '["a", "b"]'),
+    ],
+)
+def test_a_list_or_section_that_is_not_json_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, assignment: str, key: str, example: str
+) -> None:
+    variable, _, value = assignment.partition("=")
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_config(tmp_path, BASE))
+    assert caught.value.key == key
+    assert caught.value.problem == (
+        f"{variable} is not JSON (a list or section takes JSON, e.g. {example})"
+    )
+
+
+@pytest.mark.parametrize("variable", ["REGISTRY_AUTH_AUDIT_LOG", "REGISTRY_AUTH_HTPASSWD"])
+def test_null_in_the_environment_unsets_an_optional_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    monkeypatch.setenv(variable, "null")
+    path = _config(tmp_path, BASE + "audit_log: audit.log\nhtpasswd: u.htpasswd\n")
+    settings = load_settings(path)
+    key = variable.removeprefix("REGISTRY_AUTH_").lower()
+    assert getattr(settings, key) is None
+
+
+def test_null_in_the_environment_unsets_a_section_and_a_key_inside_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _config(tmp_path, BASE + "etcd: {ca_cert: ca.pem}\ntls: {cert: c.pem, key: k.pem}\n")
+    monkeypatch.setenv("REGISTRY_AUTH_ETCD__CA_CERT", "null")
+    monkeypatch.setenv("REGISTRY_AUTH_TLS", "null")
+    settings = load_settings(path)
+    assert settings.etcd is not None
+    assert settings.etcd.ca_cert is None
+    assert settings.tls is None

@@ -36,6 +36,8 @@ def test_defaults_are_lains_key_on_v2_and_the_key_is_left_on_shutdown() -> None:
         ({"retry_initial": 10, "retry_max": 1}, "retry_max"),
         ({"key": "no-slash"}, "etcd.key"),
         ({"intervall": 3}, "etcd.intervall: unknown setting"),
+        ({"endpoints": ["http://e:0"]}, "'http://e:0' has an invalid port"),
+        ({"client_cert": "", "client_key": "k.pem"}, "etcd.client_cert: Value error, is empty"),
     ],
 )
 def test_bad_etcd_config_is_one_line_naming_the_key(etcd: dict[str, object], words: str) -> None:
@@ -72,6 +74,8 @@ def test_tls_files_are_relative_to_the_config_file(tmp_path: Path) -> None:
         ({"etcd_password": "pw"}, "etcd_username and etcd_password go together"),
         ({"etcd_client_key": "k.pem"}, "etcd_client_cert and etcd_client_key go together"),
         ({"etcd_username": ""}, "state.etcd_username"),
+        ({"etcd_endpoints": ["http://e:99999"]}, "'http://e:99999' has an invalid port"),
+        ({"etcd_ca_cert": ""}, "state.etcd_ca_cert: Value error, is empty"),
     ],
 )
 def test_bad_state_etcd_connection_is_one_line(state: dict[str, object], words: str) -> None:
