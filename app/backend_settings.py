@@ -45,7 +45,9 @@ OptionalFilePath = Annotated[Path | None, BeforeValidator(_refuse_empty_optional
 class _Backend(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str | None = Field(default=None, description="name in logs and 503 bodies")
+    name: str | None = Field(
+        default=None, description="name in logs and 503 bodies (absent: the type)"
+    )
     accounts: str | None = Field(
         default=None, description="regex (full match) of the accounts this backend answers for"
     )
@@ -119,7 +121,9 @@ class LdapBackend(_Backend, _Cached):
     url: str = Field(description="ldap://host[:port] or ldaps://host[:port]")
     start_tls: bool = Field(default=False, description="StartTLS on an ldap:// URL")
     ca_file: OptionalFilePath = Field(default=None, description="CA bundle; system CAs otherwise")
-    timeout: float = Field(default=5, gt=0, le=60, description="connect and per-operation")
+    timeout: float = Field(
+        default=5, gt=0, le=60, description="seconds to connect and per operation"
+    )
     pool_size: int = Field(default=4, ge=1, le=64, description="open connections at most")
     mode: Literal["search", "direct"] = Field(
         default="search",
@@ -215,8 +219,15 @@ class WebhookBackend(_Backend, _Cached):
     )
     client_cert: OptionalFilePath = Field(default=None, description="mTLS certificate (PEM)")
     client_key: OptionalFilePath = Field(default=None, description="mTLS key (PEM)")
-    breaker_failures: int = Field(default=5, ge=1, le=1000, description="outages that open it")
-    breaker_reset: float = Field(default=30, gt=0, le=3600, description="seconds it stays open")
+    breaker_failures: int = Field(
+        default=5, ge=1, le=1000, description="outages in a row that open the circuit"
+    )
+    breaker_reset: float = Field(
+        default=30,
+        gt=0,
+        le=3600,
+        description="seconds the circuit stays open before a trial request",
+    )
 
     @model_validator(mode="before")
     @classmethod

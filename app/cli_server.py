@@ -5,15 +5,26 @@ parsers."""
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from app.cli_common import uses_embedded_defaults
 from app.config_reference import render_reference, replace_block
+from app.errors import ConfigError, RegistryAuthError
 from app.keys.store import bundle_path, generate_key, has_keys
-from app.settings import Settings, load_settings
+from app.settings import (
+    EMBEDDED_DEFAULTS,
+    Settings,
+    load_settings,
+    override_setting,
+    split_listen,
+)
 
 Serve = Callable[[Settings, str | None, int | None], None]
+# A wildcard address is not one a client can reach: the development realm names loopback.
+_WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}  # noqa: S104 - binds nothing
 
 
 def run(args: argparse.Namespace, serve: Serve) -> int:
@@ -30,9 +41,15 @@ def _config_reference(update: Path | None) -> int:
     if update is None:
         print(reference, end="")
         return 0
-    update.write_text(
-        replace_block(update.read_text(encoding="utf-8"), reference), encoding="utf-8"
-    )
+    try:
+        document = update.read_text(encoding="utf-8")
+        update.write_text(replace_block(document, reference), encoding="utf-8")
+    except OSError as exc:
+        raise RegistryAuthError(f"--update {update}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise RegistryAuthError(f"--update {update}: not UTF-8 text") from None
+    except ValueError as exc:  # no markers
+        raise RegistryAuthError(f"--update {update}: {exc}") from None
     print(f"updated the configuration reference in {update}")
     return 0
 
@@ -40,12 +57,43 @@ def _config_reference(update: Path | None) -> int:
 def _serve(args: argparse.Namespace, serve: Serve) -> int:
     settings = load_settings(args.config)
     if args.workers is not None:
-        settings = settings.model_copy(update={"workers": args.workers})
+        settings = override_setting(settings, "--workers", "workers", args.workers)
+    if args.host is not None or args.port is not None:
+        settings = _listen_on(settings, args.host, args.port, uses_embedded_defaults(args))
     if uses_embedded_defaults(args):
         _prepare_development(settings)
     print(registry_config_block(settings), end="", flush=True)
     serve(settings, args.host, args.port)
     return 0
+
+
+def _listen_on(settings: Settings, host: str | None, port: int | None, embedded: bool) -> Settings:
+    """`listen` from --host/--port. The embedded development realm follows them (it is this
+    very server); a configured realm that named the replaced address gets a warning."""
+    if port is not None and not 0 < port < 65536:
+        raise ConfigError("--port", f"{port} is not a port (1-65535)")
+    old_host, old_port = split_listen(settings.listen)
+    host = old_host if host is None else host.strip("[]")
+    port = old_port if port is None else port
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    updated = override_setting(settings, "--host", "listen", address)
+    if embedded and settings.realm == EMBEDDED_DEFAULTS["realm"]:
+        reachable = _WILDCARDS.get(host, address.rpartition(":")[0])
+        realm = f"http://{reachable}:{port}{settings.realm_path}"
+        return override_setting(updated, "--host", "realm", realm)
+    if _realm_address(settings.realm) == (old_host, old_port) != (host, port):
+        print(
+            f"registry-auth: warning: realm {settings.realm} names {settings.listen}, where "
+            "this server no longer listens (--host/--port): clients are sent there; set "
+            "`realm` to the address they reach",
+            file=sys.stderr,
+        )
+    return updated
+
+
+def _realm_address(realm: str) -> tuple[str | None, int]:
+    parts = urlsplit(realm)
+    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
 
 
 def _prepare_development(settings: Settings) -> None:

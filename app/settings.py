@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     listen: str = Field(
         default="127.0.0.1:5001",
         description="address and port to listen on (`[::1]:5001` for IPv6); "
-        "`serve --host/--port` override it",
+        "`serve --host/--port` override it (without a config file, the realm follows them)",
     )
     token_ttl: int = Field(
         default=300,
@@ -296,6 +296,18 @@ def load_settings(
     except ValidationError as exc:
         raise _config_error(exc, config_file, data) from None
     return _resolve_paths(settings, base)
+
+
+def override_setting(settings: Settings, option: str, key: str, value: Any) -> Settings:
+    """`settings` with `key` set from a command-line `option`, checked as the setting is in a
+    file (limits, validators); a ConfigError names the option."""
+    updated = settings.model_copy()
+    try:
+        # Not model_validate: it would read the environment again, over the command line.
+        Settings.__pydantic_validator__.validate_assignment(updated, key, value)
+    except ValidationError as exc:
+        raise ConfigError(option, f"{exc.errors()[0]['msg']} (overrides `{key}`)") from None
+    return updated
 
 
 class UniqueKeyLoader(yaml.SafeLoader):

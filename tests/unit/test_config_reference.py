@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Literal
 
+import pytest
 from pydantic import BaseModel, Field
 
+from app.cli import run
 from app.config_reference import END, START, render_reference, replace_block
+from tests.unit.test_cli import Recorder
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -37,6 +41,66 @@ def test_nested_models_render_as_dotted_keys() -> None:
     )
 
 
+def test_every_backend_type_lists_its_own_settings() -> None:
+    reference = render_reference()
+    assert "| `auth_backends[].type` | — | required |" in reference
+    assert "| `auth_backends[].name` | — | none |" in reference  # shared: one row
+    assert "| `auth_backends[].(ldap) group_attribute` | — | `memberOf` |" in reference
+    assert "| `auth_backends[].(webhook) secret_env` | — | none |" in reference
+    assert "| `auth_backends[].(robots) path` | — | `robots.yaml` |" in reference
+
+
+def test_a_list_of_tagged_models_renders_shared_then_own_keys() -> None:
+    class Cat(BaseModel):
+        kind: Literal["cat"]
+        name: str = Field(default="tom", description="what it answers to")
+        lives: int = Field(default=9, description="how many")
+
+    class Dog(BaseModel):
+        kind: Literal["dog"]
+        name: str = Field(default="tom", description="what it answers to")
+
+    class Home(BaseModel):
+        pets: list[Annotated[Cat | Dog, Field(discriminator="kind")]] | None = Field(
+            default=None, description="who lives here"
+        )
+
+    assert render_reference(Home).splitlines()[3:7] == [
+        "| `pets[].kind` | — | required | the kind of entry: `cat`, `dog`; its own keys follow |",
+        "| `pets[].name` | — | `tom` | what it answers to |",
+        "| `pets[].(cat) lives` | — | `9` | how many |",
+        "",
+    ]
+
+
+def test_the_reference_says_how_the_environment_takes_lists_null_and_empty_paths() -> None:
+    reference = render_reference()
+    assert "a list or a section takes JSON" in reference
+    assert "`REGISTRY_AUTH_AUDIT_LOG=null`" in reference
+    assert "An empty path" in reference
+
+
 def test_replace_block_keeps_the_rest() -> None:
     document = f"before\n{START}\nold\n{END}\nafter\n"
     assert replace_block(document, "new\n") == f"before\n{START}\nnew\n{END}\nafter\n"
+
+
+@pytest.mark.parametrize(
+    ("target", "problem"),
+    [
+        ("missing.md", "No such file or directory"),
+        (".", "Is a directory"),
+        ("plain.md", "no config-reference markers"),
+        ("binary.md", "not UTF-8 text"),
+    ],
+)
+def test_update_of_an_unusable_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], target: str, problem: str
+) -> None:
+    (tmp_path / "plain.md").write_text("# no markers here\n")
+    (tmp_path / "binary.md").write_bytes(b"\xff\xfe\x00")
+    path = tmp_path / target
+    assert run(["config-reference", "--update", str(path)], serve=Recorder()) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"registry-auth: error: --update {path}: {problem}")
+    assert err.count("\n") == 1

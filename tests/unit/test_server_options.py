@@ -112,3 +112,81 @@ def test_a_worker_freezes_its_startup_heap_out_of_the_collectors_full_passes(
     before, after = map(int, done.stdout.split())
     assert before == 0
     assert after > 20_000  # the modules, the app and its loaded files
+
+
+def test_a_workers_flag_beyond_the_settings_limit_names_the_flag(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recorder = Recorder()
+    assert run(["serve", "--config", str(config), "--workers", "100000"], serve=recorder) == 2
+    assert recorder.calls == []
+    err = capsys.readouterr().err
+    assert err == (
+        "registry-auth: error: config: --workers: Input should be less than or equal to 512 "
+        "(overrides `workers`)\n"
+    )
+
+
+@pytest.mark.parametrize("port", ["0", "99999", "-1"])
+def test_a_port_outside_1_to_65535_names_the_flag(
+    config: Path, capsys: pytest.CaptureFixture[str], port: str
+) -> None:
+    recorder = Recorder()
+    assert run(["serve", "--config", str(config), "--port", port], serve=recorder) == 2
+    assert recorder.calls == []
+    assert capsys.readouterr().err == (
+        f"registry-auth: error: config: --port: {port} is not a port (1-65535)\n"
+    )
+
+
+def test_host_and_port_become_the_listen_address(config: Path) -> None:
+    recorder = Recorder()
+    argv = ["serve", "--config", str(config), "--host", "::1", "--port", "6001"]
+    assert run(argv, serve=recorder) == 0
+    settings, _, _ = recorder.calls[0]
+    assert settings.listen == "[::1]:6001"
+    assert (server_options(settings).host, server_options(settings).port) == ("::1", 6001)
+
+
+ANY_ADDRESS = "0.0.0.0"  # noqa: S104 - the value of --host; nothing binds in these tests
+
+
+@pytest.mark.parametrize(
+    ("flags", "realm"),
+    [
+        (["--port", "5941"], "http://127.0.0.1:5941/token"),
+        (["--host", ANY_ADDRESS, "--port", "7001"], "http://127.0.0.1:7001/token"),
+        (["--host", "::", "--port", "7000"], "http://[::1]:7000/token"),
+        (["--host", "192.0.2.7", "--port", "7000"], "http://192.0.2.7:7000/token"),
+    ],
+)
+def test_the_development_realm_follows_host_and_port(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    realm: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("REGISTRY_AUTH_CONFIG", raising=False)
+    recorder = Recorder()
+    assert run(["serve", *flags], serve=recorder) == 0
+    settings, _, _ = recorder.calls[0]
+    assert settings.realm == realm
+    assert f'realm: "{realm}"' in capsys.readouterr().out
+
+
+def test_a_configured_realm_naming_the_replaced_address_gets_a_warning(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recorder = Recorder()
+    assert run(["serve", "--config", str(config), "--port", "5941"], serve=recorder) == 0
+    settings, _, _ = recorder.calls[0]
+    assert settings.realm == "http://127.0.0.1:5001/api/v1/authorize/registry/"  # as configured
+    assert (
+        "warning: realm http://127.0.0.1:5001/api/v1/authorize/registry/ names 127.0.0.1:5001"
+        in (capsys.readouterr().err)
+    )
+    config.write_text(config.read_text() + 'listen: "0.0.0.0:8080"\n')  # behind a proxy, say
+    assert run(["serve", "--config", str(config), "--port", "5941"], serve=recorder) == 0
+    assert capsys.readouterr().err == ""
