@@ -21,6 +21,7 @@ import yaml
 
 from app.authz.patterns import GlobKind, Pattern, PatternError, compile_pattern
 from app.errors import PolicyError
+from app.yaml_strict import load_strict_yaml
 
 ACTIONS = ("pull", "push", "delete", "*")
 CONDITIONS = ("account", "anonymous", "group", "type", "name", "service", "ip")
@@ -64,25 +65,10 @@ class Policy:
     member_of: Mapping[str, frozenset[str]]  # account -> groups, precomputed for the hot path
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A repeated key in a mapping (`account:` twice) is an error, not a silent override."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def parse_policy(text: str, source: str) -> Policy:
     """Parse and validate a policy; PolicyError lists every problem."""
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = load_strict_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
