@@ -233,7 +233,7 @@ class LimitSettings(BaseModel):
         default=10.0,
         gt=0,
         le=300,
-        description="seconds a client has to send a request's headers (slow clients are cut)",
+        description="seconds a client has to send a request's headers, then its body (else 408)",
     )
 
 
