@@ -109,6 +109,12 @@ def run(argv: Sequence[str] | None, *, serve: Serve) -> int:
     except RegistryAuthError as exc:
         print(f"registry-auth: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        # The last resort for a file error that no module converted: still one line, naming
+        # the file. Any other exception is a bug, and keeps its traceback.
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        print(f"registry-auth: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

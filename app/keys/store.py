@@ -91,7 +91,10 @@ def generate_key(
 def add_key(
     keys_dir: Path, algorithm: Algorithm, *, days: int = DEFAULT_CERT_DAYS, clock: Clock = _utcnow
 ) -> RingEntry:
-    """A new `next` key: published in bundle.pem, not signing yet."""
+    """A new `next` key: published in bundle.pem, not signing yet. It joins a ring, never
+    starts one: a ring of only a `next` key has nothing to sign with."""
+    if not has_keys(keys_dir):
+        raise KeyStoreError(f"no key ring in {keys_dir}: run `registry-auth keys generate` first")
     private_key, entry = _new_entry(algorithm, days, clock())
     update_ring(
         keys_dir,
@@ -111,7 +114,6 @@ def update_ring(
 
     The transition runs before anything is written, so a refused step changes nothing.
     """
-    keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     with _writer_lock(keys_dir):
         before = read_entries(keys_dir) if has_keys(keys_dir) else ()
         after = change(before)
@@ -145,7 +147,6 @@ def install_ring_files(keys_dir: Path, files: Mapping[str, bytes], origin: str) 
     foreign = sorted(n for n in files if n not in RING_FILES and not KEY_FILE.fullmatch(n))
     if foreign or RING_FILE not in files:
         raise KeyStoreError(f"{origin}: not a key ring's files: {sorted(files)}")
-    keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     with _writer_lock(keys_dir):
         changed = sorted(
             (n for n, data in files.items() if not _holds(keys_dir / n, data)), key=_order
@@ -156,7 +157,7 @@ def install_ring_files(keys_dir: Path, files: Mapping[str, bytes], origin: str) 
             return None
         with tempfile.TemporaryDirectory(dir=keys_dir, prefix=".sync-") as scratch:
             for name, data in files.items():
-                write_atomic(Path(scratch, name), data, mode=_file_mode(name))
+                _write(Path(scratch, name), data, _file_mode(name))
             try:
                 key_ring = load_keyring(Path(scratch))
             except KeyStoreError as exc:
@@ -221,7 +222,7 @@ def write_bundle(keys_dir: Path, key_ring: KeyRing) -> Path:
     """Rewrite bundle.pem with the certificate of every published key."""
     path = keys_dir / BUNDLE_FILE
     pem = "".join(key.certificate_pem for key in key_ring.published)
-    write_atomic(path, pem.encode("ascii"), mode=0o644)
+    _write(path, pem.encode("ascii"), 0o644)
     return path
 
 
@@ -231,7 +232,7 @@ def bundle_path(keys_dir: Path) -> Path:
 
 def write_public_file(path: Path, text: str) -> Path:
     """Write a public document (a JWKS) atomically, readable by the registry."""
-    write_atomic(path, text.encode("utf-8"), mode=0o644)
+    _write(path, text.encode("utf-8"), 0o644)
     return path
 
 
@@ -263,12 +264,27 @@ def ring_identity(keys_dir: Path) -> tuple[int, int] | None:
 
 @contextlib.contextmanager
 def _writer_lock(keys_dir: Path) -> Iterator[None]:
-    fd = os.open(keys_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = _open_lock(keys_dir)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def _open_lock(keys_dir: Path) -> int:
+    """Make keys_dir (0700) if it is missing and open its lock file; KeyStoreError if it cannot."""
+    try:
+        keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return os.open(keys_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    except FileExistsError:
+        raise KeyStoreError(f"keys directory {keys_dir}: not a directory") from None
+    except OSError as exc:
+        raise KeyStoreError(f"cannot write in keys directory {keys_dir}: {exc.strerror}") from None
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    write_atomic(path, data, mode=mode, error=KeyStoreError)
 
 
 def _write_key_files(
@@ -279,9 +295,9 @@ def _write_key_files(
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    write_atomic(keys_dir / f"{file_id}.key", key_pem, mode=0o600)
+    _write(keys_dir / f"{file_id}.key", key_pem, 0o600)
     cert_pem = certificate.public_bytes(serialization.Encoding.PEM)
-    write_atomic(keys_dir / f"{file_id}.crt", cert_pem, mode=0o644)
+    _write(keys_dir / f"{file_id}.crt", cert_pem, 0o644)
 
 
 def _remove_key_files(keys_dir: Path, file_id: str) -> None:
@@ -295,7 +311,7 @@ def _write_bundle_pem(keys_dir: Path, entries: Entries) -> None:
         entry.certificate.public_bytes(serialization.Encoding.PEM)
         for entry in ring.published(entries)
     )
-    write_atomic(keys_dir / BUNDLE_FILE, pem, mode=0o644)
+    _write(keys_dir / BUNDLE_FILE, pem, 0o644)
 
 
 def _write_jwks(keys_dir: Path, entries: Entries) -> None:
@@ -362,4 +378,4 @@ def _read_ring_file(keys_dir: Path) -> list[dict[str, Any]]:
 def _write_ring_file(keys_dir: Path, entries: Entries) -> None:
     records = [ring.entry_record(entry) for entry in entries]
     text = json.dumps({"version": 1, "keys": records}, indent=2) + "\n"
-    write_atomic(keys_dir / RING_FILE, text.encode("utf-8"), mode=0o644)
+    _write(keys_dir / RING_FILE, text.encode("utf-8"), 0o644)

@@ -1,0 +1,45 @@
+"""app.atomic.write_atomic: the one way files are written (keys, users, robots, JWKS)."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from app.atomic import write_atomic
+from app.errors import KeyStoreError, RegistryAuthError
+
+
+def test_a_missing_directory_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "missing" / "users.htpasswd"
+    with pytest.raises(RegistryAuthError) as raised:
+        write_atomic(path, b"x\n", mode=0o600)
+    assert str(raised.value) == f"cannot write {path}: No such file or directory"
+    assert raised.value.__suppress_context__  # one line, not the OSError's traceback too
+
+
+def test_a_directory_in_the_way_is_refused_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    (tmp_path / "jwks.json").mkdir()
+    with pytest.raises(KeyStoreError, match=r"jwks\.json: Is a directory"):
+        write_atomic(tmp_path / "jwks.json", b"{}", mode=0o644, error=KeyStoreError)
+    assert [p.name for p in tmp_path.iterdir()] == ["jwks.json"]
+
+
+def test_a_symlink_is_written_through(tmp_path: Path) -> None:
+    target = tmp_path / "real.htpasswd"
+    target.write_bytes(b"old\n")
+    link = tmp_path / "users.htpasswd"
+    link.symlink_to(target.name)
+    write_atomic(link, b"new\n", mode=0o600)
+    assert link.is_symlink()
+    assert target.read_bytes() == b"new\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
+def test_a_dangling_symlink_creates_its_target(tmp_path: Path) -> None:
+    link = tmp_path / "robots.yaml"
+    link.symlink_to("robots-real.yaml")
+    write_atomic(link, b"robots: {}\n", mode=0o600)
+    assert link.is_symlink()
+    assert (tmp_path / "robots-real.yaml").read_bytes() == b"robots: {}\n"
