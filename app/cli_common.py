@@ -1,5 +1,6 @@
 """What every command module shares: the --config option, the embedded-defaults test, the
-`keys` subcommands' common options and delays written like 90s or 2h."""
+`keys` subcommands' common options, delays written like 90s or 2h and the checks of a user or
+robots file named on the command line."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from pathlib import Path
 from typing import TypeAlias
 
 from app import CONFIG_ENV
-from app.errors import RegistryAuthError
+from app.errors import RegistryAuthError, UserStoreError
 
 # argparse's private type of `add_subparsers()`; a string so it is never subscripted at run time.
 CommandGroup: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 _DURATION = re.compile(r"(\d+)([smhd]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_MAX_DAYS = 365  # every delay ends in a sleep, which refuses ~292 years and more
 
 
 def config_option(parser: argparse.ArgumentParser) -> None:
@@ -53,8 +55,24 @@ def say(text: str) -> None:
 
 
 def parse_duration(text: str, option: str = "--promote-after") -> int:
-    """Seconds in `90`, `90s`, `10m`, `2h` or `1d`; the error names `option`."""
+    """Seconds in `90`, `90s`, `10m`, `2h` or `1d` (at most a year); the error names `option`."""
     match = _DURATION.fullmatch(text.strip())
     if match is None:
         raise RegistryAuthError(f"{option} {text!r}: give a delay like 90s, 10m, 2h or 1d")
-    return int(match.group(1)) * _UNITS[match.group(2)]
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > _MAX_DAYS * _UNITS["d"]:
+        raise RegistryAuthError(f"{option} {text!r}: at most {_MAX_DAYS}d")
+    return seconds
+
+
+def user_file(path: Path, kind: str, *, create: bool, hint: str = "") -> Path:
+    """An htpasswd or robots file (`kind`) a command edits. One to read must exist: a typo'd
+    path is an error, not an empty file. One a command may create needs its directory, which
+    is never made here (a typo'd directory would be made silently)."""
+    if path.exists():
+        return path
+    if not create:
+        raise UserStoreError(f"{kind} {path}: no such file{hint}")
+    if not path.parent.is_dir():
+        raise UserStoreError(f"cannot create {kind} {path}: no directory {path.parent}")
+    return path

@@ -21,6 +21,7 @@ from app.cli_common import keys_subcommand as _sub
 from app.cli_keys_sync import add_keys_sync_command
 from app.errors import KeyStoreError, RotationRefusedError
 from app.keys import ring
+from app.keys.certs import MAX_CERT_DAYS
 from app.keys.jwks import KidFormat, jwks_document
 from app.keys.model import Algorithm, KeyState, SigningKey
 from app.keys.ring import Entries, RingEntry
@@ -100,8 +101,8 @@ def _new_key_options(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, *, clock: Clock | None = None, sleep: Sleep = time.sleep) -> int:
     """Run one `keys` command; RegistryAuthError (refusals included) goes to the caller."""
     keys_dir: Path = args.keys_dir or _settings(args).keys_dir
-    if getattr(args, "days", 1) <= 0:
-        raise KeyStoreError("--days must be a positive number of days")
+    if not 0 < getattr(args, "days", 1) <= MAX_CERT_DAYS:
+        raise KeyStoreError(f"--days must be a number of days from 1 to {MAX_CERT_DAYS}")
     return _COMMANDS[args.keys_command](args, keys_dir, clock or _utcnow, sleep)
 
 
@@ -231,9 +232,11 @@ def _retire(
 
 
 def _rotate(args: argparse.Namespace, keys_dir: Path, now: Clock, sleep: Sleep) -> int:
-    # Every option is checked before the key is added: a refusal must leave the ring as it was.
+    # Every option, and the config the promotion reads, is checked before the key is added: a
+    # refusal must leave the ring as it was.
     delay = parse_duration(args.promote_after) if args.promote_after is not None else None
     wait = _trust_wait(args) if args.promote_when_trusted else None
+    window = _window(args) if delay is not None or wait is not None else None
     entry = add_key(keys_dir, Algorithm(args.algorithm), days=args.days, clock=now)
     _print_added(entry)
     if delay is not None:
@@ -241,9 +244,9 @@ def _rotate(args: argparse.Namespace, keys_dir: Path, now: Clock, sleep: Sleep) 
         sleep(delay)
     elif wait is not None:
         wait(next(k for k in load_keyring(keys_dir).keys if k.kid == entry.kid), sleep)
-    else:
+    if window is None:
         return 0
-    return _promote(keys_dir, entry.kid, _window(args), now())
+    return _promote(keys_dir, entry.kid, window, now())
 
 
 def _trust_wait(args: argparse.Namespace) -> Callable[[SigningKey, Sleep], None]:

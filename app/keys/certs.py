@@ -12,6 +12,7 @@ from cryptography.x509.oid import NameOID
 from app.keys.model import Algorithm, PrivateKey
 
 DEFAULT_CERT_DAYS = 365
+MAX_CERT_DAYS = 36500  # 100 years; far past it, not_valid_after leaves X.509's year 9999
 _BACKDATE = timedelta(minutes=5)  # tolerate a registry whose clock runs a little behind
 
 

@@ -140,7 +140,8 @@ def test_rotate_promote_after_waits_then_promotes(config: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("90", 90), ("90s", 90), ("2h", 7200), ("1d", 86400)]
+    ("text", "seconds"),
+    [("90", 90), ("90s", 90), ("2h", 7200), ("1d", 86400), ("365d", 365 * 86400)],
 )
 def test_parse_duration(text: str, seconds: int) -> None:
     assert parse_duration(text) == seconds
@@ -150,6 +151,13 @@ def test_parse_duration(text: str, seconds: int) -> None:
 def test_parse_duration_refuses_nonsense(text: str) -> None:
     with pytest.raises(RegistryAuthError, match="90s, 10m, 2h or 1d"):
         parse_duration(text)
+
+
+@pytest.mark.parametrize("text", ["366d", "8761h", "200000d", "99999999999999"])
+def test_parse_duration_refuses_more_than_a_year(text: str) -> None:
+    # Every delay ends in time.sleep, which raises OverflowError past ~292 years.
+    with pytest.raises(RegistryAuthError, match=f"--interval '{text}': at most 365d"):
+        parse_duration(text, "--interval")
 
 
 def test_jwks_file_for_registry_3(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -174,9 +182,19 @@ def test_unknown_kid_is_named(config: Path) -> None:
         keys(config, "promote", "NOPE")
 
 
-def test_days_must_be_positive(config: Path) -> None:
-    with pytest.raises(KeyStoreError, match="--days must be a positive"):
-        keys(config, "add", "--days", "0")
+@pytest.mark.parametrize("command", ["generate", "add", "rotate"])
+@pytest.mark.parametrize("days", ["0", "36501", "3000000"])
+def test_days_out_of_range_are_refused(config: Path, command: str, days: str) -> None:
+    # 3000000 days end past X.509's year 9999: the certificate cannot be made.
+    with pytest.raises(KeyStoreError, match="--days must be a number of days from 1 to 36500"):
+        keys(config, command, "--days", days)
+    assert not (config.parent / "keys").exists()
+
+
+def test_the_longest_validity_makes_a_certificate(config: Path) -> None:
+    keys(config, "generate", "--algorithm", "ES256", "--days", "36500")
+    (entry,) = read_entries(config.parent / "keys")
+    assert entry.not_after - entry.created > timedelta(days=36499)
 
 
 def test_refusal_through_the_entry_point_is_one_line_and_exit_2(
@@ -199,6 +217,7 @@ def test_refusal_through_the_entry_point_is_one_line_and_exit_2(
         (["--promote-when-trusted", "https://r", "--check-every", "0s"], "at least 1s"),
         (["--promote-when-trusted", "https://r", "--give-up-after", "soon"], "--give-up-after"),
         (["--promote-after", "later"], "--promote-after 'later'"),
+        (["--promote-after", "200000d"], "--promote-after '200000d': at most 365d"),
     ],
 )
 def test_rotate_refusing_an_option_adds_no_key(config: Path, argv: list[str], message: str) -> None:
@@ -206,6 +225,27 @@ def test_rotate_refusing_an_option_adds_no_key(config: Path, argv: list[str], me
     with pytest.raises(RegistryAuthError, match=message):
         keys(config, "rotate", *argv)
     assert states(config) == ["active"]
+
+
+def test_rotate_reads_the_config_it_promotes_with_before_adding(config: Path) -> None:
+    keys(config, "generate")
+    keys_dir = config.parent / "keys"
+    config.write_text("token_ttl: [\n")  # the promotion reads the token window from it
+    with pytest.raises(RegistryAuthError, match="is not valid YAML"):
+        keys(config, "rotate", "--keys-dir", str(keys_dir), "--promote-after", "1s")
+    assert states(config) == ["active"]
+
+
+@pytest.mark.parametrize("command", ["add", "rotate"])
+def test_add_and_rotate_refuse_a_directory_without_a_ring(
+    config: Path, command: str, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    # Only a `next` key would be a ring with nothing to sign: serve and generate refuse it.
+    with pytest.raises(KeyStoreError, match=f"no key ring in {empty}: run `registry-auth keys"):
+        keys(config, command, "--keys-dir", str(empty))
+    assert list(empty.iterdir()) == []
 
 
 def test_rotate_takes_one_way_to_promote(config: Path) -> None:
