@@ -13,7 +13,7 @@ from app.authz.engine import explain
 from app.authz.files import load_policy
 from app.authz.report import explanation_data, render_text
 from app.cli_common import config_option, uses_embedded_defaults
-from app.errors import ConfigError, PolicyError
+from app.errors import ConfigError, PolicyError, RegistryAuthError
 from app.protocol.scopes import parse_scopes
 from app.settings import load_settings
 
@@ -71,6 +71,6 @@ def _explain_requester(args: argparse.Namespace, service: str) -> Requester:
         try:
             ip = ip_address(args.ip)
         except ValueError:
-            raise ConfigError("--ip", f"{args.ip!r} is not an IP address") from None
+            raise RegistryAuthError(f"--ip {args.ip!r}: not an IP address") from None
     account = None if args.anonymous else args.account
     return Requester(account, service, frozenset(args.group), ip)

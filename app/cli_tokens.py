@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from app.assembly import refresh_tokens_from_settings
 from app.cli_common import config_option
-from app.errors import ConfigError
+from app.errors import ConfigError, StateStoreError
 from app.protocol.tokens import rfc3339
 from app.settings import load_settings
 from app.state.model import RefreshRecord
@@ -41,8 +40,7 @@ def run(args: argparse.Namespace) -> int:
         if args.id is not None:
             records = [record for record in records if record.id == args.id]
             if not records:
-                print(f"no refresh token with id {args.id}", file=sys.stderr)
-                return 1
+                raise StateStoreError(f"no refresh token with id {args.id!r}")
         count = tokens.revoke(records, "revoked with `registry-auth tokens revoke`")
         print(f"revoked {count} refresh token(s)")
         return 0

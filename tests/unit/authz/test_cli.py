@@ -126,7 +126,10 @@ def test_explain_json_and_backend_groups(acl: Path, capsys: pytest.CaptureFixtur
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--account", "a", "--ip", "300.1.1.1", "repository:a/b:pull"], "--ip: '300.1.1.1'"),
+        (
+            ["--account", "a", "--ip", "300.1.1.1", "repository:a/b:pull"],
+            "error: --ip '300.1.1.1': not an IP address",  # not a config problem: no `config:`
+        ),
         (["--account", "a", "repository:a/b"], "is not type:name:actions"),
     ],
 )
