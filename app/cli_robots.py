@@ -8,11 +8,13 @@ import time
 from pathlib import Path
 
 from app.authn.robot_store import create_robot, list_robots, parse_expiry, revoke_robot, robot_name
-from app.authn.robots import format_time
+from app.authn.robots import check_groups, format_time
 from app.backend_settings import ROBOT_PREFIX, RobotsBackend
-from app.cli_common import config_option
+from app.cli_common import config_option, user_file
 from app.errors import UserStoreError
 from app.settings import load_settings
+
+_NO_ROBOTS_YET = " (the first `registry-auth robots create` makes it)"
 
 
 def add_commands(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +31,10 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = _robots_path(args)
+    creating = args.robots_command == "create"
+    if creating:
+        check_groups(args.groups, "--groups")
+    path = user_file(_robots_path(args), "robots file", create=creating, hint=_NO_ROBOTS_YET)
     if args.robots_command == "list":
         now = time.time()
         for robot in list_robots(path):

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from app.authn.users import list_accounts, remove_user, set_user
-from app.backend_settings import HtpasswdBackend
-from app.cli_common import config_option
+from app.backend_settings import ROBOT_PREFIX, HtpasswdBackend
+from app.cli_common import config_option, user_file
 from app.errors import UserStoreError
 from app.settings import load_settings
 
@@ -31,7 +31,19 @@ def _users_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = _htpasswd_path(args)
+    adding = args.users_command == "add"
+    if adding:
+        _check_not_robot(args.name)
+    path = user_file(_htpasswd_path(args), "htpasswd file", create=adding)
+    password = _read_password(args.password_stdin) if adding else ""
+    try:
+        return _edit(args, path, password)
+    except UnicodeDecodeError:
+        # Read by app.authn.users, which lets this through (load_htpasswd converts it).
+        raise UserStoreError(f"htpasswd file {path} is not UTF-8 text") from None
+
+
+def _edit(args: argparse.Namespace, path: Path, password: str) -> int:
     if args.users_command == "list":
         for account in list_accounts(path):
             print(account)
@@ -40,9 +52,19 @@ def run(args: argparse.Namespace) -> int:
         remove_user(path, args.name)
         print(f"removed {args.name} from {path}")
         return 0
-    created = set_user(path, args.name, _read_password(args.password_stdin))
+    created = set_user(path, args.name, password)
     print(f"{'added' if created else 'changed password of'} {args.name} in {path}")
     return 0
+
+
+def _check_not_robot(account: str) -> None:
+    # The chain sends every robot$ name to the robots store alone (app.authn.chain): such an
+    # htpasswd user could never log in.
+    if account.startswith(ROBOT_PREFIX):
+        raise UserStoreError(
+            f"{account!r} is a robot account name (it starts with {ROBOT_PREFIX!r}), which only "
+            "the robots file can hold: use `registry-auth robots create`"
+        )
 
 
 def _htpasswd_path(args: argparse.Namespace) -> Path:

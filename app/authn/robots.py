@@ -74,16 +74,27 @@ def _parse_robot(name: str, entry: Any, path: Path) -> Robot:
     digest = entry.get("sha256")
     if not isinstance(digest, str) or len(digest) != 64:
         raise UserStoreError(f"{where}: sha256: must be 64 hex digits")
-    groups = entry.get("groups") or []
-    if not isinstance(groups, list) or not all(isinstance(g, str) and g for g in groups):
-        raise UserStoreError(f"{where}: groups: must be a list of group names")
     return Robot(
         name,
         digest.lower(),
-        frozenset(groups),
+        check_groups(entry.get("groups") or [], f"{where}: groups"),
         _parse_time(entry.get("created"), f"{where}: created"),
         _parse_time(entry.get("expires"), f"{where}: expires"),
     )
+
+
+def check_groups(groups: Any, where: str) -> frozenset[str]:
+    """A robot's groups: a list of names, each one line of printable text (`robots list` shows
+    them on one line, comma-separated). `robots create` checks them with this rule too, so it
+    never writes a file this module refuses."""
+    if not isinstance(groups, list):
+        raise UserStoreError(f"{where}: must be a list of group names")
+    for group in groups:
+        if not isinstance(group, str) or not group or not group.isprintable():
+            raise UserStoreError(
+                f"{where}: {group!r} is not a group name (one line of printable text)"
+            )
+    return frozenset(groups)
 
 
 def _parse_time(value: Any, where: str) -> datetime | None:

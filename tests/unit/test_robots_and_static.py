@@ -50,6 +50,29 @@ def test_names_are_checked_and_unique(tmp_path: Path) -> None:
             create_robot(path, bad, [], None)
 
 
+_DIGEST = "ab" * 32
+
+
+@pytest.mark.parametrize(
+    ("groups", "problem"),
+    [
+        ("ci", "must be a list of group names"),
+        ("['']", "'' is not a group name"),
+        ('["a\\nb"]', "'a\\nb' is not a group name"),
+        ("[[ci]]", "['ci'] is not a group name"),
+    ],
+)
+def test_robot_groups_are_names_on_one_line(tmp_path: Path, groups: str, problem: str) -> None:
+    # The rule `robots create` checks --groups with, so it never writes a file refused here.
+    path = tmp_path / "robots.yaml"
+    path.write_text(f"robots:\n  robot$ci:\n    sha256: {_DIGEST}\n    groups: {groups}\n")
+    with pytest.raises(UserStoreError) as raised:
+        load_robots(path)
+    assert str(raised.value) == f"{path}: robots.robot$ci: groups: {problem}" + (
+        "" if problem.startswith("must") else " (one line of printable text)"
+    )
+
+
 @pytest.mark.parametrize("text", ["90", "0d", "1y", "-1d", "forever"])
 def test_bad_expiry_is_refused(text: str) -> None:
     with pytest.raises(UserStoreError, match="--expires"):

@@ -1,0 +1,256 @@
+"""What an operator sees when a `users`, `robots` or `keys` command cannot do its work: one
+`registry-auth: error:` line naming the file and exit 2, never a traceback; and nothing
+written that a later command (or the server) would refuse."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from app import cli
+from app.authn.robots import load_robots
+from app.cli import run
+from app.keys.model import Algorithm
+from app.keys.store import generate_key, read_entries
+
+
+def no_serve(*_: object) -> None:
+    raise AssertionError("serve must not run")
+
+
+def fails(capsys: pytest.CaptureFixture[str], *argv: str, stdin: str = "") -> str:
+    """The one error line of a command that must fail with exit 2."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.stdin", io.StringIO(stdin))
+        code = run(list(argv), serve=no_serve)
+    err = capsys.readouterr().err
+    assert (code, err.count("\n")) == (2, 1), err
+    assert err.startswith("registry-auth: error: ")
+    return err.removeprefix("registry-auth: error: ").rstrip("\n")
+
+
+@pytest.fixture
+def ring(tmp_path: Path) -> Path:
+    keys = tmp_path / "ring"
+    generate_key(keys, Algorithm.ES256)
+    return keys
+
+
+@pytest.fixture
+def a_file(tmp_path: Path) -> Path:
+    path = tmp_path / "a-file"
+    path.write_text("not a directory\n")
+    return path
+
+
+# --- files that cannot be written ---------------------------------------------------------
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_users_add_where_no_file_can_be_made(capsys: pytest.CaptureFixture[str]) -> None:
+    message = fails(
+        capsys, "users", "add", "bob", "--password-stdin", "--htpasswd", "/proc/users.htpasswd",
+        stdin="pw\n",
+    )  # fmt: skip
+    assert message == "cannot write /proc/users.htpasswd: No such file or directory"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_robots_create_where_no_file_can_be_made(capsys: pytest.CaptureFixture[str]) -> None:
+    message = fails(capsys, "robots", "create", "ci", "--robots-file", "/proc/robots.yaml")
+    assert message == "cannot write /proc/robots.yaml: No such file or directory"
+
+
+def test_keys_generate_into_a_file(a_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    message = fails(capsys, "keys", "generate", "--keys-dir", str(a_file))
+    assert message == f"keys directory {a_file}: not a directory"
+
+
+def test_keys_generate_under_a_file(a_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    message = fails(capsys, "keys", "generate", "--keys-dir", str(a_file / "keys"))
+    assert message == f"cannot write in keys directory {a_file / 'keys'}: Not a directory"
+
+
+def test_keys_sync_into_a_file(
+    ring: Path, a_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    message = fails(
+        capsys, "keys", "sync", "--from", str(ring), "--keys-dir", str(a_file), "--once"
+    )
+    assert message == f"keys directory {a_file}: not a directory"
+    assert a_file.read_text() == "not a directory\n"
+
+
+@pytest.mark.parametrize(
+    ("output", "problem"),
+    [("missing-dir/jwks.json", "No such file or directory"), ("a-dir", "Is a directory")],
+)
+def test_keys_jwks_output_that_cannot_be_written(
+    ring: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], output: str, problem: str
+) -> None:
+    (tmp_path / "a-dir").mkdir()
+    target = tmp_path / output
+    message = fails(capsys, "keys", "jwks", "--keys-dir", str(ring), "--output", str(target))
+    assert message == f"cannot write {target}: {problem}"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_an_os_error_no_module_converted_is_still_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(*_: object) -> int:
+        raise PermissionError(13, "Permission denied", "/srv/keys/.sync-x")
+
+    monkeypatch.setattr(cli, "_dispatch", broken)
+    message = fails(capsys, "users", "list", "--htpasswd", "x")
+    assert message == "/srv/keys/.sync-x: Permission denied"
+
+
+def test_a_bug_still_shows_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_: object) -> int:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(cli, "_dispatch", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        run(["users", "list", "--htpasswd", "x"], serve=no_serve)
+
+
+# --- files that cannot be read ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["list"], ["remove", "amy"], ["add", "amy"]])
+def test_a_user_file_that_is_not_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    path = tmp_path / "bin.htpasswd"
+    path.write_bytes(b"\xff\xfe\n")
+    argv = ["users", *command, "--htpasswd", str(path)]
+    if command[0] == "add":
+        argv.append("--password-stdin")
+    message = fails(capsys, *argv, stdin="pw\n")
+    assert message == f"htpasswd file {path} is not UTF-8 text"
+    assert path.read_bytes() == b"\xff\xfe\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "kind"),
+    [
+        (["users", "list"], "htpasswd file"),
+        (["users", "remove", "amy"], "htpasswd file"),
+        (["robots", "list"], "robots file"),
+        (["robots", "revoke", "ci"], "robots file"),
+    ],
+)
+def test_a_missing_file_to_read_is_an_error_not_an_empty_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], kind: str
+) -> None:
+    typo = tmp_path / "no-such-dir" / "file"
+    option = "--htpasswd" if kind == "htpasswd file" else "--robots-file"
+    message = fails(capsys, *argv, option, str(typo))
+    assert message.startswith(f"{kind} {typo}: no such file")
+
+
+@pytest.mark.parametrize(
+    ("argv", "option", "kind"),
+    [
+        (["users", "add", "amy", "--password-stdin"], "--htpasswd", "htpasswd file"),
+        (["robots", "create", "ci"], "--robots-file", "robots file"),
+    ],
+)
+def test_a_new_file_needs_its_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], option: str, kind: str
+) -> None:
+    typo = tmp_path / "typo" / "sub" / "file"
+    message = fails(capsys, *argv, option, str(typo), stdin="pw\n")
+    assert message == f"cannot create {kind} {typo}: no directory {typo.parent}"
+    assert not (tmp_path / "typo").exists()
+
+
+def test_a_new_file_in_an_existing_directory_is_made_private(tmp_path: Path) -> None:
+    path = tmp_path / "users.htpasswd"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.stdin", io.StringIO("pw\n"))
+        argv = ["users", "add", "amy", "--password-stdin", "--htpasswd", str(path)]
+        assert run(argv, serve=no_serve) == 0
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+# --- what would be written, refused first -------------------------------------------------
+
+
+@pytest.mark.parametrize("group", ["", "two\nlines", "tab\there"])
+def test_robots_create_refuses_a_group_the_robots_file_would_refuse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], group: str
+) -> None:
+    path = tmp_path / "robots.yaml"
+    message = fails(capsys, "robots", "create", "ci", "--groups", group, "--robots-file", str(path))
+    assert message == f"--groups: {group!r} is not a group name (one line of printable text)"
+    assert not path.exists()
+
+
+def test_robots_created_with_groups_load(tmp_path: Path) -> None:
+    path = tmp_path / "robots.yaml"
+    argv = ["robots", "create", "ci", "--groups", "ci", "team a", "--robots-file", str(path)]
+    assert run(argv, serve=no_serve) == 0
+    assert load_robots(path)["robot$ci"].groups == {"ci", "team a"}
+
+
+def test_users_add_refuses_a_robot_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "users.htpasswd"
+    message = fails(
+        capsys, "users", "add", "robot$x", "--password-stdin", "--htpasswd", str(path),
+        stdin="pw\n",
+    )  # fmt: skip
+    # The chain hands every robot$ name to the robots store alone: it could never log in.
+    assert message.startswith("'robot$x' is a robot account name")
+    assert message.endswith("use `registry-auth robots create`")
+    assert not path.exists()
+
+
+# --- symlinks are written through ---------------------------------------------------------
+
+
+def test_users_add_writes_through_a_symlink(tmp_path: Path) -> None:
+    target = tmp_path / "shared" / "users.htpasswd"
+    target.parent.mkdir()
+    target.write_text("")
+    target.chmod(0o640)
+    link = tmp_path / "users.htpasswd"
+    link.symlink_to(os.path.relpath(target, tmp_path))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.stdin", io.StringIO("pw\n"))
+        argv = ["users", "add", "fay", "--password-stdin", "--htpasswd", str(link)]
+        assert run(argv, serve=no_serve) == 0
+    assert link.is_symlink()
+    assert target.read_text().startswith("fay:$2b$")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640  # the mode the operator chose
+
+
+def test_robots_create_writes_through_a_symlink(tmp_path: Path) -> None:
+    target = tmp_path / "robots-real.yaml"
+    link = tmp_path / "robots.yaml"
+    link.symlink_to(target.name)
+    assert run(["robots", "create", "ci", "--robots-file", str(link)], serve=no_serve) == 0
+    assert link.is_symlink()
+    assert list(load_robots(target)) == ["robot$ci"]
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
+def test_keys_add_refuses_a_missing_ring_and_makes_no_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "keys"
+    message = fails(capsys, "keys", "add", "--keys-dir", str(missing))
+    assert message == f"no key ring in {missing}: run `registry-auth keys generate` first"
+    assert not missing.exists()
+
+
+def test_keys_generate_then_add_still_work(ring: Path) -> None:
+    assert (
+        run(["keys", "add", "--keys-dir", str(ring), "--algorithm", "ES256"], serve=no_serve) == 0
+    )
+    assert [e.state.value for e in read_entries(ring)] == ["active", "next"]
