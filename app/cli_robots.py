@@ -7,8 +7,9 @@ import sys
 import time
 from pathlib import Path
 
+from app.authn.base import check_groups
 from app.authn.robot_store import create_robot, list_robots, parse_expiry, revoke_robot, robot_name
-from app.authn.robots import check_groups, format_time
+from app.authn.robots import format_time
 from app.backend_settings import ROBOT_PREFIX, RobotsBackend
 from app.cli_common import config_option, user_file
 from app.errors import UserStoreError

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from pydantic import SecretStr
+
+from app.errors import UserStoreError
 
 
 # A NamedTuple, not a frozen dataclass: two are built for every login, and a frozen dataclass's
@@ -70,3 +72,17 @@ class AccountLookup(Protocol):
     async def account_state(self, account: str) -> AccountState | None:
         """None when the account no longer exists."""
         ...
+
+
+def check_groups(groups: Any, where: str) -> frozenset[str]:
+    """Groups from a users or robots file: a list of names, each one line of printable text
+    (`robots list` shows them on one line, comma-separated). `robots create` checks them with
+    this rule too, so it never writes a file the robots store refuses."""
+    if not isinstance(groups, list):
+        raise UserStoreError(f"{where}: must be a list of group names")
+    for group in groups:
+        if not isinstance(group, str) or not group or not group.isprintable():
+            raise UserStoreError(
+                f"{where}: {group!r} is not a group name (one line of printable text)"
+            )
+    return frozenset(groups)

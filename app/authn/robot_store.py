@@ -100,7 +100,7 @@ def _document(robots: dict[str, Robot]) -> dict[str, Any]:
 
 
 def _write(path: Path, robots: dict[str, Robot]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # No mkdir: a mistyped directory is an error (write_atomic names the path), not a new tree.
     header = "# Managed by `registry-auth robots`: SHA-256 of each secret, never the secret.\n"
     text = header + yaml.safe_dump(_document(robots), sort_keys=False)
     write_atomic(path, text.encode("utf-8"), mode=0o600)

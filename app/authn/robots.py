@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from app.authn.base import AuthResult, Credentials, Outcome
+from app.authn.base import AuthResult, Credentials, Outcome, check_groups
 from app.backend_settings import ROBOT_PREFIX
 from app.errors import UserStoreError
 
@@ -81,20 +81,6 @@ def _parse_robot(name: str, entry: Any, path: Path) -> Robot:
         _parse_time(entry.get("created"), f"{where}: created"),
         _parse_time(entry.get("expires"), f"{where}: expires"),
     )
-
-
-def check_groups(groups: Any, where: str) -> frozenset[str]:
-    """A robot's groups: a list of names, each one line of printable text (`robots list` shows
-    them on one line, comma-separated). `robots create` checks them with this rule too, so it
-    never writes a file this module refuses."""
-    if not isinstance(groups, list):
-        raise UserStoreError(f"{where}: must be a list of group names")
-    for group in groups:
-        if not isinstance(group, str) or not group or not group.isprintable():
-            raise UserStoreError(
-                f"{where}: {group!r} is not a group name (one line of printable text)"
-            )
-    return frozenset(groups)
 
 
 def _parse_time(value: Any, where: str) -> datetime | None:

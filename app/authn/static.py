@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from app.authn.base import AccountState, AuthResult, Credentials, Outcome
+from app.authn.base import AccountState, AuthResult, Credentials, Outcome, check_groups
 from app.authn.htpasswd import (
     credential_version,
     dummy_hash,
@@ -68,10 +68,8 @@ def _parse_user(name: str, entry: Any, path: Path) -> StaticUser:
     hashed = entry.get("password")
     if not isinstance(hashed, str) or not is_bcrypt_hash(hashed):
         raise UserStoreError(f"{where}: password: must be a bcrypt hash ($2b$/$2y$/$2a$)")
-    groups = entry.get("groups") or []
-    if not isinstance(groups, list) or not all(isinstance(g, str) and g for g in groups):
-        raise UserStoreError(f"{where}: groups: must be a list of group names")
-    return StaticUser(hashed.encode("ascii"), frozenset(groups))
+    groups = check_groups(entry.get("groups") or [], f"{where}: groups")
+    return StaticUser(hashed.encode("ascii"), groups)
 
 
 def load_static_users(path: Path) -> StaticUsers:

@@ -16,6 +16,8 @@ def read_lines(path: Path) -> list[str]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UserStoreError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UserStoreError(f"htpasswd file {path} is not UTF-8 text") from None
     parse_htpasswd(text, path)  # refuse to edit a file we would refuse to serve
     return text.splitlines()
 
@@ -56,6 +58,6 @@ def _find(lines: list[str], account: str) -> int | None:
 
 
 def _write(path: Path, lines: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # No mkdir: a mistyped directory is an error (write_atomic names the path), not a new tree.
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
     write_atomic(path, "".join(f"{line}\n" for line in lines).encode("utf-8"), mode=mode)

@@ -10,7 +10,7 @@ from pydantic import SecretStr
 from app.authn.base import Credentials, Outcome
 from app.authn.htpasswd import HtpasswdAuthenticator, load_htpasswd, parse_htpasswd
 from app.authn.users import list_accounts, remove_user, set_user
-from app.errors import UserStoreError
+from app.errors import RegistryAuthError, UserStoreError
 
 FAST = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
 
@@ -126,3 +126,18 @@ def test_invalid_account_names_are_refused(tmp_path: Path, account: str) -> None
 def test_password_over_72_bytes_is_refused_when_adding(tmp_path: Path) -> None:
     with pytest.raises(UserStoreError, match="72 bytes"):
         set_user(tmp_path / "f", "alice", "p" * 73, rounds=4)
+
+
+def test_editing_a_file_that_is_not_text_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "users.htpasswd"
+    path.write_bytes(b"\xff\xfe\n")
+    with pytest.raises(UserStoreError, match="is not UTF-8 text"):
+        set_user(path, "alice", "pw", rounds=4)
+    assert path.read_bytes() == b"\xff\xfe\n"
+
+
+def test_a_user_file_in_a_missing_directory_is_an_error_not_a_new_tree(tmp_path: Path) -> None:
+    path = tmp_path / "typo" / "users.htpasswd"
+    with pytest.raises(RegistryAuthError, match=r"cannot write .*typo/users\.htpasswd"):
+        set_user(path, "alice", "pw", rounds=4)
+    assert not (tmp_path / "typo").exists()
