@@ -36,11 +36,7 @@ def run(args: argparse.Namespace) -> int:
         _check_not_robot(args.name)
     path = user_file(_htpasswd_path(args), "htpasswd file", create=adding)
     password = _read_password(args.password_stdin) if adding else ""
-    try:
-        return _edit(args, path, password)
-    except UnicodeDecodeError:
-        # Read by app.authn.users, which lets this through (load_htpasswd converts it).
-        raise UserStoreError(f"htpasswd file {path} is not UTF-8 text") from None
+    return _edit(args, path, password)
 
 
 def _edit(args: argparse.Namespace, path: Path, password: str) -> int:
