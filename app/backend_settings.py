@@ -14,32 +14,15 @@ from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     field_validator,
     model_validator,
 )
 
+from app.setting_types import FilePath, OptionalFilePath, check_url_port
+
 ROBOT_PREFIX = "robot$"  # robot account names start with it; no other backend sees such names
-
-
-def _refuse_empty(value: object) -> object:
-    # As app.settings_sections.FilePath (a module this one may not import): "" would be read as
-    # Path("."), the config's folder, and fail only when the backend opens it.
-    if isinstance(value, str) and not value.strip():
-        raise ValueError("is empty: give a path")
-    return value
-
-
-def _refuse_empty_optional(value: object) -> object:
-    if isinstance(value, str) and not value.strip():
-        raise ValueError("is empty: give a path, or null to leave it unset")
-    return value
-
-
-FilePath = Annotated[Path, BeforeValidator(_refuse_empty)]
-OptionalFilePath = Annotated[Path | None, BeforeValidator(_refuse_empty_optional)]
 
 
 class _Backend(BaseModel):
@@ -176,6 +159,7 @@ class LdapBackend(_Backend, _Cached):
         bad_path = parts.path not in ("", "/")
         if parts.scheme not in ("ldap", "ldaps") or not parts.hostname or bad_path:
             raise ValueError("must be ldap://host[:port] or ldaps://host[:port]")
+        check_url_port(value)
         return value
 
     @model_validator(mode="after")
@@ -240,6 +224,7 @@ class WebhookBackend(_Backend, _Cached):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an http:// or https:// URL")
+        check_url_port(value)
         return value
 
     @model_validator(mode="after")

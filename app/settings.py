@@ -24,16 +24,14 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from app import CONFIG_ENV
 from app.backend_settings import BackendSettings, check_backend_list, resolve_backend_paths
 from app.errors import ConfigError
+from app.setting_types import FilePath, OptionalFilePath, check_url_port
 from app.settings_env import ENV_PREFIX, EnvironmentSource, value_source
 from app.settings_sections import (
     BruteForceSettings,
     EtcdSettings,
-    FilePath,
     LimitSettings,
-    OptionalFilePath,
     StateSettings,
     TlsSettings,
-    check_url_port,
 )
 from app.yaml_strict import load_strict_yaml
 

@@ -119,3 +119,23 @@ def test_an_empty_backend_path_is_refused_naming_the_key(
         load_settings(overrides={**BASE, "auth_backends": [backend]})
     assert str(caught.value).startswith(f"config: {key}: ")
     assert words in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("backend", "key"),
+    [
+        ({"type": "webhook", "url": "https://sso:99999/check"}, "auth_backends.0.webhook.url"),
+        ({"type": "webhook", "url": "http://sso:abc/check"}, "auth_backends.0.webhook.url"),
+        (
+            {"type": "ldap", "url": "ldap://dc:70000", "user_base": "dc=x"},
+            "auth_backends.0.ldap.url",
+        ),
+    ],
+)
+def test_a_backend_url_with_a_port_out_of_range_is_refused(
+    backend: dict[str, Any], key: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(overrides={**BASE, "auth_backends": [backend]})
+    assert str(caught.value).startswith(f"config: {key}: ")
+    assert "invalid port (1-65535)" in str(caught.value)
