@@ -172,6 +172,10 @@ def _list(keys_dir: Path, window: ring.TokenWindow, now: datetime) -> int:
             f"{entry.kid:<59} {entry.algorithm.value:<5} {entry.state.value:<8} "
             f"{_when(entry.created)} {_when(entry.not_after)} {_note(entry, window, now)}"
         )
+    try:  # the table comes from keyring.json alone; the service also loads every key file
+        load_keyring(keys_dir)
+    except KeyStoreError as exc:
+        raise KeyStoreError(f"the service would refuse this key ring: {exc}") from None
     return 0
 
 

@@ -253,3 +253,20 @@ def test_rotate_takes_one_way_to_promote(config: Path) -> None:
         build_parser().parse_args(
             ["keys", "rotate", "--promote-after", "1m", "--promote-when-trusted", "https://r"]
         )
+
+
+@pytest.mark.parametrize("damage", ["deleted", "0644"])
+def test_list_shows_the_ring_and_says_when_the_service_would_refuse_it(
+    config: Path, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
+    keys(config, "generate")
+    kid = last_line(capsys).split()[-1]
+    assert keys(config, "list") == 0
+    (key_file,) = (config.parent / "keys").glob("*.key")
+    if damage == "deleted":
+        key_file.unlink()
+    else:
+        key_file.chmod(0o644)
+    with pytest.raises(KeyStoreError, match="the service would refuse this key ring: "):
+        keys(config, "list")
+    assert kid in capsys.readouterr().out  # the table still came first
