@@ -8,9 +8,10 @@ same cost, so it takes as long as a wrong password.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +19,11 @@ import anyio.to_thread
 import bcrypt
 
 from app.authn.base import AccountState, AuthResult, Credentials, Outcome
+from app.backend_settings import ROBOT_PREFIX
 from app.errors import UserStoreError
 from app.pools import WorkerPool
+
+log = logging.getLogger(__name__)
 
 BCRYPT_MAX_BYTES = 72  # bcrypt reads no further; htpasswd -B truncates there too
 _BCRYPT = re.compile(rb"\$2[aby]\$(?P<cost>[0-9]{2})\$[./A-Za-z0-9]{53}")
@@ -65,7 +69,22 @@ def load_htpasswd(path: Path) -> HtpasswdUsers:
     except UnicodeDecodeError:
         raise UserStoreError(f"htpasswd file {path} is not UTF-8 text") from None
     hashes = parse_htpasswd(text, path)
+    warn_robot_names(hashes, path)
     return HtpasswdUsers(path, hashes, _dummy_hash(hashes))
+
+
+def warn_robot_names(accounts: Iterable[str], path: Path) -> None:
+    """`robot$` accounts in a users file can never log in: the chain sends such names to the
+    robots store alone (app.authn.chain). Said at each load rather than refused, so a file that
+    loads today keeps loading; `users add` refuses to write such a name."""
+    robots = sorted(account for account in accounts if account.startswith(ROBOT_PREFIX))
+    if robots:
+        log.warning(
+            "%s: %s can never log in: robot accounts live in the robots file "
+            "(`registry-auth robots create`)",
+            path,
+            ", ".join(robots),
+        )
 
 
 def _dummy_hash(hashes: dict[str, bytes]) -> bytes:

@@ -25,9 +25,11 @@ from app.authn.htpasswd import (
     is_bcrypt_hash,
     run_check,
     validate_account,
+    warn_robot_names,
 )
 from app.errors import UserStoreError
 from app.pools import WorkerPool
+from app.yaml_strict import load_strict_yaml
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,14 +76,20 @@ def _parse_user(name: str, entry: Any, path: Path) -> StaticUser:
 
 def load_static_users(path: Path) -> StaticUsers:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_strict_yaml(path.read_text(encoding="utf-8"))  # a user twice is refused
     except OSError as exc:
         raise UserStoreError(f"cannot read users file {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise UserStoreError(f"users file {path} is not UTF-8 text") from None
-    except yaml.YAMLError:
-        raise UserStoreError(f"users file {path} is not valid YAML") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None)
+        raise UserStoreError(
+            f"users file {path} is not valid YAML{where}{f': {problem}' if problem else ''}"
+        ) from None
     users = parse_static_users(data, path)
+    warn_robot_names(users, path)
     return StaticUsers(path, users, dummy_hash({k: u.hashed for k, u in users.items()}))
 
 

@@ -11,6 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from app.authn.base import Credentials, Outcome
+from app.authn.htpasswd import load_htpasswd
 from app.authn.robot_store import create_robot, list_robots, parse_expiry, revoke_robot
 from app.authn.robots import RobotAuthenticator, load_robots
 from app.authn.static import StaticAuthenticator, load_static_users
@@ -159,6 +160,7 @@ async def test_static_users_with_groups(tmp_path: Path) -> None:
         ("users:\n  kim:\n    password: '{h}'\n    groups: [\"ci\\nops\"]\n", "not a group name"),
         ("people: {{}}\n", "one key, `users`"),
         ("users: [\n", "not valid YAML"),
+        ("users:\n  kim: {{password: '{h}'}}\n  kim: {{password: '{h}'}}\n", "duplicate key 'kim'"),
     ],
 )
 def test_static_users_file_errors_name_file_and_user(tmp_path: Path, text: str, words: str) -> None:
@@ -168,3 +170,22 @@ def test_static_users_file_errors_name_file_and_user(tmp_path: Path, text: str, 
         load_static_users(path)
     assert words in str(caught.value)
     assert str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize("kind", ["htpasswd", "static"])
+def test_a_robot_name_in_a_users_file_loads_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    """The chain sends robot$ names to the robots store alone: such an entry never logs in."""
+    hashed = _hash("x")
+    if kind == "htpasswd":
+        path = tmp_path / "users.htpasswd"
+        path.write_text(f"kim:{hashed}\nrobot$old:{hashed}\n")
+        loaded = set(load_htpasswd(path).hashes)
+    else:
+        path = tmp_path / "users.yaml"
+        entry = f"{{password: '{hashed}'}}"
+        path.write_text(f"users:\n  kim: {entry}\n  robot$old: {entry}\n")
+        loaded = set(load_static_users(path).users)
+    assert loaded == {"kim", "robot$old"}
+    assert f"{path}: robot$old can never log in" in caplog.text
