@@ -50,7 +50,20 @@ def _edit(args: argparse.Namespace, path: Path, password: str) -> int:
         return 0
     created = set_user(path, args.name, password)
     print(f"{'added' if created else 'changed password of'} {args.name} in {path}")
+    _warn_if_world_readable(path)
     return 0
+
+
+def _warn_if_world_readable(path: Path) -> None:
+    """An edit keeps the file's mode (an operator may have made it readable by the service's
+    group); readable by everyone, its bcrypt hashes are open to offline guessing: say so."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o004:
+        print(
+            f"registry-auth: warning: {path} is readable by every user (mode {mode:04o}): "
+            f"`chmod o-r {path}` (new files are made 0600)",
+            file=sys.stderr,
+        )
 
 
 def _check_not_robot(account: str) -> None:

@@ -254,3 +254,18 @@ def test_keys_generate_then_add_still_work(ring: Path) -> None:
         run(["keys", "add", "--keys-dir", str(ring), "--algorithm", "ES256"], serve=no_serve) == 0
     )
     assert [e.state.value for e in read_entries(ring)] == ["active", "next"]
+
+
+@pytest.mark.parametrize(("mode", "warned"), [(0o644, True), (0o640, False), (0o600, False)])
+def test_users_add_warns_when_every_user_can_read_the_hashes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mode: int, warned: bool
+) -> None:
+    path = tmp_path / "users.htpasswd"
+    path.write_text("")
+    path.chmod(mode)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.stdin", io.StringIO("pw\n"))
+        argv = ["users", "add", "fay", "--password-stdin", "--htpasswd", str(path)]
+        assert run(argv, serve=no_serve) == 0
+    assert stat.S_IMODE(path.stat().st_mode) == mode  # kept: the operator's choice
+    assert ("readable by every user (mode 0644)" in capsys.readouterr().err) is warned
