@@ -31,7 +31,7 @@ from pydantic import SecretStr
 from urllib3.exceptions import HTTPError, NewConnectionError, SSLError
 from urllib3.exceptions import TimeoutError as HTTPTimeoutError
 
-from app.etcd.handshake import refused_certificate
+from app.etcd.handshake import refused_certificate, unreadable_tls_file
 from app.etcd.kv import Json, KeyValue, RangeResult, TxnResult, b64
 
 T = TypeVar("T")
@@ -234,6 +234,13 @@ def _new_pool(base: str, connection: Connection) -> tuple[urllib3.HTTPConnection
 
 def _tls_context(connection: Connection) -> ssl.SSLContext:
     """Verifies etcd against `ca_cert`, else the system's CAs; presents the client pair."""
+    unreadable = unreadable_tls_file(
+        ca_cert=connection.ca_cert,
+        client_cert=connection.client_cert,
+        client_key=connection.client_key,
+    )
+    if unreadable is not None:
+        raise _RefusedError(f"cannot load the TLS files: {unreadable}")
     try:
         cafile = str(connection.ca_cert) if connection.ca_cert is not None else None
         context = ssl.create_default_context(cafile=cafile)

@@ -1,7 +1,9 @@
-"""How a TLS handshake that etcd refused reads, the same from both clients (python-etcd for v2,
-the v3 gateway's)."""
+"""How a TLS problem with etcd reads, the same from both clients (python-etcd for v2, the v3
+gateway's): a handshake etcd refused, a TLS file that is not there."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 # How a server that refuses our client certificate (or its absence) ends a TLS 1.3 handshake,
 # seen from here: it hangs up (EOF), or its alert arrives first (as often as not under load).
@@ -17,3 +19,18 @@ def refused_certificate(error: str) -> str | None:
         f"etcd ended the TLS handshake ({error}): "
         "does it want a client certificate, signed by a CA it trusts?"
     )
+
+
+def unreadable_tls_file(**files: Path | None) -> str | None:
+    """`ca_cert /etc/etcd/ca.pem: No such file or directory` for the first named file that
+    cannot be read, else None. Both clients report a missing file as a bare `[Errno 2]` that
+    names neither the file nor the setting."""
+    for setting, path in files.items():
+        if path is None:
+            continue
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            return f"{setting} {path}: {exc.strerror or exc}"
+    return None

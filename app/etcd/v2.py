@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import etcd
 
 from app.errors import EtcdConflictError, EtcdError
-from app.etcd.handshake import refused_certificate
+from app.etcd.handshake import refused_certificate, unreadable_tls_file
 from app.etcd.record import Snapshot
 from app.settings_sections import EtcdSettings
 
@@ -108,6 +108,13 @@ class PythonEtcdBackend:
             options.update(
                 username=settings.username, password=settings.password.get_secret_value()
             )
+        unreadable = unreadable_tls_file(
+            ca_cert=settings.ca_cert,
+            client_cert=settings.client_cert,
+            client_key=settings.client_key,
+        )
+        if unreadable is not None:
+            raise EtcdError(f"{self.where}: cannot load the TLS files: {unreadable}")
         if settings.ca_cert is not None:
             options["ca_cert"] = str(settings.ca_cert)
         if settings.client_cert is not None and settings.client_key is not None:

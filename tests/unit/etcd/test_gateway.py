@@ -15,6 +15,7 @@ from app.etcd.gateway import Connection, GatewayClient, GatewayError, _explain_t
 from app.etcd.kv import prefix_end
 from app.etcd.refresh_store import EtcdRefreshStore
 from app.etcd.state import open_state_client
+from app.etcd.v2 import PythonEtcdBackend
 from app.etcd.v3 import GatewayBackend
 from app.settings_sections import EtcdSettings, StateSettings
 
@@ -24,8 +25,24 @@ ENDPOINT = "https://127.0.0.1:9"
 
 def test_unreadable_tls_files_fail_the_call_not_the_construction(tmp_path: Path) -> None:
     client = GatewayClient(Connection([ENDPOINT], 1.0, ca_cert=tmp_path / "missing-ca.pem"))
-    with pytest.raises(GatewayError, match="cannot load the TLS files"):
+    with pytest.raises(GatewayError, match="cannot load the TLS files") as caught:
         client.range(b"/k")
+    assert f"ca_cert {tmp_path / 'missing-ca.pem'}: No such file or directory" in str(caught.value)
+
+
+@pytest.mark.parametrize("api", ["v2", "v3"])
+def test_a_missing_tls_file_is_named_with_its_setting(tmp_path: Path, api: str) -> None:
+    """Both clients said only `[Errno 2] No such file or directory`."""
+    (tmp_path / "ca.pem").write_text("")
+    settings = EtcdSettings(
+        endpoints=[ENDPOINT], api=api, key="/lain/k", ca_cert=tmp_path / "ca.pem",
+        client_cert=tmp_path / "client.pem", client_key=tmp_path / "client.key",
+    )  # fmt: skip
+    backend = GatewayBackend(settings) if api == "v3" else PythonEtcdBackend(settings)
+    with pytest.raises(EtcdError) as caught:
+        backend.read()
+    named = f"cannot load the TLS files: client_cert {tmp_path / 'client.pem'}: No such file"
+    assert named in str(caught.value)
 
 
 def test_the_publisher_sees_an_etcd_error_naming_its_key(tmp_path: Path) -> None:
