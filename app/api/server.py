@@ -136,6 +136,11 @@ def run_granian(settings: Settings, options: ServerOptions) -> None:
     )
 
     watch_tls_for_granian(settings, server.roll_workers)
+    # Before the fork. A worker's first collection (worker_app) then leaves the objects it
+    # inherits alone: marking them would write to, and so copy, every page it shares with this
+    # process. Measured with two workers after 3,000 tokens: 155 MiB PSS for the three
+    # processes before, 117 MiB after.
+    freeze_startup_heap()
     server.serve(target_loader=lambda _label: worker_app(settings))
 
 
