@@ -146,6 +146,7 @@ def launch_auth_server(
     """Like start_auth_server without waiting: start the registry meanwhile, then wait_ready()."""
     port = free_port()
     keys_dir, htpasswd = workdir / "keys", workdir / "users.htpasswd"
+    workdir.mkdir(parents=True, exist_ok=True)  # `users add` makes the file, not its directory
     # Key and users at once (each is a Python start); users one by one: they share a file.
     with ThreadPoolExecutor(max_workers=1) as pool:
         kid = pool.submit(generate_key, keys_dir, algorithm)
