@@ -69,9 +69,12 @@ def check_listen(options: ServerOptions) -> None:
     not on this machine, a name that does not resolve), instead of uvicorn's exit 3 after its
     start-up lines or granian's Rust backtrace. A trial bind, released at once; SO_REUSEADDR,
     as both servers set it, so a port left in TIME_WAIT by the last run is not "in use"."""
+    # The family as both servers choose it: IPv6 for an address with a colon, else IPv4 (so
+    # `localhost` is tried where they bind it, 127.0.0.1, not at ::1).
+    family = socket.AF_INET6 if ":" in options.host else socket.AF_INET
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
-            options.host, options.port, type=socket.SOCK_STREAM
+            options.host, options.port, family, socket.SOCK_STREAM
         )[0]
         with socket.socket(family, kind, proto) as trial:
             trial.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
