@@ -61,10 +61,17 @@ class Pattern:
         return any(_cached(source).fullmatch(value) for source in self._sources(account, groups))
 
     def _sources(self, account: str | None, groups: frozenset[str]) -> Iterator[str]:
+        # A placeholder stands for one path component. An account (or group) named `alice/x`
+        # would otherwise own `alice/x/app` under `${account}/**`, inside alice's namespace;
+        # such a name, an empty one, or an anonymous requester matches nothing here.
         names = self.placeholders
-        if "account" in names and account is None:
-            return  # an anonymous requester has no namespace of its own
-        group_values: list[str | None] = [*sorted(groups)] if "group" in names else [None]
+        if "account" in names and not _one_component(account):
+            return
+        group_values: list[str | None] = (
+            [group for group in sorted(groups) if _one_component(group)]
+            if "group" in names
+            else [None]
+        )
         for group in group_values:
             values = {"account": account, "group": group}
             yield "".join(
@@ -119,6 +126,10 @@ def _source(text: str, is_regex: bool, kind: GlobKind) -> str:
         position = found.end()
     parts.append(re.escape(text[position:]))
     return "".join(parts)
+
+
+def _one_component(value: str | None) -> bool:
+    return value is not None and value != "" and "/" not in value
 
 
 def _literal(value: str) -> str:

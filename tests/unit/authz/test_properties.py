@@ -117,3 +117,24 @@ def test_no_account_name_reaches_another_namespace(account: str, name: str) -> N
     scopes = [Scope("repository", name, ("push",))]
     (granted,) = grant(rule_list, Requester(account, "registry.test"), scopes)
     assert (granted.actions == ("push",)) == (name.split("/", maxsplit=1)[0] == account)
+
+
+OWNERS = st.sampled_from(["alice", "alice/x", "a", "a/x/y", "", "dev", "dev/x"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(OWNERS, st.sampled_from([*NAMES, "alice/x/app", "dev/x/y/z"]), st.booleans())
+def test_a_placeholder_is_one_path_component_even_under_double_star(
+    owner: str, name: str, as_group: bool
+) -> None:
+    """`alice/x` (an account or a group) must not own `alice/x/app` inside alice's namespace."""
+    placeholder = "${group}" if as_group else "${account}"
+    rule_list = [{"match": {"account": "*", "name": f"{placeholder}/**"}, "allow": ["push"]}]
+    requester = (
+        Requester("someone", "registry.test", frozenset({owner}))
+        if as_group
+        else Requester(owner, "registry.test")
+    )
+    (granted,) = grant(rule_list, requester, [Scope("repository", name, ("push",))])
+    owns = "/" not in owner and owner != "" and name.split("/", maxsplit=1)[0] == owner
+    assert (granted.actions == ("push",)) == owns
