@@ -19,10 +19,10 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from app.authn.base import AuthResult, Credentials, Outcome
+from app.authn.base import AuthResult, Credentials, Outcome, check_groups
 from app.authn.breaker import CircuitBreaker
 from app.backend_settings import WebhookBackend
-from app.errors import BackendUnavailableError
+from app.errors import BackendUnavailableError, UserStoreError
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +123,11 @@ def _groups(response: httpx.Response) -> frozenset[str] | None:
         data: Any = response.json()
     except ValueError:
         return None
-    if not isinstance(data, dict):
+    # The key itself is required: a bridge saying `200 {"error": "invalid password"}` (or `{}`)
+    # has not accepted anyone, and reading it as "no groups" let any password in.
+    if not isinstance(data, dict) or "groups" not in data:
         return None
-    groups = data.get("groups", [])
-    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+    try:
+        return check_groups(data["groups"], "groups")
+    except UserStoreError:
         return None
-    return frozenset(groups)

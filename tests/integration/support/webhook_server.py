@@ -1,8 +1,9 @@
 """A real HTTP server standing in for an SSO bridge: stdlib ThreadingHTTPServer in a thread.
 
 Its behaviour is data: `accounts` maps an account to (password, groups); `mode` switches the
-whole server to an outage ("500", "slow", "garbage"). Every request is recorded, so tests can
-check what the backend sent (JSON body, shared-secret header) and how often (retries, breaker).
+whole server to an outage ("500", "slow", "garbage", "no-groups", "bad-group"). Every request
+is recorded, so tests can check what the backend sent (JSON body, shared-secret header) and
+how often (retries, breaker).
 """
 
 from __future__ import annotations
@@ -14,12 +15,19 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+OUTAGES = {
+    "500": (500, b'{"error": "boom"}'),
+    "garbage": (200, b"<html>login page</html>"),
+    "no-groups": (200, b'{"error": "invalid password"}'),  # failure told in a 200's body
+    "bad-group": (200, b'{"groups": ["ci\\nops"]}'),
+}
+
 
 @dataclass
 class SsoBridge:
     accounts: dict[str, tuple[str, list[str]]]
     secret: str | None = None
-    mode: str = "normal"  # normal | 500 | slow | garbage
+    mode: str = "normal"  # normal | 500 | slow | garbage | no-groups | bad-group
     slow_seconds: float = 2.0
     requests: list[dict[str, Any]] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
@@ -31,12 +39,11 @@ class SsoBridge:
 
     def answer(self, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, bytes]:
         self.requests.append({"body": body, "headers": headers})
-        if self.mode == "500":
-            return 500, b'{"error": "boom"}'
+        if self.mode in OUTAGES:
+            return OUTAGES[self.mode]
         if self.mode == "slow":
             time.sleep(self.slow_seconds)
-        if self.mode == "garbage":
-            return 200, b"<html>login page</html>"
+
         if self.secret is not None and headers.get("x-registry-auth-secret") != self.secret:
             return 403, b"{}"
         known = self.accounts.get(str(body.get("account")))
