@@ -22,6 +22,8 @@ from pydantic import (
 
 from app.setting_types import FilePath, OptionalFilePath, check_url_port
 
+# `uid={account}` in a filter or a DN template: the attribute the account is matched against.
+_ACCOUNT_ATTRIBUTE = re.compile(r"([A-Za-z][A-Za-z0-9-]*)=\{account\}")
 ROBOT_PREFIX = "robot$"  # robot account names start with it; no other backend sees such names
 
 
@@ -127,6 +129,12 @@ class LdapBackend(_Backend, _Cached):
     user_dn_template: str | None = Field(
         default=None, description="direct mode, e.g. uid={account},ou=people,dc=example,dc=org"
     )
+    account_attribute: str | None = Field(
+        default=None,
+        description="attribute holding the account name, which the token carries as the "
+        "directory spells it (`CAROL` logs in as `carol`); absent: the one `{account}` is "
+        "compared with in `user_filter` or `user_dn_template` (e.g. `uid`)",
+    )
     groups_from: Literal["memberof", "search", "none"] = Field(
         default="memberof",
         description="`memberof`: the user's `group_attribute`; `search`: `group_filter` under "
@@ -178,7 +186,20 @@ class LdapBackend(_Backend, _Cached):
             raise ValueError("mode direct needs `user_dn_template` containing {account}")
         if self.groups_from == "search" and self.group_base is None:
             raise ValueError("groups_from search needs `group_base`")
+        if self.name_attribute() is None:
+            raise ValueError(
+                "set `account_attribute`: no `attribute={account}` in the "
+                f"{'user_dn_template' if self.mode == 'direct' else 'user_filter'}"
+            )
         return self
+
+    def name_attribute(self) -> str | None:
+        """`account_attribute`, else the attribute `{account}` is matched against."""
+        if self.account_attribute is not None:
+            return self.account_attribute
+        template = self.user_dn_template if self.mode == "direct" else self.user_filter
+        found = _ACCOUNT_ATTRIBUTE.search(template or "")
+        return found.group(1) if found else None
 
 
 class WebhookBackend(_Backend, _Cached):

@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 import ssl
 from typing import Any
 from urllib.parse import urlsplit
 
 import anyio.to_thread
 from ldap3 import BASE, NONE, SIMPLE, SUBTREE, SYNC, Connection, Server, Tls
-from ldap3.core.exceptions import LDAPException
+from ldap3.core.exceptions import LDAPException, LDAPSASLPrepError
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn, parse_dn
 from pydantic import SecretStr
@@ -77,13 +78,14 @@ class LdapAuthenticator:
         self._bind_password = bind_password
         self._server = build_server(config)
         self._pool = LdapPool(self._open, config.pool_size, config.timeout)
+        self._name_attribute = config.name_attribute() or "uid"  # settings ensure one
 
     async def aclose(self) -> None:
         self._pool.close()
 
     async def authenticate(self, credentials: Credentials) -> AuthResult:
         password = credentials.password.get_secret_value()
-        if not password:
+        if not password or not credentials.account.strip():
             return AuthResult(Outcome.REJECTED)
         return await anyio.to_thread.run_sync(self._check, credentials.account, password)
 
@@ -145,19 +147,35 @@ class LdapAuthenticator:
         groups = self._groups(pooled.connection, dn, account, attributes)
         if not _bind(pooled, dn, password):
             return AuthResult(Outcome.REJECTED)
-        return AuthResult(Outcome.ACCEPTED, account, groups)
+        return self._accepted(dn, account, attributes, groups)
 
     def _direct(self, pooled: Pooled, account: str, password: str) -> AuthResult:
         template = self._config.user_dn_template or ""
         dn = template.replace("{account}", escape_rdn(account))
         if not _bind(pooled, dn, password):
             return AuthResult(Outcome.REJECTED)
-        attributes: dict[str, Any] = {}
-        if self._config.groups_from == "memberof":
-            attribute = self._config.group_attribute
-            entries = _search(pooled.connection, dn, "(objectClass=*)", [attribute], scope=BASE)
-            attributes = entries[0][1] if entries else {}
+        entries = _search(pooled.connection, dn, "(objectClass=*)", self._wanted(), scope=BASE)
+        attributes = entries[0][1] if entries else {}
         groups = self._groups(pooled.connection, dn, account, attributes)
+        return self._accepted(dn, account, attributes, groups)
+
+    def _wanted(self) -> list[str]:
+        """The user entry's attributes a check reads: the account's name, and memberOf."""
+        wanted = [self._name_attribute]
+        if self._config.groups_from == "memberof":
+            wanted.append(self._config.group_attribute)
+        return wanted
+
+    def _accepted(
+        self, dn: str, typed: str, attributes: dict[str, Any], groups: frozenset[str]
+    ) -> AuthResult:
+        """Accepted as the directory spells the account. Directories compare names without
+        case and outer spaces, so `CAROL` or ` carol` bind as carol: given to the ACL as typed,
+        they slipped past rules written for `carol` (a deny, a group's members)."""
+        account = _directory_spelling(attributes.get(self._name_attribute), typed)
+        if account is None:
+            log.warning("LDAP: %s has no %s; refusing its login", dn, self._name_attribute)
+            return AuthResult(Outcome.REJECTED)
         return AuthResult(Outcome.ACCEPTED, account, groups)
 
     def _bind_service(self, pooled: Pooled) -> None:
@@ -170,8 +188,8 @@ class LdapAuthenticator:
 
     def _find_user(self, connection: Connection, account: str) -> tuple[str, dict[str, Any]] | None:
         query = self._config.user_filter.replace("{account}", escape_filter_chars(account))
-        wanted = [self._config.group_attribute] if self._config.groups_from == "memberof" else []
-        entries = _search(connection, self._config.user_base or "", query, wanted, size_limit=2)
+        base = self._config.user_base or ""
+        entries = _search(connection, base, query, self._wanted(), size_limit=2)
         if len(entries) > 1:
             log.warning("LDAP: %d entries match account %r; refusing", len(entries), account)
             return None  # ambiguous: nobody's account
@@ -182,7 +200,8 @@ class LdapAuthenticator:
     ) -> frozenset[str]:
         if self._config.groups_from == "memberof":
             values = attributes.get(self._config.group_attribute, [])
-            return frozenset(_first_rdn_value(value) for value in values)
+            names = (_first_rdn_value(value) for value in values)
+            return frozenset(name for name in names if name)
         if self._config.groups_from == "none":
             return frozenset()
         query = self._config.group_filter.replace("{dn}", escape_filter_chars(dn)).replace(
@@ -200,6 +219,12 @@ def _bind(pooled: Pooled, dn: str, password: str) -> bool:
     connection.user, connection.password = dn, password
     try:
         ok = connection.bind()
+    except LDAPSASLPrepError:
+        # ldap3 prepares a password by SASLprep (RFC 4013) and refuses one with a tab or a
+        # control character before sending it: no directory password can be that, so it is a
+        # wrong password, not an outage (which tore the pool down and skipped the throttle).
+        pooled.bound_as = None
+        return False
     finally:
         connection.password = None  # do not keep a user's password on a pooled connection
     pooled.bound_as = dn if ok else None
@@ -231,12 +256,36 @@ def _search(
     ]
 
 
-def _first_rdn_value(dn: str) -> str:
-    """'cn=ci,ou=groups,dc=example,dc=org' -> 'ci'."""
+def _first_rdn_value(dn: str) -> str | None:
+    """'cn=ci,ou=groups,dc=example,dc=org' -> 'ci'; 'cn=a\\,b,...' -> 'a,b' (RFC 4514
+    escapes undone, as a group search's `cn` has it); None for a value that is not a DN."""
     try:
-        return str(parse_dn(dn)[0][1])
+        value = str(parse_dn(dn)[0][1])
     except (LDAPException, IndexError):
-        return dn
+        return None
+    try:
+        return _DN_ESCAPE.sub(_unescaped, value.encode("utf-8")).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+# RFC 4514: `\` then two hex digits (one byte of UTF-8), or `\` then the character itself.
+_DN_ESCAPE = re.compile(rb"\\([0-9A-Fa-f]{2}|.)", re.DOTALL)
+
+
+def _unescaped(found: re.Match[bytes]) -> bytes:
+    pair = found.group(1)
+    return bytes.fromhex(pair.decode("ascii")) if len(pair) == 2 else pair
+
+
+def _directory_spelling(values: Any, typed: str) -> str | None:
+    """The entry's own spelling of the account: the value of its name attribute that matches
+    what was typed without case and outer spaces (a multi-valued uid), else the first one."""
+    found = (
+        [str(v) for v in values] if isinstance(values, list) else [str(values)] if values else []
+    )
+    wanted = typed.strip().casefold()
+    return next((v for v in found if v.strip().casefold() == wanted), found[0] if found else None)
 
 
 def _discard(connection: Connection) -> None:

@@ -295,3 +295,38 @@ async def test_ldap_groups_reach_the_requester(
     assert requester.account == "carol"
     assert requester.groups == {"ci", "developers"}
     assert str(requester.ip) == "192.0.2.7"
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("typed", ["CAROL", " carol", "Carol "])
+async def test_a_login_carries_the_directorys_spelling_of_the_account(
+    slapd: Slapd, mode: dict[str, Any], typed: str
+) -> None:
+    """The directory compares names without case or outer spaces; the ACL does not. As typed,
+    `CAROL` slipped past a rule written for `carol` (a deny on push, a group's members)."""
+    backend = authenticator(slapd, **mode)
+    result = await backend.authenticate(creds(typed, PEOPLE_ENTRIES["carol"][0]))
+    await backend.aclose()
+    assert result.outcome is Outcome.ACCEPTED
+    assert result.account == "carol"
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("password", ["a\tb", "\x01", "\u00ad"])
+async def test_a_password_saslprep_refuses_is_a_wrong_password_not_an_outage(
+    slapd: Slapd, mode: dict[str, Any], password: str
+) -> None:
+    """ldap3 refuses such a password before sending it; it was a 503 that emptied the pool."""
+    backend = authenticator(slapd, pool_size=1, **mode)
+    assert (await backend.authenticate(creds("carol"))).accepted
+    result = await backend.authenticate(creds("carol", password))
+    assert result.outcome is Outcome.REJECTED
+    assert (await backend.authenticate(creds("dave"))).accepted  # the service rebinds
+    assert len(backend._pool._idle) == 1  # the one connection survived
+    await backend.aclose()
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_empty_account_is_rejected(slapd: Slapd, mode: dict[str, Any]) -> None:
+    result = await authenticator(slapd, **mode).authenticate(creds("", "some-password"))
+    assert result.outcome is Outcome.REJECTED

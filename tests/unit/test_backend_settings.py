@@ -139,3 +139,27 @@ def test_a_backend_url_with_a_port_out_of_range_is_refused(
         load_settings(overrides={**BASE, "auth_backends": [backend]})
     assert str(caught.value).startswith(f"config: {key}: ")
     assert "invalid port (1-65535)" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("options", "attribute"),
+    [
+        ({}, "uid"),
+        ({"user_filter": "(&(objectClass=user)(sAMAccountName={account}))"}, "sAMAccountName"),
+        ({"mode": "direct", "user_dn_template": "cn={account},ou=p,dc=x"}, "cn"),
+        ({"user_filter": "(uid={account})", "account_attribute": "mail"}, "mail"),
+    ],
+)
+def test_the_ldap_account_attribute_is_the_one_the_account_is_matched_against(
+    options: dict[str, Any], attribute: str
+) -> None:
+    ldap = LdapBackend.model_validate(
+        {"type": "ldap", "url": "ldap://x", "user_base": "dc=x", **options}
+    )
+    assert ldap.name_attribute() == attribute
+
+
+def test_an_ldap_filter_that_names_no_account_attribute_asks_for_one() -> None:
+    backend = {"type": "ldap", "url": "ldap://x", "user_base": "dc=x", "user_filter": "{account}"}
+    with pytest.raises(ConfigError, match="set `account_attribute`"):
+        load_settings(overrides={**BASE, "auth_backends": [backend]})

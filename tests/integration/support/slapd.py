@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ldap3.utils.dn import escape_rdn
+
 from tests.integration.support.procs import (
     ManagedProcess,
     ProcessError,
@@ -35,10 +37,10 @@ ADMIN_PASSWORD = "admin-Secret-0"
 # account -> (password, groups)
 PEOPLE_ENTRIES = {
     "carol": ("carol-Secret-3", ["ci", "developers"]),
-    "dave": ("dave-Secret-4", ["developers"]),
+    "dave": ("dave-Secret-4", ["developers", "qa,ops"]),  # a comma: escaped in the group's DN
     "erin": ("erin-Secret-5", []),
 }
-GROUP_NAMES = ["ci", "developers"]
+GROUP_NAMES = ["ci", "developers", "qa,ops"]
 
 _CONFIG = """\
 include /etc/ldap/schema/core.schema
@@ -85,7 +87,8 @@ def _groups_ldif() -> str:
     for group in GROUP_NAMES:
         members = [a for a, (_, groups) in PEOPLE_ENTRIES.items() if group in groups]
         lines = "".join(f"\nmember: uid={m},{PEOPLE}" for m in members)
-        entries.append(f"dn: cn={group},{GROUPS}\nobjectClass: groupOfNames\ncn: {group}{lines}")
+        dn = f"cn={escape_rdn(group)},{GROUPS}"
+        entries.append(f"dn: {dn}\nobjectClass: groupOfNames\ncn: {group}{lines}")
     return "\n\n".join(entries) + "\n"
 
 
