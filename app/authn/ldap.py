@@ -174,7 +174,12 @@ class LdapAuthenticator:
         they slipped past rules written for `carol` (a deny, a group's members)."""
         account = _directory_spelling(attributes.get(self._name_attribute), typed)
         if account is None:
-            log.warning("LDAP: %s has no %s; refusing its login", dn, self._name_attribute)
+            log.warning(
+                "LDAP: no %s in %s (absent, or not readable by the bound account): refusing "
+                "the login (see account_attribute)",
+                self._name_attribute,
+                dn,
+            )
             return AuthResult(Outcome.REJECTED)
         return AuthResult(Outcome.ACCEPTED, account, groups)
 

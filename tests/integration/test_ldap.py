@@ -330,3 +330,13 @@ async def test_a_password_saslprep_refuses_is_a_wrong_password_not_an_outage(
 async def test_an_empty_account_is_rejected(slapd: Slapd, mode: dict[str, Any]) -> None:
     result = await authenticator(slapd, **mode).authenticate(creds("", "some-password"))
     assert result.outcome is Outcome.REJECTED
+
+
+async def test_an_entry_without_the_account_attribute_is_refused_and_logged(
+    slapd: Slapd, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = authenticator(slapd, account_attribute="mail")  # the test people have no mail
+    result = await backend.authenticate(creds("carol"))
+    await backend.aclose()
+    assert result.outcome is Outcome.REJECTED
+    assert f"LDAP: no mail in uid=carol,{PEOPLE}" in caplog.text
