@@ -98,18 +98,23 @@ print(before, gc.get_freeze_count())
 """
 
 
+def _counts_in_own_process(script: str, keys_dir: Path, cwd: Path) -> list[int]:
+    """The numbers `script` prints, run in a fresh interpreter with this keys directory."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_AUTH_")}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(keys_dir)],
+        capture_output=True, text=True, timeout=60, env=env, check=False, cwd=cwd,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return [int(word) for word in done.stdout.split()]
+
+
 def test_a_worker_freezes_its_startup_heap_out_of_the_collectors_full_passes(
     rsa_keys_dir: Path, tmp_path: Path
 ) -> None:
     """In a process of its own, as a worker is: freezing the test process would keep every
     later test's garbage cycles."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_AUTH_")}
-    done = subprocess.run(
-        [sys.executable, "-c", FROZEN_COUNT, str(rsa_keys_dir)],
-        capture_output=True, text=True, timeout=60, env=env, check=False, cwd=tmp_path,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    before, after = map(int, done.stdout.split())
+    before, after = _counts_in_own_process(FROZEN_COUNT, rsa_keys_dir, tmp_path)
     assert before == 0
     assert after > 20_000  # the modules, the app and its loaded files
 
@@ -147,13 +152,8 @@ def test_the_main_process_freezes_its_heap_before_granian_forks_the_workers(
 ) -> None:
     """What the workers inherit is out of their collector's passes, so a pass does not copy
     the pages they share with the main process (PSS, README Performance)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_AUTH_")}
-    done = subprocess.run(
-        [sys.executable, "-c", FROZEN_BEFORE_FORK, str(rsa_keys_dir)],
-        capture_output=True, text=True, timeout=60, env=env, check=False, cwd=tmp_path,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert int(done.stdout.split()[-1]) > 20_000
+    (frozen,) = _counts_in_own_process(FROZEN_BEFORE_FORK, rsa_keys_dir, tmp_path)
+    assert frozen > 20_000
 
 
 @pytest.mark.parametrize("port", ["0", "99999", "-1"])

@@ -93,6 +93,15 @@ def test_a_duplicate_key_names_the_file(tmp_path: Path) -> None:
     assert str(tmp_path / "config.yaml") in str(caught.value)
 
 
+def _refused_with(monkeypatch: pytest.MonkeyPatch, assignment: str, config: Path) -> ConfigError:
+    """The ConfigError of loading `config` with `VARIABLE=value` in the environment."""
+    variable, _, value = assignment.partition("=")
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config)
+    return caught.value
+
+
 @pytest.mark.parametrize(
     ("assignment", "key", "problem"),
     [
@@ -109,12 +118,11 @@ def test_a_duplicate_key_names_the_file(tmp_path: Path) -> None:
 def test_a_bad_environment_value_names_the_variable_not_the_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, assignment: str, key: str, problem: str
 ) -> None:
-    variable, _, value = assignment.partition("=")
-    monkeypatch.setenv(variable, value)
-    with pytest.raises(ConfigError) as caught:
-        load_settings(_config(tmp_path, BASE + "htpasswd: u.htpasswd\n"))
-    message = str(caught.value)
-    assert caught.value.key == key
+    variable = assignment.partition("=")[0]
+    config = _config(tmp_path, BASE + "htpasswd: u.htpasswd\n")
+    error = _refused_with(monkeypatch, assignment, config)
+    message = str(error)
+    assert error.key == key
     assert problem in message
     assert message.endswith(f"(from {variable})")
 
@@ -163,12 +171,10 @@ def test_a_section_check_failing_over_a_variable_names_both(
 def test_a_list_or_section_that_is_not_json_names_the_variable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, assignment: str, key: str, example: str
 ) -> None:
-    variable, _, value = assignment.partition("=")
-    monkeypatch.setenv(variable, value)
-    with pytest.raises(ConfigError) as caught:
-        load_settings(_config(tmp_path, BASE))
-    assert caught.value.key == key
-    assert caught.value.problem == (
+    variable = assignment.partition("=")[0]
+    error = _refused_with(monkeypatch, assignment, _config(tmp_path, BASE))
+    assert error.key == key
+    assert error.problem == (
         f"{variable} is not JSON (a list or section takes JSON, e.g. {example})"
     )
 
