@@ -106,7 +106,7 @@ def tree_fingerprint(paths: Sequence[Path]) -> tuple[object, ...]:
             entries = sorted(os.scandir(path), key=lambda entry: entry.name)
         except OSError:  # not a directory, or not there
             continue
-        prints.extend((entry.name, _stat_print(Path(entry.path))) for entry in entries)
+        prints.extend((entry.name, _stat_print(Path(entry))) for entry in entries)
     return tuple(prints)
 
 
@@ -136,10 +136,10 @@ class RetryGate:
 
     def worth_trying(self) -> bool:
         """True when a try is due; the gate then counts one as made now."""
-        unchanged = tree_fingerprint(self._paths) == self._seen
-        if unchanged and self._clock() - self._tried < self._every:
+        seen, now = tree_fingerprint(self._paths), self._clock()
+        if seen == self._seen and now - self._tried < self._every:
             return False
-        self.trying_now()
+        self._seen, self._tried = seen, now
         return True
 
     def trying_now(self) -> None:

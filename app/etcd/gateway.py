@@ -234,11 +234,7 @@ def _new_pool(base: str, connection: Connection) -> tuple[urllib3.HTTPConnection
 
 def _tls_context(connection: Connection) -> ssl.SSLContext:
     """Verifies etcd against `ca_cert`, else the system's CAs; presents the client pair."""
-    unreadable = unreadable_tls_file(
-        ca_cert=connection.ca_cert,
-        client_cert=connection.client_cert,
-        client_key=connection.client_key,
-    )
+    unreadable = unreadable_tls_file(connection)
     if unreadable is not None:
         raise _RefusedError(f"cannot load the TLS files: {unreadable}")
     try:

@@ -4,6 +4,7 @@ gateway's): a handshake etcd refused, a TLS file that is not there."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 # How a server that refuses our client certificate (or its absence) ends a TLS 1.3 handshake,
 # seen from here: it hangs up (EOF), or its alert arrives first (as often as not under load).
@@ -21,11 +22,23 @@ def refused_certificate(error: str) -> str | None:
     )
 
 
-def unreadable_tls_file(**files: Path | None) -> str | None:
+class TlsFiles(Protocol):
+    """What both clients' settings have: the CA bundle and the client pair, each optional."""
+
+    @property
+    def ca_cert(self) -> Path | None: ...
+    @property
+    def client_cert(self) -> Path | None: ...
+    @property
+    def client_key(self) -> Path | None: ...
+
+
+def unreadable_tls_file(files: TlsFiles) -> str | None:
     """`ca_cert /etc/etcd/ca.pem: No such file or directory` for the first named file that
     cannot be read, else None. Both clients report a missing file as a bare `[Errno 2]` that
     names neither the file nor the setting."""
-    for setting, path in files.items():
+    for setting in ("ca_cert", "client_cert", "client_key"):
+        path: Path | None = getattr(files, setting)
         if path is None:
             continue
         try:

@@ -108,11 +108,7 @@ class PythonEtcdBackend:
             options.update(
                 username=settings.username, password=settings.password.get_secret_value()
             )
-        unreadable = unreadable_tls_file(
-            ca_cert=settings.ca_cert,
-            client_cert=settings.client_cert,
-            client_key=settings.client_key,
-        )
+        unreadable = unreadable_tls_file(settings)
         if unreadable is not None:
             raise EtcdError(f"{self.where}: cannot load the TLS files: {unreadable}")
         if settings.ca_cert is not None:
