@@ -10,7 +10,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from app.authn.base import Authenticator, AuthResult, Credentials, Outcome
+from app.authn.base import Authenticator, AuthResult, Credentials, Outcome, ThrottleNames
 from app.errors import AuthenticationError, TooManyAttemptsError
 from app.metrics import count, metrics
 from app.state.attempts import LoginThrottle
@@ -35,17 +35,23 @@ class GuardedLogin:
         self.throttle = throttle
         self._realm = realm
         self._sleep = sleep
+        self._counted_as = (
+            authenticator.throttle_name if isinstance(authenticator, ThrottleNames) else None
+        )
 
     async def check(self, credentials: Credentials) -> AuthResult:
         """The accepted result; TooManyAttemptsError (429) or AuthenticationError (401)."""
         throttle, account, where = self.throttle, credentials.account, credentials.client_ip
+        counted = account  # the name the counters know the login by
         verdict = None
         if throttle is not None:
+            if self._counted_as is not None:
+                counted = self._counted_as(account)  # LDAP: CAROL and carol count as one
             # Nearly always answered at once, on the event loop: a hop to a worker thread and
             # back would cost more than the read (it was a third of a cached login's CPU).
-            verdict = throttle.check_now(account, where)
+            verdict = throttle.check_now(counted, where)
             if verdict is None:  # counters to read from etcd
-                verdict = await anyio.to_thread.run_sync(throttle.check, account, where)
+                verdict = await anyio.to_thread.run_sync(throttle.check, counted, where)
             if verdict.retry_after is not None:
                 count(metrics().throttles.labels("blocked"))
                 log.info("login of %r from %s blocked: too many failures", account, where)
@@ -61,10 +67,10 @@ class GuardedLogin:
         if not result.accepted:
             log.info("authentication failed for account %r", account)
             if throttle is not None:
-                await anyio.to_thread.run_sync(throttle.failed, account, where)
+                await anyio.to_thread.run_sync(throttle.failed, counted, where)
             raise AuthenticationError(self._realm)
         if throttle is not None and verdict is not None and verdict.pair_failures:
-            await anyio.to_thread.run_sync(throttle.succeeded, account, where, verdict)
+            await anyio.to_thread.run_sync(throttle.succeeded, counted, where, verdict)
         return result
 
 

@@ -74,6 +74,15 @@ class AccountLookup(Protocol):
         ...
 
 
+@runtime_checkable
+class ThrottleNames(Protocol):
+    """An authenticator whose backends take some names as equal (an LDAP directory: `CAROL`,
+    ` carol` and `carol` are one person there). The brute-force counters count a login under
+    this name, so each spelling does not get an allowance of its own."""
+
+    def throttle_name(self, account: str) -> str: ...
+
+
 def check_groups(groups: Any, where: str) -> frozenset[str]:
     """Groups from a users or robots file: a list of names, each one line of printable text
     (`robots list` shows them on one line, comma-separated). `robots create` checks them with

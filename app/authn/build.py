@@ -20,7 +20,7 @@ from app.authn.base import Authenticator
 from app.authn.cache import CachingAuthenticator
 from app.authn.chain import BackendChain, ChainLink
 from app.authn.htpasswd import HtpasswdAuthenticator, load_htpasswd
-from app.authn.ldap import LdapAuthenticator
+from app.authn.ldap import LdapAuthenticator, directory_name_key
 from app.authn.robots import RobotAuthenticator, load_robots
 from app.authn.static import StaticAuthenticator, load_static_users
 from app.authn.webhook import WebhookAuthenticator
@@ -90,7 +90,11 @@ def _link(
     if isinstance(authenticator, HtpasswdAuthenticator | StaticAuthenticator):
         authenticator = _credential_cache(authenticator, settings)
     return ChainLink(
-        backend.label, authenticator, accounts, robots=isinstance(backend, RobotsBackend)
+        backend.label,
+        authenticator,
+        accounts,
+        robots=isinstance(backend, RobotsBackend),
+        name_key=directory_name_key if isinstance(backend, LdapBackend) else None,
     )
 
 

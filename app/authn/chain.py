@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from app.authn.base import (
@@ -33,6 +33,8 @@ class ChainLink:
     authenticator: Authenticator
     accounts: re.Pattern[str] | None = None
     robots: bool = False  # the robot store: the one link that sees ROBOT_PREFIX names
+    # How the backend compares names, when not as typed (LDAP: without case or outer spaces).
+    name_key: Callable[[str], str] | None = None
 
     def answers_for(self, account: str) -> bool:
         if account.startswith(ROBOT_PREFIX) != self.robots:
@@ -45,6 +47,7 @@ class BackendChain:
 
     def __init__(self, links: Sequence[ChainLink]) -> None:
         self.links = tuple(links)
+        self._folding = tuple(link for link in self.links if link.name_key is not None)
 
     async def authenticate(self, credentials: Credentials) -> AuthResult:
         for link in self.links:
@@ -58,6 +61,14 @@ class BackendChain:
             log.debug("backend %s decided %s", link.name, result.outcome)
             return result
         return AuthResult(Outcome.REJECTED)
+
+    def throttle_name(self, account: str) -> str:
+        """The name a login is counted under by the brute-force counters: as typed, unless a
+        backend answering for it takes other spellings as the same name (ThrottleNames)."""
+        for link in self._folding:
+            if link.name_key is not None and link.answers_for(account):
+                return link.name_key(account)
+        return account
 
     async def account_state(self, account: str) -> AccountState | None:
         """The state from the first backend owning the account that can look it up without a

@@ -13,6 +13,7 @@ import logging
 import math
 import re
 import ssl
+import unicodedata
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -283,14 +284,20 @@ def _unescaped(found: re.Match[bytes]) -> bytes:
     return bytes.fromhex(pair.decode("ascii")) if len(pair) == 2 else pair
 
 
+def directory_name_key(name: str) -> str:
+    """A name as a directory compares it (caseIgnoreMatch, RFC 4518): Unicode NFKC, case
+    folded, runs of spaces as one and outer spaces dropped. `CAROL` and ` carol` are carol."""
+    return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
+
+
 def _directory_spelling(values: Any, typed: str) -> str | None:
     """The entry's own spelling of the account: the value of its name attribute that matches
-    what was typed without case and outer spaces (a multi-valued uid), else the first one."""
+    what was typed as the directory compares names (a multi-valued uid), else the first one."""
     found = (
         [str(v) for v in values] if isinstance(values, list) else [str(values)] if values else []
     )
-    wanted = typed.strip().casefold()
-    return next((v for v in found if v.strip().casefold() == wanted), found[0] if found else None)
+    wanted = directory_name_key(typed)
+    return next((v for v in found if directory_name_key(v) == wanted), found[0] if found else None)
 
 
 def _discard(connection: Connection) -> None:

@@ -15,7 +15,7 @@ from app.authn.base import Credentials, Outcome
 from app.authn.ldap import LdapAuthenticator
 from app.authz.base import Requester
 from app.backend_settings import LdapBackend
-from app.errors import BackendUnavailableError
+from app.errors import AuthenticationError, BackendUnavailableError, TooManyAttemptsError
 from app.protocol.scopes import Scope
 from app.protocol.tokens import parse_token_request
 from app.service import TokenService
@@ -258,6 +258,41 @@ class RecordingAuthorizer:
     def authorize(self, requester: Requester, scopes: Sequence[Scope]) -> list[Scope]:
         self.requesters.append(requester)
         return [scope.with_actions(()) for scope in scopes]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_spellings_of_one_account_share_its_brute_force_counter(
+    slapd: Slapd, mode: dict[str, Any], rsa_keys_dir: Path, secret_file: Path, tmp_path: Path
+) -> None:
+    """The directory takes `CAROL` and ` carol` as carol: counted as typed, each spelling had
+    an allowance of its own, and a guesser got around the block on one account."""
+    brute_force = {"account_ip_free": 2, "account_ip_block": 3, "ip_free": 40, "ip_block": 50}
+    backend = {
+        "type": "ldap", "url": slapd.url, "bind_dn": SERVICE_DN,
+        "bind_password_file": str(secret_file), "user_base": PEOPLE, **mode,
+    }  # fmt: skip
+    settings = load_settings(
+        overrides={
+            "keys_dir": str(rsa_keys_dir),
+            "htpasswd": None,
+            "realm": "http://auth.test/token",
+            "auth_backends": [backend],
+            "brute_force": brute_force,
+            "state": {"path": str(tmp_path / "state.db")},
+        }
+    )
+    service = TokenService.from_settings(settings)
+    request = parse_token_request({"service": [settings.service]})
+    guesser, owner = ip_address("192.0.2.66"), ip_address("192.0.2.7")
+    try:
+        for typed in ("carol", "CAROL", " carol"):
+            with pytest.raises(AuthenticationError):
+                await service.issue(request, creds(typed, "guess"), guesser)
+        with pytest.raises(TooManyAttemptsError):  # even the right password, spelled anew
+            await service.issue(request, creds("Carol ", PEOPLE_ENTRIES["carol"][0]), guesser)
+        assert (await service.issue(request, CAROL, owner)).account == "carol"
+    finally:
+        await service.aclose()
 
 
 async def test_ldap_groups_reach_the_requester(

@@ -156,3 +156,17 @@ async def test_per_client_cache_keys_include_service_and_address() -> None:
     await cache.authenticate(creds("ann", client_ip="10.0.0.1"))
     await cache.authenticate(creds("ann", client_ip="10.0.0.2"))
     assert inner.calls == 2
+
+
+def test_throttle_name_folds_only_names_a_folding_backend_answers_for() -> None:
+    """The brute-force counters count `CAROL` and ` carol` as carol when the LDAP link answers
+    for them; a name only an as-typed backend (htpasswd) answers for stays as typed."""
+    folding = ChainLink("ldap", Scripted({}), re.compile(r"[^-]*"), name_key=str.casefold)
+    as_typed = ChainLink("htpasswd", Scripted({}), re.compile(r"ci-.*"))
+    chain = BackendChain([as_typed, folding])
+    assert chain.throttle_name("CAROL") == "carol"
+    assert chain.throttle_name("CI-Bot") == "CI-Bot"  # neither: the ldap link skips dashes
+    assert chain.throttle_name("ci-Bot") == "ci-Bot"  # the htpasswd link alone
+    assert BackendChain([as_typed]).throttle_name("Ci-X") == "Ci-X"
+    robots = BackendChain([ChainLink("robots", Scripted({}), robots=True), folding])
+    assert robots.throttle_name("robot$CI") == "robot$CI"  # the ldap link never sees robots
