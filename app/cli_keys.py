@@ -119,6 +119,7 @@ def _cmd_list(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) ->
 
 
 def _cmd_add(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) -> int:
+    _ring_the_service_loads(keys_dir)
     _print_added(add_key(keys_dir, Algorithm(args.algorithm), days=args.days, clock=now))
     return 0
 
@@ -172,11 +173,20 @@ def _list(keys_dir: Path, window: ring.TokenWindow, now: datetime) -> int:
             f"{entry.kid:<59} {entry.algorithm.value:<5} {entry.state.value:<8} "
             f"{_when(entry.created)} {_when(entry.not_after)} {_note(entry, window, now)}"
         )
-    try:  # the table comes from keyring.json alone; the service also loads every key file
+    # The table comes from keyring.json alone; the service also loads every key file.
+    _ring_the_service_loads(keys_dir)
+    return 0
+
+
+def _ring_the_service_loads(keys_dir: Path) -> None:
+    """KeyStoreError when `serve` would refuse the ring (a key file gone, unreadable, 0644):
+    a rotation started on such a ring would only hide what is wrong with it."""
+    if not has_keys(keys_dir):
+        return  # add_key says what to do about a directory without a ring
+    try:
         load_keyring(keys_dir)
     except KeyStoreError as exc:
         raise KeyStoreError(f"the service would refuse this key ring: {exc}") from None
-    return 0
 
 
 def _note(entry: RingEntry, window: ring.TokenWindow, now: datetime) -> str:
@@ -241,6 +251,7 @@ def _rotate(args: argparse.Namespace, keys_dir: Path, now: Clock, sleep: Sleep) 
     delay = parse_duration(args.promote_after) if args.promote_after is not None else None
     wait = _trust_wait(args) if args.promote_when_trusted else None
     window = _window(args) if delay is not None or wait is not None else None
+    _ring_the_service_loads(keys_dir)
     entry = add_key(keys_dir, Algorithm(args.algorithm), days=args.days, clock=now)
     _print_added(entry)
     if delay is not None:

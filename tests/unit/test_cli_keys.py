@@ -270,3 +270,16 @@ def test_list_shows_the_ring_and_says_when_the_service_would_refuse_it(
     with pytest.raises(KeyStoreError, match="the service would refuse this key ring: "):
         keys(config, "list")
     assert kid in capsys.readouterr().out  # the table still came first
+
+
+@pytest.mark.parametrize("command", ["add", "rotate"])
+def test_add_and_rotate_refuse_a_ring_the_service_would_refuse(config: Path, command: str) -> None:
+    keys(config, "generate")
+    (key_file,) = (config.parent / "keys").glob("*.key")
+    key_file.chmod(0o644)
+    with pytest.raises(KeyStoreError, match=r"the service would refuse this key ring: .*0644"):
+        keys(config, command)
+    assert states(config) == ["active"]  # nothing added
+    key_file.chmod(0o600)
+    keys(config, command)
+    assert states(config) == ["active", "next"]
