@@ -186,6 +186,14 @@ class Settings(BaseSettings):
         "cores, or the cgroup CPU limit when lower) or more runs granian with that many "
         "workers; `serve --workers` overrides it",
     )
+    shutdown_timeout: int = Field(
+        default=30,
+        ge=1,
+        le=3600,
+        description="seconds SIGTERM (or a worker's restart) waits for the requests in flight; "
+        "then uvicorn (`workers: 1`) answers those still running with 503 and granian closes "
+        "their connections",
+    )
     worker_scheduling: Literal["batch", "normal"] = Field(
         default="batch",
         description="Linux CPU scheduling of granian's worker processes: `batch` (SCHED_BATCH: "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import logging
@@ -184,10 +185,34 @@ class TokenServer(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         layer = self.token_layer
-        if layer is not None and layer.handles(scope):
-            await layer.serve(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
+        try:
+            if layer is not None and layer.handles(scope):
+                await layer.serve(scope, receive, send)
+                return
+            await super().__call__(scope, receive, send)
+        except asyncio.CancelledError:
+            # uvicorn cancels what still runs `shutdown_timeout` after SIGTERM, and would answer
+            # 500 and log the cancellation as a traceback. Finish the task with an answer.
+            if scope["type"] != "http":
+                raise
+            log.warning("%s %s cut: still running at shutdown", scope["method"], scope["path"])
+            await _answer_shutting_down(send)
+
+
+async def _answer_shutting_down(send: Send) -> None:
+    """503 for a request cut at shutdown; nothing when its answer had already begun (the
+    server then closes the connection) or the client is gone."""
+    body = b'{"details":"the server is shutting down; try again",'
+    body += b'"error":"temporarily_unavailable"}'
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"connection", b"close"),
+        (b"retry-after", b"1"),
+        (b"content-length", str(len(body)).encode("ascii")),
+    ]
+    with contextlib.suppress(Exception):
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 def _without_telemetry() -> dict[str, Any]:

@@ -15,15 +15,14 @@ from app.api.slow_clients import request_timeout_protocol
 from app.api.tls import use_tls
 from app.settings import Settings
 
-# On SIGTERM uvicorn stops accepting and lets in-flight requests finish; a request that still
-# runs after this many seconds is cut, so a stuck client cannot hold a deploy forever.
-GRACEFUL_SHUTDOWN_SECONDS = 30
-
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    # On SIGTERM uvicorn stops accepting and lets in-flight requests finish; one that still
+    # runs after `shutdown_timeout` is cancelled (TokenServer answers it 503), so a stuck
+    # backend cannot hold a deploy forever.
     return {
         "http": request_timeout_protocol(settings.limits.header_timeout),
-        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
+        "timeout_graceful_shutdown": settings.shutdown_timeout,
     }
 
 

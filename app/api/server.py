@@ -134,6 +134,9 @@ def run_granian(settings: Settings, options: ServerOptions) -> None:
         log_level=LogLevels.info,
         log_dictconfig=_granian_logging(),
         respawn_failed_workers=True,
+        # A worker told to stop (SIGTERM, a roll) that still has requests running after this
+        # is killed: a stuck backend cannot hold a deploy forever.
+        workers_kill_timeout=settings.shutdown_timeout,
         http1_settings=_granian_http1(settings),
         **_granian_tls(settings),
     )

@@ -297,6 +297,43 @@ def test_a_grant_whose_body_never_arrived_whole_is_not_judged(tmp_path: Path, wo
     assert "client 'truncated'" not in server.log()
 
 
+@pytest.mark.parametrize("workers", [1, 2], ids=["uvicorn", "granian-2-workers"])
+def test_a_request_still_running_at_shutdown_timeout_is_cut_and_the_server_exits_0(
+    tmp_path: Path, workers: int
+) -> None:
+    """`shutdown_timeout` bounds the wait for requests in flight in both servers (granian had
+    no bound); uvicorn answers the cut request 503 JSON (it was a 500 and a traceback)."""
+    slow = {**BRUTE_FORCE, "initial_delay": 30.0, "max_delay": 30.0}
+    server = _server(tmp_path, brute_force=slow, shutdown_timeout=2, workers=workers)
+    for _ in range(2):
+        assert _login(server, "wrong", ATTACKER).status_code == 401
+    result: dict[str, Any] = {}
+
+    def slow_login() -> None:  # would wait 30 s for the brute-force delay
+        try:
+            result["response"] = _login(server, USERS["ci"], ATTACKER)
+        except httpx.TransportError as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=slow_login)
+    thread.start()
+    time.sleep(1.5)  # the request is in flight
+    stopped_at = time.monotonic()
+    server.process.popen.terminate()
+    assert server.process.popen.wait(15) == 0, server.log()
+    thread.join(15)
+    assert time.monotonic() - stopped_at < 10  # not the 30 s the login would have taken
+    if workers == 1:
+        response = result["response"]
+        assert response.status_code == 503
+        assert response.json()["details"] == "the server is shutting down; try again"
+        assert "Traceback" not in server.log()
+        assert "GET /token cut: still running at shutdown" in server.log()
+    else:  # granian kills the worker: the connection ends without an answer
+        assert "error" in result, result
+        assert "Killing worker" in server.log()
+
+
 def test_sigterm_finishes_the_request_in_flight_and_exits_0(tmp_path: Path) -> None:
     server = _server(tmp_path, brute_force={**BRUTE_FORCE, "initial_delay": 2.0, "max_delay": 2.0})
     for _ in range(2):

@@ -245,3 +245,19 @@ def test_production_deployments_serve_with_a_worker_per_cpu(tmp_path: Path) -> N
         assert load_settings(config).workers == 2, config  # fits the 256 MiB memory limits
     lain = yaml.safe_load((ROOT / "deploy" / "lain" / "lain.yaml").read_text())
     assert "--workers" not in lain["web"]["cmd"]  # the config's `workers` holds
+
+
+def test_deployments_wait_longer_than_the_service_drains(tmp_path: Path) -> None:
+    """Each supervisor's SIGKILL comes after `shutdown_timeout`, with time to close: else a
+    request in flight is cut without its answer (compose's own default is 10 s)."""
+    drain = load_settings(_configmap_config(tmp_path)).shutdown_timeout
+    pod = yaml.safe_load((KUBERNETES / "deployment.yaml").read_text())["spec"]["template"]
+    unit = (ROOT / "deploy" / "systemd" / "registry-auth.service").read_text()
+    (stop,) = [line for line in unit.splitlines() if line.startswith("TimeoutStopSec=")]
+    compose = yaml.safe_load((ROOT / "deploy" / "compose" / "compose.yaml").read_text())
+    graces = {
+        "kubernetes": pod["spec"]["terminationGracePeriodSeconds"],
+        "systemd": int(stop.removeprefix("TimeoutStopSec=")),
+        "compose": parse_duration(compose["services"]["registry-auth"]["stop_grace_period"]),
+    }
+    assert all(grace >= drain + 5 for grace in graces.values()), (drain, graces)
