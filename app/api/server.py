@@ -94,6 +94,7 @@ def run_uvicorn(settings: Settings, options: ServerOptions) -> None:
         proxy_headers=False,
         server_header=False,
         log_level="info",
+        access_log=False,  # the audit log has the token requests; granian writes none either
         **uvicorn_options(settings),
     )
     harden(config, app)
