@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -109,6 +110,11 @@ def run(argv: Sequence[str] | None, *, serve: Serve) -> int:
     except RegistryAuthError as exc:
         print(f"registry-auth: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # Whoever read the output went away (`| head`): stop quietly, as the shell's commands
+        # do. stdout goes to /dev/null so the flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a command its pipe ended
     except OSError as exc:
         # The last resort for a file error that no module converted: still one line, naming
         # the file. Any other exception is a bug, and keeps its traceback.

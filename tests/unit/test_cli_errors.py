@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -269,3 +271,19 @@ def test_users_add_warns_when_every_user_can_read_the_hashes(
         assert run(argv, serve=no_serve) == 0
     assert stat.S_IMODE(path.stat().st_mode) == mode  # kept: the operator's choice
     assert ("readable by every user (mode 0644)" in capsys.readouterr().err) is warned
+
+
+def test_output_into_a_closed_pipe_ends_quietly() -> None:
+    """`registry-auth config-reference | head -1`: the reader is gone before the output ends.
+    That was `registry-auth: error: Broken pipe` on stderr."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "app", "config-reference"],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert done.stderr == ""
+    assert done.returncode == 141
