@@ -139,7 +139,8 @@ class Settings(BaseSettings):
     )
     state: StateSettings = Field(
         default_factory=StateSettings,
-        description="where refresh tokens are kept (shared by every instance)",
+        description="where refresh tokens and failed-login counters are kept (shared by "
+        "every instance)",
     )
     etcd: EtcdSettings | None = Field(
         default=None, description="publish realm/issuer/service to etcd (absent: standalone)"
