@@ -4,8 +4,10 @@ The data goes to a temporary file in the same directory, with its final mode set
 is written (a key is never readable by others, not even for a moment), is flushed to disk, and is
 renamed over the target: a reader sees the old file or the new one, never half of either. A
 symlink is written through: its target is replaced and the link stays (an operator who links
-users.htpasswd to a shared copy edits that copy). A file that cannot be written is an error of
-this package naming the path, never an OSError.
+users.htpasswd to a shared copy edits that copy). Run as root (`sudo registry-auth keys add`),
+the new file keeps the owner of the file it replaces, or takes the directory's: a root-owned
+key or users file would be one the service, running as its own user, cannot read. A file that
+cannot be written is an error of this package naming the path, never an OSError.
 """
 
 from __future__ import annotations
@@ -30,8 +32,11 @@ def write_atomic(
 
 
 def _replace(target: Path, data: bytes, mode: int) -> None:
+    owner = _owner_to_keep(target) if os.geteuid() == 0 else None
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     try:
+        if owner is not None:
+            os.fchown(fd, *owner)
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -42,3 +47,12 @@ def _replace(target: Path, data: bytes, mode: int) -> None:
         with contextlib.suppress(OSError):
             Path(tmp).unlink()
         raise
+
+
+def _owner_to_keep(target: Path) -> tuple[int, int]:
+    """(uid, gid) of the file being replaced, or of its directory for a new file."""
+    try:
+        st = target.stat()
+    except FileNotFoundError:
+        st = target.parent.stat()
+    return st.st_uid, st.st_gid

@@ -4,9 +4,10 @@ A reload parses and validates everything first and swaps one reference; readers 
 `current` once per request, so an in-flight request keeps the state it started with. A failed
 reload logs the error and keeps the old state in force.
 
-Changes are found by polling each file's (inode, size, mtime): that also sees files replaced
-by rename (atomic writes, Kubernetes ConfigMap symlink swaps), which an inotify watch on the
-file itself misses.
+Changes are found by polling each file's (inode, size, mtime, ctime): that also sees files
+replaced by rename (atomic writes, Kubernetes ConfigMap symlink swaps), which an inotify watch
+on the file itself misses, and a chmod or chown (the ctime), which is how an operator fixes a
+file the service could not read: the reload that failed on it is then tried again.
 """
 
 from __future__ import annotations
@@ -23,20 +24,20 @@ from pydantic import BaseModel
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Fingerprint = tuple[tuple[int, int, int] | None, ...]
+Fingerprint = tuple[tuple[int, int, int, int] | None, ...]
 Clock = Callable[[], float]
 
 
 def fingerprint(paths: Sequence[Path]) -> Fingerprint:
-    """What identifies each file's content cheaply; None for a missing file."""
-    prints: list[tuple[int, int, int] | None] = []
+    """What identifies each file's content and access cheaply; None for a missing file."""
+    prints: list[tuple[int, int, int, int] | None] = []
     for path in paths:
         try:
             st = path.stat()
         except OSError:
             prints.append(None)
         else:
-            prints.append((st.st_ino, st.st_size, st.st_mtime_ns))
+            prints.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
     return tuple(prints)
 
 

@@ -31,7 +31,7 @@ from app.keys.expiry import CertificateStatus, ExpiryState, ExpiryWatch
 from app.keys.minting import Grant, Minter
 from app.keys.model import KeyRing
 from app.keys.signing import base64url
-from app.keys.store import RING_FILE, load_keyring
+from app.keys.store import load_keyring, ring_files
 from app.login import GuardedLogin
 from app.metrics import count, metrics
 from app.protocol.oauth import PasswordGrant, RefreshGrant
@@ -107,7 +107,7 @@ class TokenService:
         """Load keys and users; KeyStoreError/UserStoreError say what is wrong."""
         keys_dir = settings.keys_dir
         keyring = Reloadable(
-            "key ring", lambda: load_keyring(keys_dir), lambda: [keys_dir / RING_FILE]
+            "key ring", lambda: load_keyring(keys_dir), lambda: ring_files(keys_dir)
         )
         reloadables: list[Reloadable[Any]] = [keyring]
         authentication = build_authentication(settings)

@@ -231,12 +231,14 @@ def _live_values(app: FastAPI, publish_loop: PublishLoop | None) -> LiveValues:
         (active.kid, active.not_after.timestamp()),
         tls.not_after.timestamp() if tls is not None else None,
         etcd_status(publish_loop),
+        tuple((item.name, item.last_error is not None) for item in app.state.service.reloadables),
     )
 
 
 def readiness(token_service: TokenService, etcd: dict[str, Any]) -> JSONResponse:
-    """Ready unless no token can be signed. An expiring certificate is a warning; etcd being
-    down is reported but does not make the service unready (tokens do not depend on it)."""
+    """Ready unless no token can be signed. An expiring certificate and a failed reload (the
+    previous state still serves) are warnings; etcd being down is reported but does not make
+    the service unready (tokens do not depend on it)."""
     status = token_service.certificate_status()
     body: dict[str, Any] = {
         "status": "ready",
@@ -244,8 +246,15 @@ def readiness(token_service: TokenService, etcd: dict[str, Any]) -> JSONResponse
         "certificate": {"not_after": status.not_after.isoformat(), "state": status.state.value},
         "etcd": etcd,
     }
-    if status.state is not ExpiryState.OK:
-        body["warnings"] = [status.message]
+    warnings = [] if status.state is ExpiryState.OK else [status.message]
+    # Which files, not why: the reason (file contents quoted, perhaps) is for the log only.
+    warnings += [
+        f"the last reload of the {item.name} failed: the previous one still serves (see the log)"
+        for item in token_service.reloadables
+        if item.last_error is not None
+    ]
+    if warnings:
+        body["warnings"] = warnings
     if not token_service.can_sign():
         body["status"] = "unavailable"
         return JSONResponse(body, status_code=503)

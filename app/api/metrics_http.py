@@ -24,11 +24,13 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 @dataclass(frozen=True, slots=True)
 class LiveValues:
-    """Scrape-time facts: seconds until the signing (and TLS) certificate expires, etcd."""
+    """Scrape-time facts: seconds until the signing (and TLS) certificate expires, etcd, and
+    which watched files failed their last reload."""
 
     signing_not_after: tuple[str, float]  # (kid, POSIX time)
     tls_not_after: float | None
     etcd: dict[str, Any]
+    reloads: tuple[tuple[str, bool], ...] = ()  # (watched state, its last reload failed)
 
 
 def use_multiprocess_dir() -> None:
@@ -94,3 +96,11 @@ class _LiveCollector:
             "Consecutive failed etcd publish checks (0 when etcd is not configured)",
             value=float(etcd.get("failures", 0)),
         )
+        failing = GaugeMetricFamily(
+            "registry_auth_reload_failing",
+            "1 while the last reload of these files failed (the previous state still serves)",
+            labels=["files"],
+        )
+        for name, failed in values.reloads:
+            failing.add_metric([name], 1.0 if failed else 0.0)
+        yield failing

@@ -214,6 +214,17 @@ def load_keyring(keys_dir: Path) -> KeyRing:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def ring_files(keys_dir: Path) -> list[Path]:
+    """What a running service watches to follow the ring: keyring.json, and every key and
+    certificate file, so that a chmod or chown fixing a file it could not read (a reload
+    that failed) makes it load the ring again."""
+    try:
+        found = [p for p in keys_dir.iterdir() if p.suffix in (".key", ".crt")]
+    except OSError:
+        found = []
+    return [keys_dir / RING_FILE, *sorted(found)]
+
+
 def has_keys(keys_dir: Path) -> bool:
     return (keys_dir / RING_FILE).is_file()
 
@@ -276,11 +287,15 @@ def _open_lock(keys_dir: Path) -> int:
     """Make keys_dir (0700) if it is missing and open its lock file; KeyStoreError if it cannot."""
     try:
         keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return os.open(keys_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(keys_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        if os.geteuid() == 0:  # as write_atomic does: the directory owner's, not root's
+            st = keys_dir.stat()
+            os.fchown(fd, st.st_uid, st.st_gid)
     except FileExistsError:
         raise KeyStoreError(f"keys directory {keys_dir}: not a directory") from None
     except OSError as exc:
         raise KeyStoreError(f"cannot write in keys directory {keys_dir}: {exc.strerror}") from None
+    return fd
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:

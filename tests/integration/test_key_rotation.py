@@ -10,11 +10,12 @@ The token service runs once, as a subprocess, and follows the key ring without a
 from __future__ import annotations
 
 import itertools
+import json
 import secrets
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,3 +277,60 @@ def _run_runbook(auth: AuthServer, fleet: Fleet, loop: ClientLoop) -> SigningKey
     fleet.rolling_restart(auth.bundle)
     loop.wait_for(2)
     return old_key
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["uvicorn", "granian-2-workers"])
+def test_a_key_file_the_service_could_not_read_is_loaded_once_chmod_fixes_it(
+    tmp_path: Path, workers: int
+) -> None:
+    """A promote whose new key file the service refused (0640) was never tried again after
+    the `chmod 600` the log asks for: the service went on signing with the old key, /readyz
+    said ready, and `keys retire` of the old key then cut every client off."""
+    auth = start_auth_server(
+        tmp_path / "auth", extra_settings={"reload_interval": 0.5, "workers": workers}
+    )
+    try:
+        keys = ["--keys-dir", str(auth.keys_dir)]
+        new = _cli("keys", "add", *keys).splitlines()[-1]
+        new_key_file = key_file(auth.keys_dir, new)
+        new_key_file.chmod(0o640)
+        _cli("keys", "promote", new, *keys)
+        _until(lambda: "reload of key ring failed" in auth.log(), "the failed reload's log line")
+        time.sleep(2)  # 4 polls: add and promote both seen (each may have failed on its own)
+        ready = httpx.get(f"{auth.url}/readyz", timeout=5).json()
+        assert ready["active_kid"] != new
+        assert any("reload of the key ring failed" in w for w in ready["warnings"]), ready
+        metrics = httpx.get(f"{auth.url}/metrics", timeout=5).text
+        assert 'registry_auth_reload_failing{files="key ring"} 1.0' in metrics
+
+        new_key_file.chmod(0o600)  # what the log line says to run
+        _until(
+            lambda: httpx.get(f"{auth.url}/readyz", timeout=5).json().get("active_kid") == new,
+            "the service signing with the promoted key",
+        )
+        assert "warnings" not in httpx.get(f"{auth.url}/readyz", timeout=5).json()
+        for _ in range(4):  # every worker
+            token = auth.token().json()["token"]  # anonymous: still signed
+            assert jwt.get_unverified_header(token)["kid"] == new
+    finally:
+        auth.stop()
+
+
+def key_file(keys_dir: Path, kid: str) -> Path:
+    """The private key file keyring.json names for `kid`."""
+    ring = json.loads((keys_dir / "keyring.json").read_text())
+    (file_id,) = [k["id"] for k in ring["keys"] if k["kid"] == kid]
+    return keys_dir / f"{file_id}.key"
+
+
+def _cli(*args: str) -> str:
+    done = subprocess.run(app_command(*args), capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _until(condition: Callable[[], bool], what: str, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {seconds} s"
+        time.sleep(0.2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import pytest
 
 from app.atomic import write_atomic
 from app.errors import KeyStoreError, RegistryAuthError
+from app.keys.model import Algorithm
+from app.keys.store import add_key, generate_key
 
 
 def test_a_missing_directory_is_an_error_naming_the_file(tmp_path: Path) -> None:
@@ -43,3 +46,30 @@ def test_a_dangling_symlink_creates_its_target(tmp_path: Path) -> None:
     write_atomic(link, b"robots: {}\n", mode=0o600)
     assert link.is_symlink()
     assert (tmp_path / "robots-real.yaml").read_bytes() == b"robots: {}\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file away (CI runs as root)")
+def test_as_root_a_file_keeps_its_owner_or_takes_the_directorys(tmp_path: Path) -> None:
+    """`sudo registry-auth keys add` (or users add) on a directory the service's user owns:
+    root-owned files there are files the service cannot read."""
+    service_user, other = (12345, 12345), (23456, 23457)
+    os.chown(tmp_path, *service_user)
+    existing = tmp_path / "users.htpasswd"
+    existing.write_text("old\n")
+    os.chown(existing, *other)
+    write_atomic(existing, b"new\n", mode=0o600)
+    write_atomic(tmp_path / "new.key", b"key\n", mode=0o600)
+    owners = {p.name: (p.stat().st_uid, p.stat().st_gid) for p in tmp_path.iterdir()}
+    assert owners == {"users.htpasswd": other, "new.key": service_user}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file away (CI runs as root)")
+def test_as_root_keys_add_leaves_files_the_directory_owner_can_use(tmp_path: Path) -> None:
+    keys_dir = tmp_path / "keys"
+    generate_key(keys_dir, Algorithm.ES256)
+    os.chown(keys_dir, 12345, 12345)
+    for path in keys_dir.iterdir():
+        os.chown(path, 12345, 12345)
+    add_key(keys_dir, Algorithm.ES256)
+    root_owned = [p.name for p in keys_dir.iterdir() if p.stat().st_uid != 12345]
+    assert root_owned == []  # the new key, its certificate, the ring, bundle, JWKS, lock

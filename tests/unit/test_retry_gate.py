@@ -1,5 +1,5 @@
 """A worker waiting for a broken file tries to start again when a file changed, not on every
-poll (RetryGate, app_once_files_load)."""
+poll (RetryGate, app_once_files_load); a failed reload is tried again after a chmod too."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from app.api import server
 from app.keys.model import Algorithm
 from app.keys.store import generate_key
-from app.reload import RetryGate, files_named
+from app.reload import Reloadable, RetryGate, files_named
 from app.settings import Settings, load_settings
 
 GOOD_ACL = "rules:\n  - match: {name: 'team/**'}\n    allow: [pull]\n"
@@ -130,3 +130,28 @@ def test_a_waiting_worker_builds_its_app_again_only_once_the_file_changed(
     assert app is not None
     assert builds == ["rules: [", GOOD_ACL]  # one failed try, then one after the fix
     assert polls == 10
+
+
+def test_a_reload_that_failed_on_a_files_mode_is_tried_again_after_its_chmod(
+    tmp_path: Path,
+) -> None:
+    """The fix of a file the service refused is often a chmod or chown, which changes no
+    content: a Reloadable that waited for new content never loaded the fixed file."""
+    path = tmp_path / "secret.txt"
+    path.write_text("v1")
+    path.chmod(0o600)
+
+    def load() -> str:
+        if path.stat().st_mode & 0o077:
+            raise ValueError(f"{path} is readable by others")
+        return path.read_text()
+
+    value = Reloadable("secret", load, lambda: [path])
+    path.write_text("v2")
+    path.chmod(0o644)
+    assert value.reload_if_changed() is False  # refused, v1 kept
+    assert (value.current, value.last_error is not None) == ("v1", True)
+    assert value.reload_if_changed() is False  # nothing new: not tried again
+    path.chmod(0o600)
+    assert value.reload_if_changed() is True
+    assert (value.current, value.last_error) == ("v2", None)
