@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app import CONFIG_ENV
 from app.cli_common import cacert_option, parse_duration, say
 from app.cli_common import keys_subcommand as _sub
 from app.cli_keys_sync import add_keys_sync_command
@@ -137,7 +139,16 @@ def _cmd_jwks(args: argparse.Namespace, keys_dir: Path, _now: Clock, _: Sleep) -
 
 
 def _window(args: argparse.Namespace) -> ring.TokenWindow:
-    return ring.TokenWindow.of(_settings(args))
+    window = ring.TokenWindow.of(_settings(args))
+    if args.config is None and not os.environ.get(CONFIG_ENV):
+        # `--keys-dir` alone: the service's config may set a longer TTL or a propagation time
+        # (LAIN: 1800 s tokens), and a retire judged on the defaults comes too early.
+        print(
+            f"registry-auth: warning: no --config: the wait uses the built-in {window.explain()};"
+            " give the service's config if it sets token_ttl or key_propagation",
+            file=sys.stderr,
+        )
+    return window
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -283,3 +283,26 @@ def test_add_and_rotate_refuse_a_ring_the_service_would_refuse(config: Path, com
     key_file.chmod(0o600)
     keys(config, command)
     assert states(config) == ["active", "next"]
+
+
+def test_a_retire_wait_without_the_config_says_it_uses_the_defaults(
+    config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With `--keys-dir` alone the window is the built-in token_ttl (300 s), whatever the
+    service's config sets (LAIN: 1800 s): a retire could come 25 minutes early."""
+    monkeypatch.delenv("REGISTRY_AUTH_CONFIG", raising=False)
+    keys_dir = str(config.parent / "keys")
+    clock = Clock()
+    keys(config, "generate", clock=clock)
+    old = last_line(capsys)
+    keys(config, "add", clock=clock)
+    new = last_line(capsys)
+    capsys.readouterr()
+    keys(config, "promote", new, clock=clock)  # with the config (token_ttl 30): no warning
+    assert "warning" not in capsys.readouterr().err
+    args = build_parser().parse_args(["keys", "retire", old, "--keys-dir", keys_dir])
+    with pytest.raises(RotationRefusedError):
+        run_keys(args, clock=clock, sleep=lambda _: None)
+    assert "warning: no --config: the wait uses the built-in token_ttl (300 s)" in (
+        capsys.readouterr().err
+    )
