@@ -95,5 +95,5 @@ def check_pair(private_key: PrivateKey, certificate: x509.Certificate) -> str:
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     mine = private_key.public_key().public_bytes(serialization.Encoding.DER, spki)
     if certificate.public_key().public_bytes(serialization.Encoding.DER, spki) != mine:
-        raise KeyStoreError(f"certificate does not belong to key {kid}")
+        raise KeyStoreError(f"its certificate (.crt) does not belong to key {kid}")
     return kid

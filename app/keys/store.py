@@ -357,8 +357,11 @@ def _load_entry(keys_dir: Path, entry: dict[str, Any]) -> SigningKey:
     certificate = _read_certificate(keys_dir, entry["id"])
     if not isinstance(loaded, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise KeyStoreError(f"{key_path}: only RSA and EC P-256 keys can sign registry tokens")
-    algorithm = algorithm_for(loaded)
-    kid = check_pair(loaded, certificate)
+    try:
+        algorithm = algorithm_for(loaded)
+        kid = check_pair(loaded, certificate)
+    except KeyStoreError as exc:  # name the files: a ring holds several
+        raise KeyStoreError(f"{key_path}: {exc}") from None
     if kid != entry["kid"]:
         raise KeyStoreError(f"{key_path}: holds key {kid}, {RING_FILE} says {entry['kid']}")
     created = datetime.fromisoformat(entry["created"])

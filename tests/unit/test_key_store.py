@@ -2,9 +2,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from app.errors import KeyStoreError
 from app.keys.kid import libtrust_kid
@@ -81,3 +84,35 @@ def test_private_key_never_in_repr(tmp_path: Path) -> None:
     assert "PRIVATE" not in text
     assert "private_key" not in text
     assert json.loads((tmp_path / "keyring.json").read_text())["keys"][0]["kid"] == key.kid
+
+
+def _swap_private_key(keys_dir: Path, new_key: object) -> Path:
+    (key_file,) = keys_dir.glob("*.key")
+    pem = new_key.private_bytes(  # type: ignore[attr-defined]
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    key_file.write_bytes(pem)
+    return key_file
+
+
+@pytest.mark.parametrize(
+    ("new_key", "problem"),
+    [
+        (lambda: rsa.generate_private_key(65537, 1024), "RSA key of 1024 bits: at least 2048"),  # noqa: S505 - the weak key is the point
+        (lambda: ec.generate_private_key(ec.SECP384R1()), "EC curve secp384r1: only P-256"),
+        (lambda: ec.generate_private_key(ec.SECP256R1()), "its certificate (.crt) does not"),
+    ],
+    ids=["rsa-1024", "p-384", "not-the-certificate's-key"],
+)
+def test_a_key_the_ring_cannot_use_is_named_by_its_file(
+    tmp_path: Path, new_key: Any, problem: str
+) -> None:
+    """A ring holds several keys: an error without the file left the operator guessing."""
+    generate_key(tmp_path, Algorithm.ES256)
+    key_file = _swap_private_key(tmp_path, new_key())
+    with pytest.raises(KeyStoreError) as raised:
+        load_keyring(tmp_path)
+    assert str(raised.value).startswith(f"{key_file}: ")
+    assert problem in str(raised.value)
