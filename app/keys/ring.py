@@ -195,12 +195,20 @@ def check_record(record: dict[str, Any]) -> None:
     """ValueError/KeyError/TypeError when a keyring.json record is not one this code wrote."""
     KeyState(record["state"])
     Algorithm(record["algorithm"])
-    datetime.fromisoformat(record["created"])
+    _aware(record["created"])
     if record.get("retiring_since"):
-        datetime.fromisoformat(record["retiring_since"])
+        _aware(record["retiring_since"])
     if not isinstance(record["kid"], str) or not FILE_ID.fullmatch(record["id"]):
         # The id names the key files: never let a damaged ring point outside keys_dir.
         raise ValueError("bad id or kid")
+
+
+def _aware(text: str) -> datetime:
+    """A time as this code writes it: with its UTC offset (one without cannot be compared)."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"time without a UTC offset: {text!r}")
+    return moment
 
 
 def entry_from_record(record: dict[str, Any], certificate: x509.Certificate) -> RingEntry:

@@ -90,15 +90,28 @@ def test_generate_on_an_existing_ring_demotes_with_a_recorded_time(tmp_path: Pat
     assert (old.state, old.retiring_since) == (KeyState.RETIRING, T0 + timedelta(hours=1))
 
 
-def test_damaged_ring_is_refused_with_the_file_named(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("id", "../../outside"),
+        # By hand, without an offset: `keys list` and `keys retire` crashed comparing it.
+        ("retiring_since", "2026-11-29T15:00:00"),
+        ("created", "2026-11-29T15:00:00"),
+    ],
+)
+def test_damaged_ring_is_refused_with_the_file_named(
+    tmp_path: Path, field: str, value: str
+) -> None:
     keys = tmp_path / "keys"
     generate_key(keys, Algorithm.ES256)
     ring_file = keys / "keyring.json"
     data = json.loads(ring_file.read_text())
-    data["keys"][0]["id"] = "../../outside"
+    data["keys"][0][field] = value
     ring_file.write_text(json.dumps(data))
     with pytest.raises(KeyStoreError, match=r"keyring\.json is damaged"):
         load_keyring(keys)
+    with pytest.raises(KeyStoreError, match=r"keyring\.json is damaged"):
+        read_entries(keys)
 
 
 def test_concurrent_writers_never_lose_an_update(tmp_path: Path) -> None:
