@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import etcd
+import urllib3
 
 from app.errors import EtcdConflictError, EtcdError
 from app.etcd.handshake import refused_certificate, unreadable_tls_file
@@ -116,9 +117,14 @@ class PythonEtcdBackend:
         if settings.client_cert is not None and settings.client_key is not None:
             options["cert"] = (str(settings.client_cert), str(settings.client_key))
         try:
-            return etcd.Client(**options)
+            client = etcd.Client(**options)
         except Exception as exc:  # noqa: BLE001 - several endpoints: the client probes at once
             self._fail(exc)
+        # urllib3 would try each request 4 times (its default Retry(3)), so a hung etcd took
+        # 4 x `timeout`; python-etcd moves on to the next endpoint itself.
+        client.http.connection_pool_kw["retries"] = urllib3.Retry(total=0, redirect=False)
+        client.http.clear()
+        return client
 
     def _fail(self, exc: BaseException) -> NoReturn:
         raise EtcdError(f"{self.where}: {explain(exc)}") from exc

@@ -7,6 +7,8 @@ read back with the real `etcdctl`, and for v2 also with python-etcd, as LAIN's t
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -315,3 +317,22 @@ def test_wrong_credentials_are_a_clear_error(
     status = eventually(lambda: (s := readyz(auth)["etcd"])["last_error"] and s, 10, "error")
     assert "etcd refused" in status["last_error"]
     assert "wrong-Password" not in auth.log()
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_a_hung_etcd_costs_one_timeout_not_four(
+    api: str, etcd_server: EtcdServer, tmp_path: Path
+) -> None:
+    """A stopped etcd (SIGSTOP: it accepts, then never answers) made urllib3 try the v2
+    request 4 times over: `etcd show` with `timeout: 2` took ~8 s, and so did a shutdown."""
+    config = write_config(tmp_path, etcd_config(etcd_server, api, timeout=2))
+    assert etcd_server.process is not None
+    os.kill(etcd_server.process.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        code, out, err = run_cli("etcd", "show", "--config", str(config))
+        took = time.monotonic() - started
+    finally:
+        os.kill(etcd_server.process.pid, signal.SIGCONT)
+    assert_clear_failure(code, out, err, "timed out")
+    assert took < 6, f"{took:.1f} s"  # one 2 s timeout and a Python start, not four timeouts
