@@ -28,7 +28,9 @@ class EtcdSettings(BaseModel):
         default=["http://127.0.0.1:2379"], min_length=1, description="etcd client URLs"
     )
     key: str = Field(
-        default="/lain/config/auth/registry", pattern=r"^/.+", description="the key to own"
+        default="/lain/config/auth/registry",
+        pattern=r"^(/[^/]+)+$",
+        description="the key to own (`/a/b`: no empty part, no trailing `/`)",
     )
     api: Literal["v2", "v3"] = Field(default="v2", description="v2: LAIN's registry reads v2")
     username: str | None = Field(

@@ -17,8 +17,8 @@ def refused_certificate(error: str) -> str | None:
     if not any(sign in error for sign in _CLIENT_CERT_REFUSED):
         return None
     return (
-        f"etcd ended the TLS handshake ({error}): "
-        "does it want a client certificate, signed by a CA it trusts?"
+        f"etcd ended the TLS handshake ({error}): does it serve TLS there (or is the endpoint "
+        "http://), and does it want a client certificate, signed by a CA it trusts?"
     )
 
 

@@ -127,6 +127,8 @@ class PythonEtcdBackend:
         return client
 
     def _fail(self, exc: BaseException) -> NoReturn:
+        if isinstance(exc, EtcdError):  # already ours (the TLS files): said once, not twice
+            raise exc
         raise EtcdError(f"{self.where}: {explain(exc)}") from exc
 
 

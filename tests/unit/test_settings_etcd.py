@@ -108,3 +108,11 @@ def test_state_tls_files_are_relative_to_the_config_file(tmp_path: Path) -> None
     assert state.etcd_client_cert == Path("/abs/client.pem")
     assert state.etcd_client_key == tmp_path / "tls" / "client.key"
     assert state.path == tmp_path / "registry-auth.db"  # resolved as before
+
+
+@pytest.mark.parametrize("key", ["//lain//config/auth/registry", "/lain/config/", "/"])
+def test_an_etcd_key_with_an_empty_part_is_refused(key: str) -> None:
+    """etcd v2 answers `//a//b` with a redirect, which the service then reported as
+    "not an etcd v2 API"."""
+    with pytest.raises(ConfigError, match=r"etcd\.key"):
+        load_settings(overrides={**BASE, "etcd": {"key": key}})

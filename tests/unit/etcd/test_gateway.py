@@ -43,6 +43,7 @@ def test_a_missing_tls_file_is_named_with_its_setting(tmp_path: Path, api: str) 
         backend.read()
     named = f"cannot load the TLS files: client_cert {tmp_path / 'client.pem'}: No such file"
     assert named in str(caught.value)
+    assert str(caught.value).count(ENDPOINT) == 1  # v2 said where twice, in a wrapped error
 
 
 def test_the_publisher_sees_an_etcd_error_naming_its_key(tmp_path: Path) -> None:
