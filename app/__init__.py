@@ -5,3 +5,6 @@ __version__ = "0.1.0"
 # The environment variable naming the config file; here so the command line can name it without
 # loading the settings.
 CONFIG_ENV = "REGISTRY_AUTH_CONFIG"
+
+# How every log line reads, whichever server runs (the CLI's basicConfig, granian's workers).
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from app import __version__
+from app import LOG_FORMAT, __version__
 from app.cli_common import config_option
 from app.errors import RegistryAuthError
 
@@ -102,9 +102,7 @@ def _named_command(argv: Sequence[str]) -> str:
 def run(argv: Sequence[str] | None, *, serve: Serve) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(only=_named_command(argv)).parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     try:
         return _dispatch(args, serve)
     except RegistryAuthError as exc:

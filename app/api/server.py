@@ -25,6 +25,7 @@ from typing import Any
 
 import uvicorn
 
+from app import LOG_FORMAT
 from app.api.app import create_app
 from app.api.hardening import harden, uvicorn_options
 from app.api.metrics_http import use_multiprocess_dir
@@ -285,7 +286,15 @@ def _granian_tls(settings: Settings) -> dict[str, Any]:
 
 
 def _granian_logging() -> dict[str, Any]:
-    """Granian's own log lines, plus the app's (`app.*`) INFO lines on the same stream."""
+    """Granian's own log lines and the app's (`app.*`, INFO and up) on stderr, as uvicorn mode
+    writes them: with the time and the logger, and apart from the audit lines on stdout.
+    (granian's default wrote `[LEVEL] message` to stdout, between the audit lines.)"""
+    handler = {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}
     return {
+        "formatters": {"plain": {"format": LOG_FORMAT}},
+        "handlers": {
+            "console": {**handler, "formatter": "plain"},
+            "access": {**handler, "formatter": "plain"},  # granian's access log: left off
+        },
         "root": {"handlers": ["console"], "level": "INFO"},
     }
