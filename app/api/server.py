@@ -95,6 +95,7 @@ def run_uvicorn(settings: Settings, options: ServerOptions) -> None:
         proxy_headers=False,
         server_header=False,
         log_level="info",
+        log_config=_uvicorn_logging(),
         access_log=False,  # the audit log has the token requests; granian writes none either
         **uvicorn_options(settings),
     )
@@ -282,6 +283,23 @@ def _granian_tls(settings: Settings) -> dict[str, Any]:
         "ssl_cert": settings.tls.cert,
         "ssl_key": settings.tls.key,
         "ssl_protocol_min": SSLProtocols.tls12,  # what the docker and containerd clients speak
+    }
+
+
+def _uvicorn_logging() -> dict[str, Any]:
+    """uvicorn's own lines (`uvicorn.error`: start, stop) in the app's format, on stderr."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": LOG_FORMAT}},
+        "handlers": {
+            "console": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": "plain",
+            }
+        },
+        "loggers": {"uvicorn": {"handlers": ["console"], "level": "INFO", "propagate": False}},
     }
 
 
