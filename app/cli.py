@@ -50,6 +50,10 @@ GROUPS: dict[str, Group] = {
     "acl": Group("app.cli_acl", "check and explain the ACL policy"),
     "robots": Group("app.cli_robots", "manage robot accounts"),
     "tokens": Group("app.cli_tokens", "list and revoke refresh tokens"),
+    "healthcheck": Group(
+        "app.cli_health",
+        "exit 0 when the service of this config answers /healthz (a container's HEALTHCHECK)",
+    ),
 }
 
 

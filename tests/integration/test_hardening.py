@@ -7,6 +7,7 @@ import json
 import shutil
 import socket
 import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ import httpx
 import pytest
 from cryptography import x509
 
-from tests.integration.support.authserver import AuthServer, start_auth_server
+from tests.integration.support.authserver import AuthServer, app_command, start_auth_server
 from tests.integration.support.tlscerts import make_tls_files
 
 USERS = {"ci": "ci-Secret-1"}
@@ -353,3 +354,33 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(tmp_path: Path) -> N
     assert result["response"].status_code == 200
     assert server.process.popen.wait(15) == 0, server.log()
     assert "Finished server process" in server.log()
+
+
+def test_the_healthcheck_command_follows_the_configs_address_and_tls(tmp_path: Path) -> None:
+    """The image's HEALTHCHECK asked http://127.0.0.1:5001 whatever `listen` and `tls` said."""
+    plain = _server(tmp_path / "plain")
+    tls = make_tls_files(tmp_path / "tls")
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copy(tls.cert, served / "cert.pem")
+    shutil.copy(tls.key, served / "key.pem")
+    https = launch_tls(tmp_path, served)
+    for server, scheme in ((plain, "http"), (https, "https")):
+        code, out = _healthcheck(server)
+        assert (code, out) == (
+            0,
+            f"registry-auth: healthy: {scheme}://127.0.0.1:{server.port}/healthz\n",
+        )
+    https.process.stop()
+    code, out = _healthcheck(https)
+    assert code == 1
+    assert out.startswith("registry-auth: unhealthy ("), out
+    assert "Connection refused" in out, out
+
+
+def _healthcheck(server: AuthServer) -> tuple[int, str]:
+    done = subprocess.run(
+        app_command("healthcheck", "--config", str(server.config_path), "--timeout", "5"),
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    return done.returncode, done.stdout

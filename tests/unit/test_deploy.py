@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -53,8 +54,11 @@ def test_hadolint_does_fail_on_a_bad_dockerfile(tmp_path: Path) -> None:
 def test_dockerfile_runs_as_non_root_with_a_healthcheck() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert "\nUSER 10001:10001\n" in text
-    assert "HEALTHCHECK" in text
-    assert "/healthz" in text
+    # The check follows the config's `listen` and `tls` (it was http://127.0.0.1:5001 fixed).
+    (check,) = [line for line in text.splitlines() if line.strip().startswith("CMD [")]
+    argv = json.loads(check.strip().removeprefix("CMD "))
+    assert argv[:2] == ["registry-auth", "healthcheck"]
+    build_parser().parse_args(argv[1:])  # a command the CLI has
     assert 'ENTRYPOINT ["registry-auth", "serve"]' in text  # exec form: signals reach uvicorn
     assert "\nSTOPSIGNAL SIGTERM\n" in text  # uvicorn drains in-flight requests on SIGTERM
     assert "keys/" not in text  # no keys baked in

@@ -1,0 +1,60 @@
+"""`registry-auth healthcheck`: is the service of this config answering? For a container's
+HEALTHCHECK or a supervisor's probe: the address (`listen`) and the scheme (`tls`) come from the
+config, so the check follows them. Exit status 0 when /healthz answers 200, 1 otherwise (never
+2: Docker reserves it)."""
+
+from __future__ import annotations
+
+import argparse
+import ssl
+import urllib.error
+import urllib.request
+
+from app.cli_common import config_option
+
+# A wildcard address is where the server listens, not one to connect to.
+_WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104 - binds nothing
+
+
+def add_commands(parser: argparse.ArgumentParser) -> None:
+    config_option(parser)
+    parser.add_argument(
+        "--timeout", type=float, default=3.0, help="seconds to wait for the answer (default 3)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from app.errors import RegistryAuthError  # noqa: PLC0415 - loaded only when it runs
+    from app.settings import load_settings, split_listen  # noqa: PLC0415
+
+    try:
+        settings = load_settings(args.config)
+        host, port = split_listen(settings.listen)
+    except RegistryAuthError as exc:
+        print(f"registry-auth: unhealthy: {exc}")
+        return 1
+    host = _WILDCARDS.get(host, host)
+    scheme = "https" if settings.tls is not None else "http"
+    url = f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}/healthz"
+    healthy, how = probe(url, args.timeout)
+    print(f"registry-auth: {how}: {url}")
+    return 0 if healthy else 1
+
+
+def probe(url: str, timeout: float) -> tuple[bool, str]:
+    """GET `url` once: (answered 200, what happened)."""
+    # The service's own certificate names the host clients use, not this loopback address:
+    # liveness needs an answer, not an identity.
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as answer:  # noqa: S310 - http(s) only, built above
+            status = int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return False, f"unhealthy (HTTP {exc.code})"
+    except (urllib.error.URLError, OSError) as exc:
+        return False, f"unhealthy ({getattr(exc, 'reason', exc)})"
+    if status != 200:
+        return False, f"unhealthy (HTTP {status})"
+    return True, "healthy"
