@@ -156,6 +156,7 @@ def install_ring_files(keys_dir: Path, files: Mapping[str, bytes], origin: str) 
         if not changed and not stale:
             return None
         with tempfile.TemporaryDirectory(dir=keys_dir, prefix=".sync-") as scratch:
+            _owned_like(Path(scratch), keys_dir)  # the files made in it take its owner
             for name, data in files.items():
                 _write(Path(scratch, name), data, _file_mode(name))
             try:
@@ -167,6 +168,18 @@ def install_ring_files(keys_dir: Path, files: Mapping[str, bytes], origin: str) 
         for name in stale:
             (keys_dir / name).unlink(missing_ok=True)
     return Installed(key_ring, tuple(changed), tuple(stale))
+
+
+def _owned_like(directory: Path, model: Path) -> None:
+    """As root: give `directory` (just made, by us) the owner of `model`."""
+    if os.geteuid() != 0:
+        return
+    st = model.stat()
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        os.fchown(fd, st.st_uid, st.st_gid)
+    finally:
+        os.close(fd)
 
 
 def _holds(path: Path, data: bytes) -> bool:
@@ -287,10 +300,10 @@ def _open_lock(keys_dir: Path) -> int:
     """Make keys_dir (0700) if it is missing and open its lock file; KeyStoreError if it cannot."""
     try:
         keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(keys_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-        if os.geteuid() == 0:  # as write_atomic does: the directory owner's, not root's
-            st = keys_dir.stat()
-            os.fchown(fd, st.st_uid, st.st_gid)
+        # Read-only and 0644: flock needs no more, so a lock file root made still serves the
+        # service's user. Never through a symlink (root would open what the link names).
+        flags = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(keys_dir / LOCK_FILE, flags, 0o644)
     except FileExistsError:
         raise KeyStoreError(f"keys directory {keys_dir}: not a directory") from None
     except OSError as exc:

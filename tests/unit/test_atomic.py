@@ -11,6 +11,7 @@ import pytest
 from app.atomic import write_atomic
 from app.errors import KeyStoreError, RegistryAuthError
 from app.keys.model import Algorithm
+from app.keys.mirror import copy_ring
 from app.keys.store import add_key, generate_key
 
 
@@ -63,13 +64,65 @@ def test_as_root_a_file_keeps_its_owner_or_takes_the_directorys(tmp_path: Path) 
     assert owners == {"users.htpasswd": other, "new.key": service_user}
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file away (CI runs as root)")
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="a root-only case (CI runs as root)")
+
+
+@ROOT_ONLY
 def test_as_root_keys_add_leaves_files_the_directory_owner_can_use(tmp_path: Path) -> None:
     keys_dir = tmp_path / "keys"
-    generate_key(keys_dir, Algorithm.ES256)
+    generate_key(keys_dir, Algorithm.ES256)  # as root: root's files, a root-owned lock
     os.chown(keys_dir, 12345, 12345)
     for path in keys_dir.iterdir():
-        os.chown(path, 12345, 12345)
+        if not path.name.startswith("."):
+            os.chown(path, 12345, 12345)
     add_key(keys_dir, Algorithm.ES256)
-    root_owned = [p.name for p in keys_dir.iterdir() if p.stat().st_uid != 12345]
-    assert root_owned == []  # the new key, its certificate, the ring, bundle, JWKS, lock
+    new = {p.name: p.stat().st_uid for p in keys_dir.iterdir() if not p.name.startswith(".")}
+    assert set(new.values()) == {12345}, new  # the new key, its certificate, ring, bundle, JWKS
+    lock = keys_dir / ".keyring.lock"
+    assert stat.S_IMODE(lock.stat().st_mode) & 0o044  # root's lock: its user can still take it
+
+
+@ROOT_ONLY
+def test_as_root_a_symlinked_lock_is_not_followed(tmp_path: Path) -> None:
+    """The directory's owner could point the lock at /etc/shadow: root opening it, then
+    giving it to that owner, was a way to root."""
+    keys_dir = tmp_path / "keys"
+    generate_key(keys_dir, Algorithm.ES256)
+    precious = tmp_path / "shadow"
+    precious.write_text("root's\n")
+    precious.chmod(0o600)
+    lock = keys_dir / ".keyring.lock"
+    lock.unlink()
+    lock.symlink_to(precious)
+    os.lchown(lock, 12345, 12345)
+    with pytest.raises(KeyStoreError, match="cannot write in keys directory"):
+        add_key(keys_dir, Algorithm.ES256)
+    assert (precious.stat().st_uid, precious.read_text()) == (0, "root's\n")
+
+
+@ROOT_ONLY
+def test_as_root_a_symlink_another_user_made_is_not_written_through(tmp_path: Path) -> None:
+    precious = tmp_path / "passwd"
+    precious.write_text("root's\n")
+    link = tmp_path / "users.htpasswd"
+    link.symlink_to(precious)
+    os.lchown(link, 12345, 12345)
+    with pytest.raises(RegistryAuthError, match="a symlink owned by uid 12345"):
+        write_atomic(link, b"alice:$2b$...\n", mode=0o600)
+    assert precious.read_text() == "root's\n"
+    os.lchown(link, 0, 0)  # root's own link: written through, as for any user
+    write_atomic(link, b"new\n", mode=0o600)
+    assert precious.read_text() == "new\n"
+
+
+@ROOT_ONLY
+def test_as_root_keys_sync_leaves_files_the_directory_owner_can_use(tmp_path: Path) -> None:
+    """The copy is made in a scratch directory first, which root made: its files were
+    root's, and a 0600 key root owns is one the service cannot read."""
+    source, keys_dir = tmp_path / "secret", tmp_path / "keys"
+    generate_key(source, Algorithm.ES256)
+    keys_dir.mkdir()
+    os.chown(keys_dir, 12345, 12345)
+    copy_ring(source, keys_dir)
+    owners = {p.name: p.stat().st_uid for p in keys_dir.iterdir() if not p.name.startswith(".")}
+    assert set(owners.values()) == {12345}, owners
