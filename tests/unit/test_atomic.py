@@ -10,8 +10,8 @@ import pytest
 
 from app.atomic import write_atomic
 from app.errors import KeyStoreError, RegistryAuthError
-from app.keys.model import Algorithm
 from app.keys.mirror import copy_ring
+from app.keys.model import Algorithm
 from app.keys.store import add_key, generate_key
 
 
