@@ -104,7 +104,9 @@ class PythonEtcdBackend:
         if len(hosts) == 1:
             options.update(host=hosts[0][0], port=hosts[0][1])
         else:
-            options.update(host=tuple(hosts), allow_reconnect=True)
+            # use_proxies: the endpoints as given, no probe of the cluster's member list (made
+            # before the retries below are set, it cost 4 x `timeout` per hung endpoint).
+            options.update(host=tuple(hosts), allow_reconnect=True, use_proxies=True)
         if settings.username is not None and settings.password is not None:
             options.update(
                 username=settings.username, password=settings.password.get_secret_value()

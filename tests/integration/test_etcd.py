@@ -335,4 +335,30 @@ def test_a_hung_etcd_costs_one_timeout_not_four(
     finally:
         os.kill(etcd_server.process.pid, signal.SIGCONT)
     assert_clear_failure(code, out, err, "timed out")
-    assert took < 6, f"{took:.1f} s"  # one 2 s timeout and a Python start, not four timeouts
+    assert took < 6.5, f"{took:.1f} s"  # one 2 s timeout and a Python start, not four timeouts
+
+
+def test_a_hung_first_endpoint_costs_one_timeout_before_the_next(
+    etcd_server: EtcdServer, tmp_path: Path
+) -> None:
+    """v2 with two endpoints: the client asked the first for the member list with urllib3's
+    4 tries before its own retries were set (4 x timeout per hung endpoint)."""
+    hung = start_etcd(tmp_path / "hung")
+    try:
+        assert hung.process is not None
+        live = write_config(tmp_path / "live", etcd_config(etcd_server, "v2"))
+        assert run_cli("etcd", "publish", "--config", str(live))[0] == 0
+        settings = {"endpoints": [hung.url, etcd_server.url], "key": KEY, "timeout": 2}
+        config = write_config(tmp_path, settings)
+        os.kill(hung.process.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            code, out, err = run_cli("etcd", "show", "--config", str(config))
+            took = time.monotonic() - started
+        finally:
+            os.kill(hung.process.pid, signal.SIGCONT)
+    finally:
+        hung.stop()
+    assert code == 0, err
+    assert '"realm"' in out
+    assert took < 6.5, f"{took:.1f} s"  # one 2 s timeout, then the second endpoint
