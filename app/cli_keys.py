@@ -117,7 +117,7 @@ def _cmd_generate(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep
 
 
 def _cmd_list(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) -> int:
-    return _list(keys_dir, _window(args), now())
+    return _list(keys_dir, _window(args, warn=False), now())
 
 
 def _cmd_add(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) -> int:
@@ -127,6 +127,7 @@ def _cmd_add(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) -> 
 
 
 def _cmd_promote(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) -> int:
+    _ring_the_service_loads(keys_dir)  # else it goes on signing with the old key
     return _promote(keys_dir, args.kid, _window(args), now())
 
 
@@ -138,14 +139,15 @@ def _cmd_jwks(args: argparse.Namespace, keys_dir: Path, _now: Clock, _: Sleep) -
     return _jwks(keys_dir, KidFormat(args.kid_format), args.output)
 
 
-def _window(args: argparse.Namespace) -> ring.TokenWindow:
+def _window(args: argparse.Namespace, *, warn: bool = True) -> ring.TokenWindow:
     window = ring.TokenWindow.of(_settings(args))
-    if args.config is None and not os.environ.get(CONFIG_ENV):
+    if warn and args.config is None and not os.environ.get(CONFIG_ENV):
         # `--keys-dir` alone: the service's config may set a longer TTL or a propagation time
         # (LAIN: 1800 s tokens), and a retire judged on the defaults comes too early.
         print(
-            f"registry-auth: warning: no --config: the wait uses the built-in {window.explain()};"
-            " give the service's config if it sets token_ttl or key_propagation",
+            f"registry-auth: warning: no --config: the wait uses {window.explain()} (the "
+            "built-in values and REGISTRY_AUTH_* variables); give the service's config if it "
+            "sets token_ttl or key_propagation",
             file=sys.stderr,
         )
     return window

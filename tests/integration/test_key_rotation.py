@@ -18,15 +18,18 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
 import pytest
 
 from app.keys.model import SigningKey
+from app.keys.ring import promote
 from app.keys.signing import sign_token
-from app.keys.store import load_keyring
+from app.keys.store import load_keyring, update_ring
 from tests.integration.support.authserver import AuthServer, app_command, start_auth_server
 from tests.integration.support.oci import build_image, read_layer_file
 from tests.integration.support.procs import (
@@ -283,37 +286,45 @@ def _run_runbook(auth: AuthServer, fleet: Fleet, loop: ClientLoop) -> SigningKey
 def test_a_key_file_the_service_could_not_read_is_loaded_once_chmod_fixes_it(
     tmp_path: Path, workers: int
 ) -> None:
-    """A promote whose new key file the service refused (0640) was never tried again after
-    the `chmod 600` the log asks for: the service went on signing with the old key, /readyz
-    said ready, and `keys retire` of the old key then cut every client off."""
+    """A promote whose new key file the service could not load was never tried again after
+    the fix (a `chmod 600`, a `chown`): the service went on signing with the old key, /readyz
+    said ready, and `keys retire` of the old key then cut every client off. (`keys promote`
+    now refuses a ring it cannot load itself; the CLI run as root still reads a file the
+    service cannot, so the promote here is the store's, under a 0640 stand-in.)"""
     auth = start_auth_server(
         tmp_path / "auth", extra_settings={"reload_interval": 0.5, "workers": workers}
     )
     try:
-        keys = ["--keys-dir", str(auth.keys_dir)]
-        new = _cli("keys", "add", *keys).splitlines()[-1]
+        new = _cli("keys", "add", "--keys-dir", str(auth.keys_dir)).splitlines()[-1]
         new_key_file = key_file(auth.keys_dir, new)
         new_key_file.chmod(0o640)
-        _cli("keys", "promote", new, *keys)
+        update_ring(auth.keys_dir, lambda ring: promote(ring, new, datetime.now(UTC)))
         _until(lambda: "reload of key ring failed" in auth.log(), "the failed reload's log line")
         time.sleep(2)  # 4 polls: add and promote both seen (each may have failed on its own)
-        ready = httpx.get(f"{auth.url}/readyz", timeout=5).json()
+        ready = _readyz(auth)
         assert ready["active_kid"] != new
         assert any("reload of the key ring failed" in w for w in ready["warnings"]), ready
         metrics = httpx.get(f"{auth.url}/metrics", timeout=5).text
         assert 'registry_auth_reload_failing{files="key ring"} 1.0' in metrics
 
         new_key_file.chmod(0o600)  # what the log line says to run
+        # Each worker polls on its own: every answer, from whichever worker, agrees at last.
         _until(
-            lambda: httpx.get(f"{auth.url}/readyz", timeout=5).json().get("active_kid") == new,
-            "the service signing with the promoted key",
+            lambda: all(
+                (r["active_kid"], "warnings" in r) == (new, False)
+                for r in (_readyz(auth) for _ in range(8))
+            ),
+            "every worker signing with the promoted key, without warnings",
         )
-        assert "warnings" not in httpx.get(f"{auth.url}/readyz", timeout=5).json()
-        for _ in range(4):  # every worker
+        for _ in range(8):
             token = auth.token().json()["token"]  # anonymous: still signed
             assert jwt.get_unverified_header(token)["kid"] == new
     finally:
         auth.stop()
+
+
+def _readyz(auth: AuthServer) -> dict[str, Any]:
+    return dict(httpx.get(f"{auth.url}/readyz", timeout=5).json())
 
 
 def key_file(keys_dir: Path, kid: str) -> Path:

@@ -285,6 +285,25 @@ def test_add_and_rotate_refuse_a_ring_the_service_would_refuse(config: Path, com
     assert states(config) == ["active", "next"]
 
 
+def test_promote_refuses_a_ring_the_service_would_refuse(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The service keeps signing with the old key when it cannot load the new one: a retire
+    after such a promote cut its clients off."""
+    keys(config, "generate")
+    keys(config, "add")
+    new = last_line(capsys)
+    (new_key,) = [p for p in (config.parent / "keys").glob("*.key") if p.stem in new.lower()
+                  .replace(":", "")]  # fmt: skip
+    new_key.chmod(0o640)
+    with pytest.raises(KeyStoreError, match=r"the service would refuse this key ring: .*0640"):
+        keys(config, "promote", new)
+    assert states(config) == ["active", "next"]
+    new_key.chmod(0o600)
+    keys(config, "promote", new)
+    assert states(config) == ["retiring", "active"]
+
+
 def test_a_retire_wait_without_the_config_says_it_uses_the_defaults(
     config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -303,6 +322,8 @@ def test_a_retire_wait_without_the_config_says_it_uses_the_defaults(
     args = build_parser().parse_args(["keys", "retire", old, "--keys-dir", keys_dir])
     with pytest.raises(RotationRefusedError):
         run_keys(args, clock=clock, sleep=lambda _: None)
-    assert "warning: no --config: the wait uses the built-in token_ttl (300 s)" in (
+    assert "warning: no --config: the wait uses token_ttl (300 s) + the registry" in (
         capsys.readouterr().err
     )
+    assert keys(config, "list", "--keys-dir", keys_dir) == 0
+    assert "warning" not in capsys.readouterr().err  # no wait to judge
