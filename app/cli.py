@@ -108,7 +108,8 @@ def run(argv: Sequence[str] | None, *, serve: Serve) -> int:
     args = build_parser(only=_named_command(argv)).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     try:
-        return _dispatch(args, serve)
+        status = _dispatch(args, serve)
+        sys.stdout.flush()  # here, not at exit: a reader gone (`| head`) is then caught below
     except RegistryAuthError as exc:
         print(f"registry-auth: error: {exc}", file=sys.stderr)
         return 2
@@ -125,6 +126,7 @@ def run(argv: Sequence[str] | None, *, serve: Serve) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    return status
 
 
 def _dispatch(args: argparse.Namespace, serve: Serve) -> int:

@@ -273,14 +273,17 @@ def test_users_add_warns_when_every_user_can_read_the_hashes(
     assert ("readable by every user (mode 0644)" in capsys.readouterr().err) is warned
 
 
-def test_output_into_a_closed_pipe_ends_quietly() -> None:
+@pytest.mark.parametrize("command", ["config-reference", "registry-config"])
+def test_output_into_a_closed_pipe_ends_quietly(command: str) -> None:
     """`registry-auth config-reference | head -1`: the reader is gone before the output ends.
-    That was `registry-auth: error: Broken pipe` on stderr."""
+    That was `registry-auth: error: Broken pipe` on stderr; a short output, written only when
+    stdout is flushed (buffered, as in a shell), failed at exit with status 120."""
     read_end, write_end = os.pipe()
     os.close(read_end)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "app", "config-reference"],
+            [sys.executable, "-m", "app", command], env=env,
             stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60, check=False,
         )  # fmt: skip
     finally:
