@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -202,8 +203,10 @@ class TokenServer(FastAPI):
 async def _answer_shutting_down(send: Send) -> None:
     """503 for a request cut at shutdown; nothing when its answer had already begun (the
     server then closes the connection) or the client is gone."""
-    body = b'{"details":"the server is shutting down; try again",'
-    body += b'"error":"temporarily_unavailable"}'
+    text = "the server is shutting down; try again"  # both error shapes (GET and OAuth2)
+    body = orjson.dumps(
+        {"details": text, "error": "temporarily_unavailable", "error_description": text}
+    )
     headers = [
         (b"content-type", b"application/json"),
         (b"connection", b"close"),

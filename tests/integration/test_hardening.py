@@ -318,7 +318,7 @@ def test_a_request_still_running_at_shutdown_timeout_is_cut_and_the_server_exits
 
     thread = threading.Thread(target=slow_login)
     thread.start()
-    time.sleep(1.5)  # the request is in flight
+    _wait_until_delayed(server)  # the request is in flight, in its brute-force delay
     stopped_at = time.monotonic()
     server.process.popen.terminate()
     assert server.process.popen.wait(15) == 0, server.log()
@@ -333,6 +333,17 @@ def test_a_request_still_running_at_shutdown_timeout_is_cut_and_the_server_exits
     else:  # granian kills the worker: the connection ends without an answer
         assert "error" in result, result
         assert "Killing worker" in server.log()
+
+
+def _wait_until_delayed(server: AuthServer, seconds: float = 20) -> None:
+    """Until the metrics count a login slowed by the brute-force delay (it is then in flight)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{server.url}/metrics", timeout=5).text
+        if 'registry_auth_bruteforce_throttles_total{action="delayed"} 1.0' in text:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no delayed login within {seconds} s\n{server.log()}")
 
 
 def test_sigterm_finishes_the_request_in_flight_and_exits_0(tmp_path: Path) -> None:
