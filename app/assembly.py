@@ -87,6 +87,6 @@ def policy_authorizer(settings: Settings, reloadables: list[Reloadable[Any]]) ->
     if settings.acl is None:
         return None
     path = settings.acl
-    policy = Reloadable(f"ACL {path}", lambda: load_policy(path), lambda: [path])
+    policy = Reloadable(f"ACL {path}", lambda: load_policy(path), lambda: [path], kind="ACL")
     reloadables.append(policy)
     return PolicyAuthorizer(policy.get)

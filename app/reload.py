@@ -44,8 +44,16 @@ def fingerprint(paths: Sequence[Path]) -> Fingerprint:
 class Reloadable(Generic[T]):
     """A value loaded from files. Construction loads it (errors propagate: refuse to start)."""
 
-    def __init__(self, name: str, loader: Callable[[], T], paths: Callable[[], Sequence[Path]]):
-        self.name = name
+    def __init__(
+        self,
+        name: str,
+        loader: Callable[[], T],
+        paths: Callable[[], Sequence[Path]],
+        *,
+        kind: str | None = None,
+    ):
+        self.name = name  # for the log and the metrics: "htpasswd /etc/registry-auth/users"
+        self.kind = kind or name  # for /readyz, which anyone may ask: "htpasswd", no path
         self._loader = loader
         self._paths = paths
         self._seen = fingerprint(paths())

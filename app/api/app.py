@@ -250,9 +250,9 @@ def readiness(token_service: TokenService, etcd: dict[str, Any]) -> JSONResponse
         "etcd": etcd,
     }
     warnings = [] if status.state is ExpiryState.OK else [status.message]
-    # Which files, not why: the reason (file contents quoted, perhaps) is for the log only.
+    # Which kind of file, not which path nor why: the log has both (anyone may ask /readyz).
     warnings += [
-        f"the last reload of the {item.name} failed: the previous one still serves (see the log)"
+        f"the last reload of the {item.kind} failed: the previous one still serves (see the log)"
         for item in token_service.reloadables
         if item.last_error is not None
     ]

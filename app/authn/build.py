@@ -103,15 +103,15 @@ def _authenticator(
 ) -> Authenticator:
     if isinstance(backend, HtpasswdBackend):
         path = backend.path
-        users = _watch(built, f"htpasswd {path}", lambda: load_htpasswd(path), path)
+        users = _watch(built, "htpasswd", lambda: load_htpasswd(path), path)
         return HtpasswdAuthenticator(users.get, built.passwords)
     if isinstance(backend, StaticBackend):
         path = backend.path
-        static = _watch(built, f"users {path}", lambda: load_static_users(path), path)
+        static = _watch(built, "users", lambda: load_static_users(path), path)
         return StaticAuthenticator(static.get, built.passwords)
     if isinstance(backend, RobotsBackend):
         path = backend.path
-        robots = _watch(built, f"robots {path}", lambda: load_robots(path), path)
+        robots = _watch(built, "robots", lambda: load_robots(path), path)
         return RobotAuthenticator(robots.get, clock)
     key = f"auth_backends.{index}"
     if isinstance(backend, LdapBackend):
@@ -129,9 +129,9 @@ def _authenticator(
 
 
 def _watch(
-    built: Authentication, name: str, loader: Callable[[], Any], path: Path
+    built: Authentication, kind: str, loader: Callable[[], Any], path: Path
 ) -> Reloadable[Any]:
-    reloadable: Reloadable[Any] = Reloadable(name, loader, lambda: [path])
+    reloadable: Reloadable[Any] = Reloadable(f"{kind} {path}", loader, lambda: [path], kind=kind)
     built.reloadables.append(reloadable)
     return reloadable
 

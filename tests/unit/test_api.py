@@ -249,3 +249,20 @@ async def test_a_broken_user_file_on_reload_keeps_the_old_users(
         "/token", params={"service": "registry.test"}, headers=_basic("alice", "s3cret")
     )
     assert response.status_code == 200
+
+
+async def test_readyz_warns_of_a_failed_reload_without_the_path(
+    client: AsyncClient, settings: Settings, service: TokenService
+) -> None:
+    assert settings.htpasswd is not None
+    settings.htpasswd.write_text("alice:{SHA}not-bcrypt\n")
+    for item in service.reloadables:
+        item.reload_if_changed()
+    ready = (await client.get("/readyz")).json()
+    assert ready["status"] == "ready"  # the previous users still serve
+    assert ready["warnings"] == [
+        "the last reload of the htpasswd failed: the previous one still serves (see the log)"
+    ]
+    assert str(settings.htpasswd) not in str(ready)
+    metrics = (await client.get("/metrics")).text
+    assert f'registry_auth_reload_failing{{files="htpasswd {settings.htpasswd}"}} 1.0' in metrics
