@@ -24,21 +24,13 @@ from pydantic import BaseModel
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Fingerprint = tuple[tuple[int, int, int, int] | None, ...]
+Fingerprint = tuple[tuple[int, ...] | None, ...]
 Clock = Callable[[], float]
 
 
 def fingerprint(paths: Sequence[Path]) -> Fingerprint:
     """What identifies each file's content and access cheaply; None for a missing file."""
-    prints: list[tuple[int, int, int, int] | None] = []
-    for path in paths:
-        try:
-            st = path.stat()
-        except OSError:
-            prints.append(None)
-        else:
-            prints.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
-    return tuple(prints)
+    return tuple(_stat_print(path) for path in paths)
 
 
 class Reloadable(Generic[T]):
@@ -120,6 +112,7 @@ def tree_fingerprint(paths: Sequence[Path]) -> tuple[object, ...]:
 
 
 def _stat_print(path: Path) -> tuple[int, ...] | None:
+    """(inode, size, mtime, ctime, mode, owner): the ctime sees a chmod or chown."""
     try:
         st = path.stat()
     except OSError:

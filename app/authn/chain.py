@@ -47,7 +47,9 @@ class BackendChain:
 
     def __init__(self, links: Sequence[ChainLink]) -> None:
         self.links = tuple(links)
-        self._folding = tuple(link for link in self.links if link.name_key is not None)
+        self._folding = tuple(
+            (link, link.name_key) for link in self.links if link.name_key is not None
+        )
 
     async def authenticate(self, credentials: Credentials) -> AuthResult:
         for link in self.links:
@@ -65,9 +67,9 @@ class BackendChain:
     def throttle_name(self, account: str) -> str:
         """The name a login is counted under by the brute-force counters: as typed, unless a
         backend answering for it takes other spellings as the same name (ThrottleNames)."""
-        for link in self._folding:
-            if link.name_key is not None and link.answers_for(account):
-                return link.name_key(account)
+        for link, name_key in self._folding:
+            if link.answers_for(account):
+                return name_key(account)
         return account
 
     async def account_state(self, account: str) -> AccountState | None:
