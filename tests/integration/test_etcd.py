@@ -326,14 +326,7 @@ def test_a_hung_etcd_costs_one_timeout_not_four(
     """A stopped etcd (SIGSTOP: it accepts, then never answers) made urllib3 try the v2
     request 4 times over: `etcd show` with `timeout: 2` took ~8 s, and so did a shutdown."""
     config = write_config(tmp_path, etcd_config(etcd_server, api, timeout=2))
-    assert etcd_server.process is not None
-    os.kill(etcd_server.process.pid, signal.SIGSTOP)
-    try:
-        started = time.monotonic()
-        code, out, err = run_cli("etcd", "show", "--config", str(config))
-        took = time.monotonic() - started
-    finally:
-        os.kill(etcd_server.process.pid, signal.SIGCONT)
+    code, out, err, took = _show_while_stopped(etcd_server, config)
     assert_clear_failure(code, out, err, "timed out")
     assert took < 6.5, f"{took:.1f} s"  # one 2 s timeout and a Python start, not four timeouts
 
@@ -345,20 +338,26 @@ def test_a_hung_first_endpoint_costs_one_timeout_before_the_next(
     4 tries before its own retries were set (4 x timeout per hung endpoint)."""
     hung = start_etcd(tmp_path / "hung")
     try:
-        assert hung.process is not None
         live = write_config(tmp_path / "live", etcd_config(etcd_server, "v2"))
         assert run_cli("etcd", "publish", "--config", str(live))[0] == 0
         settings = {"endpoints": [hung.url, etcd_server.url], "key": KEY, "timeout": 2}
         config = write_config(tmp_path, settings)
-        os.kill(hung.process.pid, signal.SIGSTOP)
-        try:
-            started = time.monotonic()
-            code, out, err = run_cli("etcd", "show", "--config", str(config))
-            took = time.monotonic() - started
-        finally:
-            os.kill(hung.process.pid, signal.SIGCONT)
+        code, out, err, took = _show_while_stopped(hung, config)
     finally:
         hung.stop()
     assert code == 0, err
     assert '"realm"' in out
     assert took < 6.5, f"{took:.1f} s"  # one 2 s timeout, then the second endpoint
+
+
+def _show_while_stopped(server: EtcdServer, config: Path) -> tuple[int, str, str, float]:
+    """`etcd show` while `server` is SIGSTOPped (it accepts, then never answers), and the
+    seconds it took."""
+    assert server.process is not None
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        code, out, err = run_cli("etcd", "show", "--config", str(config))
+        return code, out, err, time.monotonic() - started
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
