@@ -4,10 +4,10 @@ The data goes to a temporary file in the same directory, with its final mode set
 is written (a key is never readable by others, not even for a moment), is flushed to disk, and is
 renamed over the target: a reader sees the old file or the new one, never half of either. A
 symlink is written through: its target is replaced and the link stays (an operator who links
-users.htpasswd to a shared copy edits that copy); as root, only a symlink root owns. Run as root
-(`sudo registry-auth keys add`), the new file keeps the owner of the file it replaces, or takes
-the directory's: a root-owned key or users file would be one the service, running as its own
-user, cannot read. A file that
+users.htpasswd to a shared copy edits that copy). Run as root, it writes only where nobody else
+could redirect it (check_root_may_write: root-owned directories all the way, no other user's
+symlink), and the new file keeps the owner of the file it replaces (a users file the service's
+user owns stays readable to it). A file that
 cannot be written is an error of this package naming the path, never an OSError.
 """
 
@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import stat
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 from app.errors import RegistryAuthError
 
@@ -28,25 +30,56 @@ def write_atomic(
     """Replace `path` (or the file its symlinks lead to) with `data`; `error` names the path
     when that fails (a full disk, a missing or read-only directory, a directory in the way)."""
     try:
-        if os.geteuid() == 0:
-            _refuse_foreign_symlink(path, error)
+        check_root_may_write(path, error)
         _replace(Path(os.path.realpath(path)), data, mode)
     except OSError as exc:
         raise error(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def _refuse_foreign_symlink(path: Path, error: type[RegistryAuthError]) -> None:
-    """Root writes through a symlink only if root made it: one the service's user made in its
-    own directory (the keys, say) could point root at /etc/shadow."""
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
+def check_root_may_write(path: Path, error: type[RegistryAuthError]) -> None:
+    """Run as root, refuse `path` when anyone but root could change where it leads: a directory
+    on the way (the link's or the real one) that another user owns or may write, or a symlink
+    another user made. The service's user could otherwise point root at /etc/shadow or a cron
+    directory, by a symlink or by swapping one in between a check and the write; in a path
+    only root can change, nobody can. Not root: nothing to check (the kernel decides)."""
+    if os.geteuid() != 0:
         return
-    if stat.S_ISLNK(st.st_mode) and st.st_uid != 0:
-        raise error(
-            f"cannot write {path} as root: it is a symlink owned by uid {st.st_uid}; "
-            "run the command as that user"
-        )
+    given = Path(os.path.abspath(path))  # noqa: PTH100 - not resolved: its links are checked
+    for place in (*reversed(given.parents), given):
+        try:
+            st = place.lstat()
+        except OSError:
+            break  # not there (made by this command), or no directory: the write will say
+        if stat.S_ISLNK(st.st_mode) and st.st_uid != 0:
+            _refuse(path, f"{place} is a symlink owned by {_user(st.st_uid)}", st.st_uid, error)
+    for directory in reversed(Path(os.path.realpath(given.parent)).parents):
+        _check_directory(path, directory, error)
+    _check_directory(path, Path(os.path.realpath(given.parent)), error)
+
+
+def _check_directory(path: Path, directory: Path, error: type[RegistryAuthError]) -> None:
+    try:
+        st = directory.stat()
+    except OSError:
+        return  # not there, or not a directory: the write itself will say
+    if st.st_uid != 0:
+        _refuse(path, f"{directory} belongs to {_user(st.st_uid)}", st.st_uid, error)
+    # Writable by others, it is theirs to rearrange: unless sticky (/tmp), where they cannot
+    # touch an entry root owns, and the next step is one (checked in turn).
+    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        _refuse(path, f"{directory} is writable by group or others", None, error)
+
+
+def _refuse(path: Path, why: str, uid: int | None, error: type[RegistryAuthError]) -> NoReturn:
+    who = f"as {_user(uid)}: sudo -u {_user(uid)} registry-auth ..." if uid else "as its owner"
+    raise error(f"will not write {path} as root: {why}; run the command {who}")
+
+
+def _user(uid: int | None) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name if uid is not None else "?"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _replace(target: Path, data: bytes, mode: int) -> None:
@@ -67,10 +100,11 @@ def _replace(target: Path, data: bytes, mode: int) -> None:
         raise
 
 
-def _owner_to_keep(target: Path) -> tuple[int, int]:
-    """(uid, gid) of the file being replaced, or of its directory for a new file."""
+def _owner_to_keep(target: Path) -> tuple[int, int] | None:
+    """(uid, gid) of the file being replaced (a users file the service's user owns, in a
+    directory of root's); None for a new file."""
     try:
         st = target.stat()
     except FileNotFoundError:
-        st = target.parent.stat()
+        return None
     return st.st_uid, st.st_gid

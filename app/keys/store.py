@@ -31,7 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from app.atomic import write_atomic
+from app.atomic import check_root_may_write, write_atomic
 from app.errors import KeyStoreError
 from app.keys import ring
 from app.keys.certs import DEFAULT_CERT_DAYS, new_private_key, self_signed
@@ -156,7 +156,6 @@ def install_ring_files(keys_dir: Path, files: Mapping[str, bytes], origin: str) 
         if not changed and not stale:
             return None
         with tempfile.TemporaryDirectory(dir=keys_dir, prefix=".sync-") as scratch:
-            _owned_like(Path(scratch), keys_dir)  # the files made in it take its owner
             for name, data in files.items():
                 _write(Path(scratch, name), data, _file_mode(name))
             try:
@@ -168,18 +167,6 @@ def install_ring_files(keys_dir: Path, files: Mapping[str, bytes], origin: str) 
         for name in stale:
             (keys_dir / name).unlink(missing_ok=True)
     return Installed(key_ring, tuple(changed), tuple(stale))
-
-
-def _owned_like(directory: Path, model: Path) -> None:
-    """As root: give `directory` (just made, by us) the owner of `model`."""
-    if os.geteuid() != 0:
-        return
-    st = model.stat()
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    try:
-        os.fchown(fd, st.st_uid, st.st_gid)
-    finally:
-        os.close(fd)
 
 
 def _holds(path: Path, data: bytes) -> bool:
@@ -298,12 +285,12 @@ def _writer_lock(keys_dir: Path) -> Iterator[None]:
 
 def _open_lock(keys_dir: Path) -> int:
     """Make keys_dir (0700) if it is missing and open its lock file; KeyStoreError if it cannot."""
+    check_root_may_write(keys_dir / LOCK_FILE, KeyStoreError)
     try:
         keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Read-only and 0644: flock needs no more, so a lock file root made still serves the
-        # service's user. Never through a symlink (root would open what the link names).
+        # Never through a symlink; read-only: flock needs no more.
         flags = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(keys_dir / LOCK_FILE, flags, 0o644)
+        fd = os.open(keys_dir / LOCK_FILE, flags, 0o600)
     except FileExistsError:
         raise KeyStoreError(f"keys directory {keys_dir}: not a directory") from None
     except OSError as exc:

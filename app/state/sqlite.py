@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
+from app.atomic import check_root_may_write
 from app.errors import StateStoreError
 from app.state.attempts import FailureCount
 from app.state.model import RefreshRecord
@@ -96,6 +97,7 @@ class SqliteStore:
         with self._create_lock:  # threads of this process create the file once
             if self._created:
                 return
+            check_root_may_write(self.path, StateStoreError)  # and its -wal, -shm files
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 if not self.path.exists():

@@ -49,65 +49,58 @@ def test_a_dangling_symlink_creates_its_target(tmp_path: Path) -> None:
     assert (tmp_path / "robots-real.yaml").read_bytes() == b"robots: {}\n"
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file away (CI runs as root)")
-def test_as_root_a_file_keeps_its_owner_or_takes_the_directorys(tmp_path: Path) -> None:
-    """`sudo registry-auth keys add` (or users add) on a directory the service's user owns:
-    root-owned files there are files the service cannot read."""
-    service_user, other = (12345, 12345), (23456, 23457)
-    os.chown(tmp_path, *service_user)
-    existing = tmp_path / "users.htpasswd"
-    existing.write_text("old\n")
-    os.chown(existing, *other)
-    write_atomic(existing, b"new\n", mode=0o600)
-    write_atomic(tmp_path / "new.key", b"key\n", mode=0o600)
-    owners = {p.name: (p.stat().st_uid, p.stat().st_gid) for p in tmp_path.iterdir()}
-    assert owners == {"users.htpasswd": other, "new.key": service_user}
-
-
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="a root-only case (CI runs as root)")
 
 
 @ROOT_ONLY
-def test_as_root_keys_add_leaves_files_the_directory_owner_can_use(tmp_path: Path) -> None:
-    keys_dir = tmp_path / "keys"
-    generate_key(keys_dir, Algorithm.ES256)  # as root: root's files, a root-owned lock
-    os.chown(keys_dir, 12345, 12345)
-    for path in keys_dir.iterdir():
-        if not path.name.startswith("."):
-            os.chown(path, 12345, 12345)
-    add_key(keys_dir, Algorithm.ES256)
-    new = {p.name: p.stat().st_uid for p in keys_dir.iterdir() if not p.name.startswith(".")}
-    assert set(new.values()) == {12345}, new  # the new key, its certificate, ring, bundle, JWKS
-    lock = keys_dir / ".keyring.lock"
-    assert stat.S_IMODE(lock.stat().st_mode) & 0o044  # root's lock: its user can still take it
+def test_as_root_a_replaced_file_keeps_its_owner(tmp_path: Path) -> None:
+    """A users file the service's user owns, in a directory of root's: rewritten by root, it
+    must stay readable to that user."""
+    existing = tmp_path / "users.htpasswd"
+    existing.write_text("old\n")
+    os.chown(existing, 23456, 23457)
+    write_atomic(existing, b"new\n", mode=0o600)
+    write_atomic(tmp_path / "new.txt", b"x\n", mode=0o600)
+    owners = {p.name: (p.stat().st_uid, p.stat().st_gid) for p in tmp_path.iterdir()}
+    assert owners == {"users.htpasswd": (23456, 23457), "new.txt": (0, 0)}
 
 
 @ROOT_ONLY
-def test_as_root_a_symlinked_lock_is_not_followed(tmp_path: Path) -> None:
-    """The directory's owner could point the lock at /etc/shadow: root opening it, then
-    giving it to that owner, was a way to root."""
-    keys_dir = tmp_path / "keys"
+@pytest.mark.parametrize("command", ["add", "sync", "users"])
+def test_as_root_nothing_is_written_in_a_directory_another_user_owns(
+    tmp_path: Path, command: str
+) -> None:
+    """The directory's owner (the service's user) could swap a symlink in between any check
+    and the write, or replace the whole directory by one: a root-owned executable holding its
+    line landed in a root-only directory (a cron job away from root). Root now refuses, and
+    names the user to run as."""
+    service_dir = tmp_path / "state"
+    keys_dir = service_dir / "keys"
     generate_key(keys_dir, Algorithm.ES256)
-    precious = tmp_path / "shadow"
-    precious.write_text("root's\n")
-    precious.chmod(0o600)
-    lock = keys_dir / ".keyring.lock"
-    lock.unlink()
-    lock.symlink_to(precious)
-    os.lchown(lock, 12345, 12345)
-    with pytest.raises(KeyStoreError, match="cannot write in keys directory"):
-        add_key(keys_dir, Algorithm.ES256)
-    assert (precious.stat().st_uid, precious.read_text()) == (0, "root's\n")
+    for path in (service_dir, keys_dir, *keys_dir.iterdir()):
+        os.lchown(path, 12345, 12345)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in keys_dir.iterdir())
+    source = tmp_path / "secret"
+    generate_key(source, Algorithm.ES256)
+    writes = {
+        "add": lambda: add_key(keys_dir, Algorithm.ES256),
+        "sync": lambda: copy_ring(source, keys_dir),
+        "users": lambda: write_atomic(service_dir / "users.htpasswd", b"x\n", mode=0o600),
+    }
+    refusal = rf"will not write .* as root: {service_dir} belongs to (uid )?12345"
+    with pytest.raises(RegistryAuthError, match=refusal):
+        writes[command]()
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in keys_dir.iterdir()) == before
 
 
 @ROOT_ONLY
-def test_as_root_a_symlink_another_user_made_is_not_written_through(tmp_path: Path) -> None:
+def test_as_root_a_symlink_another_user_made_is_not_followed(tmp_path: Path) -> None:
     precious = tmp_path / "passwd"
     precious.write_text("root's\n")
     link = tmp_path / "users.htpasswd"
     link.symlink_to(precious)
     os.lchown(link, 12345, 12345)
-    with pytest.raises(RegistryAuthError, match="a symlink owned by uid 12345"):
+    with pytest.raises(RegistryAuthError, match=r"is a symlink owned by (uid )?12345"):
         write_atomic(link, b"alice:$2b$...\n", mode=0o600)
     assert precious.read_text() == "root's\n"
     os.lchown(link, 0, 0)  # root's own link: written through, as for any user
@@ -116,13 +109,23 @@ def test_as_root_a_symlink_another_user_made_is_not_written_through(tmp_path: Pa
 
 
 @ROOT_ONLY
-def test_as_root_keys_sync_leaves_files_the_directory_owner_can_use(tmp_path: Path) -> None:
-    """The copy is made in a scratch directory first, which root made: its files were
-    root's, and a 0600 key root owns is one the service cannot read."""
-    source, keys_dir = tmp_path / "secret", tmp_path / "keys"
-    generate_key(source, Algorithm.ES256)
-    keys_dir.mkdir()
-    os.chown(keys_dir, 12345, 12345)
-    copy_ring(source, keys_dir)
-    owners = {p.name: p.stat().st_uid for p in keys_dir.iterdir() if not p.name.startswith(".")}
-    assert set(owners.values()) == {12345}, owners
+def test_as_root_a_root_link_into_another_users_directory_is_refused(tmp_path: Path) -> None:
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, 12345, 12345)
+    link = tmp_path / "keys"
+    link.symlink_to(theirs)  # root's link, but where it leads the other user decides
+    with pytest.raises(RegistryAuthError, match=f"{theirs} belongs to"):
+        write_atomic(link / "keyring.json", b"{}", mode=0o644)
+    assert list(theirs.iterdir()) == []
+
+
+@ROOT_ONLY
+def test_as_root_a_directory_others_may_write_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o775)
+    with pytest.raises(RegistryAuthError, match="writable by group or others"):
+        write_atomic(shared / "users.htpasswd", b"x\n", mode=0o600)
+    shared.chmod(0o1777)  # sticky, as /tmp: others cannot touch what root owns there
+    write_atomic(shared / "users.htpasswd", b"x\n", mode=0o600)
