@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -36,13 +38,15 @@ COMPOSE = ROOT / "deploy" / "compose"
 USER = Creds("alice", "alice-Compose-1")
 
 
-def run_init(data: Path, bundle: Path) -> subprocess.CompletedProcess[str]:
+def run_init(
+    data: Path, bundle: Path, owner: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {
         # registry-auth from the venv running the tests, as the image has it on PATH.
         "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
         "DATA_DIR": str(data),
         "BUNDLE_DIR": str(bundle),
-        "OWNER": f"{os.getuid()}:{os.getgid()}",
+        "OWNER": owner or f"{os.getuid()}:{os.getgid()}",
     }
     return subprocess.run(
         ["sh", str(COMPOSE / "init.sh")],
@@ -167,3 +171,24 @@ def test_the_compose_stack_files_serve_a_push_and_a_pull(
         if registry is not None:
             registry.stop()
         service.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="init runs as root in the image (CI runs as root)")
+def test_init_on_a_volume_the_service_user_owns_works_as_that_user() -> None:
+    """A new named volume starts as the image's /var/lib/registry-auth, owned by the service's
+    user (10001): init, as root, made the key there itself, which registry-auth now refuses
+    (that user could redirect root's writes). It makes it as the owner."""
+    top = Path(tempfile.mkdtemp(prefix="compose-init-"))  # /tmp: the owner can reach it
+    try:
+        top.chmod(0o755)
+        data, bundle = top / "data", top / "bundle"
+        data.mkdir()
+        bundle.mkdir()
+        os.chown(data, 12345, 12345)
+        done = run_init(data, bundle, owner="12345:12345")
+        assert done.returncode == 0, done.stderr
+        made = [data / "keys", data / "keys" / "keyring.json", data / "users.htpasswd"]
+        assert {p.stat().st_uid for p in made} == {12345}
+        assert (bundle / "bundle.pem").read_text().startswith("-----BEGIN CERTIFICATE-----")
+    finally:
+        shutil.rmtree(top)
