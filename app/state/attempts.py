@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import ipaddress
 import logging
 import math
 from collections.abc import Callable
@@ -84,8 +85,24 @@ NO_FAILURES = Verdict()  # no counter on record (nearly every login): no delay, 
 @functools.lru_cache(maxsize=4096)  # asked on every login; the same pairs log in again and again
 def counter_keys(account: str, client_ip: str | None) -> tuple[str, str]:
     """(pair key, IP key): hashes, so the store holds neither names nor addresses."""
-    where = client_ip or "unknown"
+    where = _counted_where(client_ip)
     return _hash("pair", account, where), _hash("ip", where)
+
+
+def _counted_where(client_ip: str | None) -> str:
+    """The address a failure counts against; an IPv6 client by its /64, the network one host
+    is given (counted per address, it could guess from 2**64 of them)."""
+    if client_ip is None:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return client_ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return client_ip
 
 
 def judge(

@@ -205,3 +205,12 @@ def test_processes_creating_the_file_together_lose_no_failure(tmp_path: Path) ->
         start = manager.Barrier(4)
         list(pool.map(_fail_often, [str(path)] * 4, [start] * 4))
     assert SqliteStore(path).failures(["shared"], NOW, 100)["shared"].count == 40
+
+
+def test_an_ipv6_client_counts_by_its_64_and_a_mapped_ipv4_by_its_address() -> None:
+    """Counted per address, an IPv6 host could guess from every address of its /64."""
+    one = counter_keys("alice", "2001:db8:1:2::1")
+    assert counter_keys("alice", "2001:db8:1:2:ffff:ffff:ffff:ffff") == one
+    assert counter_keys("alice", "2001:db8:1:3::1") != one
+    assert counter_keys("alice", "::ffff:192.0.2.7") == counter_keys("alice", "192.0.2.7")
+    assert counter_keys("alice", "::ffff:192.0.2.7") != counter_keys("alice", "::ffff:192.0.2.8")
