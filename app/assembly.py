@@ -40,7 +40,11 @@ def refresh_tokens_from_settings(settings: Settings) -> RefreshTokens | None:
     store = open_state_store(settings)
     if store is None:
         return None
-    policy = RefreshPolicy(settings.refresh_token_lifetime, settings.refresh_token_idle_timeout)
+    policy = RefreshPolicy(
+        settings.refresh_token_lifetime,
+        settings.refresh_token_idle_timeout,
+        settings.refresh_tokens_per_account,
+    )
     return RefreshTokens(store, policy)
 
 

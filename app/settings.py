@@ -137,6 +137,13 @@ class Settings(BaseSettings):
         gt=0,
         description="seconds without use after which a refresh token dies (default 30 days)",
     )
+    refresh_tokens_per_account: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="refresh tokens kept per account: a login beyond it drops the one used "
+        "longest ago (any user could otherwise fill the store by logging in again and again)",
+    )
     state: StateSettings = Field(
         default_factory=StateSettings,
         description="where refresh tokens and failed-login counters are kept (shared by "

@@ -45,6 +45,7 @@ def hash_token(token: str) -> str:
 class RefreshPolicy:
     lifetime: int  # seconds from issue
     idle_timeout: int  # seconds since the last use
+    per_account: int = 1000  # records kept per account; beyond, the least recently used go
 
 
 class RefreshTokens:
@@ -84,7 +85,22 @@ class RefreshTokens:
         self.maybe_purge(now)
         self.store.add(record)
         log.info("issued refresh token %s to %r (client %r)", record.id, account, client_id)
+        self._keep_at_most(account, self.policy.per_account)
         return token, record
+
+    def _keep_at_most(self, account: str, limit: int) -> None:
+        """Drop the account's least recently used records beyond `limit`: each login adds one,
+        and nothing else would bound how many one user makes."""
+        records = self.store.records(account)
+        if len(records) <= limit:
+            return
+        records.sort(key=lambda r: (r.last_used_at, r.created_at))
+        dropped = records[: len(records) - limit]
+        self.store.delete([r.token_hash for r in dropped])
+        log.info(
+            "dropped %d refresh token(s) of %r used longest ago (refresh_tokens_per_account %d)",
+            len(dropped), account, limit,
+        )  # fmt: skip
 
     def check(self, token: str, service: str, client_id: str, now: int) -> RefreshRecord:
         """The live record of `token`, bound to this service and client; else InvalidGrantError

@@ -71,6 +71,20 @@ class StoreContract:
         assert tokens.revoke(store.records("ci"), "test") == 250
         assert store.records() == []
 
+    def test_an_account_keeps_at_most_its_limit_the_least_recently_used_go(
+        self, store: RefreshTokenStore
+    ) -> None:
+        """Each login adds a record: one user logging in in a loop filled the store (etcd's
+        quota, shared with LAIN's registry record) with records that lived 30 idle days."""
+        tokens = RefreshTokens(store, RefreshPolicy(10_000, 10_000, per_account=3))
+        store.add(record(99, "bob"))
+        issued = [tokens.issue("alice", "s", "c", "v", now=1000 + n)[1] for n in range(3)]
+        store.touch(issued[0].token_hash, 2000)  # the oldest, but used last
+        fourth = tokens.issue("alice", "s", "c", "v", now=1500)[1]
+        kept = {r.id for r in store.records("alice")}
+        assert kept == {issued[0].id, issued[2].id, fourth.id}  # issued[1]: used longest ago
+        assert len(store.records("bob")) == 1
+
     def test_purge_removes_expired_and_idle_records_only(self, store: RefreshTokenStore) -> None:
         tokens = RefreshTokens(store, RefreshPolicy(lifetime=100, idle_timeout=50))
         store.add(record(1, created_at=0))  # expires at 101
