@@ -10,6 +10,7 @@ which also remembers the counters it has read until the file changes.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -22,6 +23,8 @@ from app.atomic import check_root_may_write
 from app.errors import StateStoreError
 from app.state.attempts import FailureCount
 from app.state.model import RefreshRecord
+
+log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_SECONDS = 10.0
 # Counters a read connection remembers (hashed keys, ~200 bytes each); past this it starts over.
@@ -87,12 +90,13 @@ class SqliteStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._created = False
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the prepared file
         self._create_lock = threading.Lock()
         self._local = threading.local()
         self._readers: list[_Reader] = []
 
     def _create(self) -> None:
-        if self._created:
+        if self._created and self._same_file():
             return
         with self._create_lock:  # threads of this process create the file once
             if self._created:
@@ -107,7 +111,31 @@ class SqliteStore:
                     f"cannot create state file {self.path}: {exc.strerror}"
                 ) from None
             self._prepare()
+            st = self.path.stat()
+            self._identity = (st.st_dev, st.st_ino)
             self._created = True
+
+    def _same_file(self) -> bool:
+        """Whether the file at the path is still the one prepared: one deleted or replaced (a
+        reset, a restore from backup) is prepared again and read afresh. Before, the kept read
+        connections went on reading the deleted file (its refresh tokens still worked, `tokens
+        revoke` found none) while writes went to a new, empty file without tables."""
+        try:
+            st = self.path.stat()
+        except OSError:
+            identity = None
+        else:
+            identity = (st.st_dev, st.st_ino)
+        if identity == self._identity:
+            return True
+        log.warning(
+            "state file %s was %s: refresh tokens and login counters are what it now holds",
+            self.path, "deleted" if identity is None else "replaced",
+        )  # fmt: skip
+        with self._create_lock:
+            self._created, self._identity = False, None
+        self.close()
+        return False
 
     def _prepare(self) -> None:
         """Switch the file to WAL and create the schema.
@@ -140,8 +168,10 @@ class SqliteStore:
         return True
 
     def _exists(self) -> bool:
-        if not self._created and os.path.exists(self.path):  # noqa: PTH110 - a third of the cost
-            self._create()  # an older file: make sure the schema is there
+        if self._created and self._same_file():
+            return True
+        if os.path.exists(self.path):  # noqa: PTH110 - a third of the cost
+            self._create()  # an older file (or one put in place): make sure of the schema
         return self._created
 
     @contextlib.contextmanager

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing
+import shutil
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
@@ -148,3 +150,33 @@ def test_several_processes_write_one_file_safely(tmp_path: Path) -> None:
     records = SqliteStore(path).records()
     assert len(records) == 160
     assert {r.last_used_at for r in records} == {9999}
+
+
+def test_a_deleted_or_replaced_state_file_is_read_afresh(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Deleted while the service ran, the kept read connections went on reading the old file:
+    its refresh tokens kept working and `tokens revoke` (on the new, empty file) found none,
+    while the brute-force counters were written to one file and read from the other."""
+    path = tmp_path / "state.db"
+    service = SqliteStore(path)
+    service.add(record(1))
+    assert service.find(hash_token("token-1")) is not None
+    service.add_failure(["k"], 100.0, 900)
+    assert service.failures(["k"], 100.0, 900)["k"].count == 1
+    backup = tmp_path / "backup.db"
+    shutil.copy(path, backup)  # the WAL was checkpointed by the writer's close
+
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    assert service.find(hash_token("token-1")) is None  # gone with its file
+    assert service.failures(["k"], 101.0, 900) == {}
+    service.add_failure(["k"], 102.0, 900)
+    assert service.failures(["k"], 102.0, 900)["k"].count == 1  # read where it was written
+    assert "was deleted" in caplog.text
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    backup.replace(path)  # a restore
+    assert service.find(hash_token("token-1")) is not None
+    assert "was replaced" in caplog.text
+    service.close()
