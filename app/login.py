@@ -3,6 +3,8 @@ backend is asked, a suspicious one waits first, and the outcome is counted. Know
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -13,7 +15,7 @@ import anyio.to_thread
 from app.authn.base import Authenticator, AuthResult, Credentials, Outcome, ThrottleNames
 from app.errors import AuthenticationError, TooManyAttemptsError
 from app.metrics import count, metrics
-from app.state.attempts import LoginThrottle
+from app.state.attempts import LoginThrottle, Verdict, counter_keys
 
 log = logging.getLogger(__name__)
 
@@ -38,25 +40,70 @@ class GuardedLogin:
         self._counted_as = (
             authenticator.throttle_name if isinstance(authenticator, ThrottleNames) else None
         )
+        # Attempts with failures on record, one at a time per counter (see check).
+        self._turns: dict[str, asyncio.Lock] = {}
+        self._waiting: collections.Counter[str] = collections.Counter()
 
     async def check(self, credentials: Credentials) -> AuthResult:
         """The accepted result; TooManyAttemptsError (429) or AuthenticationError (401)."""
-        throttle, account, where = self.throttle, credentials.account, credentials.client_ip
-        counted = account  # the name the counters know the login by
-        verdict = None
-        if throttle is not None:
-            if self._counted_as is not None:
-                counted = self._counted_as(account)  # LDAP: CAROL and carol count as one
-            # Nearly always answered at once, on the event loop: a hop to a worker thread and
-            # back would cost more than the read (it was a third of a cached login's CPU).
-            verdict = throttle.check_now(counted, where)
-            if verdict is None:  # counters to read from etcd
-                verdict = await anyio.to_thread.run_sync(throttle.check, counted, where)
+        throttle, where = self.throttle, credentials.client_ip
+        if throttle is None:
+            return await self._attempt(credentials, None, None, credentials.account)
+        counted = credentials.account  # the name the counters know the login by
+        if self._counted_as is not None:
+            counted = self._counted_as(counted)  # LDAP: CAROL and carol count as one
+        verdict = await self._verdict(throttle, counted, where)
+        if not verdict.one_at_a_time:  # nearly every login: no failure on record
+            return await self._attempt(credentials, throttle, verdict, counted)
+        # Failures on record: attempts from there take turns, each judged on the counters the
+        # ones before it left. Judged all at once, 200 parallel guesses were all checked before
+        # the first failure was counted (README: "the password is not even checked").
+        # The delay is waited out before the turn, all at once: in turn, a crowd behind one
+        # NAT address would wait one delay after another.
+        slept = verdict.retry_after is None and verdict.delay > 0
+        if slept:
+            count(metrics().throttles.labels("delayed"))
+            await self._sleep(verdict.delay)
+        pair_key, ip_key = counter_keys(counted, where)
+        turn = ip_key if verdict.ip_suspect else pair_key
+        lock = self._turns.setdefault(turn, asyncio.Lock())
+        stale = slept or lock.locked()  # else taken at once: the counters just read still hold
+        self._waiting[turn] += 1
+        try:
+            async with lock:
+                if stale:
+                    verdict = await self._verdict(throttle, counted, where)
+                return await self._attempt(credentials, throttle, verdict, counted, wait=False)
+        finally:
+            self._waiting[turn] -= 1
+            if not self._waiting[turn]:
+                del self._waiting[turn], self._turns[turn]
+
+    @staticmethod
+    async def _verdict(throttle: LoginThrottle, counted: str, where: str | None) -> Verdict:
+        # Nearly always answered at once, on the event loop: a hop to a worker thread and
+        # back would cost more than the read (it was a third of a cached login's CPU).
+        verdict = throttle.check_now(counted, where)
+        if verdict is None:  # counters to read from etcd
+            verdict = await anyio.to_thread.run_sync(throttle.check, counted, where)
+        return verdict
+
+    async def _attempt(
+        self,
+        credentials: Credentials,
+        throttle: LoginThrottle | None,
+        verdict: Verdict | None,
+        counted: str,
+        *,
+        wait: bool = True,
+    ) -> AuthResult:
+        account, where = credentials.account, credentials.client_ip
+        if verdict is not None:
             if verdict.retry_after is not None:
                 count(metrics().throttles.labels("blocked"))
                 log.info("login of %r from %s blocked: too many failures", account, where)
                 raise TooManyAttemptsError(verdict.retry_after)
-            if verdict.delay > 0:
+            if wait and verdict.delay > 0:
                 count(metrics().throttles.labels("delayed"))
                 await self._sleep(verdict.delay)
         if self.authenticator is None:

@@ -73,6 +73,12 @@ class Verdict:
     delay: float = 0.0
     retry_after: int | None = None  # set: refuse with 429
     pair_failures: int = 0
+    ip_suspect: bool = False  # the address has reached `ip_free` failures
+
+    @property
+    def one_at_a_time(self) -> bool:
+        """Failures on record: attempts from there take turns (GuardedLogin)."""
+        return self.pair_failures > 0 or self.ip_suspect
 
     @property
     def blocked(self) -> bool:
@@ -121,7 +127,8 @@ def judge(
         elif counter.count >= free:
             step = policy.initial_delay * 2 ** (counter.count - free)
             delay = max(delay, min(step, policy.max_delay))
-    return Verdict(delay, retry_after, pair.count if pair is not None else 0)
+    ip_suspect = ip is not None and ip.count >= policy.ip_free
+    return Verdict(delay, retry_after, pair.count if pair is not None else 0, ip_suspect)
 
 
 class LoginThrottle:

@@ -8,13 +8,19 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 
+from app.authn.base import AuthResult, Credentials, Outcome
+from app.errors import AuthenticationError, TooManyAttemptsError
+from app.login import GuardedLogin
 from app.settings_sections import BruteForceSettings
 from app.state import sqlite
 from app.state.attempts import FailureCount, LoginThrottle, counter_keys, judge
+from app.state.memory import MemoryFailureStore
 from app.state.sqlite import SqliteStore
 from tests.unit.hardening.failure_contract import FailureStoreContract
 from tests.vectors.load import load
@@ -214,3 +220,53 @@ def test_an_ipv6_client_counts_by_its_64_and_a_mapped_ipv4_by_its_address() -> N
     assert counter_keys("alice", "2001:db8:1:3::1") != one
     assert counter_keys("alice", "::ffff:192.0.2.7") == counter_keys("alice", "192.0.2.7")
     assert counter_keys("alice", "::ffff:192.0.2.7") != counter_keys("alice", "::ffff:192.0.2.8")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("delay", [0.0, 0.25], ids=["no-delay", "delayed"])
+@pytest.mark.parametrize("where", ["pair", "address"])
+async def test_parallel_guesses_take_turns_once_a_failure_is_on_record(
+    where: str, delay: float
+) -> None:
+    """200 parallel wrong passwords from one address were all checked before the first
+    failure was counted: the block at `account_ip_block` (or `ip_block`) came 190 late."""
+    policy = BruteForceSettings(
+        account_ip_free=1, account_ip_block=5, ip_free=3, ip_block=8, initial_delay=delay
+    )
+    throttle = LoginThrottle(MemoryFailureStore(), policy, clock=lambda: 1000.0)
+    checked: list[str] = []
+
+    class Slow:  # a backend that takes its time (bcrypt) and refuses every guess
+        async def authenticate(self, credentials: Credentials) -> AuthResult:
+            checked.append(credentials.account)
+            await anyio.sleep(0.01)
+            return AuthResult(Outcome.REJECTED)
+
+    login = GuardedLogin(Slow(), throttle, realm="r", sleep=lambda _: anyio.sleep(0))
+    names = (lambda n: "bob") if where == "pair" else (lambda n: f"user{n}")
+    first = Credentials(names(0), SecretStr("guess"), client_ip="192.0.2.66")
+    with pytest.raises(AuthenticationError):
+        await login.check(first)  # a failure on record (and, for the address, enough of them)
+    if where == "address":
+        for n in range(1, 3):
+            with pytest.raises(AuthenticationError):
+                await login.check(Credentials(names(n), SecretStr("g"), client_ip="192.0.2.66"))
+    outcomes: list[str] = []
+
+    async def guess(n: int) -> None:
+        try:
+            await login.check(Credentials(names(n), SecretStr("g"), client_ip="192.0.2.66"))
+        except TooManyAttemptsError:
+            outcomes.append("429")
+        except AuthenticationError:
+            outcomes.append("401")
+
+    async with anyio.create_task_group() as group:
+        for n in range(100, 300):
+            group.start_soon(guess, n)
+    limit = policy.account_ip_block if where == "pair" else policy.ip_block
+    before = 1 if where == "pair" else 3
+    assert len(checked) == limit  # every password checked, and not one more
+    assert outcomes.count("401") == limit - before
+    assert outcomes.count("429") == 200 - (limit - before)
+    assert not login._turns
