@@ -52,9 +52,10 @@ def check_root_may_write(path: Path, error: type[RegistryAuthError]) -> None:
             break  # not there (made by this command), or no directory: the write will say
         if stat.S_ISLNK(st.st_mode) and st.st_uid != 0:
             _refuse(path, f"{place} is a symlink owned by {_user(st.st_uid)}", st.st_uid, error)
-    for directory in reversed(Path(os.path.realpath(given.parent)).parents):
+    # Where the write really goes: the file's own links resolved too.
+    real_parent = Path(os.path.realpath(given)).parent
+    for directory in (*reversed(real_parent.parents), real_parent):
         _check_directory(path, directory, error)
-    _check_directory(path, Path(os.path.realpath(given.parent)), error)
 
 
 def _check_directory(path: Path, directory: Path, error: type[RegistryAuthError]) -> None:
@@ -71,7 +72,11 @@ def _check_directory(path: Path, directory: Path, error: type[RegistryAuthError]
 
 
 def _refuse(path: Path, why: str, uid: int | None, error: type[RegistryAuthError]) -> NoReturn:
-    who = f"as {_user(uid)}: sudo -u {_user(uid)} registry-auth ..." if uid else "as its owner"
+    who = (
+        f"as {_user(uid)}: sudo -u {_user(uid)} registry-auth ..."
+        if uid
+        else "as the user the files are for (sudo -u USER registry-auth ...), not as root"
+    )
     raise error(f"will not write {path} as root: {why}; run the command {who}")
 
 

@@ -121,6 +121,21 @@ def test_as_root_a_root_link_into_another_users_directory_is_refused(tmp_path: P
 
 
 @ROOT_ONLY
+def test_as_root_a_root_link_to_a_file_in_another_users_directory_is_refused(
+    tmp_path: Path,
+) -> None:
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "users.htpasswd").write_text("old\n")
+    os.chown(theirs, 12345, 12345)
+    link = tmp_path / "users.htpasswd"
+    link.symlink_to(theirs / "users.htpasswd")  # root's link; the directory is theirs
+    with pytest.raises(RegistryAuthError, match=f"{theirs} belongs to"):
+        write_atomic(link, b"new\n", mode=0o600)
+    assert (theirs / "users.htpasswd").read_text() == "old\n"
+
+
+@ROOT_ONLY
 def test_as_root_a_directory_others_may_write_is_refused(tmp_path: Path) -> None:
     shared = tmp_path / "shared"
     shared.mkdir()
