@@ -21,7 +21,7 @@ from pydantic import SecretStr
 
 from app.authn.base import AuthResult, Credentials, Outcome, check_groups
 from app.authn.breaker import CircuitBreaker
-from app.backend_settings import WebhookBackend
+from app.backend_settings import ROBOT_PREFIX, WebhookBackend
 from app.errors import BackendUnavailableError, UserStoreError
 
 log = logging.getLogger(__name__)
@@ -111,18 +111,22 @@ def _decide(response: httpx.Response, account: str) -> AuthResult | None:
         return AuthResult(Outcome.REJECTED)
     if response.status_code != 200:
         return None
-    groups = _groups(response)
-    if groups is None:
-        log.warning("webhook answered 200 without a JSON object holding a `groups` list")
-        return None
-    return AuthResult(Outcome.ACCEPTED, account, groups)
-
-
-def _groups(response: httpx.Response) -> frozenset[str] | None:
     try:
         data: Any = response.json()
     except ValueError:
+        data = None
+    groups = _groups(data)
+    if groups is None:
+        log.warning("webhook answered 200 without a JSON object holding a `groups` list")
         return None
+    name = _account(data, account)
+    if name is None:
+        log.warning("webhook answered 200 with an `account` that is no account name")
+        return None
+    return AuthResult(Outcome.ACCEPTED, name, groups)
+
+
+def _groups(data: Any) -> frozenset[str] | None:
     # The key itself is required: a bridge saying `200 {"error": "invalid password"}` (or `{}`)
     # has not accepted anyone, and reading it as "no groups" let any password in.
     if not isinstance(data, dict) or "groups" not in data:
@@ -131,3 +135,19 @@ def _groups(response: httpx.Response) -> frozenset[str] | None:
         return check_groups(data["groups"], "groups")
     except UserStoreError:
         return None
+
+
+def _account(data: dict[str, Any], typed: str) -> str | None:
+    """The account the token is for: the bridge's own spelling when it says one (an SSO that
+    takes `ALICE` as alice must say `alice`, or ACL rules written for alice miss the login),
+    else the name as typed. None for a spelling no account could have."""
+    name = data.get("account", typed)
+    if (
+        not isinstance(name, str)
+        or not name
+        or name != name.strip()
+        or not name.isprintable()
+        or name.startswith(ROBOT_PREFIX)  # robots are the robot store's alone
+    ):
+        return None
+    return name

@@ -76,6 +76,17 @@ async def test_accept_carries_groups_and_sends_the_documented_body(
     assert sent["headers"]["content-type"] == "application/json"
 
 
+@pytest.mark.parametrize("typed", ["FRANK", " frank", "Frank "])
+async def test_the_token_is_for_the_account_the_bridge_names(
+    bridge: SsoBridge, make_webhook: Callable[..., WebhookAuthenticator], typed: str
+) -> None:
+    """A bridge that takes `FRANK` as frank: as typed, the token escaped ACL rules (a deny,
+    a namespace, a group's members) written for frank."""
+    bridge.mode = "folding"
+    result = await make_webhook().authenticate(Credentials(typed, FRANK.password))
+    assert (result.outcome, result.account) == (Outcome.ACCEPTED, "frank")
+
+
 async def test_401_and_403_reject(
     bridge: SsoBridge, make_webhook: Callable[..., WebhookAuthenticator]
 ) -> None:
@@ -87,7 +98,7 @@ async def test_401_and_403_reject(
     assert webhook.breaker.state(0) is BreakerState.CLOSED  # refusals are not outages
 
 
-@pytest.mark.parametrize("mode", ["500", "garbage", "no-groups", "bad-group"])
+@pytest.mark.parametrize("mode", ["500", "garbage", "no-groups", "bad-group", "robot-account"])
 async def test_500_or_a_body_that_is_not_the_contract_is_an_outage(
     bridge: SsoBridge, make_webhook: Callable[..., WebhookAuthenticator], mode: str
 ) -> None:

@@ -1,7 +1,7 @@
 """A real HTTP server standing in for an SSO bridge: stdlib ThreadingHTTPServer in a thread.
 
 Its behaviour is data: `accounts` maps an account to (password, groups); `mode` switches the
-whole server to an outage ("500", "slow", "garbage", "no-groups", "bad-group"). Every request
+whole server to an outage (OUTAGES, "slow") or to names without case ("folding"). Every request
 is recorded, so tests can check what the backend sent (JSON body, shared-secret header) and
 how often (retries, breaker).
 """
@@ -20,6 +20,7 @@ OUTAGES = {
     "garbage": (200, b"<html>login page</html>"),
     "no-groups": (200, b'{"error": "invalid password"}'),  # failure told in a 200's body
     "bad-group": (200, b'{"groups": ["ci\\nops"]}'),
+    "robot-account": (200, b'{"groups": [], "account": "robot$ci"}'),  # the robot store's alone
 }
 
 
@@ -27,7 +28,9 @@ OUTAGES = {
 class SsoBridge:
     accounts: dict[str, tuple[str, list[str]]]
     secret: str | None = None
-    mode: str = "normal"  # normal | 500 | slow | garbage | no-groups | bad-group
+    # normal | folding (names without case, answering the account's own spelling) | slow |
+    # an outage (OUTAGES)
+    mode: str = "normal"
     slow_seconds: float = 2.0
     requests: list[dict[str, Any]] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
@@ -46,10 +49,15 @@ class SsoBridge:
 
         if self.secret is not None and headers.get("x-registry-auth-secret") != self.secret:
             return 403, b"{}"
-        known = self.accounts.get(str(body.get("account")))
+        typed = str(body.get("account"))
+        name = typed.strip().lower() if self.mode == "folding" else typed
+        known = self.accounts.get(name)
         if known is None or known[0] != body.get("password"):
             return 401, b"{}"
-        return 200, json.dumps({"groups": known[1]}).encode()
+        answer: dict[str, Any] = {"groups": known[1]}
+        if self.mode == "folding":
+            answer["account"] = name
+        return 200, json.dumps(answer).encode()
 
     def stop(self) -> None:
         if self.server is not None:
