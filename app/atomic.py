@@ -7,8 +7,8 @@ symlink is written through: its target is replaced and the link stays (an operat
 users.htpasswd to a shared copy edits that copy). Run as root, it writes only where nobody else
 could redirect it (check_root_may_write: root-owned directories all the way, no other user's
 symlink), and the new file keeps the owner of the file it replaces (a users file the service's
-user owns stays readable to it). A file that
-cannot be written is an error of this package naming the path, never an OSError.
+user owns stays readable to it). A file that cannot be written is an error of this package
+naming the path, never an OSError.
 """
 
 from __future__ import annotations

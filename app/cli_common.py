@@ -76,3 +76,14 @@ def user_file(path: Path, kind: str, *, create: bool, hint: str = "") -> Path:
     if not path.parent.is_dir():
         raise UserStoreError(f"cannot create {kind} {path}: no directory {path.parent}")
     return path
+
+
+# A wildcard address is where a server listens, not one a client can connect to.
+_WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104 - binds nothing
+
+
+def url_host(host: str) -> str:
+    """`host` (from `listen`) as a URL names the server there: a wildcard as loopback, an IPv6
+    address in brackets."""
+    host = _WILDCARDS.get(host, host)
+    return f"[{host}]" if ":" in host else host

@@ -10,10 +10,7 @@ import ssl
 import urllib.error
 import urllib.request
 
-from app.cli_common import config_option
-
-# A wildcard address is where the server listens, not one to connect to.
-_WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104 - binds nothing
+from app.cli_common import config_option, url_host
 
 
 def add_commands(parser: argparse.ArgumentParser) -> None:
@@ -33,9 +30,8 @@ def run(args: argparse.Namespace) -> int:
     except RegistryAuthError as exc:
         print(f"registry-auth: unhealthy: {exc}")
         return 1
-    host = _WILDCARDS.get(host, host)
     scheme = "https" if settings.tls is not None else "http"
-    url = f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}/healthz"
+    url = f"{scheme}://{url_host(host)}:{port}/healthz"
     healthy, how = probe(url, args.timeout)
     print(f"registry-auth: {how}: {url}")
     return 0 if healthy else 1

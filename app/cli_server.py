@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from app.cli_common import uses_embedded_defaults
+from app.cli_common import url_host, uses_embedded_defaults
 from app.config_reference import render_reference, replace_block
 from app.errors import ConfigError, RegistryAuthError
 from app.keys.store import bundle_path, generate_key, has_keys
@@ -23,8 +23,6 @@ from app.settings import (
 )
 
 Serve = Callable[[Settings, str | None, int | None], None]
-# A wildcard address is not one a client can reach: the development realm names loopback.
-_WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}  # noqa: S104 - binds nothing
 
 
 def run(args: argparse.Namespace, serve: Serve) -> int:
@@ -78,8 +76,7 @@ def _listen_on(settings: Settings, host: str | None, port: int | None, embedded:
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     updated = override_setting(settings, "--host", "listen", address)
     if embedded and settings.realm == EMBEDDED_DEFAULTS["realm"]:
-        reachable = _WILDCARDS.get(host, address.rpartition(":")[0])
-        realm = f"http://{reachable}:{port}{settings.realm_path}"
+        realm = f"http://{url_host(host)}:{port}{settings.realm_path}"
         return override_setting(updated, "--host", "realm", realm)
     if _realm_address(settings.realm) == (old_host, old_port) != (host, port):
         print(

@@ -60,10 +60,7 @@ class GuardedLogin:
         # the first failure was counted (README: "the password is not even checked").
         # The delay is waited out before the turn, all at once: in turn, a crowd behind one
         # NAT address would wait one delay after another.
-        slept = verdict.retry_after is None and verdict.delay > 0
-        if slept:
-            count(metrics().throttles.labels("delayed"))
-            await self._sleep(verdict.delay)
+        slept = verdict.retry_after is None and await self._delay(verdict)
         pair_key, ip_key = counter_keys(counted, where)
         turn = ip_key if verdict.ip_suspect else pair_key
         lock = self._turns.setdefault(turn, asyncio.Lock())
@@ -88,6 +85,14 @@ class GuardedLogin:
             verdict = await anyio.to_thread.run_sync(throttle.check, counted, where)
         return verdict
 
+    async def _delay(self, verdict: Verdict) -> bool:
+        """Wait the delay the counters call for; whether there was one."""
+        if verdict.delay <= 0:
+            return False
+        count(metrics().throttles.labels("delayed"))
+        await self._sleep(verdict.delay)
+        return True
+
     async def _attempt(
         self,
         credentials: Credentials,
@@ -103,9 +108,8 @@ class GuardedLogin:
                 count(metrics().throttles.labels("blocked"))
                 log.info("login of %r from %s blocked: too many failures", account, where)
                 raise TooManyAttemptsError(verdict.retry_after)
-            if wait and verdict.delay > 0:
-                count(metrics().throttles.labels("delayed"))
-                await self._sleep(verdict.delay)
+            if wait:
+                await self._delay(verdict)
         if self.authenticator is None:
             result = AuthResult(Outcome.NOT_MINE)
         else:

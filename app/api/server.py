@@ -291,14 +291,7 @@ def _uvicorn_logging() -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": LOG_FORMAT}},
-        "handlers": {
-            "console": {
-                "class": "logging.StreamHandler",
-                "stream": "ext://sys.stderr",
-                "formatter": "plain",
-            }
-        },
+        **_stderr_logging(),
         "loggers": {"uvicorn": {"handlers": ["console"], "level": "INFO", "propagate": False}},
     }
 
@@ -307,12 +300,14 @@ def _granian_logging() -> dict[str, Any]:
     """Granian's own log lines and the app's (`app.*`, INFO and up) on stderr, as uvicorn mode
     writes them: with the time and the logger, and apart from the audit lines on stdout.
     (granian's default wrote `[LEVEL] message` to stdout, between the audit lines.)"""
-    handler = {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}
+    return {**_stderr_logging(), "root": {"handlers": ["console"], "level": "INFO"}}
+
+
+def _stderr_logging() -> dict[str, Any]:
+    """A `console` handler (and granian's `access`, which stays off) writing LOG_FORMAT lines
+    to stderr: the part of a dictConfig both servers share."""
+    handler = {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "plain"}
     return {
         "formatters": {"plain": {"format": LOG_FORMAT}},
-        "handlers": {
-            "console": {**handler, "formatter": "plain"},
-            "access": {**handler, "formatter": "plain"},  # granian's access log: left off
-        },
-        "root": {"handlers": ["console"], "level": "INFO"},
+        "handlers": {"console": handler, "access": dict(handler)},  # dictConfig pops keys
     }
