@@ -1,8 +1,16 @@
-"""Login-failure counters in etcd v3, shared by every instance: `<prefix><key hash>` -> JSON.
+"""Login-failure counters in etcd v3, shared by every instance: `<prefix>n/<key hash>`.
 
-Each counter is put with a lease of the window's length, so etcd forgets idle counters by
-itself. Increments are compare-and-swap on the key's revision, retried when another instance
-wrote in between.
+A counter is etcd's own count of puts to its key (the key's `version`); the value holds the
+time of the latest failure. So a failure is one unconditional put, which etcd applies in order
+however many instances and workers fail at once: nothing to retry, nothing lost. (Counters
+kept as a number in the value, raised by compare-and-swap, lost increments under contention:
+the swap gave up after 16 tries, and a lost pair increment skipped the IP one.) A failure puts
+both of its keys in one transaction.
+
+Keys carry a lease that outlives the window by a tenth (so etcd forgets idle counters by
+itself), shared by every failure of the next tenth of the window: a lease per failure left
+hundreds of leases for a few keys. A counter idle longer than the window whose lease has not yet
+run out restarts at 1: the put that finds it deletes it and puts again.
 
 Every login reads its counters (account+IP, IP). Asking etcd each time cost two round trips
 per login and capped a worker at a few hundred cached logins per second (README,
@@ -14,25 +22,27 @@ kept at once; another instance's failures are seen within `read_cache` seconds.
 from __future__ import annotations
 
 import json
-import random
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from app.errors import StateStoreError
-from app.etcd.gateway import GatewayClient
-from app.etcd.kv import Json, KeyValue, compare_mod_revision, delete_op, put_op, range_op
+from app.etcd.gateway import GatewayClient, GatewayError
+from app.etcd.kv import (
+    Json,
+    KeyValue,
+    TxnResult,
+    compare_mod_revision,
+    delete_op,
+    previous_kvs,
+    put_op,
+    range_op,
+)
 from app.etcd.state import state_errors
 from app.state.attempts import FailureCount
 
-# Compare-and-swap retries under contention, with a randomized, growing pause between them
-# (at most ~1.3 s in all) so that writers racing for one counter spread out instead of
-# colliding again at once.
-MAX_TRIES = 16
-BACKOFF_BASE = 0.001
-BACKOFF_CAP = 0.1
 MAX_KEPT = 10_000  # counters kept from reads; the least recently read go first
+LEASE_SLACK = 0.1  # a lease outlives the window by this share of it (at least a second)
 
 
 class EtcdFailureStore:
@@ -50,16 +60,12 @@ class EtcdFailureStore:
         # key -> (when read, the counter or None): answered from here while fresh enough.
         self._kept: OrderedDict[str, tuple[float, FailureCount | None]] = OrderedDict()
         self._writes = 0  # bumped by every failure or reset: a read racing one is not kept
+        # window -> (lease id, when it runs out on self._monotonic): shared by failures.
+        self._leases: dict[int, tuple[int, float]] = {}
         self._lock = threading.Lock()
 
     def _key(self, key: str) -> bytes:
-        return self._prefix + key.encode("ascii")
-
-    def _read(self, key: str) -> tuple[FailureCount | None, int]:
-        found = self._etcd.range(self._key(key)).kvs
-        if not found:
-            return None, 0
-        return _counter(found[0]), found[0].mod_revision
+        return self._prefix + b"n/" + key.encode("ascii")
 
     def failures(self, keys: list[str], now: float, window: int) -> dict[str, FailureCount]:
         found, writes = self._fresh(keys)
@@ -119,28 +125,51 @@ class EtcdFailureStore:
     def add_failure(self, keys: list[str], now: float, window: int) -> None:
         try:
             with state_errors(self._etcd):
-                lease = self._etcd.grant_lease(window)
-                for key in keys:
-                    self._increment(key, now, window, lease)
+                self._count(keys, now, window)
         finally:
             self._forget(keys)  # after the write: a read that began before it is not kept
 
-    def _increment(self, key: str, now: float, window: int, lease: int) -> None:
-        for attempt in range(MAX_TRIES):
-            if attempt:
-                pause = min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)
-                time.sleep(random.uniform(0, pause))  # noqa: S311 - jitter, not a secret
-            counter, revision = self._read(key)
-            live = counter is not None and now - counter.last_at <= window
-            count = counter.count + 1 if live and counter is not None else 1
-            value = json.dumps({"count": count, "last_at": now}).encode("utf-8")
-            done = self._etcd.txn(
-                [compare_mod_revision(self._key(key), revision)],
-                [put_op(self._key(key), value, lease)],
-            )
-            if done.succeeded:
-                return
-        raise StateStoreError(f"failure counter {key[:12]}: too much contention")
+    def _count(self, keys: list[str], now: float, window: int) -> None:
+        value = json.dumps({"last_at": now}).encode("utf-8")
+        lease = self._lease(window)
+        try:
+            done = self._put(keys, value, lease)
+        except GatewayError as exc:
+            if "lease not found" not in str(exc):
+                raise
+            # Revoked, or run out while this process slept: a new one, once.
+            with self._lock:
+                self._leases.pop(window, None)
+            lease = self._lease(window)
+            done = self._put(keys, value, lease)
+        for key, before in zip(keys, previous_kvs(done.responses), strict=True):
+            if before is not None and now - _counter(before).last_at > window:
+                self._restart(key, done.revision, value, lease)
+
+    def _put(self, keys: list[str], value: bytes, lease: int) -> TxnResult:
+        return self._etcd.txn([], [put_op(self._key(k), value, lease, prev_kv=True) for k in keys])
+
+    def _restart(self, key: str, revision: int, value: bytes, lease: int) -> None:
+        """The put found the counter idle past the window (its lease not yet run out): it
+        counts from 1 again. Unless another failure was put meanwhile: that one counted on top
+        of the old count, which errs on the side of throttling, at a window's edge only."""
+        path = self._key(key)
+        if self._etcd.txn([compare_mod_revision(path, revision)], [delete_op(path)]).succeeded:
+            self._etcd.txn([], [put_op(path, value, lease)])
+
+    def _lease(self, window: int) -> int:
+        """A lease for counters put now: it outlives them by at most the slack, and is shared
+        by the failures of the next `slack` seconds."""
+        at = self._monotonic()
+        with self._lock:
+            kept = self._leases.get(window)
+            if kept is not None and kept[1] - at >= window:
+                return kept[0]
+        slack = max(1, round(window * LEASE_SLACK))
+        lease = self._etcd.grant_lease(window + slack)
+        with self._lock:
+            self._leases[window] = (lease, at + window + slack)  # asked at `at`: ends later
+        return lease
 
     def reset(self, key: str) -> None:
         try:
@@ -164,8 +193,9 @@ def _live(
 
 
 def _counter(found: KeyValue) -> FailureCount:
+    """The key's version is the number of failures put since it was created."""
     data = json.loads(found.value)
-    return FailureCount(int(data["count"]), float(data["last_at"]))
+    return FailureCount(found.version, float(data["last_at"]))
 
 
 def _ranges(responses: list[Json]) -> list[list[KeyValue]]:

@@ -19,11 +19,17 @@ class KeyValue:
     key: bytes
     value: bytes
     mod_revision: int
+    version: int = 0  # puts since the key was created (a delete or its lease's end: back to 0)
 
     @classmethod
     def from_json(cls, kv: Json) -> KeyValue:
         value = base64.b64decode(kv.get("value", ""))
-        return cls(base64.b64decode(kv["key"]), value, int(kv.get("mod_revision", 0)))
+        return cls(
+            base64.b64decode(kv["key"]),
+            value,
+            int(kv.get("mod_revision", 0)),
+            int(kv.get("version", 0)),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +75,25 @@ def compare_value(key: bytes, value: bytes) -> Json:
     return {"key": b64(key), "target": "VALUE", "result": "EQUAL", "value": b64(value)}
 
 
-def put_op(key: bytes, value: bytes, lease: int | None = None) -> Json:
+def put_op(key: bytes, value: bytes, lease: int | None = None, *, prev_kv: bool = False) -> Json:
+    """With `prev_kv`, the answer holds the key as it was before (see `previous_kvs`)."""
     put: Json = {"key": b64(key), "value": b64(value)}
     if lease is not None:
         put["lease"] = str(lease)
+    if prev_kv:
+        put["prev_kv"] = True
     return {"request_put": put}
+
+
+def previous_kvs(responses: list[Json]) -> list[KeyValue | None]:
+    """What each `prev_kv` put of a txn replaced, in order; None where the key was new."""
+    found: list[KeyValue | None] = []
+    for response in responses:
+        put = response.get("response_put")
+        if put is not None:
+            prev = put.get("prev_kv")
+            found.append(KeyValue.from_json(prev) if prev else None)
+    return found
 
 
 def range_op(key: bytes) -> Json:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -125,5 +126,65 @@ def test_without_a_read_cache_every_login_asks_etcd(etcd: EtcdServer) -> None:
         for _ in range(3):
             assert store.failures(["pair", "ip"], 1000.0, 60) == {}
         assert client.calls == ["/v3/kv/txn"] * 3
+    finally:
+        store.close()
+
+
+def _leases(etcd: EtcdServer) -> set[str]:
+    # "found N leases", then a lease id per line
+    return set(etcd.etcdctl("v3", "lease", "list").stdout.split("\n")[1:]) - {""}
+
+
+def test_failures_from_many_instances_at_once_are_all_counted(etcd: EtcdServer) -> None:
+    # Three instances, 16 threads each, one counter: compare-and-swap lost increments here
+    # (it gave up after 16 tries, and a lost pair increment skipped the IP one).
+    stores = [
+        EtcdFailureStore(GatewayClient(Connection([etcd.url], 5.0)), "/test/storm/")
+        for _ in range(3)
+    ]
+
+    def fail(step: int) -> None:
+        stores[step % 3].add_failure(["pair", "ip"], 1000.0 + step / 1000, 60)
+
+    try:
+        with ThreadPoolExecutor(max_workers=48) as pool:
+            list(pool.map(fail, range(480)))
+        found = stores[0].failures(["pair", "ip"], 1001.0, 60)
+        assert found["pair"].count == 480
+        assert found["ip"].count == 480
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_failures_share_a_lease_that_outlives_the_window_by_a_tenth(etcd: EtcdServer) -> None:
+    store = EtcdFailureStore(GatewayClient(Connection([etcd.url], 5.0)), "/test/leases/")
+    before = _leases(etcd)
+    try:
+        for n in range(60):
+            store.add_failure([f"pair{n}", "ip"], 1000.0 + n, 100)
+        new = _leases(etcd) - before
+        assert len(new) == 1  # a lease per failure left 60 here
+        (lease,) = new
+        granted = etcd.etcdctl("v3", "lease", "timetolive", lease).stdout
+        assert "granted with TTL(110s)" in granted
+        assert store.failures(["pair59", "ip"], 1060.0, 100)["ip"].count == 60
+    finally:
+        store.close()
+
+
+def test_a_revoked_lease_is_replaced_and_its_counters_start_again(etcd: EtcdServer) -> None:
+    store = EtcdFailureStore(GatewayClient(Connection([etcd.url], 5.0)), "/test/revoked/")
+    before = _leases(etcd)
+    try:
+        store.add_failure(["pair", "ip"], 1000.0, 100)
+        store.add_failure(["pair", "ip"], 1001.0, 100)
+        for lease in _leases(etcd) - before:
+            etcd.etcdctl("v3", "lease", "revoke", lease)  # its keys go with it
+        store.add_failure(["pair", "ip"], 1002.0, 100)  # not an error: a new lease
+        assert store.failures(["pair", "ip"], 1002.0, 100) == {
+            "pair": FailureCount(1, 1002.0),
+            "ip": FailureCount(1, 1002.0),
+        }
     finally:
         store.close()
