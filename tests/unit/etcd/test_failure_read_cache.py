@@ -18,12 +18,12 @@ from app.state.attempts import FailureCount
 
 
 class FakeEtcd:
-    """Keys -> JSON counters; range requests of a txn answered like the gateway does."""
+    """Keys -> (JSON value, version); range requests of a txn answered like the gateway does."""
 
     where = "fake etcd"
 
     def __init__(self) -> None:
-        self.values: dict[str, bytes] = {}
+        self.values: dict[str, tuple[bytes, int]] = {}
         self.during_read: Callable[[], None] | None = None
         self.txns = 0
 
@@ -32,8 +32,10 @@ class FakeEtcd:
         responses = []
         for op in success:
             key = op["request_range"]["key"]
-            value = self.values.get(key)
-            kvs = [] if value is None else [{"key": key, "value": base64.b64encode(value).decode()}]
+            kvs = []
+            if key in self.values:
+                value, version = self.values[key]
+                kvs = [{"key": key, "value": base64.b64encode(value).decode(), "version": version}]
             responses.append({"response_range": {"kvs": kvs}})
         if self.during_read is not None:  # another thread's failure lands mid-read
             hook, self.during_read = self.during_read, None
@@ -55,8 +57,8 @@ def _store(fake: FakeEtcd) -> EtcdFailureStore:
 
 
 def _set(fake: FakeEtcd, key: str, count: int) -> None:
-    encoded = base64.b64encode(f"/f/{key}".encode()).decode()
-    fake.values[encoded] = json.dumps({"count": count, "last_at": 100.0}).encode()
+    encoded = base64.b64encode(f"/f/n/{key}".encode()).decode()
+    fake.values[encoded] = (json.dumps({"last_at": 100.0}).encode(), count)
 
 
 def test_a_read_that_raced_a_failure_of_this_process_is_not_kept() -> None:
