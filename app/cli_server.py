@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from app.cleartext import cleartext_warnings
 from app.cli_common import url_host, uses_embedded_defaults
 from app.config_reference import render_reference, replace_block
 from app.errors import ConfigError, RegistryAuthError
@@ -60,6 +61,8 @@ def _serve(args: argparse.Namespace, serve: Serve) -> int:
         settings = _listen_on(settings, args.host, args.port, uses_embedded_defaults(args))
     if uses_embedded_defaults(args):
         _prepare_development(settings)
+    for warning in cleartext_warnings(settings):
+        print(f"registry-auth: warning: {warning}", file=sys.stderr)
     print(registry_config_block(settings), end="", flush=True)
     serve(settings, args.host, args.port)
     return 0

@@ -1,0 +1,62 @@
+"""What a config sends across the network unencrypted: warnings for `serve` to print at start.
+
+A plain `ldap://` or `http://` URL is a valid setting (a lab, a sidecar, a service mesh that
+encrypts for us), so it is not refused; but it carries users' passwords, or records the
+service trusts as stored, in the clear, and the operator should hear it once. Loopback
+addresses are exempt: nothing leaves the machine. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from app.backend_settings import LdapBackend, WebhookBackend
+from app.settings import Settings
+
+
+def cleartext_warnings(settings: Settings) -> list[str]:
+    """One line per setting that sends secrets unencrypted to another machine."""
+    found: list[str] = []
+    for index, backend in enumerate(settings.auth_backends or []):
+        where = f"auth_backends[{index}] ({backend.label})"
+        if isinstance(backend, LdapBackend) and _leaves_machine(backend.url, "ldap"):
+            if not backend.start_tls:
+                found.append(
+                    f"{where}: {backend.url} without start_tls sends users' passwords and the "
+                    "bind password unencrypted; use ldaps:// or `start_tls: true`"
+                )
+        elif isinstance(backend, WebhookBackend) and _leaves_machine(backend.url, "http"):
+            found.append(
+                f"{where}: {backend.url} sends users' passwords and the shared secret "
+                "unencrypted; use https://"
+            )
+    state = settings.state
+    if state.backend == "etcd":
+        for endpoint in state.etcd_endpoints:
+            if _leaves_machine(endpoint, "http"):
+                found.append(
+                    f"state.etcd_endpoints: {endpoint} is plain HTTP: refresh-token records and "
+                    "login counters (trusted as stored) and any etcd password cross the network "
+                    "unencrypted and unauthenticated; use https://"
+                )
+    publish = settings.etcd
+    if publish is not None and publish.password is not None:
+        for endpoint in publish.endpoints:
+            if _leaves_machine(endpoint, "http"):
+                found.append(f"etcd.endpoints: {endpoint} sends the etcd password unencrypted")
+    return found
+
+
+def _leaves_machine(url: str, cleartext_scheme: str) -> bool:
+    """`url` uses the unencrypted scheme and names a host other than this machine."""
+    parts = urlsplit(url)
+    if parts.scheme != cleartext_scheme:
+        return False
+    host = (parts.hostname or "").rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True  # a name: another machine, as far as we can tell without resolving it

@@ -1,0 +1,96 @@
+"""Start-up warnings for settings that send secrets across the network unencrypted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.cleartext import cleartext_warnings
+from app.cli import run
+from app.settings import load_settings
+from tests.unit.test_cli import CONFIG, Recorder
+
+BASE: dict[str, Any] = {"htpasswd": None, "realm": "http://auth.test/token"}
+
+
+def _warnings(**overrides: Any) -> list[str]:
+    return cleartext_warnings(load_settings(overrides={**BASE, **overrides}))
+
+
+def _ldap(url: str, **options: Any) -> dict[str, Any]:
+    return {"type": "ldap", "url": url, "user_base": "dc=x", **options}
+
+
+def _webhook(url: str) -> dict[str, Any]:
+    return {"type": "webhook", "url": url}
+
+
+@pytest.mark.parametrize(
+    ("backend", "words"),
+    [
+        (_ldap("ldap://dc.corp"), "auth_backends[0] (ldap): ldap://dc.corp without start_tls"),
+        (_ldap("ldap://10.0.0.5:389"), "ldaps:// or `start_tls: true`"),
+        (_webhook("http://sso.corp/check"), "auth_backends[0] (webhook): http://sso.corp/check"),
+        (_webhook("http://[2001:db8::1]:8080/check"), "use https://"),
+    ],
+)
+def test_an_unencrypted_backend_on_another_machine_is_named(
+    backend: dict[str, Any], words: str
+) -> None:
+    (warning,) = _warnings(auth_backends=[backend])
+    assert words in warning
+    assert "passwords" in warning
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        _ldap("ldaps://dc.corp"),
+        _ldap("ldap://dc.corp", start_tls=True),
+        _ldap("ldap://127.0.0.1:3389"),
+        _ldap("ldap://localhost"),
+        _webhook("https://sso.corp/check"),
+        _webhook("http://[::1]:8080/check"),
+        _webhook("http://127.0.0.2/check"),
+        _webhook("http://bridge.localhost/check"),
+    ],
+)
+def test_encrypted_or_loopback_backends_are_not_warned_about(backend: dict[str, Any]) -> None:
+    assert _warnings(auth_backends=[backend]) == []
+
+
+def test_the_etcd_state_store_in_the_clear_is_named_per_endpoint() -> None:
+    endpoints = ["http://etcd-0.corp:2379", "http://127.0.0.1:2379"]
+    state = {"backend": "etcd", "etcd_endpoints": endpoints}
+    (warning,) = _warnings(state=state)
+    assert warning.startswith("state.etcd_endpoints: http://etcd-0.corp:2379 is plain HTTP")
+    https = {"backend": "etcd", "etcd_endpoints": ["https://etcd-0.corp:2379"]}
+    assert _warnings(state=https) == []
+    # The same endpoints mean nothing while the state is the SQLite file.
+    assert _warnings(state={"backend": "sqlite", "etcd_endpoints": endpoints}) == []
+
+
+def test_publishing_is_warned_about_only_with_a_password() -> None:
+    publish = {"endpoints": ["http://etcd.corp:4001"]}
+    assert _warnings(etcd=publish) == []  # realm, issuer, service: public anyway
+    with_password = {**publish, "username": "lain", "password": "hunter2"}
+    (warning,) = _warnings(etcd=with_password)
+    assert warning == "etcd.endpoints: http://etcd.corp:4001 sends the etcd password unencrypted"
+
+
+def test_serve_prints_them_as_warnings_and_still_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        CONFIG.replace("htpasswd: users.htpasswd\n", "")
+        + "auth_backends:\n  - {type: webhook, url: 'http://sso.corp/check'}\n"
+    )
+    recorder = Recorder()
+    assert run(["serve", "--config", str(config)], serve=recorder) == 0
+    assert len(recorder.calls) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("registry-auth: warning: auth_backends[0] (webhook): http://sso.corp")
+    assert err.count("\n") == 1
