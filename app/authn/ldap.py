@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 INVALID_CREDENTIALS = 49
 UNWILLING_TO_PERFORM = 53  # e.g. a disabled or locked account: a refusal, not an outage
 SIZE_LIMIT_EXCEEDED = 4
+NO_SUCH_USER = "registry-auth-no-such-user"  # the RDN value of the bind an unknown name gets
 
 
 class _LdapOutage(LDAPException):
@@ -143,12 +144,25 @@ class LdapAuthenticator:
         self._bind_service(pooled)
         found = self._find_user(pooled.connection, account)
         if found is None:
+            self._as_if_found(pooled, account, password)
             return AuthResult(Outcome.NOT_MINE)
         dn, attributes = found
         groups = self._groups(pooled.connection, dn, account, attributes)
         if not _bind(pooled, dn, password):
             return AuthResult(Outcome.REJECTED)
         return self._accepted(dn, account, attributes, groups)
+
+    def _as_if_found(self, pooled: Pooled, account: str, password: str) -> None:
+        """An unknown account costs the directory work a wrong password costs (the group
+        search, a bind, the service account's bind again at the next check), to a DN that
+        does not exist: answered after one search, an unknown name took half the time of a
+        known one (~1.1 against ~2.3-3.2 ms on loopback slapd), which told anyone timing the
+        token endpoint who has an account. Whatever the directory answers that bind, the
+        account stays unknown here."""
+        dn = f"cn={NO_SUCH_USER},{self._config.user_base or ''}".rstrip(",")
+        self._groups(pooled.connection, dn, account, {})
+        with contextlib.suppress(_LdapOutage):  # a refusal other than invalidCredentials
+            _bind(pooled, dn, password)
 
     def _direct(self, pooled: Pooled, account: str, password: str) -> AuthResult:
         template = self._config.user_dn_template or ""
