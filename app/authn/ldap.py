@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 INVALID_CREDENTIALS = 49
 UNWILLING_TO_PERFORM = 53  # e.g. a disabled or locked account: a refusal, not an outage
 SIZE_LIMIT_EXCEEDED = 4
-NO_SUCH_USER = "registry-auth-no-such-user"  # the RDN value of the bind an unknown name gets
+NO_SUCH_USER = "registry-auth-no-such-user"  # RDN value and password of an unknown name's bind
 
 
 class _LdapOutage(LDAPException):
@@ -144,7 +144,7 @@ class LdapAuthenticator:
         self._bind_service(pooled)
         found = self._find_user(pooled.connection, account)
         if found is None:
-            self._as_if_found(pooled, account, password)
+            self._as_if_found(pooled, account)
             return AuthResult(Outcome.NOT_MINE)
         dn, attributes = found
         groups = self._groups(pooled.connection, dn, account, attributes)
@@ -152,17 +152,19 @@ class LdapAuthenticator:
             return AuthResult(Outcome.REJECTED)
         return self._accepted(dn, account, attributes, groups)
 
-    def _as_if_found(self, pooled: Pooled, account: str, password: str) -> None:
+    def _as_if_found(self, pooled: Pooled, account: str) -> None:
         """An unknown account costs the directory work a wrong password costs (the group
         search, a bind, the service account's bind again at the next check), to a DN that
         does not exist: answered after one search, an unknown name took half the time of a
         known one (~1.1 against ~2.3-3.2 ms on loopback slapd), which told anyone timing the
         token endpoint who has an account. Whatever the directory answers that bind, the
-        account stays unknown here."""
+        account stays unknown here. The bind carries a placeholder, not `password`: the name
+        may belong to a backend further down the chain, whose password is none of the
+        directory's business."""
         dn = f"cn={NO_SUCH_USER},{self._config.user_base or ''}".rstrip(",")
         self._groups(pooled.connection, dn, account, {})
         with contextlib.suppress(_LdapOutage):  # a refusal other than invalidCredentials
-            _bind(pooled, dn, password)
+            _bind(pooled, dn, NO_SUCH_USER)
 
     def _direct(self, pooled: Pooled, account: str, password: str) -> AuthResult:
         template = self._config.user_dn_template or ""

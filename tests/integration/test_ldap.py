@@ -142,6 +142,7 @@ async def test_an_unknown_account_asks_the_directory_what_a_wrong_password_asks(
     # account's bind again were the difference. Timing is too noisy to assert here; the
     # directory operations each answer waits for are not.
     operations: list[str] = []
+    passwords: list[str | None] = []
     for name in ("bind", "search"):
         real = getattr(Connection, name)
 
@@ -149,6 +150,8 @@ async def test_an_unknown_account_asks_the_directory_what_a_wrong_password_asks(
             self: Connection, *args: Any, _real: Any = real, _name: str = name, **kwargs: Any
         ) -> Any:
             operations.append(_name)
+            if _name == "bind":
+                passwords.append(self.password)
             return _real(self, *args, **kwargs)
 
         monkeypatch.setattr(Connection, name, recorded)
@@ -161,6 +164,13 @@ async def test_an_unknown_account_asks_the_directory_what_a_wrong_password_asks(
     assert seen["carol"][1] is Outcome.REJECTED
     assert seen["nobody-here"][1] in (Outcome.NOT_MINE, Outcome.REJECTED)  # search: not mine
     assert seen["nobody-here"][0] == seen["carol"][0]
+    if mode.get("mode") == "direct":
+        return  # binding as the name is all direct mode can do
+    # Not found, the name may be another backend's (htpasswd after LDAP): its password stays.
+    passwords.clear()
+    await backend.authenticate(Credentials("nobody-here", SecretStr("htpasswd-secret")))
+    assert passwords
+    assert "htpasswd-secret" not in passwords
 
 
 @pytest.mark.parametrize("mode", MODES)
