@@ -44,6 +44,7 @@ def refresh_tokens_from_settings(settings: Settings) -> RefreshTokens | None:
         settings.refresh_token_lifetime,
         settings.refresh_token_idle_timeout,
         settings.refresh_tokens_per_account,
+        settings.refresh_token_same_client,
     )
     return RefreshTokens(store, policy)
 

@@ -144,6 +144,12 @@ class Settings(BaseSettings):
         description="refresh tokens kept per account: a login beyond it drops the one used "
         "longest ago (any user could otherwise fill the store by logging in again and again)",
     )
+    refresh_token_same_client: bool = Field(
+        default=False,
+        description="refuse a refresh grant whose `client_id` is not the one the token was "
+        "issued to; off (default): docker's stored identity token is also used by containerd "
+        "(`containerd-client`) and containers/image (`containers/image`: skopeo, podman)",
+    )
     state: StateSettings = Field(
         default_factory=StateSettings,
         description="where refresh tokens and failed-login counters are kept (shared by "

@@ -46,6 +46,12 @@ class RefreshPolicy:
     lifetime: int  # seconds from issue
     idle_timeout: int  # seconds since the last use
     per_account: int = 1000  # records kept per account; beyond, the least recently used go
+    # A grant must name the client_id the token was issued to. Off by default: docker stores
+    # the token `docker login` got (client_id "docker") where containerd (the docker daemon's
+    # containerd image store, Kubernetes nodes) and containers/image (skopeo, podman) read it
+    # and use it under their own fixed client_id; the spec asks only that a client_id be
+    # "meaningful" for auditing, and anyone holding the token can send any client_id.
+    same_client: bool = False
 
 
 class RefreshTokens:
@@ -103,15 +109,20 @@ class RefreshTokens:
         )  # fmt: skip
 
     def check(self, token: str, service: str, client_id: str, now: int) -> RefreshRecord:
-        """The live record of `token`, bound to this service and client; else InvalidGrantError
-        (a dead record is deleted first). Blocking: run it in a worker thread."""
+        """The live record of `token` for this service (and client, with `same_client`); else
+        InvalidGrantError (a dead record is deleted first). Blocking: run it in a worker
+        thread."""
         record = self.store.find(hash_token(token))
         if record is None:
             raise InvalidGrantError("unknown or revoked refresh token")
-        if not _bound_to(record, service, client_id):
+        if record.service != service:
             raise InvalidGrantError(
-                f"refresh token {record.id} is bound to service {record.service!r} and "
-                f"client_id {record.client_id!r}"
+                f"refresh token {record.id} is bound to service {record.service!r}"
+            )
+        if self.policy.same_client and record.client_id != client_id:
+            raise InvalidGrantError(
+                f"refresh token {record.id} is bound to client_id {record.client_id!r} "
+                "(refresh_token_same_client)"
             )
         problem = self.expiry_problem(record, now)
         if problem is not None:
@@ -128,11 +139,15 @@ class RefreshTokens:
         record = self.store.find(hash_token(token))
         if (
             record is None
-            or not _bound_to(record, service, client_id)
+            or not self._bound_to(record, service, client_id)
             or self.expiry_problem(record, now) is not None
         ):
             return None
         return record
+
+    def _bound_to(self, record: RefreshRecord, service: str, client_id: str) -> bool:
+        same_client = not self.policy.same_client or record.client_id == client_id
+        return record.service == service and same_client
 
     def expiry_problem(self, record: RefreshRecord, now: int) -> str | None:
         if now >= record.expires_at:
@@ -165,7 +180,3 @@ class RefreshTokens:
         self._last_purge = now
         dead = [r for r in self.store.records() if self.expiry_problem(r, now) is not None]
         return self.store.delete([r.token_hash for r in dead]) if dead else 0
-
-
-def _bound_to(record: RefreshRecord, service: str, client_id: str) -> bool:
-    return record.service == service and record.client_id == client_id

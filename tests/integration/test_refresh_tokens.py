@@ -173,6 +173,37 @@ def test_skopeo_pushes_and_pulls_with_an_identity_token_until_it_is_revoked(
     assert refresh_grant_outcomes(stack.auth.log())[-1] == "unauthorized"
 
 
+def docker_login(auth: AuthServer, user: str = "alice") -> str:
+    """The refresh token `docker login` gets and keeps as the identity token (protocol.md §1)."""
+    params = {
+        "account": user,
+        "client_id": "docker",
+        "offline_token": "true",
+        "service": auth.service,
+    }
+    with httpx.Client(timeout=10.0, trust_env=False) as client:
+        response = client.get(auth.realm, params=params, auth=(user, auth.users[user]))
+    assert response.status_code == 200, response.text
+    return str(response.json()["refresh_token"])
+
+
+def test_skopeo_uses_the_identity_token_docker_login_left(
+    stack_factory: Callable[..., Stack], skopeo: Skopeo, make_image: MakeImage
+) -> None:
+    # skopeo and podman read ~/.docker/config.json and send client_id=containers/image with
+    # the token docker got as client_id=docker: bound to "docker", it was invalid_grant.
+    stack = stack_factory()
+    log_in_with_identity_token(skopeo, stack.registry.host, "alice", docker_login(stack.auth))
+    pushed = push(skopeo, stack, make_image("1.0"), "team/app")
+    assert pushed.ok, f"{pushed}\n{stack.logs()}"
+    assert inspect(skopeo, stack, "team/app", "1.0").ok
+    outcomes = refresh_grant_outcomes(stack.auth.log())
+    assert outcomes
+    assert set(outcomes) == {"granted"}
+    listing = tokens_cli(stack.auth, "list", "--account", "alice")
+    assert "docker" in listing  # the client it was issued to
+
+
 def test_a_password_change_logs_skopeo_out(
     stack_factory: Callable[..., Stack], skopeo: Skopeo, make_image: MakeImage, tmp_path: Path
 ) -> None:

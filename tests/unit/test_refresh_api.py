@@ -305,26 +305,55 @@ async def test_refresh_grant_evaluates_authorization_afresh(env: Env) -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("change", "service"),
-    [({"client_id": "docker"}, SERVICE), ({}, "other.registry")],
-)
-async def test_a_refresh_token_is_bound_to_its_client_and_service(
-    env: Env, change: dict[str, str], service: str
-) -> None:
+async def test_a_refresh_token_is_bound_to_its_service(env: Env) -> None:
     token = await _login(env)
     form = {
         "grant_type": "refresh_token",
         "refresh_token": token,
-        "service": service,
+        "service": "other.registry",
         "client_id": "containers/image",
-        **change,
     }
     response = await env.client.post("/token", data=form)
     assert response.status_code in (400, 401)
     assert response.json()["error"] in ("invalid_grant", "invalid_request")
-    # the real client still works with it
-    assert (await _refresh(env, token)).status_code == 200
+    assert (await _refresh(env, token)).status_code == 200  # at its own service it works
+
+
+async def _docker_login(env: Env) -> str:
+    params = {
+        "service": SERVICE,
+        "account": "alice",
+        "client_id": "docker",
+        "offline_token": "true",
+    }
+    response = await env.client.get("/token", params=params, headers=_basic("alice", "s3cret"))
+    assert response.status_code == 200, response.text
+    return str(response.json()["refresh_token"])
+
+
+@pytest.mark.parametrize("client_id", ["containerd-client", "containers/image", "docker"])
+async def test_the_token_docker_login_stores_works_for_every_client_that_reads_it(
+    env: Env, client_id: str
+) -> None:
+    # docker keeps it in ~/.docker/config.json; the docker daemon's containerd image store
+    # and Kubernetes nodes (containerd) and skopeo/podman (containers/image) read it from there
+    # and send their own fixed client_id. Bound to "docker", each of them got invalid_grant.
+    token = await _docker_login(env)
+    response = await _refresh(env, token, "repository:team/app:pull", client_id)
+    assert response.status_code == 200, response.text
+    assert response.json()["scope"] == "repository:team/app:pull"
+    # `tokens list` still shows the client it was issued to
+    (record,) = env.tokens.store.records("alice")
+    assert record.client_id == "docker"
+
+
+async def test_refresh_token_same_client_refuses_another_client(env: Env) -> None:
+    env.tokens.policy = RefreshPolicy(LIFETIME, IDLE, same_client=True)
+    token = await _docker_login(env)
+    refused = await _refresh(env, token, client_id="containerd-client")
+    assert refused.status_code == 401
+    assert refused.json()["error"] == "invalid_grant"
+    assert (await _refresh(env, token, client_id="docker")).status_code == 200
 
 
 async def test_an_unknown_refresh_token_is_invalid_grant(env: Env) -> None:
@@ -465,14 +494,19 @@ async def test_a_good_refresh_token_is_looked_up_on_the_event_loop_if_local(
     assert env.tokens.records() == []
 
 
-def test_check_now_answers_only_a_good_token_and_never_deletes(tmp_path: Path) -> None:
-    tokens = RefreshTokens(SqliteStore(tmp_path / "s.db"), RefreshPolicy(LIFETIME, IDLE))
+@pytest.mark.parametrize("same_client", [False, True])
+def test_check_now_answers_only_a_good_token_and_never_deletes(
+    tmp_path: Path, same_client: bool
+) -> None:
+    policy = RefreshPolicy(LIFETIME, IDLE, same_client=same_client)
+    tokens = RefreshTokens(SqliteStore(tmp_path / "s.db"), policy)
     token, record = tokens.issue("alice", SERVICE, "docker", "v1", T0)
     assert tokens.check_now(token, SERVICE, "docker", T0 + 10) == record
+    other_client = tokens.check_now(token, SERVICE, "containerd-client", T0 + 10)
+    assert other_client == (None if same_client else record)
     for args in [
         ("unknown", SERVICE, "docker", T0),
         (token, "elsewhere", "docker", T0),
-        (token, SERVICE, "containerd", T0),
         (token, SERVICE, "docker", T0 + IDLE),
         (token, SERVICE, "docker", T0 + LIFETIME),
     ]:
