@@ -10,9 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from app.cleartext import cleartext_warnings
 from app.cli_common import url_host, uses_embedded_defaults
 from app.config_reference import render_reference, replace_block
+from app.config_warnings import config_warnings
 from app.errors import ConfigError, RegistryAuthError
 from app.keys.store import bundle_path, generate_key, has_keys
 from app.settings import (
@@ -61,7 +61,7 @@ def _serve(args: argparse.Namespace, serve: Serve) -> int:
         settings = _listen_on(settings, args.host, args.port, uses_embedded_defaults(args))
     if uses_embedded_defaults(args):
         _prepare_development(settings)
-    for warning in cleartext_warnings(settings):
+    for warning in config_warnings(settings):
         print(f"registry-auth: warning: {warning}", file=sys.stderr)
     print(registry_config_block(settings), end="", flush=True)
     serve(settings, args.host, args.port)

@@ -14,6 +14,11 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+# A reused token has at least this many seconds left, whatever the share: the spec says a token
+# server should never return a token with less than 60 s to live (token.md), and clients
+# (distribution's, containerd's) take a shorter `expires_in` as 60 s, so they would go on
+# sending it after it expired. (With token_ttl under 60 no token is reused.)
+MIN_LEFT = 60
 
 # A NamedTuple, not a frozen dataclass: one is built for every token, and a frozen dataclass's
 # __init__ pays ~1,200 instructions per field (README, Performance).
@@ -47,9 +52,8 @@ class TokenReuse:
             return None
         signed = entry.signed
         lifetime = signed.expires_at - signed.issued_at
-        fresh = (
-            signed.expires_at - now >= self._min_remaining * lifetime and now >= signed.issued_at
-        )
+        enough = max(self._min_remaining * lifetime, MIN_LEFT)
+        fresh = signed.expires_at - now >= enough and now >= signed.issued_at
         if fresh and _same(entry.state, state):
             self._entries.move_to_end(key)
             return signed

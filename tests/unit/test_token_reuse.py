@@ -101,6 +101,27 @@ async def test_reuse_ends_when_less_than_the_share_remains(tmp_path: Path) -> No
     assert (renewed.issued_at, renewed.expires_in) == (int(clock.now), TTL)
 
 
+async def test_a_reused_token_always_has_a_minute_left(tmp_path: Path) -> None:
+    # Clients take an expires_in under 60 s as 60 s and would send the token after it expired.
+    clock = Clock()
+    settings = make_settings(tmp_path, token_ttl=100, token_reuse_min_remaining=0.3)
+    service = make_service(settings, clock)
+    first = await ask(service)
+    clock.now += 40  # 60 s left (the share asks for only 30): reused
+    assert (await ask(service)).token == first.token
+    clock.now += 1  # 59 s left
+    renewed = await ask(service)
+    assert renewed.token != first.token
+    assert renewed.expires_in == 100
+
+
+async def test_with_a_ttl_under_a_minute_no_token_is_reused(tmp_path: Path) -> None:
+    clock = Clock()
+    service = make_service(make_settings(tmp_path, token_ttl=30), clock)
+    first = await ask(service)
+    assert (await ask(service)).token != first.token
+
+
 async def test_a_changed_acl_yields_a_new_token(tmp_path: Path) -> None:
     clock = Clock()
     settings = make_settings(tmp_path)

@@ -1,4 +1,4 @@
-"""Start-up warnings for settings that send secrets across the network unencrypted."""
+"""Start-up warnings for risky settings: secrets sent unencrypted, a token_ttl under a minute."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from app.cleartext import cleartext_warnings
 from app.cli import run
+from app.config_warnings import config_warnings
 from app.settings import load_settings
 from tests.unit.test_cli import CONFIG, Recorder
 
@@ -16,7 +16,7 @@ BASE: dict[str, Any] = {"htpasswd": None, "realm": "http://auth.test/token"}
 
 
 def _warnings(**overrides: Any) -> list[str]:
-    return cleartext_warnings(load_settings(overrides={**BASE, **overrides}))
+    return config_warnings(load_settings(overrides={**BASE, **overrides}))
 
 
 def _ldap(url: str, **options: Any) -> dict[str, Any]:
@@ -94,3 +94,9 @@ def test_serve_prints_them_as_warnings_and_still_starts(
     err = capsys.readouterr().err
     assert err.startswith("registry-auth: warning: auth_backends[0] (webhook): http://sso.corp")
     assert err.count("\n") == 1
+
+
+def test_a_token_ttl_under_a_minute_is_warned_about() -> None:
+    (warning,) = _warnings(token_ttl=30)
+    assert warning.startswith("token_ttl: 30 s is under a minute")
+    assert _warnings(token_ttl=60) == []

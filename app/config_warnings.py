@@ -1,9 +1,10 @@
-"""What a config sends across the network unencrypted: warnings for `serve` to print at start.
+"""Settings that are valid but risky: warnings for `serve` to print at start. Pure: no I/O.
 
 A plain `ldap://` or `http://` URL is a valid setting (a lab, a sidecar, a service mesh that
 encrypts for us), so it is not refused; but it carries users' passwords, or records the
 service trusts as stored, in the clear, and the operator should hear it once. Loopback
-addresses are exempt: nothing leaves the machine. Pure: no I/O.
+addresses are exempt: nothing leaves the machine. A `token_ttl` under a minute works with
+the registry, but clients take it as a minute (see app.keys.reuse.MIN_LEFT).
 """
 
 from __future__ import annotations
@@ -13,6 +14,20 @@ from urllib.parse import urlsplit
 
 from app.backend_settings import LdapBackend, WebhookBackend
 from app.settings import Settings
+
+SHORTEST_TTL = 60  # seconds: what clients take any shorter expires_in as
+
+
+def config_warnings(settings: Settings) -> list[str]:
+    """One line per risky setting."""
+    found = cleartext_warnings(settings)
+    if settings.token_ttl < SHORTEST_TTL:
+        found.append(
+            f"token_ttl: {settings.token_ttl} s is under a minute: clients (docker, containerd) "
+            "take a shorter expires_in as 60 s and send the token after it has expired, which "
+            "the registry refuses; the spec asks for at least 60"
+        )
+    return found
 
 
 def cleartext_warnings(settings: Settings) -> list[str]:
