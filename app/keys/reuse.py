@@ -20,6 +20,7 @@ from typing import NamedTuple
 # sending it after it expired. (With token_ttl under 60 no token is reused.)
 MIN_LEFT = 60
 
+
 # A NamedTuple, not a frozen dataclass: one is built for every token, and a frozen dataclass's
 # __init__ pays ~1,200 instructions per field (README, Performance).
 class SignedToken(NamedTuple):
