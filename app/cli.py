@@ -50,6 +50,10 @@ GROUPS: dict[str, Group] = {
     "acl": Group("app.cli_acl", "check and explain the ACL policy"),
     "robots": Group("app.cli_robots", "manage robot accounts"),
     "tokens": Group("app.cli_tokens", "list and revoke refresh tokens"),
+    "logins": Group(
+        "app.cli_logins",
+        "the brute-force counters of an address (and an account): show them, or reset them",
+    ),
     "healthcheck": Group(
         "app.cli_health",
         "exit 0 when the service of this config answers /healthz (a container's HEALTHCHECK)",

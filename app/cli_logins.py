@@ -1,0 +1,111 @@
+"""`registry-auth logins ...`: what the brute-force counters hold for an address (and an
+account), and clearing them, so an operator can let a blocked CI runner in at once.
+
+The store keeps hashes of names and addresses (app.state.attempts), so nothing can be listed:
+the operator names the address, and the account for its own counter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import time
+
+from app.assembly import open_failure_store
+from app.authn.ldap import directory_name_key
+from app.backend_settings import LdapBackend
+from app.cli_common import config_option
+from app.errors import ConfigError, RegistryAuthError
+from app.protocol.tokens import rfc3339
+from app.settings import Settings, load_settings
+from app.state.attempts import FailureCount, FailureStore, Verdict, counter_keys, judge
+
+
+def add_commands(parser: argparse.ArgumentParser) -> None:
+    logins = parser.add_subparsers(dest="logins_command", required=True, metavar="LOGINS_COMMAND")
+    status = logins.add_parser(
+        "status", help="failed logins on record for an address (and an account), and the verdict"
+    )
+    reset = logins.add_parser(
+        "reset", help="forget them: the address's counter, or with --account that pair's only"
+    )
+    for sub in (status, reset):
+        config_option(sub)
+        sub.add_argument("--ip", required=True, help="the client address, as the audit log has it")
+        sub.add_argument("--account", help="the account (its counter from that address)")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    if not settings.brute_force.enabled:
+        raise ConfigError("brute_force.enabled", "false: this server counts no failed logins")
+    if settings.state.backend == "none":
+        raise ConfigError("state.backend", "none: the counters live in each server's memory")
+    address = _address(args.ip)
+    store = open_failure_store(settings)
+    try:
+        if args.logins_command == "status":
+            _print_status(settings, store, address, args.account)
+        else:
+            _reset(settings, store, address, args.account)
+    finally:
+        store.close()
+    return 0
+
+
+def _address(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        raise RegistryAuthError(f"--ip {text!r}: not an IP address") from None
+
+
+def _counted_names(settings: Settings, account: str) -> list[str]:
+    """The names the service may count `account` under: as typed, and as an LDAP directory
+    compares names when an LDAP backend is configured (app.login, ThrottleNames)."""
+    names = [account]
+    if any(isinstance(b, LdapBackend) for b in settings.auth_backends or []):
+        folded = directory_name_key(account)
+        if folded != account:
+            names.append(folded)
+    return names
+
+
+def _print_status(
+    settings: Settings, store: FailureStore, address: str, account: str | None
+) -> None:
+    policy, now = settings.brute_force, time.time()
+    ip_key = counter_keys("", address)[1]
+    found = store.failures([ip_key], now, policy.window).get(ip_key)
+    print(f"address {address}: {_describe(found, judge(None, found, policy, now), now)}")
+    if account is None:
+        return
+    for name in _counted_names(settings, account):
+        pair_key = counter_keys(name, address)[0]
+        pair = store.failures([pair_key], now, policy.window).get(pair_key)
+        verdict = judge(pair, None, policy, now)
+        print(f"account {name!r} from {address}: {_describe(pair, verdict, now)}")
+
+
+def _describe(counter: FailureCount | None, verdict: Verdict, now: float) -> str:
+    if counter is None:
+        return "no failed login on record"
+    text = f"{counter.count} failed login(s), the last at {rfc3339(int(counter.last_at))}"
+    if verdict.retry_after is not None:
+        return f"{text}: blocked (429) until {rfc3339(int(now) + verdict.retry_after)}"
+    if verdict.delay > 0:
+        return f"{text}: each attempt waits {verdict.delay:g} s"
+    return f"{text}: not slowed yet"
+
+
+def _reset(settings: Settings, store: FailureStore, address: str, account: str | None) -> None:
+    if account is None:
+        store.reset(counter_keys("", address)[1])
+        print(
+            f"forgot the failed logins from {address} (an account's own counter from there "
+            "stays: reset it with --account)"
+        )
+        return
+    for name in _counted_names(settings, account):
+        store.reset(counter_keys(name, address)[0])
+    print(f"forgot the failed logins of {account!r} from {address}")
