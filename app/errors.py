@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class RegistryAuthError(Exception):
     """Base of every error raised by this package."""
@@ -81,9 +83,10 @@ class InvalidScopeError(InvalidRequestError):
 class UnknownServiceError(InvalidRequestError):
     code = "invalid_service"
 
-    def __init__(self, service: str, expected: str) -> None:
+    def __init__(self, service: str, expected: Sequence[str]) -> None:
+        ours = ", ".join(repr(name) for name in expected)
         super().__init__(
-            f"unknown service {service!r}: this server issues tokens for {expected!r}",
+            f"unknown service {service!r}: this server issues tokens for {ours}",
             parameter="service",
         )
 

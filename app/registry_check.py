@@ -60,13 +60,15 @@ def check_registry(
             Finding(False, f"{base} answered {answer.status_code} without a Bearer challenge: "
                     "not a registry with `auth: token:`")
         ]  # fmt: skip
+    theirs = challenge.get("service")
+    service = theirs if theirs in settings.extra_services else settings.service
     findings = [
         _same("realm", challenge.get("realm"), settings.realm),
-        _same("service", challenge.get("service"), settings.service),
+        _same("service", theirs, service),
     ]
     window = ring.TokenWindow.of(settings)
     for key, entry in keys:
-        accepted = accepts(client, base, key, settings)
+        accepted = accepts(client, base, key, settings, service)
         if isinstance(accepted, Finding):
             return [*findings, accepted]
         findings.append(_key_finding(key, entry, accepted, window))
@@ -94,14 +96,26 @@ def _same(name: str, registry: str | None, ours: str) -> Finding:
     )
 
 
-def accepts(client: httpx.Client, base: str, key: SigningKey, settings: Settings) -> bool | Finding:
-    """Whether GET `base` (a registry's /v2/) accepts a token signed by `key`; a Finding when
-    the registry cannot be asked."""
+def accepts(
+    client: httpx.Client, base: str, key: SigningKey, settings: Settings, service: str | None = None
+) -> bool | Finding:
+    """Whether GET `base` (a registry's /v2/) accepts a token signed by `key` for `service`
+    (absent: the one it names, when it is one of ours); a Finding when the registry cannot be
+    asked."""
+    if service is None:
+        service = settings.service
+        if settings.extra_services:  # which of ours is it? Its challenge says.
+            try:
+                challenge = bearer_challenge(client.get(base).headers.get("www-authenticate", ""))
+            except httpx.HTTPError as exc:
+                return Finding(False, f"cannot reach {base}: {exc}")
+            if challenge is not None and challenge.get("service") in settings.extra_services:
+                service = challenge["service"]
     now = int(time.time())
     claims = build_claims(
         issuer=settings.issuer,
         subject=CHECK_SUBJECT,
-        audience=settings.service,
+        audience=service,
         access=(),
         issued_at=now,
         ttl=CHECK_TTL,

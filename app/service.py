@@ -101,6 +101,7 @@ class TokenService:
         self._closers = (*closers, self._minter.aclose)
         self.throttle = throttle
         self._login = GuardedLogin(authenticator, throttle, realm=settings.realm, sleep=sleep)
+        self._services = frozenset(settings.services)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock = time.time) -> TokenService:
@@ -258,10 +259,11 @@ class TokenService:
         return token
 
     def _check_service(self, service: str | None) -> str:
-        expected = self.settings.service
-        if service is not None and service != expected:
-            raise UnknownServiceError(service, expected)
-        return expected
+        if service is None:
+            return self.settings.service
+        if service not in self._services:
+            raise UnknownServiceError(service, self.settings.services)
+        return service
 
     def certificate_status(self) -> CertificateStatus:
         """Expiry of the active certificate; logged once whenever it changes (kid or state)."""

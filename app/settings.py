@@ -18,6 +18,7 @@ from pydantic import (
     IPvAnyNetwork,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -66,6 +67,12 @@ class Settings(BaseSettings):
         min_length=1,
         description="JWT `aud`; must equal the registry's `auth.token.service`; "
         "requests naming another service get 400",
+    )
+    extra_services: list[str] = Field(
+        default_factory=list,
+        description="more registries' `service` names this server also issues tokens for (as "
+        "their `aud`), with the same keys, users and ACL (told apart by the ACL's `service`); "
+        "`service` stays the default and the one published to etcd",
     )
     realm: str = Field(
         description="URL of the token endpoint as clients reach it (http/https); "
@@ -272,6 +279,26 @@ class Settings(BaseSettings):
     def _listen_is_host_port(cls, value: str) -> str:
         split_listen(value)
         return value
+
+    @field_validator("extra_services")
+    @classmethod
+    def _services_named(cls, value: list[str]) -> list[str]:
+        if any(not name for name in value):
+            raise ValueError("a service name cannot be empty")
+        if len(set(value)) != len(value):
+            raise ValueError("a service is named twice")
+        return value
+
+    @model_validator(mode="after")
+    def _service_not_repeated(self) -> Settings:
+        if self.service in self.extra_services:
+            raise ValueError(f"extra_services: {self.service!r} is `service` already")
+        return self
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """Every service this server issues tokens for, `service` first."""
+        return (self.service, *self.extra_services)
 
     @property
     def realm_path(self) -> str:

@@ -185,3 +185,30 @@ def test_waiting_gives_up_and_says_what_to_do(setup: tuple[Settings, Keys]) -> N
     assert len(said) == 1  # the same news is not said again on every look
     assert str(refused.value).startswith("gave up after 60 s: https://r1.example does not trust")
     assert f"`keys promote {key.kid}`" in str(refused.value)
+
+
+def test_a_registry_of_an_extra_service_is_checked_with_its_own_audience(
+    setup: tuple[Settings, Keys],
+) -> None:
+    settings, keys = setup
+    settings = settings.model_copy(update={"extra_services": ["staging.example.org"]})
+    staging = CHALLENGE.replace("registry.example.org", "staging.example.org")
+    audiences: list[str] = []
+
+    def registry(request: httpx.Request) -> httpx.Response:
+        if "authorization" in request.headers:
+            token = request.headers["authorization"].removeprefix("Bearer ")
+            audiences.append(jwt.decode(token, options={"verify_signature": False})["aud"])
+            return httpx.Response(200 if audiences[-1] == "staging.example.org" else 401)
+        return httpx.Response(401, headers={"WWW-Authenticate": staging})
+
+    findings = check_registry(_client(registry), "https://staging.example", settings, keys)
+    assert [f.ok for f in findings] == [True, True, True], findings
+    assert findings[1].text == "service: staging.example.org"
+    said: list[str] = []
+    wait_until_trusted(
+        _client(registry), ["https://staging.example"], settings, keys[0][0],
+        every=5, give_up_after=60, sleep=lambda _: None, say=said.append,
+    )  # fmt: skip
+    assert said == [f"every registry (1) trusts {keys[0][0].kid}"]
+    assert set(audiences) == {"staging.example.org"}
