@@ -20,6 +20,7 @@ from app.assembly import (
 )
 from app.authn.base import AccountLookup, Authenticator, AuthResult, Credentials
 from app.authn.build import build_authentication
+from app.authn.robots import RobotExpiry
 from app.authz.base import Authorizer, Requester
 from app.authz.default import DefaultAuthorizer
 from app.errors import (
@@ -87,6 +88,7 @@ class TokenService:
         refresh_tokens: RefreshTokens | None = None,
         throttle: LoginThrottle | None = None,
         sleep: Sleep = anyio.sleep,
+        robot_expiry: RobotExpiry | None = None,
     ) -> None:
         self.settings = settings
         self._keyring = keyring
@@ -102,6 +104,9 @@ class TokenService:
         self.throttle = throttle
         self._login = GuardedLogin(authenticator, throttle, realm=settings.realm, sleep=sleep)
         self._services = frozenset(settings.services)
+        self.robot_expiry = robot_expiry
+        if robot_expiry is not None:
+            robot_expiry.log()  # at start; /readyz and the metrics say it from then on
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock = time.time) -> TokenService:
@@ -126,6 +131,11 @@ class TokenService:
             clock=clock,
             refresh_tokens=refresh_tokens,
             throttle=throttle,
+            robot_expiry=(
+                RobotExpiry(authentication.robots, settings.robot_warning_days, clock)
+                if authentication.robots
+                else None
+            ),
         )
 
     async def aclose(self) -> None:

@@ -134,6 +134,12 @@ class Settings(BaseSettings):
         le=3650,
         description="warn (log and /readyz) when the active certificate expires within these days",
     )
+    robot_warning_days: int = Field(
+        default=14,
+        ge=0,
+        le=3650,
+        description="warn (log, /readyz, a metric) when a robot account expires within these days",
+    )
     refresh_token_lifetime: int = Field(
         default=90 * 86400,
         gt=0,

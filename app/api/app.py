@@ -235,6 +235,7 @@ def _live_values(app: FastAPI, publish_loop: PublishLoop | None) -> LiveValues:
         tls.not_after.timestamp() if tls is not None else None,
         etcd_status(publish_loop),
         tuple((item.name, item.last_error is not None) for item in app.state.service.reloadables),
+        robots.next_expiry() if (robots := app.state.service.robot_expiry) is not None else None,
     )
 
 
@@ -256,6 +257,9 @@ def readiness(token_service: TokenService, etcd: dict[str, Any]) -> JSONResponse
         for item in token_service.reloadables
         if item.last_error is not None
     ]
+    robots = token_service.robot_expiry.warning() if token_service.robot_expiry else None
+    if robots is not None:
+        warnings.append(robots)
     if warnings:
         body["warnings"] = warnings
     if not token_service.can_sign():

@@ -24,13 +24,14 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 @dataclass(frozen=True, slots=True)
 class LiveValues:
-    """Scrape-time facts: seconds until the signing (and TLS) certificate expires, etcd, and
-    which watched files failed their last reload."""
+    """Scrape-time facts: seconds until the signing (and TLS) certificate expires, etcd,
+    which watched files failed their last reload, and when the first robot expires."""
 
     signing_not_after: tuple[str, float]  # (kid, POSIX time)
     tls_not_after: float | None
     etcd: dict[str, Any]
     reloads: tuple[tuple[str, bool], ...] = ()  # (watched state, its last reload failed)
+    robot_next_expiry: float | None = None  # POSIX time the first valid robot expires
 
 
 def use_multiprocess_dir() -> None:
@@ -104,3 +105,9 @@ class _LiveCollector:
         for name, failed in values.reloads:
             failing.add_metric([name], 1.0 if failed else 0.0)
         yield failing
+        if values.robot_next_expiry is not None:
+            yield GaugeMetricFamily(
+                "registry_auth_robot_next_expiry_seconds",
+                "Seconds until the first robot account still valid expires",
+                value=values.robot_next_expiry - now,
+            )

@@ -21,7 +21,7 @@ from app.authn.cache import CachingAuthenticator
 from app.authn.chain import BackendChain, ChainLink
 from app.authn.htpasswd import HtpasswdAuthenticator, load_htpasswd
 from app.authn.ldap import LdapAuthenticator, directory_name_key
-from app.authn.robots import RobotAuthenticator, load_robots
+from app.authn.robots import Robot, RobotAuthenticator, load_robots
 from app.authn.static import StaticAuthenticator, load_static_users
 from app.authn.webhook import WebhookAuthenticator
 from app.backend_settings import (
@@ -47,6 +47,7 @@ class Authentication:
     reloadables: list[Reloadable[Any]] = field(default_factory=list)
     closers: list[Closer] = field(default_factory=list)
     passwords: WorkerPool | None = None  # where bcrypt runs (htpasswd, static users)
+    robots: list[Callable[[], dict[str, Robot]]] = field(default_factory=list)  # each file's
 
 
 def configured_backends(settings: Settings) -> list[Any]:
@@ -112,6 +113,7 @@ def _authenticator(
     if isinstance(backend, RobotsBackend):
         path = backend.path
         robots = _watch(built, "robots", lambda: load_robots(path), path)
+        built.robots.append(robots.get)
         return RobotAuthenticator(robots.get, clock)
     key = f"auth_backends.{index}"
     if isinstance(backend, LdapBackend):

@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -125,3 +125,59 @@ class RobotAuthenticator:
             log.info("robot %s expired at %s", robot.name, format_time(robot.expires))
             return AuthResult(Outcome.REJECTED)
         return AuthResult(Outcome.ACCEPTED, robot.name, robot.groups)
+
+
+class RobotExpiry:
+    """Robots whose expiry comes within `warning_days`, from the robots files as loaded now:
+    a CI job's robot that expires unnoticed is a failed pipeline on day 90."""
+
+    def __init__(
+        self,
+        sources: Sequence[Callable[[], dict[str, Robot]]],
+        warning_days: int,
+        clock: Clock = time.time,
+    ) -> None:
+        self._sources = tuple(sources)
+        self._window = warning_days * 86400
+        self._clock = clock
+
+    def _future(self, now: float) -> list[Robot]:
+        return [
+            robot
+            for source in self._sources
+            for robot in source().values()
+            if robot.expires is not None and robot.expires.timestamp() > now
+        ]
+
+    def expiring(self) -> list[Robot]:
+        """Not expired yet, but within the warning window; soonest first."""
+        now = self._clock()
+        soon = [r for r in self._future(now) if _expires_at(r) <= now + self._window]
+        return sorted(soon, key=_expires_at)
+
+    def next_expiry(self) -> float | None:
+        """When the first robot still valid expires (POSIX time); None when none ever does."""
+        return min((_expires_at(r) for r in self._future(self._clock())), default=None)
+
+    def warning(self) -> str | None:
+        """For /readyz, which anyone may ask: how many and when, no names (the log has them)."""
+        soon = self.expiring()
+        if not soon:
+            return None
+        return (
+            f"{len(soon)} robot account(s) expire within {self._window // 86400} days, the first "
+            f"at {format_time(soon[0].expires)}: `registry-auth robots list`, then create new "
+            "ones for the jobs that use them"
+        )
+
+    def log(self) -> None:
+        for robot in self.expiring():
+            log.warning(
+                "robot account %s expires at %s: create a new one for the jobs that use it",
+                robot.name,
+                format_time(robot.expires),
+            )
+
+
+def _expires_at(robot: Robot) -> float:
+    return robot.expires.timestamp() if robot.expires is not None else float("inf")
