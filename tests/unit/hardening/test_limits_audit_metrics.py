@@ -209,8 +209,13 @@ async def test_the_readme_documents_exactly_the_metrics(env: Env) -> None:
         if line.startswith("# TYPE registry_auth_")
     }
     documented_bases = {name.removesuffix("_total") for name in documented}
-    # The TLS gauge appears only with `tls` configured.
-    assert exported == documented_bases - {"registry_auth_tls_certificate_expiry_seconds"}
+    # The TLS gauge appears only with `tls` configured, the robots' with a robots backend
+    # (tests/unit/test_robot_expiry.py).
+    conditional = {
+        "registry_auth_tls_certificate_expiry_seconds",
+        "registry_auth_robot_next_expiry_seconds",
+    }
+    assert exported == documented_bases - conditional
 
 
 def test_building_the_app_does_not_import_prometheus_client(rsa_keys_dir: Path) -> None:
