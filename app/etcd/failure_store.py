@@ -10,7 +10,9 @@ both of its keys in one transaction.
 Keys carry a lease that outlives the window by a tenth (so etcd forgets idle counters by
 itself), shared by every failure of the next tenth of the window: a lease per failure left
 hundreds of leases for a few keys. A counter idle longer than the window whose lease has not yet
-run out restarts at 1: the put that finds it deletes it and puts again.
+run out restarts: the put that finds it idle deletes it and puts again the failures put since.
+A value under the prefix that is not a counter is read as none, and the next failure replaces
+it (it was a 500 on every login it concerned).
 
 Every login reads its counters (account+IP, IP). Asking etcd each time cost two round trips
 per login and capped a worker at a few hundred cached logins per second (README,
@@ -22,6 +24,7 @@ kept at once; another instance's failures are seen within `read_cache` seconds.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -32,14 +35,17 @@ from app.etcd.kv import (
     Json,
     KeyValue,
     TxnResult,
-    compare_mod_revision,
+    compare_created,
     delete_op,
+    deleted_kvs,
     previous_kvs,
     put_op,
     range_op,
 )
 from app.etcd.state import state_errors
 from app.state.attempts import FailureCount
+
+log = logging.getLogger(__name__)
 
 MAX_KEPT = 10_000  # counters kept from reads; the least recently read go first
 LEASE_SLACK = 0.1  # a lease outlives the window by this share of it (at least a second)
@@ -63,6 +69,7 @@ class EtcdFailureStore:
         # window -> (lease id, when it runs out on self._monotonic): shared by failures.
         self._leases: dict[int, tuple[int, float]] = {}
         self._lock = threading.Lock()
+        self._granting = threading.Lock()  # one lease grant at a time
 
     def _key(self, key: str) -> bytes:
         return self._prefix + b"n/" + key.encode("ascii")
@@ -138,38 +145,49 @@ class EtcdFailureStore:
             if "lease not found" not in str(exc):
                 raise
             # Revoked, or run out while this process slept: a new one, once.
-            with self._lock:
-                self._leases.pop(window, None)
-            lease = self._lease(window)
+            lease = self._lease(window, instead_of=lease)
             done = self._put(keys, value, lease)
         for key, before in zip(keys, previous_kvs(done.responses), strict=True):
-            if before is not None and now - _counter(before).last_at > window:
-                self._restart(key, done.revision, value, lease)
+            if before is None:
+                continue
+            counter = _counter(before)
+            if counter is None or now - counter.last_at > window:
+                self._restart(key, before, value, lease)
 
     def _put(self, keys: list[str], value: bytes, lease: int) -> TxnResult:
         return self._etcd.txn([], [put_op(self._key(k), value, lease, prev_kv=True) for k in keys])
 
-    def _restart(self, key: str, revision: int, value: bytes, lease: int) -> None:
-        """The put found the counter idle past the window (its lease not yet run out): it
-        counts from 1 again. Unless another failure was put meanwhile: that one counted on top
-        of the old count, which errs on the side of throttling, at a window's edge only."""
+    def _restart(self, key: str, before: KeyValue, value: bytes, lease: int) -> None:
+        """The put found the counter idle past the window (its lease not yet run out), or not
+        a counter at all: it counts again from the failures put since that one, ours first.
+        Only the first put after the idle time sees it idle, so only one writer restarts; the
+        failures others put meanwhile are put again after the delete (one put each: etcd
+        takes a key once per transaction)."""
         path = self._key(key)
-        if self._etcd.txn([compare_mod_revision(path, revision)], [delete_op(path)]).succeeded:
+        done = self._etcd.txn(
+            [compare_created(path, before.create_revision)], [delete_op(path, prev_kv=True)]
+        )
+        if not done.succeeded:
+            return  # it is gone already (its lease ran out): a new key counts from 1
+        for _ in range(sum(kv.version for kv in deleted_kvs(done.responses)) - before.version):
             self._etcd.txn([], [put_op(path, value, lease)])
 
-    def _lease(self, window: int) -> int:
+    def _lease(self, window: int, *, instead_of: int | None = None) -> int:
         """A lease for counters put now: it outlives them by at most the slack, and is shared
-        by the failures of the next `slack` seconds."""
-        at = self._monotonic()
-        with self._lock:
-            kept = self._leases.get(window)
-            if kept is not None and kept[1] - at >= window:
+        by the failures of the next `slack` seconds. One thread asks etcd for it, the others
+        wait for that one (40 threads at once had granted 40). `instead_of`: a lease etcd no
+        longer knows; a new one unless another thread got it already."""
+        with self._granting:
+            at = self._monotonic()
+            with self._lock:
+                kept = self._leases.get(window)
+            if kept is not None and kept[0] != instead_of and kept[1] - at >= window:
                 return kept[0]
-        slack = max(1, round(window * LEASE_SLACK))
-        lease = self._etcd.grant_lease(window + slack)
-        with self._lock:
-            self._leases[window] = (lease, at + window + slack)  # asked at `at`: ends later
-        return lease
+            slack = max(1, round(window * LEASE_SLACK))
+            lease = self._etcd.grant_lease(window + slack)
+            with self._lock:
+                self._leases[window] = (lease, at + window + slack)  # asked at `at`: ends later
+            return lease
 
     def reset(self, key: str) -> None:
         try:
@@ -192,10 +210,17 @@ def _live(
     }
 
 
-def _counter(found: KeyValue) -> FailureCount:
-    """The key's version is the number of failures put since it was created."""
-    data = json.loads(found.value)
-    return FailureCount(found.version, float(data["last_at"]))
+def _counter(found: KeyValue) -> FailureCount | None:
+    """The key's version is the number of failures put since it was created. None for a value
+    this store did not write (anyone with write access to the prefix could): read as no
+    counter, rather than a 500 on every login it concerns, and the next failure's put makes it
+    a counter again."""
+    try:
+        last_at = float(json.loads(found.value)["last_at"])
+    except (ValueError, KeyError, TypeError):
+        log.warning("etcd key %s is not a login counter: counted afresh", found.key.decode())
+        return None
+    return FailureCount(found.version, last_at)
 
 
 def _ranges(responses: list[Json]) -> list[list[KeyValue]]:

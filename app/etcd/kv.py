@@ -20,6 +20,7 @@ class KeyValue:
     value: bytes
     mod_revision: int
     version: int = 0  # puts since the key was created (a delete or its lease's end: back to 0)
+    create_revision: int = 0  # when this incarnation of the key was created
 
     @classmethod
     def from_json(cls, kv: Json) -> KeyValue:
@@ -29,6 +30,7 @@ class KeyValue:
             value,
             int(kv.get("mod_revision", 0)),
             int(kv.get("version", 0)),
+            int(kv.get("create_revision", 0)),
         )
 
 
@@ -71,6 +73,16 @@ def compare_mod_revision(key: bytes, revision: int) -> Json:
     return {"key": b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(revision)}
 
 
+def compare_created(key: bytes, revision: int) -> Json:
+    """Holds while the key is the incarnation created at `revision` (not deleted since)."""
+    return {
+        "key": b64(key),
+        "target": "CREATE",
+        "result": "EQUAL",
+        "create_revision": str(revision),
+    }
+
+
 def compare_value(key: bytes, value: bytes) -> Json:
     return {"key": b64(key), "target": "VALUE", "result": "EQUAL", "value": b64(value)}
 
@@ -100,8 +112,21 @@ def range_op(key: bytes) -> Json:
     return {"request_range": {"key": b64(key)}}
 
 
-def delete_op(key: bytes) -> Json:
-    return {"request_delete_range": {"key": b64(key)}}
+def delete_op(key: bytes, *, prev_kv: bool = False) -> Json:
+    """With `prev_kv`, the answer holds what was deleted (see `deleted_kvs`)."""
+    delete: Json = {"key": b64(key)}
+    if prev_kv:
+        delete["prev_kv"] = True
+    return {"request_delete_range": delete}
+
+
+def deleted_kvs(responses: list[Json]) -> list[KeyValue]:
+    """The keys a txn's `prev_kv` deletes removed, as they were."""
+    return [
+        KeyValue.from_json(kv)
+        for response in responses
+        for kv in response.get("response_delete_range", {}).get("prev_kvs") or []
+    ]
 
 
 def deleted_count(responses: list[Json]) -> int:

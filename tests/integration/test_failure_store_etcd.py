@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 from app.etcd.failure_store import EtcdFailureStore
 from app.etcd.gateway import Connection, GatewayClient
 from app.settings_sections import BruteForceSettings
-from app.state.attempts import FailureCount, LoginThrottle
+from app.state.attempts import FailureCount, LoginThrottle, counter_keys
 from tests.integration.support.etcd import EtcdServer, start_etcd
 from tests.unit.hardening.failure_contract import FailureStoreContract
 
@@ -185,6 +186,73 @@ def test_a_revoked_lease_is_replaced_and_its_counters_start_again(etcd: EtcdServ
         assert store.failures(["pair", "ip"], 1002.0, 100) == {
             "pair": FailureCount(1, 1002.0),
             "ip": FailureCount(1, 1002.0),
+        }
+    finally:
+        store.close()
+
+
+def test_failures_at_once_on_an_idle_counter_restart_it_together(etcd: EtcdServer) -> None:
+    # Idle past the window, its lease not run out: only the first put sees it idle. Its delete
+    # used to need no other put in between, else the old 9 stayed under the new failures.
+    def store() -> EtcdFailureStore:
+        return EtcdFailureStore(GatewayClient(Connection([etcd.url], 5.0)), "/test/edge/")
+
+    first = store()
+    for n in range(9):
+        first.add_failure(["pair"], 1000.0 + n, 60)
+    stores = [store() for _ in range(8)]
+    start = threading.Barrier(len(stores))
+
+    def fail(each: EtcdFailureStore) -> None:
+        start.wait()
+        each.add_failure(["pair"], 1200.0, 60)
+
+    try:
+        with ThreadPoolExecutor(max_workers=len(stores)) as pool:
+            list(pool.map(fail, stores))
+        assert first.failures(["pair"], 1200.0, 60)["pair"].count == 8
+    finally:
+        for each in [first, *stores]:
+            each.close()
+
+
+def test_threads_failing_at_once_share_one_new_lease(etcd: EtcdServer) -> None:
+    store = EtcdFailureStore(GatewayClient(Connection([etcd.url], 5.0)), "/test/stampede/")
+    before = _leases(etcd)
+    start = threading.Barrier(40)
+
+    def fail(n: int) -> None:
+        start.wait()
+        store.add_failure([f"pair{n}"], 1000.0, 100)
+
+    try:
+        with ThreadPoolExecutor(max_workers=40) as pool:
+            list(pool.map(fail, range(40)))
+        assert len(_leases(etcd) - before) == 1  # each thread granted its own: 40
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("junk", "prefix"),
+    [("garbage", "text"), ('{"count": 3}', "old"), ("5", "number"), ('{"last_at": null}', "null")],
+)
+def test_a_value_that_is_no_counter_is_read_as_none_and_replaced(
+    etcd: EtcdServer, junk: str, prefix: str
+) -> None:
+    # Anyone who can write the prefix could leave one; every login it concerned was a 500.
+    prefix = f"/test/junk-{prefix}/"
+    store = EtcdFailureStore(GatewayClient(Connection([etcd.url], 5.0)), prefix)
+    throttle = LoginThrottle(store, BruteForceSettings(), lambda: 1000.0)
+    pair_key, ip_key = counter_keys("ci", "203.0.113.66")
+    try:
+        etcd.etcdctl("v3", "put", f"{prefix}n/{ip_key}", junk)
+        assert throttle.check("ci", "203.0.113.66").pair_failures == 0  # no exception
+        assert store.failures([ip_key], 1000.0, 60) == {}
+        throttle.failed("ci", "203.0.113.66")
+        assert store.failures([pair_key, ip_key], 1000.0, 60) == {
+            pair_key: FailureCount(1, 1000.0),
+            ip_key: FailureCount(1, 1000.0),
         }
     finally:
         store.close()
