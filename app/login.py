@@ -6,14 +6,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import hmac
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio.to_thread
-from pydantic import SecretStr
 
 from app.authn.base import Authenticator, AuthResult, Credentials, Outcome, ThrottleNames
 from app.errors import AuthenticationError, TooManyAttemptsError
@@ -23,7 +20,6 @@ from app.state.attempts import LoginThrottle, Verdict, counter_keys
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
-REPEATS_KEPT = 10_000  # wrong passwords remembered per process (see GuardedLogin._new_guess)
 
 
 class GuardedLogin:
@@ -47,9 +43,6 @@ class GuardedLogin:
         # Attempts with failures on record, one at a time per counter (see check).
         self._turns: dict[str, asyncio.Lock] = {}
         self._waiting: collections.Counter[str] = collections.Counter()
-        # Wrong passwords counted lately, as HMACs under a per-process key -> when counted.
-        self._counted_failures: collections.OrderedDict[bytes, float] = collections.OrderedDict()
-        self._failure_key = os.urandom(32)
 
     async def check(self, credentials: Credentials) -> AuthResult:
         """The accepted result; TooManyAttemptsError (429) or AuthenticationError (401)."""
@@ -123,45 +116,13 @@ class GuardedLogin:
             result = await self.authenticator.authenticate(credentials)
         count(_password_checks(result.accepted))
         if not result.accepted:
-            if throttle is None:
-                log.info("authentication failed for account %r", account)
-            elif self._new_guess(throttle, counted, where, credentials.password):
-                log.info("authentication failed for account %r", account)
+            log.info("authentication failed for account %r", account)
+            if throttle is not None:
                 await anyio.to_thread.run_sync(throttle.failed, counted, where)
-            else:
-                log.info(
-                    "authentication failed for account %r (the same wrong password from there "
-                    "again: not counted again)",
-                    account,
-                )
             raise AuthenticationError(self._realm)
         if throttle is not None and verdict is not None and verdict.pair_failures:
             await anyio.to_thread.run_sync(throttle.succeeded, counted, where, verdict)
         return result
-
-    def _new_guess(
-        self, throttle: LoginThrottle, counted: str, where: str | None, password: SecretStr
-    ) -> bool:
-        """Whether this wrong password is one the counters have not had from there (the same
-        account and address) within `window`, and remember it. The same wrong password again
-        is no new guess, but clients repeat one: containerd's POST refused, it asks again by
-        GET; a kubelet with a stale pull secret retries it every few minutes for every pod, and
-        each counted would take the node's address to `ip_block` and refuse every pull from it,
-        good secrets too. Kept per process (bounded), as an HMAC under a random key."""
-        pair_key = counter_keys(counted, where)[0]
-        secret = password.get_secret_value().encode("utf-8", "surrogateescape")
-        digest = hmac.new(self._failure_key, pair_key.encode("ascii") + b"\0" + secret, "sha256")
-        fingerprint, now = digest.digest(), throttle.now()
-        kept = self._counted_failures
-        counted_at = kept.get(fingerprint)
-        if counted_at is not None and now - counted_at <= throttle.policy.window:
-            kept.move_to_end(fingerprint)
-            return False
-        kept[fingerprint] = now
-        kept.move_to_end(fingerprint)
-        while len(kept) > REPEATS_KEPT:
-            kept.popitem(last=False)
-        return True
 
 
 @functools.cache  # labels() takes a lock and builds a key on every call

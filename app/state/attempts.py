@@ -139,9 +139,6 @@ class LoginThrottle:
         self.policy = policy
         self._clock = clock
 
-    def now(self) -> float:
-        return self._clock()
-
     def check(self, account: str, client_ip: str | None) -> Verdict:
         """The verdict; may ask the store over the network: run it in a worker thread."""
         verdict = self._check(self.store.failures, account, client_ip)

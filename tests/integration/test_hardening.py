@@ -307,8 +307,8 @@ def test_a_request_still_running_at_shutdown_timeout_is_cut_and_the_server_exits
     no bound); uvicorn answers the cut request 503 JSON (it was a 500 and a traceback)."""
     slow = {**BRUTE_FORCE, "initial_delay": 30.0, "max_delay": 30.0}
     server = _server(tmp_path, brute_force=slow, shutdown_timeout=2, workers=workers)
-    for guess in range(2):
-        assert _login(server, f"wrong{guess}", ATTACKER).status_code == 401
+    for _ in range(2):
+        assert _login(server, "wrong", ATTACKER).status_code == 401
     result: dict[str, Any] = {}
 
     def slow_login() -> None:  # would wait 30 s for the brute-force delay
@@ -349,8 +349,8 @@ def _wait_until_delayed(server: AuthServer, seconds: float = 20) -> None:
 
 def test_sigterm_finishes_the_request_in_flight_and_exits_0(tmp_path: Path) -> None:
     server = _server(tmp_path, brute_force={**BRUTE_FORCE, "initial_delay": 2.0, "max_delay": 2.0})
-    for guess in range(2):
-        assert _login(server, f"wrong{guess}", ATTACKER).status_code == 401
+    for _ in range(2):
+        assert _login(server, "wrong", ATTACKER).status_code == 401
     result: dict[str, Any] = {}
 
     def slow_login() -> None:  # delayed 2 s by the brute-force protection

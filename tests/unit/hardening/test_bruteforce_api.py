@@ -24,8 +24,8 @@ async def env(tmp_path: Path, rsa_keys_dir: Path) -> AsyncIterator[Env]:
 
 async def test_the_attacker_is_slowed_then_blocked_while_the_user_logs_in(env: Env) -> None:
     statuses = []
-    for guess in range(6):
-        statuses.append((await env.login("ci", f"guess{guess}", ATTACKER)).status_code)
+    for _ in range(6):
+        statuses.append((await env.login("ci", "guess", ATTACKER)).status_code)
         user = await env.login("ci", "ci-pw", USER)
         assert user.status_code == 200, user.text
     assert statuses == [401, 401, 401, 401, 429, 429]
@@ -38,8 +38,8 @@ async def test_the_attacker_is_slowed_then_blocked_while_the_user_logs_in(env: E
 
 
 async def test_the_block_lifts_after_the_window(env: Env) -> None:
-    for guess in range(4):
-        await env.login("ci", f"guess{guess}", ATTACKER)
+    for _ in range(4):
+        await env.login("ci", "guess", ATTACKER)
     assert (await env.login("ci", "ci-pw", ATTACKER)).status_code == 429
     env.clock[0] += 59
     response = await env.login("ci", "ci-pw", ATTACKER)
@@ -49,12 +49,12 @@ async def test_the_block_lifts_after_the_window(env: Env) -> None:
 
 
 async def test_a_success_resets_the_account_counter(env: Env) -> None:
-    for typo in range(3):
-        await env.login("alice", f"typo{typo}", USER)
+    for _ in range(3):
+        await env.login("alice", "typo", USER)
     assert (await env.login("alice", "alice-pw", USER)).status_code == 200
     env.sleeps.clear()
-    for typo in range(3, 5):
-        assert (await env.login("alice", f"typo{typo}", USER)).status_code == 401
+    for _ in range(2):
+        assert (await env.login("alice", "typo", USER)).status_code == 401
     assert env.sleeps == []  # counting started again from zero
 
 
@@ -88,8 +88,7 @@ async def test_the_oauth_password_grant_is_counted_too(env: Env) -> None:
         "client_id": "t",
     }
     codes = []
-    for guess in range(5):
-        form["password"] = f"guess{guess}"
+    for _ in range(5):
         response = await env.client.post("/token", data=form, headers={"X-Forwarded-For": ATTACKER})
         codes.append(response.status_code)
     assert codes == [401, 401, 401, 401, 429]
@@ -98,8 +97,8 @@ async def test_the_oauth_password_grant_is_counted_too(env: Env) -> None:
 
 
 async def test_throttles_show_in_the_audit_log_and_metrics(env: Env) -> None:
-    for guess in range(5):
-        await env.login("ci", f"guess{guess}", ATTACKER)
+    for _ in range(5):
+        await env.login("ci", "guess", ATTACKER)
     outcomes = [line["outcome"] for line in env.audit()]
     assert outcomes == ["unauthorized"] * 4 + ["throttled"]
     metrics = (await env.client.get("/metrics")).text
@@ -143,8 +142,8 @@ async def test_counters_are_read_on_the_event_loop_unless_they_must_be_fetched(
     assert throttle is not None
     store = WhereRead(throttle.store, at_once=at_once)
     throttle.store = store
-    for guess in range(4):
-        await env.login("ci", f"guess{guess}", ATTACKER)
+    for _ in range(4):
+        await env.login("ci", "guess", ATTACKER)
     store.reads.clear()
     loop_thread = threading.get_ident()  # the test's event loop is the app's
 
@@ -155,41 +154,3 @@ async def test_counters_are_read_on_the_event_loop_unless_they_must_be_fetched(
     else:  # asked first, then read in a worker thread
         assert [name for name, _ in store.reads] == ["failures_now", "failures"] * 2
         assert loop_thread not in {thread for name, thread in store.reads if name == "failures"}
-
-
-async def test_the_same_wrong_password_again_is_not_a_new_guess(env: Env) -> None:
-    # containerd asks again by GET when its POST is refused; a kubelet retries a stale pull
-    # secret for every pod. Counted each time, one stale secret took a node's address to the
-    # block, and every pull from that node (good secrets too) was refused.
-    form = {
-        "grant_type": "password",
-        "username": "ci",
-        "password": "stale",
-        "service": "registry.test",
-        "client_id": "containerd-client",
-    }
-    for _ in range(10):
-        posted = await env.client.post("/token", data=form, headers={"X-Forwarded-For": ATTACKER})
-        assert posted.status_code == 401
-        assert (await env.login("ci", "stale", ATTACKER)).status_code == 401
-    assert env.sleeps == []  # one failure on record: within the free ones
-    assert (await env.login("ci", "ci-pw", ATTACKER)).status_code == 200
-    # A different wrong password is a new guess.
-    for guess in range(3):
-        assert (await env.login("ci", f"guess{guess}", ATTACKER)).status_code == 401
-    assert env.sleeps == [0.5]
-
-
-async def test_a_repeated_wrong_password_counts_again_after_the_window(env: Env) -> None:
-    throttle = env.service.throttle
-    assert throttle is not None
-    for _ in range(3):
-        await env.login("ci", "stale", ATTACKER)
-    assert throttle.check("ci", ATTACKER).pair_failures == 1
-    env.clock[0] += 61  # the counter and the memory of the password both lapse
-    for _ in range(3):
-        await env.login("ci", "stale", ATTACKER)
-    assert throttle.check("ci", ATTACKER).pair_failures == 1
-    env.clock[0] += 30
-    await env.login("ci", "stale", ATTACKER)  # within the window: still the same guess
-    assert throttle.check("ci", ATTACKER).pair_failures == 1
