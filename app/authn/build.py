@@ -6,6 +6,7 @@ working). Secrets named by `*_file` / `*_env` are read here, once, at start.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
@@ -50,6 +51,7 @@ class Authentication:
     closers: list[Closer] = field(default_factory=list)
     passwords: WorkerPool | None = None  # where bcrypt runs (htpasswd, static users)
     robots: list[Callable[[], dict[str, Robot]]] = field(default_factory=list)  # each file's
+    ldap: list[tuple[int, LdapAuthenticator]] = field(default_factory=list)  # (chain index, it)
 
 
 def configured_backends(settings: Settings) -> list[Any]:
@@ -77,8 +79,14 @@ def build_authentication(
     links = [
         _link(backend, index, built, clock, settings) for index, backend in enumerate(backends)
     ]
+    for index, ldap in built.ldap:
+        ldap.others_after = functools.partial(_answered_by_any, links[index + 1 :])
     built.authenticator = BackendChain(links) if links else None
     return built
+
+
+def _answered_by_any(links: list[ChainLink], account: str) -> bool:
+    return any(link.answers_for(account) for link in links)
 
 
 def _link(
@@ -124,6 +132,7 @@ def _authenticator(
         )
         ldap = LdapAuthenticator(backend, password)
         built.closers.append(ldap.aclose)
+        built.ldap.append((index, ldap))
         return _cached(ldap, backend.cache_ttl, backend.cache_size, per_client=False)
     if isinstance(backend, JwtBackend):
         return JwtAuthenticator(backend)

@@ -14,6 +14,7 @@ import math
 import re
 import ssl
 import unicodedata
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -81,6 +82,9 @@ class LdapAuthenticator:
         self._server = build_server(config)
         self._pool = LdapPool(self._open, config.pool_size, config.timeout)
         self._name_attribute = config.name_attribute() or "uid"  # settings ensure one
+        # Whether a backend after this one in the chain answers for a name (build_authentication
+        # sets it): then an unknown name is that one's to time (see _as_if_found).
+        self.others_after: Callable[[str], bool] = lambda _: False
 
     async def aclose(self) -> None:
         self._pool.close()
@@ -144,7 +148,8 @@ class LdapAuthenticator:
         self._bind_service(pooled)
         found = self._find_user(pooled.connection, account)
         if found is None:
-            self._as_if_found(pooled, account)
+            if not self.others_after(account):
+                self._as_if_found(pooled, account)
             return AuthResult(Outcome.NOT_MINE)
         dn, attributes = found
         groups = self._groups(pooled.connection, dn, account, attributes)
@@ -158,9 +163,10 @@ class LdapAuthenticator:
         does not exist: answered after one search, an unknown name took half the time of a
         known one (~1.1 against ~2.3-3.2 ms on loopback slapd), which told anyone timing the
         token endpoint who has an account. Whatever the directory answers that bind, the
-        account stays unknown here. The bind carries a placeholder, not `password`: the name
-        may belong to a backend further down the chain, whose password is none of the
-        directory's business."""
+        account stays unknown here. The bind carries a placeholder, never a password. Only
+        when no backend after this one answers for the name (`others_after`): one that does
+        takes its own time (htpasswd's dummy bcrypt check dwarfs this), and its users' logins
+        would pay two more round trips, and fill the directory's log with failed binds."""
         dn = f"cn={NO_SUCH_USER},{self._config.user_base or ''}".rstrip(",")
         self._groups(pooled.connection, dn, account, {})
         with contextlib.suppress(_LdapOutage):  # a refusal other than invalidCredentials
