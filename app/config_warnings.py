@@ -13,15 +13,13 @@ import ipaddress
 from urllib.parse import urlsplit
 
 from app.backend_settings import LdapBackend, WebhookBackend
-from app.settings import Settings
-
-SHORTEST_TTL = 60  # seconds: what clients take any shorter expires_in as
+from app.settings import SHORTEST_TOKEN_LIFETIME, Settings
 
 
 def config_warnings(settings: Settings) -> list[str]:
     """One line per risky setting."""
     found = cleartext_warnings(settings)
-    if settings.token_ttl < SHORTEST_TTL:
+    if settings.token_ttl < SHORTEST_TOKEN_LIFETIME:
         found.append(
             f"token_ttl: {settings.token_ttl} s is under a minute: clients (docker, containerd) "
             "take a shorter expires_in as 60 s and send the token after it has expired, which "
@@ -33,6 +31,11 @@ def config_warnings(settings: Settings) -> list[str]:
 def cleartext_warnings(settings: Settings) -> list[str]:
     """One line per setting that sends secrets unencrypted to another machine."""
     found: list[str] = []
+    if _leaves_machine(settings.realm, "http"):
+        found.append(
+            f"realm: {settings.realm} is plain HTTP: clients send their passwords there "
+            "unencrypted; give it an https:// URL (TLS here, or in a proxy in front)"
+        )
     for index, backend in enumerate(settings.auth_backends or []):
         where = f"auth_backends[{index}] ({backend.label})"
         if isinstance(backend, LdapBackend) and _leaves_machine(backend.url, "ldap"):
@@ -72,6 +75,9 @@ def _leaves_machine(url: str, cleartext_scheme: str) -> bool:
     if host == "localhost" or host.endswith(".localhost"):
         return False
     try:
-        return not ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return True  # a name: another machine, as far as we can tell without resolving it
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return not address.is_loopback

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 
 class RegistryAuthError(Exception):
     """Base of every error raised by this package."""
@@ -83,10 +81,11 @@ class InvalidScopeError(InvalidRequestError):
 class UnknownServiceError(InvalidRequestError):
     code = "invalid_service"
 
-    def __init__(self, service: str, expected: Sequence[str]) -> None:
-        ours = ", ".join(repr(name) for name in expected)
+    def __init__(self, service: str, expected: str) -> None:
+        # Only `service`, which every registry's challenge shows anyway: not `extra_services`,
+        # which an anonymous client has no business listing.
         super().__init__(
-            f"unknown service {service!r}: this server issues tokens for {ours}",
+            f"unknown service {service!r}: this server issues tokens for {expected!r}",
             parameter="service",
         )
 

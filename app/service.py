@@ -272,7 +272,7 @@ class TokenService:
         if service is None:
             return self.settings.service
         if service not in self._services:
-            raise UnknownServiceError(service, self.settings.services)
+            raise UnknownServiceError(service, self.settings.service)
         return service
 
     def certificate_status(self) -> CertificateStatus:

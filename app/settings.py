@@ -47,6 +47,11 @@ EMBEDDED_DEFAULTS: dict[str, Any] = {
 }
 
 
+# Clients (distribution's, containerd's) take a shorter `expires_in` as 60 s, and the spec asks
+# token servers never to return a token with less to live (token.md).
+SHORTEST_TOKEN_LIFETIME = 60
+
+
 class Settings(BaseSettings):
     """Every setting of the service. See the README's configuration reference."""
 

@@ -236,6 +236,7 @@ def _live_values(app: FastAPI, publish_loop: PublishLoop | None) -> LiveValues:
         etcd_status(publish_loop),
         tuple((item.name, item.last_error is not None) for item in app.state.service.reloadables),
         robots.next_expiry() if (robots := app.state.service.robot_expiry) is not None else None,
+        robots.expired() if robots is not None else None,
     )
 
 

@@ -32,6 +32,7 @@ class LiveValues:
     etcd: dict[str, Any]
     reloads: tuple[tuple[str, bool], ...] = ()  # (watched state, its last reload failed)
     robot_next_expiry: float | None = None  # POSIX time the first valid robot expires
+    robots_expired: int | None = None  # expired robots still in the files (None: no robots)
 
 
 def use_multiprocess_dir() -> None:
@@ -110,4 +111,10 @@ class _LiveCollector:
                 "registry_auth_robot_next_expiry_seconds",
                 "Seconds until the first robot account still valid expires",
                 value=values.robot_next_expiry - now,
+            )
+        if values.robots_expired is not None:
+            yield GaugeMetricFamily(
+                "registry_auth_robots_expired",
+                "Robot accounts past their expiry (refused) still in the robots files",
+                value=float(values.robots_expired),
             )

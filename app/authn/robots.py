@@ -155,6 +155,12 @@ class RobotExpiry:
         soon = [r for r in self._future(now) if _expires_at(r) <= now + self._window]
         return sorted(soon, key=_expires_at)
 
+    def expired(self) -> int:
+        """Robots in the files whose expiry has passed (refused since): a job may still use
+        one; `robots revoke` the ones nobody needs."""
+        now = self._clock()
+        return sum(robot.expired(now) for source in self._sources for robot in source().values())
+
     def next_expiry(self) -> float | None:
         """When the first robot still valid expires (POSIX time); None when none ever does."""
         return min((_expires_at(r) for r in self._future(self._clock())), default=None)

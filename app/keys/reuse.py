@@ -14,11 +14,12 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-# A reused token has at least this many seconds left, whatever the share: the spec says a token
-# server should never return a token with less than 60 s to live (token.md), and clients
-# (distribution's, containerd's) take a shorter `expires_in` as 60 s, so they would go on
-# sending it after it expired. (With token_ttl under 60 no token is reused.)
-MIN_LEFT = 60
+from app.settings import SHORTEST_TOKEN_LIFETIME
+
+# A reused token has at least this many seconds left, whatever the share: clients take a
+# shorter `expires_in` as 60 s and would go on sending it after it expired (app.settings).
+# (With token_ttl under 60 no token is reused.)
+MIN_LEFT = SHORTEST_TOKEN_LIFETIME
 
 
 # A NamedTuple, not a frozen dataclass: one is built for every token, and a frozen dataclass's

@@ -12,7 +12,7 @@ from app.config_warnings import config_warnings
 from app.settings import load_settings
 from tests.unit.test_cli import CONFIG, Recorder
 
-BASE: dict[str, Any] = {"htpasswd": None, "realm": "http://auth.test/token"}
+BASE: dict[str, Any] = {"htpasswd": None, "realm": "https://auth.test/token"}
 
 
 def _warnings(**overrides: Any) -> list[str]:
@@ -100,3 +100,20 @@ def test_a_token_ttl_under_a_minute_is_warned_about() -> None:
     (warning,) = _warnings(token_ttl=30)
     assert warning.startswith("token_ttl: 30 s is under a minute")
     assert _warnings(token_ttl=60) == []
+
+
+@pytest.mark.parametrize(
+    ("realm", "warned"),
+    [
+        ("http://auth.corp:5001/token", True),
+        ("https://auth.corp/token", False),
+        ("http://127.0.0.1:5001/token", False),
+        ("http://[::ffff:127.0.0.1]:5001/token", False),
+        ("http://localhost:5001/token", False),
+    ],
+)
+def test_a_plain_http_realm_on_another_machine_is_warned_about(realm: str, warned: bool) -> None:
+    found = _warnings(realm=realm)
+    assert bool(found) is warned
+    if warned:
+        assert found[0].startswith(f"realm: {realm} is plain HTTP: clients send their passwords")

@@ -58,6 +58,9 @@ async def test_robots_expiring_soon_are_said_ahead(
     line = next(x for x in metrics.splitlines() if x.startswith("registry_auth_robot_next_expiry"))
     seconds = float(line.split()[-1])
     assert 3 * 86400 - 120 < seconds <= 3 * 86400  # nightly's, not the expired one's
+    # The expired one is refused, and counted until revoked: an alert on the countdown alone
+    # would clear the moment a robot expires.
+    assert "registry_auth_robots_expired 1.0" in metrics
 
 
 async def test_no_warning_when_none_expires_soon(tmp_path: Path, rsa_keys_dir: Path) -> None:

@@ -214,6 +214,7 @@ async def test_the_readme_documents_exactly_the_metrics(env: Env) -> None:
     conditional = {
         "registry_auth_tls_certificate_expiry_seconds",
         "registry_auth_robot_next_expiry_seconds",
+        "registry_auth_robots_expired",
     }
     assert exported == documented_bases - conditional
 
