@@ -115,14 +115,10 @@ class RefreshTokens:
         record = self.store.find(hash_token(token))
         if record is None:
             raise InvalidGrantError("unknown or revoked refresh token")
-        if record.service != service:
+        if not self._bound_to(record, service, client_id):
+            client = f" and client_id {record.client_id!r}" if self.policy.same_client else ""
             raise InvalidGrantError(
-                f"refresh token {record.id} is bound to service {record.service!r}"
-            )
-        if self.policy.same_client and record.client_id != client_id:
-            raise InvalidGrantError(
-                f"refresh token {record.id} is bound to client_id {record.client_id!r} "
-                "(refresh_token_same_client)"
+                f"refresh token {record.id} is bound to service {record.service!r}{client}"
             )
         problem = self.expiry_problem(record, now)
         if problem is not None:
