@@ -169,14 +169,19 @@ async def _login(env: Env) -> str:
 # --- GET: docker login with offline_token=true -----------------------------------------------
 
 
-async def test_docker_login_get_with_offline_token_returns_a_refresh_token(env: Env) -> None:
+async def _docker_login_get(env: Env) -> Response:
+    """What `docker login` asks (protocol.md §1)."""
     params = {
         "service": SERVICE,
         "account": "alice",
         "client_id": "docker",
         "offline_token": "true",
     }
-    response = await env.client.get("/token", params=params, headers=_basic("alice", "s3cret"))
+    return await env.client.get("/token", params=params, headers=_basic("alice", "s3cret"))
+
+
+async def test_docker_login_get_with_offline_token_returns_a_refresh_token(env: Env) -> None:
+    response = await _docker_login_get(env)
     assert response.status_code == 200
     body = response.json()
     assert set(body) == {"token", "access_token", "expires_in", "issued_at", "refresh_token"}
@@ -321,13 +326,7 @@ async def test_a_refresh_grant_for_a_service_not_ours_is_400(env: Env) -> None:
 
 
 async def _docker_login(env: Env) -> str:
-    params = {
-        "service": SERVICE,
-        "account": "alice",
-        "client_id": "docker",
-        "offline_token": "true",
-    }
-    response = await env.client.get("/token", params=params, headers=_basic("alice", "s3cret"))
+    response = await _docker_login_get(env)
     assert response.status_code == 200, response.text
     return str(response.json()["refresh_token"])
 
