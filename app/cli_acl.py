@@ -57,6 +57,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{path}: ok ({len(policy.rules)} rule(s), {len(policy.groups)} group(s))")
         return 0
     service = args.service or (settings.service if settings is not None else "")
+    if settings is not None and service not in settings.services:
+        raise RegistryAuthError(
+            f"--service {service!r}: this server issues no tokens for it (`service`, "
+            "`extra_services`): its token endpoint answers such a request 400"
+        )
     explanation = explain(policy, _explain_requester(args, service), parse_scopes(args.scopes))
     if args.json:
         print(json.dumps(explanation_data(explanation), indent=2))

@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     service: str = Field(
         min_length=1,
         description="JWT `aud`; must equal the registry's `auth.token.service`; "
-        "requests naming another service get 400",
+        "requests naming another service (not in `extra_services`) get 400",
     )
     extra_services: list[str] = Field(
         default_factory=list,

@@ -163,3 +163,19 @@ def test_explain_json_matches_the_vectors(
     assert [
         f"{s['scope'].rsplit(':', 1)[0]}:{','.join(s['granted'])}" for s in data["scopes"]
     ] == case.granted
+
+
+def test_explain_takes_the_servers_services_only(
+    tmp_path: Path, acl: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"issuer: i\nservice: prod\nextra_services: [staging]\nrealm: http://a.test/token\n"
+        f"acl: {acl}\n",
+        encoding="utf-8",
+    )
+    explain = ["acl", "explain", "--config", str(config), "--account", "zed"]
+    assert main([*explain, "--service", "staging", "repository:a/b:pull"]) == 0
+    capsys.readouterr()
+    assert main([*explain, "--service", "dev", "repository:a/b:pull"]) == 2
+    assert "--service 'dev': this server issues no tokens for it" in capsys.readouterr().err
