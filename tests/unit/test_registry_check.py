@@ -212,3 +212,21 @@ def test_a_registry_of_an_extra_service_is_checked_with_its_own_audience(
     )  # fmt: skip
     assert said == [f"every registry (1) trusts {keys[0][0].kid}"]
     assert set(audiences) == {"staging.example.org"}
+
+
+def test_a_registry_of_another_service_is_told_so_and_its_keys_not_judged(
+    setup: tuple[Settings, Keys],
+) -> None:
+    settings, keys = setup
+    other = CHALLENGE.replace("registry.example.org", "elsewhere.example.org")
+    asked: list[httpx.Request] = []
+
+    def registry(request: httpx.Request) -> httpx.Response:
+        asked.append(request)
+        return httpx.Response(401, headers={"WWW-Authenticate": other})
+
+    findings = check_registry(_client(registry), "https://r.example", settings, keys)
+    assert [f.ok for f in findings] == [True, False, False]
+    assert "the registry says 'elsewhere.example.org'" in findings[1].text
+    assert findings[2].text == "keys: not checked until the service matches"
+    assert all("authorization" not in request.headers for request in asked)  # no token sent
