@@ -4,7 +4,7 @@ A plain `ldap://` or `http://` URL is a valid setting (a lab, a sidecar, a servi
 encrypts for us), so it is not refused; but it carries users' passwords, or records the
 service trusts as stored, in the clear, and the operator should hear it once. Loopback
 addresses are exempt: nothing leaves the machine. A `token_ttl` under a minute works with
-the registry, but clients take it as a minute (see app.keys.reuse.MIN_LEFT).
+the registry, but clients take it as a minute (app.settings.SHORTEST_TOKEN_LIFETIME).
 """
 
 from __future__ import annotations
