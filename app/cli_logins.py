@@ -76,13 +76,13 @@ def _print_status(
 ) -> None:
     policy, now = settings.brute_force, time.time()
     ip_key = counter_keys("", address)[1]
-    found = store.failures([ip_key], now, policy.window).get(ip_key)
-    print(f"address {address}: {_describe(found, judge(None, found, policy, now), now)}")
-    if account is None:
-        return
-    for name in _counted_names(settings, account):
-        pair_key = counter_keys(name, address)[0]
-        pair = store.failures([pair_key], now, policy.window).get(pair_key)
+    names = _counted_names(settings, account) if account is not None else []
+    pair_keys = [counter_keys(name, address)[0] for name in names]
+    found = store.failures([ip_key, *pair_keys], now, policy.window)  # one read
+    ip = found.get(ip_key)
+    print(f"address {address}: {_describe(ip, judge(None, ip, policy, now), now)}")
+    for name, pair_key in zip(names, pair_keys, strict=True):
+        pair = found.get(pair_key)
         verdict = judge(pair, None, policy, now)
         print(f"account {name!r} from {address}: {_describe(pair, verdict, now)}")
 

@@ -16,11 +16,6 @@ from typing import NamedTuple
 
 from app.settings import SHORTEST_TOKEN_LIFETIME
 
-# A reused token has at least this many seconds left, whatever the share: clients take a
-# shorter `expires_in` as 60 s and would go on sending it after it expired (app.settings).
-# (With token_ttl under 60 no token is reused.)
-MIN_LEFT = SHORTEST_TOKEN_LIFETIME
-
 
 # A NamedTuple, not a frozen dataclass: one is built for every token, and a frozen dataclass's
 # __init__ pays ~1,200 instructions per field (README, Performance).
@@ -54,7 +49,10 @@ class TokenReuse:
             return None
         signed = entry.signed
         lifetime = signed.expires_at - signed.issued_at
-        enough = max(self._min_remaining * lifetime, MIN_LEFT)
+        # At least a minute left, whatever the share: clients take a shorter `expires_in` as
+        # 60 s and would go on sending the token after it expired (with token_ttl under 60,
+        # no token is reused).
+        enough = max(self._min_remaining * lifetime, SHORTEST_TOKEN_LIFETIME)
         fresh = signed.expires_at - now >= enough and now >= signed.issued_at
         if fresh and _same(entry.state, state):
             self._entries.move_to_end(key)
