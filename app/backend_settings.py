@@ -256,8 +256,82 @@ class WebhookBackend(_Backend, _Cached):
         return self
 
 
+class JwtBackend(_Backend):
+    """Signed tokens from an OpenID Connect issuer as passwords: the ID tokens CI systems give
+    their jobs (GitLab CI `id_tokens`, GitHub Actions, Kubernetes service accounts)."""
+
+    type: Literal["jwt"]
+    issuer: str = Field(description="the tokens' `iss`, exactly (an https:// URL)")
+    audience: str = Field(min_length=1, description="the `aud` a token must carry")
+    jwks_url: str | None = Field(
+        default=None,
+        description="URL of the issuer's keys (absent: `jwks_uri` of the issuer's "
+        "/.well-known/openid-configuration)",
+    )
+    claims: dict[str, str] = Field(
+        min_length=1,
+        description="claims a token must carry with exactly these values (at least one: an "
+        "issuer such as GitHub signs tokens for everyone's jobs)",
+    )
+    account_claim: str = Field(
+        default="sub", min_length=1, description="the claim whose value is the account"
+    )
+    account_prefix: str = Field(
+        default="", description="put before that value (`ci:`), apart from people's names"
+    )
+    groups_claim: str | None = Field(
+        default=None, description="a claim whose value (a string or a list) gives the groups"
+    )
+    algorithms: list[Literal["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]] = Field(
+        default=["RS256", "ES256"], min_length=1, description="signature algorithms accepted"
+    )
+    leeway: int = Field(default=30, ge=0, le=300, description="seconds of clock skew allowed")
+    max_lifetime: int = Field(
+        default=86400,
+        gt=0,
+        description="refuse a token meant to live longer (`exp` - `iat`, seconds)",
+    )
+    timeout: float = Field(default=5, gt=0, le=60, description="seconds per request to the issuer")
+    keys_cache: int = Field(
+        default=300,
+        ge=10,
+        le=86400,
+        description="seconds before the issuer's keys are fetched again (in the background: "
+        "the keys in hand go on verifying meanwhile)",
+    )
+    ca_file: OptionalFilePath = Field(
+        default=None, description="CA bundle for the issuer's https:// URLs; system CAs otherwise"
+    )
+
+    @field_validator("issuer", "jwks_url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_key_url(value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JwtBackend:
+        if self.account_prefix.startswith(ROBOT_PREFIX):
+            raise ValueError(f"account_prefix: {ROBOT_PREFIX!r} names are the robot store's")
+        return self
+
+
+def check_key_url(url: str) -> None:
+    """https://, or http:// on this machine only: keys fetched in the clear could be swapped
+    on the way, and whoever swaps them signs tokens for any account."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        check_url_port(url)
+        return
+    if parts.scheme == "http" and parts.hostname in ("127.0.0.1", "::1", "localhost"):
+        check_url_port(url)
+        return
+    raise ValueError("must be an https:// URL (http:// only on 127.0.0.1, ::1 or localhost)")
+
+
 BackendSettings = Annotated[
-    HtpasswdBackend | StaticBackend | RobotsBackend | LdapBackend | WebhookBackend,
+    HtpasswdBackend | StaticBackend | RobotsBackend | LdapBackend | WebhookBackend | JwtBackend,
     Field(discriminator="type"),
 ]
 

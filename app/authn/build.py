@@ -21,12 +21,14 @@ from app.authn.base import Authenticator
 from app.authn.cache import CachingAuthenticator
 from app.authn.chain import BackendChain, ChainLink
 from app.authn.htpasswd import HtpasswdAuthenticator, load_htpasswd
+from app.authn.jwt_tokens import JwtAuthenticator
 from app.authn.ldap import LdapAuthenticator, directory_name_key
 from app.authn.robots import Robot, RobotAuthenticator, load_robots
 from app.authn.static import StaticAuthenticator, load_static_users
 from app.authn.webhook import WebhookAuthenticator
 from app.backend_settings import (
     HtpasswdBackend,
+    JwtBackend,
     LdapBackend,
     RobotsBackend,
     StaticBackend,
@@ -132,6 +134,10 @@ def _authenticator(
         built.closers.append(ldap.aclose)
         built.ldap.append((index, ldap))
         return _cached(ldap, backend.cache_ttl, backend.cache_size, per_client=False)
+    if isinstance(backend, JwtBackend):
+        tokens = JwtAuthenticator(backend)
+        built.closers.append(tokens.aclose)
+        return tokens
     assert isinstance(backend, WebhookBackend)  # noqa: S101 - the union is closed
     secret = read_secret(backend.secret_file, backend.secret_env, f"{key}.secret")
     webhook = WebhookAuthenticator(backend, secret=secret)

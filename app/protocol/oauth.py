@@ -17,6 +17,9 @@ from app.protocol.scopes import Scope, parse_scopes
 from app.protocol.tokens import rfc3339
 
 MAX_FIELD_LENGTH = 512
+# A password may be a CI job's ID token (the jwt backend): 1-2 KB. The same bound as the
+# Authorization header's default (limits.max_authorization_length).
+MAX_SECRET_LENGTH = 4096
 Form = Mapping[str, Sequence[str]]
 
 
@@ -76,10 +79,9 @@ def _optional(form: Form, name: str, *, secret: bool = False) -> str | None:
     if not values:
         return None
     value = values[0]
-    if len(value) > MAX_FIELD_LENGTH:
-        raise InvalidRequestError(
-            f"field {name} longer than {MAX_FIELD_LENGTH} characters", parameter=name
-        )
+    longest = MAX_SECRET_LENGTH if secret else MAX_FIELD_LENGTH
+    if len(value) > longest:
+        raise InvalidRequestError(f"field {name} longer than {longest} characters", parameter=name)
     # A password may hold any printable text; NUL and line breaks are never legitimate.
     if (not secret and not value.isprintable()) or any(c in value for c in "\x00\r\n"):
         raise InvalidRequestError(f"field {name} holds control characters", parameter=name)

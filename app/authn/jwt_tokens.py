@@ -1,0 +1,348 @@
+"""The `jwt` backend: a signed token from an OpenID Connect issuer, given as the password.
+
+CI systems hand each job a short-lived ID token (GitLab CI `id_tokens`, GitHub Actions' OIDC
+token, a Kubernetes service account token): `docker login -u ci -p "$ID_TOKEN"` then needs no
+stored secret. A password that is not a JWT, or one from another issuer, is not this backend's
+(NOT_MINE: the next backend may know it). A token from the issuer is accepted when its
+signature verifies with one of the issuer's published keys, its `aud` is `audience`, it has not
+expired (`leeway` of skew), it was not meant to live longer than `max_lifetime`, and every claim
+in `claims` has exactly the configured value; anything else is a wrong password (REJECTED).
+The account is the value of `account_claim` (after `account_prefix`), the groups those of
+`groups_claim`.
+
+The issuer's keys (JWKS) are fetched here, on the event loop, with httpx (IssuerKeys): no
+proxy from the environment, no redirects, at most MAX_DOCUMENT bytes, the discovery document's
+`issuer` checked. One fetch at a time per worker (the others wait for it); a key id it does not
+know makes it fetch again at most every UNKNOWN_KID_REFETCH seconds, so tokens with made-up
+key ids cannot make it hammer the issuer nor hold up the logins whose key it knows; after a
+failed fetch it does not try again for FAILURE_COOLDOWN seconds, and keys it already has go on
+verifying (logged) until the issuer answers again. No key at all and no answer: 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import jwt
+
+from app.authn.base import AuthResult, Credentials, Outcome, check_groups
+from app.backend_settings import ROBOT_PREFIX, JwtBackend, check_key_url
+from app.errors import BackendUnavailableError, UserStoreError
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+DISCOVERY = "/.well-known/openid-configuration"
+MAX_DOCUMENT = 64 * 1024  # a discovery document or key set; real ones are 1-10 KiB
+UNKNOWN_KID_REFETCH = 30.0  # seconds between fetches asked for by a key id we do not know
+FAILURE_COOLDOWN = 5.0  # seconds without asking again after the issuer failed to answer
+MAX_ACCOUNT_LENGTH = 256
+
+# What each accepted algorithm verifies with: key type, and curve for EC.
+KEY_TYPES: dict[str, tuple[str, str | None]] = {
+    "RS256": ("RSA", None),
+    "RS384": ("RSA", None),
+    "RS512": ("RSA", None),
+    "PS256": ("RSA", None),
+    "ES256": ("EC", "P-256"),
+    "ES384": ("EC", "P-384"),
+}
+
+
+class IssuerDown(Exception):  # noqa: N818 - a condition, not a programming error
+    """The issuer's keys could not be fetched; the message says why (no secrets in it)."""
+
+
+class IssuerKeys:
+    """The issuer's published signing keys, by key id (`None` for a key published without
+    one), fetched and kept per worker."""
+
+    def __init__(
+        self,
+        config: JwtBackend,
+        *,
+        client: httpx.AsyncClient | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._config = config
+        self._client = client if client is not None else build_client(config)
+        self._clock = clock
+        self._keys: dict[str | None, dict[str, Any]] = {}
+        self._built: dict[tuple[str | None, str], jwt.PyJWK | None] = {}
+        self._fetched_at = -math.inf  # last good fetch
+        self._tried_at = -math.inf  # last fetch started, good or not
+        self._failed = False  # whether the last fetch failed
+        self._fetch: asyncio.Future[None] | None = None
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def key_for(self, kid: str | None, algorithm: str) -> jwt.PyJWK | None:
+        """The issuer's key `kid` for `algorithm`; None when it has no such key (or one of
+        another type). Raises IssuerDown when it does not know and cannot ask."""
+        now = self._clock()
+        if self._find(kid) is not None:
+            if now - self._fetched_at >= self._config.keys_cache:
+                self._start_fetch()  # in the background: the key in hand verifies meanwhile
+            return self._key(kid, algorithm)
+        if self._fetch is None and not self._failed and now - self._tried_at < UNKNOWN_KID_REFETCH:
+            return None  # asked recently: a key id made up, or one not published yet
+        fetch = self._start_fetch()
+        if fetch is None:
+            raise IssuerDown("it failed to answer moments ago")
+        # Shielded: a waiter that gives up (its client left) does not cancel everyone's fetch.
+        await asyncio.shield(fetch)
+        return self._key(kid, algorithm)
+
+    def _find(self, kid: str | None) -> dict[str, Any] | None:
+        if kid is None and len(self._keys) > 1:
+            return None  # which one? a token from an issuer with several keys names its key
+        if kid is None:
+            return next(iter(self._keys.values()), None)
+        return self._keys.get(kid)
+
+    def _key(self, kid: str | None, algorithm: str) -> jwt.PyJWK | None:
+        entry = self._find(kid)
+        if entry is None:
+            return None
+        if (kid, algorithm) not in self._built:  # parsed once per key and algorithm
+            self._built[kid, algorithm] = _usable(entry, algorithm)
+        return self._built[kid, algorithm]
+
+    def _start_fetch(self) -> asyncio.Future[None] | None:
+        """The fetch under way, else a new one; None when the last one failed moments ago."""
+        if self._fetch is None:
+            if self._failed and self._clock() - self._tried_at < FAILURE_COOLDOWN:
+                return None
+            self._tried_at = self._clock()
+            self._fetch = asyncio.ensure_future(self._fetch_keys())
+            self._fetch.add_done_callback(self._fetched)
+        return self._fetch
+
+    def _fetched(self, fetch: asyncio.Future[None]) -> None:
+        self._fetch = None
+        problem = "cancelled" if fetch.cancelled() else fetch.exception()
+        self._failed = problem is not None
+        if problem is not None:
+            kept = f"; the keys fetched {self._clock() - self._fetched_at:.0f} s ago still verify"
+            log.warning(
+                "jwt backend %s: cannot fetch the issuer's keys: %s%s",
+                self._config.label,
+                problem,
+                kept if self._keys else "",
+            )
+
+    async def _fetch_keys(self) -> None:
+        url = self._config.jwks_url or await self._discover()
+        document = await self._get(url)
+        keys = document.get("keys")
+        if not isinstance(keys, list):
+            raise IssuerDown(f"{url}: no `keys` list")
+        usable = _signing_keys(keys)
+        if not usable:
+            raise IssuerDown(f"{url}: no usable signing key among {len(keys)}")
+        self._keys, self._built = usable, {}
+        self._fetched_at = self._clock()
+
+    async def _discover(self) -> str:
+        url = self._config.issuer.rstrip("/") + DISCOVERY
+        document = await self._get(url)
+        if document.get("issuer") != self._config.issuer:
+            # OpenID Connect Discovery 1.0 §4.3: a document for another issuer is not used.
+            raise IssuerDown(f"{url}: its `issuer` is not {self._config.issuer}")
+        jwks_uri = document.get("jwks_uri")
+        if not isinstance(jwks_uri, str):
+            raise IssuerDown(f"{url}: no `jwks_uri`")
+        try:
+            check_key_url(jwks_uri)
+        except ValueError as exc:
+            raise IssuerDown(f"{url}: `jwks_uri` {exc}") from None
+        return jwks_uri
+
+    async def _get(self, url: str) -> dict[str, Any]:
+        try:
+            async with self._client.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise IssuerDown(f"{url}: HTTP {response.status_code}")
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > MAX_DOCUMENT:
+                        raise IssuerDown(f"{url}: larger than {MAX_DOCUMENT} bytes")
+        except httpx.HTTPError as exc:
+            raise IssuerDown(f"{url}: {type(exc).__name__}") from None
+        try:
+            document = json.loads(body)
+        except ValueError:
+            raise IssuerDown(f"{url}: not JSON") from None
+        if not isinstance(document, dict):
+            raise IssuerDown(f"{url}: not a JSON object")
+        return document
+
+
+def build_client(config: JwtBackend) -> httpx.AsyncClient:
+    context = ssl.create_default_context(
+        cafile=str(config.ca_file) if config.ca_file is not None else None
+    )
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(config.timeout),
+        verify=context,
+        follow_redirects=False,  # the issuer's own URLs only
+        trust_env=False,  # a proxy from the environment could hand us keys of its own
+        headers={"Accept": "application/json"},
+    )
+
+
+def _signing_keys(keys: list[Any]) -> dict[str | None, dict[str, Any]]:
+    """The published keys that can verify a signature, by key id: public RSA and EC keys
+    meant for signatures (no `use`, or `use: sig`) that fit one of the algorithms. Others
+    (encryption keys, symmetric or unknown types, malformed entries) are left out."""
+    usable: dict[str | None, dict[str, Any]] = {}
+    for entry in keys:
+        if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
+            continue
+        kid = entry.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            continue
+        if any(_usable(entry, algorithm) is not None for algorithm in KEY_TYPES):
+            usable[kid] = entry
+    return usable
+
+
+def _usable(entry: dict[str, Any], algorithm: str) -> jwt.PyJWK | None:
+    """`entry` as a key for `algorithm`; None when it is not one: another key type or curve,
+    a key published for another algorithm, or not a valid key at all."""
+    kty, curve = KEY_TYPES.get(algorithm, ("", None))
+    published = entry.get("alg")
+    if entry.get("kty") != kty or (curve is not None and entry.get("crv") != curve):
+        return None
+    if published is not None and published != algorithm:
+        return None
+    try:
+        return jwt.PyJWK(entry, algorithm=algorithm)
+    except (jwt.PyJWTError, ValueError, TypeError):
+        return None
+
+
+class JwtAuthenticator:
+    def __init__(self, config: JwtBackend, keys: IssuerKeys | None = None) -> None:
+        self._config = config
+        self._keys = keys if keys is not None else IssuerKeys(config)
+
+    async def aclose(self) -> None:
+        await self._keys.aclose()
+
+    async def authenticate(self, credentials: Credentials) -> AuthResult:
+        token = credentials.password.get_secret_value()
+        header = self._header_if_mine(token)
+        if header is None:
+            return AuthResult(Outcome.NOT_MINE)  # another backend's password
+        algorithm, kid = header.get("alg"), header.get("kid")
+        if algorithm not in self._config.algorithms or not (kid is None or isinstance(kid, str)):
+            why = f"algorithm {_shown(algorithm)} with key id {_shown(kid)} not accepted"
+            return self._refused(credentials, why)
+        try:
+            key = await self._keys.key_for(kid, algorithm)
+        except IssuerDown:  # logged by the fetch
+            raise BackendUnavailableError(self._config.label, "issuer keys unavailable") from None
+        if key is None:
+            return self._refused(credentials, f"the issuer has no {algorithm} key {_shown(kid)}")
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[key.algorithm_name],
+                audience=self._config.audience,
+                issuer=self._config.issuer,
+                leeway=self._config.leeway,
+                options={"require": ["exp", "iat", "iss", "aud"]},
+            )
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            return self._refused(credentials, type(exc).__name__)
+        result = self._judge(claims)
+        return result if isinstance(result, AuthResult) else self._refused(credentials, result)
+
+    def _header_if_mine(self, token: str) -> dict[str, Any] | None:
+        """The token's header when it is a JWT from our issuer (signature not checked yet)."""
+        if token.count(".") != 2 or not token.startswith("eyJ"):
+            return None
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except (jwt.PyJWTError, ValueError, TypeError):
+            return None
+        if not isinstance(unverified, dict) or unverified.get("iss") != self._config.issuer:
+            return None
+        return header
+
+    def _judge(self, claims: dict[str, Any]) -> AuthResult | str:
+        """The verified claims -> the login, or why not."""
+        config = self._config
+        times = [claims[name] for name in ("exp", "iat", "nbf") if name in claims]
+        if not all(_is_number(value) for value in times):
+            # PyJWT reads "9999999999" as a time too; RFC 7519 §2 says a number.
+            return "exp, iat or nbf is not a number"
+        lifetime = claims["exp"] - claims["iat"]
+        if lifetime > config.max_lifetime:
+            return f"meant to live {lifetime:.0f} s (max_lifetime)"
+        for name, wanted in config.claims.items():
+            if claims.get(name) != wanted:
+                return f"claim {name!r} is not {wanted!r}"
+        account = _account(claims.get(config.account_claim), config.account_prefix)
+        if account is None:
+            return f"no account name in claim {config.account_claim!r}"
+        groups = _groups(claims.get(config.groups_claim)) if config.groups_claim else frozenset()
+        if groups is None:
+            return f"claim {config.groups_claim!r} holds no groups"
+        return AuthResult(Outcome.ACCEPTED, account, groups)
+
+    def _refused(self, credentials: Credentials, why: str) -> AuthResult:
+        log.info(
+            "jwt backend %s refused the token of login %s: %s",
+            self._config.label,
+            _shown(credentials.account),
+            why,
+        )
+        return AuthResult(Outcome.REJECTED)
+
+
+def _shown(value: Any) -> str:
+    """A client's value in a log line: quoted and escaped (no forged lines), at most 64
+    characters of it."""
+    text = repr(value)
+    return text if len(text) <= 64 else text[:60] + "...'"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _account(value: Any, prefix: str) -> str | None:
+    """A claim's value as an account name: one line of printable text, no outer spaces, not a
+    robot's (those are the robot store's alone)."""
+    if not isinstance(value, str) or not value or value != value.strip():
+        return None
+    account = prefix + value
+    if (
+        len(account) > MAX_ACCOUNT_LENGTH
+        or not account.isprintable()
+        or account.startswith(ROBOT_PREFIX)
+    ):
+        return None
+    return account
+
+
+def _groups(value: Any) -> frozenset[str] | None:
+    try:
+        return check_groups([value] if isinstance(value, str) else value, "groups")
+    except UserStoreError:
+        return None

@@ -1,0 +1,407 @@
+"""The `jwt` backend against a real HTTP server playing the OpenID Connect issuer (discovery
+document, JWKS), and end to end: skopeo pushes to docker-registry 2.8 with a CI job's ID token
+as its password, and containerd's POST password grant carries one."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from pydantic import SecretStr
+
+from app.authn.base import AuthResult, Credentials, Outcome
+from app.authn.jwt_tokens import FAILURE_COOLDOWN, UNKNOWN_KID_REFETCH, IssuerKeys, JwtAuthenticator
+from app.backend_settings import JwtBackend
+from app.errors import BackendUnavailableError
+from tests.integration.support.oci import OciImage
+from tests.integration.support.oidc_issuer import OidcIssuer, start_oidc_issuer
+from tests.integration.support.skopeo import Creds, Skopeo
+from tests.integration.support.stack import Stack
+
+pytestmark = pytest.mark.anyio
+AUDIENCE = "registry.test"
+JOB = {"aud": AUDIENCE, "namespace_path": "team", "project_path": "team/app", "sub": "project:1"}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def issuer() -> Iterator[OidcIssuer]:
+    server = start_oidc_issuer()
+    yield server
+    server.stop()
+
+
+def settings(issuer: OidcIssuer, **options: Any) -> JwtBackend:
+    values: dict[str, Any] = {
+        "type": "jwt",
+        "name": "gitlab-ci",
+        "issuer": issuer.url,
+        "audience": AUDIENCE,
+        "claims": {"namespace_path": "team"},
+        "account_claim": "project_path",
+        "account_prefix": "ci:",
+        "groups_claim": "namespace_path",
+        "timeout": 2,
+        **options,
+    }
+    return JwtBackend(**values)
+
+
+def backend(issuer: OidcIssuer, clock: Clock | None = None, **options: Any) -> JwtAuthenticator:
+    config = settings(issuer, **options)
+    return JwtAuthenticator(config, IssuerKeys(config, clock=clock or Clock()))
+
+
+async def login(auth: JwtAuthenticator, password: str) -> AuthResult:
+    return await auth.authenticate(Credentials("ci", SecretStr(password)))
+
+
+async def test_a_jobs_token_logs_in_as_its_project_with_its_groups(issuer: OidcIssuer) -> None:
+    result = await login(backend(issuer), issuer.token(**JOB))
+    assert (result.outcome, result.account, result.groups) == (
+        Outcome.ACCEPTED,
+        "ci:team/app",
+        frozenset({"team"}),
+    )
+    assert issuer.requests == ["/.well-known/openid-configuration", "/keys"]
+    await login(backend(issuer, jwks_url=issuer.url + "/keys"), issuer.token(**JOB))
+    assert issuer.requests[2:] == ["/keys"]  # with jwks_url: no discovery
+
+
+async def test_an_ec_key_and_a_list_of_groups(issuer: OidcIssuer) -> None:
+    issuer.add_key("ec", ec.generate_private_key(ec.SECP256R1()))
+    token = issuer.token("ec", **{**JOB, "groups": ["team", "release"]})
+    result = await login(backend(issuer, groups_claim="groups"), token)
+    assert (result.outcome, result.groups) == (Outcome.ACCEPTED, frozenset({"team", "release"}))
+
+
+async def test_a_password_or_another_issuers_token_is_not_this_backends(
+    issuer: OidcIssuer,
+) -> None:
+    auth = backend(issuer)
+    assert (await login(auth, "hunter2")).outcome is Outcome.NOT_MINE
+    assert (await login(auth, "eyJ.not.json")).outcome is Outcome.NOT_MINE
+    other = jwt.encode({**JOB, "iss": "https://elsewhere"}, issuer.keys["k1"], "RS256")
+    assert (await login(auth, other)).outcome is Outcome.NOT_MINE
+    assert issuer.requests == []  # none made us ask the issuer
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param({"aud": "another.registry"}, id="another-audience"),
+        pytest.param({"namespace_path": "intruders"}, id="claim-of-another-value"),
+        pytest.param({"namespace_path": None}, id="claim-missing"),
+        pytest.param({"project_path": "robot$ci", "prefix": ""}, id="a-robots-name"),
+        pytest.param({"project_path": " team/app"}, id="outer-space"),
+        pytest.param({"project_path": "team/\napp"}, id="line-break"),
+        pytest.param({"project_path": 7}, id="account-not-text"),
+        pytest.param({"lifetime": -120}, id="expired"),
+        pytest.param({"lifetime": 2 * 86400}, id="meant-to-live-too-long"),
+    ],
+)
+async def test_a_token_that_does_not_hold_up_is_a_wrong_password(
+    issuer: OidcIssuer, change: dict[str, Any]
+) -> None:
+    lifetime, prefix = change.pop("lifetime", 300), change.pop("prefix", "ci:")
+    claims = {k: v for k, v in {**JOB, **change}.items() if v is not None}
+    auth = backend(issuer, account_prefix=prefix)
+    assert (await login(auth, issuer.token(**JOB))).outcome is Outcome.ACCEPTED  # the control
+    result = await login(auth, issuer.token(lifetime=lifetime, **claims))
+    assert result.outcome is Outcome.REJECTED
+
+
+async def test_times_must_be_numbers(issuer: OidcIssuer) -> None:
+    """PyJWT takes exp "4000000000" (a string) as a time: it would pass max_lifetime."""
+    auth = backend(issuer)
+    now = int(time.time())
+    for times in ({"exp": str(now + 300)}, {"iat": str(now)}, {"nbf": str(now)}):
+        claims = {**JOB, "iss": issuer.url, "iat": now, "exp": now + 300, **times}
+        token = jwt.encode(claims, issuer.keys["k1"], "RS256", headers={"kid": "k1"})
+        assert (await login(auth, token)).outcome is Outcome.REJECTED, times
+    fine = {**JOB, "iss": issuer.url, "iat": now, "exp": now + 300}
+    token = jwt.encode(fine, issuer.keys["k1"], "RS256", headers={"kid": "k1"})
+    assert (await login(auth, token)).outcome is Outcome.ACCEPTED
+
+
+async def test_forged_tokens_are_refused(issuer: OidcIssuer) -> None:
+    auth = backend(issuer)
+    forger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    signed_elsewhere = issuer.token(key=forger, **JOB)  # kid k1, another key
+    assert (await login(auth, signed_elsewhere)).outcome is Outcome.REJECTED
+    claims = {**JOB, "iss": issuer.url, "iat": 1, "exp": 4_000_000_000}
+    unsigned = jwt.encode(claims, None, algorithm="none", headers={"kid": "k1"})
+    assert (await login(auth, unsigned)).outcome is Outcome.REJECTED
+    # HS256 keyed with the issuer's public key (the algorithm confusion attack).
+    public = issuer.jwks()["keys"][0]
+    hs = jwt.encode(claims, public["n"].encode(), algorithm="HS256", headers={"kid": "k1"})
+    assert (await login(auth, hs)).outcome is Outcome.REJECTED
+    # The genuine token still passes: the refusals were the signatures'.
+    assert (await login(auth, issuer.token(**JOB))).outcome is Outcome.ACCEPTED
+
+
+async def test_a_key_used_with_an_algorithm_not_its_own_is_a_wrong_password(
+    issuer: OidcIssuer,
+) -> None:
+    """An RSA key named by an ES256 token, an EC key by an RS256 one, and an RS256 key by an
+    RS384 token: refused (401), not an outage (was a 503)."""
+    issuer.add_key("ec", ec.generate_private_key(ec.SECP256R1()))
+    auth = backend(issuer, algorithms=["RS256", "RS384", "ES256"])
+    forger_ec = ec.generate_private_key(ec.SECP256R1())
+    as_es256 = issuer.token("k1", key=forger_ec, **JOB)  # header: ES256, kid k1 (RSA)
+    assert (await login(auth, as_es256)).outcome is Outcome.REJECTED
+    as_rs256 = issuer.token("ec", key=issuer.keys["k1"], **JOB)  # RS256, kid ec (EC)
+    assert (await login(auth, as_rs256)).outcome is Outcome.REJECTED
+    rs384 = issuer.token("k1", algorithm="RS384", **JOB)  # k1 is published as RS256
+    assert (await login(auth, rs384)).outcome is Outcome.REJECTED
+    assert (await login(auth, issuer.token("ec", **JOB))).outcome is Outcome.ACCEPTED
+
+
+async def test_an_ec_key_verifies_only_its_curves_algorithm(issuer: OidcIssuer) -> None:
+    """ES384 is P-384 (RFC 7518 §3.4): a P-256 key published without `alg` does not verify an
+    ES384 signature made with it."""
+    issuer.add_key("ec", ec.generate_private_key(ec.SECP256R1()))
+    published = [{k: v for k, v in jwk.items() if k != "alg"} for jwk in issuer.jwks()["keys"]]
+    issuer.answers["/keys"] = (200, json.dumps({"keys": published}).encode(), {})
+    auth = backend(issuer, algorithms=["ES256", "ES384"])
+    es384 = _es384_on_p256(issuer, issuer.keys["ec"], "ec")
+    assert (await login(auth, es384)).outcome is Outcome.REJECTED
+    assert (await login(auth, issuer.token("ec", **JOB))).outcome is Outcome.ACCEPTED
+
+
+def _es384_on_p256(issuer: OidcIssuer, key: Any, kid: str) -> str:
+    """What PyJWT refuses to make: an ES384 signature with a P-256 key."""
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    now = int(time.time())
+    header = b64(json.dumps({"alg": "ES384", "kid": kid, "typ": "JWT"}).encode())
+    claims = {**JOB, "iss": issuer.url, "iat": now, "exp": now + 300}
+    signing_input = f"{header}.{b64(json.dumps(claims).encode())}"
+    r, s = decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA384())))
+    return f"{signing_input}.{b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+
+async def test_keys_not_for_signing_are_not_used(issuer: OidcIssuer) -> None:
+    keys = issuer.jwks()["keys"]
+    encryption = {**keys[0], "kid": "enc", "use": "enc"}
+    symmetric = {"kty": "oct", "kid": "oct", "k": base64.urlsafe_b64encode(b"s" * 32).decode()}
+    junk: list[Any] = ["junk", {"kty": "RSA", "kid": "broken", "n": "AQAB", "e": 7}]
+    body = json.dumps({"keys": [*keys, encryption, symmetric, *junk]}).encode()
+    issuer.answers["/keys"] = (200, body, {})
+    auth = backend(issuer)
+    assert (await login(auth, issuer.token(**JOB))).outcome is Outcome.ACCEPTED
+    enc_token = issuer.token("enc", key=issuer.keys["k1"], **JOB)  # the same RSA key, use enc
+    assert (await login(auth, enc_token)).outcome is Outcome.REJECTED
+    hs = jwt.encode({**JOB, "iss": issuer.url, "iat": 1, "exp": 2}, b"s" * 32, "HS256")
+    assert (await login(auth, hs)).outcome is Outcome.REJECTED
+
+
+async def test_unknown_key_ids_fetch_the_keys_again_at_most_every_30_s(
+    issuer: OidcIssuer,
+) -> None:
+    clock = Clock()
+    auth = backend(issuer, clock)
+    assert (await login(auth, issuer.token(**JOB))).outcome is Outcome.ACCEPTED
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    for n in range(20):
+        clock.now += 1
+        token = issuer.token(f"made-up-{n}", key=stranger, **JOB)
+        assert (await login(auth, token)).outcome is Outcome.REJECTED
+    assert issuer.requests.count("/keys") == 1
+    clock.now += UNKNOWN_KID_REFETCH
+    issuer.add_key("new")  # the issuer published a new key in the meantime
+    assert (await login(auth, issuer.token("new", **JOB))).outcome is Outcome.ACCEPTED
+    assert issuer.requests.count("/keys") == 2
+
+
+async def test_a_kid_in_the_log_is_escaped(
+    issuer: OidcIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    auth = backend(issuer)
+    forged = "x\n2026-11-29 INFO app.audit granted everything to admin" + "y" * 200
+    token = issuer.token(**JOB, headers={"kid": forged})
+    with caplog.at_level(logging.INFO, logger="app.authn.jwt_tokens"):
+        assert (await login(auth, token)).outcome is Outcome.REJECTED
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines, "the refusal is logged"
+    assert all("\n" not in line and "y" * 100 not in line for line in lines), lines
+
+
+async def test_concurrent_first_logins_share_one_fetch(issuer: OidcIssuer) -> None:
+    auth = backend(issuer)
+    tokens = [issuer.token(**{**JOB, "sub": f"job-{n}"}) for n in range(20)]
+    results = await asyncio.gather(*(login(auth, token) for token in tokens))
+    assert {result.outcome for result in results} == {Outcome.ACCEPTED}
+    assert issuer.requests == ["/.well-known/openid-configuration", "/keys"]
+
+
+async def test_known_keys_verify_while_the_issuer_hangs(issuer: OidcIssuer) -> None:
+    """Once its keys are old, a login whose key is known does not wait for the issuer: the
+    fetch goes on in the background. Tokens with made-up key ids wait for it; they do not
+    hold the others up."""
+    clock = Clock()
+    auth = backend(issuer, clock)
+    assert (await login(auth, issuer.token(**JOB))).outcome is Outcome.ACCEPTED
+    clock.now += 301  # keys_cache (300) is over
+    issuer.hold = threading.Event()
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    made_up = [asyncio.ensure_future(login(auth, issuer.token("nope", key=stranger, **JOB)))]
+    known = await asyncio.wait_for(login(auth, issuer.token(**JOB)), timeout=1.5)
+    assert known.outcome is Outcome.ACCEPTED
+    assert not made_up[0].done()  # still waiting for the issuer, which has not answered
+    issuer.hold.set()
+    assert (await made_up[0]).outcome is Outcome.REJECTED
+
+
+async def test_the_issuer_down_is_an_outage_and_then_it_works_again(issuer: OidcIssuer) -> None:
+    clock = Clock()
+    auth = backend(issuer, clock)
+    issuer.answers["/keys"] = (500, b"{}", {})
+    with pytest.raises(BackendUnavailableError):
+        await login(auth, issuer.token(**JOB))
+    asked = len(issuer.requests)
+    with pytest.raises(BackendUnavailableError):  # not a wrong password, and not asked again
+        await login(auth, issuer.token(**JOB))
+    assert len(issuer.requests) == asked
+    del issuer.answers["/keys"]
+    clock.now += FAILURE_COOLDOWN
+    assert (await login(auth, issuer.token(**JOB))).outcome is Outcome.ACCEPTED
+
+
+async def test_keys_in_hand_go_on_verifying_while_the_issuer_is_down(
+    issuer: OidcIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    auth = backend(issuer, clock)
+    assert (await login(auth, issuer.token(**JOB))).outcome is Outcome.ACCEPTED
+    issuer.answers["/keys"] = (503, b"", {})
+    clock.now += 3600
+    with caplog.at_level(logging.WARNING, logger="app.authn.jwt_tokens"):
+        for _ in range(3):
+            assert (await login(auth, issuer.token(**JOB))).outcome is Outcome.ACCEPTED
+            await asyncio.sleep(0.2)  # the background fetch fails meanwhile
+    assert issuer.requests.count("/keys") == 2  # one retry, then the cooldown
+    assert any("still verify" in record.getMessage() for record in caplog.records)
+    with pytest.raises(BackendUnavailableError):  # a key it never had: it cannot tell
+        await login(auth, issuer.token("new-kid", key=issuer.keys["k1"], **JOB))
+
+
+@pytest.mark.parametrize(
+    ("path", "answer", "why"),
+    [
+        pytest.param("/keys", (302, b"", {"Location": "/elsewhere"}), "HTTP 302", id="redirect"),
+        pytest.param("/keys", (200, b" " * 70_000 + b"{}", {}), "larger than", id="too-large"),
+        pytest.param("/keys", (200, b"[1]", {}), "not a JSON object", id="not-an-object"),
+        pytest.param("/keys", (200, b'{"keys": []}', {}), "no usable", id="no-keys"),
+        pytest.param(
+            "/.well-known/openid-configuration",
+            (200, b'{"issuer": "https://else.example", "jwks_uri": "https://x/k"}', {}),
+            "its `issuer` is not",
+            id="discovery-of-another-issuer",
+        ),
+        pytest.param(
+            "/.well-known/openid-configuration",
+            (200, b'{"issuer": "ISSUER", "jwks_uri": "http://192.0.2.1/keys"}', {}),
+            "jwks_uri",
+            id="keys-in-the-clear-elsewhere",
+        ),
+    ],
+)
+async def test_a_bad_answer_from_the_issuer_is_an_outage_that_says_why(
+    issuer: OidcIssuer,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    answer: tuple[int, bytes, dict[str, str]],
+    why: str,
+) -> None:
+    status, body, headers = answer
+    issuer.answers[path] = (status, body.replace(b"ISSUER", issuer.url.encode()), headers)
+    with (
+        caplog.at_level(logging.WARNING, logger="app.authn.jwt_tokens"),
+        pytest.raises(BackendUnavailableError),
+    ):
+        await login(backend(issuer), issuer.token(**JOB))
+    assert any(why in record.getMessage() for record in caplog.records), caplog.text
+    assert "/elsewhere" not in issuer.requests
+
+
+async def test_a_proxy_in_the_environment_is_not_used(
+    issuer: OidcIssuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A proxy from the environment could hand us keys of its own: the forger's proxy would
+    make its tokens good."""
+    forger = start_oidc_issuer()
+    try:
+        for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy"):
+            monkeypatch.setenv(name, forger.url)
+        monkeypatch.delenv("no_proxy", raising=False)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        auth = backend(issuer)
+        forged = issuer.token(key=forger.keys["k1"], **JOB)  # kid k1, the forger's key
+        assert (await login(auth, forged)).outcome is Outcome.REJECTED
+        assert (await login(auth, issuer.token(**JOB))).outcome is Outcome.ACCEPTED
+        assert forger.requests == []
+    finally:
+        forger.stop()
+
+
+def test_skopeo_pushes_with_a_ci_jobs_id_token(
+    stack_factory: Callable[..., Stack],
+    skopeo: Skopeo,
+    make_image: Callable[..., OciImage],
+    issuer: OidcIssuer,
+) -> None:
+    jwt_backend = {
+        "type": "jwt",
+        "name": "gitlab-ci",
+        "accounts": "ci",
+        "issuer": issuer.url,
+        "audience": AUDIENCE,
+        "claims": {"namespace_path": "team"},
+        "account_claim": "project_path",
+    }
+    stack = stack_factory(users=None, extra_settings={"auth_backends": [jwt_backend]})
+    image = make_image("1.0")
+    job = Creds("ci", issuer.token(**JOB))
+    pushed = skopeo.copy(image.ref, stack.registry.ref("team/app", "1.0"), dest_creds=job)
+    assert pushed.ok, f"{pushed}\n{stack.logs()}"
+    outsider = Creds("ci", issuer.token(**{**JOB, "namespace_path": "intruders"}))
+    refused = skopeo.copy(image.ref, stack.registry.ref("team/app", "2.0"), dest_creds=outsider)
+    assert not refused.ok
+    assert '"account":"team/app"' in stack.auth.log().replace(" ", "")
+    # containerd's POST password grant: the ID token (longer than any password) as password.
+    token = issuer.token(**{**JOB, "padding": "p" * 1500})
+    assert 2000 < len(token) < 4096
+    form = {
+        "grant_type": "password",
+        "service": stack.auth.service,
+        "client_id": "containerd-client",
+        "username": "ci",
+        "password": token,
+        "scope": "repository:team/app:pull",
+    }
+    answer = httpx.post(stack.auth.realm, data=form, timeout=10)
+    assert answer.status_code == 200, answer.text
+    granted = jwt.decode(answer.json()["access_token"], options={"verify_signature": False})
+    assert granted["sub"] == "team/app"
