@@ -18,7 +18,14 @@ from app.cli_common import config_option
 from app.errors import ConfigError, RegistryAuthError
 from app.protocol.tokens import rfc3339
 from app.settings import Settings, load_settings
-from app.state.attempts import FailureCount, FailureStore, Verdict, counter_keys, judge
+from app.state.attempts import (
+    FailureCount,
+    FailureStore,
+    Verdict,
+    counter_keys,
+    judge,
+    within_networks,
+)
 
 
 def add_commands(parser: argparse.ArgumentParser) -> None:
@@ -80,7 +87,10 @@ def _print_status(
     pair_keys = [counter_keys(name, address)[0] for name in names]
     found = store.failures([ip_key, *pair_keys], now, policy.window)  # one read
     ip = found.get(ip_key)
-    print(f"address {address}: {_describe(ip, judge(None, ip, policy, now), now)}")
+    if within_networks(tuple(policy.shared_networks), address):
+        print(f"address {address}: shared (brute_force.shared_networks): counted per account")
+    else:
+        print(f"address {address}: {_describe(ip, judge(None, ip, policy, now), now)}")
     for name, pair_key in zip(names, pair_keys, strict=True):
         pair = found.get(pair_key)
         verdict = judge(pair, None, policy, now)

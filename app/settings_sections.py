@@ -11,6 +11,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     SecretStr,
     field_validator,
     model_validator,
@@ -160,6 +161,12 @@ class BruteForceSettings(BaseModel):
         le=86400,
         description="seconds a failure is remembered, counted from the latest one; a block "
         "lasts until then",
+    )
+    shared_networks: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="CIDRs whose addresses many clients share (a CI farm or an office behind "
+        "NAT): failures from there count per (account, IP) only, not per IP, so one job's "
+        "stale secret cannot block everyone behind the address",
     )
     etcd_prefix: str = Field(
         default="/registry-auth/failures/",

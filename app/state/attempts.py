@@ -30,6 +30,7 @@ from app.settings_sections import BruteForceSettings
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # FailureStore.failures or .failures_now: (keys, now, window) -> the live counters.
 _Read = Callable[[list[str], float, int], "dict[str, FailureCount] | None"]
 
@@ -138,6 +139,18 @@ class LoginThrottle:
         self.store = store
         self.policy = policy
         self._clock = clock
+        networks = tuple(policy.shared_networks)
+        self.shared: Callable[[str | None], bool] = (
+            functools.lru_cache(maxsize=4096)(functools.partial(within_networks, networks))
+            if networks
+            else _nowhere
+        )
+
+    def keys(self, account: str, client_ip: str | None) -> list[str]:
+        """The counters a login from there is judged on and counted in: the pair's, and the
+        address's unless it is a shared one."""
+        pair_key, ip_key = counter_keys(account, client_ip)
+        return [pair_key] if self.shared(client_ip) else [pair_key, ip_key]
 
     def check(self, account: str, client_ip: str | None) -> Verdict:
         """The verdict; may ask the store over the network: run it in a worker thread."""
@@ -150,9 +163,9 @@ class LoginThrottle:
         return self._check(self.store.failures_now, account, client_ip)
 
     def _check(self, read: _Read, account: str, client_ip: str | None) -> Verdict | None:
-        pair_key, ip_key = counter_keys(account, client_ip)
+        keys = self.keys(account, client_ip)
         try:
-            found = read([pair_key, ip_key], self._clock(), self.policy.window)
+            found = read(keys, self._clock(), self.policy.window)
         except StateStoreError as exc:
             log.warning("brute-force counters unavailable, not throttling: %s", exc)
             return NO_FAILURES
@@ -160,13 +173,12 @@ class LoginThrottle:
             return None
         if not found:  # the usual answer: nothing to judge
             return NO_FAILURES
-        return judge(found.get(pair_key), found.get(ip_key), self.policy, self._clock())
+        ip = found.get(keys[1]) if len(keys) > 1 else None
+        return judge(found.get(keys[0]), ip, self.policy, self._clock())
 
     def failed(self, account: str, client_ip: str | None) -> None:
         try:
-            self.store.add_failure(
-                list(counter_keys(account, client_ip)), self._clock(), self.policy.window
-            )
+            self.store.add_failure(self.keys(account, client_ip), self._clock(), self.policy.window)
         except StateStoreError as exc:
             log.warning("brute-force counters unavailable, failure not counted: %s", exc)
 
@@ -177,6 +189,23 @@ class LoginThrottle:
             self.store.reset(counter_keys(account, client_ip)[0])
         except StateStoreError as exc:
             log.warning("brute-force counters unavailable, not reset: %s", exc)
+
+
+def within_networks(networks: tuple[IPNetwork, ...], client_ip: str | None) -> bool:
+    """Whether the address is in one of the networks (an IPv4-mapped IPv6 address as IPv4)."""
+    if client_ip is None:
+        return False
+    try:
+        address = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
+def _nowhere(_client_ip: str | None) -> bool:
+    return False
 
 
 def _hash(*parts: str) -> str:

@@ -102,3 +102,21 @@ def test_with_ldap_the_name_is_also_found_as_the_directory_compares_it(
     assert status[2].startswith(f"account 'carol' from {RUNNER}: 3 failed login(s)")
     _cli(capsys, "logins", "reset", *argv)
     assert not throttle.check("carol", RUNNER).blocked
+
+
+def test_a_shared_address_says_so_and_shows_its_accounts(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config.write_text(
+        CONFIG.replace("window: 600}", "window: 600, shared_networks: [203.0.113.0/24]}")
+    )
+    throttle = _throttle(config)
+    for _ in range(3):
+        throttle.failed("ci", RUNNER)
+    status = _cli(
+        capsys, "logins", "status", "--config", str(config), "--ip", RUNNER, "--account", "ci"
+    )
+    first, second = status.splitlines()
+    assert first == f"address {RUNNER}: shared (brute_force.shared_networks): counted per account"
+    assert second.startswith(f"account 'ci' from {RUNNER}: 3 failed login(s)")
+    assert "blocked (429)" in second

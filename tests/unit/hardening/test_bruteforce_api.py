@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from app.state.attempts import FailureCount, FailureStore
-from tests.unit.hardening.env import Env, hardened_env
+from tests.unit.hardening.env import BRUTE_FORCE, Env, hardened_env
 
 pytestmark = pytest.mark.anyio
 ATTACKER, USER = "203.0.113.66", "198.51.100.7"
@@ -64,6 +64,25 @@ async def test_many_accounts_from_one_address_hit_the_per_ip_limit(env: Env) -> 
         assert (await env.login(account, "guess", ATTACKER)).status_code == 401
     assert (await env.login("mallory", "x", ATTACKER)).status_code == 429
     assert (await env.login("bob", "bob-pw", USER)).status_code == 200
+
+
+async def test_a_shared_address_is_counted_per_account_only(
+    tmp_path: Path, rsa_keys_dir: Path
+) -> None:
+    """Behind a NAT'd CI farm, many accounts failing from one address block none of the
+    others; each account is still slowed and blocked on its own."""
+    farm = "198.51.100.200"
+    shared = {**BRUTE_FORCE, "shared_networks": ["198.51.100.128/25", "2001:db8::/32"]}
+    async with hardened_env(tmp_path, rsa_keys_dir, brute_force=shared) as env:
+        for n in range(12):  # more than ip_block (8) failures from the farm's address
+            assert (await env.login(f"job{n}", "stale-secret", farm)).status_code == 401
+        assert (await env.login("bob", "bob-pw", farm)).status_code == 200
+        statuses = [(await env.login("ci", "guess", farm)).status_code for _ in range(5)]
+        assert statuses == [401, 401, 401, 401, 429]  # the pair's own limits still hold
+        # An address outside the shared networks is still counted as one.
+        for n in range(8):
+            await env.login(f"job{n}", "stale-secret", ATTACKER)
+        assert (await env.login("bob", "bob-pw", ATTACKER)).status_code == 429
 
 
 async def test_anonymous_requests_from_a_blocked_address_are_not_slowed(env: Env) -> None:
