@@ -23,7 +23,9 @@ from app.settings import (
     split_listen,
 )
 
-Serve = Callable[[Settings, str | None, int | None], None]
+# serve(settings, host, port, reread): `reread` loads the config again as `serve` did at the
+# start (file, environment, command-line overrides): SIGHUP applies it (app.api.server).
+Serve = Callable[[Settings, str | None, int | None, Callable[[], Settings]], None]
 
 
 def run(args: argparse.Namespace, serve: Serve) -> int:
@@ -54,21 +56,30 @@ def _config_reference(update: Path | None) -> int:
 
 
 def _serve(args: argparse.Namespace, serve: Serve) -> int:
-    settings = load_settings(args.config)
-    if args.workers is not None:
-        settings = override_setting(settings, "--workers", "workers", args.workers)
-    if args.host is not None or args.port is not None:
-        settings = _listen_on(settings, args.host, args.port, uses_embedded_defaults(args))
+    settings = _serve_settings(args)
     if uses_embedded_defaults(args):
         _prepare_development(settings)
     for warning in config_warnings(settings):
         print(f"registry-auth: warning: {warning}", file=sys.stderr)
     print(registry_config_block(settings), end="", flush=True)
-    serve(settings, args.host, args.port)
+    serve(settings, args.host, args.port, lambda: _serve_settings(args, quiet=True))
     return 0
 
 
-def _listen_on(settings: Settings, host: str | None, port: int | None, embedded: bool) -> Settings:
+def _serve_settings(args: argparse.Namespace, *, quiet: bool = False) -> Settings:
+    """The settings `serve` runs on: the config, then --workers, --host and --port."""
+    settings = load_settings(args.config)
+    if args.workers is not None:
+        settings = override_setting(settings, "--workers", "workers", args.workers)
+    if args.host is not None or args.port is not None:
+        embedded = uses_embedded_defaults(args)
+        settings = _listen_on(settings, args.host, args.port, embedded, quiet=quiet)
+    return settings
+
+
+def _listen_on(
+    settings: Settings, host: str | None, port: int | None, embedded: bool, *, quiet: bool
+) -> Settings:
     """`listen` from --host/--port. The embedded development realm follows them (it is this
     very server); a configured realm that named the replaced address gets a warning."""
     if port is not None and not 0 < port < 65536:
@@ -81,7 +92,7 @@ def _listen_on(settings: Settings, host: str | None, port: int | None, embedded:
     if embedded and settings.realm == EMBEDDED_DEFAULTS["realm"]:
         realm = f"http://{url_host(host)}:{port}{settings.realm_path}"
         return override_setting(updated, "--host", "realm", realm)
-    if _realm_address(settings.realm) == (old_host, old_port) != (host, port):
+    if not quiet and _realm_address(settings.realm) == (old_host, old_port) != (host, port):
         print(
             f"registry-auth: warning: realm {settings.realm} names {settings.listen}, where "
             "this server no longer listens (--host/--port): clients are sent there; set "

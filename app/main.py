@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from app.cli import run
@@ -12,11 +12,13 @@ if TYPE_CHECKING:
     from app.settings import Settings
 
 
-def _serve(settings: Settings, host: str | None, port: int | None) -> None:
+def _serve(
+    settings: Settings, host: str | None, port: int | None, reread: Callable[[], Settings]
+) -> None:
     # Imported here: `keys generate` or `users add` need not load FastAPI and uvicorn (~1 s).
     from app.api.server import serve  # noqa: PLC0415
 
-    serve(settings, host, port)
+    serve(settings, host, port, reread)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -42,8 +42,14 @@ log = logging.getLogger(__name__)
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
-def create_app(settings: Settings, service: TokenService | None = None) -> FastAPI:
-    """The token server. Pass a service to inject test doubles (clock, keys, users)."""
+def create_app(
+    settings: Settings,
+    service: TokenService | None = None,
+    *,
+    on_hangup: Callable[[], None] | None = None,
+) -> FastAPI:
+    """The token server. Pass a service to inject test doubles (clock, keys, users);
+    `on_hangup` runs (in a worker thread) after a SIGHUP has reloaded the watched files."""
     token_service = service or TokenService.from_settings(settings)
     publish_loop = build_publish_loop(settings)
     tls = ReloadingTLS(settings.tls) if settings.tls is not None else None
@@ -55,7 +61,7 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
         redoc_url=None,
         default_response_class=FastJSONResponse,
         **_without_telemetry(),
-        lifespan=_lifespan(settings, token_service, publish_loop, tls, audit),
+        lifespan=_lifespan(settings, token_service, publish_loop, tls, audit, on_hangup=on_hangup),
     )
     app.state.service = token_service
     app.state.tls = tls
@@ -83,10 +89,12 @@ def _lifespan(
     publish_loop: PublishLoop | None,
     tls: ReloadingTLS | None,
     audit: AuditLog,
+    *,
+    on_hangup: Callable[[], None] | None,
 ) -> Lifespan:
     return _closing(
         combine_lifespans(
-            reload_lifespan(service.reloadables, settings.reload_interval),
+            reload_lifespan(service.reloadables, settings.reload_interval, on_hangup),
             publish_lifespan(publish_loop, settings),
             # Quick checks on the event loop: a renewed TLS certificate, a rotated audit log.
             polling_lifespan(

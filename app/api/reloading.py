@@ -20,8 +20,13 @@ log = logging.getLogger(__name__)
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
-def reload_lifespan(reloadables: Sequence[Reloadable[Any]], interval: float) -> Lifespan:
-    """While the app runs: check the watched files every `interval` seconds; SIGHUP forces."""
+def reload_lifespan(
+    reloadables: Sequence[Reloadable[Any]],
+    interval: float,
+    on_hangup: Callable[[], None] | None = None,
+) -> Lifespan:
+    """While the app runs: check the watched files every `interval` seconds; SIGHUP forces,
+    then calls `on_hangup` (in a worker thread)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -30,7 +35,7 @@ def reload_lifespan(reloadables: Sequence[Reloadable[Any]], interval: float) -> 
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, hangup.set)
         try:
-            async with running(_watch(reloadables, interval, hangup)):
+            async with running(_watch(reloadables, interval, hangup, on_hangup)):
                 yield
         finally:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -52,7 +57,10 @@ async def running(work: Coroutine[Any, Any, object]) -> AsyncIterator[None]:
 
 
 async def _watch(
-    reloadables: Sequence[Reloadable[Any]], interval: float, hangup: asyncio.Event
+    reloadables: Sequence[Reloadable[Any]],
+    interval: float,
+    hangup: asyncio.Event,
+    on_hangup: Callable[[], None] | None,
 ) -> None:
     while True:
         with contextlib.suppress(TimeoutError):
@@ -67,3 +75,5 @@ async def _watch(
                 await anyio.to_thread.run_sync(item.reload)
             else:
                 await anyio.to_thread.run_sync(item.reload_if_changed)
+        if forced and on_hangup is not None:
+            await anyio.to_thread.run_sync(on_hangup)

@@ -7,12 +7,13 @@ them evenly; its HTTP layer is also Rust, not Python (see the README's Performan
 Each worker is a forked process running the whole app: its own lifespan, so file-reload polling
 and the etcd publisher run once per worker (harmless: both are idempotent), and its own caches.
 SIGTERM/SIGINT stop gracefully (each worker's lifespan shutdown runs); SIGHUP to the main
-process restarts the workers, which reloads everything, when a new worker can start (see
-worker_problem).
+process reads the config again (reread_config) and restarts the workers on it, which reloads
+everything, when a new worker can start (see worker_problem).
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -30,12 +31,17 @@ from app.api.app import create_app
 from app.api.hardening import harden, uvicorn_options
 from app.api.metrics_http import use_multiprocess_dir
 from app.api.tls import ReloadingTLS
+from app.config_warnings import config_warnings
 from app.errors import ConfigError, RegistryAuthError
 from app.pools import default_threads
 from app.reload import RetryGate
 from app.settings import Settings, split_listen
 
 log = logging.getLogger(__name__)
+
+Reread = Callable[[], Settings]
+# What granian is given once, at the start: a change needs a restart.
+RESTART_ONLY = ("listen", "workers", "tls", "shutdown_timeout", "limits.header_timeout")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +61,20 @@ def server_options(
     return ServerOptions(host or listen_host, port or listen_port, workers)
 
 
-def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
-    """Serve until stopped. Forwarded headers are not trusted: the peer address is the client."""
+def serve(
+    settings: Settings,
+    host: str | None = None,
+    port: int | None = None,
+    reread: Reread | None = None,
+) -> None:
+    """Serve until stopped. Forwarded headers are not trusted: the peer address is the client.
+    `reread` loads the config again (SIGHUP applies it with several workers)."""
     options = server_options(settings, host, port)
     check_listen(options)
     if options.workers == 1:
-        run_uvicorn(settings, options)
+        run_uvicorn(settings, options, reread)
     else:
-        run_granian(settings, options)
+        run_granian(settings, options, reread)
 
 
 def check_listen(options: ServerOptions) -> None:
@@ -85,8 +97,9 @@ def check_listen(options: ServerOptions) -> None:
         raise ConfigError("listen", f"cannot listen on {where}: {exc.strerror or exc}") from None
 
 
-def run_uvicorn(settings: Settings, options: ServerOptions) -> None:
-    app = create_app(settings)
+def run_uvicorn(settings: Settings, options: ServerOptions, reread: Reread | None = None) -> None:
+    on_hangup = None if reread is None else functools.partial(warn_unapplied, reread, settings)
+    app = create_app(settings, on_hangup=on_hangup)
     freeze_startup_heap()
     config = uvicorn.Config(
         app,
@@ -103,7 +116,7 @@ def run_uvicorn(settings: Settings, options: ServerOptions) -> None:
     uvicorn.Server(config).run()
 
 
-def run_granian(settings: Settings, options: ServerOptions) -> None:
+def run_granian(settings: Settings, options: ServerOptions, reread: Reread | None = None) -> None:
     # Imported here: the single-process mode (and every test of it) needs no granian.
     from granian.constants import Interfaces  # noqa: PLC0415
     from granian.log import LogLevels  # noqa: PLC0415
@@ -112,18 +125,25 @@ def run_granian(settings: Settings, options: ServerOptions) -> None:
     create_app(settings)  # fail here, in one process with one clear line, not in every worker
     use_multiprocess_dir()  # before the fork: every worker writes its counters there
 
+    running = [settings]  # what new workers are built from: SIGHUP may replace it
+
     class CheckedRollServer(MPServer):
         def signal_handler_reload(self, *args: Any, **kwargs: Any) -> None:
-            problem = self.roll_workers()
+            candidate = running[0] if reread is None else reread_config(reread, running[0])
+            if candidate is None:
+                return  # said why
+            problem = self.roll_workers(candidate)
             if problem is not None:
                 log.error("SIGHUP ignored: a new worker could not start (%s)", problem)
 
-        def roll_workers(self) -> str | None:
-            """Restart the workers one by one, as SIGHUP does, only when a new one can start;
-            else why not (see worker_problem). Safe from any thread: granian's main loop does
-            the restart."""
-            problem = worker_problem(settings)
+        def roll_workers(self, candidate: Settings | None = None) -> str | None:
+            """Restart the workers one by one, as SIGHUP does, on `candidate` (default: the
+            settings they run on) only when a new one can start; else why not (see
+            worker_problem). Safe from any thread: granian's main loop does the restart."""
+            candidate = running[0] if candidate is None else candidate
+            problem = worker_problem(candidate)
             if problem is None:
+                running[0] = candidate
                 super().signal_handler_reload()  # type: ignore[no-untyped-call]
             return problem
 
@@ -150,7 +170,61 @@ def run_granian(settings: Settings, options: ServerOptions) -> None:
     # process. Measured with two workers after 3,000 tokens: 155 MiB PSS for the three
     # processes before, 117 MiB after.
     freeze_startup_heap()
-    server.serve(target_loader=lambda _label: worker_app(settings))
+    # Each worker is forked from this process: it builds its app from what `running` holds
+    # when it starts.
+    server.serve(target_loader=lambda _label: worker_app(running[0]))
+
+
+def reread_config(reread: Reread, running: Settings) -> Settings | None:
+    """The config as it reads now, for SIGHUP to restart the workers on; None (and one line
+    in the log saying why) when it does not load or changes what only a restart applies."""
+    try:
+        candidate = reread()
+    except RegistryAuthError as exc:
+        log.error("SIGHUP ignored: %s", exc)  # noqa: TRY400 - one line naming the key
+        return None
+    changed = changed_settings(running, candidate)
+    fixed = [key for key in changed if key in RESTART_ONLY]
+    if fixed:
+        log.error("SIGHUP ignored: %s changed: only a restart applies it", ", ".join(fixed))
+        return None
+    if changed:
+        log.info("SIGHUP: the config changed (%s): the workers restart on it", ", ".join(changed))
+        for warning in config_warnings(candidate):
+            log.warning("%s", warning)
+    return candidate
+
+
+def warn_unapplied(reread: Reread, running: Settings) -> None:
+    """One process (`workers: 1`) cannot restart itself onto a new config: after a SIGHUP it
+    says when the config no longer is the one it runs on (and what differs, by name)."""
+    try:
+        changed = changed_settings(running, reread())
+    except RegistryAuthError as exc:
+        log.error("SIGHUP: the config does not load: %s (it would not start)", exc)  # noqa: TRY400
+        return
+    if changed:
+        log.warning(
+            "SIGHUP: the config changed (%s): with one worker (`workers: 1`) SIGHUP reloads "
+            "users, robots, ACL, keys and TLS only; restart to apply it",
+            ", ".join(changed),
+        )
+
+
+def changed_settings(old: Settings, new: Settings) -> list[str]:
+    """The settings that differ, by name (`limits.header_timeout` for a nested one); never
+    their values, which may be secret."""
+    changed = []
+    for name in type(old).model_fields:
+        before, after = getattr(old, name), getattr(new, name)
+        if before == after:
+            continue
+        if name == "limits":
+            changed += [f"limits.{key}" for key in type(before).model_fields
+                        if getattr(before, key) != getattr(after, key)]  # fmt: skip
+        else:
+            changed.append(name)
+    return changed
 
 
 def worker_app(settings: Settings) -> Any:

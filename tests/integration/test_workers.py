@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.support.authserver import AuthServer, add_user, start_auth_server
@@ -188,5 +189,68 @@ def test_a_worker_that_dies_while_a_file_is_broken_is_replaced_once_it_loads(
         while any(_granted(server, "repository:team/app:pull,push") != wanted for _ in range(10)):
             assert time.monotonic() < deadline, server.log()  # the survivor's reload poll
             time.sleep(0.2)
+    finally:
+        server.process.stop(timeout=15)
+
+
+def _ttl(server: AuthServer) -> int:
+    answer = server.token([], ("alice", "pw"))
+    assert answer.status_code == 200, answer.text
+    claims = jwt.decode(answer.json()["token"], options={"verify_signature": False})
+    return int(claims["exp"] - claims["iat"])
+
+
+def _edit_config(server: AuthServer, **changes: object) -> None:
+    server.config_path.write_text(
+        yaml.safe_dump({**server.settings, **changes}, sort_keys=False), encoding="utf-8"
+    )
+
+
+def _wait_for_line(server: AuthServer, line: str, seen: int = 0, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while server.log().count(line) <= seen:
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.1)
+
+
+def test_sighup_applies_the_config_file_or_says_why_not(tmp_path: Path) -> None:
+    """`systemctl reload` after editing the config: the workers restart on it. A config that
+    does not load, or that changes what only a restart applies, is refused in one log line
+    and the workers go on as they were."""
+    extra = {"workers": 2, "token_reuse": False}
+    server = start_auth_server(tmp_path, users={"alice": "pw"}, extra_settings=extra)
+    try:
+        assert _ttl(server) == 300
+        before = set(_worker_pids(server.process.pid))
+
+        _edit_config(server, token_ttl=-5)
+        os.kill(server.process.pid, signal.SIGHUP)
+        _wait_for_line(server, "SIGHUP ignored: config: token_ttl")
+        _edit_config(server, token_ttl=600, listen="127.0.0.1:1")
+        os.kill(server.process.pid, signal.SIGHUP)
+        _wait_for_line(server, "SIGHUP ignored: listen changed: only a restart applies it")
+        assert set(_worker_pids(server.process.pid)) == before
+        assert _ttl(server) == 300
+
+        _edit_config(server, token_ttl=600)
+        os.kill(server.process.pid, signal.SIGHUP)
+        _wait_for_line(server, "SIGHUP: the config changed (token_ttl): the workers restart")
+        deadline = time.monotonic() + 20
+        while set(_worker_pids(server.process.pid)) & before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not set(_worker_pids(server.process.pid)) & before, server.log()
+        assert {_ttl(server) for _ in range(6)} == {600}  # every new worker
+    finally:
+        server.process.stop(timeout=15)
+
+
+def test_one_worker_says_a_changed_config_needs_a_restart(tmp_path: Path) -> None:
+    server = start_auth_server(tmp_path, users={"alice": "pw"}, extra_settings={"workers": 1})
+    try:
+        _edit_config(server, token_ttl=600)
+        os.kill(server.process.pid, signal.SIGHUP)
+        _wait_for_line(server, "SIGHUP: the config changed (token_ttl): with one worker")
+        assert "restart to apply it" in server.log()
+        assert _ttl(server) == 300  # as the line says: not applied
     finally:
         server.process.stop(timeout=15)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,15 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[Settings, str | None, int | None]] = []
 
-    def __call__(self, settings: Settings, host: str | None, port: int | None) -> None:
+    def __call__(
+        self,
+        settings: Settings,
+        host: str | None,
+        port: int | None,
+        reread: Callable[[], Settings] | None = None,
+    ) -> None:
         self.calls.append((settings, host, port))
+        self.reread = reread
 
 
 @pytest.fixture

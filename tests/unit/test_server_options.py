@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.api.server import server_options, use_worker_scheduling
+from app.api.server import changed_settings, server_options, use_worker_scheduling
 from app.cli import run
 from app.errors import ConfigError
 from app.pools import default_threads
@@ -219,3 +219,23 @@ def test_a_configured_realm_naming_the_replaced_address_gets_a_warning(
     config.write_text(config.read_text() + 'listen: "0.0.0.0:8080"\n')  # behind a proxy, say
     assert run(["serve", "--config", str(config), "--port", "5941"], serve=recorder) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_reread_applies_the_same_command_line_overrides(config: Path) -> None:
+    recorder = Recorder()
+    argv = ["serve", "--config", str(config), "--workers", "2", "--port", "6001"]
+    assert run(argv, serve=recorder) == 0
+    config.write_text(config.read_text() + "token_ttl: 900\n")
+    assert recorder.reread is not None
+    again = recorder.reread()
+    assert (again.workers, again.listen, again.token_ttl) == (2, "127.0.0.1:6001", 900)
+    assert changed_settings(recorder.calls[0][0], again) == ["token_ttl"]
+
+
+def test_changed_settings_names_nested_limits(config: Path) -> None:
+    old = load_settings(config)
+    new = load_settings(
+        overrides={**old.model_dump(), "limits": {"header_timeout": 3, "max_body_bytes": 4096}}
+    )
+    assert set(changed_settings(old, new)) == {"limits.max_body_bytes", "limits.header_timeout"}
+    assert changed_settings(old, load_settings(config)) == []
