@@ -202,10 +202,10 @@ class LdapBackend(_Backend, _Cached):
         return found.group(1) if found else None
 
 
-class WebhookBackend(_Backend, _Cached):
-    """POSTs {account, password, service, client_ip}; 200 accepts, 401/403 reject."""
+class HttpHook(BaseModel):
+    """A service asked over HTTP(S) with a JSON POST: the webhook backend, the authorization
+    webhook. A shared secret header, optional mTLS, retries and a circuit breaker."""
 
-    type: Literal["webhook"]
     url: str = Field(description="http:// or https:// URL the check is POSTed to")
     timeout: float = Field(default=5, gt=0, le=60, description="seconds per try")
     retries: int = Field(default=1, ge=0, le=5, description="extra tries after an outage")
@@ -249,11 +249,35 @@ class WebhookBackend(_Backend, _Cached):
         return value
 
     @model_validator(mode="after")
-    def _consistent(self) -> WebhookBackend:
+    def _consistent_hook(self) -> HttpHook:
         _one_secret_source(self.secret_file, self.secret_env, "secret")
         if (self.client_cert is None) != (self.client_key is None):
             raise ValueError("mTLS needs both `client_cert` and `client_key`")
         return self
+
+
+class WebhookBackend(_Backend, _Cached, HttpHook):
+    """POSTs {account, password, service, client_ip}; 200 accepts, 401/403 reject."""
+
+    type: Literal["webhook"]
+
+
+class AuthzWebhookSettings(HttpHook):
+    """`authz_webhook:` the ACL's grant, narrowed further by an HTTP service."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(default="authz", description="name in logs and 503 bodies")
+    cache_ttl: float = Field(
+        default=0,
+        ge=0,
+        le=600,
+        description="seconds an answer is reused for the same account, groups, service, "
+        "client address and scopes; 0 = ask every time",
+    )
+    cache_size: int = Field(
+        default=10_000, gt=0, le=1_000_000, description="most answers remembered per worker"
+    )
 
 
 class JwtBackend(_Backend):

@@ -3,7 +3,7 @@
 POST {"account", "password", "service", "client_ip"} as JSON to the configured URL:
 `200 {"groups": [...]}` accepts, `401`/`403` reject, anything else (other statuses, a 200 whose
 body is not that JSON, timeouts, refused connections) is an outage: 503, never an accept.
-One pooled httpx client reuses connections; outages are retried a bounded number of times;
+The HTTP side (pooled client, retries, circuit breaker) is app.http_hook: outages are retried;
 after `breaker_failures` outages in a row the circuit opens and requests fail fast (503) for
 `breaker_reset` seconds, then one trial request decides whether it closes again.
 """
@@ -11,7 +11,6 @@ after `breaker_failures` outages in a row the circuit opens and requests fail fa
 from __future__ import annotations
 
 import logging
-import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,27 +19,13 @@ import httpx
 from pydantic import SecretStr
 
 from app.authn.base import AuthResult, Credentials, Outcome, check_groups
-from app.authn.breaker import CircuitBreaker
 from app.backend_settings import ROBOT_PREFIX, WebhookBackend
 from app.errors import BackendUnavailableError, UserStoreError
+from app.http_hook import HookClient, HookDown
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
-
-
-def build_client(config: WebhookBackend) -> httpx.AsyncClient:
-    """One client per backend: keep-alive connections, timeouts, our CA and mTLS if set."""
-    context = ssl.create_default_context(cafile=config.ca_file)
-    if config.client_cert is not None:
-        context.load_cert_chain(config.client_cert, config.client_key)
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(config.timeout),
-        limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
-        verify=context,
-        follow_redirects=False,  # a redirect would resend the password elsewhere
-        trust_env=False,  # no proxy from the environment sees passwords
-    )
 
 
 class WebhookAuthenticator:
@@ -53,56 +38,26 @@ class WebhookAuthenticator:
         clock: Clock = time.monotonic,
     ) -> None:
         self._config = config
-        self._secret = secret
-        self._client = client if client is not None else build_client(config)
-        self._clock = clock
-        self.breaker = CircuitBreaker(config.breaker_failures, config.breaker_reset)
+        self._hook = HookClient(config, secret=secret, client=client, clock=clock)
+        self.breaker = self._hook.breaker
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._hook.aclose()
 
     async def authenticate(self, credentials: Credentials) -> AuthResult:
-        if not self.breaker.allow(self._clock()):
-            raise BackendUnavailableError(
-                self._config.label, "circuit open", retry_after=int(self._config.breaker_reset)
-            )
-        try:
-            result = await self._call(credentials)
-        except BackendUnavailableError:
-            self.breaker.record_failure(self._clock())
-            raise
-        self.breaker.record_success()
-        return result
-
-    async def _call(self, credentials: Credentials) -> AuthResult:
         body = {
             "account": credentials.account,
             "password": credentials.password.get_secret_value(),
             "service": credentials.service,
             "client_ip": credentials.client_ip,
         }
-        problem = "no answer"
-        for _ in range(self._config.retries + 1):
-            try:
-                response = await self._client.post(
-                    self._config.url, json=body, headers=self._headers()
-                )
-            except httpx.TimeoutException:
-                problem = "timeout"
-                continue
-            except httpx.HTTPError as exc:
-                problem = type(exc).__name__  # never str(exc): it may quote the request
-                continue
-            result = _decide(response, credentials.account)
-            if result is not None:
-                return result
-            problem = f"HTTP {response.status_code}"
-        raise BackendUnavailableError(self._config.label, problem)
-
-    def _headers(self) -> dict[str, str]:
-        if self._secret is None:
-            return {}
-        return {self._config.secret_header: self._secret.get_secret_value()}
+        account = credentials.account
+        try:
+            return await self._hook.post(body, lambda response: _decide(response, account))
+        except HookDown as exc:
+            raise BackendUnavailableError(
+                self._config.label, exc.problem, retry_after=exc.retry_after
+            ) from None
 
 
 def _decide(response: httpx.Response, account: str) -> AuthResult | None:

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from app.api.app import create_app
 from app.authn.base import Credentials, Outcome
-from app.authn.breaker import BreakerState
+from app.breaker import BreakerState
 from app.authn.webhook import WebhookAuthenticator
 from app.backend_settings import WebhookBackend
 from app.errors import BackendUnavailableError

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.authn.breaker import BreakerState, CircuitBreaker
+from app.breaker import BreakerState, CircuitBreaker
 
 
 def test_opens_after_consecutive_failures_only() -> None:
