@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from app.authn.build import read_secret
 from app.authz.base import Authorizer
 from app.authz.engine import PolicyAuthorizer
 from app.authz.files import load_policy
+from app.authz.webhook import AuthzWebhook
 from app.etcd.failure_store import EtcdFailureStore
 from app.etcd.refresh_store import EtcdRefreshStore
 from app.etcd.state import open_state_client
@@ -95,3 +97,12 @@ def policy_authorizer(settings: Settings, reloadables: list[Reloadable[Any]]) ->
     policy = Reloadable(f"ACL {path}", lambda: load_policy(path), lambda: [path], kind="ACL")
     reloadables.append(policy)
     return PolicyAuthorizer(policy.get)
+
+
+def authz_webhook_from_settings(settings: Settings) -> AuthzWebhook | None:
+    """The authorization webhook, with its shared secret read; None without `authz_webhook`."""
+    config = settings.authz_webhook
+    if config is None:
+        return None
+    secret = read_secret(config.secret_file, config.secret_env, "authz_webhook.secret")
+    return AuthzWebhook(config, secret=secret)

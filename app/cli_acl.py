@@ -63,10 +63,19 @@ def run(args: argparse.Namespace) -> int:
             "`extra_services`): its token endpoint answers such a request 400"
         )
     explanation = explain(policy, _explain_requester(args, service), parse_scopes(args.scopes))
+    hook = settings.authz_webhook if settings is not None else None
     if args.json:
-        print(json.dumps(explanation_data(explanation), indent=2))
+        data = explanation_data(explanation)
+        if hook is not None:
+            data["narrowed_by_authz_webhook"] = hook.name
+        print(json.dumps(data, indent=2))
     else:
         print(render_text(explanation), end="")
+        if hook is not None:
+            print(
+                f"then the authorization webhook {hook.name!r} ({hook.url}) narrows this "
+                "further: not asked here"
+            )
     return 0
 
 

@@ -49,6 +49,13 @@ def cleartext_warnings(settings: Settings) -> list[str]:
                 f"{where}: {backend.url} sends users' passwords and the shared secret "
                 "unencrypted; use https://"
             )
+    hook = settings.authz_webhook
+    if hook is not None and _leaves_machine(hook.url, "http"):
+        found.append(
+            f"authz_webhook: {hook.url} is plain HTTP: the shared secret and who asks for what "
+            "cross the network unencrypted, and anyone on the way can answer in its place (up "
+            "to what the ACL grants); use https://"
+        )
     state = settings.state
     if state.backend == "etcd":
         for endpoint in state.etcd_endpoints:

@@ -158,6 +158,21 @@ class BackendUnavailableError(RegistryAuthError):
         }
 
 
+class AuthorizationUnavailableError(BackendUnavailableError):
+    """The authorization webhook gave no answer: 503, as for an authentication backend (a
+    token without its verdict could grant what it would refuse)."""
+
+    def __init__(self, hook: str, cause: str = "unavailable", retry_after: int = 5) -> None:
+        super().__init__(hook, cause, retry_after)
+        self.args = (f"authorization webhook {hook!r} is unavailable: {cause}",)
+
+    def body(self) -> dict[str, object]:
+        return {
+            "details": f"authorization webhook {self.backend!r} is unavailable; try again later",
+            "error": self.code,
+        }
+
+
 class UnsupportedGrantTypeError(InvalidRequestError):
     """A POST with a grant_type other than password or refresh_token (RFC 6749 §5.2)."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ssl
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -17,6 +18,7 @@ from pydantic import SecretStr
 
 from app.backend_settings import HttpHook
 from app.breaker import CircuitBreaker
+from app.errors import ConfigError
 
 Clock = Callable[[], float]
 T = TypeVar("T")
@@ -32,11 +34,33 @@ class HookDown(Exception):  # noqa: N818 - a condition, not a programming error
         self.retry_after = retry_after
 
 
-def build_client(config: HttpHook) -> httpx.AsyncClient:
+def tls_context(
+    key: str,
+    ca_file: Path | None,
+    client_cert: Path | None = None,
+    client_key: Path | None = None,
+) -> ssl.SSLContext:
+    """A client TLS context trusting `ca_file` (system CAs without it), with the mTLS pair if
+    given; a file that cannot be used is a ConfigError naming `key`'s setting."""
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"{key}.ca_file", f"{ca_file}: {_why(exc)}") from None
+    if client_cert is not None:
+        try:
+            context.load_cert_chain(client_cert, client_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"{key}.client_cert", f"{client_cert}: {_why(exc)}") from None
+    return context
+
+
+def _why(exc: OSError | ssl.SSLError) -> str:
+    return str(exc.strerror or exc) if isinstance(exc, OSError) else str(exc)
+
+
+def build_client(config: HttpHook, key: str) -> httpx.AsyncClient:
     """One client per hook: keep-alive connections, timeouts, our CA and mTLS if set."""
-    context = ssl.create_default_context(cafile=config.ca_file)
-    if config.client_cert is not None:
-        context.load_cert_chain(config.client_cert, config.client_key)
+    context = tls_context(key, config.ca_file, config.client_cert, config.client_key)
     return httpx.AsyncClient(
         timeout=httpx.Timeout(config.timeout),
         limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
@@ -51,13 +75,14 @@ class HookClient:
         self,
         config: HttpHook,
         *,
+        key: str,
         secret: SecretStr | None = None,
         client: httpx.AsyncClient | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         self._config = config
         self._secret = secret
-        self._client = client if client is not None else build_client(config)
+        self._client = client if client is not None else build_client(config, key)
         self._clock = clock
         self.breaker = CircuitBreaker(config.breaker_failures, config.breaker_reset)
 

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import anyio.to_thread
 
 from app.assembly import (
+    authz_webhook_from_settings,
     login_throttle_from_settings,
     policy_authorizer,
     refresh_tokens_from_settings,
@@ -23,6 +24,7 @@ from app.authn.build import build_authentication
 from app.authn.robots import RobotExpiry
 from app.authz.base import Authorizer, Requester
 from app.authz.default import DefaultAuthorizer
+from app.authz.webhook import AuthzWebhook
 from app.errors import (
     InvalidGrantError,
     SigningUnavailableError,
@@ -89,18 +91,21 @@ class TokenService:
         throttle: LoginThrottle | None = None,
         sleep: Sleep = anyio.sleep,
         robot_expiry: RobotExpiry | None = None,
+        authz_webhook: AuthzWebhook | None = None,
     ) -> None:
         self.settings = settings
         self._keyring = keyring
         self.authenticator = authenticator
         self.authorizer = authorizer or DefaultAuthorizer()
+        self.authz_webhook = authz_webhook
         self._clock = clock
         self.reloadables = tuple(reloadables)
         self._expiry = ExpiryWatch(keyring, clock, settings.certificate_warning_days)
         self._expiry.status()  # logged at start
         self.refresh_tokens = refresh_tokens
         self._minter = Minter(settings, id_source)
-        self._closers = (*closers, self._minter.aclose)
+        hook_closers = (authz_webhook.aclose,) if authz_webhook is not None else ()
+        self._closers = (*closers, *hook_closers, self._minter.aclose)
         self.throttle = throttle
         self._login = GuardedLogin(authenticator, throttle, realm=settings.realm, sleep=sleep)
         self._services = frozenset(settings.services)
@@ -121,6 +126,7 @@ class TokenService:
         authorizer = policy_authorizer(settings, reloadables)
         refresh_tokens = refresh_tokens_from_settings(settings)
         throttle = login_throttle_from_settings(settings, clock)
+        authz_webhook = authz_webhook_from_settings(settings)
         return cls(
             settings,
             keyring.get,
@@ -136,6 +142,7 @@ class TokenService:
                 if authentication.robots
                 else None
             ),
+            authz_webhook=authz_webhook,
         )
 
     async def aclose(self) -> None:
@@ -164,7 +171,7 @@ class TokenService:
         service = self._check_service(request.service)
         if credentials is None:
             requester = Requester(None, service, frozenset(), client_ip)
-            return await self._sign(requester, self.authorizer.authorize(requester, request.scopes))
+            return await self._sign(requester, await self._authorize(requester, request.scopes))
         where = address_text(client_ip)
         result = await self._login.check(
             Credentials(credentials.account, credentials.password, service, where)
@@ -209,8 +216,15 @@ class TokenService:
         if tokens.needs_touch(record, now):
             await anyio.to_thread.run_sync(tokens.touch, record, now)
         requester = Requester(record.account, service, groups, client_ip)
-        issued = await self._sign(requester, self.authorizer.authorize(requester, grant.scopes))
+        issued = await self._sign(requester, await self._authorize(requester, grant.scopes))
         return issued._replace(refresh_token=token)
+
+    async def _authorize(self, requester: Requester, scopes: Sequence[Scope]) -> list[Scope]:
+        """The ACL's grant, narrowed by the authorization webhook when there is one."""
+        granted = self.authorizer.authorize(requester, scopes)
+        if self.authz_webhook is None:
+            return granted
+        return await self.authz_webhook.restrict(requester, granted)
 
     def _refresh_parts(self) -> tuple[RefreshTokens, AccountLookup]:
         if self.refresh_tokens is None or not isinstance(self.authenticator, AccountLookup):
@@ -237,7 +251,7 @@ class TokenService:
         offline_client_id: str | None,
     ) -> IssuedToken:
         requester = Requester(result.account, service, result.groups, client_ip)
-        issued = await self._sign(requester, self.authorizer.authorize(requester, scopes))
+        issued = await self._sign(requester, await self._authorize(requester, scopes))
         if offline_client_id is None or result.account is None:
             return issued
         refresh_token = await self._new_refresh_token(

@@ -23,7 +23,12 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from app import CONFIG_ENV
-from app.backend_settings import BackendSettings, check_backend_list, resolve_backend_paths
+from app.backend_settings import (
+    AuthzWebhookSettings,
+    BackendSettings,
+    check_backend_list,
+    resolve_backend_paths,
+)
 from app.errors import ConfigError
 from app.setting_types import FilePath, OptionalFilePath, check_url_port
 from app.settings_env import ENV_PREFIX, EnvironmentSource, value_source
@@ -127,6 +132,11 @@ class Settings(BaseSettings):
         default=None,
         description="ACL policy file (YAML, see Access control), reloaded on change; "
         "without it the built-in default applies",
+    )
+    authz_webhook: AuthzWebhookSettings | None = Field(
+        default=None,
+        description="an HTTP service that narrows what the ACL granted (see Access control); "
+        "absent: the ACL alone decides",
     )
     trusted_proxies: list[IPvAnyNetwork] = Field(
         default_factory=list,
@@ -420,6 +430,8 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
         updates["acl"] = base / settings.acl
     if settings.auth_backends is not None:
         updates["auth_backends"] = [resolve_backend_paths(b, base) for b in settings.auth_backends]
+    if settings.authz_webhook is not None:
+        updates["authz_webhook"] = resolve_backend_paths(settings.authz_webhook, base)
     return settings.model_copy(update=updates) if updates else settings
 
 

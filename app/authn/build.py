@@ -135,12 +135,12 @@ def _authenticator(
         built.ldap.append((index, ldap))
         return _cached(ldap, backend.cache_ttl, backend.cache_size, per_client=False)
     if isinstance(backend, JwtBackend):
-        tokens = JwtAuthenticator(backend)
+        tokens = JwtAuthenticator(backend, key=key)
         built.closers.append(tokens.aclose)
         return tokens
     assert isinstance(backend, WebhookBackend)  # noqa: S101 - the union is closed
     secret = read_secret(backend.secret_file, backend.secret_env, f"{key}.secret")
-    webhook = WebhookAuthenticator(backend, secret=secret)
+    webhook = WebhookAuthenticator(backend, key=key, secret=secret)
     built.closers.append(webhook.aclose)
     return _cached(webhook, backend.cache_ttl, backend.cache_size, per_client=True)
 

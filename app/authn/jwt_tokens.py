@@ -25,7 +25,6 @@ import asyncio
 import json
 import logging
 import math
-import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +35,7 @@ import jwt
 from app.authn.base import AuthResult, Credentials, Outcome, check_groups
 from app.backend_settings import ROBOT_PREFIX, JwtBackend, check_key_url
 from app.errors import BackendUnavailableError, UserStoreError
+from app.http_hook import tls_context
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +70,12 @@ class IssuerKeys:
         self,
         config: JwtBackend,
         *,
+        key: str = "auth_backends[]",
         client: httpx.AsyncClient | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         self._config = config
-        self._client = client if client is not None else build_client(config)
+        self._client = client if client is not None else build_client(config, key)
         self._clock = clock
         self._keys: dict[str | None, dict[str, Any]] = {}
         self._built: dict[tuple[str | None, str], jwt.PyJWK | None] = {}
@@ -189,13 +190,10 @@ class IssuerKeys:
         return document
 
 
-def build_client(config: JwtBackend) -> httpx.AsyncClient:
-    context = ssl.create_default_context(
-        cafile=str(config.ca_file) if config.ca_file is not None else None
-    )
+def build_client(config: JwtBackend, key: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         timeout=httpx.Timeout(config.timeout),
-        verify=context,
+        verify=tls_context(key, config.ca_file),
         follow_redirects=False,  # the issuer's own URLs only
         trust_env=False,  # a proxy from the environment could hand us keys of its own
         headers={"Accept": "application/json"},
@@ -234,9 +232,11 @@ def _usable(entry: dict[str, Any], algorithm: str) -> jwt.PyJWK | None:
 
 
 class JwtAuthenticator:
-    def __init__(self, config: JwtBackend, keys: IssuerKeys | None = None) -> None:
+    def __init__(
+        self, config: JwtBackend, keys: IssuerKeys | None = None, *, key: str = "auth_backends[]"
+    ) -> None:
         self._config = config
-        self._keys = keys if keys is not None else IssuerKeys(config)
+        self._keys = keys if keys is not None else IssuerKeys(config, key=key)
 
     async def aclose(self) -> None:
         await self._keys.aclose()

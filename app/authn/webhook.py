@@ -33,12 +33,13 @@ class WebhookAuthenticator:
         self,
         config: WebhookBackend,
         *,
+        key: str = "auth_backends[]",
         secret: SecretStr | None = None,
         client: httpx.AsyncClient | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         self._config = config
-        self._hook = HookClient(config, secret=secret, client=client, clock=clock)
+        self._hook = HookClient(config, key=key, secret=secret, client=client, clock=clock)
         self.breaker = self._hook.breaker
 
     async def aclose(self) -> None:

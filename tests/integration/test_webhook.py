@@ -11,9 +11,9 @@ from pydantic import SecretStr
 
 from app.api.app import create_app
 from app.authn.base import Credentials, Outcome
-from app.breaker import BreakerState
 from app.authn.webhook import WebhookAuthenticator
 from app.backend_settings import WebhookBackend
+from app.breaker import BreakerState
 from app.errors import BackendUnavailableError
 from app.settings import load_settings
 from tests.conftest import api_client

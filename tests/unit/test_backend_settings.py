@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from app.assembly import authz_webhook_from_settings
 from app.authn.build import build_authentication, configured_backends
 from app.backend_settings import HtpasswdBackend, LdapBackend
 from app.errors import ConfigError
@@ -163,3 +164,51 @@ def test_an_ldap_filter_that_names_no_account_attribute_asks_for_one() -> None:
     backend = {"type": "ldap", "url": "ldap://x", "user_base": "dc=x", "user_filter": "{account}"}
     with pytest.raises(ConfigError, match="set `account_attribute`"):
         load_settings(overrides={**BASE, "auth_backends": [backend]})
+
+
+@pytest.mark.parametrize(
+    ("hook", "key", "words"),
+    [
+        ({"url": "https://p", "secret": "s3cret"}, "authz_webhook", "secret_file"),
+        ({"url": "ftp://p"}, "authz_webhook.url", "http:// or https://"),
+        ({"url": "https://p", "cache_ttl": 3600}, "authz_webhook.cache_ttl", "600"),
+        ({"url": "https://p", "client_cert": "c.pem"}, "authz_webhook", "client_key"),
+    ],
+)
+def test_a_bad_authz_webhook_names_the_key(hook: dict[str, Any], key: str, words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(overrides={**BASE, "authz_webhook": hook})
+    message = str(caught.value)
+    assert message.startswith(f"config: {key}"), message
+    assert words in message
+    assert "s3cret" not in message
+
+
+def test_authz_webhook_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "registry-auth.yaml"
+    hook = {"url": "https://p", "secret_file": "projects.secret", "ca_file": "ca.pem"}
+    config.write_text(
+        yaml.safe_dump({**BASE, "issuer": "i", "service": "s", "authz_webhook": hook})
+    )
+    settings = load_settings(config)
+    assert settings.authz_webhook is not None
+    assert settings.authz_webhook.secret_file == tmp_path / "projects.secret"
+    assert settings.authz_webhook.ca_file == tmp_path / "ca.pem"
+
+
+def test_a_ca_file_that_cannot_be_read_names_its_key(tmp_path: Path) -> None:
+    """Was `registry-auth: error: No such file or directory`, naming nothing."""
+    missing = str(tmp_path / "nope.pem")
+    hook = {"type": "webhook", "url": "https://sso", "ca_file": missing}
+    settings = load_settings(overrides={**BASE, "auth_backends": [hook]})
+    with pytest.raises(ConfigError, match=r"^config: auth_backends\.0\.ca_file: .*nope\.pem: No"):
+        build_authentication(settings)
+    issuer = {"type": "jwt", "issuer": "https://ci", "audience": "r", "claims": {"a": "b"}}
+    settings = load_settings(overrides={**BASE, "auth_backends": [{**issuer, "ca_file": missing}]})
+    with pytest.raises(ConfigError, match=r"^config: auth_backends\.0\.ca_file: "):
+        build_authentication(settings)
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    junk = {"url": "https://p", "ca_file": str(tmp_path / "junk.pem")}
+    settings = load_settings(overrides={**BASE, "authz_webhook": junk})
+    with pytest.raises(ConfigError, match=r"^config: authz_webhook\.ca_file: .*junk\.pem: "):
+        authz_webhook_from_settings(settings)

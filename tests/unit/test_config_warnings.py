@@ -117,3 +117,10 @@ def test_a_plain_http_realm_on_another_machine_is_warned_about(realm: str, warne
     assert bool(found) is warned
     if warned:
         assert found[0].startswith(f"realm: {realm} is plain HTTP: clients send their passwords")
+
+
+def test_a_plain_http_authz_webhook_elsewhere_is_named() -> None:
+    (warning,) = _warnings(authz_webhook={"url": "http://projects.corp/authorize"})
+    assert warning.startswith("authz_webhook: http://projects.corp/authorize is plain HTTP")
+    assert _warnings(authz_webhook={"url": "http://127.0.0.1:8080/authorize"}) == []
+    assert _warnings(authz_webhook={"url": "https://projects.corp/authorize"}) == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -65,13 +66,18 @@ class SsoBridge:
             self.server.server_close()
 
 
-def start_sso_bridge(bridge: SsoBridge) -> SsoBridge:
+Answer = Callable[[dict[str, Any], dict[str, str]], tuple[int, bytes]]
+
+
+def start_json_server(answer: Answer) -> ThreadingHTTPServer:
+    """A server answering each JSON POST with answer(body, lower-cased headers)."""
+
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length", "0"))
             body = json.loads(self.rfile.read(length) or b"{}")
             headers = {key.lower(): value for key, value in self.headers.items()}
-            status, payload = bridge.answer(body, headers)
+            status, payload = answer(body, headers)
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
@@ -81,7 +87,12 @@ def start_sso_bridge(bridge: SsoBridge) -> SsoBridge:
         def log_message(self, *_: Any) -> None:  # keep pytest output clean
             return
 
-    bridge.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    bridge.server.daemon_threads = True
-    threading.Thread(target=bridge.server.serve_forever, daemon=True).start()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def start_sso_bridge(bridge: SsoBridge) -> SsoBridge:
+    bridge.server = start_json_server(bridge.answer)
     return bridge

@@ -179,3 +179,26 @@ def test_explain_takes_the_servers_services_only(
     capsys.readouterr()
     assert main([*explain, "--service", "dev", "repository:a/b:pull"]) == 2
     assert "--service 'dev': this server issues no tokens for it" in capsys.readouterr().err
+
+
+def test_explain_says_when_an_authorization_webhook_decides_further(
+    acl: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    settings = {
+        "issuer": "auth",
+        "service": "reg.example",
+        "realm": "https://auth.example/token",
+        "acl": str(acl),
+        "authz_webhook": {"url": "https://projects.example/authorize", "name": "projects"},
+    }
+    config.write_text(yaml.safe_dump(settings), encoding="utf-8")
+    argv = ["acl", "explain", "--config", str(config), "--account", "zed", "--group", "ci"]
+    assert main([*argv, "repository:team/x:pull"]) == 0
+    out = capsys.readouterr().out
+    assert out.endswith(
+        "then the authorization webhook 'projects' (https://projects.example/authorize) "
+        "narrows this further: not asked here\n"
+    )
+    assert main([*argv, "--json", "repository:team/x:pull"]) == 0
+    assert json.loads(capsys.readouterr().out)["narrowed_by_authz_webhook"] == "projects"

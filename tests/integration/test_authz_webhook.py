@@ -1,0 +1,230 @@
+"""The authorization webhook against a real HTTP server (a project-membership service) started
+by the tests, and end to end: skopeo pushes to docker-registry 2.8 where the ACL allows it and
+the service says the account is a member."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from app.authz.base import Requester
+from app.authz.webhook import AuthzWebhook
+from app.backend_settings import AuthzWebhookSettings
+from app.breaker import BreakerState
+from app.errors import AuthorizationUnavailableError
+from app.protocol.scopes import Scope, parse_scope
+from tests.integration.support.oci import OciImage
+from tests.integration.support.policy_server import PolicyServer, start_policy_server
+from tests.integration.support.skopeo import Creds, Skopeo
+from tests.integration.support.stack import ALICE, Stack
+
+pytestmark = pytest.mark.anyio
+
+MEMBERS = {"team": {"alice": ["pull", "push"], "bob": ["pull"]}, "ops": {"alice": ["*"]}}
+ALICE_HERE = Requester(
+    "alice", "registry.test", frozenset({"dev"}), ipaddress.ip_address("10.1.2.3")
+)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def policy() -> Iterator[PolicyServer]:
+    server = start_policy_server(PolicyServer({k: dict(v) for k, v in MEMBERS.items()}))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def make_hook(policy: PolicyServer) -> AsyncIterator[Callable[..., AuthzWebhook]]:
+    made: list[AuthzWebhook] = []
+
+    def make(clock: Callable[[], float] | None = None, **options: Any) -> AuthzWebhook:
+        config = AuthzWebhookSettings(**{"url": policy.url, "retries": 0, **options})
+        extra: dict[str, Any] = {"clock": clock} if clock is not None else {}
+        made.append(AuthzWebhook(config, secret=SecretStr("policy-Secret-3"), **extra))
+        return made[-1]
+
+    yield make
+    for hook in made:
+        await hook.aclose()
+
+
+def scopes(*texts: str) -> list[Scope]:
+    """Scopes as the ACL granted them; `name:` for one it granted nothing on."""
+    return [
+        parse_scope(text) if not text.endswith(":") else Scope("repository", text[:-1], ())
+        for text in texts
+    ]
+
+
+def actions(granted: list[Scope]) -> list[tuple[str, tuple[str, ...]]]:
+    return [(scope.name, scope.actions) for scope in granted]
+
+
+async def test_the_token_holds_what_both_the_acl_and_the_service_allow(
+    policy: PolicyServer, make_hook: Callable[..., AuthzWebhook]
+) -> None:
+    acl_granted = scopes(
+        "repository:team/app:pull,push",  # member with pull, push
+        "repository:ops/tool:pull,push,delete",  # admin there: "*"
+        "repository:other/app:pull",  # not a member
+        "team/empty:",  # nothing granted by the ACL: not asked
+    )
+    granted = await make_hook().restrict(ALICE_HERE, acl_granted)
+    assert actions(granted) == [
+        ("team/app", ("pull", "push")),
+        ("ops/tool", ("pull", "push", "delete")),
+        ("other/app", ()),
+        ("team/empty", ()),
+    ]
+    sent = policy.requests[-1]
+    assert sent["body"] == {
+        "account": "alice",
+        "groups": ["dev"],
+        "service": "registry.test",
+        "client_ip": "10.1.2.3",
+        "scopes": [
+            {"type": "repository", "name": "team/app", "actions": ["pull", "push"]},
+            {"type": "repository", "name": "ops/tool", "actions": ["pull", "push", "delete"]},
+            {"type": "repository", "name": "other/app", "actions": ["pull"]},
+        ],
+    }
+    assert sent["headers"]["x-registry-auth-secret"] == "policy-Secret-3"
+
+
+async def test_the_service_cannot_widen_the_acls_grant(
+    policy: PolicyServer, make_hook: Callable[..., AuthzWebhook]
+) -> None:
+    policy.members["team"]["bob"] = ["pull", "push", "delete"]
+    bob = ALICE_HERE._replace(account="bob")
+    granted = await make_hook().restrict(bob, scopes("repository:team/app:pull"))
+    assert actions(granted) == [("team/app", ("pull",))]
+
+
+async def test_nothing_granted_means_nothing_to_ask(
+    policy: PolicyServer, make_hook: Callable[..., AuthzWebhook]
+) -> None:
+    granted = await make_hook().restrict(ALICE_HERE, scopes("team/app:"))
+    assert actions(granted) == [("team/app", ())]
+    assert policy.requests == []
+
+
+@pytest.mark.parametrize(
+    "outage",
+    [
+        pytest.param((500, b"{}"), id="500"),
+        pytest.param((403, b"{}"), id="403"),
+        pytest.param((200, b"<html>"), id="not-json"),
+        pytest.param((200, b'{"scopes": {"team/app": ["pull"]}}'), id="not-a-list"),
+        pytest.param((200, b'{"scopes": [{"type": "repository", "name": "x"}]}'), id="no-actions"),
+        pytest.param((200, b'{"allowed": true}'), id="another-shape"),
+    ],
+)
+async def test_anything_but_an_answer_is_an_outage_never_a_grant(
+    policy: PolicyServer, make_hook: Callable[..., AuthzWebhook], outage: tuple[int, bytes]
+) -> None:
+    policy.outage = outage
+    with pytest.raises(AuthorizationUnavailableError) as caught:
+        await make_hook(retries=1).restrict(ALICE_HERE, scopes("repository:team/app:pull"))
+    assert caught.value.status == 503
+    assert caught.value.body()["details"] == (
+        "authorization webhook 'authz' is unavailable; try again later"
+    )
+    assert len(policy.requests) == 2  # one retry
+
+
+async def test_the_circuit_opens_after_repeated_outages(
+    policy: PolicyServer, make_hook: Callable[..., AuthzWebhook]
+) -> None:
+    clock = FakeClock()
+    hook = make_hook(clock, breaker_failures=2, breaker_reset=30)
+    policy.outage = (500, b"{}")
+    for _ in range(2):
+        with pytest.raises(AuthorizationUnavailableError):
+            await hook.restrict(ALICE_HERE, scopes("repository:team/app:pull"))
+    assert hook.breaker.state(clock.now) is BreakerState.OPEN
+    asked = len(policy.requests)
+    with pytest.raises(AuthorizationUnavailableError):
+        await hook.restrict(ALICE_HERE, scopes("repository:team/app:pull"))
+    assert len(policy.requests) == asked  # failed fast
+    policy.outage = None
+    clock.now += 30
+    granted = await hook.restrict(ALICE_HERE, scopes("repository:team/app:pull"))
+    assert actions(granted) == [("team/app", ("pull",))]
+    assert hook.breaker.state(clock.now) is BreakerState.CLOSED
+
+
+async def test_answers_are_reused_for_the_same_question_within_cache_ttl(
+    policy: PolicyServer, make_hook: Callable[..., AuthzWebhook]
+) -> None:
+    clock = FakeClock()
+    hook = make_hook(clock, cache_ttl=30)
+    for _ in range(3):
+        await hook.restrict(ALICE_HERE, scopes("repository:team/app:pull"))
+    assert len(policy.requests) == 1
+    elsewhere = ALICE_HERE._replace(ip=ipaddress.ip_address("10.9.9.9"))
+    await hook.restrict(elsewhere, scopes("repository:team/app:pull"))  # another question
+    await hook.restrict(ALICE_HERE, scopes("repository:team/app:pull,push"))  # another one
+    assert len(policy.requests) == 3
+    policy.members["team"]["alice"] = []  # removed from the team
+    clock.now += 31
+    granted = await hook.restrict(ALICE_HERE, scopes("repository:team/app:pull"))
+    assert actions(granted) == [("team/app", ())]
+
+
+async def test_without_cache_ttl_every_request_asks(
+    policy: PolicyServer, make_hook: Callable[..., AuthzWebhook]
+) -> None:
+    hook = make_hook()
+    await hook.restrict(ALICE_HERE, scopes("repository:team/app:pull"))
+    policy.members["team"]["alice"] = []
+    granted = await hook.restrict(ALICE_HERE, scopes("repository:team/app:pull"))
+    assert actions(granted) == [("team/app", ())]
+
+
+def test_skopeo_pushes_where_the_acl_and_the_service_both_allow(
+    stack_factory: Callable[..., Stack],
+    skopeo: Skopeo,
+    make_image: Callable[..., OciImage],
+    policy: PolicyServer,
+    tmp_path: Any,
+) -> None:
+    acl = tmp_path / "acl.yaml"
+    acl.write_text('rules:\n  - match: {account: "*"}\n    allow: [pull, push]\n', "utf-8")
+    secret = tmp_path / "policy.secret"
+    secret.write_text("policy-Secret-3\n")
+    secret.chmod(0o600)
+    hook = {"url": policy.url, "secret_file": str(secret), "name": "projects"}
+    stack = stack_factory(extra_settings={"acl": str(acl), "authz_webhook": hook})
+    creds = Creds(ALICE.username, ALICE.password)
+    image = make_image("1.0")
+    pushed = skopeo.copy(image.ref, stack.registry.ref("team/app", "1.0"), dest_creds=creds)
+    assert pushed.ok, f"{pushed}\n{stack.logs()}"
+    refused = skopeo.copy(image.ref, stack.registry.ref("other/app", "1.0"), dest_creds=creds)
+    assert not refused.ok
+    assert policy.requests[-1]["headers"]["x-registry-auth-secret"] == "policy-Secret-3"
+
+    policy.outage = (500, b"{}")
+    answer = httpx.get(
+        stack.auth.realm,
+        params={"service": stack.auth.service, "scope": "repository:team/app:pull"},
+        auth=(ALICE.username, ALICE.password),
+        timeout=10,
+    )
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["details"] == (
+        "authorization webhook 'projects' is unavailable; try again later"
+    )
+    assert "Retry-After" in answer.headers
