@@ -3,6 +3,9 @@ webhook): one pooled httpx client (keep-alive, our CA, optional mTLS, no redirec
 from the environment), a shared secret header, a bounded number of retries after an outage,
 and a circuit breaker: after `breaker_failures` outages in a row, calls fail fast for
 `breaker_reset` seconds, then one trial call decides whether it closes again.
+
+tls_context serves every client here that takes a `ca_file` (LDAP and the jwt backend too):
+a file that cannot be used stops the start with one line naming the setting.
 """
 
 from __future__ import annotations

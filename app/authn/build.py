@@ -130,7 +130,7 @@ def _authenticator(
         password = read_secret(
             backend.bind_password_file, backend.bind_password_env, f"{key}.bind_password"
         )
-        ldap = LdapAuthenticator(backend, password)
+        ldap = LdapAuthenticator(backend, password, key=key)
         built.closers.append(ldap.aclose)
         built.ldap.append((index, ldap))
         return _cached(ldap, backend.cache_ttl, backend.cache_size, per_client=False)

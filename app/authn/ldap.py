@@ -29,6 +29,7 @@ from app.authn.base import AuthResult, Credentials, Outcome
 from app.authn.ldap_pool import LdapPool, Pooled
 from app.backend_settings import LdapBackend
 from app.errors import BackendUnavailableError
+from app.http_hook import tls_context
 
 log = logging.getLogger(__name__)
 
@@ -49,22 +50,23 @@ class _CheckingTls(Tls):
     which is deprecated (and gone in Python 3.12); here the SSLContext does the whole check.
     """
 
-    def __init__(self, ca_file: str | None) -> None:
-        super().__init__(validate=ssl.CERT_REQUIRED, ca_certs_file=ca_file)
+    def __init__(self, context: ssl.SSLContext) -> None:
+        super().__init__(validate=ssl.CERT_REQUIRED)
+        self._context = context  # made once (ca_file read at start), used for each connection
 
     def wrap_socket(self, connection: Any, do_handshake: bool = False) -> None:
-        context = ssl.create_default_context(cafile=self.ca_certs_file)
-        connection.socket = context.wrap_socket(
+        connection.socket = self._context.wrap_socket(
             connection.socket,
             server_hostname=connection.server.host,
             do_handshake_on_connect=do_handshake,
         )
 
 
-def build_server(config: LdapBackend) -> Server:
+def build_server(config: LdapBackend, key: str = "auth_backends[]") -> Server:
+    """The directory server; a ca_file that cannot be read is a ConfigError naming `key`."""
     parts = urlsplit(config.url)
     secure = parts.scheme == "ldaps"
-    tls = _CheckingTls(str(config.ca_file) if config.ca_file else None)
+    tls = _CheckingTls(tls_context(key, config.ca_file))
     return Server(
         parts.hostname or "",
         port=parts.port or (636 if secure else 389),
@@ -76,10 +78,16 @@ def build_server(config: LdapBackend) -> Server:
 
 
 class LdapAuthenticator:
-    def __init__(self, config: LdapBackend, bind_password: SecretStr | None = None) -> None:
+    def __init__(
+        self,
+        config: LdapBackend,
+        bind_password: SecretStr | None = None,
+        *,
+        key: str = "auth_backends[]",
+    ) -> None:
         self._config = config
         self._bind_password = bind_password
-        self._server = build_server(config)
+        self._server = build_server(config, key)
         self._pool = LdapPool(self._open, config.pool_size, config.timeout)
         self._name_attribute = config.name_attribute() or "uid"  # settings ensure one
         # Whether a backend after this one in the chain answers for a name (build_authentication

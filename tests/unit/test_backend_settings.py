@@ -207,6 +207,10 @@ def test_a_ca_file_that_cannot_be_read_names_its_key(tmp_path: Path) -> None:
     settings = load_settings(overrides={**BASE, "auth_backends": [{**issuer, "ca_file": missing}]})
     with pytest.raises(ConfigError, match=r"^config: auth_backends\.0\.ca_file: "):
         build_authentication(settings)
+    ldap = {"type": "ldap", "url": "ldaps://dc", "user_base": "dc=x", "ca_file": missing}
+    settings = load_settings(overrides={**BASE, "auth_backends": [ldap]})
+    with pytest.raises(ConfigError, match=r"^config: auth_backends\.0\.ca_file: "):
+        build_authentication(settings)
     (tmp_path / "junk.pem").write_text("not a certificate\n")
     junk = {"url": "https://p", "ca_file": str(tmp_path / "junk.pem")}
     settings = load_settings(overrides={**BASE, "authz_webhook": junk})
