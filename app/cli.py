@@ -52,7 +52,8 @@ GROUPS: dict[str, Group] = {
     "tokens": Group("app.cli_tokens", "list and revoke refresh tokens"),
     "logins": Group(
         "app.cli_logins",
-        "the brute-force counters of an address (and an account): show them, or reset them",
+        "the brute-force counters of an address (and an account): show them, or reset "
+        "them; check a login through the backends",
     ),
     "healthcheck": Group(
         "app.cli_health",

@@ -1,5 +1,6 @@
 """`registry-auth logins ...`: what the brute-force counters hold for an address (and an
-account), and clearing them, so an operator can let a blocked CI runner in at once.
+account), and clearing them, so an operator can let a blocked CI runner in at once; and
+`logins check`, a login tried as the server would try it (app.cli_login_check).
 
 The store keeps hashes of names and addresses (app.state.attempts), so nothing can be listed:
 the operator names the address, and the account for its own counter.
@@ -40,10 +41,32 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         config_option(sub)
         sub.add_argument("--ip", required=True, help="the client address, as the audit log has it")
         sub.add_argument("--account", help="the account (its counter from that address)")
+    check = logins.add_parser(
+        "check",
+        help="try a login through the backends as the server would, and what SCOPEs it would "
+        "get (no token issued, nothing counted)",
+    )
+    config_option(check)
+    check.add_argument("account", help="the name the client logs in with")
+    check.add_argument(
+        "scopes",
+        nargs="*",
+        metavar="SCOPE",
+        help="what the client asks for: repository:team/app:pull,push",
+    )
+    check.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    check.add_argument("--service", help="the service asked for (default: `service`)")
+    check.add_argument("--ip", help="the client's address (for `ip` rules and the webhooks)")
 
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
+    if args.logins_command == "check":
+        # Imported here: it builds every backend (LDAP, HTTP clients), which status and
+        # reset do not need.
+        from app import cli_login_check  # noqa: PLC0415
+
+        return cli_login_check.run(settings, args)
     if not settings.brute_force.enabled:
         raise ConfigError("brute_force.enabled", "false: this server counts no failed logins")
     if settings.state.backend == "none":

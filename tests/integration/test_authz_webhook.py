@@ -4,24 +4,30 @@ the service says the account is a member."""
 
 from __future__ import annotations
 
+import io
 import ipaddress
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from pydantic import SecretStr
 
 from app.authz.base import Requester
 from app.authz.webhook import AuthzWebhook
 from app.backend_settings import AuthzWebhookSettings
 from app.breaker import BreakerState
+from app.cli import run
 from app.errors import AuthorizationUnavailableError
 from app.protocol.scopes import Scope, parse_scope
 from tests.integration.support.oci import OciImage
 from tests.integration.support.policy_server import PolicyServer, start_policy_server
 from tests.integration.support.skopeo import Creds, Skopeo
 from tests.integration.support.stack import ALICE, Stack
+from tests.integration.support.webhook_server import SsoBridge, start_sso_bridge
+from tests.unit.test_cli_errors import no_serve
 
 pytestmark = pytest.mark.anyio
 
@@ -199,7 +205,7 @@ def test_skopeo_pushes_where_the_acl_and_the_service_both_allow(
     skopeo: Skopeo,
     make_image: Callable[..., OciImage],
     policy: PolicyServer,
-    tmp_path: Any,
+    tmp_path: Path,
 ) -> None:
     acl = tmp_path / "acl.yaml"
     acl.write_text('rules:\n  - match: {account: "*"}\n    allow: [pull, push]\n', "utf-8")
@@ -228,3 +234,47 @@ def test_skopeo_pushes_where_the_acl_and_the_service_both_allow(
         "authorization webhook 'projects' is unavailable; try again later"
     )
     assert "Retry-After" in answer.headers
+
+
+def test_logins_check_asks_the_real_services(
+    policy: PolicyServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`logins check` goes through the webhook backend and the authorization webhook as the
+    server would, and says when either is unavailable (exit 3)."""
+    bridge = start_sso_bridge(SsoBridge({"alice": ("alice-pw", ["dev"])}))
+    try:
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "issuer": "auth",
+                    "service": "registry.test",
+                    "realm": "https://auth.test/token",
+                    "auth_backends": [{"type": "webhook", "url": bridge.url, "name": "sso"}],
+                    "authz_webhook": {"url": policy.url, "retries": 0},
+                }
+            )
+        )
+        argv = ["logins", "check", "--config", str(config), "--password-stdin", "alice"]
+        scopes = ["repository:team/app:pull,push", "repository:other/app:pull"]
+
+        def check(*extra: str) -> tuple[int, str]:
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr("sys.stdin", io.StringIO("alice-pw\n"))
+                code = run([*argv, *extra], serve=no_serve)
+            return code, capsys.readouterr().out
+
+        assert check(*scopes) == (
+            0,
+            "sso: accepted\naccepted as 'alice'; groups: dev\n"
+            "  repository:team/app: pull, push\n  repository:other/app: nothing\n",
+        )
+        assert policy.requests[-1]["body"]["account"] == "alice"
+        policy.outage = (500, b"{}")
+        code, out = check(*scopes)
+        assert (code, out.splitlines()[-1]) == (3, "authz_webhook 'authz': unavailable (HTTP 500)")
+        bridge.mode = "500"
+        code, out = check()
+        assert (code, out) == (3, "sso: unavailable (HTTP 500): the server would answer 503\n")
+    finally:
+        bridge.stop()

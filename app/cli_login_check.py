@@ -1,0 +1,127 @@
+"""`registry-auth logins check NAME [SCOPE ...]`: a login tried through the configured backends
+as the server would try it, showing which backend said what, the account and groups it gives,
+and what the scopes would be granted (ACL, then the authorization webhook). For "why can't
+this user push?": no token is issued and nothing is counted by the brute-force protection.
+
+Exit status: 0 accepted, 1 refused, 3 a backend (or the webhook) unavailable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import ipaddress
+import sys
+
+from pydantic import SecretStr
+
+from app.assembly import authz_webhook_from_settings, policy_authorizer
+from app.authn.base import AuthResult, Credentials, Outcome
+from app.authn.build import Authentication, build_authentication
+from app.authz.base import Authorizer, Requester
+from app.authz.default import DefaultAuthorizer
+from app.errors import BackendUnavailableError, RegistryAuthError
+from app.protocol.scopes import Scope, parse_scopes
+from app.settings import Settings
+
+UNAVAILABLE = 3
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    service = args.service or settings.service
+    if service not in settings.services:
+        raise RegistryAuthError(
+            f"--service {service!r}: this server issues no tokens for it (`service`, "
+            "`extra_services`)"
+        )
+    ip = _ip(args.ip) if args.ip is not None else None
+    scopes = parse_scopes(args.scopes)
+    password = _read_password(args.password_stdin)
+    credentials = Credentials(args.account, SecretStr(password), service, str(ip) if ip else None)
+    return asyncio.run(_check(settings, credentials, Requester(None, service, ip=ip), scopes))
+
+
+async def _check(
+    settings: Settings, credentials: Credentials, where: Requester, scopes: list[Scope]
+) -> int:
+    authentication = build_authentication(settings)
+    hook = authz_webhook_from_settings(settings)
+    try:
+        result = await _login(authentication, credentials)
+        if result is None:
+            return UNAVAILABLE
+        if not result.accepted:
+            print(f"refused: {credentials.account!r} would get 401")
+            return 1
+        groups = ", ".join(sorted(result.groups)) or "none"
+        print(f"accepted as {result.account!r}; groups: {groups}")
+        if not scopes:
+            return 0
+        requester = where._replace(account=result.account, groups=result.groups)
+        granted = _authorizer(settings).authorize(requester, scopes)
+        if hook is not None:
+            try:
+                granted = await hook.restrict(requester, granted)
+            except BackendUnavailableError as exc:
+                print(f"authz_webhook {exc.backend!r}: unavailable ({exc.cause})")
+                return UNAVAILABLE
+        for scope in granted:
+            print(f"  {scope.resource_type}:{scope.name}: {', '.join(scope.actions) or 'nothing'}")
+        return 0
+    finally:
+        for close in authentication.closers:
+            await close()
+        if hook is not None:
+            await hook.aclose()
+
+
+async def _login(authentication: Authentication, credentials: Credentials) -> AuthResult | None:
+    """Each backend's answer, printed, until one decides; None when one is unavailable."""
+    chain = authentication.authenticator
+    for link in chain.links if chain is not None else ():
+        if not link.answers_for(credentials.account):
+            print(f"{link.name}: does not answer for this name (its `accounts`, or robot names)")
+            continue
+        try:
+            result = await link.authenticator.authenticate(credentials)
+        except BackendUnavailableError as exc:
+            print(f"{link.name}: unavailable ({exc.cause}): the server would answer 503")
+            return None
+        print(f"{link.name}: {_said(result.outcome)}")
+        if result.outcome is not Outcome.NOT_MINE:
+            return result
+    if chain is None:
+        print("no authentication backend is configured: only anonymous requests are served")
+    return AuthResult(Outcome.REJECTED)
+
+
+def _said(outcome: Outcome) -> str:
+    return {
+        Outcome.ACCEPTED: "accepted",
+        Outcome.REJECTED: "refused (it knows the name; the password is wrong)",
+        Outcome.NOT_MINE: "not mine (it does not know the name)",
+    }[outcome]
+
+
+def _authorizer(settings: Settings) -> Authorizer:
+    return policy_authorizer(settings, []) or DefaultAuthorizer()
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        raise RegistryAuthError(f"--ip {text!r}: not an IP address") from None
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+    else:
+        raise RegistryAuthError("no terminal to ask for the password: use --password-stdin")
+    if not password:
+        raise RegistryAuthError("empty password")
+    return password

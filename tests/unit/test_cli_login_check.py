@@ -1,0 +1,100 @@
+"""`registry-auth logins check`: a login tried through the configured backends as the server
+would try it, with what each backend said and what the scopes would get; nothing counted."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from app.authn.htpasswd import hash_password
+from app.cli import run
+from app.settings import load_settings
+from app.state.attempts import counter_keys
+from app.state.sqlite import SqliteStore
+from tests.unit.test_cli_errors import fails, no_serve
+
+CONFIG = """issuer: auth
+service: registry.test
+realm: https://auth.test/token
+auth_backends:
+  - {type: htpasswd, path: admins.htpasswd, name: admins, accounts: "root|admin"}
+  - {type: static, path: users.yaml}
+acl: acl.yaml
+state: {path: state.db}
+"""
+ACL = """groups: {dev: []}
+rules:
+  - match: {group: dev, name: "team/*"}
+    allow: [pull, push]
+  - match: {account: "*"}
+    allow: [pull]
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    (tmp_path / "admins.htpasswd").write_text(f"root:{hash_password('root-pw', rounds=4)}\n")
+    bcrypt = hash_password("carol-pw", rounds=4)
+    (tmp_path / "users.yaml").write_text(
+        f'users:\n  carol:\n    password: "{bcrypt}"\n    groups: [dev]\n'
+    )
+    (tmp_path / "acl.yaml").write_text(ACL)
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG)
+    return path
+
+
+def _check(
+    capsys: pytest.CaptureFixture[str], config: Path, password: str, *argv: str
+) -> tuple[int, str]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.stdin", io.StringIO(password + "\n"))
+        code = run(
+            ["logins", "check", "--config", str(config), "--password-stdin", *argv],
+            serve=no_serve,
+        )
+    return code, capsys.readouterr().out
+
+
+def test_an_accepted_login_shows_who_said_so_and_what_the_scopes_get(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = _check(
+        capsys, config, "carol-pw", "carol", "repository:team/app:pull,push", "repository:x/y:push"
+    )
+    assert code == 0
+    assert out == (
+        "admins: does not answer for this name (its `accounts`, or robot names)\n"
+        "static: accepted\n"
+        "accepted as 'carol'; groups: dev\n"
+        "  repository:team/app: pull, push\n"
+        "  repository:x/y: nothing\n"
+    )
+
+
+def test_a_refused_login_says_which_backend_refused_and_counts_nothing(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = _check(capsys, config, "wrong", "carol", "--ip", "203.0.113.9")
+    assert code == 1
+    assert "static: refused (it knows the name; the password is wrong)\n" in out
+    assert out.endswith("refused: 'carol' would get 401\n")
+    code, out = _check(capsys, config, "x", "nobody")
+    assert code == 1
+    assert "static: not mine (it does not know the name)\n" in out
+    store = SqliteStore(load_settings(config).state.path)
+    assert store.failures(list(counter_keys("carol", "203.0.113.9")), 0, 10**10) == {}
+
+
+def test_bad_input_is_one_line(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["logins", "check", "--config", str(config), "--password-stdin"]
+    assert "--ip 'here': not an IP address" in fails(
+        capsys, *base, "carol", "--ip", "here", stdin="pw\n"
+    )
+    assert "--service 'elsewhere'" in fails(
+        capsys, *base, "carol", "--service", "elsewhere", stdin="pw\n"
+    )
+    assert "is not type:name:actions" in fails(capsys, *base, "carol", "repo", stdin="pw\n")
+    assert fails(capsys, *base, "carol", stdin="\n") == "empty password"
