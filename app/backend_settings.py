@@ -315,7 +315,13 @@ class JwtBackend(_Backend):
         gt=0,
         description="refuse a token meant to live longer (`exp` - `iat`, seconds)",
     )
-    timeout: float = Field(default=5, gt=0, le=60, description="seconds per request to the issuer")
+    timeout: float = Field(
+        default=5,
+        gt=0,
+        le=60,
+        description="seconds per connection and read from the issuer; a whole fetch of its "
+        "keys within twice that",
+    )
     keys_cache: int = Field(
         default=300,
         ge=10,

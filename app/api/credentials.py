@@ -9,8 +9,6 @@ from pydantic import SecretStr
 from app.authn.base import Credentials
 from app.errors import InvalidRequestError
 
-MAX_AUTHORIZATION_LENGTH = 4096
-
 
 def parse_basic(header: str | None) -> Credentials | None:
     """None when the client sent no Basic credentials (anonymous); 400 when they are malformed."""
@@ -19,8 +17,7 @@ def parse_basic(header: str | None) -> Credentials | None:
     scheme, _, encoded = header.partition(" ")
     if scheme.lower() != "basic":
         return None
-    if len(header) > MAX_AUTHORIZATION_LENGTH:
-        raise InvalidRequestError("Authorization header too long", parameter="Authorization")
+    # Its length was checked before (limits.max_authorization_length, 431): app.api.limits.
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
     except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII in the header

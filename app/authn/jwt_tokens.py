@@ -45,6 +45,8 @@ DISCOVERY = "/.well-known/openid-configuration"
 MAX_DOCUMENT = 64 * 1024  # a discovery document or key set; real ones are 1-10 KiB
 UNKNOWN_KID_REFETCH = 30.0  # seconds between fetches asked for by a key id we do not know
 FAILURE_COOLDOWN = 5.0  # seconds without asking again after the issuer failed to answer
+FETCH_DEADLINE = 2  # a whole fetch (discovery and keys) within this many `timeout`s
+MAX_STALE = 86400.0  # keys the issuer has not confirmed for a day no longer verify
 MAX_ACCOUNT_LENGTH = 256
 
 # What each accepted algorithm verifies with: key type, and curve for EC.
@@ -62,9 +64,20 @@ class IssuerDown(Exception):  # noqa: N818 - a condition, not a programming erro
     """The issuer's keys could not be fetched; the message says why (no secrets in it)."""
 
 
+class NotFetchedYet(Exception):  # noqa: N818 - a condition, not a programming error
+    """A key id not among the keys, which were fetched moments ago: asked again in
+    `retry_after` seconds (a key the issuer has just started using, or a made-up one)."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(
+            f"not among the issuer's keys; they are fetched again in {retry_after:.0f} s"
+        )
+        self.retry_after = retry_after
+
+
 class IssuerKeys:
     """The issuer's published signing keys, by key id (`None` for a key published without
-    one), fetched and kept per worker."""
+    one; RFC 7517 lets keys of different types share an id), fetched and kept per worker."""
 
     def __init__(
         self,
@@ -77,7 +90,7 @@ class IssuerKeys:
         self._config = config
         self._client = client if client is not None else build_client(config, key)
         self._clock = clock
-        self._keys: dict[str | None, dict[str, Any]] = {}
+        self._keys: dict[str | None, list[dict[str, Any]]] = {}
         self._built: dict[tuple[str | None, str], jwt.PyJWK | None] = {}
         self._fetched_at = -math.inf  # last good fetch
         self._tried_at = -math.inf  # last fetch started, good or not
@@ -89,14 +102,17 @@ class IssuerKeys:
 
     async def key_for(self, kid: str | None, algorithm: str) -> jwt.PyJWK | None:
         """The issuer's key `kid` for `algorithm`; None when it has no such key (or one of
-        another type). Raises IssuerDown when it does not know and cannot ask."""
+        another type). IssuerDown when it does not know and cannot ask; NotFetchedYet when it
+        asked moments ago."""
         now = self._clock()
-        if self._find(kid) is not None:
-            if now - self._fetched_at >= self._config.keys_cache:
+        age = now - self._fetched_at
+        if self._find(kid) and age < MAX_STALE:
+            if age >= self._config.keys_cache:
                 self._start_fetch()  # in the background: the key in hand verifies meanwhile
             return self._key(kid, algorithm)
-        if self._fetch is None and not self._failed and now - self._tried_at < UNKNOWN_KID_REFETCH:
-            return None  # asked recently: a key id made up, or one not published yet
+        gate = self._tried_at + UNKNOWN_KID_REFETCH - now
+        if self._fetch is None and not self._failed and age < MAX_STALE and gate > 0:
+            raise NotFetchedYet(gate)
         fetch = self._start_fetch()
         if fetch is None:
             raise IssuerDown("it failed to answer moments ago")
@@ -104,19 +120,17 @@ class IssuerKeys:
         await asyncio.shield(fetch)
         return self._key(kid, algorithm)
 
-    def _find(self, kid: str | None) -> dict[str, Any] | None:
+    def _find(self, kid: str | None) -> list[dict[str, Any]]:
         if kid is None and len(self._keys) > 1:
-            return None  # which one? a token from an issuer with several keys names its key
+            return []  # which one? a token from an issuer with several keys names its key
         if kid is None:
-            return next(iter(self._keys.values()), None)
-        return self._keys.get(kid)
+            return next(iter(self._keys.values()), [])
+        return self._keys.get(kid, [])
 
     def _key(self, kid: str | None, algorithm: str) -> jwt.PyJWK | None:
-        entry = self._find(kid)
-        if entry is None:
-            return None
         if (kid, algorithm) not in self._built:  # parsed once per key and algorithm
-            self._built[kid, algorithm] = _usable(entry, algorithm)
+            usable = (_usable(entry, algorithm) for entry in self._find(kid))
+            self._built[kid, algorithm] = next((key for key in usable if key is not None), None)
         return self._built[kid, algorithm]
 
     def _start_fetch(self) -> asyncio.Future[None] | None:
@@ -134,7 +148,8 @@ class IssuerKeys:
         problem = "cancelled" if fetch.cancelled() else fetch.exception()
         self._failed = problem is not None
         if problem is not None:
-            kept = f"; the keys fetched {self._clock() - self._fetched_at:.0f} s ago still verify"
+            age = self._clock() - self._fetched_at
+            kept = f"; the keys fetched {age:.0f} s ago still verify" if age < MAX_STALE else ""
             log.warning(
                 "jwt backend %s: cannot fetch the issuer's keys: %s%s",
                 self._config.label,
@@ -143,14 +158,28 @@ class IssuerKeys:
             )
 
     async def _fetch_keys(self) -> None:
+        """One fetch, within FETCH_DEADLINE timeouts in all (an issuer trickling its answer
+        byte by byte would hold it for days: httpx's timeout bounds each read only)."""
+        deadline = FETCH_DEADLINE * self._config.timeout
+        try:
+            async with asyncio.timeout(deadline):
+                await self._fetch_keys_now()
+        except IssuerDown:
+            raise
+        except TimeoutError:
+            raise IssuerDown(f"no complete answer within {deadline:g} s") from None
+        except Exception as exc:  # noqa: BLE001 - whatever an issuer's answer makes fail
+            raise IssuerDown(type(exc).__name__) from None
+
+    async def _fetch_keys_now(self) -> None:
         url = self._config.jwks_url or await self._discover()
         document = await self._get(url)
         keys = document.get("keys")
         if not isinstance(keys, list):
-            raise IssuerDown(f"{url}: no `keys` list")
+            raise IssuerDown(f"{url!r}: no `keys` list")
         usable = _signing_keys(keys)
         if not usable:
-            raise IssuerDown(f"{url}: no usable signing key among {len(keys)}")
+            raise IssuerDown(f"{url!r}: no usable signing key among {len(keys)}")
         self._keys, self._built = usable, {}
         self._fetched_at = self._clock()
 
@@ -159,34 +188,37 @@ class IssuerKeys:
         document = await self._get(url)
         if document.get("issuer") != self._config.issuer:
             # OpenID Connect Discovery 1.0 §4.3: a document for another issuer is not used.
-            raise IssuerDown(f"{url}: its `issuer` is not {self._config.issuer}")
+            raise IssuerDown(f"{url!r}: its `issuer` is not {self._config.issuer!r}")
         jwks_uri = document.get("jwks_uri")
         if not isinstance(jwks_uri, str):
-            raise IssuerDown(f"{url}: no `jwks_uri`")
+            raise IssuerDown(f"{url!r}: no `jwks_uri`")
+        if url.startswith("https:") and not jwks_uri.startswith("https:"):
+            # Not a way to make us GET this machine's own http:// services.
+            raise IssuerDown(f"{url!r}: `jwks_uri` must be https:// like the issuer")
         try:
             check_key_url(jwks_uri)
         except ValueError as exc:
-            raise IssuerDown(f"{url}: `jwks_uri` {exc}") from None
+            raise IssuerDown(f"{url!r}: `jwks_uri` {exc}") from None
         return jwks_uri
 
     async def _get(self, url: str) -> dict[str, Any]:
         try:
             async with self._client.stream("GET", url) as response:
                 if response.status_code != 200:
-                    raise IssuerDown(f"{url}: HTTP {response.status_code}")
+                    raise IssuerDown(f"{url!r}: HTTP {response.status_code}")
                 body = bytearray()
-                async for chunk in response.aiter_bytes():
+                async for chunk in response.aiter_raw():  # as sent: no inflating of a bomb
                     body += chunk
                     if len(body) > MAX_DOCUMENT:
-                        raise IssuerDown(f"{url}: larger than {MAX_DOCUMENT} bytes")
+                        raise IssuerDown(f"{url!r}: larger than {MAX_DOCUMENT} bytes")
         except httpx.HTTPError as exc:
-            raise IssuerDown(f"{url}: {type(exc).__name__}") from None
+            raise IssuerDown(f"{url!r}: {type(exc).__name__}") from None
         try:
             document = json.loads(body)
-        except ValueError:
-            raise IssuerDown(f"{url}: not JSON") from None
+        except (ValueError, RecursionError):
+            raise IssuerDown(f"{url!r}: not JSON") from None
         if not isinstance(document, dict):
-            raise IssuerDown(f"{url}: not a JSON object")
+            raise IssuerDown(f"{url!r}: not a JSON object")
         return document
 
 
@@ -196,15 +228,16 @@ def build_client(config: JwtBackend, key: str) -> httpx.AsyncClient:
         verify=tls_context(key, config.ca_file),
         follow_redirects=False,  # the issuer's own URLs only
         trust_env=False,  # a proxy from the environment could hand us keys of its own
-        headers={"Accept": "application/json"},
+        # Uncompressed: the size cap counts the bytes as sent (aiter_raw).
+        headers={"Accept": "application/json", "Accept-Encoding": "identity"},
     )
 
 
-def _signing_keys(keys: list[Any]) -> dict[str | None, dict[str, Any]]:
+def _signing_keys(keys: list[Any]) -> dict[str | None, list[dict[str, Any]]]:
     """The published keys that can verify a signature, by key id: public RSA and EC keys
     meant for signatures (no `use`, or `use: sig`) that fit one of the algorithms. Others
     (encryption keys, symmetric or unknown types, malformed entries) are left out."""
-    usable: dict[str | None, dict[str, Any]] = {}
+    usable: dict[str | None, list[dict[str, Any]]] = {}
     for entry in keys:
         if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
             continue
@@ -212,7 +245,7 @@ def _signing_keys(keys: list[Any]) -> dict[str | None, dict[str, Any]]:
         if kid is not None and not isinstance(kid, str):
             continue
         if any(_usable(entry, algorithm) is not None for algorithm in KEY_TYPES):
-            usable[kid] = entry
+            usable.setdefault(kid, []).append(entry)
     return usable
 
 
@@ -254,6 +287,13 @@ class JwtAuthenticator:
             key = await self._keys.key_for(kid, algorithm)
         except IssuerDown:  # logged by the fetch
             raise BackendUnavailableError(self._config.label, "issuer keys unavailable") from None
+        except NotFetchedYet as exc:
+            # A 503, not a wrong password: after a key rotation, the CI runner's logins would
+            # otherwise count towards its block (brute_force) until the next fetch.
+            log.info("jwt backend %s: key id %s: %s", self._config.label, _shown(kid), exc)
+            raise BackendUnavailableError(
+                self._config.label, "unknown key id", retry_after=math.ceil(exc.retry_after)
+            ) from None
         if key is None:
             return self._refused(credentials, f"the issuer has no {algorithm} key {_shown(kid)}")
         try:
@@ -293,7 +333,7 @@ class JwtAuthenticator:
             return "exp, iat or nbf is not a number"
         lifetime = claims["exp"] - claims["iat"]
         if lifetime > config.max_lifetime:
-            return f"meant to live {lifetime:.0f} s (max_lifetime)"
+            return f"meant to live longer than {config.max_lifetime} s (max_lifetime)"
         for name, wanted in config.claims.items():
             if claims.get(name) != wanted:
                 return f"claim {name!r} is not {wanted!r}"
@@ -323,7 +363,9 @@ def _shown(value: Any) -> str:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 def _account(value: Any, prefix: str) -> str | None:

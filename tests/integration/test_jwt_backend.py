@@ -19,10 +19,17 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from jwt.algorithms import ECAlgorithm
 from pydantic import SecretStr
 
 from app.authn.base import AuthResult, Credentials, Outcome
-from app.authn.jwt_tokens import FAILURE_COOLDOWN, UNKNOWN_KID_REFETCH, IssuerKeys, JwtAuthenticator
+from app.authn.jwt_tokens import (
+    FAILURE_COOLDOWN,
+    MAX_STALE,
+    UNKNOWN_KID_REFETCH,
+    IssuerKeys,
+    JwtAuthenticator,
+)
 from app.backend_settings import JwtBackend
 from app.errors import BackendUnavailableError
 from tests.integration.support.oci import OciImage
@@ -209,10 +216,13 @@ async def test_keys_not_for_signing_are_not_used(issuer: OidcIssuer) -> None:
     junk: list[Any] = ["junk", {"kty": "RSA", "kid": "broken", "n": "AQAB", "e": 7}]
     body = json.dumps({"keys": [*keys, encryption, symmetric, *junk]}).encode()
     issuer.answers["/keys"] = (200, body, {})
-    auth = backend(issuer)
+    clock = Clock()
+    auth = backend(issuer, clock)
     assert (await login(auth, issuer.token(**JOB))).outcome is Outcome.ACCEPTED
+    clock.now += UNKNOWN_KID_REFETCH  # an unknown kid fetches again: still not among them
     enc_token = issuer.token("enc", key=issuer.keys["k1"], **JOB)  # the same RSA key, use enc
     assert (await login(auth, enc_token)).outcome is Outcome.REJECTED
+    assert issuer.requests.count("/keys") == 2
     hs = jwt.encode({**JOB, "iss": issuer.url, "iat": 1, "exp": 2}, b"s" * 32, "HS256")
     assert (await login(auth, hs)).outcome is Outcome.REJECTED
 
@@ -220,6 +230,8 @@ async def test_keys_not_for_signing_are_not_used(issuer: OidcIssuer) -> None:
 async def test_unknown_key_ids_fetch_the_keys_again_at_most_every_30_s(
     issuer: OidcIssuer,
 ) -> None:
+    """Meanwhile such a token gets a 503 with Retry-After, not a wrong password: after a key
+    rotation a CI runner's logins would count towards its block (brute_force) until then."""
     clock = Clock()
     auth = backend(issuer, clock)
     assert (await login(auth, issuer.token(**JOB))).outcome is Outcome.ACCEPTED
@@ -227,12 +239,18 @@ async def test_unknown_key_ids_fetch_the_keys_again_at_most_every_30_s(
     for n in range(20):
         clock.now += 1
         token = issuer.token(f"made-up-{n}", key=stranger, **JOB)
-        assert (await login(auth, token)).outcome is Outcome.REJECTED
+        with pytest.raises(BackendUnavailableError) as caught:
+            await login(auth, token)
+        assert caught.value.retry_after == UNKNOWN_KID_REFETCH - (n + 1)
     assert issuer.requests.count("/keys") == 1
     clock.now += UNKNOWN_KID_REFETCH
     issuer.add_key("new")  # the issuer published a new key in the meantime
     assert (await login(auth, issuer.token("new", **JOB))).outcome is Outcome.ACCEPTED
     assert issuer.requests.count("/keys") == 2
+    clock.now += UNKNOWN_KID_REFETCH
+    made_up = issuer.token("made-up", key=stranger, **JOB)
+    assert (await login(auth, made_up)).outcome is Outcome.REJECTED  # asked: not theirs
+    assert issuer.requests.count("/keys") == 3
 
 
 async def test_a_kid_in_the_log_is_escaped(
@@ -405,3 +423,99 @@ def test_skopeo_pushes_with_a_ci_jobs_id_token(
     assert answer.status_code == 200, answer.text
     granted = jwt.decode(answer.json()["access_token"], options={"verify_signature": False})
     assert granted["sub"] == "team/app"
+
+
+async def test_an_issuer_trickling_its_answer_is_cut_at_twice_the_timeout(
+    issuer: OidcIssuer,
+) -> None:
+    """httpx's timeout bounds each read: a byte every 20 ms would hold the fetch (and every
+    login waiting for it) for as long as the issuer likes."""
+    issuer.trickle = 0.02  # the keys take ~10 s this way
+    auth = backend(issuer, timeout=0.5)
+    with pytest.raises(BackendUnavailableError):
+        await asyncio.wait_for(login(auth, issuer.token(**JOB)), timeout=5)
+
+
+async def test_a_client_leaving_does_not_cancel_the_fetch_others_wait_for(
+    issuer: OidcIssuer,
+) -> None:
+    auth = backend(issuer)
+    issuer.hold = threading.Event()
+    leaving = asyncio.ensure_future(login(auth, issuer.token(**JOB)))
+    staying = asyncio.ensure_future(login(auth, issuer.token(**JOB)))
+    await asyncio.sleep(0.2)  # both wait for the one fetch
+    leaving.cancel()
+    await asyncio.sleep(0.1)
+    issuer.hold.set()
+    assert (await asyncio.wait_for(staying, timeout=5)).outcome is Outcome.ACCEPTED
+    assert issuer.requests.count("/keys") == 1
+
+
+async def test_keys_the_issuer_has_not_confirmed_for_a_day_no_longer_verify(
+    issuer: OidcIssuer,
+) -> None:
+    clock = Clock()
+    auth = backend(issuer, clock)
+    assert (await login(auth, issuer.token(**JOB))).outcome is Outcome.ACCEPTED
+    issuer.answers["/keys"] = (503, b"", {})
+    clock.now += MAX_STALE - 10
+    assert (await login(auth, issuer.token(**JOB))).outcome is Outcome.ACCEPTED
+    await asyncio.sleep(0.2)  # the background fetch fails
+    clock.now += FAILURE_COOLDOWN + 10
+    with pytest.raises(BackendUnavailableError):
+        await login(auth, issuer.token(**JOB))
+
+
+async def test_keys_of_two_types_may_share_a_key_id(issuer: OidcIssuer) -> None:
+    """RFC 7517 §4.5: the same kid for an RSA and an EC key; each verifies its own tokens."""
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    keys = issuer.jwks()["keys"]
+    shared = {**json.loads(ECAlgorithm.to_jwk(ec_key.public_key())), "kid": "k1", "alg": "ES256"}
+    issuer.answers["/keys"] = (200, json.dumps({"keys": [*keys, shared]}).encode(), {})
+    auth = backend(issuer)
+    assert (await login(auth, issuer.token(**JOB))).outcome is Outcome.ACCEPTED  # RS256
+    es256 = issuer.token("k1", key=ec_key, **JOB)
+    assert (await login(auth, es256)).outcome is Outcome.ACCEPTED
+
+
+@pytest.mark.parametrize(
+    ("claims", "why"),
+    [
+        pytest.param({"exp": 10**400}, "a huge exp", id="huge-exp"),
+        pytest.param({"iat": None}, "no iat", id="no-iat"),
+        pytest.param({"project_path": "p" * 254}, "an account over 256", id="long-account"),
+    ],
+)
+async def test_odd_claims_are_a_wrong_password_not_an_outage(
+    issuer: OidcIssuer, claims: dict[str, Any], why: str
+) -> None:
+    now = int(time.time())
+    body = {**JOB, "iss": issuer.url, "iat": now, "exp": now + 300, **claims}
+    body = {name: value for name, value in body.items() if value is not None}
+    token = jwt.encode(body, issuer.keys["k1"], "RS256", headers={"kid": "k1"})
+    assert (await login(backend(issuer), token)).outcome is Outcome.REJECTED, why
+
+
+async def test_only_the_configured_algorithms_verify(issuer: OidcIssuer) -> None:
+    """RS384 with a key published without `alg` (so fit for it) while only RS256 is
+    configured: refused."""
+    published = [{k: v for k, v in jwk.items() if k != "alg"} for jwk in issuer.jwks()["keys"]]
+    issuer.answers["/keys"] = (200, json.dumps({"keys": published}).encode(), {})
+    rs384 = issuer.token(algorithm="RS384", **JOB)
+    assert (await login(backend(issuer, algorithms=["RS384"]), rs384)).outcome is Outcome.ACCEPTED
+    assert (await login(backend(issuer), rs384)).outcome is Outcome.REJECTED
+
+
+async def test_a_token_without_kid_is_verified_only_against_a_lone_key(
+    issuer: OidcIssuer,
+) -> None:
+    now = int(time.time())
+    body = {**JOB, "iss": issuer.url, "iat": now, "exp": now + 300}
+    no_kid = jwt.encode(body, issuer.keys["k1"], "RS256")
+    assert (await login(backend(issuer), no_kid)).outcome is Outcome.ACCEPTED
+    issuer.add_key("k2")
+    clock = Clock()
+    auth = backend(issuer, clock)
+    assert (await login(auth, issuer.token(**JOB))).outcome is Outcome.ACCEPTED  # keys in hand
+    clock.now += UNKNOWN_KID_REFETCH
+    assert (await login(auth, no_kid)).outcome is Outcome.REJECTED  # which of the two?

@@ -4,8 +4,9 @@ in a thread; and the ID tokens it would hand a CI job, signed with its key.
 
 `requests` records the paths asked (how often the keys were fetched); `answers` replaces the
 answer to a path (status, body bytes, extra headers); `hold`, when set, keeps every answer
-back until the event is set (an issuer that hangs). The same server serves as a forger's HTTP
-proxy: a proxy is asked for absolute URLs, and it answers with its own keys whatever the path.
+back until the event is set (an issuer that hangs); `trickle` sends bodies a byte at a time.
+The same server serves as a forger's HTTP proxy: a proxy is asked for absolute URLs, and it
+answers with its own keys whatever the path.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class OidcIssuer:
     requests: list[str] = field(default_factory=list)
     answers: dict[str, Answer] = field(default_factory=dict)
     hold: threading.Event | None = None
+    trickle: float = 0.0  # seconds between the bytes of an answer's body
     server: ThreadingHTTPServer | None = None
 
     @property
@@ -111,7 +113,13 @@ def start_oidc_issuer() -> OidcIssuer:
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
-            self.wfile.write(payload)
+            if not issuer.trickle:
+                self.wfile.write(payload)
+                return
+            for byte in payload:  # an issuer that sends, but ever so slowly
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(issuer.trickle)
 
         def log_message(self, *_: Any) -> None:  # keep pytest output clean
             return

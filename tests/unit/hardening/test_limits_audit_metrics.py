@@ -67,6 +67,17 @@ async def test_limits_are_configurable(tmp_path: Path, rsa_keys_dir: Path) -> No
         assert (await env.client.post("/token", content=b"a" * 1500)).status_code == 413
 
 
+async def test_a_raised_authorization_limit_lets_a_long_password_in(
+    tmp_path: Path, rsa_keys_dir: Path
+) -> None:
+    """A CI job's ID token as a Basic password can outgrow 4096 bytes once base64-encoded;
+    raising the setting is enough (a second, fixed 4096 in the Basic parser refused it)."""
+    limits = {"max_authorization_length": 16384, "max_header_bytes": 20000}
+    async with hardened_env(tmp_path, rsa_keys_dir, limits=limits) as env:
+        response = await env.login("ci", "x" * 5000)
+        assert response.status_code == 401, response.text  # parsed and checked: wrong password
+
+
 async def test_a_request_id_is_echoed_or_made(env: Env) -> None:
     mine = await env.client.get("/healthz", headers={"X-Request-ID": "build-42.step:7"})
     assert mine.headers["X-Request-ID"] == "build-42.step:7"
