@@ -207,7 +207,12 @@ class HttpHook(BaseModel):
     webhook. A shared secret header, optional mTLS, retries and a circuit breaker."""
 
     url: str = Field(description="http:// or https:// URL the check is POSTed to")
-    timeout: float = Field(default=5, gt=0, le=60, description="seconds per try")
+    timeout: float = Field(
+        default=5,
+        gt=0,
+        le=60,
+        description="seconds per connection and read; a whole try within twice that",
+    )
     retries: int = Field(default=1, ge=0, le=5, description="extra tries after an outage")
     secret_header: str = Field(
         default="X-Registry-Auth-Secret",

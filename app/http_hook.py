@@ -10,6 +10,7 @@ a file that cannot be used stops the start with one line naming the setting.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import time
 from collections.abc import Callable
@@ -100,10 +101,13 @@ class HookClient:
         problem = "no answer"
         for _ in range(self._config.retries + 1):
             try:
-                response = await self._client.post(
-                    self._config.url, json=body, headers=self._headers()
-                )
-            except httpx.TimeoutException:
+                # httpx's timeout bounds each read: a service trickling its answer would hold
+                # the request for as long as it likes without a bound on the whole try.
+                async with asyncio.timeout(2 * self._config.timeout):
+                    response = await self._client.post(
+                        self._config.url, json=body, headers=self._headers()
+                    )
+            except (httpx.TimeoutException, TimeoutError):
                 problem = "timeout"
                 continue
             except httpx.HTTPError as exc:

@@ -116,6 +116,16 @@ async def test_timeout_is_an_outage(
         await make_webhook(timeout=0.2, retries=0).authenticate(FRANK)
 
 
+async def test_an_answer_trickling_in_is_cut_at_twice_the_timeout(
+    bridge: SsoBridge, make_webhook: Callable[..., WebhookAuthenticator]
+) -> None:
+    """Each byte well within `timeout`, the whole answer not: httpx's timeout alone would wait
+    for all of it (~2 s here; a hostile or broken bridge could take days)."""
+    bridge.trickle = 0.05
+    with pytest.raises(BackendUnavailableError, match="timeout"):
+        await make_webhook(timeout=0.3, retries=0).authenticate(FRANK)
+
+
 async def test_refused_connection_is_an_outage(
     bridge: SsoBridge, make_webhook: Callable[..., WebhookAuthenticator]
 ) -> None:

@@ -33,6 +33,7 @@ class SsoBridge:
     # an outage (OUTAGES)
     mode: str = "normal"
     slow_seconds: float = 2.0
+    trickle: float = 0.0  # seconds between the bytes of an answer
     requests: list[dict[str, Any]] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
 
@@ -69,8 +70,11 @@ class SsoBridge:
 Answer = Callable[[dict[str, Any], dict[str, str]], tuple[int, bytes]]
 
 
-def start_json_server(answer: Answer) -> ThreadingHTTPServer:
-    """A server answering each JSON POST with answer(body, lower-cased headers)."""
+def start_json_server(
+    answer: Answer, trickle: Callable[[], float] = lambda: 0.0
+) -> ThreadingHTTPServer:
+    """A server answering each JSON POST with answer(body, lower-cased headers); the body a
+    byte at a time, `trickle()` seconds apart, when that is not 0."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -82,7 +86,14 @@ def start_json_server(answer: Answer) -> ThreadingHTTPServer:
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
-            self.wfile.write(payload)
+            delay = trickle()
+            if not delay:
+                self.wfile.write(payload)
+                return
+            for byte in payload:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(delay)
 
         def log_message(self, *_: Any) -> None:  # keep pytest output clean
             return
@@ -94,5 +105,5 @@ def start_json_server(answer: Answer) -> ThreadingHTTPServer:
 
 
 def start_sso_bridge(bridge: SsoBridge) -> SsoBridge:
-    bridge.server = start_json_server(bridge.answer)
+    bridge.server = start_json_server(bridge.answer, lambda: bridge.trickle)
     return bridge
