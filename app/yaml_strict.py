@@ -24,5 +24,11 @@ class UniqueKeyLoader(yaml.SafeLoader):
 
 
 def load_strict_yaml(text: str) -> Any:
-    """Parsed YAML; yaml.YAMLError (with `problem_mark`) for bad syntax or a repeated key."""
-    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    """Parsed YAML; yaml.YAMLError (with `problem_mark`) for bad syntax or a repeated key,
+    and (with `problem`) for nesting deeper than the parser can follow."""
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        error = yaml.YAMLError("nested too deeply")
+        error.problem = "nested too deeply"  # type: ignore[attr-defined]
+        raise error from None

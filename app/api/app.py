@@ -64,6 +64,7 @@ def create_app(
         lifespan=_lifespan(settings, token_service, publish_loop, tls, audit, on_hangup=on_hangup),
     )
     app.state.service = token_service
+    app.state.audit = audit
     app.state.tls = tls
     _install_error_handlers(app)
     app.add_middleware(LimitsMiddleware, limits=settings.limits)

@@ -76,4 +76,7 @@ async def _watch(
             else:
                 await anyio.to_thread.run_sync(item.reload_if_changed)
         if forced and on_hangup is not None:
-            await anyio.to_thread.run_sync(on_hangup)
+            try:
+                await anyio.to_thread.run_sync(on_hangup)
+            except Exception as exc:  # noqa: BLE001 - the watch must go on reloading files
+                log.error("SIGHUP: %s", type(exc).__name__)  # noqa: TRY400

@@ -13,6 +13,7 @@ everything, when a new worker can start (see worker_problem).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gc
 import logging
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
+from pydantic import BaseModel
 
 from app import LOG_FORMAT
 from app.api.app import create_app
@@ -122,30 +124,51 @@ def run_granian(settings: Settings, options: ServerOptions, reread: Reread | Non
     from granian.log import LogLevels  # noqa: PLC0415
     from granian.server import MPServer  # noqa: PLC0415  # what granian.Server is with the GIL
 
-    create_app(settings)  # fail here, in one process with one clear line, not in every worker
+    # Fail here, in one process with one clear line, not in every worker.
+    discard_app(create_app(settings))
     use_multiprocess_dir()  # before the fork: every worker writes its counters there
 
     running = [settings]  # what new workers are built from: SIGHUP may replace it
+    lock = threading.Lock()  # the TLS watch thread and granian's main loop both decide rolls
 
     class CheckedRollServer(MPServer):
-        def signal_handler_reload(self, *args: Any, **kwargs: Any) -> None:
-            candidate = running[0] if reread is None else reread_config(reread, running[0])
-            if candidate is None:
-                return  # said why
-            problem = self.roll_workers(candidate)
-            if problem is not None:
-                log.error("SIGHUP ignored: a new worker could not start (%s)", problem)
+        hangup = False
 
-        def roll_workers(self, candidate: Settings | None = None) -> str | None:
-            """Restart the workers one by one, as SIGHUP does, on `candidate` (default: the
-            settings they run on) only when a new one can start; else why not (see
-            worker_problem). Safe from any thread: granian's main loop does the restart."""
-            candidate = running[0] if candidate is None else candidate
-            problem = worker_problem(candidate)
+        def signal_handler_reload(self, *args: Any, **kwargs: Any) -> None:
+            # A flag only: the config is read and checked on granian's main loop (_reload),
+            # one reload at a time (a second SIGHUP arriving meanwhile waits its turn).
+            self.hangup = True
+            super().signal_handler_reload()  # type: ignore[no-untyped-call]
+
+        def roll_workers(self) -> str | None:
+            """Restart the workers one by one on the settings they run on, as SIGHUP does,
+            only when a new one can start; else why not (see worker_problem). From any thread
+            (the TLS watch): granian's main loop does the restart."""
+            with lock:
+                problem = worker_problem(running[0])
             if problem is None:
-                running[0] = candidate
                 super().signal_handler_reload()  # type: ignore[no-untyped-call]
             return problem
+
+        def _reload(self, spawn_target: Any, target_loader: Any) -> Any:
+            hangup, self.hangup = self.hangup, False
+            with lock:
+                go = next_settings(running, reread if hangup else None)
+            result = None
+            if go:
+                result = super()._reload(spawn_target, target_loader)  # type: ignore[no-untyped-call]
+            else:
+                self.reload_signal = False
+                self.main_loop_interrupt.clear()
+            # granian clears its flags as a reload starts: a SIGHUP (or SIGTERM, or a worker
+            # dying) that came in while the config was being checked would wait for the next
+            # signal. Whatever is pending wakes the loop again.
+            if self.hangup:
+                self.reload_signal = True
+            pending = (self.interrupt_signal, self.interrupt_children, self.reload_signal)
+            if any(pending) or self.lifetime_signal or self.rss_signal:
+                self.main_loop_interrupt.set()
+            return result
 
     server = CheckedRollServer(
         "registry-auth",  # a label only: the app comes from the loader below
@@ -175,23 +198,51 @@ def run_granian(settings: Settings, options: ServerOptions, reread: Reread | Non
     server.serve(target_loader=lambda _label: worker_app(running[0]))
 
 
+def next_settings(running: list[Settings], reread: Reread | None) -> bool:
+    """Whether to restart the workers, on the config read again (SIGHUP, with `reread`) or
+    else on the settings they run on: only when a new worker can start on them. Puts them in
+    `running`; says why not in one log line. Never raises: granian's supervising loop runs it,
+    and an exception there would stop it from ever replacing a worker again."""
+    cause = "SIGHUP ignored" if reread is not None else "workers not restarted"
+    try:
+        candidate = running[0] if reread is None else reread_config(reread, running[0])
+        if candidate is None:
+            return False  # said why
+        problem = worker_problem(candidate)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        log.error("%s: %s", cause, type(exc).__name__)  # noqa: TRY400
+        return False
+    if problem is not None:
+        log.error("%s: a new worker could not start (%s)", cause, problem)
+        return False
+    changed = changed_settings(running[0], candidate)
+    if changed:
+        log.info("SIGHUP: the config changed (%s): the workers restart on it", ", ".join(changed))
+        for warning in config_warnings(candidate):
+            log.warning("%s", warning)
+    running[0] = candidate
+    return True
+
+
 def reread_config(reread: Reread, running: Settings) -> Settings | None:
-    """The config as it reads now, for SIGHUP to restart the workers on; None (and one line
-    in the log saying why) when it does not load or changes what only a restart applies."""
+    """The config as it reads now; None (and one line in the log saying why) when it does not
+    load or changes what only a restart applies."""
     try:
         candidate = reread()
     except RegistryAuthError as exc:
         log.error("SIGHUP ignored: %s", exc)  # noqa: TRY400 - one line naming the key
         return None
-    changed = changed_settings(running, candidate)
-    fixed = [key for key in changed if key in RESTART_ONLY]
+    except Exception as exc:  # noqa: BLE001 - a config nested past Python's recursion limit...
+        log.error("SIGHUP ignored: the config cannot be read (%s)", type(exc).__name__)  # noqa: TRY400
+        return None
+    fixed = [
+        key
+        for key in changed_settings(running, candidate)
+        if key in RESTART_ONLY or key.partition(".")[0] in RESTART_ONLY
+    ]
     if fixed:
         log.error("SIGHUP ignored: %s changed: only a restart applies it", ", ".join(fixed))
         return None
-    if changed:
-        log.info("SIGHUP: the config changed (%s): the workers restart on it", ", ".join(changed))
-        for warning in config_warnings(candidate):
-            log.warning("%s", warning)
     return candidate
 
 
@@ -203,24 +254,28 @@ def warn_unapplied(reread: Reread, running: Settings) -> None:
     except RegistryAuthError as exc:
         log.error("SIGHUP: the config does not load: %s (it would not start)", exc)  # noqa: TRY400
         return
+    except Exception as exc:  # noqa: BLE001 - never end the reload loop that runs this
+        log.error("SIGHUP: the config cannot be read (%s)", type(exc).__name__)  # noqa: TRY400
+        return
     if changed:
         log.warning(
-            "SIGHUP: the config changed (%s): with one worker (`workers: 1`) SIGHUP reloads "
-            "users, robots, ACL, keys and TLS only; restart to apply it",
+            "SIGHUP: the config changed (%s): with one worker process (`workers: 1`, or "
+            "`workers: 0` on one CPU) SIGHUP reloads users, robots, ACL, keys and TLS only; "
+            "restart to apply it",
             ", ".join(changed),
         )
 
 
 def changed_settings(old: Settings, new: Settings) -> list[str]:
-    """The settings that differ, by name (`limits.header_timeout` for a nested one); never
-    their values, which may be secret."""
+    """The settings that differ, by name (`limits.header_timeout` for a key of a section);
+    never their values, which may be secret."""
     changed = []
     for name in type(old).model_fields:
         before, after = getattr(old, name), getattr(new, name)
         if before == after:
             continue
-        if name == "limits":
-            changed += [f"limits.{key}" for key in type(before).model_fields
+        if isinstance(before, BaseModel) and type(after) is type(before):
+            changed += [f"{name}.{key}" for key in type(before).model_fields
                         if getattr(before, key) != getattr(after, key)]  # fmt: skip
         else:
             changed.append(name)
@@ -254,10 +309,20 @@ def worker_problem(settings: Settings) -> str | None:
     none and exits, and granian stops the old worker it replaces all the same, then exits after
     a second crash: a roll of the workers onto a broken file would take the whole service down."""
     try:
-        create_app(settings)
+        app = create_app(settings)
     except RegistryAuthError as exc:
         return str(exc)
+    except Exception as exc:  # noqa: BLE001 - whatever it is, such a worker would not start
+        return type(exc).__name__
+    discard_app(app)
     return None
+
+
+def discard_app(app: Any) -> None:
+    """Close what building an app only to check it opened: the audit log's file (every worker
+    forked later inherited one more descriptor per check) and the backends' clients."""
+    app.state.audit.close()
+    asyncio.run(app.state.service.aclose())
 
 
 def app_once_files_load(settings: Settings) -> Any:

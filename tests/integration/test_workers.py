@@ -254,3 +254,54 @@ def test_one_worker_says_a_changed_config_needs_a_restart(tmp_path: Path) -> Non
         assert _ttl(server) == 300  # as the line says: not applied
     finally:
         server.process.stop(timeout=15)
+
+
+def test_sighups_in_a_row_leave_the_newest_config_in_force(tmp_path: Path) -> None:
+    """The config is read on granian's main loop, one reload at a time: a second SIGHUP while
+    the first is being checked is not undone by it (in the signal handler, the older one,
+    finishing last, won)."""
+    extra = {"workers": 2, "token_reuse": False}
+    server = start_auth_server(tmp_path, users={"alice": "pw"}, extra_settings=extra)
+    try:
+        _edit_config(server, token_ttl=600)
+        os.kill(server.process.pid, signal.SIGHUP)
+        _edit_config(server, token_ttl=900)
+        os.kill(server.process.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while {_ttl(server) for _ in range(6)} != {900}:
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.5)
+        time.sleep(8)  # any roll still under way ends
+        assert {_ttl(server) for _ in range(6)} == {900}, server.log()
+    finally:
+        server.process.stop(timeout=15)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_config_that_breaks_the_parser_is_refused_and_reloading_goes_on(
+    tmp_path: Path, workers: int
+) -> None:
+    """A config nested past the parser's recursion limit: one log line, and the server goes
+    on reloading its files (with one worker the reload task died; with several, granian's
+    supervising loop did, and no worker was replaced again)."""
+    extra = {"workers": workers}
+    server = start_auth_server(tmp_path, users={"alice": "pw", "bob": "pw"}, extra_settings=extra)
+    try:
+        server.config_path.write_text(
+            "issuer: x\nnested: " + "[" * 3000 + "]" * 3000 + "\n", encoding="utf-8"
+        )
+        os.kill(server.process.pid, signal.SIGHUP)
+        _wait_for_line(server, "nested too deeply")
+        htpasswd = tmp_path / "users.htpasswd"
+        htpasswd.write_text(
+            "".join(line + "\n" for line in htpasswd.read_text().splitlines() if "bob" not in line)
+        )
+        _edit_config(server)  # the config as it was
+        os.kill(server.process.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while server.token([], ("bob", "pw")).status_code != 401:
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.5)
+        assert server.token([], ("alice", "pw")).status_code == 200
+    finally:
+        server.process.stop(timeout=15)

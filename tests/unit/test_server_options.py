@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from app.api.server import changed_settings, server_options, use_worker_scheduling
+from app.api.server import (
+    changed_settings,
+    reread_config,
+    server_options,
+    use_worker_scheduling,
+)
 from app.cli import run
 from app.errors import ConfigError
 from app.pools import default_threads
@@ -239,3 +244,35 @@ def test_changed_settings_names_nested_limits(config: Path) -> None:
     )
     assert set(changed_settings(old, new)) == {"limits.max_body_bytes", "limits.header_timeout"}
     assert changed_settings(old, load_settings(config)) == []
+
+
+def test_reread_refuses_what_only_a_restart_applies(
+    config: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = load_settings(config)
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    for changes, named in [
+        ({"listen": "127.0.0.1:7000"}, "listen"),
+        ({"workers": 5}, "workers"),
+        ({"shutdown_timeout": 3}, "shutdown_timeout"),
+        ({"limits": {"header_timeout": 2}}, "limits.header_timeout"),
+        ({"tls": {"cert": str(cert), "key": str(key)}}, "tls"),
+    ]:
+        candidate = load_settings(overrides={**running.model_dump(), **changes})
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="app.api.server"):
+            assert reread_config(lambda c=candidate: c, running) is None  # type: ignore[misc]
+        assert caplog.messages == [f"SIGHUP ignored: {named} changed: only a restart applies it"]
+    fine = load_settings(overrides={**running.model_dump(), "token_ttl": 77})
+    assert reread_config(lambda: fine, running) is fine
+
+
+def test_reread_survives_a_config_that_breaks_the_reader(
+    config: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def deep() -> Settings:
+        raise RecursionError
+
+    with caplog.at_level(logging.ERROR, logger="app.api.server"):
+        assert reread_config(deep, load_settings(config)) is None
+    assert caplog.messages == ["SIGHUP ignored: the config cannot be read (RecursionError)"]

@@ -200,3 +200,10 @@ def test_null_in_the_environment_unsets_a_section_and_a_key_inside_one(
     assert settings.etcd is not None
     assert settings.etcd.ca_cert is None
     assert settings.tls is None
+
+
+def test_a_config_nested_past_the_parsers_limit_is_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "deep.yaml"
+    config.write_text("issuer: x\nextra: " + "[" * 3000 + "]" * 3000 + "\n")
+    with pytest.raises(ConfigError, match="is not valid YAML: nested too deeply"):
+        load_settings(config)
