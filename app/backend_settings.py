@@ -216,6 +216,7 @@ class HttpHook(BaseModel):
     retries: int = Field(default=1, ge=0, le=5, description="extra tries after an outage")
     secret_header: str = Field(
         default="X-Registry-Auth-Secret",
+        pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",  # an HTTP field name (RFC 9110 token)
         description="header carrying the shared secret",
     )
     secret_file: OptionalFilePath = Field(
@@ -250,6 +251,7 @@ class HttpHook(BaseModel):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an http:// or https:// URL")
+        _no_userinfo(value)
         check_url_port(value)
         return value
 
@@ -272,7 +274,9 @@ class AuthzWebhookSettings(HttpHook):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(default="authz", description="name in logs and 503 bodies")
+    name: str = Field(
+        default="authz", min_length=1, max_length=64, description="name in logs and 503 bodies"
+    )
     cache_ttl: float = Field(
         default=0,
         ge=0,
@@ -352,10 +356,17 @@ class JwtBackend(_Backend):
         return self
 
 
+def _no_userinfo(url: str) -> None:
+    """A password in a URL would be printed wherever the URL is (logs, warnings, errors)."""
+    if "@" in urlsplit(url).netloc:
+        raise ValueError("must not hold a user or password (user@host): use secret_file")
+
+
 def check_key_url(url: str) -> None:
     """https://, or http:// on this machine only: keys fetched in the clear could be swapped
     on the way, and whoever swaps them signs tokens for any account."""
     parts = urlsplit(url)
+    _no_userinfo(url)
     if parts.scheme == "https" and parts.hostname:
         check_url_port(url)
         return

@@ -15,10 +15,20 @@ from urllib.parse import urlsplit
 from app.backend_settings import LdapBackend, WebhookBackend
 from app.settings import SHORTEST_TOKEN_LIFETIME, Settings
 
+WIDE_IPV4, WIDE_IPV6 = 16, 48  # shared_networks wider than these get a warning
+
 
 def config_warnings(settings: Settings) -> list[str]:
     """One line per risky setting."""
     found = cleartext_warnings(settings)
+    for network in settings.brute_force.shared_networks:
+        # An IPv6 client counts by its /64: a /48 is 65,536 of them, as an IPv4 /16 is hosts.
+        if network.prefixlen < (WIDE_IPV4 if network.version == 4 else WIDE_IPV6):
+            found.append(
+                f"brute_force.shared_networks: {network} is wide: failures from any of its "
+                "addresses count per account only, so one host there may guess at every "
+                "account up to its own limit; list the NAT gateways' addresses instead"
+            )
     if settings.token_ttl < SHORTEST_TOKEN_LIFETIME:
         found.append(
             f"token_ttl: {settings.token_ttl} s is under a minute: clients (docker, containerd) "

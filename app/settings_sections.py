@@ -3,6 +3,7 @@ pydantic model each, validated as part of `Settings` in app/settings.py."""
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -18,6 +19,10 @@ from pydantic import (
 )
 
 from app.setting_types import FilePath, OptionalFilePath, check_url_port
+
+IPV6_COUNTED_PREFIX = 64  # app.state.attempts counts an IPv6 client by its /64
+IPV4_MAPPED = IPv6Network("::ffff:0:0/96")
+Network = IPv4Network | IPv6Network
 
 
 class EtcdSettings(BaseModel):
@@ -168,6 +173,22 @@ class BruteForceSettings(BaseModel):
         "NAT): failures from there count per (account, IP) only, not per IP, so one job's "
         "stale secret cannot block everyone behind the address",
     )
+
+    @field_validator("shared_networks")
+    @classmethod
+    def _countable(
+        cls, networks: list[IPv4Network | IPv6Network]
+    ) -> list[IPv4Network | IPv6Network]:
+        for network in networks:
+            if isinstance(network, IPv6Network) and network.subnet_of(IPV4_MAPPED):
+                raise ValueError(f"{network}: write IPv4-mapped addresses as IPv4")
+            if isinstance(network, IPv6Network) and network.prefixlen > IPV6_COUNTED_PREFIX:
+                raise ValueError(
+                    f"{network}: an IPv6 client is counted by its /64, so a shared network "
+                    "is one /64 or more (a narrower one would shelter the whole /64)"
+                )
+        return networks
+
     etcd_prefix: str = Field(
         default="/registry-auth/failures/",
         pattern=r"^/.*/$",

@@ -5,8 +5,11 @@ POSTed as JSON: {"account", "groups", "service", "client_ip", "scopes": [{"type"
 "actions"}]}, `actions` being what the ACL granted. The service answers 200 {"scopes": [...]}
 in the same shape with the actions it allows; what it leaves out is not granted, and what it
 adds is ignored: the token holds what both allow. `"*"` in its actions allows every action
-asked for that scope. Any other answer (another status, a body not of that shape, a timeout)
-is an outage: 503, never a wider grant. Nothing granted by the ACL: nothing to ask.
+asked for that scope. A 4xx grants nothing for this request (the service refused the
+question: an unknown project, say). Any other answer (a 5xx or another status, a body not of
+that shape, a timeout) is an outage: 503, never a wider grant. A resource class
+(`repository(plugin)`) goes as `class`, and an answer holds for the same type, class and
+name. Nothing granted by the ACL: nothing to ask.
 
 Answers may be reused for `cache_ttl` seconds for the same question (account, groups,
 service, client address and scopes with their actions), at most `cache_size` per worker.
@@ -32,7 +35,8 @@ from app.protocol.scopes import Scope
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
-Allowed = dict[tuple[str, str], frozenset[str]]  # (type, name) -> actions the service allows
+# (type, class, name) -> the actions the service allows there
+Allowed = dict[tuple[str, str | None, str], frozenset[str]]
 Asked = tuple[tuple[str, str | None, str, tuple[str, ...]], ...]  # type, class, name, actions
 Question = tuple[str | None, frozenset[str], str, str | None, Asked]
 
@@ -87,10 +91,7 @@ class AuthzWebhook:
             "groups": sorted(requester.groups),
             "service": requester.service,
             "client_ip": where,
-            "scopes": [
-                {"type": scope.type, "name": scope.name, "actions": list(scope.actions)}
-                for scope in asked
-            ],
+            "scopes": [_asked(scope) for scope in asked],
         }
         try:
             return await self._hook.post(body, _answer)
@@ -101,17 +102,29 @@ class AuthzWebhook:
             ) from None
 
 
+def _asked(scope: Scope) -> dict[str, Any]:
+    asked: dict[str, Any] = {"type": scope.type, "name": scope.name, "actions": list(scope.actions)}
+    if scope.resource_class is not None:
+        asked["class"] = scope.resource_class  # repository(plugin): type and class apart
+    return asked
+
+
 def _narrowed(scope: Scope, allowed: Allowed) -> Scope:
     if not scope.actions:
         return scope
-    permitted = allowed.get((scope.type, scope.name), frozenset())
+    permitted = allowed.get((scope.type, scope.resource_class, scope.name), frozenset())
     if "*" in permitted:
         return scope
     return scope.with_actions(tuple(a for a in scope.actions if a in permitted))
 
 
 def _answer(response: httpx.Response) -> Allowed | None:
-    """The service's answer; None for anything that is not one (an outage)."""
+    """The service's answer; None for anything that is not one (an outage). A 4xx is the
+    service refusing this question (an unknown project, say): nothing allowed, and no outage
+    (any client could otherwise open the circuit for everyone with requests it refuses)."""
+    if 400 <= response.status_code < 500:
+        log.info("authorization webhook answered %d: nothing granted", response.status_code)
+        return {}
     if response.status_code != 200:
         return None
     try:
@@ -131,13 +144,16 @@ def _answer(response: httpx.Response) -> Allowed | None:
     return allowed
 
 
-def _entry(entry: Any) -> tuple[tuple[str, str], frozenset[str]] | None:
-    """One {"type", "name", "actions"} of the answer; None when it is not that."""
+def _entry(entry: Any) -> tuple[tuple[str, str | None, str], frozenset[str]] | None:
+    """One {"type", "name", "actions"[, "class"]} of the answer; None when it is not that."""
     if not isinstance(entry, dict):
         return None
     kind, name, actions = entry.get("type"), entry.get("name"), entry.get("actions")
+    resource_class = entry.get("class")
     if not isinstance(kind, str) or not isinstance(name, str) or not isinstance(actions, list):
+        return None
+    if resource_class is not None and not isinstance(resource_class, str):
         return None
     if not all(isinstance(action, str) for action in actions):
         return None
-    return (kind, name), frozenset(actions)
+    return (kind, resource_class, name), frozenset(actions)

@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 import yaml
 from pydantic import SecretStr
 
+from app.api.app import create_app
+from app.authn.htpasswd import hash_password
 from app.authz.base import Requester
 from app.authz.webhook import AuthzWebhook
 from app.backend_settings import AuthzWebhookSettings
@@ -22,6 +25,8 @@ from app.breaker import BreakerState
 from app.cli import run
 from app.errors import AuthorizationUnavailableError
 from app.protocol.scopes import Scope, parse_scope
+from app.settings import load_settings
+from tests.conftest import api_client
 from tests.integration.support.oci import OciImage
 from tests.integration.support.policy_server import PolicyServer, start_policy_server
 from tests.integration.support.skopeo import Creds, Skopeo
@@ -131,7 +136,7 @@ async def test_nothing_granted_means_nothing_to_ask(
     "outage",
     [
         pytest.param((500, b"{}"), id="500"),
-        pytest.param((403, b"{}"), id="403"),
+        pytest.param((302, b""), id="redirect"),
         pytest.param((200, b"<html>"), id="not-json"),
         pytest.param((200, b'{"scopes": {"team/app": ["pull"]}}'), id="not-a-list"),
         pytest.param((200, b'{"scopes": [{"type": "repository", "name": "x"}]}'), id="no-actions"),
@@ -149,6 +154,38 @@ async def test_anything_but_an_answer_is_an_outage_never_a_grant(
         "authorization webhook 'authz' is unavailable; try again later"
     )
     assert len(policy.requests) == 2  # one retry
+
+
+async def test_a_4xx_grants_nothing_and_is_no_outage(
+    policy: PolicyServer, make_hook: Callable[..., AuthzWebhook]
+) -> None:
+    """A service refusing questions about unknown projects (404) must not let any client open
+    the circuit for everyone by asking about them."""
+    hook = make_hook(breaker_failures=2)
+    policy.outage = (404, b'{"error": "no such project"}')
+    for _ in range(5):
+        granted = await hook.restrict(ALICE_HERE, scopes("repository:nope/x:pull"))
+        assert actions(granted) == [("nope/x", ())]
+    policy.outage = None
+    granted = await hook.restrict(ALICE_HERE, scopes("repository:team/app:pull"))
+    assert actions(granted) == [("team/app", ("pull",))]  # the circuit stayed closed
+
+
+async def test_a_resource_class_is_sent_and_answered_apart(
+    policy: PolicyServer, make_hook: Callable[..., AuthzWebhook]
+) -> None:
+    plugin = Scope("repository", "team/app", ("pull",), resource_class="plugin")
+    granted = await make_hook().restrict(ALICE_HERE, [plugin, *scopes("repository:team/app:pull")])
+    sent = policy.requests[-1]["body"]["scopes"]
+    assert sent[0] == {
+        "type": "repository",
+        "class": "plugin",
+        "name": "team/app",
+        "actions": ["pull"],
+    }
+    assert "class" not in sent[1]
+    # The policy server answers without `class`: its answer holds for the plain repository.
+    assert actions(granted) == [("team/app", ()), ("team/app", ("pull",))]
 
 
 async def test_the_circuit_opens_after_repeated_outages(
@@ -278,3 +315,69 @@ def test_logins_check_asks_the_real_services(
         assert (code, out) == (3, "sso: unavailable (HTTP 500): the server would answer 503\n")
     finally:
         bridge.stop()
+
+
+async def test_every_kind_of_token_request_is_asked(
+    policy: PolicyServer, tmp_path: Path, rsa_keys_dir: Path
+) -> None:
+    """Basic GET, anonymous GET, the POST password grant and the refresh grant all go through
+    the webhook; a token reused for the same grant never outlives a narrower answer."""
+    htpasswd = tmp_path / "users.htpasswd"
+    htpasswd.write_text(f"alice:{hash_password('pw', rounds=4)}\n")
+    acl = tmp_path / "acl.yaml"
+    acl.write_text(
+        'rules:\n  - match: {account: "*"}\n    allow: [pull, push]\n'
+        '  - match: {anonymous: true, name: "public/*"}\n    allow: [pull]\n'
+    )
+    policy.members["public"] = {"None": ["pull"]}
+    settings = load_settings(
+        overrides={
+            "issuer": "auth",
+            "service": "registry.test",
+            "realm": "https://auth.test/token",
+            "keys_dir": str(rsa_keys_dir),
+            "htpasswd": str(htpasswd),
+            "acl": str(acl),
+            "state": {"path": str(tmp_path / "state.db")},
+            "authz_webhook": {"url": policy.url, "retries": 0},
+        }
+    )
+
+    def granted(body: dict[str, Any]) -> list[str]:
+        claims = jwt.decode(
+            body.get("token") or body["access_token"], options={"verify_signature": False}
+        )
+        return [action for entry in claims["access"] for action in entry["actions"]]
+
+    async with api_client(create_app(settings)) as client:
+        query = {"service": "registry.test", "scope": "repository:team/app:pull,push"}
+        basic = await client.get("/token", params=query, auth=("alice", "pw"))
+        assert granted(basic.json()) == ["pull", "push"]
+        anonymous = await client.get(
+            "/token", params={**query, "scope": "repository:public/base:pull"}
+        )
+        assert granted(anonymous.json()) == ["pull"]
+        assert policy.requests[-1]["body"]["account"] is None
+        form = {
+            "grant_type": "password",
+            "username": "alice",
+            "password": "pw",
+            "service": "registry.test",
+            "client_id": "containers/image",
+            "access_type": "offline",
+            "scope": "repository:team/app:pull,push",
+        }
+        grant = (await client.post("/token", data=form)).json()
+        assert granted(grant) == ["pull", "push"]
+        policy.members["team"]["alice"] = ["pull"]  # alice loses push on team
+        refresh = {
+            "grant_type": "refresh_token",
+            "refresh_token": grant["refresh_token"],
+            "service": "registry.test",
+            "client_id": "containers/image",
+            "scope": "repository:team/app:pull,push",
+        }
+        assert granted((await client.post("/token", data=refresh)).json()) == ["pull"]
+        again = await client.get("/token", params=query, auth=("alice", "pw"))
+        assert granted(again.json()) == ["pull"]  # not the reused pull, push token
+        assert len(policy.requests) == 5

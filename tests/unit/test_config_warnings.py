@@ -124,3 +124,10 @@ def test_a_plain_http_authz_webhook_elsewhere_is_named() -> None:
     assert warning.startswith("authz_webhook: http://projects.corp/authorize is plain HTTP")
     assert _warnings(authz_webhook={"url": "http://127.0.0.1:8080/authorize"}) == []
     assert _warnings(authz_webhook={"url": "https://projects.corp/authorize"}) == []
+
+
+def test_a_wide_shared_network_is_named() -> None:
+    (warning,) = _warnings(brute_force={"shared_networks": ["10.0.0.0/8", "10.20.30.0/24"]})
+    assert warning.startswith("brute_force.shared_networks: 10.0.0.0/8 is wide")
+    assert _warnings(brute_force={"shared_networks": ["2001:db8:1::/48"]}) == []
+    assert len(_warnings(brute_force={"shared_networks": ["::/0"]})) == 1

@@ -207,3 +207,19 @@ def test_a_config_nested_past_the_parsers_limit_is_one_line(tmp_path: Path) -> N
     config.write_text("issuer: x\nextra: " + "[" * 3000 + "]" * 3000 + "\n")
     with pytest.raises(ConfigError, match="is not valid YAML: nested too deeply"):
         load_settings(config)
+
+
+@pytest.mark.parametrize(
+    ("network", "words"),
+    [
+        ("2001:db8:1:2::/96", "counted by its /64"),
+        ("::ffff:10.20.0.0/112", "write IPv4-mapped addresses as IPv4"),
+    ],
+)
+def test_a_shared_network_that_could_not_be_counted_as_written_is_refused(
+    network: str, words: str
+) -> None:
+    with pytest.raises(ConfigError, match=r"^config: brute_force\.shared_networks") as caught:
+        load_settings(overrides={"brute_force": {"shared_networks": [network]}})
+    assert words in str(caught.value)
+    load_settings(overrides={"brute_force": {"shared_networks": ["2001:db8:1:2::/64"]}})

@@ -270,3 +270,12 @@ async def test_parallel_guesses_take_turns_once_a_failure_is_on_record(
     assert outcomes.count("401") == limit - before
     assert outcomes.count("429") == 200 - (limit - before)
     assert not login._turns
+
+
+def test_a_shared_network_takes_ipv4_mapped_clients_and_counts_the_pair_only() -> None:
+    policy = BruteForceSettings(shared_networks=["198.51.100.128/25", "2001:db8:5::/64"])  # type: ignore[list-item]
+    throttle = LoginThrottle(MemoryFailureStore(), policy, lambda: 1000.0)
+    for client in ("198.51.100.200", "::ffff:198.51.100.200", "2001:db8:5::77"):
+        assert throttle.keys("ci", client) == [counter_keys("ci", client)[0]], client
+    for client in ("198.51.100.7", "2001:db8:6::1", None):
+        assert throttle.keys("ci", client) == list(counter_keys("ci", client)), client
