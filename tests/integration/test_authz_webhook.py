@@ -27,6 +27,7 @@ from app.errors import AuthorizationUnavailableError
 from app.protocol.scopes import Scope, parse_scope
 from app.settings import load_settings
 from tests.conftest import api_client
+from tests.fake_clock import FakeClock
 from tests.integration.support.oci import OciImage
 from tests.integration.support.policy_server import PolicyServer, start_policy_server
 from tests.integration.support.skopeo import Creds, Skopeo
@@ -40,14 +41,6 @@ MEMBERS = {"team": {"alice": ["pull", "push"], "bob": ["pull"]}, "ops": {"alice"
 ALICE_HERE = Requester(
     "alice", "registry.test", frozenset({"dev"}), ipaddress.ip_address("10.1.2.3")
 )
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from app.authn.jwt_tokens import (
 )
 from app.backend_settings import JwtBackend
 from app.errors import BackendUnavailableError
+from tests.fake_clock import FakeClock
 from tests.integration.support.oci import OciImage
 from tests.integration.support.oidc_issuer import OidcIssuer, start_oidc_issuer
 from tests.integration.support.skopeo import Creds, Skopeo
@@ -40,14 +41,6 @@ from tests.integration.support.stack import Stack
 pytestmark = pytest.mark.anyio
 AUDIENCE = "registry.test"
 JOB = {"aud": AUDIENCE, "namespace_path": "team", "project_path": "team/app", "sub": "project:1"}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -73,9 +66,9 @@ def settings(issuer: OidcIssuer, **options: Any) -> JwtBackend:
     return JwtBackend(**values)
 
 
-def backend(issuer: OidcIssuer, clock: Clock | None = None, **options: Any) -> JwtAuthenticator:
+def backend(issuer: OidcIssuer, clock: FakeClock | None = None, **options: Any) -> JwtAuthenticator:
     config = settings(issuer, **options)
-    return JwtAuthenticator(config, IssuerKeys(config, clock=clock or Clock()))
+    return JwtAuthenticator(config, IssuerKeys(config, clock=clock or FakeClock()))
 
 
 async def login(auth: JwtAuthenticator, password: str) -> AuthResult:
@@ -216,7 +209,7 @@ async def test_keys_not_for_signing_are_not_used(issuer: OidcIssuer) -> None:
     junk: list[Any] = ["junk", {"kty": "RSA", "kid": "broken", "n": "AQAB", "e": 7}]
     body = json.dumps({"keys": [*keys, encryption, symmetric, *junk]}).encode()
     issuer.answers["/keys"] = (200, body, {})
-    clock = Clock()
+    clock = FakeClock()
     auth = backend(issuer, clock)
     assert (await login(auth, issuer.token(**JOB))).outcome is Outcome.ACCEPTED
     clock.now += UNKNOWN_KID_REFETCH  # an unknown kid fetches again: still not among them
@@ -232,7 +225,7 @@ async def test_unknown_key_ids_fetch_the_keys_again_at_most_every_30_s(
 ) -> None:
     """Meanwhile such a token gets a 503 with Retry-After, not a wrong password: after a key
     rotation a CI runner's logins would count towards its block (brute_force) until then."""
-    clock = Clock()
+    clock = FakeClock()
     auth = backend(issuer, clock)
     assert (await login(auth, issuer.token(**JOB))).outcome is Outcome.ACCEPTED
     stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -278,7 +271,7 @@ async def test_known_keys_verify_while_the_issuer_hangs(issuer: OidcIssuer) -> N
     """Once its keys are old, a login whose key is known does not wait for the issuer: the
     fetch goes on in the background. Tokens with made-up key ids wait for it; they do not
     hold the others up."""
-    clock = Clock()
+    clock = FakeClock()
     auth = backend(issuer, clock)
     assert (await login(auth, issuer.token(**JOB))).outcome is Outcome.ACCEPTED
     clock.now += 301  # keys_cache (300) is over
@@ -293,7 +286,7 @@ async def test_known_keys_verify_while_the_issuer_hangs(issuer: OidcIssuer) -> N
 
 
 async def test_the_issuer_down_is_an_outage_and_then_it_works_again(issuer: OidcIssuer) -> None:
-    clock = Clock()
+    clock = FakeClock()
     auth = backend(issuer, clock)
     issuer.answers["/keys"] = (500, b"{}", {})
     with pytest.raises(BackendUnavailableError):
@@ -310,7 +303,7 @@ async def test_the_issuer_down_is_an_outage_and_then_it_works_again(issuer: Oidc
 async def test_keys_in_hand_go_on_verifying_while_the_issuer_is_down(
     issuer: OidcIssuer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    clock = Clock()
+    clock = FakeClock()
     auth = backend(issuer, clock)
     assert (await login(auth, issuer.token(**JOB))).outcome is Outcome.ACCEPTED
     issuer.answers["/keys"] = (503, b"", {})
@@ -454,7 +447,7 @@ async def test_a_client_leaving_does_not_cancel_the_fetch_others_wait_for(
 async def test_keys_the_issuer_has_not_confirmed_for_a_day_no_longer_verify(
     issuer: OidcIssuer,
 ) -> None:
-    clock = Clock()
+    clock = FakeClock()
     auth = backend(issuer, clock)
     assert (await login(auth, issuer.token(**JOB))).outcome is Outcome.ACCEPTED
     issuer.answers["/keys"] = (503, b"", {})
@@ -514,7 +507,7 @@ async def test_a_token_without_kid_is_verified_only_against_a_lone_key(
     no_kid = jwt.encode(body, issuer.keys["k1"], "RS256")
     assert (await login(backend(issuer), no_kid)).outcome is Outcome.ACCEPTED
     issuer.add_key("k2")
-    clock = Clock()
+    clock = FakeClock()
     auth = backend(issuer, clock)
     assert (await login(auth, issuer.token(**JOB))).outcome is Outcome.ACCEPTED  # keys in hand
     clock.now += UNKNOWN_KID_REFETCH

@@ -17,6 +17,7 @@ from app.breaker import BreakerState
 from app.errors import BackendUnavailableError
 from app.settings import load_settings
 from tests.conftest import api_client
+from tests.fake_clock import FakeClock
 from tests.integration.support.webhook_server import SsoBridge, start_sso_bridge
 
 pytestmark = pytest.mark.anyio
@@ -25,14 +26,6 @@ ACCOUNTS = {"frank": ("frank-Secret-6", ["ci", "sso-users"]), "gina": ("gina-Sec
 FRANK = Credentials(
     "frank", SecretStr("frank-Secret-6"), service="registry.test", client_ip="10.1.2.3"
 )
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
