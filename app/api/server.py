@@ -151,12 +151,21 @@ def run_granian(settings: Settings, options: ServerOptions, reread: Reread | Non
             return problem
 
         def _reload(self, spawn_target: Any, target_loader: Any) -> Any:
-            hangup, self.hangup = self.hangup, False
+            hangup = self.hangup
+            if hangup:  # cleared only when seen: one arriving from here on is seen next time
+                self.hangup = False
             with lock:
                 go = next_settings(running, reread if hangup else None)
             result = None
-            if go:
+            if go and not self.interrupt_signal:  # a SIGTERM meanwhile: no roll to stop at once
                 result = super()._reload(spawn_target, target_loader)  # type: ignore[no-untyped-call]
+                # A worker that died during the roll was replaced by it: granian would take
+                # the replacement, started moments ago, for a crash loop and exit.
+                self.interrupt_children[:] = [
+                    idx
+                    for idx in self.interrupt_children
+                    if idx >= len(self.wrks) or not self.wrks[idx].is_alive()
+                ]
             else:
                 self.reload_signal = False
                 self.main_loop_interrupt.clear()

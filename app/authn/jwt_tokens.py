@@ -101,11 +101,14 @@ class IssuerKeys:
         await self._client.aclose()
 
     async def key_for(self, kid: str | None, algorithm: str) -> jwt.PyJWK | None:
-        """The issuer's key `kid` for `algorithm`; None when it has no such key (or one of
-        another type). IssuerDown when it does not know and cannot ask; NotFetchedYet when it
-        asked moments ago."""
+        """The issuer's key `kid` for `algorithm`; None when the key is not one for it.
+        NotFetchedYet when the issuer publishes no key `kid` (asked moments ago, or just now):
+        never a wrong password, as the issuer may sign with a key before publishing it.
+        IssuerDown when it does not know and cannot ask."""
         now = self._clock()
         age = now - self._fetched_at
+        if kid is None and len(self._keys) > 1 and age < MAX_STALE:
+            return None  # which one? a token from an issuer with several keys names its key
         if self._find(kid) and age < MAX_STALE:
             if age >= self._config.keys_cache:
                 self._start_fetch()  # in the background: the key in hand verifies meanwhile
@@ -118,6 +121,8 @@ class IssuerKeys:
             raise IssuerDown("it failed to answer moments ago")
         # Shielded: a waiter that gives up (its client left) does not cancel everyone's fetch.
         await asyncio.shield(fetch)
+        if not self._find(kid):  # an issuer may sign with a key before it publishes it
+            raise NotFetchedYet(self._tried_at + UNKNOWN_KID_REFETCH - self._clock())
         return self._key(kid, algorithm)
 
     def _find(self, kid: str | None) -> list[dict[str, Any]]:
@@ -295,7 +300,7 @@ class JwtAuthenticator:
                 self._config.label, "unknown key id", retry_after=math.ceil(exc.retry_after)
             ) from None
         if key is None:
-            return self._refused(credentials, f"the issuer has no {algorithm} key {_shown(kid)}")
+            return self._refused(credentials, f"key {_shown(kid)} is not an {algorithm} key")
         try:
             claims = jwt.decode(
                 token,

@@ -6,10 +6,10 @@ POSTed as JSON: {"account", "groups", "service", "client_ip", "scopes": [{"type"
 in the same shape with the actions it allows; what it leaves out is not granted, and what it
 adds is ignored: the token holds what both allow. `"*"` in its actions allows every action
 asked for that scope. A 4xx grants nothing for this request (the service refused the
-question: an unknown project, say). Any other answer (a 5xx or another status, a body not of
-that shape, a timeout) is an outage: 503, never a wider grant. A resource class
-(`repository(plugin)`) goes as `class`, and an answer holds for the same type, class and
-name. Nothing granted by the ACL: nothing to ask.
+question: an unknown project, say) and is not cached; but 401, 407, 408 and 429, like a 5xx
+or another status, a body not of that shape or a timeout, are an outage: 503, never a wider
+grant. A resource class (`repository(plugin)`) goes as `class`, and an answer holds for the
+same type, class and name. Nothing granted by the ACL: nothing to ask.
 
 Answers may be reused for `cache_ttl` seconds for the same question (account, groups,
 service, client address and scopes with their actions), at most `cache_size` per worker.
@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], float]
 # (type, class, name) -> the actions the service allows there
 Allowed = dict[tuple[str, str | None, str], frozenset[str]]
+REFUSED: Allowed = {}  # a 4xx answer: nothing allowed, and not kept in the cache
+# 4xx answers about the service, not about the question: outages.
+NOT_REFUSALS = frozenset({401, 407, 408, 429})
 Asked = tuple[tuple[str, str | None, str, tuple[str, ...]], ...]  # type, class, name, actions
 Question = tuple[str | None, frozenset[str], str, str | None, Asked]
 
@@ -81,7 +84,7 @@ class AuthzWebhook:
         allowed = self._answers.get(question) if self._answers is not None else None
         if allowed is None:
             allowed = await self._ask(requester, where, asked)
-            if self._answers is not None:
+            if self._answers is not None and allowed is not REFUSED:
                 self._answers[question] = allowed
         return [_narrowed(scope, allowed) for scope in granted]
 
@@ -120,12 +123,14 @@ def _narrowed(scope: Scope, allowed: Allowed) -> Scope:
 
 def _answer(response: httpx.Response) -> Allowed | None:
     """The service's answer; None for anything that is not one (an outage). A 4xx is the
-    service refusing this question (an unknown project, say): nothing allowed, and no outage
-    (any client could otherwise open the circuit for everyone with requests it refuses)."""
-    if 400 <= response.status_code < 500:
-        log.info("authorization webhook answered %d: nothing granted", response.status_code)
-        return {}
-    if response.status_code != 200:
+    service refusing this question (an unknown project, say): nothing allowed, not kept, and
+    no outage (any client could otherwise open the circuit for everyone with requests it
+    refuses); but 401, 407, 408 and 429 say the service is misconfigured or overloaded."""
+    status = response.status_code
+    if 400 <= status < 500 and status not in NOT_REFUSALS:
+        log.warning("authorization webhook answered %d: nothing granted", status)
+        return REFUSED
+    if status != 200:
         return None
     try:
         data: Any = response.json()

@@ -130,6 +130,8 @@ async def test_nothing_granted_means_nothing_to_ask(
     [
         pytest.param((500, b"{}"), id="500"),
         pytest.param((302, b""), id="redirect"),
+        pytest.param((401, b"{}"), id="401-our-secret-refused"),
+        pytest.param((429, b"{}"), id="429-overloaded"),
         pytest.param((200, b"<html>"), id="not-json"),
         pytest.param((200, b'{"scopes": {"team/app": ["pull"]}}'), id="not-a-list"),
         pytest.param((200, b'{"scopes": [{"type": "repository", "name": "x"}]}'), id="no-actions"),
@@ -162,6 +164,20 @@ async def test_a_4xx_grants_nothing_and_is_no_outage(
     policy.outage = None
     granted = await hook.restrict(ALICE_HERE, scopes("repository:team/app:pull"))
     assert actions(granted) == [("team/app", ("pull",))]  # the circuit stayed closed
+
+
+async def test_a_refusal_is_not_cached(
+    policy: PolicyServer, make_hook: Callable[..., AuthzWebhook]
+) -> None:
+    hook = make_hook(cache_ttl=60)
+    policy.outage = (404, b"{}")  # the service briefly without its project list, say
+    granted = await hook.restrict(ALICE_HERE, scopes("repository:team/app:pull"))
+    assert actions(granted) == [("team/app", ())]
+    policy.outage = None
+    granted = await hook.restrict(ALICE_HERE, scopes("repository:team/app:pull"))
+    assert actions(granted) == [("team/app", ("pull",))]
+    await hook.restrict(ALICE_HERE, scopes("repository:team/app:pull"))
+    assert len(policy.requests) == 2  # the answer, unlike the refusal, is kept
 
 
 async def test_a_resource_class_is_sent_and_answered_apart(

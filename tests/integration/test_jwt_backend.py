@@ -214,7 +214,8 @@ async def test_keys_not_for_signing_are_not_used(issuer: OidcIssuer) -> None:
     assert (await login(auth, issuer.token(**JOB))).outcome is Outcome.ACCEPTED
     clock.now += UNKNOWN_KID_REFETCH  # an unknown kid fetches again: still not among them
     enc_token = issuer.token("enc", key=issuer.keys["k1"], **JOB)  # the same RSA key, use enc
-    assert (await login(auth, enc_token)).outcome is Outcome.REJECTED
+    with pytest.raises(BackendUnavailableError):  # no such signing key published: 503
+        await login(auth, enc_token)
     assert issuer.requests.count("/keys") == 2
     hs = jwt.encode({**JOB, "iss": issuer.url, "iat": 1, "exp": 2}, b"s" * 32, "HS256")
     assert (await login(auth, hs)).outcome is Outcome.REJECTED
@@ -223,8 +224,9 @@ async def test_keys_not_for_signing_are_not_used(issuer: OidcIssuer) -> None:
 async def test_unknown_key_ids_fetch_the_keys_again_at_most_every_30_s(
     issuer: OidcIssuer,
 ) -> None:
-    """Meanwhile such a token gets a 503 with Retry-After, not a wrong password: after a key
-    rotation a CI runner's logins would count towards its block (brute_force) until then."""
+    """Such a token gets a 503 with Retry-After, never a wrong password, before and after the
+    fetch: after a key rotation (an issuer may sign with a key before publishing it) a CI
+    runner's logins would count towards its block (brute_force)."""
     clock = FakeClock()
     auth = backend(issuer, clock)
     assert (await login(auth, issuer.token(**JOB))).outcome is Outcome.ACCEPTED
@@ -242,7 +244,9 @@ async def test_unknown_key_ids_fetch_the_keys_again_at_most_every_30_s(
     assert issuer.requests.count("/keys") == 2
     clock.now += UNKNOWN_KID_REFETCH
     made_up = issuer.token("made-up", key=stranger, **JOB)
-    assert (await login(auth, made_up)).outcome is Outcome.REJECTED  # asked: not theirs
+    with pytest.raises(BackendUnavailableError) as caught:  # asked: not (yet) theirs
+        await login(auth, made_up)
+    assert caught.value.retry_after == UNKNOWN_KID_REFETCH
     assert issuer.requests.count("/keys") == 3
 
 
@@ -252,8 +256,11 @@ async def test_a_kid_in_the_log_is_escaped(
     auth = backend(issuer)
     forged = "x\n2026-11-29 INFO app.audit granted everything to admin" + "y" * 200
     token = issuer.token(**JOB, headers={"kid": forged})
-    with caplog.at_level(logging.INFO, logger="app.authn.jwt_tokens"):
-        assert (await login(auth, token)).outcome is Outcome.REJECTED
+    with (
+        caplog.at_level(logging.INFO, logger="app.authn.jwt_tokens"),
+        pytest.raises(BackendUnavailableError),
+    ):
+        await login(auth, token)
     lines = [record.getMessage() for record in caplog.records]
     assert lines, "the refusal is logged"
     assert all("\n" not in line and "y" * 100 not in line for line in lines), lines
@@ -282,7 +289,8 @@ async def test_known_keys_verify_while_the_issuer_hangs(issuer: OidcIssuer) -> N
     assert known.outcome is Outcome.ACCEPTED
     assert not made_up[0].done()  # still waiting for the issuer, which has not answered
     issuer.hold.set()
-    assert (await made_up[0]).outcome is Outcome.REJECTED
+    with pytest.raises(BackendUnavailableError):  # fetched: still not among the keys
+        await made_up[0]
 
 
 async def test_the_issuer_down_is_an_outage_and_then_it_works_again(issuer: OidcIssuer) -> None:

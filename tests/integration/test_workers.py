@@ -305,3 +305,24 @@ def test_a_config_that_breaks_the_parser_is_refused_and_reloading_goes_on(
         assert server.token([], ("alice", "pw")).status_code == 200
     finally:
         server.process.stop(timeout=15)
+
+
+def test_a_worker_dying_during_a_roll_does_not_take_the_service_down(tmp_path: Path) -> None:
+    """The roll replaces the dead worker anyway; granian then took that replacement, started
+    moments before, for a crash loop and exited (the whole service gone)."""
+    extra = {"workers": 2, "token_reuse": False}
+    server = start_auth_server(tmp_path, users={"alice": "pw"}, extra_settings=extra)
+    try:
+        found = re.search(r"Spawning worker-2 with PID: (\d+)", server.log())
+        assert found is not None, server.log()
+        _edit_config(server, token_ttl=600)
+        os.kill(server.process.pid, signal.SIGHUP)
+        _wait_for_line(server, "Respawning worker-1")
+        time.sleep(0.5)
+        os.kill(int(found.group(1)), signal.SIGKILL)  # the old worker-2, not yet replaced
+        time.sleep(12)  # the roll ends; granian's crash-loop check would have fired
+        assert server.process.running, server.log()
+        assert "crash loop" not in server.log()
+        assert {_ttl(server) for _ in range(6)} == {600}
+    finally:
+        server.process.stop(timeout=15)
