@@ -132,12 +132,14 @@ def run_granian(settings: Settings, options: ServerOptions, reread: Reread | Non
     lock = threading.Lock()  # the TLS watch thread and granian's main loop both decide rolls
 
     class CheckedRollServer(MPServer):
-        hangup = False
+        hangup = False  # a SIGHUP not yet handled: read the config again
+        asked = 0  # rolls asked for (SIGHUP, the TLS watch): none asked during a reload is lost
 
         def signal_handler_reload(self, *args: Any, **kwargs: Any) -> None:
-            # A flag only: the config is read and checked on granian's main loop (_reload),
+            # Flags only: the config is read and checked on granian's main loop (_reload),
             # one reload at a time (a second SIGHUP arriving meanwhile waits its turn).
             self.hangup = True
+            self.asked += 1
             super().signal_handler_reload()  # type: ignore[no-untyped-call]
 
         def roll_workers(self) -> str | None:
@@ -147,11 +149,12 @@ def run_granian(settings: Settings, options: ServerOptions, reread: Reread | Non
             with lock:
                 problem = worker_problem(running[0])
             if problem is None:
+                self.asked += 1
                 super().signal_handler_reload()  # type: ignore[no-untyped-call]
             return problem
 
         def _reload(self, spawn_target: Any, target_loader: Any) -> Any:
-            hangup = self.hangup
+            asked, hangup = self.asked, self.hangup
             if hangup:  # cleared only when seen: one arriving from here on is seen next time
                 self.hangup = False
             with lock:
@@ -169,10 +172,10 @@ def run_granian(settings: Settings, options: ServerOptions, reread: Reread | Non
             else:
                 self.reload_signal = False
                 self.main_loop_interrupt.clear()
-            # granian clears its flags as a reload starts: a SIGHUP (or SIGTERM, or a worker
-            # dying) that came in while the config was being checked would wait for the next
-            # signal. Whatever is pending wakes the loop again.
-            if self.hangup:
+            # granian clears its flags as a reload starts: a SIGHUP or a certificate roll (or
+            # SIGTERM, or a worker dying) that came in while the config was being checked
+            # would wait for the next signal. Whatever is pending wakes the loop again.
+            if self.hangup or self.asked != asked:
                 self.reload_signal = True
             pending = (self.interrupt_signal, self.interrupt_children, self.reload_signal)
             if any(pending) or self.lifetime_signal or self.rss_signal:

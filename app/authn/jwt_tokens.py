@@ -69,6 +69,7 @@ class NotFetchedYet(Exception):  # noqa: N818 - a condition, not a programming e
     `retry_after` seconds (a key the issuer has just started using, or a made-up one)."""
 
     def __init__(self, retry_after: float) -> None:
+        retry_after = max(1.0, retry_after)  # a slow fetch may have used the whole gate
         super().__init__(
             f"not among the issuer's keys; they are fetched again in {retry_after:.0f} s"
         )
@@ -121,6 +122,8 @@ class IssuerKeys:
             raise IssuerDown("it failed to answer moments ago")
         # Shielded: a waiter that gives up (its client left) does not cancel everyone's fetch.
         await asyncio.shield(fetch)
+        if kid is None and len(self._keys) > 1:
+            return None
         if not self._find(kid):  # an issuer may sign with a key before it publishes it
             raise NotFetchedYet(self._tried_at + UNKNOWN_KID_REFETCH - self._clock())
         return self._key(kid, algorithm)

@@ -520,3 +520,5 @@ async def test_a_token_without_kid_is_verified_only_against_a_lone_key(
     assert (await login(auth, issuer.token(**JOB))).outcome is Outcome.ACCEPTED  # keys in hand
     clock.now += UNKNOWN_KID_REFETCH
     assert (await login(auth, no_kid)).outcome is Outcome.REJECTED  # which of the two?
+    first = backend(issuer)  # the same, as the first login of a worker (after its fetch)
+    assert (await login(first, no_kid)).outcome is Outcome.REJECTED
