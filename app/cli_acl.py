@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from ipaddress import ip_address
 from pathlib import Path
 
 from app.authz.base import Requester
 from app.authz.engine import explain
 from app.authz.files import load_policy
 from app.authz.report import explanation_data, render_text
-from app.cli_common import config_option, uses_embedded_defaults
-from app.errors import ConfigError, PolicyError, RegistryAuthError
+from app.cli_common import check_service_option, config_option, ip_option, uses_embedded_defaults
+from app.errors import ConfigError, PolicyError
 from app.protocol.scopes import parse_scopes
 from app.settings import load_settings
 
@@ -57,11 +56,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{path}: ok ({len(policy.rules)} rule(s), {len(policy.groups)} group(s))")
         return 0
     service = args.service or (settings.service if settings is not None else "")
-    if settings is not None and service not in settings.services:
-        raise RegistryAuthError(
-            f"--service {service!r}: this server issues no tokens for it (`service`, "
-            "`extra_services`): its token endpoint answers such a request 400"
-        )
+    if settings is not None:
+        check_service_option(settings, service)
     explanation = explain(policy, _explain_requester(args, service), parse_scopes(args.scopes))
     hook = settings.authz_webhook if settings is not None else None
     if args.json:
@@ -80,11 +76,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _explain_requester(args: argparse.Namespace, service: str) -> Requester:
-    ip = None
-    if args.ip is not None:
-        try:
-            ip = ip_address(args.ip)
-        except ValueError:
-            raise RegistryAuthError(f"--ip {args.ip!r}: not an IP address") from None
+    ip = ip_option(args.ip) if args.ip is not None else None
     account = None if args.anonymous else args.account
     return Requester(account, service, frozenset(args.group), ip)

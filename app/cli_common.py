@@ -1,17 +1,23 @@
 """What every command module shares: the --config option, the embedded-defaults test, the
-`keys` subcommands' common options, delays written like 90s or 2h and the checks of a user or
-robots file named on the command line."""
+`keys` subcommands' common options, delays written like 90s or 2h, the checks of a user or
+robots file named on the command line, and reading --ip, --service and a password."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import ipaddress
 import os
 import re
+import sys
 from pathlib import Path
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 from app import CONFIG_ENV
 from app.errors import RegistryAuthError, UserStoreError
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 # argparse's private type of `add_subparsers()`; a string so it is never subscripted at run time.
 CommandGroup: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -87,3 +93,33 @@ def url_host(host: str) -> str:
     address in brackets."""
     host = _WILDCARDS.get(host, host)
     return f"[{host}]" if ":" in host else host
+
+
+def ip_option(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The address given with --ip (`[::1]` as well as `::1`)."""
+    try:
+        return ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        raise RegistryAuthError(f"--ip {text!r}: not an IP address") from None
+
+
+def check_service_option(settings: Settings, service: str) -> None:
+    """A --service this server issues tokens for."""
+    if service not in settings.services:
+        raise RegistryAuthError(
+            f"--service {service!r}: this server issues no tokens for it (`service`, "
+            "`extra_services`): its token endpoint answers such a request 400"
+        )
+
+
+def read_password(from_stdin: bool, *, confirm: bool) -> str:
+    """A password from stdin's first line, or asked on the terminal (twice with `confirm`);
+    maybe empty: the caller decides."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if not sys.stdin.isatty():
+        raise RegistryAuthError("no terminal to ask for the password: use --password-stdin")
+    password = getpass.getpass("Password: ")
+    if confirm and getpass.getpass("Password (again): ") != password:
+        raise RegistryAuthError("the two passwords differ; nothing changed")
+    return password

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
-import ipaddress
-import sys
 
 from pydantic import SecretStr
 
@@ -21,6 +18,7 @@ from app.authn.base import AuthResult, Credentials, Outcome
 from app.authn.build import Authentication, build_authentication
 from app.authz.base import Authorizer, Requester
 from app.authz.default import DefaultAuthorizer
+from app.cli_common import check_service_option, ip_option, read_password
 from app.errors import BackendUnavailableError, RegistryAuthError
 from app.protocol.scopes import Scope, parse_scopes
 from app.settings import Settings
@@ -30,14 +28,12 @@ UNAVAILABLE = 3
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     service = args.service or settings.service
-    if service not in settings.services:
-        raise RegistryAuthError(
-            f"--service {service!r}: this server issues no tokens for it (`service`, "
-            "`extra_services`)"
-        )
-    ip = _ip(args.ip) if args.ip is not None else None
+    check_service_option(settings, service)
+    ip = ip_option(args.ip) if args.ip is not None else None
     scopes = parse_scopes(args.scopes)
-    password = _read_password(args.password_stdin)
+    password = read_password(args.password_stdin, confirm=False)
+    if not password:
+        raise RegistryAuthError("empty password")
     credentials = Credentials(args.account, SecretStr(password), service, str(ip) if ip else None)
     return asyncio.run(_check(settings, credentials, Requester(None, service, ip=ip), scopes))
 
@@ -106,22 +102,3 @@ def _said(outcome: Outcome) -> str:
 
 def _authorizer(settings: Settings) -> Authorizer:
     return policy_authorizer(settings, []) or DefaultAuthorizer()
-
-
-def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    try:
-        return ipaddress.ip_address(text.strip("[]"))
-    except ValueError:
-        raise RegistryAuthError(f"--ip {text!r}: not an IP address") from None
-
-
-def _read_password(from_stdin: bool) -> str:
-    if from_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    elif sys.stdin.isatty():
-        password = getpass.getpass("Password: ")
-    else:
-        raise RegistryAuthError("no terminal to ask for the password: use --password-stdin")
-    if not password:
-        raise RegistryAuthError("empty password")
-    return password

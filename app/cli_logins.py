@@ -9,14 +9,13 @@ the operator names the address, and the account for its own counter.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import time
 
 from app.assembly import open_failure_store
 from app.authn.ldap import directory_name_key
 from app.backend_settings import LdapBackend
-from app.cli_common import config_option
-from app.errors import ConfigError, RegistryAuthError
+from app.cli_common import config_option, ip_option
+from app.errors import ConfigError
 from app.protocol.tokens import rfc3339
 from app.settings import Settings, load_settings
 from app.state.attempts import (
@@ -84,10 +83,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _address(text: str) -> str:
-    try:
-        return str(ipaddress.ip_address(text.strip("[]")))
-    except ValueError:
-        raise RegistryAuthError(f"--ip {text!r}: not an IP address") from None
+    return str(ip_option(text))
 
 
 def _counted_names(settings: Settings, account: str) -> list[str]:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
 from pathlib import Path
 
 from app.authn.users import list_accounts, remove_user, set_user
 from app.backend_settings import ROBOT_PREFIX, HtpasswdBackend
-from app.cli_common import config_option, user_file
+from app.cli_common import config_option, read_password, user_file
 from app.errors import UserStoreError
 from app.settings import load_settings
 
@@ -89,14 +88,7 @@ def _htpasswd_path(args: argparse.Namespace) -> Path:
 
 
 def _read_password(from_stdin: bool) -> str:
-    if from_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    elif sys.stdin.isatty():
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Password (again): ") != password:
-            raise UserStoreError("the two passwords differ; nothing changed")
-    else:
-        raise UserStoreError("no terminal to ask for the password: use --password-stdin")
+    password = read_password(from_stdin, confirm=True)
     if not password:
         raise UserStoreError("empty password refused")
     return password
