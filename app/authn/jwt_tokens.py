@@ -36,6 +36,7 @@ from app.authn.base import AuthResult, Credentials, Outcome, check_groups
 from app.backend_settings import ROBOT_PREFIX, JwtBackend, check_key_url
 from app.errors import BackendUnavailableError, UserStoreError
 from app.http_hook import tls_context
+from app.protocol.scopes import shown
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +290,7 @@ class JwtAuthenticator:
             return AuthResult(Outcome.NOT_MINE)  # another backend's password
         algorithm, kid = header.get("alg"), header.get("kid")
         if algorithm not in self._config.algorithms or not (kid is None or isinstance(kid, str)):
-            why = f"algorithm {_shown(algorithm)} with key id {_shown(kid)} not accepted"
+            why = f"algorithm {shown(algorithm)} with key id {shown(kid)} not accepted"
             return self._refused(credentials, why)
         try:
             key = await self._keys.key_for(kid, algorithm)
@@ -298,12 +299,12 @@ class JwtAuthenticator:
         except NotFetchedYet as exc:
             # A 503, not a wrong password: after a key rotation, the CI runner's logins would
             # otherwise count towards its block (brute_force) until the next fetch.
-            log.info("jwt backend %s: key id %s: %s", self._config.label, _shown(kid), exc)
+            log.info("jwt backend %s: key id %s: %s", self._config.label, shown(kid), exc)
             raise BackendUnavailableError(
                 self._config.label, "unknown key id", retry_after=math.ceil(exc.retry_after)
             ) from None
         if key is None:
-            return self._refused(credentials, f"key {_shown(kid)} is not an {algorithm} key")
+            return self._refused(credentials, f"key {shown(kid)} is not an {algorithm} key")
         try:
             claims = jwt.decode(
                 token,
@@ -357,17 +358,10 @@ class JwtAuthenticator:
         log.info(
             "jwt backend %s refused the token of login %s: %s",
             self._config.label,
-            _shown(credentials.account),
+            shown(credentials.account),
             why,
         )
         return AuthResult(Outcome.REJECTED)
-
-
-def _shown(value: Any) -> str:
-    """A client's value in a log line: quoted and escaped (no forged lines), at most 64
-    characters of it."""
-    text = repr(value)
-    return text if len(text) <= 64 else text[:60] + "...'"
 
 
 def _is_number(value: Any) -> bool:

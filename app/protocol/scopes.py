@@ -55,18 +55,18 @@ def parse_scope(text: str) -> Scope:
     type_part, sep1, rest = text.partition(":")
     name, sep2, action_part = rest.rpartition(":")
     if not sep1 or not sep2:
-        raise InvalidScopeError(f"scope {_shown(text)} is not type:name:actions")
+        raise InvalidScopeError(f"scope {shown(text)} is not type:name:actions")
     type_match = _TYPE.fullmatch(type_part)
     if type_match is None:
-        raise InvalidScopeError(f"scope {_shown(text)}: invalid resource type {_shown(type_part)}")
+        raise InvalidScopeError(f"scope {shown(text)}: invalid resource type {shown(type_part)}")
     if len(name) > MAX_NAME_LENGTH:
-        raise InvalidScopeError(f"scope {_shown(text)}: name longer than {MAX_NAME_LENGTH}")
+        raise InvalidScopeError(f"scope {shown(text)}: name longer than {MAX_NAME_LENGTH}")
     if _NAME.fullmatch(name) is None:
-        raise InvalidScopeError(f"scope {_shown(text)}: invalid resource name {_shown(name)}")
+        raise InvalidScopeError(f"scope {shown(text)}: invalid resource name {shown(name)}")
     actions = tuple(action_part.split(","))
     for action in actions:
         if _ACTION.fullmatch(action) is None:
-            raise InvalidScopeError(f"scope {_shown(text)}: invalid action {_shown(action)}")
+            raise InvalidScopeError(f"scope {shown(text)}: invalid action {shown(action)}")
     return Scope(type_match["type"], name, _unique(actions), type_match["cls"])
 
 
@@ -96,6 +96,9 @@ def _unique(actions: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(actions))
 
 
-def _shown(text: str, limit: int = 80) -> str:
-    """Quote client input for an error message: repr escapes control characters (no CRLF)."""
-    return repr(text if len(text) <= limit else text[:limit] + "...")
+def shown(value: object, limit: int = 80) -> str:
+    """Quote client input for an error message or a log line: repr escapes control characters
+    (no CRLF, no forged line), and text beyond `limit` characters is cut."""
+    text = value if isinstance(value, str) else repr(value)
+    quoted = repr(text if len(text) <= limit else text[:limit] + "...")
+    return quoted if isinstance(value, str) else quoted[1:-1]
