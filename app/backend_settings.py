@@ -107,7 +107,10 @@ class LdapBackend(_Backend, _Cached):
     start_tls: bool = Field(default=False, description="StartTLS on an ldap:// URL")
     ca_file: OptionalFilePath = Field(default=None, description="CA bundle; system CAs otherwise")
     timeout: float = Field(
-        default=5, gt=0, le=60, description="seconds to connect and per operation"
+        default=5,
+        gt=0,
+        le=60,
+        description="seconds to connect and per read; a whole check within twice that",
     )
     pool_size: int = Field(default=4, ge=1, le=64, description="open connections at most")
     mode: Literal["search", "direct"] = Field(

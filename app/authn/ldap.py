@@ -11,8 +11,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import re
+import socket
 import ssl
+import threading
 import unicodedata
 from collections.abc import Callable
 from typing import Any
@@ -62,6 +65,53 @@ class _CheckingTls(Tls):
         )
 
 
+class _Deadline:
+    """The bound of one whole check. ldap3's `receive_timeout` bounds each read only: a
+    directory that keeps sending a byte before it runs out (a failing link, a hostile server)
+    held a login, its worker thread and a pooled connection for as long as it liked. When the
+    bound passes, the connection in use is shut down under ldap3's feet; its read then fails,
+    and so does the check."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._lock = threading.Lock()
+        self._connection: Connection | None = None
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, connection: Connection) -> None:
+        """`connection` is the one the check now uses (opened or taken from the pool)."""
+        with self._lock:
+            self._connection = connection
+            if self.expired:
+                _cut(connection)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            if self._connection is not None:
+                _cut(self._connection)
+
+
+def _cut(connection: Connection) -> None:
+    """Shut the connection's socket down from another thread: a read blocked on it returns.
+    Through a duplicate of the descriptor: shutting down a TLS socket object itself would
+    change its state while its own thread is inside it."""
+    sock = getattr(connection, "socket", None)
+    if sock is None:
+        return  # still connecting: `connect_timeout` bounds that, and watch() cuts it later
+    with (
+        contextlib.suppress(OSError, ValueError),
+        socket.socket(fileno=os.dup(sock.fileno())) as duplicate,
+    ):
+        duplicate.shutdown(socket.SHUT_RDWR)
+
+
 def build_server(config: LdapBackend, key: str = "auth_backends[]") -> Server:
     """The directory server; a ca_file that cannot be read is a ConfigError naming `key`."""
     parts = urlsplit(config.url)
@@ -89,6 +139,7 @@ class LdapAuthenticator:
         self._bind_password = bind_password
         self._server = build_server(config, key)
         self._pool = LdapPool(self._open, config.pool_size, config.timeout)
+        self._checks = threading.local()  # .deadline: the bound of the check a thread runs
         self._name_attribute = config.name_attribute() or "uid"  # settings ensure one
         # Whether a backend after this one in the chain answers for a name (build_authentication
         # sets it): then an unknown name is that one's to time (see _as_if_found).
@@ -104,19 +155,27 @@ class LdapAuthenticator:
         return await anyio.to_thread.run_sync(self._check, credentials.account, password)
 
     def _check(self, account: str, password: str) -> AuthResult:
+        deadline = self._checks.deadline = _Deadline(2 * self._config.timeout)
         try:
-            return self._check_on_pool(account, password)
+            return self._check_on_pool(deadline, account, password)
         except (LDAPException, OSError) as exc:
+            if deadline.expired:
+                cause = f"no whole answer within {deadline.seconds:g} s"
+                raise BackendUnavailableError(self._config.label, cause) from exc
             raise BackendUnavailableError(self._config.label, _describe(exc)) from exc
+        finally:
+            deadline.cancel()
+            self._checks.deadline = None
 
-    def _check_on_pool(self, account: str, password: str) -> AuthResult:
+    def _check_on_pool(self, deadline: _Deadline, account: str, password: str) -> AuthResult:
         reused = False
         try:
             with self._pool.connection() as pooled:
                 reused = pooled.reused
+                deadline.watch(pooled.connection)
                 return self._decide(pooled, account, password)
         except (LDAPException, OSError):
-            if not reused:
+            if not reused or deadline.expired:
                 raise
         # A reused connection may have died with a server restart: drop the idle ones and try
         # once on a fresh connection before calling it an outage.
@@ -136,9 +195,14 @@ class LdapAuthenticator:
             raise_exceptions=False,
             read_only=True,
         )
+        deadline: _Deadline | None = getattr(self._checks, "deadline", None)
+        if deadline is not None:  # None: a connection opened outside a check
+            deadline.watch(connection)
         try:
             connection.open()
             started = not self._config.start_tls or connection.start_tls()
+            if deadline is not None:
+                deadline.watch(connection)  # the bound passed while connecting: cut it now
         except BaseException:
             _discard(connection)
             raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from ipaddress import ip_address
 from pathlib import Path
@@ -32,6 +33,7 @@ from tests.integration.support.slapd import (
     Slapd,
     start_slapd,
 )
+from tests.integration.support.trickle import TrickleProxy
 
 pytestmark = pytest.mark.anyio
 
@@ -456,3 +458,36 @@ async def test_an_entry_without_the_account_attribute_is_refused_and_logged(
     await backend.aclose()
     assert result.outcome is Outcome.REJECTED
     assert f"LDAP: no mail in uid=carol,{PEOPLE}" in caplog.text
+
+
+TRICKLED = [
+    pytest.param("port", "ldap://127.0.0.1:{}", {}, id="search-then-bind"),
+    pytest.param("port", "ldap://127.0.0.1:{}", MODES[2].values[0], id="direct-bind"),
+    pytest.param("tls_port", "ldaps://localhost:{}", {}, id="ldaps"),
+]
+
+
+@pytest.mark.parametrize("pooled", [True, False], ids=["pooled", "opening"])
+@pytest.mark.parametrize(("port", "url", "mode"), TRICKLED)
+async def test_a_directory_trickling_its_answers_is_cut_off_at_twice_the_timeout(
+    slapd: Slapd, port: str, url: str, mode: dict[str, Any], pooled: bool
+) -> None:
+    """Every read gets a byte within `timeout`, so ldap3's own read timeout never fires: the
+    whole check is bounded instead (on a pooled connection, or while a new one opens: TCP,
+    TLS), and the thread and the connection are freed."""
+    with TrickleProxy(("127.0.0.1", getattr(slapd, port)), delay=0.3) as proxy:
+        backend = authenticator(
+            slapd, url=url.format(proxy.port), ca_file=slapd.tls.ca, timeout=1, pool_size=1, **mode
+        )
+        if pooled:
+            assert (await backend.authenticate(CAROL)).accepted
+        proxy.trickling.set()
+        started = time.monotonic()
+        # (A TLS handshake is bounded by ldap3's connect timeout already.)
+        bounded = "no whole answer within 2 s|handshake operation timed out"
+        with pytest.raises(BackendUnavailableError, match=bounded):
+            await backend.authenticate(CAROL)
+        assert time.monotonic() - started < 3.5  # the answers alone would take ~30 s or more
+        assert not backend._pool._idle  # the cut connection is not handed out again
+        proxy.trickling.clear()
+        assert (await backend.authenticate(creds("dave"))).accepted  # the one slot is free
