@@ -464,6 +464,7 @@ TRICKLED = [
     pytest.param("port", "ldap://127.0.0.1:{}", {}, id="search-then-bind"),
     pytest.param("port", "ldap://127.0.0.1:{}", MODES[2].values[0], id="direct-bind"),
     pytest.param("tls_port", "ldaps://localhost:{}", {}, id="ldaps"),
+    pytest.param("port", "ldap://localhost:{}", {"start_tls": True}, id="starttls"),
 ]
 
 
