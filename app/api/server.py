@@ -199,7 +199,7 @@ def run_granian(settings: Settings, options: ServerOptions, reread: Reread | Non
         **_granian_tls(settings),
     )
 
-    watch_tls_for_granian(settings, server.roll_workers)
+    watch_tls_for_granian(lambda: running[0], server.roll_workers)
     # Before the fork. A worker's first collection (worker_app) then leaves the objects it
     # inherits alone: marking them would write to, and so copy, every page it shares with this
     # process. Measured with two workers after 3,000 tokens: 155 MiB PSS for the three
@@ -275,6 +275,12 @@ def warn_unapplied(reread: Reread, running: Settings) -> None:
             "`workers: 0` on one CPU) SIGHUP reloads users, robots, ACL, keys and TLS only; "
             "restart to apply it",
             ", ".join(changed),
+        )
+    else:
+        log.info(
+            "SIGHUP: the config is unchanged; users, robots, ACL, keys and TLS reload when "
+            "they change. With one worker process, a backend's secret or CA file read at "
+            "start applies at the next restart"
         )
 
 
@@ -357,22 +363,28 @@ def app_once_files_load(settings: Settings) -> Any:
 
 
 def watch_tls_for_granian(
-    settings: Settings, roll_workers: Callable[[], str | None]
+    current: Callable[[], Settings], roll_workers: Callable[[], str | None]
 ) -> threading.Thread | None:
     """granian loads the certificate when a worker starts. So a thread of the main process polls
     the pair every `reload_interval`: when it changed and the new pair loads (checked in a
     scratch context first: a half-written or mismatched pair is logged and ignored), granian
     restarts the workers one by one, each new one started before the old one stops, as on an
-    operator's SIGHUP; while a new worker could not start, the roll waits."""
-    if settings.tls is None:
+    operator's SIGHUP; while a new worker could not start, the roll waits. `current` gives the
+    settings the workers run on now (a SIGHUP may change `reload_interval` and the files)."""
+    start = current()
+    if start.tls is None:
         return None
-    tls = ReloadingTLS(settings.tls)
+    tls = ReloadingTLS(start.tls)  # `tls` itself only changes with a restart
 
     def watch() -> None:
         waiting = False  # a new pair whose roll waits for the other files to load again
-        gate = RetryGate(settings)
+        watched = start
+        gate = RetryGate(watched)
         while True:
-            time.sleep(settings.reload_interval)
+            _sleep_interval(current)
+            if current() is not watched:
+                watched = current()
+                gate = RetryGate(watched)
             try:
                 changed = tls.reload_if_changed()
             except Exception as exc:  # noqa: BLE001 - the watch must outlive one bad poll
@@ -394,6 +406,14 @@ def watch_tls_for_granian(
     thread = threading.Thread(target=watch, name="tls-watch", daemon=True)
     thread.start()
     return thread
+
+
+def _sleep_interval(current: Callable[[], Settings]) -> None:
+    """Sleep `reload_interval` of the settings in force, in steps of at most a second: a
+    SIGHUP that shortens it from minutes to seconds takes effect within one."""
+    started = time.monotonic()
+    while (left := current().reload_interval - (time.monotonic() - started)) > 0:
+        time.sleep(min(left, 1.0))
 
 
 def use_worker_scheduling(policy: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -17,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from cryptography import x509
 
 from tests.integration.support.authserver import AuthServer, app_command, start_auth_server
@@ -204,7 +206,43 @@ def test_a_renewed_certificate_waits_while_a_new_worker_could_not_start(tmp_path
         assert response.status_code == 200
 
 
-def launch_tls(tmp_path: Path, served: Path, workers: int = 1) -> AuthServer:
+def test_a_sighup_that_shortens_reload_interval_reaches_the_certificate_watch(
+    tmp_path: Path,
+) -> None:
+    """The certificate watch runs in granian's main process: it polls at the interval the
+    workers run on now, not the one the service started with."""
+    first, second = make_tls_files(tmp_path / "a"), make_tls_files(tmp_path / "b")
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copy(first.cert, served / "cert.pem")
+    shutil.copy(first.key, served / "key.pem")
+    server = launch_tls(tmp_path, served, workers=2, reload_interval=300)
+    config = yaml.safe_load(server.config_path.read_text(encoding="utf-8"))
+    config["reload_interval"] = 0.2
+    server.config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    os.kill(server.process.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while server.log().count("Stopped old worker-") < 2:
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.2)
+    assert "the config changed (reload_interval)" in server.log()
+    shutil.copy(second.cert, served / "cert.pem")
+    shutil.copy(second.key, served / "key.pem")
+    expected = x509.load_pem_x509_certificate(second.cert.read_bytes())
+    deadline = time.monotonic() + 20
+    while "restarting the workers one by one for the new TLS certificate" not in server.log():
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.2)
+    while server.log().count("Stopped old worker-") < 4 or any(
+        _served_certificate(server.port) != expected for _ in range(10)
+    ):
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.2)
+
+
+def launch_tls(
+    tmp_path: Path, served: Path, workers: int = 1, reload_interval: float = 0.2
+) -> AuthServer:
     from tests.integration.support.authserver import launch_auth_server  # noqa: PLC0415
 
     server = launch_auth_server(
@@ -212,7 +250,7 @@ def launch_tls(tmp_path: Path, served: Path, workers: int = 1) -> AuthServer:
         users=USERS,
         extra_settings={
             "tls": {"cert": str(served / "cert.pem"), "key": str(served / "key.pem")},
-            "reload_interval": 0.2,
+            "reload_interval": reload_interval,
             "workers": workers,
         },
     )

@@ -247,6 +247,11 @@ def test_sighup_applies_the_config_file_or_says_why_not(tmp_path: Path) -> None:
 def test_one_worker_says_a_changed_config_needs_a_restart(tmp_path: Path) -> None:
     server = start_auth_server(tmp_path, users={"alice": "pw"}, extra_settings={"workers": 1})
     try:
+        os.kill(server.process.pid, signal.SIGHUP)  # nothing changed: it says what SIGHUP did
+        _wait_for_line(server, "SIGHUP: the config is unchanged; users, robots, ACL, keys")
+        assert "a backend's secret or CA file read at start applies at the next restart" in (
+            server.log()
+        )
         _edit_config(server, token_ttl=600)
         os.kill(server.process.pid, signal.SIGHUP)
         _wait_for_line(server, "SIGHUP: the config changed (token_ttl): with one worker")
