@@ -80,7 +80,7 @@ class LoopTally:
     each increment takes a lock, asks the kernel for the process id and packs the value into the
     file: ~9,000 instructions. A fresh token made five of them (request counter, latency sum
     and bucket, credential check, cache hit), as much CPU as all the rest of its bookkeeping
-    (README, Performance). Here an increment adds to a dict entry, and the first one of a turn
+    (docs/performance.md). Here an increment adds to a dict entry, and the first one of a turn
     schedules `flush` with `call_soon`: it runs as soon as the loop has run what is ready now,
     so under load one write covers every token of the turn, and when idle a count is written
     within the same turn (nothing is stale for a scrape).

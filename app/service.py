@@ -60,7 +60,7 @@ def new_jti() -> str:
 
 
 # A NamedTuple, not a frozen dataclass: one is built for every token, and a frozen dataclass's
-# __init__ pays ~1,200 instructions per field (README, Performance).
+# __init__ pays ~1,200 instructions per field (docs/performance.md).
 class IssuedToken(NamedTuple):
     token: str
     issued_at: int

@@ -188,7 +188,7 @@ def _get_and_head(app: FastAPI, path: str, **options: Any) -> Callable[[Handler]
 class TokenServer(FastAPI):
     """FastAPI, with GET and POST on the token paths answered before any of FastAPI's own
     layers: every pull and push is one of these, and those layers cost more than a reused
-    token (README, Performance). `token_layer` does for them what the middlewares and handlers
+    token (docs/performance.md). `token_layer` does for them what the middlewares and handlers
     do for the rest."""
 
     token_layer: TokenLayer | None = None

@@ -1,6 +1,6 @@
 """JSON responses rendered with orjson: the token endpoint answers thousands of times a second,
 and orjson renders its body ~20x faster than the standard library (~0.6 µs against ~14 µs for a
-token body, measured: README, Performance)."""
+token body, measured: docs/performance.md)."""
 
 from __future__ import annotations
 

@@ -425,7 +425,7 @@ def use_worker_scheduling(policy: str) -> None:
     per fresh token. A SCHED_BATCH thread waking up waits for the running one's time slice
     instead (the kernel still shares the cores fairly), so the I/O thread takes the requests
     that arrived in between in one go: ~1 context switch per token, ~10% more tokens/s
-    (README, Performance). When a core is idle nothing waits. Best effort: where the policy
+    (docs/performance.md). When a core is idle nothing waits. Best effort: where the policy
     is not available the worker runs with the kernel's default and says so.
     """
     if policy != "batch":

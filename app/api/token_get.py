@@ -3,7 +3,7 @@
 Every pull and push of every client is one of these requests: a GET with Basic credentials, or
 a POST (docker once logged in, with its refresh token; containerd with the password; protocol.md
 §2). FastAPI's routing, its request and response objects and the chain of middlewares wrapped
-around each `send` cost as much CPU as answering with a reused token (README, Performance). So
+around each `send` cost as much CPU as answering with a reused token (docs/performance.md). So
 this layer answers them whole, with the same parts the other routes go through: the input limits
 and request id of LimitsMiddleware, the counters of ObserveMiddleware, the error answers of the
 app's exception handlers and the audit log. Everything else (HEAD, other paths) goes on to

@@ -12,7 +12,7 @@ from app.errors import UserStoreError
 
 
 # A NamedTuple, not a frozen dataclass: two are built for every login, and a frozen dataclass's
-# __init__ pays ~1,200 instructions per field (README, Performance).
+# __init__ pays ~1,200 instructions per field (docs/performance.md).
 class Credentials(NamedTuple):
     """An account and its password; the password prints as '**********'.
 

@@ -10,7 +10,7 @@ from app.protocol.scopes import Scope
 
 
 # A NamedTuple, not a frozen dataclass: one is built for every token, and a frozen dataclass's
-# __init__ pays ~1,200 instructions per field (README, Performance).
+# __init__ pays ~1,200 instructions per field (docs/performance.md).
 class Requester(NamedTuple):
     """Who asks: an authenticated account (with groups) or anonymous (account None)."""
 

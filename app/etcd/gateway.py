@@ -6,7 +6,7 @@ serves it under /v3/), so it needs no extra service; the Python gRPC clients are
 unmaintained (`etcd3`, last release 2020, breaks on protobuf >= 4) or pull in grpcio and
 protobuf for a handful of calls. The HTTP client is urllib3 (which python-etcd, the v2 client,
 is built on): with etcd as the state store every refresh grant is one of these calls, and
-urllib3 takes half the CPU of httpx for one (README, Performance).
+urllib3 takes half the CPU of httpx for one (docs/performance.md).
 
 Every problem (no endpoint answers, not an etcd, etcd says no, unreadable TLS files) leaves
 this module as one GatewayError, a line naming the cause and never the password; each user

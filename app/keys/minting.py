@@ -1,6 +1,6 @@
 """Minting tokens: claims -> signature, or the same token again while it may be reused.
 
-Where the signature runs was measured (README, Performance): with one server process, in a
+Where the signature runs was measured (docs/performance.md): with one server process, in a
 thread pool (RSA signing releases the GIL, so threads add the other cores); with a worker
 process per core, inline on the event loop — every core is already busy, and the thread hop
 plus the GIL hand-back cost ~25% of the fresh-token rate there.
@@ -22,7 +22,7 @@ from app.settings import Settings
 
 
 # A NamedTuple, not a frozen dataclass: one is built for every token, and a frozen dataclass's
-# __init__ pays ~1,200 instructions per field (README, Performance).
+# __init__ pays ~1,200 instructions per field (docs/performance.md).
 class Grant(NamedTuple):
     """What a token says: who, for which service, which access."""
 

@@ -18,7 +18,7 @@ from app.settings import SHORTEST_TOKEN_LIFETIME
 
 
 # A NamedTuple, not a frozen dataclass: one is built for every token, and a frozen dataclass's
-# __init__ pays ~1,200 instructions per field (README, Performance).
+# __init__ pays ~1,200 instructions per field (docs/performance.md).
 class SignedToken(NamedTuple):
     token: str
     issued_at: int

@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCUMENTS = ["README.md", "docs/operations.md", "deploy/compose/README.md"]
+DOCUMENTS = [
+    "README.md",
+    "docs/operations.md",
+    "docs/performance.md",
+    "deploy/compose/README.md",
+]
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 
 

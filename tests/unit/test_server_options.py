@@ -156,7 +156,7 @@ def test_the_main_process_freezes_its_heap_before_granian_forks_the_workers(
     rsa_keys_dir: Path, tmp_path: Path
 ) -> None:
     """What the workers inherit is out of their collector's passes, so a pass does not copy
-    the pages they share with the main process (PSS, README Performance)."""
+    the pages they share with the main process (PSS, docs/performance.md)."""
     (frozen,) = _counts_in_own_process(FROZEN_BEFORE_FORK, rsa_keys_dir, tmp_path)
     assert frozen > 20_000
 
