@@ -35,6 +35,22 @@ def uses_embedded_defaults(args: argparse.Namespace) -> bool:
     return args.config is None and not os.environ.get(CONFIG_ENV)
 
 
+def missing_state_file(settings: Settings, args: argparse.Namespace) -> str | None:
+    """Why there is nothing to read, when the SQLite state file the settings name does not
+    exist: a server writes it at its first failed login or refresh token, and a command run
+    on another config (or on the built-in defaults, without --config) would otherwise report
+    "nothing on record" as if it had looked in the server's file. None when it exists (or the
+    state is in etcd)."""
+    if settings.state.backend != "sqlite" or Path(settings.state.path).exists():
+        return None
+    where = (
+        "without --config this command reads the built-in defaults"
+        if uses_embedded_defaults(args)
+        else "is the config the server's?"
+    )
+    return f"{Path(settings.state.path).resolve()} does not exist ({where})"
+
+
 def keys_dir_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keys-dir", type=Path, help="directory of the keys (overrides `keys_dir`)"

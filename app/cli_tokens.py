@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from app.assembly import refresh_tokens_from_settings
-from app.cli_common import config_option
+from app.cli_common import config_option, missing_state_file
 from app.errors import ConfigError, StateStoreError
 from app.protocol.tokens import rfc3339
 from app.settings import load_settings
@@ -29,10 +29,17 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """The store holds only hashes: no command can print a refresh token."""
-    tokens = refresh_tokens_from_settings(load_settings(args.config))
+    settings = load_settings(args.config)
+    tokens = refresh_tokens_from_settings(settings)
     if tokens is None:
         raise ConfigError("state.backend", "none: this server keeps no refresh tokens")
     try:
+        missing = missing_state_file(settings, args)
+        if missing is not None:
+            if args.tokens_command == "revoke":
+                raise ConfigError("state.path", f"nothing to revoke: {missing}")
+            print(f"no refresh tokens: {missing}")
+            return 0
         if args.tokens_command == "list":
             _print_tokens(tokens.records(args.account))
             return 0

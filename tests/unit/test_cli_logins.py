@@ -120,3 +120,27 @@ def test_a_shared_address_says_so_and_shows_its_accounts(
     assert first == f"address {RUNNER}: shared (brute_force.shared_networks): counted per account"
     assert second.startswith(f"account 'ci' from {RUNNER}: 3 failed login(s)")
     assert "blocked (429)" in second
+
+
+def test_without_the_servers_state_file_nothing_is_claimed(
+    tmp_path: Path,
+    config: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Run elsewhere without --config, the commands read the built-in defaults' state file,
+    which does not exist there: they say so, naming the file, and reset claims nothing."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("REGISTRY_AUTH_CONFIG", raising=False)
+    expected = f"{elsewhere / 'registry-auth.db'} does not exist (without --config"
+    status = _cli(capsys, "logins", "status", "--ip", RUNNER)
+    assert status.startswith(f"no failed login on record: {expected}")
+    reset = fails(capsys, "logins", "reset", "--ip", RUNNER, "--account", "ci")
+    assert f"state.path: nothing to reset: {expected}" in reset
+    assert "forgot" not in reset
+    assert not (elsewhere / "registry-auth.db").exists()
+    # With the server's config but before its first failed login: the file, and the question.
+    other = _cli(capsys, "logins", "status", "--config", str(config), "--ip", RUNNER)
+    assert "state.db does not exist (is the config the server's?)" in other

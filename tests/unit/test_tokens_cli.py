@@ -128,3 +128,19 @@ def test_revoke_needs_exactly_one_selector(
         )
     with pytest.raises(SystemExit):
         run(["tokens", "revoke", "--config", str(config)], serve=_no_serve)
+
+
+def test_without_the_servers_state_file_nothing_is_claimed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("REGISTRY_AUTH_CONFIG", raising=False)
+    expected = f"{tmp_path / 'registry-auth.db'} does not exist (without --config"
+    code, out, _ = _cli(capsys, "tokens", "list")
+    assert code == 0
+    assert out.startswith(f"no refresh tokens: {expected}")
+    code, _, err = _cli(capsys, "tokens", "revoke", "--all")
+    assert code == 2
+    assert f"state.path: nothing to revoke: {expected}" in err
+    assert "revoked" not in err
+    assert not (tmp_path / "registry-auth.db").exists()
