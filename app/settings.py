@@ -397,13 +397,16 @@ def _config_error(
 ) -> ConfigError:
     first = exc.errors()[0]
     key = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    message = first["msg"]
+    message = first["msg"].removeprefix("Value error, ")  # pydantic's label of our own text
     if first["type"] == "missing":
         message = "missing (required)"
     elif first["type"] == "extra_forbidden":
         message = "unknown setting (check the spelling against the README's reference)"
-    more = len(exc.errors()) - 1
-    suffix = f"; and {more} more problem(s)" if more else ""
+    others = list(
+        dict.fromkeys(".".join(str(p) for p in e["loc"]) or "(top level)" for e in exc.errors()[1:])
+    )
+    shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+    suffix = f"; and {len(exc.errors()) - 1} more problem(s): {shown}" if others else ""
     where = value_source(first["loc"], config_file, file_data)
     return ConfigError(key, f"{message}{where}{suffix}")
 

@@ -61,10 +61,7 @@ class EtcdSettings(BaseModel):
     @classmethod
     def _endpoints_are_urls(cls, value: list[str]) -> list[str]:
         for endpoint in value:
-            parts = urlsplit(endpoint)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"{endpoint!r} must be an http:// or https:// URL")
-            check_url_port(endpoint)
+            _check_endpoint(endpoint, "username and password")
         if len({urlsplit(endpoint).scheme for endpoint in value}) > 1:
             raise ValueError("all endpoints must use the same scheme (http or https)")
         return value
@@ -123,10 +120,7 @@ class StateSettings(BaseModel):
     @classmethod
     def _endpoints_are_urls(cls, value: list[str]) -> list[str]:
         for endpoint in value:
-            parts = urlsplit(endpoint)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise ValueError(f"{endpoint!r} must be an http:// or https:// URL")
-            check_url_port(endpoint)
+            _check_endpoint(endpoint, "etcd_username and etcd_password")
         return value
 
     @model_validator(mode="after")
@@ -246,3 +240,17 @@ class TlsSettings(BaseModel):
 
     cert: FilePath = Field(description="PEM certificate chain (leaf first)")
     key: FilePath = Field(description="PEM private key of the leaf (mode 0600)")
+
+
+def _check_endpoint(endpoint: str, credentials: str) -> None:
+    """An etcd endpoint: an http(s) URL with a host, and no user or password in it. A URL is
+    printed in logs, in `/readyz` (which anyone may ask) and in the CLI's output; a password
+    in it would be printed with it. Checked first, so the error does not print it either."""
+    parts = urlsplit(endpoint)
+    if "@" in parts.netloc:
+        raise ValueError(
+            f"an endpoint must not hold a user or password (user@host): use {credentials}"
+        )
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{endpoint!r} must be an http:// or https:// URL")
+    check_url_port(endpoint)

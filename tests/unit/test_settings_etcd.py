@@ -37,7 +37,7 @@ def test_defaults_are_lains_key_on_v2_and_the_key_is_left_on_shutdown() -> None:
         ({"key": "no-slash"}, "etcd.key"),
         ({"intervall": 3}, "etcd.intervall: unknown setting"),
         ({"endpoints": ["http://e:0"]}, "'http://e:0' has an invalid port"),
-        ({"client_cert": "", "client_key": "k.pem"}, "etcd.client_cert: Value error, is empty"),
+        ({"client_cert": "", "client_key": "k.pem"}, "etcd.client_cert: is empty"),
     ],
 )
 def test_bad_etcd_config_is_one_line_naming_the_key(etcd: dict[str, object], words: str) -> None:
@@ -75,7 +75,7 @@ def test_tls_files_are_relative_to_the_config_file(tmp_path: Path) -> None:
         ({"etcd_client_key": "k.pem"}, "etcd_client_cert and etcd_client_key go together"),
         ({"etcd_username": ""}, "state.etcd_username"),
         ({"etcd_endpoints": ["http://e:99999"]}, "'http://e:99999' has an invalid port"),
-        ({"etcd_ca_cert": ""}, "state.etcd_ca_cert: Value error, is empty"),
+        ({"etcd_ca_cert": ""}, "state.etcd_ca_cert: is empty"),
     ],
 )
 def test_bad_state_etcd_connection_is_one_line(state: dict[str, object], words: str) -> None:
@@ -116,3 +116,33 @@ def test_an_etcd_key_with_an_empty_part_is_refused(key: str) -> None:
     "not an etcd v2 API"."""
     with pytest.raises(ConfigError, match=r"etcd\.key"):
         load_settings(overrides={**BASE, "etcd": {"key": key}})
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "use"),
+    [
+        ("etcd", "endpoints", "use username and password"),
+        ("state", "etcd_endpoints", "use etcd_username and etcd_password"),
+    ],
+)
+def test_a_password_in_an_endpoint_url_is_refused_without_printing_it(
+    section: str, key: str, use: str
+) -> None:
+    """A URL is printed in logs, in `/readyz` (anyone may ask) and by the CLI: a password in
+    it would be printed with it."""
+    values: dict[str, object] = {key: ["http://10.0.0.1:2379", "http://u:Hunter2@10.0.0.2:2379"]}
+    if section == "state":
+        values["backend"] = "etcd"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(overrides={**BASE, section: values})
+    assert str(caught.value) == (
+        f"config: {section}.{key}: an endpoint must not hold a user or password (user@host): {use}"
+    )
+
+
+def test_a_config_with_several_problems_names_each_key() -> None:
+    overrides = {**BASE, "token_ttl": -1, "frobnicate": 1, "etcd": {"api": "v9"}}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(overrides=overrides)
+    assert str(caught.value).endswith("; and 2 more problem(s): etcd.api, frobnicate")
+    assert str(caught.value).startswith("config: token_ttl: Input should be greater than 0")
