@@ -8,3 +8,7 @@ CONFIG_ENV = "REGISTRY_AUTH_CONFIG"
 
 # How every log line reads, whichever server runs (the CLI's basicConfig, granian's workers).
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+# Libraries that log a line per request at INFO, URL included (a webhook's or an issuer's URL
+# may hold a key in its query): only their warnings reach the log.
+QUIET_LOGGERS = ("httpx", "httpcore")

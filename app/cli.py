@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from app import LOG_FORMAT, __version__
+from app import LOG_FORMAT, QUIET_LOGGERS, __version__
 from app.cli_common import config_option
 from app.errors import RegistryAuthError
 
@@ -112,6 +112,8 @@ def run(argv: Sequence[str] | None, *, serve: Serve) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(only=_named_command(argv)).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         status = _dispatch(args, serve)
         sys.stdout.flush()  # here, not at exit: a reader gone (`| head`) is then caught below

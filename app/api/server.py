@@ -28,7 +28,7 @@ from typing import Any
 import uvicorn
 from pydantic import BaseModel
 
-from app import LOG_FORMAT
+from app import LOG_FORMAT, QUIET_LOGGERS
 from app.api.app import create_app
 from app.api.hardening import harden, uvicorn_options
 from app.api.metrics_http import use_multiprocess_dir
@@ -463,7 +463,10 @@ def _uvicorn_logging() -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         **_stderr_logging(),
-        "loggers": {"uvicorn": {"handlers": ["console"], "level": "INFO", "propagate": False}},
+        "loggers": {
+            "uvicorn": {"handlers": ["console"], "level": "INFO", "propagate": False},
+            **_quiet_loggers(),
+        },
     }
 
 
@@ -471,7 +474,15 @@ def _granian_logging() -> dict[str, Any]:
     """Granian's own log lines and the app's (`app.*`, INFO and up) on stderr, as uvicorn mode
     writes them: with the time and the logger, and apart from the audit lines on stdout.
     (granian's default wrote `[LEVEL] message` to stdout, between the audit lines.)"""
-    return {**_stderr_logging(), "root": {"handlers": ["console"], "level": "INFO"}}
+    return {
+        **_stderr_logging(),
+        "root": {"handlers": ["console"], "level": "INFO"},
+        "loggers": _quiet_loggers(),
+    }
+
+
+def _quiet_loggers() -> dict[str, Any]:
+    return {name: {"level": "WARNING"} for name in QUIET_LOGGERS}
 
 
 def _stderr_logging() -> dict[str, Any]:

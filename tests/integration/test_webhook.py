@@ -18,6 +18,7 @@ from app.errors import BackendUnavailableError
 from app.settings import load_settings
 from tests.conftest import api_client
 from tests.fake_clock import FakeClock
+from tests.integration.support.authserver import start_auth_server
 from tests.integration.support.webhook_server import SsoBridge, start_sso_bridge
 
 pytestmark = pytest.mark.anyio
@@ -198,3 +199,31 @@ async def test_token_api_answers_503_for_a_500_and_200_with_groups_otherwise(
             "details": "authentication backend 'sso' is unavailable; try again later",
             "error": "backend_unavailable",
         }
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["uvicorn", "granian"])
+def test_the_servers_log_holds_no_line_per_webhook_request_nor_its_url(
+    tmp_path: Path, bridge: SsoBridge, workers: int
+) -> None:
+    """httpx logs each request at INFO with its URL, and a webhook's URL may hold a key in its
+    query: the service runs with httpx's INFO lines off."""
+    bridge.accounts["jack"] = ("jack-Secret-3", ["ci"])
+    secret = tmp_path / "bridge-secret"
+    secret.write_text("bridge-Secret-8\n")
+    secret.chmod(0o600)
+    backend = {
+        "type": "webhook",
+        "url": f"{bridge.url}?api_key=QueryHookSecret",
+        "secret_file": str(secret),
+        "retries": 0,
+    }
+    extra = {"auth_backends": [backend], "htpasswd": None, "workers": workers}
+    server = start_auth_server(tmp_path, extra_settings=extra)
+    try:
+        assert server.token([], ("jack", "jack-Secret-3")).status_code == 200
+        assert server.token([], ("jack", "wrong")).status_code == 401
+        assert len(bridge.requests) == 2  # the webhook was asked, twice
+    finally:
+        server.process.stop(timeout=15)
+    assert "QueryHookSecret" not in server.log()
+    assert "HTTP Request" not in server.log()
