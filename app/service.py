@@ -254,8 +254,9 @@ class TokenService:
         issued = await self._sign(requester, await self._authorize(requester, scopes))
         if offline_client_id is None or result.account is None:
             return issued
+        # Now, not the access token's `iat`: a reused one may be minutes old.
         refresh_token = await self._new_refresh_token(
-            result, service, offline_client_id, issued.issued_at
+            result, service, offline_client_id, int(self._clock())
         )
         return issued._replace(refresh_token=refresh_token)
 

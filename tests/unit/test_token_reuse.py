@@ -16,7 +16,7 @@ from app.authn.base import Credentials
 from app.keys.model import Algorithm
 from app.keys.reuse import SignedToken, TokenReuse
 from app.keys.store import generate_key
-from app.protocol.oauth import PasswordGrant
+from app.protocol.oauth import PasswordGrant, RefreshGrant
 from app.protocol.scopes import parse_scopes
 from app.protocol.tokens import TokenRequest
 from app.service import IssuedToken, TokenService
@@ -183,6 +183,26 @@ async def test_refresh_tokens_are_still_issued_per_request(tmp_path: Path) -> No
     assert first.refresh_token is not None
     assert second.refresh_token is not None
     assert first.refresh_token != second.refresh_token  # ...the refresh token is not
+
+
+async def test_a_refresh_token_beside_a_reused_token_starts_now(tmp_path: Path) -> None:
+    """Its lifetime counts from its own issue, not from the reused access token's `iat`: a
+    short lifetime would otherwise hand out a refresh token already dead."""
+    settings = make_settings(tmp_path, refresh_token_lifetime=20)
+    clock = Clock()
+    service = make_service(settings, clock)
+    online = PasswordGrant("registry.test", "docker", "alice", SecretStr("pw"), offline=False)
+    await service.grant_password(online)
+    clock.now += 25
+    grant = PasswordGrant("registry.test", "docker", "alice", SecretStr("pw"), offline=True)
+    issued = await service.grant_password(grant)
+    assert issued.reuse
+    assert issued.refresh_token is not None
+    assert service.refresh_tokens is not None
+    (record,) = service.refresh_tokens.records("alice")
+    assert (record.created_at, record.expires_at) == (NOW + 25, NOW + 45)
+    refresh = RefreshGrant("registry.test", "docker", SecretStr(issued.refresh_token))
+    assert (await service.grant_refresh(refresh)).account == "alice"
 
 
 def test_the_reuse_table_is_bounded() -> None:
