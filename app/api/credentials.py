@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 
 from pydantic import SecretStr
 
@@ -10,13 +11,29 @@ from app.authn.base import Credentials
 from app.errors import InvalidRequestError
 
 
-def parse_basic(header: str | None) -> Credentials | None:
-    """None when the client sent no Basic credentials (anonymous); 400 when they are malformed."""
+def parse_basic(header: str | Sequence[str] | None) -> Credentials | None:
+    """None when the client sent no credentials (anonymous); 400 when they are malformed, not
+    Basic, or sent twice (`header` then holds every Authorization header of the request)."""
+    if not isinstance(header, str):
+        if header is not None and len(header) > 1:
+            # Which one counts? A proxy in front that reads the last one would disagree with
+            # a server that reads the first about who is logging in.
+            raise InvalidRequestError(
+                "Authorization: sent more than once", parameter="Authorization"
+            )
+        header = header[0] if header else None
     if not header:
         return None
     scheme, _, encoded = header.partition(" ")
     if scheme.lower() != "basic":
-        return None
+        # Taken for anonymous, a client's credentials would be dropped without a word, and
+        # its pull refused later by the registry (`insufficient_scope`).
+        shown = scheme[:20].encode("ascii", "replace").decode("ascii")
+        raise InvalidRequestError(
+            f"Authorization: the token endpoint takes Basic credentials (or none), not {shown!r}"
+            " (a refresh token goes in a POST: grant_type=refresh_token)",
+            parameter="Authorization",
+        )
     # Its length was checked before (limits.max_authorization_length, 431): app.api.limits.
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")

@@ -155,12 +155,14 @@ class TokenLayer:
             observe("token" if scope["method"] == "GET" else "token_post", status, started)
 
 
-def wanted_headers(headers: Headers) -> tuple[str | None, list[str], str | None]:
-    """Authorization, every X-Forwarded-For and X-Real-IP, decoded as HTTP headers are."""
-    authorization, forwarded, real_ip = None, [], None
+def wanted_headers(headers: Headers) -> tuple[list[str], list[str], str | None]:
+    """Every Authorization and X-Forwarded-For, and X-Real-IP, decoded as HTTP headers are."""
+    authorization: list[str] = []
+    forwarded: list[str] = []
+    real_ip = None
     for name, value in headers:
         if name == b"authorization":
-            authorization = value.decode("latin-1") if authorization is None else authorization
+            authorization.append(value.decode("latin-1"))
         elif name == b"x-forwarded-for":
             forwarded.append(value.decode("latin-1"))
         elif name == b"x-real-ip" and real_ip is None:

@@ -49,10 +49,12 @@ def test_any_basic_payload_parses_or_is_a_400(raw: bytes) -> None:
 @given(st.text(max_size=200))
 def test_any_authorization_header_is_anonymous_credentials_or_a_400(header: str) -> None:
     try:
-        parse_basic(header)
+        credentials = parse_basic(header)
     except InvalidRequestError as exc:
         parameter = exc.parameter
         assert parameter == "Authorization"
+        return
+    assert credentials is None or header.partition(" ")[0].lower() == "basic"
 
 
 @given(st.text(max_size=200))

@@ -46,6 +46,33 @@ async def test_hostile_bytes_in_basic_credentials_get_400(env: Env, raw: bytes) 
 
 
 @pytest.mark.parametrize(
+    "header",
+    ["Bearer eyJhbGciOiJSUzI1NiJ9.e30.c2ln", "Digest username=x", "Negotiate YII="],
+)
+async def test_credentials_of_another_scheme_get_400_not_an_anonymous_token(
+    env: Env, header: str
+) -> None:
+    """Taken for anonymous, the client's credentials were dropped without a word."""
+    response = await env.client.get("/token", params=SERVICE, headers={"Authorization": header})
+    assert response.status_code == 400
+    body = response.json()
+    assert body["parameter"] == "Authorization"
+    scheme, secret = header.split(maxsplit=1)
+    assert f"takes Basic credentials (or none), not '{scheme}'" in body["details"]
+    assert secret not in response.text
+
+
+async def test_two_authorization_headers_get_400(env: Env) -> None:
+    """A proxy reading the last one and this server the first would disagree on who logs in."""
+    alice, bob = _basic(b"alice:pw")["Authorization"], _basic(b"bob:wrong")["Authorization"]
+    for first, second in ((alice, bob), (bob, alice)):
+        headers = [("Authorization", first), ("Authorization", second)]
+        response = await env.client.get("/token", params=SERVICE, headers=headers)
+        assert response.status_code == 400
+        assert response.json()["details"] == "Authorization: sent more than once"
+
+
+@pytest.mark.parametrize(
     "query",
     [
         "service=registry.test&scope=repository:a%FF/b:pull",
