@@ -178,9 +178,23 @@ class UnsupportedGrantTypeError(InvalidRequestError):
 
     code = oauth_code = "unsupported_grant_type"
 
+    # Named back only when it is one of these: a client that put its password in the wrong
+    # field would otherwise have it written to the audit log.
+    KNOWN = frozenset(
+        {
+            "authorization_code",
+            "client_credentials",
+            "implicit",
+            "urn:ietf:params:oauth:grant-type:device_code",
+            "urn:ietf:params:oauth:grant-type:jwt-bearer",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        }
+    )
+
     def __init__(self, grant_type: str) -> None:
+        named = f" {grant_type!r}" if grant_type in self.KNOWN else ""
         super().__init__(
-            f"unsupported grant_type {grant_type!r}: use password or refresh_token",
+            f"unsupported grant_type{named}: use password or refresh_token",
             parameter="grant_type",
         )
 

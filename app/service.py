@@ -28,6 +28,7 @@ from app.authz.webhook import AuthzWebhook
 from app.errors import (
     InvalidGrantError,
     SigningUnavailableError,
+    StateStoreError,
     UnknownServiceError,
 )
 from app.keys.expiry import CertificateStatus, ExpiryState, ExpiryWatch
@@ -273,14 +274,25 @@ class TokenService:
             return None
         if not isinstance(self.authenticator, AccountLookup):
             return None
-        token, _ = await anyio.to_thread.run_sync(
-            self.refresh_tokens.issue,
-            result.account,
-            service,
-            client_id,
-            result.credential_version,
-            now,
-        )
+        try:
+            token, _ = await anyio.to_thread.run_sync(
+                self.refresh_tokens.issue,
+                result.account,
+                service,
+                client_id,
+                result.credential_version,
+                now,
+            )
+        except StateStoreError as exc:
+            # The login itself is good: a 503 would fail every `docker login` while the store
+            # is down. Without a refresh token the client keeps its password, as it does with
+            # a server that keeps none.
+            log.warning(
+                "refresh-token store unavailable, %r logged in without a refresh token: %s",
+                result.account,
+                exc,
+            )
+            return None
         return token
 
     def _check_service(self, service: str | None) -> str:

@@ -59,6 +59,7 @@ class TokenPost:
         except Exception as exc:  # noqa: BLE001 - every error becomes a JSON answer
             decision.refused(exc)
             status, error, headers = error_answer(exc)
+            error.setdefault("error_description", error["details"])  # RFC 6749 §5.2's field
             return status, orjson.dumps(error), encode_headers(headers)
         finally:
             if self._audit is not None:

@@ -181,19 +181,31 @@ def test_the_service_keeps_its_state_as_a_least_privilege_etcd_user(
 def test_a_wrong_etcd_password_is_503_at_the_api_and_named_in_the_log(
     etcd: EtcdServer, tmp_path: Path
 ) -> None:
+    """A refresh grant cannot be answered without the store: 503. A login asking for a
+    refresh token (`docker login`) goes on without one, as with a server that keeps none: the
+    client keeps its password."""
     extra = {"state": service_state(etcd, WRONG)}
     auth = start_auth_server(tmp_path, users=USERS, extra_settings=extra)
     try:
-        answer = password_grant(auth, "alice", USERS["alice"])
+        answer = refresh_grant(auth, "some-refresh-token")
         assert answer.status_code == 503, answer.text
-        assert answer.json()["error"] == "temporarily_unavailable"
+        body = answer.json()
+        assert body["error"] == "temporarily_unavailable"
+        assert body["error_description"] == "refresh-token store unavailable"
         assert answer.headers["Retry-After"] == "5"
+        login = password_grant(auth, "alice", USERS["alice"])
+        assert login.status_code == 200, login.text
+        assert "refresh_token" not in login.json()
+        docker_login = auth.token([], auth=("alice", USERS["alice"]), offline=True)
+        assert docker_login.status_code == 200, docker_login.text
+        assert "refresh_token" not in docker_login.json()
         # Without a refresh token asked for, tokens go on (the login counters fail open).
         assert auth.token(["repository:team/app:pull"], auth=("alice", USERS["alice"])).is_success
     finally:
         auth.stop()
     log = auth.log()
     assert "refresh-token store unavailable: etcd v3 at" in log
+    assert "refresh-token store unavailable, 'alice' logged in without a refresh token" in log
     assert "authentication failed, invalid user ID or password" in log
     assert WRONG not in log
 

@@ -92,12 +92,19 @@ class AuthServer:
         return self.process.log()
 
     def token(
-        self, scopes: list[str] | tuple[str, ...] = (), auth: tuple[str, str] | None = None
+        self,
+        scopes: list[str] | tuple[str, ...] = (),
+        auth: tuple[str, str] | None = None,
+        *,
+        offline: bool = False,
     ) -> httpx.Response:
-        """Ask the realm as a client does: GET with service, scopes, optional Basic creds."""
+        """Ask the realm as a client does: GET with service, scopes, optional Basic creds;
+        `offline` as `docker login` asks (offline_token=true, client_id=docker)."""
         params = [("service", self.service), *(("scope", scope) for scope in scopes)]
         if auth is not None:
             params.append(("account", auth[0]))
+        if offline:
+            params += [("offline_token", "true"), ("client_id", "docker")]
         with httpx.Client(timeout=10.0, trust_env=False) as client:
             return client.get(self.realm, params=params, auth=auth)
 
