@@ -62,6 +62,18 @@ async def test_credentials_of_another_scheme_get_400_not_an_anonymous_token(
     assert secret not in response.text
 
 
+async def test_an_unknown_grant_type_is_not_written_back_nor_to_the_audit_log(env: Env) -> None:
+    """A client that put its password in grant_type: it reaches neither the answer nor the
+    audit log (known OAuth grant types are named back: client_credentials, ...)."""
+    form = {"grant_type": "AlicePassw0rd!", "username": "alice", **SERVICE}
+    response = await env.client.post("/token", data=form)
+    assert response.status_code == 400
+    assert response.json()["error"] == "unsupported_grant_type"
+    assert "AlicePassw0rd!" not in response.text
+    assert env.audit()[-1]["outcome"] == "invalid"
+    assert "AlicePassw0rd!" not in env.audit_path.read_text(encoding="ascii")
+
+
 async def test_two_authorization_headers_get_400(env: Env) -> None:
     """A proxy reading the last one and this server the first would disagree on who logs in."""
     alice, bob = _basic(b"alice:pw")["Authorization"], _basic(b"bob:wrong")["Authorization"]
