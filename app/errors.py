@@ -223,8 +223,9 @@ class TooManyAttemptsError(ClientError):
     code = "too_many_attempts"
     oauth_code = "slow_down"
 
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"too many failed logins from this address; try again in {retry_after} s")
+    def __init__(self, retry_after: int, whole_address: bool = False) -> None:
+        who = "from this address" if whole_address else "for this account from this address"
+        super().__init__(f"too many failed logins {who}; try again in {retry_after} s")
         self.retry_after = retry_after
 
     def headers(self) -> dict[str, str]:

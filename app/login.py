@@ -107,7 +107,7 @@ class GuardedLogin:
             if verdict.retry_after is not None:
                 count(metrics().throttles.labels("blocked"))
                 log.info("login of %r from %s blocked: too many failures", account, where)
-                raise TooManyAttemptsError(verdict.retry_after)
+                raise TooManyAttemptsError(verdict.retry_after, verdict.address_blocked)
             if wait:
                 await self._delay(verdict)
         if self.authenticator is None:

@@ -75,6 +75,7 @@ class Verdict:
     retry_after: int | None = None  # set: refuse with 429
     pair_failures: int = 0
     ip_suspect: bool = False  # the address has reached `ip_free` failures
+    address_blocked: bool = False  # the block is the address's (every account from there)
 
     @property
     def one_at_a_time(self) -> bool:
@@ -129,7 +130,9 @@ def judge(
             step = policy.initial_delay * 2 ** (counter.count - free)
             delay = max(delay, min(step, policy.max_delay))
     ip_suspect = ip is not None and ip.count >= policy.ip_free
-    return Verdict(delay, retry_after, pair.count if pair is not None else 0, ip_suspect)
+    address_blocked = ip is not None and ip.count >= policy.ip_block
+    pair_failures = pair.count if pair is not None else 0
+    return Verdict(delay, retry_after, pair_failures, ip_suspect, address_blocked)
 
 
 class LoginThrottle:
