@@ -405,5 +405,8 @@ def _discard(connection: Connection) -> None:
 
 
 def _describe(exc: Exception) -> str:
-    """A cause for the log and the error: the exception type and ldap3's text (no secrets)."""
+    """A cause for the log and the error: the exception type and ldap3's text (no secrets);
+    our own outages speak for themselves."""
+    if isinstance(exc, _LdapOutage):
+        return str(exc)[:200]
     return f"{type(exc).__name__}: {exc}"[:200]

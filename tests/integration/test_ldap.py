@@ -271,8 +271,9 @@ async def test_start_tls(slapd: Slapd) -> None:
 
 async def test_wrong_service_password_is_an_outage_not_a_reject(slapd: Slapd) -> None:
     backend = authenticator(slapd, password="wrong")
-    with pytest.raises(BackendUnavailableError, match="service account"):
+    with pytest.raises(BackendUnavailableError, match="service account") as caught:
         await backend.authenticate(CAROL)
+    assert "_LdapOutage" not in str(caught.value.cause)  # no class name of ours in the log
 
 
 async def test_the_pool_reuses_connections(slapd: Slapd) -> None:
