@@ -108,6 +108,7 @@ def parse_form(body: bytes, content_type: str) -> dict[str, list[str]]:
             keep_blank_values=True,
             strict_parsing=False,
             max_num_fields=MAX_FORM_FIELDS,
+            errors="strict",  # `%ff` is not UTF-8 either: no U+FFFD in a password
         )
     except UnicodeDecodeError:
         raise InvalidRequestError("the POST body is not UTF-8") from None

@@ -40,7 +40,14 @@ def parse_token_query(query: str) -> TokenRequest:
         raise InvalidRequestError(
             "the query string holds characters that are not percent-encoded", parameter="query"
         )
-    return parse_token_request(parse_qs(query, keep_blank_values=True))
+    try:
+        # strict: `%ff` would otherwise become U+FFFD, and the answer talk of a service '\ufffd'
+        params = parse_qs(query, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidRequestError(
+            "the query string's percent-encoded bytes are not UTF-8", parameter="query"
+        ) from None
+    return parse_token_request(params)
 
 
 def parse_token_request(params: Mapping[str, Sequence[str]]) -> TokenRequest:

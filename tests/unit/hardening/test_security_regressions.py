@@ -101,6 +101,25 @@ async def test_hostile_bytes_in_query_parameters_get_400(env: Env, query: str) -
     assert "error" in response.json()
 
 
+@pytest.mark.parametrize("query", ["service=%FF", "service=registry.test&account=%C3%28"])
+async def test_percent_encoded_bytes_that_are_not_utf8_are_named_as_such(
+    env: Env, query: str
+) -> None:
+    """Not decoded into U+FFFD (`unknown service '\ufffd'`)."""
+    response = await env.client.get(f"/token?{query}")
+    assert response.status_code == 400
+    assert response.json()["details"] == "the query string's percent-encoded bytes are not UTF-8"
+    assert response.json()["parameter"] == "query"
+
+
+async def test_a_post_body_with_percent_encoded_bytes_that_are_not_utf8_is_a_400(env: Env) -> None:
+    body = "grant_type=password&service=registry.test&client_id=c&username=alice&password=%FF"
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    response = await env.client.post("/token", content=body, headers=headers)
+    assert response.status_code == 400
+    assert response.json()["error_description"] == "the POST body is not UTF-8"
+
+
 async def test_crlf_in_an_account_name_reaches_no_header_and_no_log_line_raw(
     env: Env, caplog: pytest.LogCaptureFixture
 ) -> None:
