@@ -23,8 +23,11 @@ def _requester(explanation: Explanation) -> str:
         f"{g} (from the policy)" if g in explanation.policy_groups else g
         for g in sorted(subject.groups)
     )
+    if not groups:
+        # explain asks no backend: an LDAP or static user's groups come only from --group
+        groups = "none" if subject.account is None else "none (a backend's groups: --group)"
     ip = str(subject.ip) if subject.ip is not None else "unknown"
-    return f"{who}; groups: {groups or 'none'}; ip: {ip}; service: {subject.service or '-'}"
+    return f"{who}; groups: {groups}; ip: {ip}; service: {subject.service or '-'}"
 
 
 def _scope_lines(decision: ScopeDecision) -> list[str]:

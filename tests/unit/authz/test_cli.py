@@ -104,6 +104,16 @@ def test_explain_when_no_rule_applies(acl: Path, capsys: pytest.CaptureFixture[s
     assert "  *: not granted: no applying rule allows it\n" in out
 
 
+def test_explain_says_where_a_backend_users_groups_come_from(
+    acl: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """explain asks no backend: an account without policy groups may have backend ones."""
+    argv = ["acl", "explain", "--acl", str(acl), "--account", "carol", "repository:x/y:pull"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "requester: account 'carol'; groups: none (a backend's groups: --group); ip:" in out
+
+
 def test_explain_json_and_backend_groups(acl: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["acl", "explain", "--acl", str(acl), "--account", "zed", "--group", "ci", "--json"]
     assert main([*argv, "--service", "reg.example", "repository:team/x:pull,push"]) == 0
