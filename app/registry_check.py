@@ -146,13 +146,14 @@ _MEANING = {
     (KeyState.NEXT, True): (True, "accepted: `keys promote` is safe for this registry"),
     (KeyState.NEXT, False): (
         False,
-        "not trusted yet: ship bundle.pem to this registry and restart it before `keys promote`",
+        "not trusted yet: ship bundle.pem to this registry and restart it before `keys promote`"
+        " (if the active key is refused too, look at the registry's `issuer` first)",
     ),
     (KeyState.RETIRING, True): (True, "still accepted, as the tokens it signed need"),
     (KeyState.RETIRING, False): (
         False,
         "no longer trusted while tokens it signed may still be valid: ship the bundle with it "
-        "again",
+        "again (if the active key is refused too, look at the registry's `issuer` first)",
     ),
 }
 
