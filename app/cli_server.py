@@ -5,6 +5,7 @@ parsers."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -59,7 +60,7 @@ def _serve(args: argparse.Namespace, serve: Serve) -> int:
     settings = _serve_settings(args)
     if uses_embedded_defaults(args):
         _prepare_development(settings)
-    for warning in config_warnings(settings):
+    for warning in config_warnings(settings, os.environ):
         print(f"registry-auth: warning: {warning}", file=sys.stderr)
     print(registry_config_block(settings), end="", flush=True)
     serve(settings, args.host, args.port, lambda: _serve_settings(args, quiet=True))

@@ -10,17 +10,28 @@ the registry, but clients take it as a minute (app.settings.SHORTEST_TOKEN_LIFET
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from pydantic import BaseModel
+
+from app import CONFIG_ENV
 from app.backend_settings import LdapBackend, WebhookBackend
 from app.settings import SHORTEST_TOKEN_LIFETIME, Settings
+from app.settings_env import ENV_PREFIX
 
 WIDE_IPV4, WIDE_IPV6 = 16, 48  # shared_networks wider than these get a warning
 
 
-def config_warnings(settings: Settings) -> list[str]:
-    """One line per risky setting."""
+def config_warnings(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:
+    """One line per risky setting, and per REGISTRY_AUTH_* variable of `environ` that names no
+    setting (a typo in the file is refused; in a variable it would pass unseen)."""
     found = cleartext_warnings(settings)
+    found += [
+        f"{name} names no setting and is ignored (the README's configuration reference lists "
+        "the variables)"
+        for name in unknown_variables(settings, environ or {})
+    ]
     for network in settings.brute_force.shared_networks:
         # An IPv6 client counts by its /64: a /48 is 65,536 of them, as an IPv4 /16 is hosts.
         if network.prefixlen < (WIDE_IPV4 if network.version == 4 else WIDE_IPV6):
@@ -98,3 +109,52 @@ def _leaves_machine(url: str, cleartext_scheme: str) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return not address.is_loopback
+
+
+# Variables of this prefix that are not settings: the config file's, and containers/image's
+# auth file (skopeo, podman), often set on the same machine.
+_NOT_SETTINGS = frozenset({CONFIG_ENV, "REGISTRY_AUTH_FILE"})
+
+
+def unknown_variables(settings: Settings, environ: Mapping[str, str]) -> list[str]:
+    """REGISTRY_AUTH_* variables that name neither a setting (`TOKEN_TTL`, `STATE__PATH`) nor
+    a secret the config names (a backend's `*_env`, which may share the prefix)."""
+    named = {value.upper() for value in _secret_variables(settings)}
+    unknown = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in _NOT_SETTINGS or upper in named:
+            continue
+        if not _names_a_setting(upper.removeprefix(ENV_PREFIX).lower().split("__")):
+            unknown.append(name)
+    return unknown
+
+
+def _names_a_setting(path: list[str]) -> bool:
+    model: type[BaseModel] | None = Settings
+    for part in path:
+        if model is None or part not in model.model_fields:
+            return False
+        annotation = model.model_fields[part].annotation
+        model = next(
+            (t for t in (annotation, *getattr(annotation, "__args__", ()))
+             if isinstance(t, type) and issubclass(t, BaseModel)),
+            None,
+        )  # fmt: skip
+    return True
+
+
+def _secret_variables(model: object) -> list[str]:
+    """The values of every `*_env` setting, sections and backends included."""
+    found: list[str] = []
+    if isinstance(model, list):
+        for item in model:
+            found += _secret_variables(item)
+    elif isinstance(model, BaseModel):
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            if name.endswith("_env") and isinstance(value, str):
+                found.append(value)
+            else:
+                found += _secret_variables(value)
+    return found

@@ -230,7 +230,7 @@ def next_settings(running: list[Settings], reread: Reread | None) -> bool:
     changed = changed_settings(running[0], candidate)
     if changed:
         log.info("SIGHUP: the config changed (%s): the workers restart on it", ", ".join(changed))
-        for warning in config_warnings(candidate):
+        for warning in config_warnings(candidate, os.environ):
             log.warning("%s", warning)
     running[0] = candidate
     return True

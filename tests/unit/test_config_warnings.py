@@ -81,8 +81,9 @@ def test_publishing_is_warned_about_only_with_a_password() -> None:
 
 
 def test_serve_prints_them_as_warnings_and_still_starts(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("REGISTRY_AUTH_TOKEN_TTLX", "5")
     config = tmp_path / "config.yaml"
     config.write_text(
         CONFIG.replace("htpasswd: users.htpasswd\n", "")
@@ -93,7 +94,8 @@ def test_serve_prints_them_as_warnings_and_still_starts(
     assert len(recorder.calls) == 1
     err = capsys.readouterr().err
     assert err.startswith("registry-auth: warning: auth_backends[0] (webhook): http://sso.corp")
-    assert err.count("\n") == 1
+    assert "\nregistry-auth: warning: REGISTRY_AUTH_TOKEN_TTLX names no setting" in err
+    assert err.count("\n") == 2
 
 
 def test_a_token_ttl_under_a_minute_is_warned_about() -> None:
@@ -131,3 +133,33 @@ def test_a_wide_shared_network_is_named() -> None:
     assert warning.startswith("brute_force.shared_networks: 10.0.0.0/8 is wide")
     assert _warnings(brute_force={"shared_networks": ["2001:db8:1::/48"]}) == []
     assert len(_warnings(brute_force={"shared_networks": ["::/0"]})) == 1
+
+
+def test_a_variable_that_names_no_setting_is_named() -> None:
+    """A typo in the file is refused (unknown setting); in a variable it passed unseen."""
+    backend = {
+        **_ldap("ldaps://dc.corp"),
+        "bind_dn": "cn=x",
+        "bind_password_env": "REGISTRY_AUTH_LDAP_PW",
+    }
+    settings = load_settings(overrides={**BASE, "auth_backends": [backend]})
+    environ = {
+        "REGISTRY_AUTH_TOKEN_TTLX": "5",  # the typo
+        "REGISTRY_AUTH_STATE__PATHS": "x.db",  # a typo under a section
+        "REGISTRY_AUTH_TOKEN_TTL": "5",
+        "registry_auth_issuer": "i",  # names are not case-sensitive
+        "REGISTRY_AUTH_STATE__ETCD_PASSWORD": "pw",
+        "REGISTRY_AUTH_ETCD__ENDPOINTS": "[]",
+        "REGISTRY_AUTH_AUTH_BACKENDS": "[]",
+        "REGISTRY_AUTH_LDAP_PW": "secret",  # the config names it: the backend's secret
+        "REGISTRY_AUTH_CONFIG": "c.yaml",
+        "REGISTRY_AUTH_FILE": "auth.json",  # skopeo's and podman's
+        "PATH": "/usr/bin",
+    }
+    found = [w for w in config_warnings(settings, environ) if "names no setting" in w]
+    assert found == [
+        "REGISTRY_AUTH_STATE__PATHS names no setting and is ignored (the README's "
+        "configuration reference lists the variables)",
+        "REGISTRY_AUTH_TOKEN_TTLX names no setting and is ignored (the README's "
+        "configuration reference lists the variables)",
+    ]
