@@ -290,3 +290,28 @@ def test_output_into_a_closed_pipe_ends_quietly(command: str) -> None:
         os.close(write_end)
     assert done.stderr == ""
     assert done.returncode == 141
+
+
+# --- options out of range ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("timeout", ["-1", "0", "nan", "inf", "1e308", "301", "abc", ""])
+def test_healthcheck_refuses_a_timeout_that_is_not_a_sane_number_of_seconds(
+    capsys: pytest.CaptureFixture[str], timeout: str
+) -> None:
+    """-1, nan, inf and 1e308 ended in a traceback; 0 said `unhealthy (Operation now in
+    progress)`, blaming the service for the HEALTHCHECK line's mistake."""
+    message = fails(capsys, "healthcheck", f"--timeout={timeout}")
+    assert message == f"--timeout {timeout!r}: give seconds, more than 0 and at most 300"
+
+
+def test_healthcheck_probes_with_the_timeout_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[float] = []
+
+    def probe(_url: str, timeout: float) -> tuple[bool, str]:
+        asked.append(timeout)
+        return True, "healthy"
+
+    monkeypatch.setattr("app.cli_health.probe", probe)
+    assert run(["healthcheck", "--timeout", "0.5"], serve=no_serve) == 0
+    assert asked == [0.5]
