@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 CommandGroup: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 _DURATION = re.compile(r"(\d+)([smhd]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_NOT_UTF8 = "the password is not UTF-8 text"
 _MAX_DAYS = 365  # every delay ends in a sleep, which refuses ~292 years and more
 
 
@@ -132,10 +133,27 @@ def read_password(from_stdin: bool, *, confirm: bool) -> str:
     """A password from stdin's first line, or asked on the terminal (twice with `confirm`);
     maybe empty: the caller decides."""
     if from_stdin:
-        return sys.stdin.readline().rstrip("\r\n")
+        try:
+            return sys.stdin.readline().rstrip("\r\n")
+        except UnicodeDecodeError:  # stdin decoded strictly (a locale other than C.UTF-8)
+            raise RegistryAuthError(_NOT_UTF8) from None
     if not sys.stdin.isatty():
         raise RegistryAuthError("no terminal to ask for the password: use --password-stdin")
     password = getpass.getpass("Password: ")
     if confirm and getpass.getpass("Password (again): ") != password:
         raise RegistryAuthError("the two passwords differ; nothing changed")
+    return password
+
+
+def read_new_password(from_stdin: bool) -> str:
+    """A password to store (as a bcrypt hash): confirmed on the terminal, never empty, and UTF-8
+    text (bcrypt hashes its UTF-8 bytes; bytes that are not UTF-8 arrive as lone surrogates,
+    which have none)."""
+    password = read_password(from_stdin, confirm=True)
+    if not password:
+        raise UserStoreError("empty password refused")
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserStoreError(_NOT_UTF8) from None
     return password

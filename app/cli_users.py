@@ -8,7 +8,7 @@ from pathlib import Path
 
 from app.authn.users import list_accounts, remove_user, set_user
 from app.backend_settings import ROBOT_PREFIX, HtpasswdBackend
-from app.cli_common import config_option, read_password, user_file
+from app.cli_common import config_option, read_new_password, user_file
 from app.errors import UserStoreError
 from app.settings import load_settings
 
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     if adding:
         _check_not_robot(args.name)
     path = user_file(_htpasswd_path(args), "htpasswd file", create=adding)
-    password = _read_password(args.password_stdin) if adding else ""
+    password = read_new_password(args.password_stdin) if adding else ""
     return _edit(args, path, password)
 
 
@@ -85,10 +85,3 @@ def _htpasswd_path(args: argparse.Namespace) -> Path:
     if settings.htpasswd is None:
         raise UserStoreError("no htpasswd file: set `htpasswd` in the config or pass --htpasswd")
     return settings.htpasswd
-
-
-def _read_password(from_stdin: bool) -> str:
-    password = read_password(from_stdin, confirm=True)
-    if not password:
-        raise UserStoreError("empty password refused")
-    return password

@@ -315,3 +315,21 @@ def test_healthcheck_probes_with_the_timeout_given(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr("app.cli_health.probe", probe)
     assert run(["healthcheck", "--timeout", "0.5"], serve=no_serve) == 0
     assert asked == [0.5]
+
+
+@pytest.mark.parametrize("errors", ["surrogateescape", "strict"])
+def test_users_add_refuses_a_password_that_is_not_utf8(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], errors: str
+) -> None:
+    """`printf '\\xff\\xfe\\n' | users add nu --password-stdin`: a traceback. Python's stdin
+    decodes with surrogateescape under C.UTF-8 (the bytes reach the bcrypt step as surrogates),
+    strictly under other UTF-8 locales (the read itself fails)."""
+    path = tmp_path / "users.htpasswd"
+    stdin = io.TextIOWrapper(io.BytesIO(b"\xff\xfe\n"), encoding="utf-8", errors=errors)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.stdin", stdin)
+        argv = ["users", "add", "nu", "--password-stdin", "--htpasswd", str(path)]
+        code = run(argv, serve=no_serve)
+    err = capsys.readouterr().err
+    assert (code, err) == (2, "registry-auth: error: the password is not UTF-8 text\n")
+    assert not path.exists()
