@@ -4,7 +4,9 @@ The data goes to a temporary file in the same directory, with its final mode set
 is written (a key is never readable by others, not even for a moment), is flushed to disk, and is
 renamed over the target: a reader sees the old file or the new one, never half of either. A
 symlink is written through: its target is replaced and the link stays (an operator who links
-users.htpasswd to a shared copy edits that copy). Run as root, it writes only where nobody else
+users.htpasswd to a shared copy edits that copy). A target that is not a regular file (a device,
+a FIFO, a socket; a link's target counts) is refused: the rename would swap /dev/full for a
+regular file and report success. Run as root, it writes only where nobody else
 could redirect it (check_root_may_write: root-owned directories all the way, no other user's
 symlink), and the new file keeps the owner of the file it replaces (a users file the service's
 user owns stays readable to it). A file that cannot be written is an error of this package
@@ -31,9 +33,32 @@ def write_atomic(
     when that fails (a full disk, a missing or read-only directory, a directory in the way)."""
     try:
         check_root_may_write(path, error)
+        check_regular_file(path, error)
         _replace(Path(os.path.realpath(path)), data, mode)
     except OSError as exc:
         raise error(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+_SPECIAL = (
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def check_regular_file(path: Path, error: type[RegistryAuthError]) -> None:
+    """Refuse `path` when it exists, its symlinks followed, as a device, a FIFO or a socket:
+    neither read (a FIFO blocks for ever) nor replaced (a device node would become a regular
+    file). A missing file is made; a directory in the way is refused by the read or the
+    rename itself (`Is a directory`)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return  # not there (made by the command), or unreachable: the read or write will say
+    kind = next((name for test, name in _SPECIAL if test(st.st_mode)), None)
+    if kind is not None:
+        raise error(f"{path} is {kind}, not a regular file")
 
 
 def check_root_may_write(path: Path, error: type[RegistryAuthError]) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
 from app import CONFIG_ENV
+from app.atomic import check_regular_file
 from app.errors import RegistryAuthError, UserStoreError
 
 if TYPE_CHECKING:
@@ -92,6 +93,7 @@ def user_file(path: Path, kind: str, *, create: bool, hint: str = "") -> Path:
     """An htpasswd or robots file (`kind`) a command edits. One to read must exist: a typo'd
     path is an error, not an empty file. One a command may create needs its directory, which
     is never made here (a typo'd directory would be made silently)."""
+    check_regular_file(path, UserStoreError)
     if path.exists():
         return path
     if not create:

@@ -49,6 +49,38 @@ def test_a_dangling_symlink_creates_its_target(tmp_path: Path) -> None:
     assert (tmp_path / "robots-real.yaml").read_bytes() == b"robots: {}\n"
 
 
+def null_device(path: Path) -> Path:
+    """A character device node like /dev/null (harmless if written to), made where a test
+    may replace it; skipped where nodes cannot be made (not root)."""
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("making a device node needs root (CI runs as root)")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["FIFO", "character device"])
+@pytest.mark.parametrize("through_a_symlink", [False, True])
+def test_a_device_or_fifo_is_refused_not_replaced(
+    tmp_path: Path, kind: str, through_a_symlink: bool
+) -> None:
+    """`keys jwks --output /dev/full` turned /dev/full into a regular file and said it wrote."""
+    special = tmp_path / "special"
+    if kind == "FIFO":
+        os.mkfifo(special)
+    else:
+        null_device(special)
+    path = tmp_path / "link" if through_a_symlink else special
+    if through_a_symlink:
+        path.symlink_to(special.name)
+    with pytest.raises(KeyStoreError) as raised:
+        write_atomic(path, b"{}", mode=0o644, error=KeyStoreError)
+    assert str(raised.value) == f"{path} is a {kind}, not a regular file"
+    test = stat.S_ISFIFO if kind == "FIFO" else stat.S_ISCHR
+    assert test(special.lstat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({"special", path.name})
+
+
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="a root-only case (CI runs as root)")
 
 

@@ -18,6 +18,7 @@ from app.authn.robots import load_robots
 from app.cli import run
 from app.keys.model import Algorithm
 from app.keys.store import generate_key, read_entries
+from tests.unit.test_atomic import null_device
 
 
 def no_serve(*_: object) -> None:
@@ -119,6 +120,29 @@ def test_a_bug_still_shows_its_traceback(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(cli, "_dispatch", broken)
     with pytest.raises(ValueError, match="a bug"):
         run(["users", "list", "--htpasswd", "x"], serve=no_serve)
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["keys", "jwks"], "--output"),
+        (["users", "add", "amy", "--password-stdin"], "--htpasswd"),
+        (["users", "list"], "--htpasswd"),
+        (["robots", "create", "ci"], "--robots-file"),
+        (["robots", "list"], "--robots-file"),
+    ],
+)
+def test_a_device_node_is_refused_not_replaced(
+    ring: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], option: str
+) -> None:
+    """`keys jwks --output /dev/full` made /dev/full a regular file and said it wrote; a FIFO
+    named as a users or robots file held the command for ever (app.atomic)."""
+    node = null_device(tmp_path / "node")
+    if argv[0] == "keys":
+        argv = [*argv, "--keys-dir", str(ring)]
+    message = fails(capsys, *argv, option, str(node), stdin="pw\n")
+    assert message == f"{node} is a character device, not a regular file"
+    assert stat.S_ISCHR(node.lstat().st_mode)
 
 
 # --- files that cannot be read ------------------------------------------------------------
