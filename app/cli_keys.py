@@ -8,11 +8,13 @@ The settings (pydantic) and the registry client (httpx) are imported where they 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shlex
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -105,7 +107,41 @@ def run(args: argparse.Namespace, *, clock: Clock | None = None, sleep: Sleep = 
     keys_dir: Path = args.keys_dir or _settings(args).keys_dir
     if not 0 < getattr(args, "days", 1) <= MAX_CERT_DAYS:
         raise KeyStoreError(f"--days must be a number of days from 1 to {MAX_CERT_DAYS}")
-    return _COMMANDS[args.keys_command](args, keys_dir, clock or _utcnow, sleep)
+    if args.keys_command != "generate":
+        _require_ring(args, keys_dir)
+    with _naming_the_ring(keys_dir):
+        return _COMMANDS[args.keys_command](args, keys_dir, clock or _utcnow, sleep)
+
+
+def _again(args: argparse.Namespace) -> str:
+    """The --config and --keys-dir this command was given, as absolute paths, for the commands
+    it prints: without them, or from another directory, those would act on another ring."""
+    given = (("--config", args.config), ("--keys-dir", args.keys_dir))
+    return "".join(
+        f" {option} {shlex.quote(str(Path(value).absolute()))}"
+        for option, value in given
+        if value is not None
+    )
+
+
+def _require_ring(args: argparse.Namespace, keys_dir: Path) -> None:
+    # Before anything else: promote and retire took the writers' lock (making the directory)
+    # and list said `cannot read keys/keyring.json`, none of them where they had looked.
+    if not has_keys(keys_dir):
+        raise KeyStoreError(
+            f"no key ring in {keys_dir.absolute()}: run `registry-auth keys generate"
+            f"{_again(args)}` first, or give the --config or --keys-dir of the ring"
+        )
+
+
+@contextlib.contextmanager
+def _naming_the_ring(keys_dir: Path) -> Iterator[None]:
+    """A refused step names the ring it was refused in (`no key 'X' in the ring`, run from
+    the wrong directory, did not)."""
+    try:
+        yield
+    except RotationRefusedError as exc:
+        raise RotationRefusedError(f"{keys_dir.absolute()}: {exc}") from None
 
 
 def _utcnow() -> datetime:
@@ -122,13 +158,13 @@ def _cmd_list(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) ->
 
 def _cmd_add(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) -> int:
     _ring_the_service_loads(keys_dir)
-    _print_added(add_key(keys_dir, Algorithm(args.algorithm), days=args.days, clock=now))
+    _print_added(add_key(keys_dir, Algorithm(args.algorithm), days=args.days, clock=now), args)
     return 0
 
 
 def _cmd_promote(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) -> int:
     _ring_the_service_loads(keys_dir)  # else it goes on signing with the old key
-    return _promote(keys_dir, args.kid, _window(args), now())
+    return _promote(keys_dir, args.kid, _window(args), now(), args)
 
 
 def _cmd_retire(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) -> int:
@@ -195,7 +231,7 @@ def _ring_the_service_loads(keys_dir: Path) -> None:
     """KeyStoreError when `serve` would refuse the ring (a key file gone, unreadable, 0644):
     a rotation started on such a ring would only hide what is wrong with it."""
     if not has_keys(keys_dir):
-        return  # add_key says what to do about a directory without a ring
+        return  # run() refused a directory without a ring; generate makes one
     try:
         load_keyring(keys_dir)
     except KeyStoreError as exc:
@@ -217,21 +253,23 @@ def _when(moment: datetime) -> str:
     return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S}"
 
 
-def _print_added(entry: RingEntry) -> None:
+def _print_added(entry: RingEntry, args: argparse.Namespace) -> None:
     print(f"added {entry.algorithm} key {entry.kid} as next: published, not signing yet")
     print("next steps:")
     print("  1. ship bundle.pem (and jwks.json for registry 3.x) to every registry; restart them")
-    print(f"  2. registry-auth keys promote {entry.kid}")
+    print(f"  2. registry-auth keys promote {entry.kid}{_again(args)}")
     print(entry.kid)
 
 
-def _promote(keys_dir: Path, kid: str, window: ring.TokenWindow, now: datetime) -> int:
+def _promote(
+    keys_dir: Path, kid: str, window: ring.TokenWindow, now: datetime, args: argparse.Namespace
+) -> int:
     entries = update_ring(keys_dir, lambda current: ring.promote(current, kid, now))
-    _print_promoted(entries, window)
+    _print_promoted(entries, window, args)
     return 0
 
 
-def _print_promoted(entries: Entries, window: ring.TokenWindow) -> None:
+def _print_promoted(entries: Entries, window: ring.TokenWindow, args: argparse.Namespace) -> None:
     active = next(entry for entry in entries if entry.state is KeyState.ACTIVE)
     within = f"{window.propagation} s" if window.propagation else "its reload interval"
     print(f"key {active.kid} is active: every running instance signs with it within {within}")
@@ -240,7 +278,7 @@ def _print_promoted(entries: Entries, window: ring.TokenWindow) -> None:
         safe_at = ring.retire_after(entry, window)
         if entry.state is KeyState.RETIRING and safe_at is not None:
             print(f"key {entry.kid} is retiring: after {_when(safe_at)} UTC run")
-            print(f"  registry-auth keys retire {entry.kid}")
+            print(f"  registry-auth keys retire {entry.kid}{_again(args)}")
     print(active.kid)
 
 
@@ -266,7 +304,7 @@ def _rotate(args: argparse.Namespace, keys_dir: Path, now: Clock, sleep: Sleep) 
     window = _window(args) if delay is not None or wait is not None else None
     _ring_the_service_loads(keys_dir)
     entry = add_key(keys_dir, Algorithm(args.algorithm), days=args.days, clock=now)
-    _print_added(entry)
+    _print_added(entry, args)
     if delay is not None:
         print(f"promoting {entry.kid} in {delay} s", flush=True)
         sleep(delay)
@@ -274,7 +312,7 @@ def _rotate(args: argparse.Namespace, keys_dir: Path, now: Clock, sleep: Sleep) 
         wait(next(k for k in load_keyring(keys_dir).keys if k.kid == entry.kid), sleep)
     if window is None:
         return 0
-    return _promote(keys_dir, entry.kid, window, now())
+    return _promote(keys_dir, entry.kid, window, now(), args)
 
 
 def _trust_wait(args: argparse.Namespace) -> Callable[[SigningKey, Sleep], None]:

@@ -271,7 +271,10 @@ def test_keys_add_refuses_a_missing_ring_and_makes_no_directory(
 ) -> None:
     missing = tmp_path / "keys"
     message = fails(capsys, "keys", "add", "--keys-dir", str(missing))
-    assert message == f"no key ring in {missing}: run `registry-auth keys generate` first"
+    assert message == (
+        f"no key ring in {missing}: run `registry-auth keys generate --keys-dir {missing}` "
+        "first, or give the --config or --keys-dir of the ring"
+    )
     assert not missing.exists()
 
 

@@ -4,6 +4,7 @@ and what to do. A fixed clock drives the retire wait; no sleeping."""
 from __future__ import annotations
 
 import json
+import shlex
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,6 +19,10 @@ from app.keys.store import read_entries
 from app.main import main
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+CONFIG = (
+    "issuer: t\nservice: registry.test\nrealm: http://127.0.0.1:5001/token\n"
+    "keys_dir: keys\ntoken_ttl: 30\n"
+)
 
 
 class Clock:
@@ -31,10 +36,7 @@ class Clock:
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
     path = tmp_path / "registry-auth.yaml"
-    path.write_text(
-        "issuer: t\nservice: registry.test\nrealm: http://127.0.0.1:5001/token\n"
-        "keys_dir: keys\ntoken_ttl: 30\n"
-    )
+    path.write_text(CONFIG)
     return path
 
 
@@ -176,10 +178,57 @@ def test_jwks_file_for_registry_3(config: Path, capsys: pytest.CaptureFixture[st
     assert ":" not in thumbprints["keys"][0]["kid"]
 
 
-def test_unknown_kid_is_named(config: Path) -> None:
+def test_unknown_kid_is_named_with_the_ring_it_was_looked_for_in(config: Path) -> None:
     keys(config, "generate")
-    with pytest.raises(RotationRefusedError, match=r"no key 'NOPE' in the ring \(keys: "):
+    with pytest.raises(RotationRefusedError) as raised:
         keys(config, "promote", "NOPE")
+    assert str(raised.value).startswith(f"{config.parent / 'keys'}: no key 'NOPE' in the ring (")
+
+
+def test_next_steps_repeat_the_config_and_keys_dir_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`keys add` printed `registry-auth keys promote KID`: run from another directory (or
+    without the config) it acted on another ring. The printed commands work from anywhere."""
+    monkeypatch.delenv("REGISTRY_AUTH_CONFIG", raising=False)
+    (tmp_path / "svc").mkdir()
+    (tmp_path / "svc" / "cfg.yaml").write_text(CONFIG)
+    monkeypatch.chdir(tmp_path / "svc")
+    assert main(["keys", "generate", "--config", "cfg.yaml", "--keys-dir", "ring"]) == 0
+    old = last_line(capsys)
+    assert main(["keys", "add", "--config", "cfg.yaml", "--keys-dir", "ring"]) == 0
+    out = capsys.readouterr().out
+    new = out.strip().splitlines()[-1]
+    where = f"--config {tmp_path}/svc/cfg.yaml --keys-dir {tmp_path}/svc/ring"
+    assert f"  2. registry-auth keys promote {new} {where}\n" in out
+    monkeypatch.chdir(tmp_path)  # elsewhere, with no ring of its own
+    assert main(shlex.split(out.splitlines()[-2].split(". ", 1)[1])[1:]) == 0
+    out = capsys.readouterr().out
+    assert f"registry-auth keys retire {old} {where}\n" in out
+    assert [e.state.value for e in read_entries(tmp_path / "svc" / "ring")] == [
+        "retiring", "active",
+    ]  # fmt: skip
+    assert not (tmp_path / "ring").exists()
+
+
+@pytest.mark.parametrize("command", [["list"], ["promote", "OLRU"], ["retire", "OLRU"], ["jwks"]])
+def test_a_directory_without_a_ring_is_named_with_the_way_to_make_one(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+) -> None:
+    """From the wrong directory `keys promote OLRU` said `no key 'OLRU' in the ring (keys:
+    none)` (and made ./keys), `keys list` `cannot read keys/keyring.json`; where they looked,
+    and what to do, went unsaid."""
+    monkeypatch.delenv("REGISTRY_AUTH_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["keys", *command]) == 2
+    assert capsys.readouterr().err == (
+        f"registry-auth: error: no key ring in {tmp_path}/keys: run `registry-auth keys "
+        "generate` first, or give the --config or --keys-dir of the ring\n"
+    )
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("command", ["generate", "add", "rotate"])
@@ -205,7 +254,7 @@ def test_refusal_through_the_entry_point_is_one_line_and_exit_2(
     assert main(["keys", "add", "--config", str(config)]) == 0
     assert main(["keys", "add", "--config", str(config)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("registry-auth: error: key ")
+    assert err.startswith(f"registry-auth: error: {config.parent / 'keys'}: key ")
     assert "is already next: promote it" in err
     assert err.count("\n") == 1
 
