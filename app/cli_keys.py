@@ -50,7 +50,7 @@ Sleep = Callable[[float], None]
 def add_commands(parser: argparse.ArgumentParser) -> None:
     keys = parser.add_subparsers(dest="keys_command", required=True, metavar="KEYS_COMMAND")
     generate = _sub(keys, "generate", "create the first signing key (active at once)")
-    _new_key_options(generate)
+    _new_key_options(generate, "RS256")
     generate.add_argument(
         "--force", action="store_true", help="replace the active key at once (key compromise)"
     )
@@ -97,8 +97,14 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     add_keys_sync_command(keys)
 
 
-def _new_key_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--algorithm", choices=[a.value for a in Algorithm], default="RS256")
+def _new_key_options(parser: argparse.ArgumentParser, algorithm: str | None = None) -> None:
+    """--algorithm (default `algorithm`; none: the active key's) and --days."""
+    parser.add_argument(
+        "--algorithm",
+        choices=[a.value for a in Algorithm],
+        default=algorithm,
+        help=f"default: {algorithm or 'the algorithm of the active key'}",
+    )
     parser.add_argument("--days", type=int, default=365, help="certificate validity (default 365)")
 
 
@@ -158,7 +164,7 @@ def _cmd_list(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) ->
 
 def _cmd_add(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) -> int:
     _ring_the_service_loads(keys_dir)
-    _print_added(add_key(keys_dir, Algorithm(args.algorithm), days=args.days, clock=now), args)
+    _print_added(add_key(keys_dir, _algorithm(args, keys_dir), days=args.days, clock=now), args)
     return 0
 
 
@@ -253,11 +259,23 @@ def _when(moment: datetime) -> str:
     return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S}"
 
 
-def _print_added(entry: RingEntry, args: argparse.Namespace) -> None:
+def _algorithm(args: argparse.Namespace, keys_dir: Path) -> Algorithm:
+    """--algorithm, else the active key's: a rotation keeps the ring's algorithm (an ES256 ring
+    got an RS256 key, a choice nobody made, the moment it was promoted)."""
+    if args.algorithm is not None:
+        return Algorithm(args.algorithm)
+    return next(e.algorithm for e in read_entries(keys_dir) if e.state is KeyState.ACTIVE)
+
+
+def _print_added(entry: RingEntry, args: argparse.Namespace, *, promoting: bool = False) -> None:
     print(f"added {entry.algorithm} key {entry.kid} as next: published, not signing yet")
-    print("next steps:")
-    print("  1. ship bundle.pem (and jwks.json for registry 3.x) to every registry; restart them")
-    print(f"  2. registry-auth keys promote {entry.kid}{_again(args)}")
+    ship = "ship bundle.pem (and jwks.json for registry 3.x) to every registry; restart them"
+    if promoting:  # rotate --promote-after/--promote-when-trusted: no promote to run by hand
+        print(f"meanwhile: {ship}")
+    else:
+        print("next steps:")
+        print(f"  1. {ship}")
+        print(f"  2. registry-auth keys promote {entry.kid}{_again(args)}")
     print(entry.kid)
 
 
@@ -303,8 +321,8 @@ def _rotate(args: argparse.Namespace, keys_dir: Path, now: Clock, sleep: Sleep) 
     wait = _trust_wait(args) if args.promote_when_trusted else None
     window = _window(args) if delay is not None or wait is not None else None
     _ring_the_service_loads(keys_dir)
-    entry = add_key(keys_dir, Algorithm(args.algorithm), days=args.days, clock=now)
-    _print_added(entry, args)
+    entry = add_key(keys_dir, _algorithm(args, keys_dir), days=args.days, clock=now)
+    _print_added(entry, args, promoting=window is not None)
     if delay is not None:
         print(f"promoting {entry.kid} in {delay} s", flush=True)
         sleep(delay)

@@ -73,7 +73,7 @@ def test_full_runbook_and_list(config: Path, capsys: pytest.CaptureFixture[str])
     listing = capsys.readouterr().out
     assert f"{old} ES256 retiring" in listing
     assert "retire after 2026-03-01 12:02:30" in listing
-    assert f"{new} RS256 active" in listing
+    assert f"{new} ES256 active" in listing  # the ring's algorithm, as no --algorithm said
 
     clock.now = T0 + timedelta(minutes=2, seconds=30)
     assert keys(config, "retire", old, clock=clock) == 0
@@ -141,6 +141,38 @@ def test_rotate_promote_after_waits_then_promotes(config: Path) -> None:
     assert entries[0].retiring_since == T0 + timedelta(minutes=10)
 
 
+@pytest.mark.parametrize("promote", [[], ["--promote-after", "1s"]])
+@pytest.mark.parametrize(("argv", "added"), [([], "ES256"), (["--algorithm", "RS256"], "RS256")])
+def test_rotate_keeps_the_active_keys_algorithm_unless_told(
+    config: Path, promote: list[str], argv: list[str], added: str
+) -> None:
+    """`keys rotate` on an ES256 ring added an RS256 key, which signed once promoted."""
+    keys(config, "generate", "--algorithm", "ES256")
+    keys(config, "rotate", *promote, *argv)
+    entries = read_entries(config.parent / "keys")
+    assert [e.algorithm.value for e in entries] == ["ES256", added]
+
+
+@pytest.mark.parametrize(
+    "promote", [["--promote-after", "2s"], ["--promote-when-trusted", "https://r.test"]]
+)
+def test_rotate_that_promotes_by_itself_prints_no_promote_to_run(
+    config: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    promote: list[str],
+) -> None:
+    monkeypatch.setattr("app.registry_check.wait_until_trusted", lambda *_, **__: None)
+    keys(config, "generate")
+    capsys.readouterr()
+    keys(config, "rotate", *promote)
+    out = capsys.readouterr().out
+    assert "keys promote" not in out
+    assert "next steps" not in out
+    assert "meanwhile: ship bundle.pem (and jwks.json for registry 3.x) to every registry" in out
+    assert states(config) == ["retiring", "active"]
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [("90", 90), ("90s", 90), ("2h", 7200), ("1d", 86400), ("365d", 365 * 86400)],
@@ -165,7 +197,7 @@ def test_parse_duration_refuses_more_than_a_year(text: str) -> None:
 def test_jwks_file_for_registry_3(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     keys(config, "generate", "--algorithm", "ES256")
     kid = last_line(capsys)
-    keys(config, "add")
+    keys(config, "add", "--algorithm", "RS256")
     out_file = config.parent / "registry-jwks.json"
     keys(config, "jwks", "--output", str(out_file))
     assert "wrote 2 key(s) with libtrust kids" in capsys.readouterr().out
