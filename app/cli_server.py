@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from app.cli_common import url_host, uses_embedded_defaults
 from app.config_reference import render_reference, replace_block
 from app.config_warnings import config_warnings
 from app.errors import ConfigError, RegistryAuthError
-from app.keys.store import bundle_path, generate_key, has_keys
+from app.keys.store import BUNDLE_FILE, bundle_path, generate_key, has_keys
 from app.settings import (
     EMBEDDED_DEFAULTS,
     Settings,
@@ -33,9 +34,26 @@ def run(args: argparse.Namespace, serve: Serve) -> int:
     if args.command == "serve":
         return _serve(args, serve)
     if args.command == "registry-config":
-        print(registry_config_block(load_settings(args.config)), end="")
+        settings = load_settings(args.config)
+        if not uses_embedded_defaults(args):
+            _warn_without_a_ring(args, settings.keys_dir)
+        print(registry_config_block(settings), end="")
         return 0
     return _config_reference(args.update)
+
+
+def _warn_without_a_ring(args: argparse.Namespace, keys_dir: Path) -> None:
+    """The block names a bundle.pem that `keys generate` has not made yet: the registry would
+    not start. A warning, not an error: the block is right, and is often pasted first. (With
+    the embedded defaults `serve` makes a development key there, so nothing to say.)"""
+    if has_keys(keys_dir):
+        return
+    config = f" --config {shlex.quote(str(args.config.absolute()))}" if args.config else ""
+    print(
+        f"registry-auth: warning: no key ring in {keys_dir.absolute()} yet: the registry cannot "
+        f"start without its {BUNDLE_FILE}; run `registry-auth keys generate{config}` first",
+        file=sys.stderr,
+    )
 
 
 def _config_reference(update: Path | None) -> int:

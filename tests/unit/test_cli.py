@@ -10,7 +10,7 @@ import pytest
 
 from app.api.server import serve
 from app.cli import run
-from app.keys.store import load_keyring
+from app.keys.store import generate_key, load_keyring
 from app.settings import Settings
 
 CONFIG = """issuer: "auth server"
@@ -86,6 +86,23 @@ def test_registry_config_block(config: Path, capsys: pytest.CaptureFixture[str])
     assert 'realm: "http://127.0.0.1:5001/api/v1/authorize/registry/"' in out
     assert 'issuer: "auth server"' in out
     assert f'rootcertbundle: "{config.parent / "keys" / "bundle.pem"}"' in out
+
+
+def test_registry_config_warns_until_the_ring_exists(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The block named a bundle.pem nobody had made, silently: the registry would not start."""
+    assert run(["registry-config", "--config", str(config)], serve=Recorder()) == 0
+    out, err = capsys.readouterr()
+    assert "rootcertbundle: " in out
+    keys_dir = config.parent / "keys"
+    assert err == (
+        f"registry-auth: warning: no key ring in {keys_dir} yet: the registry cannot start "
+        f"without its bundle.pem; run `registry-auth keys generate --config {config}` first\n"
+    )
+    generate_key(keys_dir)
+    assert run(["registry-config", "--config", str(config)], serve=Recorder()) == 0
+    assert capsys.readouterr().err == ""
 
 
 def test_serve_with_a_config_makes_no_development_key(config: Path) -> None:
