@@ -1,4 +1,5 @@
-"""`registry-auth users ...`: edit the htpasswd file (bcrypt), keeping other lines."""
+"""`registry-auth users ...`: edit the htpasswd file (bcrypt), keeping other lines; print a
+bcrypt hash for a file edited by hand (a static users file)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from app.authn.htpasswd import hash_password
 from app.authn.users import list_accounts, remove_user, set_user
 from app.backend_settings import ROBOT_PREFIX, HtpasswdBackend
 from app.cli_common import config_option, read_new_password, user_file
@@ -22,6 +24,11 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     add = users.choices["add"]
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     _users_options(users.add_parser("list", help="list the users"))
+    text = "print a bcrypt hash of a password (for a static users file or an htpasswd line)"
+    hashing = users.add_parser("hash", help=text, description=text)
+    hashing.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin"
+    )
 
 
 def _users_options(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +37,10 @@ def _users_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.users_command == "hash":
+        # The cost `users add` uses (hash_password's default, as set_user's).
+        print(hash_password(read_new_password(args.password_stdin)))
+        return 0
     adding = args.users_command == "add"
     if adding:
         _check_not_robot(args.name)

@@ -6,9 +6,12 @@ import io
 from collections.abc import Callable
 from pathlib import Path
 
+import bcrypt
 import pytest
 
 from app.api.server import serve
+from app.authn.htpasswd import check_password
+from app.authn.static import load_static_users
 from app.cli import run
 from app.keys.store import generate_key, load_keyring
 from app.settings import Settings
@@ -78,6 +81,49 @@ def test_users_add_without_a_terminal_asks_for_password_stdin(
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     assert run(["users", "add", "alice", "--config", str(config)], serve=Recorder()) == 2
     assert "--password-stdin" in capsys.readouterr().err
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_users_hash_prints_a_hash_a_static_users_file_accepts(
+    config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("pw ålice\n"))
+    assert run(["users", "hash", "--password-stdin"], serve=Recorder()) == 0
+    out, err = capsys.readouterr()
+    assert "pw ålice" not in out + err
+    (hashed,) = out.splitlines()
+    assert bcrypt.checkpw("pw ålice".encode(), hashed.encode())
+    users_file = config.parent / "users.yaml"
+    users_file.write_text(f'users:\n  alice:\n    password: "{hashed}"\n    groups: [ci]\n')
+    assert check_password("pw ålice", load_static_users(users_file).users["alice"].hashed)
+    # The cost `users add` uses.
+    monkeypatch.setattr("sys.stdin", io.StringIO("pw\n"))
+    run(["users", "add", "bob", "--config", str(config), "--password-stdin"], serve=Recorder())
+    added = (config.parent / "users.htpasswd").read_text().split(":", 1)[1]
+    assert hashed[:7] == added[:7] == "$2b$10$"
+
+
+@pytest.mark.parametrize(("again", "code"), [("s3cret", 0), ("s3cre7", 2)])
+def test_users_hash_asks_twice_on_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], again: str, code: int
+) -> None:
+    answers = iter(["s3cret", again])
+    monkeypatch.setattr("sys.stdin", Terminal())
+    monkeypatch.setattr("getpass.getpass", lambda _prompt: next(answers))
+    assert run(["users", "hash"], serve=Recorder()) == code
+    out, err = capsys.readouterr()
+    if code:
+        assert (out, err) == (
+            "",
+            "registry-auth: error: the two passwords differ; nothing changed\n",
+        )
+    else:
+        assert bcrypt.checkpw(b"s3cret", out.strip().encode())
+    assert next(answers, None) is None  # asked twice
 
 
 def test_registry_config_block(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
