@@ -2,7 +2,7 @@
 
     users:
       alice:
-        password: "$2b$12$..."      # bcrypt, e.g. from `htpasswd -nbB alice PASSWORD`
+        password: "$2b$12$..."      # bcrypt, e.g. from `registry-auth users hash`
         groups: [ci, developers]
 
 Checks run in worker threads, and an unknown account is checked against a dummy hash so it
