@@ -3,9 +3,9 @@
 Header block, Authorization header and query string are measured as they arrived; a body is
 read here, at most `max_body_bytes` of it, and handed on whole, so no handler ever reads an
 unbounded body. Every refusal is JSON naming the limit: 431 for headers, 400 for the query
-string, 413 for the body. The middleware also gives every request an id (the client's
-X-Request-ID when it is a short safe token, else a fresh one), echoed in the response and
-written to the audit log.
+string, 413 for the body (400 for one that ended early). The middleware also gives every
+request an id (the client's X-Request-ID when it is a short safe token, else a fresh one),
+echoed in the response and written to the audit log.
 """
 
 from __future__ import annotations
@@ -34,11 +34,6 @@ _SAFE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 _CODES = {408: "request_timeout", 413: "request_too_large", 431: "headers_too_large"}
 
 
-class ClientGoneError(Exception):
-    """The client closed the connection before its whole request arrived: nothing to judge
-    (a truncated form is not the request it meant) and nobody to answer."""
-
-
 class LimitExceededError(Exception):
     def __init__(self, status: int, message: str, parameter: str | None = None) -> None:
         super().__init__(message)
@@ -52,6 +47,17 @@ class LimitExceededError(Exception):
         if self.parameter is not None:
             body["parameter"] = self.parameter
         return json.dumps(body).encode("utf-8")
+
+
+class BodyEndedEarlyError(LimitExceededError):
+    """The body stopped before its end: nothing to judge (a truncated form is not the request
+    it meant). The server says only `http.disconnect`, for a client that closed the connection,
+    or its sending side only, and (granian) for a malformed chunk; the 400 reaches the latter
+    two, and a server drops it for a client gone for good. Answering is what keeps granian
+    from filling in a 500 of its own."""
+
+    def __init__(self) -> None:
+        super().__init__(400, "the request body ended early or is malformed")
 
 
 def request_id(scope: Scope) -> str:
@@ -77,15 +83,13 @@ class LimitsMiddleware:
         except LimitExceededError as exc:
             await _refuse(send, exc)
             return
-        except ClientGoneError:
-            return
         await self.app(scope, _replay(body, receive), send)
 
 
 async def read_body(scope: Scope, receive: Receive, limits: LimitSettings) -> bytes:
     """The whole body, at most `max_body_bytes` of it (413 beyond), within
-    `limits.header_timeout` of the headers (408 after); none for GET and HEAD. ClientGoneError
-    when the client closes the connection before the body's end.
+    `limits.header_timeout` of the headers (408 after); none for GET and HEAD.
+    BodyEndedEarlyError (400) when the server says the client is gone before the body's end.
 
     The timeout is here, in the app, because granian bounds only the time to send the headers:
     a client announcing a body and dripping it (or sending none) held its connection for good.
@@ -106,7 +110,7 @@ async def _read_all(receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            raise ClientGoneError
+            raise BodyEndedEarlyError
         body.extend(message.get("body", b""))
         if len(body) > limit:
             raise LimitExceededError(413, f"request body exceeds {limit} bytes")

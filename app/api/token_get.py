@@ -24,7 +24,6 @@ from app.api.credentials import parse_basic
 from app.api.limits import (
     REFUSAL_HEADERS,
     REQUEST_ID_HEADER,
-    ClientGoneError,
     LimitExceededError,
     Receive,
     Scope,
@@ -44,7 +43,6 @@ log = logging.getLogger(__name__)
 Headers = list[tuple[bytes, bytes]]
 Answer = tuple[int, bytes, Headers]
 _JSON = (b"content-type", b"application/json")
-CLIENT_CLOSED = 499  # nginx's status for a client that closed the connection first
 _NO_STORE = (b"cache-control", b"no-store")
 
 
@@ -141,9 +139,6 @@ class TokenLayer:
                     status, body, headers = await self._post(scope, rid, form)
             except LimitExceededError as exc:  # the answers themselves never raise
                 status, body, headers = exc.status, exc.body(), list(REFUSAL_HEADERS)
-            except ClientGoneError:
-                status = CLIENT_CLOSED  # counted as an invalid request; nobody to answer
-                return
             headers += [
                 _JSON,
                 (b"content-length", str(len(body)).encode("ascii")),

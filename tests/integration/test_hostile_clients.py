@@ -1,0 +1,124 @@
+"""What a hostile or broken client sends, against the real server as an operator runs it, with
+one worker (uvicorn) and with two (granian): whatever it sends gets a 4xx (JSON when the app
+can still answer), never a 500, and the metrics count what was sent."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.support.authserver import AuthServer, start_auth_server
+
+USERS = {"ci": "ci-Secret-1"}
+REALM_PATH = "/api/v1/authorize/registry/"
+FORM = b"grant_type=password&username=ci&password=ci-Secret-1&service=registry.test"
+BAD_CHUNK = b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"
+ENDED_EARLY = "the request body ended early or is malformed"
+
+
+@pytest.fixture(scope="module", params=[1, 2], ids=["uvicorn", "granian-2-workers"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AuthServer]:
+    settings = {
+        "workers": request.param,
+        # Any host: only the path matters to the server, and it differs from /token.
+        "realm": f"http://auth.example{REALM_PATH}",
+        "brute_force": {"enabled": False},
+    }
+    workdir = tmp_path_factory.mktemp(f"hostile-{request.param}")
+    started = start_auth_server(workdir, users=USERS, extra_settings=settings)
+    yield started
+    started.stop()
+
+
+def _granian(server: AuthServer) -> bool:
+    return bool(server.settings["workers"] > 1)
+
+
+def _exchange(server: AuthServer, request: bytes, *, half_close: bool = False) -> bytes:
+    """Send raw bytes, optionally shut the sending side, and read until the server closes."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except TimeoutError:
+            pass
+    return answer
+
+
+def _json_details(answer: bytes) -> str:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower(), answer
+    return str(json.loads(body)["details"])
+
+
+def _cut_short(path: str) -> bytes:
+    """A form POST announcing 50 bytes more than it sends."""
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded"
+        f"\r\nContent-Length: {len(FORM) + 50}\r\n\r\n"
+    ).encode() + FORM
+
+
+@pytest.mark.parametrize("path", ["/token", REALM_PATH, "/healthz"])
+def test_a_malformed_chunk_is_a_400_never_a_500(server: AuthServer, path: str) -> None:
+    """uvicorn's parser refuses it before the app (400, plain text); granian hands the app a
+    disconnect, and the app's silence was answered 500 by granian."""
+    answer = _exchange(server, f"POST {path} HTTP/1.1\r\nHost: x\r\n".encode() + BAD_CHUNK)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    if _granian(server):
+        assert _json_details(answer) == ENDED_EARLY
+
+
+@pytest.mark.parametrize("path", ["/token", REALM_PATH, "/healthz"])
+def test_a_body_cut_short_by_a_half_closed_client_is_never_a_500(
+    server: AuthServer, path: str
+) -> None:
+    """The client shuts its sending side 50 bytes short: granian still carries the app's 400
+    to it; uvicorn closes the connection at the client's end of data, without an answer."""
+    answer = _exchange(server, _cut_short(path), half_close=True)
+    if _granian(server):
+        assert answer.startswith(b"HTTP/1.1 400 "), answer
+        assert _json_details(answer) == ENDED_EARLY
+    else:
+        assert answer == b""
+
+
+def _requests(server: AuthServer) -> dict[tuple[str, str], float]:
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    return {
+        (sample.labels["endpoint"], sample.labels["outcome"]): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "registry_auth_requests_total"
+    }
+
+
+def test_the_metrics_count_a_body_that_ended_early_as_invalid(server: AuthServer) -> None:
+    before = _requests(server)
+    _exchange(server, b"POST /token HTTP/1.1\r\nHost: x\r\n" + BAD_CHUNK)
+    _exchange(server, b"POST /healthz HTTP/1.1\r\nHost: x\r\n" + BAD_CHUNK)
+    _exchange(server, _cut_short("/token"), half_close=True)
+    # uvicorn answers a malformed chunk itself, and the app, which had begun, sees the
+    # disconnect: counted as invalid there too. granian counted /healthz as an error.
+    grown = {("token_post", "invalid"): 2.0, ("healthz", "invalid"): 1.0}
+    deadline = time.monotonic() + 5  # each worker writes its counts as a loop turn ends
+    while True:
+        after = _requests(server)
+        changed = {key: after[key] - before.get(key, 0.0) for key in after
+                   if after[key] != before.get(key, 0.0) and key[0] != "metrics"}  # fmt: skip
+        if changed == grown or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert changed == grown
