@@ -59,6 +59,10 @@ def create_app(
         version=__version__,
         docs_url=None,
         redoc_url=None,
+        # Starlette's 307 to the other spelling of a path named the client's Host, always as
+        # http, and made clients send a password form again: the token paths answer both
+        # spellings themselves (_token_spellings); anything else unknown is a 404.
+        redirect_slashes=False,
         default_response_class=FastJSONResponse,
         **_without_telemetry(),
         lifespan=_lifespan(settings, token_service, publish_loop, tls, audit, on_hangup=on_hangup),
@@ -68,13 +72,13 @@ def create_app(
     app.state.tls = tls
     _install_error_handlers(app)
     app.add_middleware(LimitsMiddleware, limits=settings.limits)
-    app.add_middleware(ObserveMiddleware, token_paths=_token_paths(settings))
+    app.add_middleware(ObserveMiddleware, token_paths=_token_spellings(settings))
     get_token = TokenGet(token_service, audit, settings.trusted_proxies)
     post_token = TokenPost(token_service, audit, settings.trusted_proxies)
     # A GET or POST token request never reaches FastAPI's layers, the two middlewares above or
     # the router.
     app.token_layer = TokenLayer(
-        paths=_token_paths(settings),
+        paths=_token_spellings(settings),
         get=get_token,
         post=post_token.answer,
         limits=settings.limits,
@@ -129,7 +133,10 @@ def _add_token_routes(
         # TokenLayer), which also makes a 405's Allow list all three; Starlette takes the first
         # matching route, so the API routes below only describe GET and POST in the OpenAPI
         # schema (which the schemathesis fuzz tests drive).
-        app.add_route(path, any_token_method, methods=["GET", "POST"], include_in_schema=False)
+        for spelling in _spellings(path):
+            app.add_route(
+                spelling, any_token_method, methods=["GET", "POST"], include_in_schema=False
+            )
         app.add_api_route(
             path,
             token,
@@ -301,6 +308,19 @@ def _token_paths(settings: Settings) -> list[str]:
     if realm_path not in paths:
         paths.append(realm_path)
     return paths
+
+
+def _token_spellings(settings: Settings) -> list[str]:
+    """The token paths with and without a trailing slash: clients and proxies add or drop
+    one, and the answer must not be a redirect (see create_app)."""
+    spellings = (spelling for path in _token_paths(settings) for spelling in _spellings(path))
+    return list(dict.fromkeys(spellings))
+
+
+def _spellings(path: str) -> tuple[str, ...]:
+    if path == "/":
+        return (path,)
+    return (path, path[:-1]) if path.endswith("/") else (path, path + "/")
 
 
 def _install_error_handlers(app: FastAPI) -> None:

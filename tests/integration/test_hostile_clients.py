@@ -122,3 +122,34 @@ def test_the_metrics_count_a_body_that_ended_early_as_invalid(server: AuthServer
             break
         time.sleep(0.1)
     assert changed == grown
+
+
+def _other_spelling(path: str) -> str:
+    return path[:-1] if path.endswith("/") else path + "/"
+
+
+@pytest.mark.parametrize("path", ["/token/", REALM_PATH.rstrip("/")])
+def test_the_token_paths_answer_the_other_spelling_without_a_redirect(
+    server: AuthServer, path: str
+) -> None:
+    """Starlette answered 307 to http://<the client's Host>/token: a client following it sent
+    its password form to whatever host it had been told, over plain http."""
+    form = {"grant_type": "password", "username": "ci", "password": USERS["ci"],
+            "service": "registry.test", "client_id": "spelling"}  # fmt: skip
+    with httpx.Client(base_url=server.url, timeout=10, trust_env=False) as client:
+        post = client.post(path, data=form, headers={"Host": "evil.example"})
+        get = client.get(path, params={"service": "registry.test"}, auth=("ci", USERS["ci"]))
+        head = client.head(path, params={"service": "registry.test"})
+    for answer in (post, get, head):
+        assert answer.status_code == 200, (answer.request.method, answer.text)
+        assert "location" not in answer.headers
+    assert "access_token" in post.json()
+    assert "token" in get.json()
+
+
+@pytest.mark.parametrize("path", ["/healthz/", "/metrics/", "/.well-known/jwks.json/"])
+def test_an_unknown_path_is_a_json_404_not_a_redirect(server: AuthServer, path: str) -> None:
+    answer = httpx.post(f"{server.url}{path}", headers={"Host": "evil.example"}, timeout=10)
+    assert answer.status_code == 404, answer.headers
+    assert "location" not in answer.headers
+    assert answer.json()["error"] == "not_found"
