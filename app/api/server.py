@@ -120,7 +120,7 @@ def run_uvicorn(settings: Settings, options: ServerOptions, reread: Reread | Non
 
 def run_granian(settings: Settings, options: ServerOptions, reread: Reread | None = None) -> None:
     # Imported here: the single-process mode (and every test of it) needs no granian.
-    from granian.constants import Interfaces  # noqa: PLC0415
+    from granian.constants import HTTPModes, Interfaces  # noqa: PLC0415
     from granian.log import LogLevels  # noqa: PLC0415
     from granian.server import MPServer  # noqa: PLC0415  # what granian.Server is with the GIL
 
@@ -187,6 +187,9 @@ def run_granian(settings: Settings, options: ServerOptions, reread: Reread | Non
         address=options.host,
         port=options.port,
         interface=Interfaces.ASGI,
+        # HTTP/1.1 only, as uvicorn: granian's default also spoke HTTP/2, cleartext too (h2c),
+        # where a header block left unfinished stayed open past limits.header_timeout.
+        http=HTTPModes.http1,
         workers=options.workers,
         websockets=False,
         log_level=LogLevels.info,

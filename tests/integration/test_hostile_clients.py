@@ -153,3 +153,15 @@ def test_an_unknown_path_is_a_json_404_not_a_redirect(server: AuthServer, path: 
     assert answer.status_code == 404, answer.headers
     assert "location" not in answer.headers
     assert answer.json()["error"] == "not_found"
+
+
+# What `curl --http2-prior-knowledge` sends first: the HTTP/2 preface and a SETTINGS frame.
+H2C_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000")
+
+
+def test_http2_cleartext_is_refused(server: AuthServer) -> None:
+    """granian spoke HTTP/2 (answering with its SETTINGS frame), undocumented and with no
+    bound on an unfinished header block; both servers speak HTTP/1.1 only."""
+    answer = _exchange(server, H2C_PREFACE)
+    # granian closes the connection; uvicorn answers the preface's request line in HTTP/1.1.
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer
