@@ -183,10 +183,12 @@ def _add_status_routes(
 
 def _get_and_head(app: FastAPI, path: str, **options: Any) -> Callable[[Handler], Handler]:
     """A GET route that answers HEAD too (RFC 9110: wherever GET does; monitoring probes send
-    it). FastAPI's routes take only the methods named; HEAD stays out of the OpenAPI schema."""
+    it). FastAPI's routes take only the methods named; HEAD stays out of the OpenAPI schema.
+    Starlette takes the first route matching the path, also for a 405's Allow: that one takes
+    both (a route for HEAD alone made it `Allow: HEAD`); the GET route is the schema's."""
 
     def register(handler: Handler) -> Handler:
-        app.api_route(path, methods=["HEAD"], include_in_schema=False, **options)(handler)
+        app.api_route(path, methods=["GET", "HEAD"], include_in_schema=False, **options)(handler)
         return app.get(path, **options)(handler)
 
     return register

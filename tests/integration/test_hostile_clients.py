@@ -165,3 +165,13 @@ def test_http2_cleartext_is_refused(server: AuthServer) -> None:
     answer = _exchange(server, H2C_PREFACE)
     # granian closes the connection; uvicorn answers the preface's request line in HTTP/1.1.
     assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/.well-known/jwks.json"])
+def test_a_wrong_method_on_a_status_path_lists_get_and_head(server: AuthServer, path: str) -> None:
+    answer = httpx.post(f"{server.url}{path}", timeout=10)
+    assert answer.status_code == 405
+    assert answer.json()["error"] == "http"
+    assert set(answer.headers["allow"].replace(" ", "").split(",")) == {"GET", "HEAD"}
+    assert httpx.get(f"{server.url}{path}", timeout=10).status_code == 200
+    assert httpx.head(f"{server.url}{path}", timeout=10).status_code == 200
