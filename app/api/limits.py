@@ -32,6 +32,10 @@ _SAFE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 
 _CODES = {408: "request_timeout", 413: "request_too_large", 431: "headers_too_large"}
+# RFC 9112 §3.2: a 400 for an HTTP/1.1 request without exactly one Host. granian hands the app
+# a missing one as an empty value (an `http` URI's host may not be empty either: RFC 9110
+# §4.2.1); uvicorn's parser refuses a missing or second one itself (slow_clients.py).
+HOST_REFUSAL = "an HTTP/1.1 request needs exactly one Host header, with a host in it"
 
 
 class LimitExceededError(Exception):
@@ -125,7 +129,10 @@ def check_head(scope: Scope, limits: LimitSettings) -> None:
         raise LimitExceededError(
             431, f"request headers exceed {limits.max_header_bytes} bytes in total"
         )
+    hosts = 0
     for name, value in headers:
+        if name == b"host":
+            hosts += 1 if value.strip() else 2  # an empty one is as bad as a second
         if name == b"authorization" and len(value) > limits.max_authorization_length:
             raise LimitExceededError(
                 431,
@@ -138,6 +145,8 @@ def check_head(scope: Scope, limits: LimitSettings) -> None:
             and int(value) > limits.max_body_bytes
         ):
             raise LimitExceededError(413, f"request body exceeds {limits.max_body_bytes} bytes")
+    if hosts != 1 and scope.get("http_version") == "1.1":  # HTTP/1.0 may leave it out
+        raise LimitExceededError(400, HOST_REFUSAL, "Host")
     if len(scope.get("query_string", b"")) > limits.max_query_length:
         raise LimitExceededError(
             400, f"query string longer than {limits.max_query_length} bytes", "query"

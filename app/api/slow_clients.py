@@ -8,15 +8,20 @@ it fires the client gets 408 and the connection is closed.
 
 Only for uvicorn's h11 protocol. granian bounds the headers itself (its header read
 timeout); the body is bounded in the app for both servers (app/api/limits.py, read_body).
+The protocol also answers what h11 refuses (a missing or second Host, a bad header line or
+chunk) in JSON naming the problem, as the app answers, instead of uvicorn's plain text.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import sys
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from app.api.limits import HOST_REFUSAL
 
 _BODY = json.dumps(
     {"details": "the request was not sent in time", "error": "request_timeout"}
@@ -51,6 +56,29 @@ class RequestTimeoutProtocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn calls this from its `except h11.RemoteProtocolError`: that error is the one
+        # being handled, and says what was wrong.
+        problem = str(sys.exception() or msg)
+        if "Host" in problem:  # h11: "Missing mandatory Host: header", "Found multiple ..."
+            body = {"details": HOST_REFUSAL, "error": "invalid", "parameter": "Host"}
+        else:  # without the client's bytes h11 quotes ("illegal header line: bytearray(...)")
+            text = problem.partition(": bytearray(")[0]
+            body = {"details": f"the request is not valid HTTP/1.1: {text}", "error": "invalid"}
+        data = json.dumps(body).encode("utf-8")
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(data)).encode("ascii")),
+            (b"connection", b"close"),
+        ]
+        for event in (
+            h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+            h11.Data(data=data),
+            h11.EndOfMessage(),
+        ):
+            self.transport.write(self.conn.send(event) or b"")
+        self.transport.close()
 
     def _arm(self) -> None:
         self._disarm()

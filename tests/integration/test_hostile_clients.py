@@ -57,10 +57,15 @@ def _exchange(server: AuthServer, request: bytes, *, half_close: bool = False) -
     return answer
 
 
-def _json_details(answer: bytes) -> str:
+def _json_body(answer: bytes) -> dict[str, str]:
     head, _, body = answer.partition(b"\r\n\r\n")
     assert b"content-type: application/json" in head.lower(), answer
-    return str(json.loads(body)["details"])
+    parsed: dict[str, str] = json.loads(body)
+    return parsed
+
+
+def _json_details(answer: bytes) -> str:
+    return _json_body(answer)["details"]
 
 
 def _cut_short(path: str) -> bytes:
@@ -73,12 +78,13 @@ def _cut_short(path: str) -> bytes:
 
 @pytest.mark.parametrize("path", ["/token", REALM_PATH, "/healthz"])
 def test_a_malformed_chunk_is_a_400_never_a_500(server: AuthServer, path: str) -> None:
-    """uvicorn's parser refuses it before the app (400, plain text); granian hands the app a
-    disconnect, and the app's silence was answered 500 by granian."""
+    """uvicorn's parser refuses it (400, in JSON naming the problem since the protocol
+    answers so); granian hands the app a disconnect, and the app's silence was answered 500 by
+    granian."""
     answer = _exchange(server, f"POST {path} HTTP/1.1\r\nHost: x\r\n".encode() + BAD_CHUNK)
     assert answer.startswith(b"HTTP/1.1 400 "), answer
-    if _granian(server):
-        assert _json_details(answer) == ENDED_EARLY
+    expected = "the request is not valid HTTP/1.1: illegal chunk header"
+    assert _json_details(answer) == (ENDED_EARLY if _granian(server) else expected)
 
 
 @pytest.mark.parametrize("path", ["/token", REALM_PATH, "/healthz"])
@@ -175,3 +181,28 @@ def test_a_wrong_method_on_a_status_path_lists_get_and_head(server: AuthServer, 
     assert set(answer.headers["allow"].replace(" ", "").split(",")) == {"GET", "HEAD"}
     assert httpx.get(f"{server.url}{path}", timeout=10).status_code == 200
     assert httpx.head(f"{server.url}{path}", timeout=10).status_code == 200
+
+
+HOST_REFUSAL = "an HTTP/1.1 request needs exactly one Host header, with a host in it"
+
+
+@pytest.mark.parametrize(
+    "hosts", [b"", b"Host: a\r\nHost: b\r\n", b"Host: \r\n"], ids=["none", "two", "empty"]
+)
+@pytest.mark.parametrize("path", ["/token", "/healthz"])
+def test_an_http11_request_without_exactly_one_host_is_a_json_400_naming_host(
+    server: AuthServer, hosts: bytes, path: str
+) -> None:
+    """RFC 9112 §3.2. granian served these (it hands a missing Host on as an empty one);
+    uvicorn refused a missing or second one in plain text and served an empty one."""
+    request = f"GET {path} HTTP/1.1\r\n".encode() + hosts + b"Connection: close\r\n\r\n"
+    answer = _exchange(server, request)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert _json_body(answer) == {
+        "details": HOST_REFUSAL, "error": "invalid", "parameter": "Host",
+    }  # fmt: skip
+
+
+def test_an_http10_request_without_host_is_served(server: AuthServer) -> None:
+    answer = _exchange(server, b"GET /healthz HTTP/1.0\r\n\r\n")
+    assert answer.startswith((b"HTTP/1.0 200 ", b"HTTP/1.1 200 ")), answer
