@@ -59,6 +59,7 @@ def create_app(
         version=__version__,
         docs_url=None,
         redoc_url=None,
+        openapi_url=None,  # no docs, no schema: app.openapi() still builds it (the fuzz tests)
         # Starlette's 307 to the other spelling of a path named the client's Host, always as
         # http, and made clients send a password form again: the token paths answer both
         # spellings themselves (_token_spellings); anything else unknown is a 404.

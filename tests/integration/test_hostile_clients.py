@@ -206,3 +206,10 @@ def test_an_http11_request_without_exactly_one_host_is_a_json_400_naming_host(
 def test_an_http10_request_without_host_is_served(server: AuthServer) -> None:
     answer = _exchange(server, b"GET /healthz HTTP/1.0\r\n\r\n")
     assert answer.startswith((b"HTTP/1.0 200 ", b"HTTP/1.1 200 ")), answer
+
+
+def test_no_openapi_schema_is_served(server: AuthServer) -> None:
+    """It was, undocumented, while the docs it is for are off (nothing turns them on)."""
+    answer = httpx.get(f"{server.url}/openapi.json", timeout=10)
+    assert answer.status_code == 404
+    assert answer.json()["error"] == "not_found"
