@@ -349,7 +349,7 @@ def _trust_wait(args: argparse.Namespace) -> Callable[[SigningKey, Sleep], None]
         with check.registry_client(verify) as client:
             check.wait_until_trusted(
                 client, urls, settings, key, every=every, give_up_after=give_up, sleep=sleep,
-                say=say,
+                say=say, options=_again(args),
             )  # fmt: skip
 
     return wait

@@ -179,9 +179,11 @@ def wait_until_trusted(
     sleep: Callable[[float], None],
     clock: Callable[[], float] = time.monotonic,
     say: Callable[[str], None] = print,
+    options: str = "",
 ) -> None:
     """Return once every registry at `urls` accepts tokens signed by `key`, checking `every`
-    seconds; RotationRefusedError once `give_up_after` seconds have passed first."""
+    seconds; RotationRefusedError once `give_up_after` seconds have passed first (its
+    `keys promote` to run later carries `options`: the command's --config, --keys-dir)."""
     started, said = clock(), ""
     while True:
         waiting = []
@@ -200,8 +202,8 @@ def wait_until_trusted(
         if clock() - started >= give_up_after:
             raise RotationRefusedError(
                 f"gave up after {give_up_after:.0f} s: {', '.join(waiting)} does not trust "
-                f"{key.kid} yet. It stays next: `keys promote {key.kid}` once `registry-check` "
-                "shows every registry trusts it"
+                f"{key.kid} yet. It stays next: `keys promote {key.kid}{options}` once "
+                "`registry-check` shows every registry trusts it"
             )
         sleep(every)
 

@@ -163,4 +163,5 @@ def test_rotate_gives_up_with_the_key_still_next(tmp_path: Path) -> None:
     assert f"waiting for {nobody} (unreachable)" in result.stdout
     keys = auth.workdir / "keys"  # the refusal names the ring the key stays next in
     assert result.stderr.startswith(f"registry-auth: error: {keys}: gave up after 0 s: {nobody} ")
+    assert f" --config {auth.config_path}` once `registry-check` shows" in result.stderr
     assert [e.state for e in read_entries(auth.keys_dir)] == [KeyState.ACTIVE, KeyState.NEXT]
