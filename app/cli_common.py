@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from app import CONFIG_ENV
 from app.atomic import check_regular_file
-from app.errors import RegistryAuthError, UserStoreError
+from app.errors import ConfigError, RegistryAuthError, UserStoreError
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -51,6 +51,20 @@ def missing_state_file(settings: Settings, args: argparse.Namespace) -> str | No
         else "is the config the server's?"
     )
     return f"{Path(settings.state.path).resolve()} does not exist ({where})"
+
+
+def answered_without_state(
+    settings: Settings, args: argparse.Namespace, *, change: str | None, empty: str
+) -> bool:
+    """True when the state file is missing and that is the whole answer: `empty` and where it
+    looked (to list or show), or a refusal (to `change` something: nothing was changed)."""
+    missing = missing_state_file(settings, args)
+    if missing is None:
+        return False
+    if change is not None:
+        raise ConfigError("state.path", f"nothing to {change}: {missing}")
+    print(f"{empty}: {missing}")
+    return True
 
 
 def keys_dir_option(parser: argparse.ArgumentParser) -> None:

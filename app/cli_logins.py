@@ -14,7 +14,7 @@ import time
 from app.assembly import open_failure_store
 from app.authn.ldap import directory_name_key
 from app.backend_settings import LdapBackend
-from app.cli_common import config_option, ip_option, missing_state_file
+from app.cli_common import answered_without_state, config_option, ip_option
 from app.errors import ConfigError
 from app.protocol.tokens import rfc3339
 from app.settings import Settings, load_settings
@@ -71,11 +71,8 @@ def run(args: argparse.Namespace) -> int:
     if settings.state.backend == "none":
         raise ConfigError("state.backend", "none: the counters live in each server's memory")
     address = _address(args.ip)
-    missing = missing_state_file(settings, args)
-    if missing is not None:
-        if args.logins_command == "reset":
-            raise ConfigError("state.path", f"nothing to reset: {missing}")
-        print(f"no failed login on record: {missing}")
+    change = "reset" if args.logins_command == "reset" else None
+    if answered_without_state(settings, args, change=change, empty="no failed login on record"):
         return 0
     store = open_failure_store(settings)
     try:

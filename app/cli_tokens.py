@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from app.assembly import refresh_tokens_from_settings
-from app.cli_common import config_option, missing_state_file
+from app.cli_common import answered_without_state, config_option
 from app.errors import ConfigError, StateStoreError
 from app.protocol.tokens import rfc3339
 from app.settings import load_settings
@@ -34,11 +34,8 @@ def run(args: argparse.Namespace) -> int:
     if tokens is None:
         raise ConfigError("state.backend", "none: this server keeps no refresh tokens")
     try:
-        missing = missing_state_file(settings, args)
-        if missing is not None:
-            if args.tokens_command == "revoke":
-                raise ConfigError("state.path", f"nothing to revoke: {missing}")
-            print(f"no refresh tokens: {missing}")
+        change = "revoke" if args.tokens_command == "revoke" else None
+        if answered_without_state(settings, args, change=change, empty="no refresh tokens"):
             return 0
         if args.tokens_command == "list":
             _print_tokens(tokens.records(args.account))
