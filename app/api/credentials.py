@@ -10,6 +10,16 @@ from pydantic import SecretStr
 from app.authn.base import Credentials
 from app.errors import InvalidRequestError
 
+# HTTP authentication schemes (the IANA registry, and a few in wide use), by lower-case name.
+_SCHEMES = {
+    name.lower(): name
+    for name in (
+        "Bearer", "Digest", "Negotiate", "NTLM", "HOBA", "Mutual", "SCRAM-SHA-1",
+        "SCRAM-SHA-256", "vapid", "DPoP", "GNAP", "Concealed", "PrivateToken", "Token",
+        "OAuth", "AWS4-HMAC-SHA256",
+    )
+}  # fmt: skip
+
 
 def parse_basic(header: str | Sequence[str] | None) -> Credentials | None:
     """None when the client sent no credentials (anonymous); 400 when they are malformed, not
@@ -27,10 +37,12 @@ def parse_basic(header: str | Sequence[str] | None) -> Credentials | None:
     scheme, _, encoded = header.partition(" ")
     if scheme.lower() != "basic":
         # Taken for anonymous, a client's credentials would be dropped without a word, and
-        # its pull refused later by the registry (`insufficient_scope`).
-        shown = scheme[:20].encode("ascii", "replace").decode("ascii")
+        # its pull refused later by the registry (`insufficient_scope`). Named back only when
+        # it is a known scheme: what comes before the first space may be the secret itself
+        # (bare base64 credentials, a raw token, `Basic<TAB>...`).
+        shown = repr(_SCHEMES[scheme.lower()]) if scheme.lower() in _SCHEMES else "another"
         raise InvalidRequestError(
-            f"Authorization: the token endpoint takes Basic credentials (or none), not {shown!r}"
+            f"Authorization: the token endpoint takes Basic credentials (or none), not {shown}"
             " (a refresh token goes in a POST: grant_type=refresh_token)",
             parameter="Authorization",
         )

@@ -62,6 +62,27 @@ async def test_credentials_of_another_scheme_get_400_not_an_anonymous_token(
     assert secret not in response.text
 
 
+@pytest.mark.parametrize(
+    ("header", "secret"),
+    [
+        ("Ym9iOmh1bnRlcjI=", "Ym9iOm"),
+        ("ghp_0123456789abcdefghij", "ghp_01"),
+        ("Basic\tYm9iOmh1bnRlcjI=", "Ym9iOm"),
+        ("Bas1c eA==", "Bas1c"),
+    ],
+    ids=["bare-base64", "raw-token", "tab-after-basic", "misspelled"],
+)
+async def test_a_header_without_a_known_scheme_is_not_written_back(
+    env: Env, header: str, secret: str
+) -> None:
+    """What precedes the first space may be the secret itself: never named back or logged."""
+    response = await env.client.get("/token", params=SERVICE, headers={"Authorization": header})
+    assert response.status_code == 400
+    assert "not another (a refresh token goes in a POST" in response.json()["details"]
+    assert secret not in response.text
+    assert secret not in env.audit_path.read_text(encoding="ascii")
+
+
 async def test_an_unknown_grant_type_is_not_written_back_nor_to_the_audit_log(env: Env) -> None:
     """A client that put its password in grant_type: it reaches neither the answer nor the
     audit log (known OAuth grant types are named back: client_credentials, ...)."""
