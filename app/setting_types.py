@@ -35,4 +35,6 @@ def check_url_port(url: str) -> None:
     except ValueError:
         port = 0
     if port == 0:
-        raise ValueError(f"{url!r} has an invalid port (1-65535)")
+        # Not the URL itself: what follows `host:` may be a password or a key (`user:pa/ss@`,
+        # `...:99999/auth?key=...`) that the parser took for a port.
+        raise ValueError("the URL's port is not a number in 1-65535")

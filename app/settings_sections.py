@@ -243,14 +243,17 @@ class TlsSettings(BaseModel):
 
 
 def _check_endpoint(endpoint: str, credentials: str) -> None:
-    """An etcd endpoint: an http(s) URL with a host, and no user or password in it. A URL is
-    printed in logs, in `/readyz` (which anyone may ask) and in the CLI's output; a password
-    in it would be printed with it. Checked first, so the error does not print it either."""
-    parts = urlsplit(endpoint)
-    if "@" in parts.netloc:
+    """An etcd endpoint: scheme://host:port (http or https), nothing more. A URL is printed in
+    logs, in `/readyz` (which anyone may ask) and in the CLI's output, so no user or password
+    may be in it, and no error here prints it: a password holding `/`, `?` or `#` ends the
+    host part early, and the rest would pass for a path or fail as a bad port."""
+    if "@" in endpoint:
         raise ValueError(
             f"an endpoint must not hold a user or password (user@host): use {credentials}"
         )
+    parts = urlsplit(endpoint)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{endpoint!r} must be an http:// or https:// URL")
+        raise ValueError("an endpoint must be an http:// or https:// URL (scheme://host:port)")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("an endpoint is scheme://host:port, without a path or query")
     check_url_port(endpoint)

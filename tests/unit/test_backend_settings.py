@@ -139,7 +139,7 @@ def test_a_backend_url_with_a_port_out_of_range_is_refused(
     with pytest.raises(ConfigError) as caught:
         load_settings(overrides={**BASE, "auth_backends": [backend]})
     assert str(caught.value).startswith(f"config: {key}: ")
-    assert "invalid port (1-65535)" in str(caught.value)
+    assert "port is not a number in 1-65535" in str(caught.value)
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,10 @@ def test_defaults_are_lains_key_on_v2_and_the_key_is_left_on_shutdown() -> None:
         ({"retry_initial": 10, "retry_max": 1}, "retry_max"),
         ({"key": "no-slash"}, "etcd.key"),
         ({"intervall": 3}, "etcd.intervall: unknown setting"),
-        ({"endpoints": ["http://e:0"]}, "'http://e:0' has an invalid port"),
+        (
+            {"endpoints": ["http://e:0"]},
+            "etcd.endpoints: the URL's port is not a number in 1-65535",
+        ),
         ({"client_cert": "", "client_key": "k.pem"}, "etcd.client_cert: is empty"),
     ],
 )
@@ -74,7 +77,7 @@ def test_tls_files_are_relative_to_the_config_file(tmp_path: Path) -> None:
         ({"etcd_password": "pw"}, "etcd_username and etcd_password go together"),
         ({"etcd_client_key": "k.pem"}, "etcd_client_cert and etcd_client_key go together"),
         ({"etcd_username": ""}, "state.etcd_username"),
-        ({"etcd_endpoints": ["http://e:99999"]}, "'http://e:99999' has an invalid port"),
+        ({"etcd_endpoints": ["http://e:99999"]}, "the URL's port is not a number in 1-65535"),
         ({"etcd_ca_cert": ""}, "state.etcd_ca_cert: is empty"),
     ],
 )
@@ -130,14 +133,30 @@ def test_a_password_in_an_endpoint_url_is_refused_without_printing_it(
 ) -> None:
     """A URL is printed in logs, in `/readyz` (anyone may ask) and by the CLI: a password in
     it would be printed with it."""
-    values: dict[str, object] = {key: ["http://10.0.0.1:2379", "http://u:Hunter2@10.0.0.2:2379"]}
-    if section == "state":
-        values["backend"] = "etcd"
+    # A password with `/`, `?` or `#` ends the URL's host part early: `@` is then in its path.
+    for secret in ("Hunter2", "pa/ss", "pa?ss", "pa#ss", "2379/s3cret"):
+        endpoint = f"http://root:{secret}@10.0.0.2:2379"
+        values: dict[str, object] = {key: ["http://10.0.0.1:2379", endpoint]}
+        if section == "state":
+            values["backend"] = "etcd"
+        with pytest.raises(ConfigError) as caught:
+            load_settings(overrides={**BASE, section: values})
+        assert str(caught.value) == (
+            f"config: {section}.{key}: an endpoint must not hold a user or password "
+            f"(user@host): {use}"
+        )
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["http://etcd:2379/v2/keys?token=S3cret", "http://etcd:99999/x?key=S3cret", "etcd:2379?S3cret"],
+)
+def test_no_endpoint_error_prints_the_endpoint(endpoint: str) -> None:
+    """A path, a query, a bad port or scheme: refused, and the URL (a key in it) not printed."""
     with pytest.raises(ConfigError) as caught:
-        load_settings(overrides={**BASE, section: values})
-    assert str(caught.value) == (
-        f"config: {section}.{key}: an endpoint must not hold a user or password (user@host): {use}"
-    )
+        load_settings(overrides={**BASE, "etcd": {"endpoints": [endpoint]}})
+    assert str(caught.value).startswith("config: etcd.endpoints: ")
+    assert "S3cret" not in str(caught.value)
 
 
 def test_a_config_with_several_problems_names_each_key() -> None:
