@@ -70,46 +70,63 @@ class _Deadline:
     directory that keeps sending a byte before it runs out (a failing link, a hostile server)
     held a login, its worker thread and a pooled connection for as long as it liked. When the
     bound passes, the connection in use is shut down under ldap3's feet; its read then fails,
-    and so does the check."""
+    and so does the check.
+
+    It shuts down a duplicate of the socket's descriptor, made by the check's own thread in
+    watch(): the timer's thread never reads a descriptor number that thread may be closing
+    (the number could by then be another connection's), and shutting down the TLS socket
+    object itself would change its state while its thread is inside it."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.expired = False
         self._lock = threading.Lock()
-        self._connection: Connection | None = None
+        self._handle: socket.socket | None = None  # the duplicate: ours to shut down and close
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
         self._timer.start()
 
     def watch(self, connection: Connection) -> None:
-        """`connection` is the one the check now uses (opened or taken from the pool)."""
+        """`connection` is the one the check now uses (opened, or taken from the pool); called
+        again once it is open, when its socket exists."""
+        sock = getattr(connection, "socket", None)
+        handle = None
+        if sock is not None:
+            with contextlib.suppress(OSError, ValueError):
+                handle = socket.socket(fileno=os.dup(sock.fileno()))
         with self._lock:
-            self._connection = connection
-            if self.expired:
-                _cut(connection)
+            previous, self._handle = self._handle, handle
+            if self.expired and handle is not None:
+                _shut(handle)
+        if previous is not None:
+            previous.close()
+
+    def release(self) -> bool:
+        """The check is done with its connection, before the pool takes it back: it is not
+        cut from now on. True when the bound passed first: it may have been cut, so it must
+        not be handed out again."""
+        with self._lock:
+            handle, self._handle = self._handle, None
+            expired = self.expired
+        if handle is not None:
+            handle.close()
+        return expired
 
     def cancel(self) -> None:
         self._timer.cancel()
+        self.release()
 
     def _expire(self) -> None:
         with self._lock:
             self.expired = True
-            if self._connection is not None:
-                _cut(self._connection)
+            if self._handle is not None:
+                _shut(self._handle)
 
 
-def _cut(connection: Connection) -> None:
-    """Shut the connection's socket down from another thread: a read blocked on it returns.
-    Through a duplicate of the descriptor: shutting down a TLS socket object itself would
-    change its state while its own thread is inside it."""
-    sock = getattr(connection, "socket", None)
-    if sock is None:
-        return  # still connecting: `connect_timeout` bounds that, and watch() cuts it later
-    with (
-        contextlib.suppress(OSError, ValueError),
-        socket.socket(fileno=os.dup(sock.fileno())) as duplicate,
-    ):
-        duplicate.shutdown(socket.SHUT_RDWR)
+def _shut(handle: socket.socket) -> None:
+    """A read blocked on the socket (in another thread) returns."""
+    with contextlib.suppress(OSError):
+        handle.shutdown(socket.SHUT_RDWR)
 
 
 def build_server(config: LdapBackend, key: str = "auth_backends[]") -> Server:
@@ -173,7 +190,7 @@ class LdapAuthenticator:
             with self._pool.connection() as pooled:
                 reused = pooled.reused
                 deadline.watch(pooled.connection)
-                return self._decide(pooled, account, password)
+                return self._decide_within(deadline, pooled, account, password)
         except (LDAPException, OSError):
             if not reused or deadline.expired:
                 raise
@@ -181,7 +198,16 @@ class LdapAuthenticator:
         # once on a fresh connection before calling it an outage.
         self._pool.close()
         with self._pool.connection(fresh=True) as pooled:
-            return self._decide(pooled, account, password)
+            return self._decide_within(deadline, pooled, account, password)
+
+    def _decide_within(
+        self, deadline: _Deadline, pooled: Pooled, account: str, password: str
+    ) -> AuthResult:
+        result = self._decide(pooled, account, password)
+        # Past the bound after its last read, the answer stands, but the connection may have
+        # been cut meanwhile (ldap3 cannot tell yet): the pool drops it.
+        pooled.broken = deadline.release()
+        return result
 
     def _open(self) -> Connection:
         # ldap3 remembers a failed address and refuses it for a while ("invalid server
@@ -196,13 +222,14 @@ class LdapAuthenticator:
             read_only=True,
         )
         deadline: _Deadline | None = getattr(self._checks, "deadline", None)
-        if deadline is not None:  # None: a connection opened outside a check
-            deadline.watch(connection)
         try:
+            # Connecting (and an ldaps:// handshake) is bounded by `connect_timeout`; from
+            # here on the socket exists, and the check's bound covers StartTLS and the rest
+            # (and cuts at once when it passed while connecting).
             connection.open()
+            if deadline is not None:  # None: a connection opened outside a check
+                deadline.watch(connection)
             started = not self._config.start_tls or connection.start_tls()
-            if deadline is not None:
-                deadline.watch(connection)  # the bound passed while connecting: cut it now
         except BaseException:
             _discard(connection)
             raise

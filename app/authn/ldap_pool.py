@@ -26,6 +26,7 @@ class Pooled:
     connection: Connection
     reused: bool
     bound_as: str | None = None  # the DN this connection is bound as now (None: anonymous)
+    broken: bool = False  # not to be handed out again (its socket may have been shut down)
 
 
 class LdapPool:
@@ -66,6 +67,9 @@ class LdapPool:
         return Pooled(self._opener(), reused=False)
 
     def _give_back(self, pooled: Pooled) -> None:
+        if pooled.broken:
+            _close(pooled)
+            return
         if pooled.connection.closed:
             return
         with self._lock:
@@ -73,5 +77,11 @@ class LdapPool:
 
 
 def _close(pooled: Pooled) -> None:
+    """Unbind, and close the socket whatever unbind managed: on a connection shut down under
+    it (LdapAuthenticator's bound on a check) ldap3 fails to send and leaves the socket open."""
     with contextlib.suppress(Exception):
         pooled.connection.unbind()
+    sock = getattr(pooled.connection, "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()

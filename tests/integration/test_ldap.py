@@ -493,3 +493,25 @@ async def test_a_directory_trickling_its_answers_is_cut_off_at_twice_the_timeout
         assert not backend._pool._idle  # the cut connection is not handed out again
         proxy.trickling.clear()
         assert (await backend.authenticate(creds("dave"))).accepted  # the one slot is free
+
+
+async def test_a_check_that_ends_past_its_bound_keeps_its_answer_but_not_its_connection(
+    slapd: Slapd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bound passed after the last read: the answer stands, but the connection may have
+    been shut down meanwhile, so the pool must not hand it out again (a login would fail on it
+    and the pool drop every idle connection)."""
+    backend = authenticator(slapd, timeout=0.5, pool_size=1)
+    decide = backend._decide
+
+    def slow_decide(*args: Any) -> Any:
+        answer = decide(*args)
+        time.sleep(1.3)  # past the bound (2 x 0.5 s), with no read left to fail
+        return answer
+
+    monkeypatch.setattr(backend, "_decide", slow_decide)
+    assert (await backend.authenticate(CAROL)).accepted
+    assert not backend._pool._idle  # dropped, not pooled
+    monkeypatch.setattr(backend, "_decide", decide)
+    assert (await backend.authenticate(creds("dave"))).accepted
+    assert len(backend._pool._idle) == 1  # a check within its bound pools its connection
