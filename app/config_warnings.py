@@ -111,9 +111,17 @@ def _leaves_machine(url: str, cleartext_scheme: str) -> bool:
     return not address.is_loopback
 
 
-# Variables of this prefix that are not settings: the config file's, and containers/image's
-# auth file (skopeo, podman), often set on the same machine.
-_NOT_SETTINGS = frozenset({CONFIG_ENV, "REGISTRY_AUTH_FILE"})
+# Variables of this prefix that are not settings, often set on the same machine or in one
+# shared environment file: the config file's; containers/image's auth file (skopeo, podman);
+# the distribution registry's own `auth:` section (deploy/registry-start.sh exports them).
+_REGISTRY_TOKEN_KEYS = (
+    "REALM", "SERVICE", "ISSUER", "ROOTCERTBUNDLE", "JWKS", "AUTOREDIRECT", "AUTOREDIRECTPATH",
+    "SIGNINGALGORITHMS",
+)  # fmt: skip
+_NOT_SETTINGS = frozenset(
+    {CONFIG_ENV, "REGISTRY_AUTH_FILE"} | {f"REGISTRY_AUTH_TOKEN_{k}" for k in _REGISTRY_TOKEN_KEYS}
+)
+_NOT_SETTINGS_PREFIXES = ("REGISTRY_AUTH_HTPASSWD_", "REGISTRY_AUTH_SILLY_")
 
 
 def unknown_variables(settings: Settings, environ: Mapping[str, str]) -> list[str]:
@@ -124,6 +132,8 @@ def unknown_variables(settings: Settings, environ: Mapping[str, str]) -> list[st
     for name in sorted(environ):
         upper = name.upper()
         if not upper.startswith(ENV_PREFIX) or upper in _NOT_SETTINGS or upper in named:
+            continue
+        if upper.startswith(_NOT_SETTINGS_PREFIXES):
             continue
         if not _names_a_setting(upper.removeprefix(ENV_PREFIX).lower().split("__")):
             unknown.append(name)

@@ -154,6 +154,9 @@ def test_a_variable_that_names_no_setting_is_named() -> None:
         "REGISTRY_AUTH_LDAP_PW": "secret",  # the config names it: the backend's secret
         "REGISTRY_AUTH_CONFIG": "c.yaml",
         "REGISTRY_AUTH_FILE": "auth.json",  # skopeo's and podman's
+        "REGISTRY_AUTH_TOKEN_REALM": "https://auth/token",  # the registry's own, beside it
+        "REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE": "/etc/registry/bundle.pem",
+        "REGISTRY_AUTH_HTPASSWD_PATH": "/etc/registry/htpasswd",
         "PATH": "/usr/bin",
     }
     found = [w for w in config_warnings(settings, environ) if "names no setting" in w]
