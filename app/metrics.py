@@ -31,6 +31,7 @@ class Metrics:
     password_checks: Counter
     cache_hits: Counter
     refresh_grants: Counter
+    refresh_tokens_not_issued: Counter
     throttles: Counter
 
 
@@ -63,6 +64,10 @@ def metrics() -> Metrics:
         ),
         refresh_grants=Counter(
             f"{PREFIX}refresh_grants", "OAuth2 refresh-token grants by result", ["result"]
+        ),
+        refresh_tokens_not_issued=Counter(
+            f"{PREFIX}refresh_tokens_not_issued",
+            "Logins that asked for a refresh token and got none: the store was unavailable",
         ),
         throttles=Counter(
             f"{PREFIX}bruteforce_throttles",

@@ -292,6 +292,7 @@ class TokenService:
                 result.account,
                 exc,
             )
+            count(metrics().refresh_tokens_not_issued)
             return None
         return token
 

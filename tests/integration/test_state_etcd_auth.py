@@ -201,6 +201,9 @@ def test_a_wrong_etcd_password_is_503_at_the_api_and_named_in_the_log(
         assert "refresh_token" not in docker_login.json()
         # Without a refresh token asked for, tokens go on (the login counters fail open).
         assert auth.token(["repository:team/app:pull"], auth=("alice", USERS["alice"])).is_success
+        with httpx.Client(trust_env=False) as client:
+            scraped = client.get(f"http://127.0.0.1:{auth.port}/metrics").text
+        assert "registry_auth_refresh_tokens_not_issued_total 2.0" in scraped
     finally:
         auth.stop()
     log = auth.log()
