@@ -21,17 +21,18 @@ _SCHEMES = {
 }  # fmt: skip
 
 
-def parse_basic(header: str | Sequence[str] | None) -> Credentials | None:
-    """None when the client sent no credentials (anonymous); 400 when they are malformed, not
-    Basic, or sent twice (`header` then holds every Authorization header of the request)."""
-    if not isinstance(header, str):
-        if header is not None and len(header) > 1:
-            # Which one counts? A proxy in front that reads the last one would disagree with
-            # a server that reads the first about who is logging in.
-            raise InvalidRequestError(
-                "Authorization: sent more than once", parameter="Authorization"
-            )
-        header = header[0] if header else None
+def request_credentials(headers: Sequence[str]) -> Credentials | None:
+    """The credentials of a request's Authorization headers (all of them): 400 when there
+    are two. Which one would count? A proxy in front that reads the last one would disagree
+    with a server that reads the first about who is logging in."""
+    if len(headers) > 1:
+        raise InvalidRequestError("Authorization: sent more than once", parameter="Authorization")
+    return parse_basic(headers[0] if headers else None)
+
+
+def parse_basic(header: str | None) -> Credentials | None:
+    """None when the client sent no credentials (anonymous); 400 when they are malformed or
+    not Basic."""
     if not header:
         return None
     scheme, _, encoded = header.partition(" ")

@@ -20,7 +20,7 @@ import orjson
 
 from app.api.audit import AuditLog, Decision
 from app.api.client_ip import Network, client_ip
-from app.api.credentials import parse_basic
+from app.api.credentials import request_credentials
 from app.api.limits import (
     REFUSAL_HEADERS,
     REQUEST_ID_HEADER,
@@ -78,7 +78,7 @@ class TokenGet:
         client = client_ip(peer[0] if peer else None, forwarded, real_ip, self._trusted)
         decision = Decision(rid, address_text(client), "get")
         try:
-            credentials = parse_basic(authorization)
+            credentials = request_credentials(authorization)
             decision.account = credentials.account if credentials is not None else None
             token_request = parse_token_query(scope.get("query_string", b"").decode("latin-1"))
             decision.ask(token_request.scopes, token_request.service, token_request.client_id)
