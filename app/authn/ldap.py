@@ -189,7 +189,8 @@ class LdapAuthenticator:
         try:
             with self._pool.connection() as pooled:
                 reused = pooled.reused
-                deadline.watch(pooled.connection)
+                if reused:  # a new one is watched from its opening on (_open)
+                    deadline.watch(pooled.connection)
                 return self._decide_within(deadline, pooled, account, password)
         except (LDAPException, OSError):
             if not reused or deadline.expired:
