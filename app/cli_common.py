@@ -37,7 +37,7 @@ def uses_embedded_defaults(args: argparse.Namespace) -> bool:
     return args.config is None and not os.environ.get(CONFIG_ENV)
 
 
-def missing_state_file(settings: Settings, args: argparse.Namespace) -> str | None:
+def _missing_state_file(settings: Settings, args: argparse.Namespace) -> str | None:
     """Why there is nothing to read, when the SQLite state file the settings name does not
     exist: a server writes it at its first failed login or refresh token, and a command run
     on another config (or on the built-in defaults, without --config) would otherwise report
@@ -58,7 +58,7 @@ def answered_without_state(
 ) -> bool:
     """True when the state file is missing and that is the whole answer: `empty` and where it
     looked (to list or show), or a refusal (to `change` something: nothing was changed)."""
-    missing = missing_state_file(settings, args)
+    missing = _missing_state_file(settings, args)
     if missing is None:
         return False
     if change is not None:

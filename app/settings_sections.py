@@ -170,9 +170,7 @@ class BruteForceSettings(BaseModel):
 
     @field_validator("shared_networks")
     @classmethod
-    def _countable(
-        cls, networks: list[IPv4Network | IPv6Network]
-    ) -> list[IPv4Network | IPv6Network]:
+    def _countable(cls, networks: list[Network]) -> list[Network]:
         for network in networks:
             if isinstance(network, IPv6Network) and network.subnet_of(IPV4_MAPPED):
                 raise ValueError(f"{network}: write IPv4-mapped addresses as IPv4")

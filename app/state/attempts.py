@@ -25,12 +25,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from app.errors import StateStoreError
-from app.settings_sections import BruteForceSettings
+from app.settings_sections import BruteForceSettings, Network
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # FailureStore.failures or .failures_now: (keys, now, window) -> the live counters.
 _Read = Callable[[list[str], float, int], "dict[str, FailureCount] | None"]
 
@@ -194,7 +193,7 @@ class LoginThrottle:
             log.warning("brute-force counters unavailable, not reset: %s", exc)
 
 
-def within_networks(networks: tuple[IPNetwork, ...], client_ip: str | None) -> bool:
+def within_networks(networks: tuple[Network, ...], client_ip: str | None) -> bool:
     """Whether the address is in one of the networks (an IPv4-mapped IPv6 address as IPv4)."""
     if client_ip is None:
         return False
