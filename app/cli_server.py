@@ -7,11 +7,13 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from app.atomic import check_regular_file, write_atomic
 from app.cli_common import url_host, uses_embedded_defaults
 from app.config_reference import render_reference, replace_block
 from app.config_warnings import config_warnings
@@ -62,8 +64,12 @@ def _config_reference(update: Path | None) -> int:
         print(reference, end="")
         return 0
     try:
+        # A FIFO would block the read for ever, and a device would be replaced by a file.
+        check_regular_file(update, RegistryAuthError)
         document = update.read_text(encoding="utf-8")
-        update.write_text(replace_block(document, reference), encoding="utf-8")
+        mode = stat.S_IMODE(update.stat().st_mode)
+        # A crash or a full disk halfway leaves the old document, not half of the new one.
+        write_atomic(update, replace_block(document, reference).encode("utf-8"), mode=mode)
     except OSError as exc:
         raise RegistryAuthError(f"--update {update}: {exc.strerror}") from None
     except UnicodeDecodeError:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -104,3 +106,27 @@ def test_update_of_an_unusable_file_is_one_line(
     err = capsys.readouterr().err
     assert err.startswith(f"registry-auth: error: --update {path}: {problem}")
     assert err.count("\n") == 1
+
+
+def test_update_refuses_a_fifo_instead_of_blocking(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fifo = tmp_path / "README.md"
+    os.mkfifo(fifo)  # reading it would wait for a writer for ever
+    assert run(["config-reference", "--update", str(fifo)], serve=Recorder()) == 2
+    assert capsys.readouterr().err == (
+        f"registry-auth: error: {fifo} is a FIFO, not a regular file\n"
+    )
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+
+
+def test_update_keeps_the_file_mode_and_replaces_it_whole(tmp_path: Path) -> None:
+    path = tmp_path / "README.md"
+    path.write_text(f"intro\n{START}\nstale-block\n{END}\n")
+    path.chmod(0o640)
+    before = path.stat().st_ino
+    assert run(["config-reference", "--update", str(path)], serve=Recorder()) == 0
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert path.stat().st_ino != before  # a new file renamed over the old one
+    assert path.read_text().startswith(f"intro\n{START}\n")
+    assert "stale-block" not in path.read_text()
