@@ -5,7 +5,7 @@ two service processes is restarted. The live process must answer every request, 
 
 Short in the normal run; a soak runs the same test for longer (loopback only):
 
-    REGISTRY_AUTH_SOAK_SECONDS=600 .venv/bin/pytest tests/integration/test_load_and_fault.py -s
+    SOAK_SECONDS=600 .venv/bin/pytest tests/integration/test_load_and_fault.py -s
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from tests.integration.support.procs import (
     wait_for_http,
 )
 
-DURATION = float(os.environ.get("REGISTRY_AUTH_SOAK_SECONDS", "12"))
+DURATION = float(os.environ.get("SOAK_SECONDS", "12"))
 WORKERS = 3
 SERVICE, ISSUER = "registry.load", "registry-auth load"
 ALICE = ("alice", "alice-Load-1")
