@@ -43,6 +43,8 @@ class GuardedLogin:
         # Attempts with failures on record, one at a time per counter (see check).
         self._turns: dict[str, asyncio.Lock] = {}
         self._waiting: collections.Counter[str] = collections.Counter()
+        # Checks in flight per counter key (a pair's, an address's), to bound a first burst.
+        self._running: collections.Counter[str] = collections.Counter()
 
     async def check(self, credentials: Credentials) -> AuthResult:
         """The accepted result; TooManyAttemptsError (429) or AuthenticationError (401)."""
@@ -53,23 +55,64 @@ class GuardedLogin:
         if self._counted_as is not None:
             counted = self._counted_as(counted)  # LDAP: CAROL and carol count as one
         verdict = await self._verdict(throttle, counted, where)
-        if not verdict.one_at_a_time:  # nearly every login: no failure on record
-            return await self._attempt(credentials, throttle, verdict, counted)
-        # Failures on record: attempts from there take turns, each judged on the counters the
-        # ones before it left. Judged all at once, 200 parallel guesses were all checked before
-        # the first failure was counted (README: "the password is not even checked").
+        pair_key, ip_key = counter_keys(counted, where)
+        turn = self._turn(throttle, verdict, pair_key, ip_key, where)
+        running = self._running
+        running[pair_key] += 1
+        running[ip_key] += 1
+        try:
+            if turn is None:  # nearly every login: nothing on record, no crowd
+                return await self._attempt(credentials, throttle, verdict, counted)
+            return await self._in_turn(credentials, throttle, verdict, counted, turn)
+        finally:
+            for key in (pair_key, ip_key):
+                running[key] -= 1
+                if not running[key]:
+                    del running[key]
+
+    def _turn(
+        self,
+        throttle: LoginThrottle,
+        verdict: Verdict,
+        pair_key: str,
+        ip_key: str,
+        where: str | None,
+    ) -> str | None:
+        """The counter whose attempts this one waits its turn behind; None: checked at once.
+        With failures on record, attempts take turns, each judged on the counters the ones
+        before it left: judged all at once, 200 parallel guesses were all checked before the
+        first failure was counted (README: "the password is not even checked"). With nothing
+        on record, as many run at once as the free allowance (`*_free`), the rest take turns:
+        a first burst of guesses could otherwise all be checked before any was counted. Same
+        credentials in parallel (a CI host's jobs) cost one check (the credential cache), so
+        their turns pass at once."""
+        if verdict.one_at_a_time:
+            return ip_key if verdict.ip_suspect else pair_key
+        policy, running = throttle.policy, self._running
+        if running[pair_key] >= policy.account_ip_free:
+            return pair_key
+        if running[ip_key] >= policy.ip_free and not throttle.shared(where):
+            return ip_key
+        return None
+
+    async def _in_turn(
+        self,
+        credentials: Credentials,
+        throttle: LoginThrottle,
+        verdict: Verdict,
+        counted: str,
+        turn: str,
+    ) -> AuthResult:
         # The delay is waited out before the turn, all at once: in turn, a crowd behind one
         # NAT address would wait one delay after another.
         slept = verdict.retry_after is None and await self._delay(verdict)
-        pair_key, ip_key = counter_keys(counted, where)
-        turn = ip_key if verdict.ip_suspect else pair_key
         lock = self._turns.setdefault(turn, asyncio.Lock())
         stale = slept or lock.locked()  # else taken at once: the counters just read still hold
         self._waiting[turn] += 1
         try:
             async with lock:
                 if stale:
-                    verdict = await self._verdict(throttle, counted, where)
+                    verdict = await self._verdict(throttle, counted, credentials.client_ip)
                 return await self._attempt(credentials, throttle, verdict, counted, wait=False)
         finally:
             self._waiting[turn] -= 1

@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,27 @@ def test_the_real_user_keeps_logging_in_while_an_attacker_hammers_the_account(
     assert 'registry_auth_bruteforce_throttles_total{action="delayed"} 3.0' in metrics
     assert 'registry_auth_password_checks_total{result="accepted"} 25.0' in metrics
     assert max(user_times) < 5  # and none of them was refused or hung
+
+
+def test_a_first_burst_of_parallel_guesses_is_checked_no_more_than_the_block_allows(
+    tmp_path: Path,
+) -> None:
+    """60 wrong passwords at once from an address with nothing on record were all checked
+    (every one a bcrypt check) before the first was counted; the block at 5 came 55 late."""
+    server = _server(tmp_path)
+    start = threading.Barrier(60)
+
+    def guess(n: int) -> int:
+        start.wait()
+        return _login(server, f"guess{n}", ATTACKER).status_code
+
+    with ThreadPoolExecutor(60) as pool:
+        codes = list(pool.map(guess, range(60)))
+    assert sorted(set(codes)) == [401, 429]
+    assert codes.count(401) == BRUTE_FORCE["account_ip_block"]
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+    assert 'registry_auth_password_checks_total{result="rejected"} 5.0' in metrics
+    assert _login(server, USERS["ci"], USER).status_code == 200  # the user, elsewhere: in
 
 
 def _served_certificate(port: int) -> x509.Certificate:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from app.authn.base import AuthResult, Credentials, Outcome
+from app.authn.cache import CachingAuthenticator
 from app.errors import AuthenticationError, TooManyAttemptsError
 from app.login import GuardedLogin
 from app.settings_sections import BruteForceSettings
@@ -223,16 +224,19 @@ def test_an_ipv6_client_counts_by_its_64_and_a_mapped_ipv4_by_its_address() -> N
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("on_record", [True, False], ids=["after-a-failure", "first-burst"])
 @pytest.mark.parametrize("delay", [0.0, 0.25], ids=["no-delay", "delayed"])
 @pytest.mark.parametrize("where", ["pair", "address"])
-async def test_parallel_guesses_take_turns_once_a_failure_is_on_record(
-    where: str, delay: float
+async def test_parallel_guesses_are_checked_no_more_than_the_block_allows(
+    where: str, delay: float, on_record: bool
 ) -> None:
     """200 parallel wrong passwords from one address were all checked before the first
-    failure was counted: the block at `account_ip_block` (or `ip_block`) came 190 late."""
-    policy = BruteForceSettings(
-        account_ip_free=1, account_ip_block=5, ip_free=3, ip_block=8, initial_delay=delay
-    )
+    failure was counted: the block at `account_ip_block` (or `ip_block`) came 190 late. Once
+    a failure was on record, they took turns; a first burst, with nothing on record yet, was
+    still all checked at once."""
+    # The pair's limits, or the address's, are the only ones the guesses can reach.
+    ip = {"ip_free": 3, "ip_block": 8} if where == "address" else {"ip_free": 400, "ip_block": 500}
+    policy = BruteForceSettings(account_ip_free=1, account_ip_block=5, initial_delay=delay, **ip)
     throttle = LoginThrottle(MemoryFailureStore(), policy, clock=lambda: 1000.0)
     checked: list[str] = []
 
@@ -244,11 +248,10 @@ async def test_parallel_guesses_take_turns_once_a_failure_is_on_record(
 
     login = GuardedLogin(Slow(), throttle, realm="r", sleep=lambda _: anyio.sleep(0))
     names = (lambda n: "bob") if where == "pair" else (lambda n: f"user{n}")
-    first = Credentials(names(0), SecretStr("guess"), client_ip="192.0.2.66")
-    with pytest.raises(AuthenticationError):
-        await login.check(first)  # a failure on record (and, for the address, enough of them)
-    if where == "address":
-        for n in range(1, 3):
+    before = 0
+    if on_record:  # a failure on record (and, for the address, enough of them to suspect it)
+        before = 1 if where == "pair" else 3
+        for n in range(before):
             with pytest.raises(AuthenticationError):
                 await login.check(Credentials(names(n), SecretStr("g"), client_ip="192.0.2.66"))
     outcomes: list[str] = []
@@ -265,11 +268,42 @@ async def test_parallel_guesses_take_turns_once_a_failure_is_on_record(
         for n in range(100, 300):
             group.start_soon(guess, n)
     limit = policy.account_ip_block if where == "pair" else policy.ip_block
-    before = 1 if where == "pair" else 3
     assert len(checked) == limit  # every password checked, and not one more
     assert outcomes.count("401") == limit - before
     assert outcomes.count("429") == 200 - (limit - before)
     assert not login._turns
+    assert not login._running
+
+
+@pytest.mark.anyio
+async def test_parallel_logins_with_the_same_good_password_all_pass_on_one_check() -> None:
+    """A CI host's parallel jobs log in with one secret at once: past the free allowance they
+    take turns, and each turn passes at once on the credential cache (one bcrypt check)."""
+    throttle = LoginThrottle(MemoryFailureStore(), POLICY, clock=lambda: 1000.0)
+    checks: list[str] = []
+
+    class Slow:
+        async def authenticate(self, credentials: Credentials) -> AuthResult:
+            checks.append(credentials.account)
+            await anyio.sleep(0.05)
+            return AuthResult(Outcome.ACCEPTED, account=credentials.account)
+
+    cached = CachingAuthenticator(Slow(), ttl=60, max_entries=100, version=lambda _: b"v1")
+    login = GuardedLogin(cached, throttle, realm="r")
+    accepted: list[bool] = []
+
+    async def job() -> None:
+        result = await login.check(Credentials("ci", SecretStr("s3cret"), client_ip="10.1.1.1"))
+        accepted.append(result.accepted)
+
+    started = anyio.current_time()
+    async with anyio.create_task_group() as group:
+        for _ in range(50):
+            group.start_soon(job)
+    assert accepted == [True] * 50
+    assert checks == ["ci"]
+    assert anyio.current_time() - started < 1  # not fifty checks one after another
+    assert not login._running
 
 
 def test_a_shared_network_takes_ipv4_mapped_clients_and_counts_the_pair_only() -> None:
