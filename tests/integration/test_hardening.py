@@ -120,8 +120,9 @@ def test_the_real_user_keeps_logging_in_while_an_attacker_hammers_the_account(
 def test_a_first_burst_of_parallel_guesses_is_checked_no_more_than_the_block_allows(
     tmp_path: Path,
 ) -> None:
-    """60 wrong passwords at once from an address with nothing on record were all checked
-    (every one a bcrypt check) before the first was counted; the block at 5 came 55 late."""
+    """60 wrong passwords sent at once from an address with nothing on record: every one that
+    arrived before the first failure was counted got its bcrypt check (9 here, where 5 are
+    allowed)."""
     server = _server(tmp_path)
     start = threading.Barrier(60)
 
