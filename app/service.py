@@ -323,10 +323,14 @@ class TokenService:
         grant = Grant(requester.account, requester.service, tuple(granted))
         state = [item.current for item in self.reloadables]  # a reload means a new token
         signed, reused = await self._minter.mint(self.keyring, grant, now, state)
-        # expires_in counts from now: a reused token says truthfully how long it has left.
+        # A reused token is answered as issued now, with the seconds it has left: clients
+        # expire a token at issued_at + expires_in (docker, containers/image), or at the
+        # moment of the answer + expires_in; both then land on its own `exp`. (With its `iat`
+        # as issued_at, a client expired it early by its age, and with a share under half
+        # took it as expired on arrival.)
         return IssuedToken(
             signed.token,
-            signed.issued_at,
+            now,
             signed.expires_at - now,
             requester.account,
             granted,

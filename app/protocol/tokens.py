@@ -121,7 +121,7 @@ def build_claims(
     }
 
 
-@functools.lru_cache(maxsize=64)  # a reused token repeats its issued_at: format it once
+@functools.lru_cache(maxsize=64)  # every token answered within a second has the same one
 def rfc3339(timestamp: int) -> str:
     """'2026-11-28T12:00:00Z': Go clients fail on a timestamp without a zone."""
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

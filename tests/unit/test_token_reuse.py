@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import bcrypt
+import jwt
 import pytest
 from pydantic import SecretStr
 
@@ -86,7 +87,10 @@ async def test_a_reused_token_is_byte_identical_and_its_expires_in_shrinks(tmp_p
     assert second.token == first.token
     assert (first.reuse, second.reuse) == (False, True)  # what the audit line says
     assert (first.expires_in, second.expires_in) == (TTL, TTL - 30)
-    assert second.issued_at == first.issued_at == NOW  # the token's own iat, truthfully
+    assert (first.issued_at, second.issued_at) == (NOW, NOW + 30)
+    # What a client computes as the expiry (issued_at + expires_in) is the token's own exp.
+    claims = jwt.decode(second.token, options={"verify_signature": False})
+    assert second.issued_at + second.expires_in == claims["exp"] == NOW + TTL
 
 
 async def test_reuse_ends_when_less_than_the_share_remains(tmp_path: Path) -> None:
