@@ -8,8 +8,10 @@ adds is ignored: the token holds what both allow. `"*"` in its actions allows ev
 asked for that scope. A 4xx grants nothing for this request (the service refused the
 question: an unknown project, say) and is not cached; but 401, 407, 408 and 429, like a 5xx
 or another status, a body not of that shape or a timeout, are an outage: 503, never a wider
-grant. A resource class (`repository(plugin)`) goes as `class`, and an answer holds for the
-same type, class and name. Nothing granted by the ACL: nothing to ask.
+grant. A resource class (`repository(plugin)`) is not sent: the registry ignores it (its
+access set is keyed by type and name), so a class must never change what is granted. Scopes
+on one type and name, with or without a class, are asked about once, with all their actions,
+and the answer holds for each of them. Nothing granted by the ACL: nothing to ask.
 
 Answers may be reused for `cache_ttl` seconds for the same question (account, groups,
 service, client address and scopes with their actions), at most `cache_size` per worker.
@@ -35,12 +37,12 @@ from app.protocol.scopes import Scope
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
-# (type, class, name) -> the actions the service allows there
-Allowed = dict[tuple[str, str | None, str], frozenset[str]]
+# (type, name) -> the actions the service allows there
+Allowed = dict[tuple[str, str], frozenset[str]]
 REFUSED: Allowed = {}  # a 4xx answer: nothing allowed, and not kept in the cache
 # 4xx answers about the service, not about the question: outages.
 NOT_REFUSALS = frozenset({401, 407, 408, 429})
-Asked = tuple[tuple[str, str | None, str, tuple[str, ...]], ...]  # type, class, name, actions
+Asked = tuple[tuple[str, str, tuple[str, ...]], ...]  # type, name, actions
 Question = tuple[str | None, frozenset[str], str, str | None, Asked]
 
 
@@ -70,17 +72,11 @@ class AuthzWebhook:
     async def restrict(self, requester: Requester, granted: Sequence[Scope]) -> list[Scope]:
         """`granted` (the ACL's), each scope keeping only the actions the service allows too.
         AuthorizationUnavailableError (503) when it gives no answer."""
-        asked = [scope for scope in granted if scope.actions]
+        asked = _resources(granted)
         if not asked:
             return list(granted)
         where = str(requester.ip) if requester.ip is not None else None
-        question: Question = (
-            requester.account,
-            requester.groups,
-            requester.service,
-            where,
-            tuple((s.type, s.resource_class, s.name, s.actions) for s in asked),
-        )
+        question: Question = (requester.account, requester.groups, requester.service, where, asked)
         allowed = self._answers.get(question) if self._answers is not None else None
         if allowed is None:
             allowed = await self._ask(requester, where, asked)
@@ -88,13 +84,13 @@ class AuthzWebhook:
                 self._answers[question] = allowed
         return [_narrowed(scope, allowed) for scope in granted]
 
-    async def _ask(self, requester: Requester, where: str | None, asked: list[Scope]) -> Allowed:
+    async def _ask(self, requester: Requester, where: str | None, asked: Asked) -> Allowed:
         body = {
             "account": requester.account,
             "groups": sorted(requester.groups),
             "service": requester.service,
             "client_ip": where,
-            "scopes": [_asked(scope) for scope in asked],
+            "scopes": [{"type": k, "name": n, "actions": list(a)} for k, n, a in asked],
         }
         try:
             return await self._hook.post(body, _answer)
@@ -105,17 +101,21 @@ class AuthzWebhook:
             ) from None
 
 
-def _asked(scope: Scope) -> dict[str, Any]:
-    asked: dict[str, Any] = {"type": scope.type, "name": scope.name, "actions": list(scope.actions)}
-    if scope.resource_class is not None:
-        asked["class"] = scope.resource_class  # repository(plugin): type and class apart
-    return asked
+def _resources(granted: Sequence[Scope]) -> Asked:
+    """What to ask about: each type and name granted anything, with all the actions granted
+    there (`repository:x` and `repository(plugin):x` are one resource to the registry)."""
+    merged: dict[tuple[str, str], tuple[str, ...]] = {}
+    for scope in granted:
+        if scope.actions:
+            key = (scope.type, scope.name)
+            merged[key] = tuple(dict.fromkeys(merged.get(key, ()) + scope.actions))
+    return tuple((kind, name, actions) for (kind, name), actions in merged.items())
 
 
 def _narrowed(scope: Scope, allowed: Allowed) -> Scope:
     if not scope.actions:
         return scope
-    permitted = allowed.get((scope.type, scope.resource_class, scope.name), frozenset())
+    permitted = allowed.get((scope.type, scope.name), frozenset())
     if "*" in permitted:
         return scope
     return scope.with_actions(tuple(a for a in scope.actions if a in permitted))
@@ -149,16 +149,14 @@ def _answer(response: httpx.Response) -> Allowed | None:
     return allowed
 
 
-def _entry(entry: Any) -> tuple[tuple[str, str | None, str], frozenset[str]] | None:
-    """One {"type", "name", "actions"[, "class"]} of the answer; None when it is not that."""
+def _entry(entry: Any) -> tuple[tuple[str, str], frozenset[str]] | None:
+    """One {"type", "name", "actions"} of the answer (other keys ignored); None when it is not
+    that."""
     if not isinstance(entry, dict):
         return None
     kind, name, actions = entry.get("type"), entry.get("name"), entry.get("actions")
-    resource_class = entry.get("class")
     if not isinstance(kind, str) or not isinstance(name, str) or not isinstance(actions, list):
-        return None
-    if resource_class is not None and not isinstance(resource_class, str):
         return None
     if not all(isinstance(action, str) for action in actions):
         return None
-    return (kind, resource_class, name), frozenset(actions)
+    return (kind, name), frozenset(actions)

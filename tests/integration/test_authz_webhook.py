@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import ipaddress
+import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -180,21 +181,26 @@ async def test_a_refusal_is_not_cached(
     assert len(policy.requests) == 2  # the answer, unlike the refusal, is kept
 
 
-async def test_a_resource_class_is_sent_and_answered_apart(
+async def test_a_resource_class_never_changes_what_is_granted(
     policy: PolicyServer, make_hook: Callable[..., AuthzWebhook]
 ) -> None:
-    plugin = Scope("repository", "team/app", ("pull",), resource_class="plugin")
-    granted = await make_hook().restrict(ALICE_HERE, [plugin, *scopes("repository:team/app:pull")])
-    sent = policy.requests[-1]["body"]["scopes"]
-    assert sent[0] == {
-        "type": "repository",
-        "class": "plugin",
-        "name": "team/app",
-        "actions": ["pull"],
-    }
-    assert "class" not in sent[1]
-    # The policy server answers without `class`: its answer holds for the plain repository.
-    assert actions(granted) == [("team/app", ()), ("team/app", ("pull",))]
+    """The registry ignores a class (its access set is keyed by type and name): a push the
+    service allowed on `repository(plugin):team/app` was a push on `team/app` itself. So the
+    class is not sent, and one answer per type and name holds for every scope on it."""
+    bob = Requester("bob", "registry.test", frozenset(), ipaddress.ip_address("10.1.2.3"))
+    plugin = Scope("repository", "team/app", ("pull", "push"), resource_class="plugin")
+    granted = await make_hook().restrict(bob, [plugin, *scopes("repository:team/app:pull")])
+    assert policy.requests[-1]["body"]["scopes"] == [
+        {"type": "repository", "name": "team/app", "actions": ["pull", "push"]}
+    ]
+    assert actions(granted) == [("team/app", ("pull",)), ("team/app", ("pull",))]
+    assert granted[0].resource_class == "plugin"  # kept in the token, as the client asked
+
+    # A service that answers by class anyway: its entries for one type and name add up.
+    entry = {"type": "repository", "class": "plugin", "name": "team/app", "actions": ["push"]}
+    policy.outage = (200, json.dumps({"scopes": [entry]}).encode())
+    granted = await make_hook().restrict(bob, [plugin, *scopes("repository:team/app:pull,push")])
+    assert actions(granted) == [("team/app", ("push",)), ("team/app", ("push",))]
 
 
 async def test_the_circuit_opens_after_repeated_outages(
