@@ -3,8 +3,9 @@
     scope         := resourcescope [ ' ' resourcescope ]*
     resourcescope := resourcetype ":" resourcename ":" action [ ',' action ]*
 
-The name may itself hold one ':' (a registry host with a port), so the type is taken up to the
-first ':' and the actions after the last one.
+The name may itself hold ':' (a registry host with a port, an IPv6 address in brackets), so
+the type is taken up to the first ':' and the actions after the last one. The grammar's action
+is `[a-z]*`: an empty one (`repository:x:` or `pull,`) asks for nothing and is dropped.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ MAX_NAME_LENGTH = 255
 _TYPE = re.compile(r"(?P<type>[a-z0-9]+)(?:\((?P<cls>[a-z0-9]+)\))?")
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_HOST = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?"
+_IPV6 = r"\[[a-fA-F0-9:]+\]"  # as the distribution reference grammar has it (v3)
+_HOST = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|{_IPV6})(?::[0-9]+)?"
 _NAME = re.compile(rf"(?:{_HOST}/)?{_COMPONENT}(?:/{_COMPONENT})*")
 _ACTION = re.compile(r"[a-z]+|\*")
 
@@ -63,7 +65,7 @@ def parse_scope(text: str) -> Scope:
         raise InvalidScopeError(f"scope {shown(text)}: name longer than {MAX_NAME_LENGTH}")
     if _NAME.fullmatch(name) is None:
         raise InvalidScopeError(f"scope {shown(text)}: invalid resource name {shown(name)}")
-    actions = tuple(action_part.split(","))
+    actions = tuple(action for action in action_part.split(",") if action)
     for action in actions:
         if _ACTION.fullmatch(action) is None:
             raise InvalidScopeError(f"scope {shown(text)}: invalid action {shown(action)}")
