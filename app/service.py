@@ -177,9 +177,9 @@ class TokenService:
         result = await self._login.check(
             Credentials(credentials.account, credentials.password, service, where)
         )
-        # docker login asks with offline_token=true and client_id=docker; no client_id, no
-        # binding, so no refresh token.
-        client_id = request.client_id if request.offline_token else None
+        # docker login asks with offline_token=true and client_id=docker; no client_id (or an
+        # empty one), no binding, so no refresh token.
+        client_id = (request.client_id or None) if request.offline_token else None
         return await self._issue_for(result, service, request.scopes, client_ip, client_id)
 
     async def grant_password(
@@ -297,7 +297,7 @@ class TokenService:
         return token
 
     def _check_service(self, service: str | None) -> str:
-        if service is None:
+        if not service:  # absent, or `service=`: the registry's challenge named none
             return self.settings.service
         if service not in self._services:
             raise UnknownServiceError(service, self.settings.service)

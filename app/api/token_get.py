@@ -12,6 +12,7 @@ FastAPI.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -81,6 +82,10 @@ class TokenGet:
             credentials = request_credentials(authorization)
             decision.account = credentials.account if credentials is not None else None
             token_request = parse_token_query(scope.get("query_string", b"").decode("latin-1"))
+            if token_request.offline_token and scope["method"] == "HEAD":
+                # The answer has no body: a refresh token made for it would reach nobody, yet
+                # count against the account's cap and could push out a real login's.
+                token_request = dataclasses.replace(token_request, offline_token=False)
             decision.ask(token_request.scopes, token_request.service, token_request.client_id)
             issued = await self._service.issue(token_request, credentials, client)
             decision.issued(issued)

@@ -200,6 +200,7 @@ async def test_docker_login_get_with_offline_token_returns_a_refresh_token(env: 
         ({"offline_token": "false", "client_id": "docker"}, True),
         ({"client_id": "docker"}, True),
         ({"offline_token": "true"}, True),  # no client_id to bind the token to
+        ({"offline_token": "true", "client_id": ""}, True),  # nor an empty one
         ({"offline_token": "true", "client_id": "docker"}, False),  # anonymous
     ],
 )
@@ -213,6 +214,26 @@ async def test_get_returns_no_refresh_token_unless_asked_with_credentials_and_cl
     assert response.status_code == 200
     assert "refresh_token" not in response.json()
     assert env.tokens.records() == []
+
+
+async def test_head_mints_no_refresh_token_that_nobody_would_receive(env: Env) -> None:
+    """A HEAD answer has no body: a refresh token made for it reached nobody, yet counted
+    against the account's cap (and could push out a real docker login's)."""
+    params = {"service": SERVICE, "client_id": "docker", "offline_token": "true"}
+    response = await env.client.head("/token", params=params, headers=_basic("alice", "s3cret"))
+    assert response.status_code == 200
+    assert env.tokens.records() == []
+    assert (await _docker_login_get(env)).status_code == 200
+    assert len(env.tokens.records()) == 1  # GET, the same request, still gets one
+
+
+async def test_an_empty_service_parameter_means_the_default_service(env: Env) -> None:
+    """`service=` (a challenge with no service) as if it were absent, not an unknown ''."""
+    response = await env.client.get(
+        "/token", params={"service": ""}, headers=_basic("alice", "s3cret")
+    )
+    assert response.status_code == 200, response.text
+    assert _claims(response.json()["token"], env.settings.keys_dir)["aud"] == SERVICE
 
 
 # --- POST grant_type=password ------------------------------------------------------------------
