@@ -88,10 +88,11 @@ class GuardedLogin:
         their turns pass at once."""
         if verdict.one_at_a_time:
             return ip_key if verdict.ip_suspect else pair_key
+        # At least one at once: with a free allowance of 0 every login would wait its turn.
         policy, running = throttle.policy, self._running
-        if running[pair_key] >= policy.account_ip_free:
+        if running[pair_key] >= max(1, policy.account_ip_free):
             return pair_key
-        if running[ip_key] >= policy.ip_free and not throttle.shared(where):
+        if running[ip_key] >= max(1, policy.ip_free) and not throttle.shared(where):
             return ip_key
         return None
 
