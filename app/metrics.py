@@ -33,6 +33,7 @@ class Metrics:
     refresh_grants: Counter
     refresh_tokens_not_issued: Counter
     throttles: Counter
+    audit_lines_dropped: Counter
 
 
 @functools.cache
@@ -73,6 +74,10 @@ def metrics() -> Metrics:
             f"{PREFIX}bruteforce_throttles",
             "Login attempts slowed down (delayed) or refused (blocked)",
             ["action"],
+        ),
+        audit_lines_dropped=Counter(
+            f"{PREFIX}audit_lines_dropped",
+            "Audit lines not written: the disk was full or failing, or stdout's reader fell behind",
         ),
     )
 

@@ -165,7 +165,7 @@ def _add_status_routes(
 
     @_get_and_head(app, "/readyz", summary="Readiness")
     async def readyz() -> JSONResponse:
-        return readiness(token_service, etcd_status(publish_loop))
+        return readiness(token_service, etcd_status(publish_loop), app.state.audit)
 
     @_get_and_head(app, "/.well-known/jwks.json", summary="Published signing keys (JWKS)")
     async def jwks(kid_format: KidFormat = KidFormat.LIBTRUST) -> JSONResponse:
@@ -259,10 +259,12 @@ def _live_values(app: FastAPI, publish_loop: PublishLoop | None) -> LiveValues:
     )
 
 
-def readiness(token_service: TokenService, etcd: dict[str, Any]) -> JSONResponse:
-    """Ready unless no token can be signed. An expiring certificate and a failed reload (the
-    previous state still serves) are warnings; etcd being down is reported but does not make
-    the service unready (tokens do not depend on it)."""
+def readiness(
+    token_service: TokenService, etcd: dict[str, Any], audit: AuditLog | None = None
+) -> JSONResponse:
+    """Ready unless no token can be signed. An expiring certificate, a failed reload (the
+    previous state still serves) and an audit log dropping lines are warnings; etcd being down
+    is reported but does not make the service unready (tokens do not depend on it)."""
     status = token_service.certificate_status()
     body: dict[str, Any] = {
         "status": "ready",
@@ -280,6 +282,8 @@ def readiness(token_service: TokenService, etcd: dict[str, Any]) -> JSONResponse
     robots = token_service.robot_expiry.warning() if token_service.robot_expiry else None
     if robots is not None:
         warnings.append(robots)
+    if audit is not None and audit.dropping:
+        warnings.append("the audit log is dropping lines: it cannot be written (see the log)")
     if warnings:
         body["warnings"] = warnings
     if not token_service.can_sign():

@@ -6,13 +6,25 @@ token: a decision is built from named fields only, never from the request as a w
 escapes every control character, so an account name holding CR/LF cannot forge a line. Each
 line is one write(2) on an O_APPEND descriptor, so several processes can share one file.
 After logrotate moves the file away, `reopen_if_moved` (polled by the app) opens the path anew.
+
+A line that cannot be written is dropped, counted (registry_auth_audit_lines_dropped_total)
+and logged once until lines go through again: tokens keep being issued (a full disk must not
+stop every pull and push), and the event loop never waits on the log. A pipe (stdout under a
+supervisor) whose reader has fallen behind, or a socket (journald) that cannot take a line at
+once, counts as such a failure: a write there would block every request of the process, and
+SIGTERM, until the reader came back.
 """
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import logging
 import os
+import select
+import stat
+import struct
+import termios
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -21,6 +33,7 @@ from pathlib import Path
 import orjson
 
 from app.errors import ClientError, ConfigError
+from app.metrics import metrics
 from app.protocol.scopes import Scope
 from app.service import IssuedToken
 
@@ -108,6 +121,8 @@ class AuditLog:
         self._fd: int | None = None
         self._path: Path | None = None
         self._reopen_error: str | None = None
+        self._room: Room | None = None  # stdout as a pipe or a socket: would a line block?
+        self._dropped = 0  # lines dropped since the last one written
         if destination == "-":
             self._fd = 1
         elif destination is not None:
@@ -119,10 +134,41 @@ class AuditLog:
                 raise ConfigError(
                     "audit_log", f"cannot open {destination}: {exc.strerror or exc}"
                 ) from None
+        if self._fd is not None:  # stdout, or a FIFO a log shipper reads
+            self._room = room_check(self._fd)
 
     def write(self, decision: Decision) -> None:
-        if self._fd is not None:
-            os.write(self._fd, decision.line(self._clock()))
+        if self._fd is None:
+            return
+        line = decision.line(self._clock())
+        if self._room is not None and not self._room(len(line)):
+            self._drop("its reader is not keeping up")
+            return
+        try:
+            os.write(self._fd, line)
+        except OSError as exc:  # a full disk (ENOSPC), an I/O error, a reader gone (EPIPE)
+            self._drop(exc.strerror or type(exc).__name__)
+            return
+        if self._dropped:
+            log.warning("audit log: writing again, after %d line(s) were dropped", self._dropped)
+            self._dropped = 0
+
+    @property
+    def dropping(self) -> bool:
+        """Whether the last line could not be written."""
+        return self._dropped > 0
+
+    def _drop(self, why: str) -> None:
+        if not self._dropped:
+            log.error(
+                "audit log %s: a line could not be written (%s): tokens are still issued; "
+                "lines are dropped and counted (registry_auth_audit_lines_dropped_total) "
+                "until one goes through",
+                self._path or "(stdout)",
+                why,
+            )
+        self._dropped += 1
+        metrics().audit_lines_dropped.inc()
 
     def reopen_if_moved(self) -> bool:
         """If the file was moved away or removed (logrotate), open the path again: True then.
@@ -146,6 +192,7 @@ class AuditLog:
             self._failed(exc, "moved away but cannot be opened again")
             return False
         old, self._fd, self._reopen_error = self._fd, fd, None
+        self._room = room_check(fd)
         os.close(old)
         log.info("audit log %s was moved away: writing to a new file there", self._path)
         return True
@@ -161,6 +208,40 @@ class AuditLog:
         if self._fd is not None and self._fd != 1:
             os.close(self._fd)
         self._fd = None
+
+
+# Whether a line of this many bytes can be written at once, without blocking.
+Room = Callable[[int], bool]
+_PAGE = 4096
+
+
+def room_check(fd: int) -> Room | None:
+    """How to tell, for a pipe or a socket, whether a write would block; None for a file or a
+    terminal (they take a line at once, or fail)."""
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return None
+    if stat.S_ISFIFO(mode):
+        try:
+            capacity = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+        except OSError:
+            capacity = 16 * _PAGE  # Linux's default
+        # A pipe holds pages: the one its reader is partway through and the one being filled
+        # may each hold less than a page. Two pages to spare, and no line ever blocks.
+        return lambda size: capacity - _pipe_bytes(fd) >= size + 2 * _PAGE
+    if stat.S_ISSOCK(mode):
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        # A stream socket is writable while a quarter of its send buffer is free: hundreds of
+        # kilobytes for journald's, more than the longest line.
+        return lambda size: bool(poller.poll(0))
+    return None
+
+
+def _pipe_bytes(fd: int) -> int:
+    """Bytes in the pipe, not yet read."""
+    return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
 
 
 def _open(path: Path) -> int:

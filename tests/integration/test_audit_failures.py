@@ -1,0 +1,102 @@
+"""An audit log that cannot be written, against the real service: a full disk (/dev/full
+answers every write with ENOSPC) and a FIFO whose reader stopped reading (as stdout under a
+supervisor that hangs). Tokens keep being issued, nothing blocks, the loss is counted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.support.authserver import launch_auth_server, start_auth_server
+
+pytestmark = pytest.mark.integration
+
+USERS = {"alice": "alice-Secret-1"}
+
+
+def _dropped(server_url: str) -> float:
+    metrics = httpx.get(f"{server_url}/metrics", timeout=10).text
+    line = next(
+        x for x in metrics.splitlines() if x.startswith("registry_auth_audit_lines_dropped_total")
+    )
+    return float(line.split()[-1])
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["uvicorn", "granian-2-workers"])
+def test_a_full_disk_drops_audit_lines_and_tokens_are_still_issued(
+    tmp_path: Path, workers: int
+) -> None:
+    extra = {"audit_log": "/dev/full", "workers": workers}
+    server = start_auth_server(tmp_path, users=USERS, extra_settings=extra)
+    try:
+        answers = [
+            server.token(["repository:team/app:pull"], ("alice", USERS["alice"])) for _ in range(20)
+        ]
+        assert {answer.status_code for answer in answers} == {200}
+        assert _dropped(server.url) == 20
+        ready = httpx.get(f"{server.url}/readyz", timeout=10)
+        assert ready.status_code == 200
+        log = server.log()
+        assert "Traceback" not in log
+        # One line per worker that met the problem, not one per request.
+        errors = log.count("a line could not be written (No space left on device)")
+        assert 1 <= errors <= workers, log
+    finally:
+        server.stop()
+    assert server.process.popen.returncode == 0
+
+
+def test_a_fifo_nobody_reads_blocks_nothing_and_writing_resumes_once_read(
+    tmp_path: Path,
+) -> None:
+    fifo = tmp_path / "audit.fifo"
+    os.mkfifo(fifo)
+    # A reader that opened the FIFO (so the service's open does not wait) and then stopped.
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        server = launch_auth_server(
+            tmp_path / "auth", users=USERS, extra_settings={"audit_log": str(fifo)}
+        )
+        server.wait_ready()
+        try:
+            started = time.monotonic()
+            with ThreadPoolExecutor(8) as pool:
+                codes = list(
+                    pool.map(
+                        lambda _: (
+                            server.token(
+                                ["repository:team/app:pull"], ("alice", USERS["alice"])
+                            ).status_code
+                        ),
+                        range(600),  # ~400 bytes each: far more than the pipe's 64 KiB
+                    )
+                )
+            assert set(codes) == {200}
+            assert time.monotonic() - started < 60
+            dropped = _dropped(server.url)
+            assert dropped > 0
+            ready = httpx.get(f"{server.url}/readyz", timeout=10).json()
+            assert "the audit log is dropping lines" in " ".join(ready.get("warnings", []))
+            # The reader catches up: lines go through again, and the log says so.
+            while True:
+                try:
+                    if not os.read(reader, 1 << 16):
+                        break
+                except BlockingIOError:
+                    break
+            assert server.token([], ("alice", USERS["alice"])).status_code == 200
+            assert "audit log: writing again" in server.log()
+            assert b'"account":"alice"' in os.read(reader, 1 << 16)
+            # SIGTERM is not held up by a blocked write.
+            server.process.popen.send_signal(signal.SIGTERM)
+            assert server.process.popen.wait(timeout=20) == 0
+        finally:
+            server.stop()
+    finally:
+        os.close(reader)
