@@ -2,7 +2,8 @@
 # registry-auth: build a wheel, install it into a slim runtime image that runs as non-root.
 # Keys, users and config come from mounted volumes/secrets; none are baked in. The root
 # filesystem may be read-only: point `state.path` (refresh tokens, SQLite) at a volume such as
-# /var/lib/registry-auth, or use `state.backend: etcd` (see deploy/ and docs/operations.md).
+# /var/lib/registry-auth, or use `state.backend: etcd` (see deploy/ and docs/operations.md);
+# beside a read-only config (the default), the start is refused, naming `state.path`.
 
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src

@@ -87,7 +87,8 @@ class StateSettings(BaseModel):
     )
     path: FilePath = Field(
         default=Path("registry-auth.db"),
-        description="the SQLite file of the `sqlite` store (relative: to the config file)",
+        description="the SQLite file of the `sqlite` store (relative: to the config file); "
+        "the start is refused when the service cannot write it or its directory",
     )
     etcd_endpoints: list[str] = Field(
         default=["http://127.0.0.1:2379"],

@@ -77,6 +77,36 @@ class _Reader:
     counters: dict[str, FailureCount | None] = field(default_factory=dict)
 
 
+def unwritable_because(path: Path) -> str | None:
+    """Why this process could not create or write the state file (and SQLite its -wal and
+    -shm files beside it); None when it can. For the start: the store itself fails open (a
+    failure not counted, no refresh token) and says so only when a login needs it."""
+    where = path if path.exists() else path.parent
+    while not where.exists():  # made by the store, with its parents
+        where = where.parent
+    if where == path and not os.access(path, os.W_OK):
+        return _why_not(path)
+    directory = path.parent if path.parent.exists() else where
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return _why_not(directory)
+    return None
+
+
+def _why_not(place: Path) -> str:
+    # os.access says EROFS too: a directory systemd's ProtectSystem= or a container made
+    # read-only, where even root cannot write.
+    if _read_only(place):
+        return f"{place} is on a read-only file system"
+    return f"{place} is not writable by this user"
+
+
+def _read_only(place: Path) -> bool:
+    try:
+        return bool(os.statvfs(place).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 class SqliteStore:
     """Refresh records and login-failure counters in a SQLite file, created (mode 0600) with
     the first record or failure.
