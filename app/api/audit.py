@@ -32,7 +32,7 @@ from pathlib import Path
 
 import orjson
 
-from app.errors import ClientError, ConfigError
+from app.errors import ClientError, ConfigError, StateStoreError
 from app.metrics import metrics
 from app.protocol.scopes import Scope
 from app.service import IssuedToken
@@ -75,11 +75,14 @@ class Decision:
         self.reason = "ok" if complete else "some requested actions are not allowed"
 
     def refused(self, exc: Exception) -> None:
-        status = getattr(exc, "status", 500)
+        # A store outage is answered 503 (app.api.token_get.error_answer), not as a bug.
+        status = 503 if isinstance(exc, StateStoreError) else getattr(exc, "status", 500)
         self.outcome = _OUTCOMES.get(status, "unavailable" if status == 503 else "error")
         if isinstance(exc, ClientError):
             self.reason = f"{exc.code}: {exc.message}"
             self.reason += f" ({exc.reason})" if hasattr(exc, "reason") else ""
+        elif isinstance(exc, StateStoreError):
+            self.reason = "temporarily_unavailable: the refresh-token store is unavailable"
         elif status == 503:
             self.reason = f"{getattr(exc, 'code', 'unavailable')}: {type(exc).__name__}"
 

@@ -4,6 +4,7 @@ and a wrong password a clear error: StateStoreError in the store, 503 at the tok
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -184,11 +185,18 @@ def test_a_wrong_etcd_password_is_503_at_the_api_and_named_in_the_log(
     """A refresh grant cannot be answered without the store: 503. A login asking for a
     refresh token (`docker login`) goes on without one, as with a server that keeps none: the
     client keeps its password."""
-    extra = {"state": service_state(etcd, WRONG)}
+    audit = tmp_path / "audit.jsonl"
+    extra = {"state": service_state(etcd, WRONG), "audit_log": str(audit)}
     auth = start_auth_server(tmp_path, users=USERS, extra_settings=extra)
     try:
         answer = refresh_grant(auth, "some-refresh-token")
         assert answer.status_code == 503, answer.text
+        # The audit line calls it what it is, an outage, not an internal error.
+        line = json.loads(audit.read_text().splitlines()[-1])
+        assert (line["outcome"], line["reason"]) == (
+            "unavailable",
+            "temporarily_unavailable: the refresh-token store is unavailable",
+        )
         body = answer.json()
         assert body["error"] == "temporarily_unavailable"
         assert body["error_description"] == "refresh-token store unavailable"
