@@ -1,14 +1,29 @@
 """The state stores' side of etcd (refresh tokens, login counters): their gateway client,
-built from the `state:` settings, and the one place a GatewayError becomes StateStoreError."""
+built from the `state:` settings, and the one place a GatewayError becomes StateStoreError.
+
+While etcd does not answer, a store does not wait `etcd_timeout` on every login: after a
+failed request it answers "unavailable" at once for `RETRY_AFTER` seconds, then lets one
+request try again (a circuit breaker per client). The login counters fail open and a refresh
+grant is a 503 either way; only the wait goes. One log line says it went, one that it is back.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
 
+from app.breaker import CircuitBreaker
 from app.errors import StateStoreError
 from app.etcd.gateway import Connection, GatewayClient, GatewayError
 from app.settings_sections import StateSettings
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER = 5.0  # seconds a store answers "unavailable" without asking etcd, after a failure
 
 
 def open_state_client(state: StateSettings) -> GatewayClient:
@@ -25,9 +40,83 @@ def open_state_client(state: StateSettings) -> GatewayClient:
     return GatewayClient(connection)
 
 
+class _Outage:
+    """Whether a client's etcd is down, shared by the threads and the event loop using it."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._breaker = CircuitBreaker(failures=1, reset_after=RETRY_AFTER)
+        self._since: float | None = None
+
+    def allow(self) -> float | None:
+        """None: ask etcd; else the seconds since the outage began (answer without asking)."""
+        now = self._clock()
+        with self._lock:
+            if self._breaker.allow(now) or self._since is None:
+                return None
+            return now - self._since
+
+    def failed(self, where: str, problem: str) -> None:
+        now = self._clock()
+        with self._lock:
+            began, self._since = self._since is None, self._since or now
+            self._breaker.record_failure(now)
+        if began:
+            log.warning(
+                "state store (%s) unavailable: %s; until it answers, logins go on without "
+                "the brute-force counters and refresh tokens (refresh grants get 503); asked "
+                "again every %g s",
+                where, problem, RETRY_AFTER,
+            )  # fmt: skip
+
+    def answered(self, where: str) -> None:
+        now = self._clock()
+        with self._lock:
+            since, self._since = self._since, None
+            self._breaker.record_success()
+        if since is not None:
+            log.warning("state store (%s) available again after %.0f s", where, now - since)
+
+
+_OUTAGES: weakref.WeakKeyDictionary[GatewayClient, _Outage] = weakref.WeakKeyDictionary()
+_OUTAGES_LOCK = threading.Lock()
+
+
+def _outage(etcd: GatewayClient, clock: Callable[[], float]) -> _Outage:
+    with _OUTAGES_LOCK:
+        outage = _OUTAGES.get(etcd)
+        if outage is None:
+            outage = _OUTAGES[etcd] = _Outage(clock)
+        return outage
+
+
 @contextlib.contextmanager
-def state_errors(etcd: GatewayClient) -> Iterator[None]:
+def state_errors(
+    etcd: GatewayClient, clock: Callable[[], float] = time.monotonic
+) -> Iterator[None]:
+    outage = _outage(etcd, clock)
+    down_for = outage.allow()
+    if down_for is not None:
+        raise StateStoreError(
+            f"{etcd.where}: not asked: it failed {down_for:.0f} s ago (asked again every "
+            f"{RETRY_AFTER:g} s)"
+        )
     try:
         yield
     except GatewayError as exc:
-        raise StateStoreError(f"{etcd.where}: {exc}") from exc
+        problem = _without_endpoint(str(exc), etcd)
+        outage.failed(etcd.where, problem)
+        raise StateStoreError(f"{etcd.where}: {problem}") from exc
+    except BaseException:
+        outage.answered(etcd.where)  # etcd answered; what went wrong is not an outage
+        raise
+    outage.answered(etcd.where)
+
+
+def _without_endpoint(problem: str, etcd: GatewayClient) -> str:
+    """The problem without its endpoint when there is only the one `where` names already."""
+    endpoints = etcd.connection.endpoints
+    if len(endpoints) == 1:
+        return problem.removeprefix(f"{endpoints[0]}: ")
+    return problem

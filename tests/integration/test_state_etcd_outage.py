@@ -1,0 +1,66 @@
+"""The etcd state store hanging (SIGSTOP: it accepts connections and never answers), with the
+real service: a login waited `etcd_timeout` (5 s by default) on every request, for as long as
+it lasted, and each logged a warning. Now the first one waits; the rest go on at once, and
+one line each says that the store went and that it came back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.etcd.state import RETRY_AFTER
+from tests.integration.support.authserver import start_auth_server
+from tests.integration.support.etcd import EtcdServer, start_etcd
+from tests.integration.test_refresh_tokens import refresh_grant, refresh_token_for
+
+pytestmark = pytest.mark.integration
+
+USERS = {"alice": "alice-Secret-1"}
+TIMEOUT = 2.0  # etcd_timeout: what each login waited while etcd hung
+
+
+@pytest.fixture
+def etcd(tmp_path: Path) -> Iterator[EtcdServer]:
+    server = start_etcd(tmp_path / "etcd")
+    yield server
+    if server.process is not None and server.process.running:
+        os.kill(server.process.popen.pid, signal.SIGCONT)
+    server.stop()
+
+
+def test_a_hanging_etcd_costs_one_timeout_not_one_per_login(
+    etcd: EtcdServer, tmp_path: Path
+) -> None:
+    state = {"backend": "etcd", "etcd_endpoints": [etcd.url], "etcd_timeout": TIMEOUT}
+    extra = {"state": state, "brute_force": {"etcd_read_cache": 0}}
+    auth = start_auth_server(tmp_path / "auth", users=USERS, extra_settings=extra)
+    try:
+        token = refresh_token_for(auth)
+        assert auth.process.popen.pid
+        assert etcd.process is not None
+        os.kill(etcd.process.popen.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        for _ in range(10):  # each login reads its brute-force counters from etcd
+            answer = auth.token(["repository:team/app:pull"], auth=("alice", USERS["alice"]))
+            assert answer.status_code == 200, answer.text
+        took = time.monotonic() - started
+        # One login paid the timeout (twice at most: a retry every RETRY_AFTER), not ten.
+        assert took < 2 * TIMEOUT + 2, took
+        refused = refresh_grant(auth, token)
+        assert refused.status_code == 503  # a refresh grant needs the store: at once, too
+        os.kill(etcd.process.popen.pid, signal.SIGCONT)
+        deadline = time.monotonic() + RETRY_AFTER + 3 * TIMEOUT
+        while refresh_grant(auth, token).status_code != 200:
+            assert time.monotonic() < deadline, auth.log()
+            time.sleep(0.5)
+    finally:
+        auth.stop()
+    log = auth.log()
+    assert log.count(f"state store (etcd v3 at {etcd.url}) unavailable") <= 2, log  # a store each
+    assert "available again after" in log
+    assert log.count("brute-force counters unavailable") <= 12, log
