@@ -37,6 +37,7 @@ from app.keys.minting import Grant, Minter
 from app.keys.model import KeyRing
 from app.keys.signing import base64url
 from app.keys.store import load_keyring, ring_files
+from app.log_limit import LogEvery
 from app.login import GuardedLogin
 from app.metrics import count, metrics
 from app.protocol.oauth import PasswordGrant, RefreshGrant
@@ -50,6 +51,7 @@ from app.state.refresh import RefreshTokens
 from app.state.sqlite import unwritable_because
 
 log = logging.getLogger(__name__)
+_outage_log = LogEvery(log)  # while the store is down: once a minute, with a count
 _WRITABLE_STATE = (
     "failed logins could not be counted nor refresh tokens kept; point it at a directory this "
     "user may write (e.g. /var/lib/registry-auth/registry-auth.db), or set state.backend"
@@ -299,7 +301,9 @@ class TokenService:
             # The login itself is good: a 503 would fail every `docker login` while the store
             # is down. Without a refresh token the client keeps its password, as it does with
             # a server that keeps none.
-            log.warning(
+            _outage_log.log(
+                logging.WARNING,
+                "refresh",
                 "refresh-token store unavailable, %r logged in without a refresh token: %s",
                 result.account,
                 exc,

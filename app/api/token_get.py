@@ -35,11 +35,13 @@ from app.api.limits import (
 )
 from app.api.observe import observe
 from app.errors import BackendUnavailableError, ClientError, StateStoreError
+from app.log_limit import LogEvery
 from app.protocol.tokens import parse_token_query, token_response
 from app.service import TokenService, address_text
 from app.settings_sections import LimitSettings
 
 log = logging.getLogger(__name__)
+_outage_log = LogEvery(log)  # while the store is down: once a minute, with a count
 
 Headers = list[tuple[bytes, bytes]]
 Answer = tuple[int, bytes, Headers]
@@ -53,7 +55,7 @@ def error_answer(exc: Exception) -> tuple[int, dict[str, object], dict[str, str]
         return exc.status, exc.body(), exc.headers()
     if isinstance(exc, StateStoreError):
         # The operator needs the cause; the client only that it is not its fault.
-        log.error("refresh-token store unavailable: %s", exc)
+        _outage_log.log(logging.ERROR, "store", "refresh-token store unavailable: %s", exc)
         body: dict[str, object] = {
             "details": "refresh-token store unavailable",
             "error": "temporarily_unavailable",

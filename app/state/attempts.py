@@ -25,9 +25,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from app.errors import StateStoreError
+from app.log_limit import LogEvery
 from app.settings_sections import BruteForceSettings, Network
 
 log = logging.getLogger(__name__)
+# While the store is down every login would say it: once a minute, with a count.
+_outage_log = LogEvery(log)
 
 Clock = Callable[[], float]
 # FailureStore.failures or .failures_now: (keys, now, window) -> the live counters.
@@ -169,7 +172,9 @@ class LoginThrottle:
         try:
             found = read(keys, self._clock(), self.policy.window)
         except StateStoreError as exc:
-            log.warning("brute-force counters unavailable, not throttling: %s", exc)
+            _outage_log.log(
+                logging.WARNING, "read", "brute-force counters unavailable, not throttling: %s", exc
+            )
             return NO_FAILURES
         if found is None:
             return None
@@ -182,7 +187,12 @@ class LoginThrottle:
         try:
             self.store.add_failure(self.keys(account, client_ip), self._clock(), self.policy.window)
         except StateStoreError as exc:
-            log.warning("brute-force counters unavailable, failure not counted: %s", exc)
+            _outage_log.log(
+                logging.WARNING,
+                "count",
+                "brute-force counters unavailable, failure not counted: %s",
+                exc,
+            )
 
     def succeeded(self, account: str, client_ip: str | None, verdict: Verdict) -> None:
         if verdict.pair_failures == 0:
@@ -190,7 +200,9 @@ class LoginThrottle:
         try:
             self.store.reset(counter_keys(account, client_ip)[0])
         except StateStoreError as exc:
-            log.warning("brute-force counters unavailable, not reset: %s", exc)
+            _outage_log.log(
+                logging.WARNING, "reset", "brute-force counters unavailable, not reset: %s", exc
+            )
 
 
 def within_networks(networks: tuple[Network, ...], client_ip: str | None) -> bool:
