@@ -98,10 +98,17 @@ class AuthenticationError(ClientError):
     oauth_code = "invalid_grant"
 
     def __init__(
-        self, realm: str, message: str = "authentication failed: wrong user name or password"
+        self,
+        realm: str,
+        message: str = "authentication failed: wrong user name or password",
+        *,
+        reason: str | None = None,
     ) -> None:
         super().__init__(message)
         self.realm = realm
+        # For the operator (the audit log, the service log): the client hears the same
+        # message either way.
+        self.reason = reason
 
     def headers(self) -> dict[str, str]:
         return {"WWW-Authenticate": f'Basic realm="{self.realm}"'}

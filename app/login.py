@@ -160,13 +160,19 @@ class GuardedLogin:
             result = await self.authenticator.authenticate(credentials)
         count(_password_checks(result.accepted))
         if not result.accepted:
-            log.info("authentication failed for account %r", account)
+            why = _WHY[result.outcome]
+            log.info("authentication failed for account %r: %s", account, why)
             if throttle is not None:
                 await anyio.to_thread.run_sync(throttle.failed, counted, where)
-            raise AuthenticationError(self._realm)
+            raise AuthenticationError(self._realm, reason=why)
         if throttle is not None and verdict is not None and verdict.pair_failures:
             await anyio.to_thread.run_sync(throttle.succeeded, counted, where, verdict)
         return result
+
+
+# Why a login failed, for the operator: a backend that knows the account refused the secret
+# (an expired robot too: the service log names it), or none knows the account.
+_WHY = {Outcome.REJECTED: "wrong password", Outcome.NOT_MINE: "unknown account"}
 
 
 @functools.cache  # labels() takes a lock and builds a key on every call

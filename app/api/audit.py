@@ -80,7 +80,8 @@ class Decision:
         self.outcome = _OUTCOMES.get(status, "unavailable" if status == 503 else "error")
         if isinstance(exc, ClientError):
             self.reason = f"{exc.code}: {exc.message}"
-            self.reason += f" ({exc.reason})" if hasattr(exc, "reason") else ""
+            why = getattr(exc, "reason", None)
+            self.reason += f" ({why})" if why else ""
         elif isinstance(exc, StateStoreError):
             self.reason = "temporarily_unavailable: the refresh-token store is unavailable"
         elif status == 503:

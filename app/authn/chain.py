@@ -62,7 +62,7 @@ class BackendChain:
                 result = replace(result, account=credentials.account)
             log.debug("backend %s decided %s", link.name, result.outcome)
             return result
-        return AuthResult(Outcome.REJECTED)
+        return AuthResult(Outcome.NOT_MINE)  # no backend knows the account: refused too
 
     def throttle_name(self, account: str) -> str:
         """The name a login is counted under by the brute-force counters: as typed, unless a

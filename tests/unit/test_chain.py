@@ -49,10 +49,12 @@ async def test_first_decisive_answer_wins() -> None:
     assert (bea.outcome, bea.account, bea.groups) == (Outcome.ACCEPTED, "bea", {"g"})
 
 
-async def test_nothing_decisive_is_rejected() -> None:
+async def test_nothing_decisive_is_not_accepted_and_says_no_backend_knows_the_account() -> None:
+    # Not accepted either way; NOT_MINE lets the audit log tell an unknown account from a
+    # wrong password.
     chain = BackendChain([ChainLink("one", Scripted({})), ChainLink("two", Scripted({}))])
-    assert (await chain.authenticate(creds("zed"))).outcome is Outcome.REJECTED
-    assert (await BackendChain([]).authenticate(creds("zed"))).outcome is Outcome.REJECTED
+    assert (await chain.authenticate(creds("zed"))).outcome is Outcome.NOT_MINE
+    assert (await BackendChain([]).authenticate(creds("zed"))).outcome is Outcome.NOT_MINE
 
 
 async def test_an_outage_stops_the_chain_instead_of_asking_the_next() -> None:

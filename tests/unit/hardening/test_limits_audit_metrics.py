@@ -95,9 +95,16 @@ async def test_one_audit_line_per_decision_with_every_field(env: Env) -> None:
     )
     assert granted.status_code == 200
     await env.login("alice", "wrong")
+    await env.login("nobody-here", "wrong")
     await env.client.get("/token", params={"scope": "bogus"})
     lines = env.audit()
-    assert [line["outcome"] for line in lines] == ["partial", "unauthorized", "invalid"]
+    assert [line["outcome"] for line in lines] == [
+        "partial", "unauthorized", "unauthorized", "invalid",
+    ]  # fmt: skip
+    # The operator learns which of the two it was; the client, the same message both times.
+    message = "unauthorized: authentication failed: wrong user name or password"
+    assert lines[1]["reason"] == f"{message} (wrong password)"
+    assert lines[2]["reason"] == f"{message} (unknown account)"
     first = lines[0]
     assert tuple(first) == FIELDS
     assert first["request_id"] == "req-1"
@@ -109,7 +116,7 @@ async def test_one_audit_line_per_decision_with_every_field(env: Env) -> None:
     assert first["kid"] == env.service.keyring.active.kid
     assert first["jti"]
     assert first["reuse"] is False
-    assert lines[2]["reason"].startswith("invalid_scope")
+    assert lines[3]["reason"].startswith("invalid_scope")
 
 
 async def test_the_audit_log_never_holds_a_secret(env: Env) -> None:
