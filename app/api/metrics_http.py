@@ -87,17 +87,7 @@ class _LiveCollector:
                 "Seconds until the served TLS certificate expires",
                 value=values.tls_not_after - now,
             )
-        etcd = values.etcd
-        yield GaugeMetricFamily(
-            "registry_auth_etcd_published",
-            "1 when the last etcd check found or made the registry key right; 0 otherwise",
-            value=1.0 if etcd.get("published") else 0.0,
-        )
-        yield GaugeMetricFamily(
-            "registry_auth_etcd_publish_failures",
-            "Consecutive failed etcd publish checks (0 when etcd is not configured)",
-            value=float(etcd.get("failures", 0)),
-        )
+        yield from _etcd_families(values.etcd)
         failing = GaugeMetricFamily(
             "registry_auth_reload_failing",
             "1 while the last reload of these files failed (the previous state still serves)",
@@ -118,3 +108,21 @@ class _LiveCollector:
                 "Robot accounts past their expiry (refused) still in the robots files",
                 value=float(values.robots_expired),
             )
+
+
+def _etcd_families(etcd: dict[str, Any]) -> Iterator[Any]:
+    """Only when publishing to etcd is configured: a 0 would fire an alert on "not published"."""
+    from prometheus_client.core import GaugeMetricFamily  # noqa: PLC0415
+
+    if not etcd.get("enabled"):
+        return
+    yield GaugeMetricFamily(
+        "registry_auth_etcd_published",
+        "1 when the last etcd check found or made the registry key right; 0 otherwise",
+        value=1.0 if etcd.get("published") else 0.0,
+    )
+    yield GaugeMetricFamily(
+        "registry_auth_etcd_publish_failures",
+        "Consecutive failed etcd publish checks",
+        value=float(etcd.get("failures", 0)),
+    )

@@ -102,6 +102,9 @@ def test_key_appears_at_start_with_exactly_the_expected_json(
     status = eventually(lambda: readyz(auth)["etcd"]["published"] and readyz(auth), 10, "ready")
     assert status["etcd"]["last_error"] is None
     assert status["etcd"]["last_success"].endswith("Z")
+    scraped = httpx.get(f"{auth.url}/metrics", timeout=10).text
+    assert "registry_auth_etcd_published 1.0" in scraped
+    assert "registry_auth_etcd_publish_failures 0.0" in scraped
 
 
 @pytest.mark.parametrize("api", APIS)
