@@ -43,10 +43,12 @@ class Reloadable(Generic[T]):
         paths: Callable[[], Sequence[Path]],
         *,
         kind: str | None = None,
+        accounts: Callable[[T], int] | None = None,
     ):
         self.name = name  # for the log and the metrics: "htpasswd /etc/registry-auth/users"
         self.kind = kind or name  # for /readyz, which anyone may ask: "htpasswd", no path
         self._loader = loader
+        self._accounts = accounts  # a users file's count: a reload that empties it is said
         self._paths = paths
         self._seen = fingerprint(paths())
         self.current: T = loader()
@@ -69,10 +71,20 @@ class Reloadable(Generic[T]):
             # One line naming the file and the problem; a traceback helps no operator here.
             log.error("reload of %s failed, keeping the previous one: %s", self.name, exc)  # noqa: TRY400
             return False
-        self.current = value
+        before, self.current = self.current, value
         self._seen = seen
         self.last_error = None
         log.info("reloaded %s", self.name)
+        if self._accounts is not None and self._accounts(before) and not self._accounts(value):
+            # Valid, but most likely a mistake (a placeholder deployed over the real file):
+            # said loudly, since the refresh tokens of the accounts it dropped die at their
+            # next use.
+            log.warning(
+                "%s now lists no account (it listed %d): every login through it fails, and "
+                "a refresh token of an account it no longer lists is revoked at its next use",
+                self.name,
+                self._accounts(before),
+            )
         return True
 
     def reload_if_changed(self) -> bool:

@@ -114,11 +114,15 @@ def _authenticator(
 ) -> Authenticator:
     if isinstance(backend, HtpasswdBackend):
         path = backend.path
-        users = _watch(built, "htpasswd", lambda: load_htpasswd(path), path)
+        users = _watch(
+            built, "htpasswd", lambda: load_htpasswd(path), path, lambda u: len(u.hashes)
+        )
         return HtpasswdAuthenticator(users.get, built.passwords)
     if isinstance(backend, StaticBackend):
         path = backend.path
-        static = _watch(built, "users", lambda: load_static_users(path), path)
+        static = _watch(
+            built, "users", lambda: load_static_users(path), path, lambda u: len(u.users)
+        )
         return StaticAuthenticator(static.get, built.passwords)
     if isinstance(backend, RobotsBackend):
         path = backend.path
@@ -146,9 +150,15 @@ def _authenticator(
 
 
 def _watch(
-    built: Authentication, kind: str, loader: Callable[[], Any], path: Path
+    built: Authentication,
+    kind: str,
+    loader: Callable[[], Any],
+    path: Path,
+    accounts: Callable[[Any], int] | None = None,
 ) -> Reloadable[Any]:
-    reloadable: Reloadable[Any] = Reloadable(f"{kind} {path}", loader, lambda: [path], kind=kind)
+    reloadable: Reloadable[Any] = Reloadable(
+        f"{kind} {path}", loader, lambda: [path], kind=kind, accounts=accounts
+    )
     built.reloadables.append(reloadable)
     return reloadable
 
