@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 
 from app import __version__
 from app.api.audit import AuditLog
+from app.api.config_refusal import config_refused
 from app.api.lifespans import combine_lifespans, polling_lifespan
 from app.api.limits import LimitsMiddleware, Receive, Scope, Send, request_id
 from app.api.metrics_http import CONTENT_TYPE, LiveValues, render_metrics
@@ -253,7 +254,10 @@ def _live_values(app: FastAPI, publish_loop: PublishLoop | None) -> LiveValues:
         (active.kid, active.not_after.timestamp()),
         tls.not_after.timestamp() if tls is not None else None,
         etcd_status(publish_loop),
-        tuple((item.name, item.last_error is not None) for item in app.state.service.reloadables),
+        (
+            *((item.name, item.last_error is not None) for item in app.state.service.reloadables),
+            ("config", config_refused()),
+        ),
         robots.next_expiry() if (robots := app.state.service.robot_expiry) is not None else None,
         robots.expired() if robots is not None else None,
     )
@@ -282,6 +286,11 @@ def readiness(
     robots = token_service.robot_expiry.warning() if token_service.robot_expiry else None
     if robots is not None:
         warnings.append(robots)
+    if config_refused():
+        warnings.append(
+            "the config file is not the one in force: the last SIGHUP could not apply it "
+            "(see the log); a restart would fail or change the service"
+        )
     if audit is not None and audit.dropping:
         warnings.append("the audit log is dropping lines: it cannot be written (see the log)")
     if warnings:

@@ -30,6 +30,7 @@ from pydantic import BaseModel
 
 from app import LOG_FORMAT, QUIET_LOGGERS
 from app.api.app import create_app
+from app.api.config_refusal import set_config_refused
 from app.api.hardening import harden, uvicorn_options
 from app.api.metrics_http import use_multiprocess_dir
 from app.api.tls import ReloadingTLS
@@ -127,6 +128,7 @@ def run_granian(settings: Settings, options: ServerOptions, reread: Reread | Non
     # Fail here, in one process with one clear line, not in every worker.
     discard_app(create_app(settings))
     use_multiprocess_dir()  # before the fork: every worker writes its counters there
+    set_config_refused(False)  # an operator's directory kept from a run before: this one loaded
 
     running = [settings]  # what new workers are built from: SIGHUP may replace it
     lock = threading.Lock()  # the TLS watch thread and granian's main loop both decide rolls
@@ -222,14 +224,16 @@ def next_settings(running: list[Settings], reread: Reread | None) -> bool:
     try:
         candidate = running[0] if reread is None else reread_config(reread, running[0])
         if candidate is None:
-            return False  # said why
+            return _refused(reread)  # said why
         problem = worker_problem(candidate)
     except Exception as exc:  # noqa: BLE001 - see the docstring
         log.error("%s: %s", cause, type(exc).__name__)  # noqa: TRY400
-        return False
+        return _refused(reread)
     if problem is not None:
         log.error("%s: a new worker could not start (%s)", cause, problem)
-        return False
+        return _refused(reread)
+    if reread is not None:
+        set_config_refused(False)
     changed = changed_settings(running[0], candidate)
     if changed:
         log.info("SIGHUP: the config changed (%s): the workers restart on it", ", ".join(changed))
@@ -261,6 +265,14 @@ def reread_config(reread: Reread, running: Settings) -> Settings | None:
     return candidate
 
 
+def _refused(reread: Reread | None) -> bool:
+    """False, after recording a refused SIGHUP for /readyz and /metrics (a roll of the TLS
+    watch, without `reread`, says nothing about the config file)."""
+    if reread is not None:
+        set_config_refused(True)
+    return False
+
+
 def warn_unapplied(reread: Reread, running: Settings) -> None:
     """One process (`workers: 1`) cannot restart itself onto a new config: after a SIGHUP it
     says when the config no longer is the one it runs on (and what differs, by name)."""
@@ -268,10 +280,13 @@ def warn_unapplied(reread: Reread, running: Settings) -> None:
         changed = changed_settings(running, reread())
     except RegistryAuthError as exc:
         log.error("SIGHUP: the config does not load: %s (it would not start)", exc)  # noqa: TRY400
+        set_config_refused(True)
         return
     except Exception as exc:  # noqa: BLE001 - never end the reload loop that runs this
         log.error("SIGHUP: the config cannot be read (%s)", type(exc).__name__)  # noqa: TRY400
+        set_config_refused(True)
         return
+    set_config_refused(bool(changed))
     if changed:
         log.warning(
             "SIGHUP: the config changed (%s): with one worker process (`workers: 1`, or "

@@ -223,9 +223,12 @@ def test_sighup_applies_the_config_file_or_says_why_not(tmp_path: Path) -> None:
         assert _ttl(server) == 300
         before = set(_worker_pids(server.process.pid))
 
+        assert not _config_warning(server)
         _edit_config(server, token_ttl=-5)
         os.kill(server.process.pid, signal.SIGHUP)
         _wait_for_line(server, "SIGHUP ignored: config: token_ttl")
+        # Every worker keeps saying it, not only the log line: a restart would fail.
+        assert all(_config_warning(server) for _ in range(6))
         _edit_config(server, token_ttl=600, listen="127.0.0.1:1")
         os.kill(server.process.pid, signal.SIGHUP)
         _wait_for_line(server, "SIGHUP ignored: listen changed: only a restart applies it")
@@ -240,8 +243,22 @@ def test_sighup_applies_the_config_file_or_says_why_not(tmp_path: Path) -> None:
             time.sleep(0.2)
         assert not set(_worker_pids(server.process.pid)) & before, server.log()
         assert {_ttl(server) for _ in range(6)} == {600}  # every new worker
+        assert not any(_config_warning(server) for _ in range(6))  # applied: no more warning
     finally:
         server.process.stop(timeout=15)
+
+
+def _config_warning(server: AuthServer) -> bool:
+    """Whether /readyz warns, and /metrics flags, that the config file is not in force (each
+    request on a new connection: granian hands them to either worker)."""
+    with httpx.Client(timeout=10, trust_env=False) as client:
+        ready = client.get(f"{server.url}/readyz").json()
+    with httpx.Client(timeout=10, trust_env=False) as client:
+        scraped = client.get(f"{server.url}/metrics").text
+    warned = any("the config file is not the one in force" in w for w in ready.get("warnings", []))
+    flagged = 'registry_auth_reload_failing{files="config"} 1.0' in scraped
+    assert warned == flagged, (ready, scraped)
+    return warned
 
 
 def test_one_worker_says_a_changed_config_needs_a_restart(tmp_path: Path) -> None:
@@ -252,11 +269,13 @@ def test_one_worker_says_a_changed_config_needs_a_restart(tmp_path: Path) -> Non
         assert "a backend's secret or CA file read at start applies at the next restart" in (
             server.log()
         )
+        assert not _config_warning(server)
         _edit_config(server, token_ttl=600)
         os.kill(server.process.pid, signal.SIGHUP)
         _wait_for_line(server, "SIGHUP: the config changed (token_ttl): with one worker")
         assert "restart to apply it" in server.log()
         assert _ttl(server) == 300  # as the line says: not applied
+        assert _config_warning(server)
     finally:
         server.process.stop(timeout=15)
 
