@@ -43,8 +43,10 @@ class GuardedLogin:
         # Attempts with failures on record, one at a time per counter (see check).
         self._turns: dict[str, asyncio.Lock] = {}
         self._waiting: collections.Counter[str] = collections.Counter()
-        # Checks in flight per counter key (a pair's, an address's), to bound a first burst.
-        self._running: collections.Counter[str] = collections.Counter()
+        # Passwords being checked per counter key (a pair's, an address's), and what wakes
+        # the attempts waiting for one of them to finish (see _full).
+        self._checking: collections.Counter[str] = collections.Counter()
+        self._finished: dict[str, asyncio.Event] = {}
 
     async def check(self, credentials: Credentials) -> AuthResult:
         """The accepted result; TooManyAttemptsError (429) or AuthenticationError (401)."""
@@ -55,70 +57,88 @@ class GuardedLogin:
         if self._counted_as is not None:
             counted = self._counted_as(counted)  # LDAP: CAROL and carol count as one
         verdict = await self._verdict(throttle, counted, where)
-        pair_key, ip_key = counter_keys(counted, where)
-        turn = self._turn(throttle, verdict, pair_key, ip_key, where)
-        running = self._running
-        running[pair_key] += 1
-        running[ip_key] += 1
-        try:
-            if turn is None:  # nearly every login: nothing on record, no crowd
-                return await self._attempt(credentials, throttle, verdict, counted)
-            return await self._in_turn(credentials, throttle, verdict, counted, turn)
-        finally:
-            for key in (pair_key, ip_key):
-                running[key] -= 1
-                if not running[key]:
-                    del running[key]
-
-    def _turn(
-        self,
-        throttle: LoginThrottle,
-        verdict: Verdict,
-        pair_key: str,
-        ip_key: str,
-        where: str | None,
-    ) -> str | None:
-        """The counter whose attempts this one waits its turn behind; None: checked at once.
-        With failures on record, attempts take turns, each judged on the counters the ones
-        before it left: judged all at once, 200 parallel guesses were all checked before the
-        first failure was counted (README: "the password is not even checked"). With nothing
-        on record, as many run at once as the free allowance (`*_free`), the rest take turns:
-        a first burst of guesses could otherwise all be checked before any was counted. Same
-        credentials in parallel (a CI host's jobs) cost one check (the credential cache), so
-        their turns pass at once."""
-        if verdict.one_at_a_time:
-            return ip_key if verdict.ip_suspect else pair_key
-        # At least one at once: with a free allowance of 0 every login would wait its turn.
-        policy, running = throttle.policy, self._running
-        if running[pair_key] >= max(1, policy.account_ip_free):
-            return pair_key
-        if running[ip_key] >= max(1, policy.ip_free) and not throttle.shared(where):
-            return ip_key
-        return None
-
-    async def _in_turn(
-        self,
-        credentials: Credentials,
-        throttle: LoginThrottle,
-        verdict: Verdict,
-        counted: str,
-        turn: str,
-    ) -> AuthResult:
+        keys = counter_keys(counted, where)
+        while not verdict.one_at_a_time:  # nearly every login: no failure on record
+            full = self._full(throttle, verdict, keys, where)
+            if full is None:
+                return await self._checked(credentials, throttle, verdict, counted, keys)
+            # A crowd from there, nothing on record yet: as many checks at once as could
+            # still fail before the block. Judged all at once, a first burst of guesses was
+            # checked in full before the first failure was counted. Wait for one to finish
+            # (its failure, if it failed, is on record then), and judge again.
+            await self._finished.setdefault(full, asyncio.Event()).wait()
+            verdict = await self._verdict(throttle, counted, where)
+        # Failures on record: attempts from there take turns, each judged on the counters the
+        # ones before it left. Judged all at once, 200 parallel guesses were all checked before
+        # the first failure was counted (README: "the password is not even checked").
         # The delay is waited out before the turn, all at once: in turn, a crowd behind one
         # NAT address would wait one delay after another.
         slept = verdict.retry_after is None and await self._delay(verdict)
+        pair_key, ip_key = keys
+        turn = ip_key if verdict.ip_suspect else pair_key
         lock = self._turns.setdefault(turn, asyncio.Lock())
         stale = slept or lock.locked()  # else taken at once: the counters just read still hold
         self._waiting[turn] += 1
         try:
             async with lock:
                 if stale:
-                    verdict = await self._verdict(throttle, counted, credentials.client_ip)
-                return await self._attempt(credentials, throttle, verdict, counted, wait=False)
+                    verdict = await self._verdict(throttle, counted, where)
+                # Checks still running from before (the first burst's): their failures are
+                # not on record yet, and could reach the block with this one.
+                while not verdict.blocked and (full := self._full(throttle, verdict, keys, where)):
+                    await self._finished.setdefault(full, asyncio.Event()).wait()
+                    verdict = await self._verdict(throttle, counted, where)
+                return await self._checked(
+                    credentials, throttle, verdict, counted, keys, wait=False
+                )
         finally:
             self._waiting[turn] -= 1
             if not self._waiting[turn]:
                 del self._waiting[turn], self._turns[turn]
+
+    def _full(
+        self,
+        throttle: LoginThrottle,
+        verdict: Verdict,
+        keys: tuple[str, str],
+        where: str | None,
+    ) -> str | None:
+        """The counter with no room for another check now (None: there is room): its checks
+        running and its failures on record would reach its block. So a burst never gets more
+        checks than the block allows, and a crowd of good logins (a CI farm behind one NAT
+        address) runs at once up to it."""
+        policy, checking = throttle.policy, self._checking
+        pair_key, ip_key = keys
+        if checking[pair_key] + verdict.pair_failures >= policy.account_ip_block:
+            return pair_key
+        if checking[ip_key] + verdict.ip_failures >= policy.ip_block and not throttle.shared(where):
+            return ip_key
+        return None
+
+    async def _checked(
+        self,
+        credentials: Credentials,
+        throttle: LoginThrottle,
+        verdict: Verdict,
+        counted: str,
+        keys: tuple[str, str],
+        *,
+        wait: bool = True,
+    ) -> AuthResult:
+        """_attempt, counted as a check running on both keys; waiters woken as it ends."""
+        checking = self._checking
+        for key in keys:
+            checking[key] += 1
+        try:
+            return await self._attempt(credentials, throttle, verdict, counted, wait=wait)
+        finally:
+            for key in keys:
+                checking[key] -= 1
+                if not checking[key]:
+                    del checking[key]
+                finished = self._finished.pop(key, None)
+                if finished is not None:
+                    finished.set()
 
     @staticmethod
     async def _verdict(throttle: LoginThrottle, counted: str, where: str | None) -> Verdict:

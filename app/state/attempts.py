@@ -76,6 +76,7 @@ class Verdict:
     delay: float = 0.0
     retry_after: int | None = None  # set: refuse with 429
     pair_failures: int = 0
+    ip_failures: int = 0
     ip_suspect: bool = False  # the address has reached `ip_free` failures
     address_blocked: bool = False  # the block is the address's (every account from there)
 
@@ -131,10 +132,11 @@ def judge(
         elif counter.count >= free:
             step = policy.initial_delay * 2 ** (counter.count - free)
             delay = max(delay, min(step, policy.max_delay))
-    ip_suspect = ip is not None and ip.count >= policy.ip_free
-    address_blocked = ip is not None and ip.count >= policy.ip_block
+    ip_failures = ip.count if ip is not None else 0
+    ip_suspect = ip_failures >= policy.ip_free
+    address_blocked = ip_failures >= policy.ip_block
     pair_failures = pair.count if pair is not None else 0
-    return Verdict(delay, retry_after, pair_failures, ip_suspect, address_blocked)
+    return Verdict(delay, retry_after, pair_failures, ip_failures, ip_suspect, address_blocked)
 
 
 class LoginThrottle:

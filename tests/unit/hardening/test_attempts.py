@@ -243,7 +243,9 @@ async def test_parallel_guesses_are_checked_no_more_than_the_block_allows(
     class Slow:  # a backend that takes its time (bcrypt) and refuses every guess
         async def authenticate(self, credentials: Credentials) -> AuthResult:
             checked.append(credentials.account)
-            await anyio.sleep(0.01)
+            # Each check a little longer than the one before: the first of a burst fails
+            # (on record) while the others still run, unrecorded.
+            await anyio.sleep(0.01 * len(checked))
             return AuthResult(Outcome.REJECTED)
 
     login = GuardedLogin(Slow(), throttle, realm="r", sleep=lambda _: anyio.sleep(0))
@@ -272,13 +274,45 @@ async def test_parallel_guesses_are_checked_no_more_than_the_block_allows(
     assert outcomes.count("401") == limit - before
     assert outcomes.count("429") == 200 - (limit - before)
     assert not login._turns
-    assert not login._running
+    assert not login._checking
+    assert not login._finished
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("free", [0, 20])
+async def test_a_crowd_of_good_logins_from_one_address_runs_at_once(free: int) -> None:
+    """100 accounts behind one NAT address (a CI farm), each a slow check (bcrypt), nothing on
+    record: all checked at once, not one after another past the free allowance."""
+    policy = BruteForceSettings(ip_free=free, ip_block=200)
+    throttle = LoginThrottle(MemoryFailureStore(), policy, clock=lambda: 1000.0)
+
+    class Slow:
+        async def authenticate(self, credentials: Credentials) -> AuthResult:
+            await anyio.sleep(0.1)
+            return AuthResult(Outcome.ACCEPTED, account=credentials.account)
+
+    login = GuardedLogin(Slow(), throttle, realm="r")
+    accepted: list[bool] = []
+
+    async def job(n: int) -> None:
+        result = await login.check(Credentials(f"ci{n}", SecretStr("s"), client_ip="10.1.1.1"))
+        accepted.append(result.accepted)
+
+    started = anyio.current_time()
+    async with anyio.create_task_group() as group:
+        for n in range(100):
+            group.start_soon(job, n)
+    assert accepted == [True] * 100
+    assert anyio.current_time() - started < 1  # 100 checks of 0.1 s one after another: 10 s
+    assert not login._checking
+    assert not login._turns
 
 
 @pytest.mark.anyio
 async def test_parallel_logins_with_the_same_good_password_all_pass_on_one_check() -> None:
-    """A CI host's parallel jobs log in with one secret at once: past the free allowance they
-    take turns, and each turn passes at once on the credential cache (one bcrypt check)."""
+    """A CI host's parallel jobs log in with one secret at once: past the block's worth of
+    checks at once the rest wait for one to end, then pass at once on the credential cache
+    (one bcrypt check for all)."""
     throttle = LoginThrottle(MemoryFailureStore(), POLICY, clock=lambda: 1000.0)
     checks: list[str] = []
 
@@ -303,7 +337,7 @@ async def test_parallel_logins_with_the_same_good_password_all_pass_on_one_check
     assert accepted == [True] * 50
     assert checks == ["ci"]
     assert anyio.current_time() - started < 1  # not fifty checks one after another
-    assert not login._running
+    assert not login._checking
 
 
 def test_a_shared_network_takes_ipv4_mapped_clients_and_counts_the_pair_only() -> None:
