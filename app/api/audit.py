@@ -12,7 +12,8 @@ and logged once until lines go through again: tokens keep being issued (a full d
 stop every pull and push), and the event loop never waits on the log. A pipe (stdout under a
 supervisor) whose reader has fallen behind, or a socket (journald) that cannot take a line at
 once, counts as such a failure: a write there would block every request of the process, and
-SIGTERM, until the reader came back.
+SIGTERM, until the reader came back. A pipe is written through a non-blocking descriptor of its
+own (_never_waiting).
 """
 
 from __future__ import annotations
@@ -125,8 +126,9 @@ class AuditLog:
         self._fd: int | None = None
         self._path: Path | None = None
         self._reopen_error: str | None = None
-        self._room: Room | None = None  # stdout as a pipe or a socket: would a line block?
+        self._room: Room | None = None  # a socket: would a line block?
         self._dropped = 0  # lines dropped since the last one written
+        self._cut = False  # a line was cut short: the next one starts on a line of its own
         if destination == "-":
             self._fd = 1
         elif destination is not None:
@@ -139,19 +141,30 @@ class AuditLog:
                     "audit_log", f"cannot open {destination}: {exc.strerror or exc}"
                 ) from None
         if self._fd is not None:  # stdout, or a FIFO a log shipper reads
-            self._room = room_check(self._fd)
+            self._fd, self._room = _never_waiting(self._fd)
 
     def write(self, decision: Decision) -> None:
         if self._fd is None:
             return
         line = decision.line(self._clock())
+        if self._cut:
+            line = b"\n" + line
         if self._room is not None and not self._room(len(line)):
             self._drop("its reader is not keeping up")
             return
         try:
-            os.write(self._fd, line)
+            written = os.write(self._fd, line)
+        except BlockingIOError:  # a pipe with no room: nothing of the line was written
+            self._drop("its reader is not keeping up")
+            return
         except OSError as exc:  # a full disk (ENOSPC), an I/O error, a reader gone (EPIPE)
             self._drop(exc.strerror or type(exc).__name__)
+            return
+        # A line longer than PIPE_BUF (4 KiB: many long scopes) may go into a full pipe in
+        # part: the rest is dropped, and the next line begins on a line of its own.
+        self._cut = written < len(line)
+        if self._cut:
+            self._drop("its reader is not keeping up; a long line was cut")
             return
         if self._dropped:
             log.warning("audit log: writing again, after %d line(s) were dropped", self._dropped)
@@ -195,8 +208,8 @@ class AuditLog:
         except OSError as exc:
             self._failed(exc, "moved away but cannot be opened again")
             return False
-        old, self._fd, self._reopen_error = self._fd, fd, None
-        self._room = room_check(fd)
+        fd, room = _never_waiting(fd)
+        old, self._fd, self._room, self._reopen_error = self._fd, fd, room, None
         os.close(old)
         log.info("audit log %s was moved away: writing to a new file there", self._path)
         return True
@@ -219,21 +232,45 @@ Room = Callable[[int], bool]
 _PAGE = 4096
 
 
+def _never_waiting(fd: int) -> tuple[int, Room | None]:
+    """The descriptor to write to, and for a socket how to tell whether a write would wait.
+
+    A pipe or FIFO is opened again through /proc/self/fd, non-blocking: a new open file
+    description, so O_NONBLOCK is not set on stdout's own, which other processes share. A write
+    of up to PIPE_BUF bytes then goes in whole or fails with EAGAIN at once. Without /proc,
+    the unread bytes are compared with the pipe's size (Linux fills a pipe a page at a time,
+    so a pipe of long lines can be full well before that: a write could still wait).
+    """
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return fd, None
+    if stat.S_ISFIFO(mode):
+        try:
+            reopened = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            return fd, _pipe_room(fd)
+        if fd != 1:  # a FIFO given as audit_log: ours alone
+            os.close(fd)
+        return reopened, None
+    return fd, room_check(fd)
+
+
+def _pipe_room(fd: int) -> Room:
+    try:
+        capacity = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+    except OSError:
+        capacity = 16 * _PAGE  # Linux's default
+    return lambda size: capacity - _pipe_bytes(fd) >= size + 2 * _PAGE
+
+
 def room_check(fd: int) -> Room | None:
-    """How to tell, for a pipe or a socket, whether a write would block; None for a file or a
-    terminal (they take a line at once, or fail)."""
+    """How to tell, for a socket, whether a write would block; None for a file or a terminal
+    (they take a line at once, or fail) and for a pipe (see _never_waiting)."""
     try:
         mode = os.fstat(fd).st_mode
     except OSError:
         return None
-    if stat.S_ISFIFO(mode):
-        try:
-            capacity = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
-        except OSError:
-            capacity = 16 * _PAGE  # Linux's default
-        # A pipe holds pages: the one its reader is partway through and the one being filled
-        # may each hold less than a page. Two pages to spare, and no line ever blocks.
-        return lambda size: capacity - _pipe_bytes(fd) >= size + 2 * _PAGE
     if stat.S_ISSOCK(mode):
         poller = select.poll()
         poller.register(fd, select.POLLOUT)
