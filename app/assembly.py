@@ -67,7 +67,10 @@ def open_failure_store(settings: Settings) -> FailureStore:
 def login_throttle_from_settings(settings: Settings, clock: Clock) -> LoginThrottle | None:
     if not settings.brute_force.enabled:
         return None
-    return LoginThrottle(open_failure_store(settings), settings.brute_force, clock)
+    store = open_failure_store(settings)
+    # While a shared store is unavailable, failures are counted in memory rather than not at all.
+    fallback = None if isinstance(store, MemoryFailureStore) else MemoryFailureStore()
+    return LoginThrottle(store, settings.brute_force, clock, fallback)
 
 
 def state_closers(

@@ -99,7 +99,7 @@ def state_errors(
     down_for = outage.allow()
     if down_for is not None:
         raise StateStoreError(
-            f"{etcd.where}: not asked: it failed {down_for:.0f} s ago (asked again every "
+            f"{etcd.where}: not asked: down for {down_for:.0f} s (asked again every "
             f"{RETRY_AFTER:g} s)"
         )
     try:

@@ -142,10 +142,21 @@ def judge(
 class LoginThrottle:
     """The policy over a store. Blocking calls: run them in a worker thread."""
 
-    def __init__(self, store: FailureStore, policy: BruteForceSettings, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: FailureStore,
+        policy: BruteForceSettings,
+        clock: Clock,
+        fallback: FailureStore | None = None,
+    ) -> None:
         self.store = store
         self.policy = policy
         self._clock = clock
+        # Where failures are counted while the store cannot be reached (this process's memory):
+        # an outage (or an attacker slowing etcd) must not make guessing free. Judged together
+        # with the store from the first such failure on.
+        self._fallback = fallback
+        self._fallback_used = False
         networks = tuple(policy.shared_networks)
         self.shared: Callable[[str | None], bool] = (
             functools.lru_cache(maxsize=4096)(functools.partial(within_networks, networks))
@@ -171,24 +182,39 @@ class LoginThrottle:
 
     def _check(self, read: _Read, account: str, client_ip: str | None) -> Verdict | None:
         keys = self.keys(account, client_ip)
+        now, window = self._clock(), self.policy.window
         try:
-            found = read(keys, self._clock(), self.policy.window)
+            found = read(keys, now, window)
         except StateStoreError as exc:
+            meanwhile = _MEANWHILE if self._fallback is not None else ", not throttling"
             _outage_log.log(
-                logging.WARNING, "read", "brute-force counters unavailable, not throttling: %s", exc
+                logging.WARNING, "read", "brute-force counters unavailable%s: %s", meanwhile, exc
             )
-            return NO_FAILURES
+            found = {}
         if found is None:
             return None
+        if self._fallback_used and self._fallback is not None:
+            found = _added(found, self._fallback.failures(keys, now, window))
         if not found:  # the usual answer: nothing to judge
             return NO_FAILURES
         ip = found.get(keys[1]) if len(keys) > 1 else None
-        return judge(found.get(keys[0]), ip, self.policy, self._clock())
+        return judge(found.get(keys[0]), ip, self.policy, now)
 
     def failed(self, account: str, client_ip: str | None) -> None:
+        keys, now = self.keys(account, client_ip), self._clock()
         try:
-            self.store.add_failure(self.keys(account, client_ip), self._clock(), self.policy.window)
+            self.store.add_failure(keys, now, self.policy.window)
         except StateStoreError as exc:
+            if self._fallback is not None:
+                self._fallback.add_failure(keys, now, self.policy.window)
+                self._fallback_used = True
+                _outage_log.log(
+                    logging.WARNING,
+                    "count",
+                    "brute-force counters unavailable, failure counted in memory: %s",
+                    exc,
+                )
+                return
             _outage_log.log(
                 logging.WARNING,
                 "count",
@@ -199,12 +225,36 @@ class LoginThrottle:
     def succeeded(self, account: str, client_ip: str | None, verdict: Verdict) -> None:
         if verdict.pair_failures == 0:
             return  # nothing to reset: no write on the hot path of a good login
+        pair_key = counter_keys(account, client_ip)[0]
+        if self._fallback_used and self._fallback is not None:
+            self._fallback.reset(pair_key)
         try:
-            self.store.reset(counter_keys(account, client_ip)[0])
+            self.store.reset(pair_key)
         except StateStoreError as exc:
             _outage_log.log(
                 logging.WARNING, "reset", "brute-force counters unavailable, not reset: %s", exc
             )
+
+
+_MEANWHILE = ", counting failures in this process's memory meanwhile"
+
+
+def _added(
+    stored: dict[str, FailureCount], local: dict[str, FailureCount]
+) -> dict[str, FailureCount]:
+    """The store's counters plus those kept in memory while it was unavailable (each failure
+    is in one of them only)."""
+    if not local:
+        return stored
+    both = dict(stored)
+    for key, mine in local.items():
+        theirs = both.get(key)
+        both[key] = (
+            mine
+            if theirs is None
+            else FailureCount(theirs.count + mine.count, max(theirs.last_at, mine.last_at))
+        )
+    return both
 
 
 def within_networks(networks: tuple[Network, ...], client_ip: str | None) -> bool:

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from app.authn.base import AuthResult, Credentials, Outcome
 from app.authn.cache import CachingAuthenticator
-from app.errors import AuthenticationError, TooManyAttemptsError
+from app.errors import AuthenticationError, StateStoreError, TooManyAttemptsError
 from app.login import GuardedLogin
 from app.settings_sections import BruteForceSettings
 from app.state import sqlite
@@ -347,3 +347,47 @@ def test_a_shared_network_takes_ipv4_mapped_clients_and_counts_the_pair_only() -
         assert throttle.keys("ci", client) == [counter_keys("ci", client)[0]], client
     for client in ("198.51.100.7", "2001:db8:6::1", None):
         assert throttle.keys("ci", client) == list(counter_keys("ci", client)), client
+
+
+class _DownStore(MemoryFailureStore):
+    """A store that cannot be reached (etcd down, hanging, or slowed by a login flood)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = True
+
+    def failures(self, keys: list[str], now: float, window: int) -> dict[str, FailureCount]:
+        if self.down:
+            raise StateStoreError("etcd v3 at http://127.0.0.1:9: timed out")
+        return super().failures(keys, now, window)
+
+    def failures_now(
+        self, keys: list[str], now: float, window: int
+    ) -> dict[str, FailureCount] | None:
+        return self.failures(keys, now, window)
+
+    def add_failure(self, keys: list[str], now: float, window: int) -> None:
+        if self.down:
+            raise StateStoreError("etcd v3 at http://127.0.0.1:9: timed out")
+        super().add_failure(keys, now, window)
+
+
+def test_while_the_store_is_down_failures_are_counted_in_memory_not_forgotten() -> None:
+    """An outage of the shared store (or an attacker slowing etcd) made guessing free: every
+    failure went uncounted. Now each process counts them in memory meanwhile, and judges the
+    two together once the store is back."""
+    store, clock = _DownStore(), [1000.0]
+    throttle = LoginThrottle(store, POLICY, lambda: clock[0], fallback=MemoryFailureStore())
+    for _ in range(POLICY.account_ip_block):
+        assert not throttle.check_now("alice", "192.0.2.9").blocked  # type: ignore[union-attr]
+        throttle.failed("alice", "192.0.2.9")
+    assert throttle.check("alice", "192.0.2.9").blocked
+    store.down = False  # back: what it holds and what memory kept add up
+    assert throttle.check("alice", "192.0.2.9").pair_failures == POLICY.account_ip_block
+    throttle.failed("bob", "192.0.2.9")
+    assert throttle.check("bob", "192.0.2.9").ip_failures == POLICY.account_ip_block + 1
+    # Without a fallback (the in-memory store itself), an outage still fails open.
+    open_throttle = LoginThrottle(_DownStore(), POLICY, lambda: clock[0])
+    for _ in range(POLICY.account_ip_block + 5):
+        open_throttle.failed("alice", "192.0.2.9")
+    assert not open_throttle.check("alice", "192.0.2.9").blocked
