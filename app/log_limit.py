@@ -30,7 +30,7 @@ class LogEvery:
                 self._seen[kind] = (last, held + 1)
                 return
             self._seen[kind] = (now, 0)
-        if held:
-            message += " (and %d more like it in the %g s before)"
-            args = (*args, held, self._interval)
+        if held and last is not None:  # held back only after a line was logged
+            message += " (and %d more like it since the last such line, %.0f s ago)"
+            args = (*args, held, now - last)
         self._logger.log(level, message, *args)

@@ -25,5 +25,5 @@ def test_a_repeated_warning_is_logged_once_per_interval_with_the_count_held_back
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
         (logging.WARNING, "store down: 0"),
         (logging.ERROR, "another kind: x"),
-        (logging.WARNING, "store down: 9 (and 4 more like it in the 60 s before)"),
+        (logging.WARNING, "store down: 9 (and 4 more like it since the last such line, 70 s ago)"),
     ]
