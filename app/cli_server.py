@@ -26,6 +26,7 @@ from app.settings import (
     override_setting,
     split_listen,
 )
+from app.state.sqlite import unwritable_because
 
 # serve(settings, host, port, reread): `reread` loads the config again as `serve` did at the
 # start (file, environment, command-line overrides): SIGHUP applies it (app.api.server).
@@ -84,11 +85,28 @@ def _serve(args: argparse.Namespace, serve: Serve) -> int:
     settings = _serve_settings(args)
     if uses_embedded_defaults(args):
         _prepare_development(settings)
+    _check_state_path(settings)
     for warning in config_warnings(settings, os.environ):
         print(f"registry-auth: warning: {warning}", file=sys.stderr)
     print(registry_config_block(settings), end="", flush=True)
     serve(settings, args.host, args.port, lambda: _serve_settings(args, quiet=True))
     return 0
+
+
+def _check_state_path(settings: Settings) -> None:
+    """Refused at the start: the SQLite store fails open, so brute-force counting would go on
+    in memory only and no refresh token be issued, each said only when a login needs it. Only
+    here: a worker started later (a respawn, a SIGHUP roll) serves as the store lets it."""
+    if settings.state.backend != "sqlite":
+        return
+    problem = unwritable_because(settings.state.path)
+    if problem is not None:
+        raise ConfigError(
+            "state.path",
+            f"{problem}: failed logins could not be counted nor refresh tokens kept; point it "
+            "at a directory this user may write (e.g. /var/lib/registry-auth/registry-auth.db), "
+            "or set state.backend",
+        )
 
 
 def _serve_settings(args: argparse.Namespace, *, quiet: bool = False) -> Settings:

@@ -26,7 +26,6 @@ from app.authz.base import Authorizer, Requester
 from app.authz.default import DefaultAuthorizer
 from app.authz.webhook import AuthzWebhook
 from app.errors import (
-    ConfigError,
     InvalidGrantError,
     SigningUnavailableError,
     StateStoreError,
@@ -48,14 +47,9 @@ from app.settings import Settings
 from app.state.attempts import LoginThrottle
 from app.state.model import RefreshRecord
 from app.state.refresh import RefreshTokens
-from app.state.sqlite import unwritable_because
 
 log = logging.getLogger(__name__)
 _outage_log = LogEvery(log)  # while the store is down: once a minute, with a count
-_WRITABLE_STATE = (
-    "failed logins could not be counted nor refresh tokens kept; point it at a directory this "
-    "user may write (e.g. /var/lib/registry-auth/registry-auth.db), or set state.backend"
-)
 
 Clock = Callable[[], float]
 IdSource = Callable[[], str]
@@ -133,12 +127,6 @@ class TokenService:
         authentication = build_authentication(settings)
         reloadables += authentication.reloadables
         authorizer = policy_authorizer(settings, reloadables)
-        if settings.state.backend == "sqlite":
-            # Refused at the start: the store fails open, so brute-force counting would be off
-            # and no refresh token issued, each said only in a warning when a login needs it.
-            problem = unwritable_because(settings.state.path)
-            if problem is not None:
-                raise ConfigError("state.path", f"{problem}: {_WRITABLE_STATE}")
         refresh_tokens = refresh_tokens_from_settings(settings)
         throttle = login_throttle_from_settings(settings, clock)
         authz_webhook = authz_webhook_from_settings(settings)
