@@ -27,12 +27,19 @@ from app.errors import RegistryAuthError
 
 
 def write_atomic(
-    path: Path, data: bytes, *, mode: int, error: type[RegistryAuthError] = RegistryAuthError
+    path: Path,
+    data: bytes,
+    *,
+    mode: int,
+    error: type[RegistryAuthError] = RegistryAuthError,
+    guard_root: bool = True,
 ) -> None:
     """Replace `path` (or the file its symlinks lead to) with `data`; `error` names the path
-    when that fails (a full disk, a missing or read-only directory, a directory in the way)."""
+    when that fails (a full disk, a missing or read-only directory, a directory in the way).
+    `guard_root=False` for a file that holds nothing secret nor trusted (a document)."""
     try:
-        check_root_may_write(path, error)
+        if guard_root:
+            check_root_may_write(path, error)
         check_regular_file(path, error)
         _replace(Path(os.path.realpath(path)), data, mode)
     except OSError as exc:

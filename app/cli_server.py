@@ -69,8 +69,12 @@ def _config_reference(update: Path | None) -> int:
         check_regular_file(update, RegistryAuthError)
         document = update.read_text(encoding="utf-8")
         mode = stat.S_IMODE(update.stat().st_mode)
-        # A crash or a full disk halfway leaves the old document, not half of the new one.
-        write_atomic(update, replace_block(document, reference).encode("utf-8"), mode=mode)
+        # A crash or a full disk halfway leaves the old document, not half of the new one. A
+        # document in a developer's checkout: root may write it there.
+        new = replace_block(document, reference).encode("utf-8")
+        write_atomic(update, new, mode=mode, guard_root=False)
+    except RegistryAuthError as exc:  # from the checks or the write: the same prefix
+        raise RegistryAuthError(f"--update {exc}") from None
     except OSError as exc:
         raise RegistryAuthError(f"--update {update}: {exc.strerror}") from None
     except UnicodeDecodeError:

@@ -115,7 +115,7 @@ def test_update_refuses_a_fifo_instead_of_blocking(
     os.mkfifo(fifo)  # reading it would wait for a writer for ever
     assert run(["config-reference", "--update", str(fifo)], serve=Recorder()) == 2
     assert capsys.readouterr().err == (
-        f"registry-auth: error: {fifo} is a FIFO, not a regular file\n"
+        f"registry-auth: error: --update {fifo} is a FIFO, not a regular file\n"
     )
     assert stat.S_ISFIFO(fifo.stat().st_mode)
 
