@@ -45,7 +45,7 @@ class GuardedLogin:
         self._waiting: collections.Counter[str] = collections.Counter()
         # Passwords being checked per counter key (a pair's, an address's), and what wakes
         # the attempts waiting for one of them to finish (see _full).
-        self._checking: collections.Counter[str] = collections.Counter()
+        self._checking: dict[str, int] = {}
         self._finished: dict[str, asyncio.Event] = {}
 
     async def check(self, credentials: Credentials) -> AuthResult:
@@ -58,7 +58,18 @@ class GuardedLogin:
             counted = self._counted_as(counted)  # LDAP: CAROL and carol count as one
         verdict = await self._verdict(throttle, counted, where)
         keys = counter_keys(counted, where)
-        while not verdict.one_at_a_time:  # nearly every login: no failure on record
+        checking = self._checking
+        # Nearly every login: no failure on record and no check running (a cached one never
+        # waits), so room for it. Counted inline: this runs on every pull and push.
+        if not checking and not verdict.one_at_a_time:
+            pair_key, ip_key = keys
+            checking[pair_key] = checking.get(pair_key, 0) + 1
+            checking[ip_key] = checking.get(ip_key, 0) + 1
+            try:
+                return await self._attempt(credentials, throttle, verdict, counted)
+            finally:
+                self._ended(keys)
+        while not verdict.one_at_a_time:  # no failure on record
             full = self._full(throttle, verdict, keys, where)
             if full is None:
                 return await self._checked(credentials, throttle, verdict, counted, keys)
@@ -109,9 +120,11 @@ class GuardedLogin:
         address) runs at once up to it."""
         policy, checking = throttle.policy, self._checking
         pair_key, ip_key = keys
-        if checking[pair_key] + verdict.pair_failures >= policy.account_ip_block:
+        if checking.get(pair_key, 0) + verdict.pair_failures >= policy.account_ip_block:
             return pair_key
-        if checking[ip_key] + verdict.ip_failures >= policy.ip_block and not throttle.shared(where):
+        if checking.get(ip_key, 0) + verdict.ip_failures >= policy.ip_block and not (
+            throttle.shared(where)
+        ):
             return ip_key
         return None
 
@@ -128,17 +141,24 @@ class GuardedLogin:
         """_attempt, counted as a check running on both keys; waiters woken as it ends."""
         checking = self._checking
         for key in keys:
-            checking[key] += 1
+            checking[key] = checking.get(key, 0) + 1
         try:
             return await self._attempt(credentials, throttle, verdict, counted, wait=wait)
         finally:
-            for key in keys:
-                checking[key] -= 1
-                if not checking[key]:
-                    del checking[key]
-                finished = self._finished.pop(key, None)
-                if finished is not None:
-                    finished.set()
+            self._ended(keys)
+
+    def _ended(self, keys: tuple[str, str]) -> None:
+        checking, finished = self._checking, self._finished
+        for key in keys:
+            left = checking[key] - 1
+            if left:
+                checking[key] = left
+            else:
+                del checking[key]
+            if finished:
+                event = finished.pop(key, None)
+                if event is not None:
+                    event.set()
 
     @staticmethod
     async def _verdict(throttle: LoginThrottle, counted: str, where: str | None) -> Verdict:
