@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,7 +15,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.support.authserver import launch_auth_server, start_auth_server
+from tests.integration.support.authserver import (
+    add_user,
+    app_command,
+    generate_key,
+    launch_auth_server,
+    start_auth_server,
+)
+from tests.integration.support.procs import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -115,3 +123,58 @@ def test_a_fifo_nobody_reads_blocks_nothing_and_writing_resumes_once_read(
             server.stop()
     finally:
         os.close(reader)
+
+
+def test_stdout_nobody_reads_blocks_nothing(tmp_path: Path) -> None:
+    """The default `audit_log: "-"` under a supervisor that stopped reading stdout: the pipe
+    is written through a descriptor of its own that never waits (stdout's own stays as it
+    is, shared with the other processes)."""
+    generate_key(tmp_path / "keys")
+    add_user(tmp_path / "users.htpasswd", "alice", USERS["alice"])
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"issuer: i\nservice: registry.test\nrealm: http://127.0.0.1:{port}/token\n"
+        f"listen: 127.0.0.1:{port}\nkeys_dir: {tmp_path / 'keys'}\n"
+        f"htpasswd: {tmp_path / 'users.htpasswd'}\nstate: {{path: {tmp_path / 's.db'}}}\n",
+        encoding="utf-8",
+    )
+    with (tmp_path / "stderr.log").open("wb") as stderr:
+        process = subprocess.Popen(
+            app_command("serve", "--config", str(config)), stdout=subprocess.PIPE, stderr=stderr
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline
+            assert process.poll() is None
+            time.sleep(0.2)
+        with httpx.Client(timeout=10, trust_env=False) as client:
+            codes = {
+                client.get(
+                    f"{url}/token",
+                    params={"service": "registry.test", "scope": SCOPES["long"]},
+                    auth=("alice", USERS["alice"]),
+                ).status_code
+                for _ in range(300)  # ~3 KiB each, stdout unread: far past its 64 KiB
+            }
+            assert codes == {200}
+            assert _dropped(url) > 0
+            warnings = client.get(f"{url}/readyz").json().get("warnings", [])
+            assert "the audit log is dropping lines" in " ".join(warnings)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
+    log = (tmp_path / "stderr.log").read_text()
+    assert log.count("audit log (stdout): a line could not be written") == 1, log
