@@ -3,8 +3,9 @@ built from the `state:` settings, and the one place a GatewayError becomes State
 
 While etcd does not answer, a store does not wait `etcd_timeout` on every login: after a
 failed request it answers "unavailable" at once for `RETRY_AFTER` seconds, then lets one
-request try again (a circuit breaker per client). The login counters fail open and a refresh
-grant is a 503 either way; only the wait goes. One log line says it went, one that it is back.
+request try again (a circuit breaker per client). The login counters go on in memory
+(app.state.attempts) and a refresh grant is a 503 either way; only the wait goes. One log line
+says it went, one that it is back.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ with Retry-After until `window` seconds after the latest failure. A success rese
 account wipe their address's record by logging in with it.
 
 Counters live in the state store (SQLite, or etcd shared by every instance). A store that
-cannot be reached fails open (logged): an outage of the counters must not lock everyone out.
+cannot be reached fails open (logged): an outage of the counters must not lock everyone out;
+with a `fallback` (this process's memory) failures are counted there meanwhile.
 Time is a parameter; keys are hashed, so a store never holds account names or addresses.
 """
 
