@@ -84,11 +84,13 @@ class GuardedLogin:
         # the first failure was counted (README: "the password is not even checked").
         # The delay is waited out before the turn, all at once: in turn, a crowd behind one
         # NAT address would wait one delay after another.
-        slept = verdict.retry_after is None and await self._delay(verdict)
+        waited = (
+            verdict.delay if verdict.retry_after is None and await self._delay(verdict) else 0.0
+        )
         pair_key, ip_key = keys
         turn = ip_key if verdict.ip_suspect else pair_key
         lock = self._turns.setdefault(turn, asyncio.Lock())
-        stale = slept or lock.locked()  # else taken at once: the counters just read still hold
+        stale = waited > 0 or lock.locked()  # else taken at once: the counters just read hold
         self._waiting[turn] += 1
         try:
             async with lock:
@@ -98,6 +100,13 @@ class GuardedLogin:
                 # not on record yet, and could reach the block with this one.
                 while not verdict.blocked and (full := self._full(throttle, verdict, keys, where)):
                     await self._finished.setdefault(full, asyncio.Event()).wait()
+                    verdict = await self._verdict(throttle, counted, where)
+                # One account's guesses from one address, in turn, each wait what the failures
+                # before them call for, as one after another would (they waited the first
+                # delay together). Not an address's crowd: each account there has its own.
+                if turn == pair_key and not verdict.blocked and verdict.delay > waited:
+                    count(metrics().throttles.labels("delayed"))
+                    await self._sleep(verdict.delay - waited)
                     verdict = await self._verdict(throttle, counted, where)
                 return await self._checked(
                     credentials, throttle, verdict, counted, keys, wait=False

@@ -391,3 +391,45 @@ def test_while_the_store_is_down_failures_are_counted_in_memory_not_forgotten() 
     for _ in range(POLICY.account_ip_block + 5):
         open_throttle.failed("alice", "192.0.2.9")
     assert not open_throttle.check("alice", "192.0.2.9").blocked
+
+
+@pytest.mark.anyio
+async def test_parallel_guesses_at_one_account_each_wait_their_own_delay() -> None:
+    """With a failure on record, 50 parallel guesses at one account waited its one delay
+    together and were then checked back to back: the block came without the delays that one
+    guess after another waits (0.25, 0.5, 1, 2 s here). Now each, in turn, waits its own."""
+    policy = BruteForceSettings(
+        account_ip_free=1, account_ip_block=5, initial_delay=0.25, max_delay=4
+    )
+    throttle = LoginThrottle(MemoryFailureStore(), policy, clock=lambda: 1000.0)
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        await anyio.sleep(0)
+
+    class Refuses:
+        async def authenticate(self, credentials: Credentials) -> AuthResult:
+            await anyio.sleep(0.001)
+            return AuthResult(Outcome.REJECTED)
+
+    login = GuardedLogin(Refuses(), throttle, realm="r", sleep=sleep)
+    with pytest.raises(AuthenticationError):
+        await login.check(Credentials("bob", SecretStr("g0"), client_ip="192.0.2.66"))
+    outcomes: list[str] = []
+
+    async def guess(n: int) -> None:
+        try:
+            await login.check(Credentials("bob", SecretStr(f"g{n}"), client_ip="192.0.2.66"))
+        except TooManyAttemptsError:
+            outcomes.append("429")
+        except AuthenticationError:
+            outcomes.append("401")
+
+    async with anyio.create_task_group() as group:
+        for n in range(1, 51):
+            group.start_soon(guess, n)
+    assert outcomes.count("401") == 4  # checked: the 2nd to the 5th failure
+    # All 50 waited the first delay (0.25 s) together; then the 2nd, 3rd and 4th guesses
+    # checked waited the rest of theirs (0.5, 1 and 2 s in all), as one after another would.
+    assert sorted(sleeps) == sorted([0.25] * 50 + [0.25, 0.75, 1.75])
