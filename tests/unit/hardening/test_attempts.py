@@ -256,19 +256,7 @@ async def test_parallel_guesses_are_checked_no_more_than_the_block_allows(
         for n in range(before):
             with pytest.raises(AuthenticationError):
                 await login.check(Credentials(names(n), SecretStr("g"), client_ip="192.0.2.66"))
-    outcomes: list[str] = []
-
-    async def guess(n: int) -> None:
-        try:
-            await login.check(Credentials(names(n), SecretStr("g"), client_ip="192.0.2.66"))
-        except TooManyAttemptsError:
-            outcomes.append("429")
-        except AuthenticationError:
-            outcomes.append("401")
-
-    async with anyio.create_task_group() as group:
-        for n in range(100, 300):
-            group.start_soon(guess, n)
+    outcomes = await _guess_at_once(login, [names(n) for n in range(100, 300)], "192.0.2.66")
     limit = policy.account_ip_block if where == "pair" else policy.ip_block
     assert len(checked) == limit  # every password checked, and not one more
     assert outcomes.count("401") == limit - before
@@ -416,20 +404,26 @@ async def test_parallel_guesses_at_one_account_each_wait_their_own_delay() -> No
     login = GuardedLogin(Refuses(), throttle, realm="r", sleep=sleep)
     with pytest.raises(AuthenticationError):
         await login.check(Credentials("bob", SecretStr("g0"), client_ip="192.0.2.66"))
+    outcomes = await _guess_at_once(login, ["bob"] * 50, "192.0.2.66")
+    assert outcomes.count("401") == 4  # checked: the 2nd to the 5th failure
+    # All 50 waited the first delay (0.25 s) together; then the 2nd, 3rd and 4th guesses
+    # checked waited the rest of theirs (0.5, 1 and 2 s in all), as one after another would.
+    assert sorted(sleeps) == sorted([0.25] * 50 + [0.25, 0.75, 1.75])
+
+
+async def _guess_at_once(login: GuardedLogin, accounts: list[str], where: str) -> list[str]:
+    """A wrong password for each account, all at once from `where`: "401" or "429" each."""
     outcomes: list[str] = []
 
     async def guess(n: int) -> None:
         try:
-            await login.check(Credentials("bob", SecretStr(f"g{n}"), client_ip="192.0.2.66"))
+            await login.check(Credentials(accounts[n], SecretStr(f"g{n}"), client_ip=where))
         except TooManyAttemptsError:
             outcomes.append("429")
         except AuthenticationError:
             outcomes.append("401")
 
     async with anyio.create_task_group() as group:
-        for n in range(1, 51):
+        for n in range(len(accounts)):
             group.start_soon(guess, n)
-    assert outcomes.count("401") == 4  # checked: the 2nd to the 5th failure
-    # All 50 waited the first delay (0.25 s) together; then the 2nd, 3rd and 4th guesses
-    # checked waited the rest of theirs (0.5, 1 and 2 s in all), as one after another would.
-    assert sorted(sleeps) == sorted([0.25] * 50 + [0.25, 0.75, 1.75])
+    return outcomes
