@@ -65,9 +65,9 @@ class _Outage:
             self._breaker.record_failure(now)
         if began:
             log.warning(
-                "state store (%s) unavailable: %s; until it answers, logins go on without "
-                "the brute-force counters and refresh tokens (refresh grants get 503); asked "
-                "again every %g s",
+                "state store (%s) unavailable: %s; until it answers, failed logins are counted "
+                "in each process's memory and no refresh token is issued (refresh grants get "
+                "503); asked again every %g s",
                 where, problem, RETRY_AFTER,
             )  # fmt: skip
 
