@@ -18,6 +18,7 @@ import functools
 import gc
 import logging
 import os
+import queue
 import socket
 import threading
 import time
@@ -137,12 +138,21 @@ def run_granian(settings: Settings, options: ServerOptions, reread: Reread | Non
         hangup = False  # a SIGHUP not yet handled: read the config again
         asked = 0  # rolls asked for (SIGHUP, the TLS watch): none asked during a reload is lost
 
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.wake = WakeRelay(self.main_loop_interrupt)
+
+        def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
+            self.interrupt_signal = True
+            self.wake.wake()
+
         def signal_handler_reload(self, *args: Any, **kwargs: Any) -> None:
             # Flags only: the config is read and checked on granian's main loop (_reload),
             # one reload at a time (a second SIGHUP arriving meanwhile waits its turn).
             self.hangup = True
             self.asked += 1
-            super().signal_handler_reload()  # type: ignore[no-untyped-call]
+            self.reload_signal = True
+            self.wake.wake()
 
         def roll_workers(self) -> str | None:
             """Restart the workers one by one on the settings they run on, as SIGHUP does,
@@ -152,7 +162,8 @@ def run_granian(settings: Settings, options: ServerOptions, reread: Reread | Non
                 problem = worker_problem(running[0])
             if problem is None:
                 self.asked += 1
-                super().signal_handler_reload()  # type: ignore[no-untyped-call]
+                self.reload_signal = True
+                self.wake.wake()
             return problem
 
         def _reload(self, spawn_target: Any, target_loader: Any) -> Any:
@@ -179,6 +190,11 @@ def run_granian(settings: Settings, options: ServerOptions, reread: Reread | Non
             # would wait for the next signal. Whatever is pending wakes the loop again.
             if self.hangup or self.asked != asked:
                 self.reload_signal = True
+            # The wake-up of a worker that died during the roll is still set, and nothing is
+            # left to do for it: kept, granian's loop would spin on it, a core at 100% (and a
+            # SIGTERM landing while it held the event's lock hung the main process). Cleared
+            # before the flags are read: whoever raises a flag wakes the loop after it.
+            self.main_loop_interrupt.clear()
             pending = (self.interrupt_signal, self.interrupt_children, self.reload_signal)
             if any(pending) or self.lifetime_signal or self.rss_signal:
                 self.main_loop_interrupt.set()
@@ -213,6 +229,29 @@ def run_granian(settings: Settings, options: ServerOptions, reread: Reread | Non
     # Each worker is forked from this process: it builds its app from what `running` holds
     # when it starts.
     server.serve(target_loader=lambda _label: worker_app(running[0]))
+
+
+class WakeRelay:
+    """Wakes granian's main loop on behalf of a signal handler, from a thread of its own.
+
+    The handler runs on the main thread between two bytecodes, possibly while that thread holds
+    the lock inside the main loop's Event (in wait or clear): setting the Event from the
+    handler would wait for that lock forever. SimpleQueue.put is safe in a signal handler (it
+    takes no lock a handler could interrupt), and the relay thread sets the Event once the
+    main thread lets go of it.
+    """
+
+    def __init__(self, event: threading.Event) -> None:
+        self._queue: queue.SimpleQueue[None] = queue.SimpleQueue()
+        threading.Thread(target=self._relay, args=(event,), name="wake-relay", daemon=True).start()
+
+    def wake(self) -> None:
+        self._queue.put(None)
+
+    def _relay(self, event: threading.Event) -> None:
+        while True:
+            self._queue.get()
+            event.set()
 
 
 def next_settings(running: list[Settings], reread: Reread | None) -> bool:

@@ -3,6 +3,7 @@ password change refused at once by every worker (each has its own cache), SIGTER
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -333,9 +334,13 @@ def test_a_config_that_breaks_the_parser_is_refused_and_reloading_goes_on(
 
 def test_a_worker_dying_during_a_roll_does_not_take_the_service_down(tmp_path: Path) -> None:
     """The roll replaces the dead worker anyway; granian then took that replacement, started
-    moments before, for a crash loop and exited (the whole service gone)."""
+    moments before, for a crash loop and exited (the whole service gone). Afterwards the main
+    process sleeps (it spun on the dead worker's wake-up, a core at 100%, and a SIGTERM could
+    hang it: the test's stop then killed it and left both workers running), and SIGTERM stops
+    it, workers and all."""
     extra = {"workers": 2, "token_reuse": False}
     server = start_auth_server(tmp_path, users={"alice": "pw"}, extra_settings=extra)
+    workers: list[int] = []
     try:
         found = re.search(r"Spawning worker-2 with PID: (\d+)", server.log())
         assert found is not None, server.log()
@@ -348,5 +353,23 @@ def test_a_worker_dying_during_a_roll_does_not_take_the_service_down(tmp_path: P
         assert server.process.running, server.log()
         assert "crash loop" not in server.log()
         assert {_ttl(server) for _ in range(6)} == {600}
+        busy = _cpu_seconds(server.process.pid)
+        time.sleep(2)
+        busy = _cpu_seconds(server.process.pid) - busy
+        assert busy < 0.2, f"the idle main process used {busy:.2f} s of CPU in 2 s"
+        workers = _worker_pids(server.process.pid)
+        assert len(workers) == 2, server.log()
+        server.process.popen.send_signal(signal.SIGTERM)
+        assert server.process.popen.wait(timeout=15) == 0, server.log()
+        assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], server.log()
     finally:
         server.process.stop(timeout=15)
+        for pid in workers:  # left running if the main process hung and was killed
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
