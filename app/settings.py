@@ -140,8 +140,15 @@ class Settings(BaseSettings):
     )
     trusted_proxies: list[IPvAnyNetwork] = Field(
         default_factory=list,
-        description="CIDRs of reverse proxies whose `X-Forwarded-For` / `X-Real-IP` give the "
-        "client address for `ip` rules; these headers from any other peer are ignored",
+        description="CIDRs of reverse proxies whose `client_ip_header` gives the client "
+        "address (`ip` rules, brute-force counters, audit log); from any other peer it is "
+        "ignored",
+    )
+    client_ip_header: Literal["x-forwarded-for", "x-real-ip"] = Field(
+        default="x-forwarded-for",
+        description="the header a trusted proxy names the client in, and the only one read: "
+        "`x-forwarded-for` (read from the right, skipping trusted proxies) or `x-real-ip` "
+        "(a proxy that sets only X-Real-IP passes on a client's own X-Forwarded-For)",
     )
     certificate_warning_days: int = Field(
         default=30,

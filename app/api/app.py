@@ -75,8 +75,9 @@ def create_app(
     _install_error_handlers(app)
     app.add_middleware(LimitsMiddleware, limits=settings.limits)
     app.add_middleware(ObserveMiddleware, token_paths=_token_spellings(settings))
-    get_token = TokenGet(token_service, audit, settings.trusted_proxies)
-    post_token = TokenPost(token_service, audit, settings.trusted_proxies)
+    proxies = (settings.trusted_proxies, settings.client_ip_header)
+    get_token = TokenGet(token_service, audit, *proxies)
+    post_token = TokenPost(token_service, audit, *proxies)
     # A GET or POST token request never reaches FastAPI's layers, the two middlewares above or
     # the router.
     app.token_layer = TokenLayer(

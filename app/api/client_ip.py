@@ -1,24 +1,36 @@
 """Which address a request comes from, believing forwarded headers only from trusted proxies.
 
-The TCP peer is the client unless the peer is inside `trusted_proxies`. Then X-Forwarded-For is
-read from the right: each trusted proxy appends the address it received the request from, so
-the first address that is not itself a trusted proxy is the client, and anything further left
-was written by that client and is ignored. Without X-Forwarded-For, X-Real-IP is used. A header
-from an untrusted peer is never read. An unparsable hop from a trusted proxy leaves the client
-unknown (None): no `ip` rule holds for it, rather than the proxy's own address being used.
+The TCP peer is the client unless the peer is inside `trusted_proxies`. Then one header is
+read, the one the operator's proxy writes (`client_ip_header`), never the other: a proxy that
+writes only X-Real-IP passes a client's own X-Forwarded-For through, and one that writes only
+X-Forwarded-For passes a client's X-Real-IP, so falling back from one to the other would let a
+client choose its address (an `ip` rule, a brute-force counter of its own per guess).
+
+X-Forwarded-For is read from the right: each trusted proxy appends the address it received the
+request from, so the first address that is not itself a trusted proxy is the client, and
+anything further left was written by that client and is ignored. X-Real-IP is one address,
+the one the nearest proxy set. Without the header the trusted peer itself is the client. An
+unparsable address from a trusted proxy leaves the client unknown (None): no `ip` rule holds
+for it, rather than the proxy's own address being used.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
+from typing import Literal
 
-from starlette.requests import Request
+from app.log_limit import LogEvery
 
 IPAddress = IPv4Address | IPv6Address
 Network = IPv4Network | IPv6Network
+ClientIPHeader = Literal["x-forwarded-for", "x-real-ip"]
+
+log = logging.getLogger(__name__)
+_unread = LogEvery(log)  # once a minute: a misconfigured proxy sends it with every request
 
 # Some proxies write a port: "203.0.113.7:41234" or "[2001:db8::7]:41234".
 _WITH_PORT = re.compile(r"\[(?P<v6>[^\]]+)\](?::\d+)?|(?P<v4>[0-9.]+):\d+")
@@ -47,16 +59,27 @@ def client_ip(
     forwarded_for: Sequence[str],
     real_ip: str | None,
     trusted: Sequence[Network],
+    header: ClientIPHeader = "x-forwarded-for",
 ) -> IPAddress | None:
-    """The client's address; `forwarded_for` holds every X-Forwarded-For header, in order."""
+    """The client's address; `forwarded_for` holds every X-Forwarded-For header, in order;
+    `header` is the one a trusted proxy's word is taken from."""
     address = parse_address(peer)
     if address is None or not _is_trusted(address, trusted):
         return address
+    if header == "x-real-ip":
+        return parse_address(real_ip) if real_ip is not None else address
     hops = [hop.strip() for value in forwarded_for for hop in value.split(",") if hop.strip()]
     if hops:
         return _from_hops(hops, trusted)
     if real_ip is not None:
-        return parse_address(real_ip)
+        _unread.log(
+            logging.WARNING,
+            "x-real-ip",
+            "a trusted proxy (%s) sent X-Real-IP and no X-Forwarded-For: its client is taken "
+            "to be the proxy itself; if X-Real-IP is the header it writes, set "
+            "client_ip_header: x-real-ip",
+            address,
+        )
     return address
 
 
@@ -70,10 +93,3 @@ def _from_hops(hops: list[str], trusted: Sequence[Network]) -> IPAddress | None:
 
 def _is_trusted(address: IPAddress, trusted: Sequence[Network]) -> bool:
     return any(address in network for network in trusted)
-
-
-def request_client_ip(request: Request, trusted: Sequence[Network]) -> IPAddress | None:
-    """The client address of a request (the POST flow too), by the rules above."""
-    peer = request.client.host if request.client is not None else None
-    headers = request.headers
-    return client_ip(peer, headers.getlist("x-forwarded-for"), headers.get("x-real-ip"), trusted)

@@ -14,7 +14,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from app.api.audit import AuditLog, Decision
-from app.api.client_ip import Network, client_ip
+from app.api.client_ip import ClientIPHeader, Network, client_ip
 from app.api.limits import Scope, request_id
 from app.api.token_get import Answer, encode_headers, error_answer, wanted_headers
 from app.errors import ClientError, InvalidRequestError
@@ -32,16 +32,23 @@ class TokenPost:
     `limits.max_body_bytes` by whoever calls: the token layer, or LimitsMiddleware)."""
 
     def __init__(
-        self, service: TokenService, audit: AuditLog | None, trusted_proxies: Sequence[Network]
+        self,
+        service: TokenService,
+        audit: AuditLog | None,
+        trusted_proxies: Sequence[Network],
+        client_ip_header: ClientIPHeader = "x-forwarded-for",
     ) -> None:
         self._service = service
         self._audit = audit
         self._trusted = trusted_proxies
+        self._header: ClientIPHeader = client_ip_header
 
     async def answer(self, scope: Scope, rid: str, body: bytes) -> Answer:
         _, forwarded, real_ip = wanted_headers(scope["headers"])
         peer = scope.get("client")
-        client = client_ip(peer[0] if peer else None, forwarded, real_ip, self._trusted)
+        client = client_ip(
+            peer[0] if peer else None, forwarded, real_ip, self._trusted, self._header
+        )
         decision = Decision(rid, address_text(client), "post")
         try:
             grant = parse_grant(parse_form(body, _content_type(scope["headers"])))

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 import orjson
 
 from app.api.audit import AuditLog, Decision
-from app.api.client_ip import Network, client_ip
+from app.api.client_ip import ClientIPHeader, Network, client_ip
 from app.api.credentials import request_credentials
 from app.api.limits import (
     REFUSAL_HEADERS,
@@ -69,16 +69,23 @@ class TokenGet:
     """Answers one GET token request from its ASGI scope."""
 
     def __init__(
-        self, service: TokenService, audit: AuditLog, trusted_proxies: Sequence[Network]
+        self,
+        service: TokenService,
+        audit: AuditLog,
+        trusted_proxies: Sequence[Network],
+        client_ip_header: ClientIPHeader = "x-forwarded-for",
     ) -> None:
         self._service = service
         self._audit = audit
         self._trusted = trusted_proxies
+        self._header: ClientIPHeader = client_ip_header
 
     async def answer(self, scope: Scope, rid: str) -> Answer:
         authorization, forwarded, real_ip = wanted_headers(scope["headers"])
         peer = scope.get("client")
-        client = client_ip(peer[0] if peer else None, forwarded, real_ip, self._trusted)
+        client = client_ip(
+            peer[0] if peer else None, forwarded, real_ip, self._trusted, self._header
+        )
         decision = Decision(rid, address_text(client), "get")
         try:
             credentials = request_credentials(authorization)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +32,15 @@ def acl_file(tmp_path: Path) -> Path:
     return path
 
 
-def make_settings(rsa_keys_dir: Path, acl: Path | None, trusted: list[str]) -> Settings:
+def make_settings(
+    rsa_keys_dir: Path, acl: Path | None, trusted: list[str], **more: Any
+) -> Settings:
     overrides: dict[str, Any] = {
         "keys_dir": str(rsa_keys_dir),
         "htpasswd": None,
         "realm": "http://auth.test/token",
         "trusted_proxies": trusted,
+        **more,
     }
     if acl is not None:
         overrides["acl"] = str(acl)
@@ -90,9 +94,27 @@ def test_client_written_hops_left_of_the_proxy_are_ignored(
     assert granted(settings, "127.0.0.1", headers, SCOPE) == []
 
 
-def test_real_ip_from_a_trusted_proxy(rsa_keys_dir: Path, acl_file: Path) -> None:
-    settings = make_settings(rsa_keys_dir, acl_file, ["::1/128"])
+def test_real_ip_from_a_trusted_proxy_that_writes_it(rsa_keys_dir: Path, acl_file: Path) -> None:
+    settings = make_settings(rsa_keys_dir, acl_file, ["::1/128"], client_ip_header="x-real-ip")
     assert granted(settings, "::1", {"X-Real-IP": "10.9.9.9"}, SCOPE) == ["pull", "push"]
+
+
+def test_a_client_cannot_pick_its_address_through_the_header_the_proxy_passes_on(
+    rsa_keys_dir: Path, acl_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # nginx with only `proxy_set_header X-Real-IP $remote_addr`: the client's own
+    # X-Forwarded-For reaches the service untouched. It named the client (an `ip` rule's push,
+    # a fresh brute-force counter per guess) when it was read first, X-Real-IP only without it.
+    real_ip = make_settings(rsa_keys_dir, acl_file, ["127.0.0.1/32"], client_ip_header="x-real-ip")
+    forged = {"X-Real-IP": "203.0.113.5", "X-Forwarded-For": "10.1.1.1"}
+    assert granted(real_ip, "127.0.0.1", forged, SCOPE) == []
+    # And the other way round: with the default header, a client's X-Real-IP passed on by a
+    # proxy that writes only X-Forwarded-For is not read; the proxy is then the client, and
+    # the log says which setting reads X-Real-IP.
+    default = make_settings(rsa_keys_dir, acl_file, ["127.0.0.1/32"])
+    with caplog.at_level(logging.WARNING, logger="app.api.client_ip"):
+        assert granted(default, "127.0.0.1", {"X-Real-IP": "10.1.1.1"}, SCOPE) == []
+    assert "set client_ip_header: x-real-ip" in caplog.text
 
 
 def test_proxy_without_trust_config_is_just_a_peer(rsa_keys_dir: Path, acl_file: Path) -> None:

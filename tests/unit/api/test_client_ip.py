@@ -16,6 +16,8 @@ CASES = load_list("client_ip.yaml")
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case["name"])
 def test_client_ip(case: dict[str, Any]) -> None:
     trusted = [ip_network(cidr) for cidr in case["trusted"]]
-    got = client_ip(case["peer"], case.get("forwarded_for", []), case.get("real_ip"), trusted)
+    forwarded_for, real_ip = case.get("forwarded_for", []), case.get("real_ip")
+    header = case.get("header", "x-forwarded-for")
+    got = client_ip(case["peer"], forwarded_for, real_ip, trusted, header)
     expected = ip_address(case["expect"]) if case["expect"] is not None else None
     assert got == expected
