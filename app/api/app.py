@@ -256,7 +256,7 @@ def _live_values(app: FastAPI, publish_loop: PublishLoop | None) -> LiveValues:
         tls.not_after.timestamp() if tls is not None else None,
         etcd_status(publish_loop),
         (
-            *((item.name, item.last_error is not None) for item in app.state.service.reloadables),
+            *((item.kind, item.last_error is not None) for item in app.state.service.reloadables),
             ("config", config_refused()),
         ),
         robots.next_expiry() if (robots := app.state.service.robot_expiry) is not None else None,

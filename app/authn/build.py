@@ -115,18 +115,26 @@ def _authenticator(
     if isinstance(backend, HtpasswdBackend):
         path = backend.path
         users = _watch(
-            built, "htpasswd", lambda: load_htpasswd(path), path, lambda u: len(u.hashes)
+            built,
+            _kind("htpasswd", backend),
+            lambda: load_htpasswd(path),
+            path,
+            lambda u: len(u.hashes),
         )
         return HtpasswdAuthenticator(users.get, built.passwords)
     if isinstance(backend, StaticBackend):
         path = backend.path
         static = _watch(
-            built, "users", lambda: load_static_users(path), path, lambda u: len(u.users)
+            built,
+            _kind("users", backend),
+            lambda: load_static_users(path),
+            path,
+            lambda u: len(u.users),
         )
         return StaticAuthenticator(static.get, built.passwords)
     if isinstance(backend, RobotsBackend):
         path = backend.path
-        robots = _watch(built, "robots", lambda: load_robots(path), path)
+        robots = _watch(built, _kind("robots", backend), lambda: load_robots(path), path)
         built.robots.append(robots.get)
         return RobotAuthenticator(robots.get, clock)
     key = f"auth_backends.{index}"
@@ -147,6 +155,12 @@ def _authenticator(
     webhook = WebhookAuthenticator(backend, key=key, secret=secret)
     built.closers.append(webhook.aclose)
     return _cached(webhook, backend.cache_ttl, backend.cache_size, per_client=True)
+
+
+def _kind(word: str, backend: HtpasswdBackend | StaticBackend | RobotsBackend) -> str:
+    """What /readyz and /metrics call a backend's file (which anyone may ask: never its path):
+    `htpasswd`, or `htpasswd staff` for a backend named `staff` (two may read htpasswd files)."""
+    return word if backend.name is None else f"{word} {backend.name}"
 
 
 def _watch(

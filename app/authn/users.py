@@ -29,6 +29,11 @@ def list_accounts(path: Path) -> list[str]:
 def set_user(path: Path, account: str, password: str, *, rounds: int = 10) -> bool:
     """Add the account or change its password. True when it was new."""
     validate_account(account)
+    if account.startswith("#"):  # its line would be a comment: added, yet unable to log in
+        raise UserStoreError(
+            f"invalid account name {account!r}: a line starting with '#' is a comment in "
+            "an htpasswd file"
+        )
     entry = f"{account}:{hash_password(password, rounds=rounds)}"
     lines = read_lines(path)
     index = _find(lines, account)

@@ -44,3 +44,18 @@ def test_a_reload_that_empties_a_users_file_is_a_warning(
     )
     assert watched.reload()
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]  # filling it: fine
+
+
+def test_files_are_told_apart_by_backend_name_never_by_path(tmp_path: Path) -> None:
+    # What /readyz and /metrics (registry_auth_reload_failing{files=...}) show: anyone may ask.
+    staff, ci = tmp_path / "staff.htpasswd", tmp_path / "ci.htpasswd"
+    for path in (staff, ci):
+        path.write_text(f"alice:{HASH}\n")
+    backends = [
+        {"type": "htpasswd", "path": str(staff)},
+        {"type": "htpasswd", "path": str(ci), "name": "ci"},
+    ]
+    overrides = {"htpasswd": None, "auth_backends": backends}
+    settings = load_settings(overrides={"keys_dir": str(tmp_path / "keys"), **overrides})
+    kinds = [watched.kind for watched in build_authentication(settings).reloadables]
+    assert kinds == ["htpasswd", "htpasswd ci"]
