@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from app import LOG_FORMAT, QUIET_LOGGERS, __version__
-from app.cli_common import config_option
+from app.cli_common import TRAILING, config_option
 from app.errors import RegistryAuthError
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ def _named_command(argv: Sequence[str]) -> str:
 
 def run(argv: Sequence[str] | None, *, serve: Serve) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(only=_named_command(argv)).parse_args(argv)
+    args = parse(build_parser(only=_named_command(argv)), argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -134,6 +134,19 @@ def run(argv: Sequence[str] | None, *, serve: Serve) -> int:
     except KeyboardInterrupt:
         return 130
     return status
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """parse_args, except that words after the options go on to a command's list positional
+    (cli_common.words_argument): `logins check alice --ip X SCOPE` as well as `... alice SCOPE
+    --ip X`."""
+    args, extra = parser.parse_known_args(argv)
+    trailing = getattr(args, TRAILING, None)
+    if extra and trailing is not None and not any(word.startswith("-") for word in extra):
+        getattr(args, trailing).extend(extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def _dispatch(args: argparse.Namespace, serve: Serve) -> int:

@@ -11,7 +11,13 @@ from app.authz.base import Requester
 from app.authz.engine import explain
 from app.authz.files import load_policy
 from app.authz.report import explanation_data, render_text
-from app.cli_common import check_service_option, config_option, ip_option, uses_embedded_defaults
+from app.cli_common import (
+    check_service_option,
+    config_option,
+    ip_option,
+    uses_embedded_defaults,
+    words_argument,
+)
 from app.errors import ConfigError, PolicyError
 from app.protocol.scopes import parse_scopes
 from app.settings import load_settings
@@ -33,7 +39,9 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     explain.add_argument("--ip", help="the client address")
     explain.add_argument("--service", help="the service (default: `service` of the config)")
     explain.add_argument("--json", action="store_true", help="print JSON instead of text")
-    explain.add_argument("scopes", nargs="+", metavar="SCOPE", help="e.g. repository:team/app:pull")
+    words_argument(
+        explain, "scopes", nargs="+", metavar="SCOPE", help="e.g. repository:team/app:pull"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -28,6 +28,17 @@ _NOT_UTF8 = "the password is not UTF-8 text"
 _MAX_DAYS = 365  # every delay ends in a sleep, which refuses ~292 years and more
 
 
+TRAILING = "trailing_words"  # the list positional that words after the options go on to
+
+
+def words_argument(parser: argparse.ArgumentParser, dest: str, **kwargs: object) -> None:
+    """A list positional (SCOPE..., URL...) that may also follow the options: argparse fills
+    positionals when it first meets them, so `check alice --ip X repository:a:pull` left the
+    scope over as an unrecognized argument (app.cli.parse puts such words here)."""
+    parser.add_argument(dest, **kwargs)  # type: ignore[arg-type]
+    parser.set_defaults(**{TRAILING: dest})
+
+
 def config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help=f"YAML config file (or ${CONFIG_ENV})")
 

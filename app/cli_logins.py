@@ -14,7 +14,7 @@ import time
 from app.assembly import open_failure_store
 from app.authn.ldap import directory_name_key
 from app.backend_settings import LdapBackend
-from app.cli_common import answered_without_state, config_option, ip_option
+from app.cli_common import answered_without_state, config_option, ip_option, words_argument
 from app.errors import ConfigError
 from app.protocol.tokens import rfc3339
 from app.settings import Settings, load_settings
@@ -47,7 +47,8 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     )
     config_option(check)
     check.add_argument("account", help="the name the client logs in with")
-    check.add_argument(
+    words_argument(
+        check,
         "scopes",
         nargs="*",
         metavar="SCOPE",

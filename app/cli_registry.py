@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from app.cli_common import cacert_option, config_option, keys_dir_option
+from app.cli_common import cacert_option, config_option, keys_dir_option, words_argument
 from app.keys.store import load_keyring, read_entries
 from app.registry_check import check_registry, check_urls, registry_client, tls_verify
 from app.settings import load_settings
@@ -15,7 +15,8 @@ def add_commands(check: argparse.ArgumentParser) -> None:
     config_option(check)
     keys_dir_option(check)
     cacert_option(check)
-    check.add_argument(
+    words_argument(
+        check,
         "urls",
         nargs="+",
         metavar="URL",

@@ -98,3 +98,26 @@ def test_bad_input_is_one_line(config: Path, capsys: pytest.CaptureFixture[str])
     )
     assert "is not type:name:actions" in fails(capsys, *base, "carol", "repo", stdin="pw\n")
     assert fails(capsys, *base, "carol", stdin="\n") == "empty password"
+
+
+def test_scopes_may_follow_the_options(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The README's synopsis: NAME [--password-stdin] [--service S] [--ip IP] [SCOPE...]. The
+    # scopes after an option were an "unrecognized arguments" error.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.stdin", io.StringIO("carol-pw\n"))
+        argv = ["logins", "check", "carol", "--password-stdin", "--config", str(config)]
+        code = run([*argv, "repository:team/app:pull,push", "repository:x/y:push"], serve=no_serve)
+    assert code == 0
+    assert capsys.readouterr().out.endswith(
+        "  repository:team/app: pull, push\n  repository:x/y: nothing\n"
+    )
+    # Scopes on both sides of an option are one list; an unknown option is still refused.
+    code, out = _check(
+        capsys, config, "carol-pw", "carol", "repository:team/app:pull", "--ip", "10.0.0.1",
+        "repository:x/y:push",
+    )  # fmt: skip
+    assert code == 0
+    assert out.endswith("  repository:team/app: pull\n  repository:x/y: nothing\n")
+    with pytest.raises(SystemExit):
+        run(["logins", "check", "carol", "--nope", "repository:a/b:pull"], serve=no_serve)
+    assert "unrecognized arguments: --nope" in capsys.readouterr().err
