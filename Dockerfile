@@ -3,7 +3,8 @@
 # Keys, users and config come from mounted volumes/secrets; none are baked in. The root
 # filesystem may be read-only: point `state.path` (refresh tokens, SQLite) at a volume such as
 # /var/lib/registry-auth, or use `state.backend: etcd` (see deploy/ and docs/operations.md);
-# beside a read-only config (the default), the start is refused, naming `state.path`.
+# beside a read-only config (the default), the start is refused, naming `state.path`. The
+# workers' metrics files need a writable /tmp too: `docker run --read-only --tmpfs /tmp`.
 
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src

@@ -9,6 +9,7 @@ import os
 import shlex
 import stat
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -90,6 +91,7 @@ def _serve(args: argparse.Namespace, serve: Serve) -> int:
     if uses_embedded_defaults(args):
         _prepare_development(settings)
     _check_state_path(settings)
+    _check_temporary_directory()
     for warning in config_warnings(settings, os.environ):
         print(f"registry-auth: warning: {warning}", file=sys.stderr)
     print(registry_config_block(settings), end="", flush=True)
@@ -111,6 +113,22 @@ def _check_state_path(settings: Settings) -> None:
             "at a directory this user may write (e.g. /var/lib/registry-auth/registry-auth.db), "
             "or set state.backend",
         )
+
+
+def _check_temporary_directory() -> None:
+    """The metrics files of the server's processes go to a directory made under TMPDIR or /tmp
+    (app.api.metrics_http), unless PROMETHEUS_MULTIPROC_DIR names one: with a read-only root
+    file system and no tmpfs on /tmp, say so before anything starts."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    try:
+        tempfile.gettempdir()  # tries each candidate by writing a file there; then kept
+    except OSError as exc:
+        raise RegistryAuthError(
+            f"no writable temporary directory for the metrics files ({exc.strerror or exc}): "
+            "mount a tmpfs on /tmp (docker run --tmpfs /tmp), or set TMPDIR or "
+            "PROMETHEUS_MULTIPROC_DIR to a writable directory"
+        ) from None
 
 
 def _serve_settings(args: argparse.Namespace, *, quiet: bool = False) -> Settings:

@@ -72,3 +72,36 @@ def test_a_state_file_on_a_read_only_directory_refuses_the_start(
         process.terminate()
         _, err = process.communicate(timeout=30)
     assert "state.path" not in err
+
+
+def test_a_read_only_tmp_refuses_the_start_naming_the_fix(tmp_path: Path) -> None:
+    """`docker run --read-only` without `--tmpfs /tmp`: the metrics files' directory cannot be
+    made. The start failed with Python's "No usable temporary directory found", naming no fix."""
+    generate_key(tmp_path / "keys")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"issuer: i\nservice: s\nrealm: http://127.0.0.1:9/token\n"
+        f"listen: 127.0.0.1:{free_port()}\nkeys_dir: {tmp_path / 'keys'}\n"
+        "state: {backend: none}\n",
+        encoding="utf-8",
+    )
+    # /tmp (where tmp_path is: the working directory, tempfile's last resort) and /var/tmp.
+    as_root = [] if os.geteuid() == 0 else ["--map-root-user"]
+    command = " ".join(app_command("serve", "--config", str(config)))
+    mounts = " && ".join(f"mount --bind -o ro {d} {d}" for d in ("/tmp", "/var/tmp"))  # noqa: S108
+    environment = {key: value for key, value in os.environ.items() if key != "TMPDIR"}
+    result = subprocess.run(
+        ["unshare", "--mount", *as_root, "sh", "-c", f"{mounts} && exec {command}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+        env=environment,
+    )
+    assert result.returncode == 2, result
+    assert result.stderr.startswith(
+        "registry-auth: error: no writable temporary directory for the metrics files"
+    ), result.stderr
+    assert "mount a tmpfs on /tmp" in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
