@@ -105,7 +105,7 @@ def _check_directory(path: Path, directory: Path, error: type[RegistryAuthError]
 
 def _refuse(path: Path, why: str, uid: int | None, error: type[RegistryAuthError]) -> NoReturn:
     who = (
-        f"as {_user(uid)}: sudo -u {_user(uid)} registry-auth ..."
+        f"as {_user(uid)}: sudo -u {_sudo_user(uid)} registry-auth ..."
         if uid
         else "as the user the files are for (sudo -u USER registry-auth ...), not as root"
     )
@@ -117,6 +117,15 @@ def _user(uid: int | None) -> str:
         return pwd.getpwuid(uid).pw_name if uid is not None else "?"
     except KeyError:
         return f"uid {uid}"
+
+
+def _sudo_user(uid: int) -> str:
+    """How sudo's -u names the user: a uid without a name (a container's, on a host volume)
+    is written '#UID'."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"'#{uid}'"
 
 
 def _replace(target: Path, data: bytes, mode: int) -> None:

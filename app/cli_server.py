@@ -173,16 +173,24 @@ def _realm_address(realm: str) -> tuple[str | None, int]:
 
 
 def _prepare_development(settings: Settings) -> None:
-    """Without a config file: make a development key and an empty user file when missing."""
-    print("registry-auth: no --config given: running on the embedded development defaults")
+    """Without a config file: make a development key and an empty user file when missing.
+    Said on stderr: stdout holds the registry block, then audit lines only."""
+    print(
+        "registry-auth: no --config given: running on the embedded development defaults",
+        file=sys.stderr,
+    )
     if not has_keys(settings.keys_dir):
         key = generate_key(settings.keys_dir)
-        print(f"registry-auth: generated development key {key.kid} in {settings.keys_dir}")
+        print(
+            f"registry-auth: generated development key {key.kid} in {settings.keys_dir}",
+            file=sys.stderr,
+        )
     if settings.htpasswd is not None and not settings.htpasswd.exists():
         settings.htpasswd.touch(mode=0o600)
         print(
             f"registry-auth: created empty {settings.htpasswd}; "
-            "add users with `registry-auth users add NAME`"
+            "add users with `registry-auth users add NAME`",
+            file=sys.stderr,
         )
 
 

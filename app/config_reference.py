@@ -8,6 +8,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, get_args, get_origin
 
+import annotated_types
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
@@ -51,8 +52,27 @@ def _row(key: str, info: FieldInfo, variable: str | None, label: str | None = No
     if not info.description:
         raise ValueError(f"setting {key} has no description: add one to the settings model")
     environment = f"`{variable}`" if variable is not None else "—"
-    meaning = info.description.replace("|", "\\|")
+    meaning = (info.description + _bounds(info)).replace("|", "\\|")
     return f"| `{label or key}` | {environment} | {_default(info)} | {meaning} |"
+
+
+_BOUND_WORDS = (
+    (annotated_types.Ge, "ge", "at least"),
+    (annotated_types.Gt, "gt", "more than"),
+    (annotated_types.Le, "le", "at most"),
+    (annotated_types.Lt, "lt", "less than"),
+)
+
+
+def _bounds(info: FieldInfo) -> str:
+    """The bounds the model enforces (a value outside stops the start), as words."""
+    said = [
+        f"{words} {getattr(bound, name)}"
+        for kind, name, words in _BOUND_WORDS
+        for bound in info.metadata
+        if isinstance(bound, kind)
+    ]
+    return f"; {', '.join(said)}" if said else ""
 
 
 def _nested_model(annotation: Any) -> type[BaseModel] | None:

@@ -97,7 +97,7 @@ class Settings(BaseSettings):
         default=300,
         gt=0,
         le=86400,
-        description="token lifetime in seconds (1..86400): `exp - iat` and `expires_in`",
+        description="token lifetime in seconds: `exp - iat` and `expires_in`",
     )
     keys_dir: FilePath = Field(
         default=Path("keys"),
@@ -222,7 +222,7 @@ class Settings(BaseSettings):
         default=0.8,
         gt=0,
         le=1,
-        description="share of the lifetime that must remain for a token to be reused (0..1]",
+        description="share of the lifetime that must remain for a token to be reused",
     )
     token_reuse_size: int = Field(
         default=10_000, gt=0, le=1_000_000, description="most tokens kept for reuse per worker"

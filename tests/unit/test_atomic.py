@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import stat
 from pathlib import Path
 
@@ -120,8 +121,13 @@ def test_as_root_nothing_is_written_in_a_directory_another_user_owns(
         "users": lambda: write_atomic(service_dir / "users.htpasswd", b"x\n", mode=0o600),
     }
     refusal = rf"will not write .* as root: {service_dir} belongs to (uid )?12345"
-    with pytest.raises(RegistryAuthError, match=refusal):
+    with pytest.raises(RegistryAuthError, match=refusal) as refused:
         writes[command]()
+    try:
+        sudo = f"sudo -u {pwd.getpwuid(12345).pw_name} registry-auth"
+    except KeyError:  # no such user here: sudo names it '#UID'
+        sudo = "sudo -u '#12345' registry-auth"
+    assert sudo in str(refused.value)
     assert sorted((p.name, p.stat().st_mtime_ns) for p in keys_dir.iterdir()) == before
 
 

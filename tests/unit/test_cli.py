@@ -166,10 +166,13 @@ def test_serve_without_config_prepares_a_development_setup(
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("REGISTRY_AUTH_CONFIG", raising=False)
     assert run(["serve"], serve=Recorder()) == 0
-    out = capsys.readouterr().out
-    assert "generated development key" in out
-    assert "auth:\n  token:\n" in out
-    assert load_keyring(tmp_path / "keys").active.kid in out
+    out, err = capsys.readouterr()
+    kid = load_keyring(tmp_path / "keys").active.kid
+    assert f"generated development key {kid}" in err
+    assert "created empty" in err
+    # stdout: the registry block alone (then, once serving, audit lines only)
+    assert out.startswith("# Paste into the registry's config.yml:\nauth:\n  token:\n"), out
+    assert "registry-auth:" not in out
     assert (tmp_path / "users.htpasswd").stat().st_mode & 0o777 == 0o600
 
 

@@ -29,6 +29,19 @@ def test_every_setting_is_documented_with_its_environment_variable() -> None:
     assert "| `issuer` | `REGISTRY_AUTH_ISSUER` | required |" in reference
 
 
+def test_the_bounds_a_value_must_keep_are_said() -> None:
+    # A value outside them stops the start: the reference says so up front.
+    class Limits(BaseModel):
+        size: int = Field(default=8, ge=4, le=64, description="bytes")
+        wait: float = Field(default=1.0, gt=0, description="seconds")
+        name: str = Field(default="x", description="free text")
+
+    reference = render_reference(Limits)
+    assert "| `size` | `REGISTRY_AUTH_SIZE` | `8` | bytes; at least 4, at most 64 |" in reference
+    assert "| `wait` | `REGISTRY_AUTH_WAIT` | `1.0` | seconds; more than 0 |" in reference
+    assert "| `name` | `REGISTRY_AUTH_NAME` | `x` | free text |" in reference
+
+
 def test_nested_models_render_as_dotted_keys() -> None:
     class Inner(BaseModel):
         endpoints: list[str] = Field(default=["http://127.0.0.1:2379"], description="where")
