@@ -71,9 +71,12 @@ class Decision:
         self.granted = [str(scope) for scope in token.granted if scope.actions]
         self.account = token.account if token.account is not None else self.account
         self.kid, self.jti, self.reuse = token.kid, token.jti, token.reuse
-        complete = self.granted == self.requested
-        self.outcome = "granted" if complete else "partial"
-        self.reason = "ok" if complete else "some requested actions are not allowed"
+        if self.granted == self.requested:
+            self.outcome, self.reason = "granted", "ok"
+        elif self.granted:
+            self.outcome, self.reason = "partial", "some requested actions are not allowed"
+        else:  # still a 200 with a token: the registry then answers the client 401/403
+            self.outcome, self.reason = "denied", "no requested action is allowed"
 
     def refused(self, exc: Exception) -> None:
         # A store outage is answered 503 (app.api.token_get.error_answer), not as a bug.

@@ -76,11 +76,20 @@ class PublishLoop:
         if await self._run_sync(self.publisher.check):
             delay = settings.interval
         else:
-            failures = self.publisher.status.failures
+            status = self.publisher.status
             delay = backoff_delay(
-                failures, settings.retry_initial, settings.retry_max, self._random
+                status.failures, settings.retry_initial, settings.retry_max, self._random
             )
-            log.info("etcd: next attempt in %.1f s", delay)
+            # One line per attempt, no traceback: the endpoint, the cause and what comes next.
+            if self.publisher.outrun:
+                log.warning("etcd: %s; will look again in %.1f s", status.last_error, delay)
+            else:
+                log.warning(
+                    "etcd: publishing failed (attempt %d): %s; next attempt in %.1f s",
+                    status.failures,
+                    status.last_error,
+                    delay,
+                )
         await self._pause(delay)
         return delay
 

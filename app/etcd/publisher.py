@@ -60,6 +60,7 @@ class Publisher:
         self._clock = clock
         self._lock = threading.Lock()
         self.status = PublishStatus()
+        self.outrun = False  # the last attempt lost a race with another writer
 
     def publish(self) -> Outcome:
         """Make the key hold our record. EtcdError (EtcdConflictError if outrun) otherwise."""
@@ -108,11 +109,7 @@ class Publisher:
         self.status = replace(
             self.status, published=False, last_error=str(exc), failures=failures, index=None
         )
-        if isinstance(exc, EtcdConflictError):
-            log.warning("etcd: %s; will look again", exc)
-        else:
-            # One line per attempt, no traceback: the operator needs the endpoint and the cause.
-            log.warning("etcd: publishing failed (attempt %d): %s", failures, exc)
+        self.outrun = isinstance(exc, EtcdConflictError)  # logged by the caller, with its delay
 
 
 def _iso(timestamp: float | None) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -153,7 +154,9 @@ def run_steps(loop: PublishLoop, steps: int) -> list[float]:
     return asyncio.run(drive())
 
 
-def test_the_loop_backs_off_while_etcd_is_down_and_returns_to_the_interval() -> None:
+def test_the_loop_backs_off_while_etcd_is_down_and_returns_to_the_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     key = MemoryKey()
     key.down = "connection refused"
     slept: list[float] = []
@@ -170,7 +173,39 @@ def test_the_loop_backs_off_while_etcd_is_down_and_returns_to_the_interval() -> 
     loop = PublishLoop(
         Publisher(key, RECORD), settings, sleep=sleep, random=lambda: 1.0, run_sync=run_sync
     )
-    assert run_steps(loop, 5) == [1.0, 2.0, 4.0, 10.0, 10.0]
+    with caplog.at_level(logging.INFO, logger="app.etcd"):
+        assert run_steps(loop, 5) == [1.0, 2.0, 4.0, 10.0, 10.0]
     assert slept == [1.0, 2.0, 4.0, 10.0, 10.0]
     assert key.value == OURS
     assert loop.publisher.status.published is True
+    # One line per failed attempt: the cause and when the next one comes.
+    failed = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert failed == [
+        f"etcd: publishing failed (attempt {n}): memory key: connection refused; "
+        f"next attempt in {delay:.1f} s"
+        for n, delay in ((1, 1.0), (2, 2.0), (3, 4.0))
+    ]
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.INFO] == [
+        f"etcd: published {OURS} to memory key"
+    ]
+
+
+def test_a_lost_race_is_one_line_saying_when_it_looks_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    key = MemoryKey("old")
+    key.before_write = lambda: (setattr(key, "before_write", lambda: None), key._write("new"))
+
+    async def run_sync(function: Callable[[], Any]) -> Any:
+        return function()
+
+    async def sleep(_seconds: float) -> None:
+        return None
+
+    settings = EtcdSettings(retry_initial=1.0, retry_max=4.0)
+    loop = PublishLoop(
+        Publisher(key, RECORD), settings, sleep=sleep, random=lambda: 1.0, run_sync=run_sync
+    )
+    with caplog.at_level(logging.INFO, logger="app.etcd"):
+        run_steps(loop, 1)
+    assert [r.getMessage() for r in caplog.records] == ["etcd: changed; will look again in 1.0 s"]

@@ -97,10 +97,13 @@ async def test_one_audit_line_per_decision_with_every_field(env: Env) -> None:
     await env.login("alice", "wrong")
     await env.login("nobody-here", "wrong")
     await env.client.get("/token", params={"scope": "bogus"})
+    await env.client.get("/token", params={"scope": "repository:bob/app:pull"})  # anonymous
+    await env.login("alice", "alice-pw")  # docker login: no scope asked, nothing denied
     lines = env.audit()
     assert [line["outcome"] for line in lines] == [
-        "partial", "unauthorized", "unauthorized", "invalid",
+        "partial", "unauthorized", "unauthorized", "invalid", "denied", "granted",
     ]  # fmt: skip
+    assert lines[4]["reason"] == "no requested action is allowed"
     # The operator learns which of the two it was; the client, the same message both times.
     message = "unauthorized: authentication failed: wrong user name or password"
     assert lines[1]["reason"] == f"{message} (wrong password)"
