@@ -89,7 +89,12 @@ def test_a_read_only_tmp_refuses_the_start_naming_the_fix(tmp_path: Path) -> Non
     as_root = [] if os.geteuid() == 0 else ["--map-root-user"]
     command = " ".join(app_command("serve", "--config", str(config)))
     mounts = " && ".join(f"mount --bind -o ro {d} {d}" for d in ("/tmp", "/var/tmp"))  # noqa: S108
-    environment = {key: value for key, value in os.environ.items() if key != "TMPDIR"}
+    # Nor coverage's measurement of the child: its data file is under /tmp too (the checkout).
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key != "TMPDIR" and not key.startswith("COVERAGE_PROCESS")
+    }
     result = subprocess.run(
         ["unshare", "--mount", *as_root, "sh", "-c", f"{mounts} && exec {command}"],
         capture_output=True,
