@@ -252,7 +252,7 @@ class LdapAuthenticator:
                 self._as_if_found(pooled, account)
             return AuthResult(Outcome.NOT_MINE)
         dn, attributes = found
-        groups = self._groups(pooled.connection, dn, account, attributes)
+        groups = self._groups(pooled.connection, dn, self._spelled(attributes, account), attributes)
         if not _bind(pooled, dn, password):
             return AuthResult(Outcome.REJECTED)
         return self._accepted(dn, account, attributes, groups)
@@ -278,9 +278,15 @@ class LdapAuthenticator:
         if not _bind(pooled, dn, password):
             return AuthResult(Outcome.REJECTED)
         entries = _search(pooled.connection, dn, "(objectClass=*)", self._wanted(), scope=BASE)
-        attributes = entries[0][1] if entries else {}
-        groups = self._groups(pooled.connection, dn, account, attributes)
+        dn, attributes = entries[0] if entries else (dn, {})  # the entry's own DN spelling
+        groups = self._groups(pooled.connection, dn, self._spelled(attributes, account), attributes)
         return self._accepted(dn, account, attributes, groups)
+
+    def _spelled(self, attributes: dict[str, Any], typed: str) -> str:
+        """The account as the directory spells it, for the group search: a group's memberUid
+        is compared case-sensitively (posixGroup), so `DAVE`, who binds as dave, was in none
+        of dave's groups, and slipped past a deny written for one."""
+        return _directory_spelling(attributes.get(self._name_attribute), typed) or typed
 
     def _wanted(self) -> list[str]:
         """The user entry's attributes a check reads: the account's name, and memberOf."""

@@ -28,6 +28,7 @@ from tests.integration.support.slapd import (
     GROUPS,
     PEOPLE,
     PEOPLE_ENTRIES,
+    POSIX_GROUPS,
     SERVICE_DN,
     SERVICE_PASSWORD,
     Slapd,
@@ -428,6 +429,36 @@ async def test_a_login_carries_the_directorys_spelling_of_the_account(
     await backend.aclose()
     assert result.outcome is Outcome.ACCEPTED
     assert result.account == "carol"
+
+
+POSIX = {
+    "groups_from": "search",
+    "group_base": POSIX_GROUPS,
+    "group_filter": "(memberUid={account})",
+}
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        pytest.param(POSIX, id="search-then-bind"),
+        pytest.param(
+            {**POSIX, "mode": "direct", "user_dn_template": f"uid={{account}},{PEOPLE}"},
+            id="direct-bind",
+        ),
+    ],
+)
+@pytest.mark.parametrize("typed", ["dave", "DAVE", " Dave"])
+async def test_groups_are_looked_up_by_the_directorys_spelling_of_the_account(
+    slapd: Slapd, mode: dict[str, Any], typed: str
+) -> None:
+    """A posixGroup's memberUid is compared case-sensitively: looked up as typed, `DAVE` (who
+    binds as dave) was in none of dave's groups, and got past a deny written for one."""
+    backend = authenticator(slapd, **mode)
+    result = await backend.authenticate(creds(typed, PEOPLE_ENTRIES["dave"][0]))
+    await backend.aclose()
+    assert result.outcome is Outcome.ACCEPTED
+    assert (result.account, result.groups) == ("dave", frozenset(PEOPLE_ENTRIES["dave"][1]))
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -30,6 +30,7 @@ from tests.integration.support.tlscerts import TlsFiles, make_tls_files
 SUFFIX = "dc=example,dc=org"
 PEOPLE = f"ou=people,{SUFFIX}"
 GROUPS = f"ou=groups,{SUFFIX}"
+POSIX_GROUPS = f"ou=posixgroups,{SUFFIX}"  # the same groups as posixGroup: memberUid, no DNs
 SERVICE_DN = f"cn=registry,ou=services,{SUFFIX}"
 SERVICE_PASSWORD = "service-Secret-9"
 ADMIN_DN = f"cn=admin,{SUFFIX}"
@@ -89,6 +90,14 @@ def _groups_ldif() -> str:
         lines = "".join(f"\nmember: uid={m},{PEOPLE}" for m in members)
         dn = f"cn={escape_rdn(group)},{GROUPS}"
         entries.append(f"dn: {dn}\nobjectClass: groupOfNames\ncn: {group}{lines}")
+    entries.append(f"dn: {POSIX_GROUPS}\nobjectClass: organizationalUnit\nou: posixgroups")
+    for number, group in enumerate(GROUP_NAMES, start=5000):
+        members = [a for a, (_, groups) in PEOPLE_ENTRIES.items() if group in groups]
+        lines = "".join(f"\nmemberUid: {m}" for m in members)  # compared case-sensitively
+        dn = f"cn={escape_rdn(group)},{POSIX_GROUPS}"
+        entries.append(
+            f"dn: {dn}\nobjectClass: posixGroup\ncn: {group}\ngidNumber: {number}{lines}"
+        )
     return "\n\n".join(entries) + "\n"
 
 
