@@ -1,19 +1,24 @@
 """HTTPS served by the service itself, with the certificate and key re-loaded when they change.
 
-uvicorn takes its TLS options once, at start. Instead of those options the server gets one
-`ssl.SSLContext` made here; when the files change, the new pair is first loaded into a scratch
-context (a broken or mismatched pair is refused there and the old one stays in force), then
-into the live context. OpenSSL copies the certificate into each connection when its handshake
-starts, so new connections get the new certificate and open ones keep theirs: no restart and no
-dropped connection. The check runs on the event loop, the thread that also makes connections.
+uvicorn takes its TLS options once, at start: the server gets one `ssl.SSLContext` made here,
+and keeps it. Each pair is loaded into a context of its own (a broken or mismatched pair, or an
+expired certificate, is refused there and the old one stays in force); the server's context
+hands every new connection, as its handshake starts (the SNI callback, which OpenSSL calls with
+or without a server name), to the context of the pair in force. Open connections keep theirs:
+no restart and no dropped connection. Loading a new pair into the server's own context would
+not do: OpenSSL keeps one certificate per key type there, so an RSA certificate replaced by an
+ECDSA one went on being served to every client that offered only RSA signatures. The check runs
+on the event loop, the thread that also makes connections.
 """
 
 from __future__ import annotations
 
 import logging
 import ssl
+import stat
 import tempfile
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +31,25 @@ from app.settings_sections import TlsSettings
 log = logging.getLogger(__name__)
 
 
-class ReloadingTLS:
-    """The live server context; ConfigError naming `tls.cert` when the files are unusable."""
+def _now() -> datetime:
+    return datetime.now(UTC)
 
-    def __init__(self, settings: TlsSettings) -> None:
+
+class ReloadingTLS:
+    """The server's context; ConfigError naming `tls.cert` when the files are unusable."""
+
+    def __init__(self, settings: TlsSettings, *, clock: Callable[[], datetime] = _now) -> None:
         self.cert, self.key = settings.cert, settings.key
-        self.context = _new_context()
+        self._clock = clock
         self._seen = fingerprint([self.cert, self.key])
         try:
-            self.not_after = self._load_into(self.context)
+            self.context, self.not_after = self._load()
         except (OSError, ValueError, ssl.SSLError) as exc:
             raise ConfigError(
                 "tls.cert", f"cannot load {self.cert} with {self.key}: {exc}"
             ) from None
+        self._current = self.context
+        self.context.sni_callback = self._hand_over
 
     def reload_if_changed(self) -> bool:
         """Load the files again if they changed; False (old pair kept, logged) on failure."""
@@ -47,26 +58,53 @@ class ReloadingTLS:
             return False
         self._seen = seen
         try:
-            self.not_after = self._load_into(self.context)
+            self._current, self.not_after = self._load()
         except (OSError, ValueError, ssl.SSLError) as exc:
             log.error("TLS reload failed, keeping the previous certificate: %s", exc)  # noqa: TRY400 - one line is what an operator needs
             return False
         log.info("TLS certificate reloaded from %s (valid until %s)", self.cert, self.not_after)
         return True
 
-    def _load_into(self, live: ssl.SSLContext) -> datetime:
+    def _hand_over(
+        self, connection: ssl.SSLObject | ssl.SSLSocket, _name: str | None, context: ssl.SSLContext
+    ) -> None:
+        current = self._current
+        if current is not context:
+            connection.context = current
+
+    def _load(self) -> tuple[ssl.SSLContext, datetime]:
         cert_pem, key_pem = self.cert.read_bytes(), self.key.read_bytes()
         not_after = x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc
+        if not_after <= self._clock():
+            raise ValueError(f"the certificate in {self.cert} expired at {not_after}")
+        _warn_if_open(self.key)
         # load_cert_chain reads paths only: the bytes read once go to private copies, so the
-        # pair checked in the scratch context is exactly the pair the live context gets.
+        # pair checked is exactly the pair served.
+        context = _new_context()
         with tempfile.TemporaryDirectory(prefix="registry-auth-tls-") as scratch:
             cert_copy, key_copy = Path(scratch) / "cert.pem", Path(scratch) / "key.pem"
             cert_copy.write_bytes(cert_pem)
             key_copy.touch(mode=0o600)
             key_copy.write_bytes(key_pem)
-            _new_context().load_cert_chain(cert_copy, key_copy)
-            live.load_cert_chain(cert_copy, key_copy)
-        return not_after
+            context.load_cert_chain(cert_copy, key_copy)
+        return context, not_after
+
+
+_WARNED: set[tuple[Path, int, int]] = set()  # forked workers inherit what was said already
+
+
+def _warn_if_open(key: Path) -> None:
+    """A private key others may read: said once per file and mode (every worker, and the
+    process that checks the config, load the pair)."""
+    info = key.stat()
+    seen = (key, info.st_ino, info.st_mode)
+    if info.st_mode & 0o077 and seen not in _WARNED:
+        _WARNED.add(seen)
+        log.warning(
+            "tls.key %s may be read by other users (mode %04o): chmod 600 it",
+            key,
+            stat.S_IMODE(info.st_mode),
+        )
 
 
 def _new_context() -> ssl.SSLContext:
