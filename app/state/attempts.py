@@ -21,13 +21,17 @@ import hashlib
 import ipaddress
 import logging
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from app.errors import StateStoreError
 from app.log_limit import LogEvery
 from app.settings_sections import BruteForceSettings, Network
+
+if TYPE_CHECKING:
+    from app.state.memory import MemoryFailureStore
 
 log = logging.getLogger(__name__)
 # While the store is down every login would say it: once a minute, with a count.
@@ -148,7 +152,7 @@ class LoginThrottle:
         store: FailureStore,
         policy: BruteForceSettings,
         clock: Clock,
-        fallback: FailureStore | None = None,
+        fallback: MemoryFailureStore | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
@@ -158,6 +162,7 @@ class LoginThrottle:
         # with the store from the first such failure on.
         self._fallback = fallback
         self._fallback_used = False
+        self._handing_back = threading.Lock()  # one thread at a time writes them to the store
         networks = tuple(policy.shared_networks)
         self.shared: Callable[[str | None], bool] = (
             functools.lru_cache(maxsize=4096)(functools.partial(within_networks, networks))
@@ -173,8 +178,38 @@ class LoginThrottle:
 
     def check(self, account: str, client_ip: str | None) -> Verdict:
         """The verdict; may ask the store over the network: run it in a worker thread."""
+        self._hand_back()
         verdict = self._check(self.store.failures, account, client_ip)
         return NO_FAILURES if verdict is None else verdict  # `failures` always answers
+
+    def _hand_back(self) -> None:
+        """Once the store answers again, the failures counted in memory meanwhile go to it, a
+        batch per call: kept in memory, they outlived the outage by the whole window, where no
+        other instance saw them and `logins reset` could not clear them. Each key's count is
+        cut at the highest block: more changes no verdict. Blocking: a worker thread's."""
+        fallback = self._fallback
+        if not self._fallback_used or fallback is None:
+            return
+        if not self._handing_back.acquire(blocking=False):
+            return  # another thread is at it
+        try:
+            now, window = self._clock(), self.policy.window
+            most = max(self.policy.account_ip_block, self.policy.ip_block)
+            budget = HAND_BACK_BATCH
+            for key, counted in fallback.live(now, window).items():
+                writes = min(counted.count, most, budget)
+                for _ in range(writes):
+                    self.store.add_failure([key], counted.last_at, window)
+                fallback.take(key, counted.count if writes == min(counted.count, most) else writes)
+                budget -= writes
+                if budget <= 0:
+                    return
+            if not fallback.live(now, window):
+                self._fallback_used = False
+        except StateStoreError:
+            return  # still down: the rest stays in memory, judged with the store's
+        finally:
+            self._handing_back.release()
 
     def check_now(self, account: str, client_ip: str | None) -> Verdict | None:
         """The verdict, if the store can give the counters without a network call (nearly
@@ -205,6 +240,7 @@ class LoginThrottle:
         keys, now = self.keys(account, client_ip), self._clock()
         try:
             self.store.add_failure(keys, now, self.policy.window)
+            self._hand_back()
         except StateStoreError as exc:
             if self._fallback is not None:
                 self._fallback.add_failure(keys, now, self.policy.window)
@@ -238,6 +274,7 @@ class LoginThrottle:
 
 
 _MEANWHILE = ", counting failures in this process's memory meanwhile"
+HAND_BACK_BATCH = 64  # failures written back to the store per login, once it is back
 
 
 def _added(

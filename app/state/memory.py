@@ -39,5 +39,20 @@ class MemoryFailureStore:
     def reset(self, key: str) -> None:
         self._counts.pop(key, None)
 
+    def live(self, now: float, window: int) -> dict[str, FailureCount]:
+        """Every counter whose last failure is within `window` seconds."""
+        return {
+            key: count for key, count in list(self._counts.items()) if now - count.last_at <= window
+        }
+
+    def take(self, key: str, count: int) -> None:
+        """`count` failures of `key` are counted elsewhere now: they leave this store."""
+        held = self._counts.get(key)
+        if held is not None:
+            if held.count <= count:
+                del self._counts[key]
+            else:
+                self._counts[key] = FailureCount(held.count - count, held.last_at)
+
     def close(self) -> None:
         """Nothing to let go of."""

@@ -20,7 +20,13 @@ from app.errors import AuthenticationError, StateStoreError, TooManyAttemptsErro
 from app.login import GuardedLogin
 from app.settings_sections import BruteForceSettings
 from app.state import sqlite
-from app.state.attempts import FailureCount, LoginThrottle, counter_keys, judge
+from app.state.attempts import (
+    HAND_BACK_BATCH,
+    FailureCount,
+    LoginThrottle,
+    counter_keys,
+    judge,
+)
 from app.state.memory import MemoryFailureStore
 from app.state.sqlite import SqliteStore
 from tests.unit.hardening.failure_contract import FailureStoreContract
@@ -379,6 +385,53 @@ def test_while_the_store_is_down_failures_are_counted_in_memory_not_forgotten() 
     for _ in range(POLICY.account_ip_block + 5):
         open_throttle.failed("alice", "192.0.2.9")
     assert not open_throttle.check("alice", "192.0.2.9").blocked
+
+
+def test_failures_counted_in_memory_go_to_the_store_once_it_is_back() -> None:
+    """Kept in memory, they outlived the outage by the whole window: the other instances never
+    saw them, and `logins reset` (which clears the store) could not unblock the account."""
+    store, clock = _DownStore(), [1000.0]
+    throttle = LoginThrottle(store, POLICY, lambda: clock[0], fallback=MemoryFailureStore())
+    for _ in range(POLICY.account_ip_block):
+        throttle.failed("alice", "192.0.2.9")
+    pair, ip = counter_keys("alice", "192.0.2.9")
+    throttle.check("alice", "192.0.2.9")  # still down: nothing handed back, nothing lost
+    assert throttle.check("alice", "192.0.2.9").blocked
+    store.down = False
+    assert throttle.check("alice", "192.0.2.9").blocked
+    held = MemoryFailureStore.failures(store, [pair, ip], clock[0], POLICY.window)
+    assert {key: c.count for key, c in held.items()} == {
+        pair: POLICY.account_ip_block,
+        ip: POLICY.account_ip_block,
+    }
+    store.reset(pair)  # what `logins reset --account alice --ip 192.0.2.9` does
+    assert not throttle.check("alice", "192.0.2.9").blocked
+
+
+def test_failures_are_handed_back_a_batch_per_login() -> None:
+    store, clock = _DownStore(), [1000.0]
+    policy = BruteForceSettings(ip_free=500, ip_block=1000)
+    throttle = LoginThrottle(store, policy, lambda: clock[0], fallback=MemoryFailureStore())
+    for n in range(100):  # 100 accounts from one address: 200 failures on 101 keys
+        throttle.failed(f"user{n}", "192.0.2.9")
+    store.down = False
+    writes: list[int] = []
+    add = store.add_failure
+
+    def counted(keys: list[str], now: float, window: int) -> None:
+        writes.append(len(keys))
+        add(keys, now, window)
+
+    store.add_failure = counted  # type: ignore[method-assign]
+    throttle.check("someone", "192.0.2.10")
+    assert len(writes) == HAND_BACK_BATCH  # a login pays for one batch at most
+    while len(writes) < 200:
+        before = len(writes)
+        throttle.check("someone", "192.0.2.10")
+        assert len(writes) > before
+    assert throttle.check("user5", "192.0.2.9").ip_failures == 100
+    throttle.check("someone", "192.0.2.10")
+    assert len(writes) == 200  # all handed back: nothing more to write
 
 
 @pytest.mark.anyio
