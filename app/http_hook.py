@@ -26,6 +26,11 @@ from app.errors import ConfigError
 
 Clock = Callable[[], float]
 T = TypeVar("T")
+MAX_ANSWER = 1024 * 1024  # bytes of an answer: a decision and a list of groups
+
+
+class _AnswerTooLargeError(Exception):
+    """The answer went past MAX_ANSWER bytes."""
 
 
 class HookDown(Exception):  # noqa: N818 - a condition, not a programming error
@@ -104,14 +109,15 @@ class HookClient:
                 # httpx's timeout bounds each read: a service trickling its answer would hold
                 # the request for as long as it likes without a bound on the whole try.
                 async with asyncio.timeout(2 * self._config.timeout):
-                    response = await self._client.post(
-                        self._config.url, json=body, headers=self._headers()
-                    )
+                    response = await self._answer(body)
             except (httpx.TimeoutException, TimeoutError):
                 problem = "timeout"
                 continue
             except httpx.HTTPError as exc:
                 problem = type(exc).__name__  # never str(exc): it may quote the request
+                continue
+            except _AnswerTooLargeError:
+                problem = f"an answer larger than {MAX_ANSWER} bytes"
                 continue
             result = decide(response)
             if result is not None:
@@ -120,6 +126,24 @@ class HookClient:
             problem = f"HTTP {response.status_code}"
         self.breaker.record_failure(self._clock())
         raise HookDown(problem)
+
+    async def _answer(self, body: dict[str, Any]) -> httpx.Response:
+        """The answer, its body read up to MAX_ANSWER bytes (then _AnswerTooLargeError: read
+        whole, a bridge answering with megabytes of groups held them all in every worker)."""
+        request = self._client.build_request(
+            "POST", self._config.url, json=body, headers=self._headers()
+        )
+        response = await self._client.send(request, stream=True)
+        try:
+            content = bytearray()
+            async for chunk in response.aiter_bytes():  # decoded: a gzip bomb counts in full
+                content += chunk
+                if len(content) > MAX_ANSWER:
+                    raise _AnswerTooLargeError
+        finally:
+            await response.aclose()
+        headers = [(k, v) for k, v in response.headers.items() if k != "content-encoding"]
+        return httpx.Response(response.status_code, headers=headers, content=bytes(content))
 
     def _headers(self) -> dict[str, str]:
         if self._secret is None:

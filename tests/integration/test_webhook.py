@@ -102,6 +102,16 @@ async def test_500_or_a_body_that_is_not_the_contract_is_an_outage(
     assert len(bridge.requests) == 3  # one try and two bounded retries
 
 
+async def test_an_answer_past_a_mebibyte_is_an_outage_not_read_whole(
+    bridge: SsoBridge, make_webhook: Callable[..., WebhookAuthenticator]
+) -> None:
+    bridge.mode = "huge"
+    with pytest.raises(BackendUnavailableError, match="larger than 1048576 bytes"):
+        await make_webhook(retries=0).authenticate(FRANK)
+    bridge.mode = "normal"
+    assert (await make_webhook().authenticate(FRANK)).groups == {"ci", "sso-users"}
+
+
 async def test_timeout_is_an_outage(
     bridge: SsoBridge, make_webhook: Callable[..., WebhookAuthenticator]
 ) -> None:

@@ -30,7 +30,7 @@ class SsoBridge:
     accounts: dict[str, tuple[str, list[str]]]
     secret: str | None = None
     # normal | folding (names without case, answering the account's own spelling) | slow |
-    # an outage (OUTAGES)
+    # huge (megabytes of groups) | an outage (OUTAGES)
     mode: str = "normal"
     slow_seconds: float = 2.0
     trickle: float = 0.0  # seconds between the bytes of an answer
@@ -48,6 +48,8 @@ class SsoBridge:
             return OUTAGES[self.mode]
         if self.mode == "slow":
             time.sleep(self.slow_seconds)
+        if self.mode == "huge":  # 2.6 MB of groups, all of them well-formed
+            return 200, json.dumps({"groups": [f"g{n}" for n in range(300_000)]}).encode()
 
         if self.secret is not None and headers.get("x-registry-auth-secret") != self.secret:
             return 403, b"{}"
