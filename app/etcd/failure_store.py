@@ -32,7 +32,6 @@ from collections.abc import Callable
 
 from app.etcd.gateway import GatewayClient, GatewayError
 from app.etcd.kv import (
-    Json,
     KeyValue,
     TxnResult,
     compare_created,
@@ -41,6 +40,7 @@ from app.etcd.kv import (
     previous_kvs,
     put_op,
     range_op,
+    ranged_kvs,
 )
 from app.etcd.state import state_errors
 from app.state.attempts import FailureCount
@@ -82,7 +82,7 @@ class EtcdFailureStore:
                 answer = self._etcd.txn([], [range_op(self._key(key)) for key in missing])
             read = {
                 key: _counter(kvs[0]) if kvs else None
-                for key, kvs in zip(missing, _ranges(answer.responses), strict=True)
+                for key, kvs in zip(missing, ranged_kvs(answer.responses), strict=True)
             }
             self._keep(read, writes)
             found.update(read)
@@ -221,11 +221,3 @@ def _counter(found: KeyValue) -> FailureCount | None:
         log.warning("etcd key %s is not a login counter: counted afresh", found.key.decode())
         return None
     return FailureCount(found.version, last_at)
-
-
-def _ranges(responses: list[Json]) -> list[list[KeyValue]]:
-    """The key-values of each range request of a txn, in order."""
-    return [
-        [KeyValue.from_json(kv) for kv in response.get("response_range", {}).get("kvs") or []]
-        for response in responses
-    ]

@@ -132,3 +132,11 @@ def deleted_kvs(responses: list[Json]) -> list[KeyValue]:
 def deleted_count(responses: list[Json]) -> int:
     """How many keys the delete operations of a txn removed."""
     return sum(int(r.get("response_delete_range", {}).get("deleted", 0)) for r in responses)
+
+
+def ranged_kvs(responses: list[Json]) -> list[list[KeyValue]]:
+    """The key-values of each range request of a txn, in order."""
+    return [
+        [KeyValue.from_json(kv) for kv in response.get("response_range", {}).get("kvs") or []]
+        for response in responses
+    ]

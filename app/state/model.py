@@ -53,6 +53,12 @@ class RefreshTokenStore(Protocol):
         """Every record (of one account), oldest first."""
         ...
 
+    def account_records(self, account: str) -> list[RefreshRecord]:
+        """The account's records, oldest first, read without reading everyone's (each login
+        that asks for a refresh token counts them); may leave out what an older version of
+        the store wrote (etcd: records from before its account index)."""
+        ...
+
     def delete(self, token_hashes: list[str]) -> int:
         """Delete these records; how many existed."""
         ...

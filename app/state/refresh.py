@@ -97,7 +97,7 @@ class RefreshTokens:
     def _keep_at_most(self, account: str, limit: int) -> None:
         """Drop the account's least recently used records beyond `limit`: each login adds one,
         and nothing else would bound how many one user makes."""
-        records = self.store.records(account)
+        records = self.store.account_records(account)
         if len(records) <= limit:
             return
         records.sort(key=lambda r: (r.last_used_at, r.created_at))

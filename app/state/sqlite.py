@@ -261,6 +261,9 @@ class SqliteStore:
             rows = db.execute(query + " ORDER BY created_at, id", args).fetchall()
         return [RefreshRecord(*row) for row in rows]
 
+    def account_records(self, account: str) -> list[RefreshRecord]:
+        return self.records(account)  # an indexed query
+
     def delete(self, token_hashes: list[str]) -> int:
         if not self._exists():
             return 0

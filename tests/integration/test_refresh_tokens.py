@@ -9,12 +9,14 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from app.etcd.gateway import Connection, GatewayClient
 from app.etcd.refresh_store import EtcdRefreshStore
+from app.state.model import RefreshRecord
 from tests.integration.support.authserver import (
     AuthServer,
     add_user,
@@ -60,6 +62,49 @@ def test_records_in_etcd_hold_the_hash_not_the_token(etcd: EtcdServer) -> None:
     listing = etcd.etcdctl("v3", "get", "--prefix", "/test/raw/").stdout
     assert record.token_hash in listing
     assert token not in listing
+    store.close()
+
+
+def test_a_login_counts_its_accounts_tokens_without_reading_everyones(etcd: EtcdServer) -> None:
+    """Each login asking for a refresh token trims its account's to the cap: it read every
+    record of every account (2-2.5 s per `docker login` with 50,000 records)."""
+    from app.state.refresh import RefreshPolicy, RefreshTokens  # noqa: PLC0415 - local to this test
+
+    client = GatewayClient(Connection([etcd.url], 5.0))
+    store = EtcdRefreshStore(client, "/test/index/")
+    tokens = RefreshTokens(store, RefreshPolicy(10_000, 5_000, per_account=3))
+    for n in range(300):
+        tokens.issue(f"ci{n % 30}", "s", "c", "v", n)
+    read: list[int] = []
+    ranged, txn = client.range, client.txn
+
+    def counting_range(key: bytes, range_end: bytes | None = None) -> Any:
+        answer = ranged(key, range_end)
+        read.append(len(answer.kvs))
+        return answer
+
+    def counting_txn(compare: list[Any], success: list[Any]) -> Any:
+        answer = txn(compare, success)
+        read.extend(len(r.get("response_range", {}).get("kvs") or []) for r in answer.responses)
+        return answer
+
+    client.range, client.txn = counting_range, counting_txn  # type: ignore[method-assign]
+    tokens.issue("alice", "s", "c", "v", 400)
+    assert sum(read) <= 2  # alice's index entry and her record: not the 90 others'
+    for n in range(5):
+        tokens.issue("alice", "s", "c", "v", 401 + n)
+    assert len(store.account_records("alice")) == 3  # the cap holds
+    assert len(store.records()) == 30 * 3 + 3
+    # A record from before the index (no index entry) is listed, revoked and purged as ever.
+    legacy = RefreshRecord("old", "f" * 64, "alice", "s", "c", "v", 0, 10**10, 0)
+    client.put(b"/test/index/" + b"f" * 64, legacy.to_json().encode())
+    assert legacy in store.records("alice")
+    assert store.delete([legacy.token_hash]) == 1
+    # Every index entry left belongs to a record (a delete removes both).
+    index = etcd.etcdctl("v3", "get", "--prefix", "--keys-only", "/test/index/~a/").stdout.split()
+    assert sorted(key.rsplit("/", 1)[1] for key in index) == sorted(
+        r.token_hash for r in store.records()
+    )
     store.close()
 
 

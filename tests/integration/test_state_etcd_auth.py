@@ -170,7 +170,9 @@ def test_the_service_keeps_its_state_as_a_least_privilege_etcd_user(
         assert refresh_grant(auth, token).status_code == 200
         assert password_grant(auth, "alice", "not-her-password").status_code == 401
         listing = as_root(etcd, "get", "--prefix", "--keys-only", "/a/")
-        assert sum(key.startswith("/a/service/") for key in listing.split()) == 1
+        service = [key for key in listing.split() if key.startswith("/a/service/")]
+        assert len(service) == 2  # the record and its account's index entry
+        assert sum(key.startswith("/a/service/~a/") for key in service) == 1
         assert sum(key.startswith("/a/counters/") for key in listing.split()) == 2  # pair, IP
     finally:
         auth.stop()

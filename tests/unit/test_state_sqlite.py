@@ -45,6 +45,15 @@ class StoreContract:
         assert [r.id for r in store.records("alice")] == ["id0001", "id0002"]
         assert store.records("carol") == []
 
+    def test_an_accounts_records_alone_and_after_deletes(self, store: RefreshTokenStore) -> None:
+        for n, account in ((3, "bob"), (1, "alice"), (2, "alice"), (4, "alice")):
+            store.add(record(n, account))
+        assert [r.id for r in store.account_records("alice")] == ["id0001", "id0002", "id0004"]
+        assert store.delete([hash_token("token-2"), hash_token("token-3")]) == 2
+        assert [r.id for r in store.account_records("alice")] == ["id0001", "id0004"]
+        assert store.account_records("bob") == []
+        assert [r.id for r in store.records()] == ["id0001", "id0004"]
+
     def test_touch_records_the_last_use(self, store: RefreshTokenStore) -> None:
         store.add(record(1))
         store.touch(hash_token("token-1"), 5000)
