@@ -88,10 +88,10 @@ def _config_reference(update: Path | None) -> int:
 
 def _serve(args: argparse.Namespace, serve: Serve) -> int:
     settings = _serve_settings(args)
+    _check_temporary_directory()
     if uses_embedded_defaults(args):
         _prepare_development(settings)
     _check_state_path(settings)
-    _check_temporary_directory()
     for warning in config_warnings(settings, os.environ):
         print(f"registry-auth: warning: {warning}", file=sys.stderr)
     print(registry_config_block(settings), end="", flush=True)

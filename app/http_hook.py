@@ -146,6 +146,8 @@ class HookClient:
         return httpx.Response(response.status_code, headers=headers, content=bytes(content))
 
     def _headers(self) -> dict[str, str]:
+        # Uncompressed: httpx inflates a compressed chunk whole before its size is counted.
+        plain = {"Accept-Encoding": "identity"}
         if self._secret is None:
-            return {}
-        return {self._config.secret_header: self._secret.get_secret_value()}
+            return plain
+        return {**plain, self._config.secret_header: self._secret.get_secret_value()}

@@ -66,21 +66,33 @@ def client_ip(
     address = parse_address(peer)
     if address is None or not _is_trusted(address, trusted):
         return address
-    if header == "x-real-ip":
-        return parse_address(real_ip) if real_ip is not None else address
     hops = [hop.strip() for value in forwarded_for for hop in value.split(",") if hop.strip()]
+    if header == "x-real-ip":
+        if real_ip is not None:
+            return parse_address(real_ip)
+        return _other_header(address, "X-Forwarded-For", "x-forwarded-for") if hops else address
     if hops:
         return _from_hops(hops, trusted)
-    if real_ip is not None:
-        _unread.log(
-            logging.WARNING,
-            "x-real-ip",
-            "a trusted proxy (%s) sent X-Real-IP and no X-Forwarded-For: its client is taken "
-            "to be the proxy itself; if X-Real-IP is the header it writes, set "
-            "client_ip_header: x-real-ip",
-            address,
-        )
-    return address
+    return _other_header(address, "X-Real-IP", "x-real-ip") if real_ip is not None else address
+
+
+def _other_header(proxy: IPAddress, sent: str, setting: str) -> IPAddress | None:
+    """A trusted proxy named its client in the header not configured: most likely the header it
+    writes (a config from before client_ip_header, which read either). Not the proxy's own
+    address (an inside address for every outside client, matching `ip` rules written for
+    inside ones): unknown, which no `ip` rule holds for, and said once a minute."""
+    _unread.log(
+        logging.WARNING,
+        setting,
+        "a trusted proxy (%s) sent %s and not the header client_ip_header names: the client "
+        "address is unknown (no `ip` rule holds for it); if %s is the header the proxy "
+        "writes, set client_ip_header: %s",
+        proxy,
+        sent,
+        sent,
+        setting,
+    )
+    return None
 
 
 def _from_hops(hops: list[str], trusted: Sequence[Network]) -> IPAddress | None:

@@ -7,9 +7,12 @@ holds on every other at once (well within the one second asked for).
 The index serves the login that trims an account's tokens to `refresh_tokens_per_account`:
 without it, every `docker login` read every record of every account (2-2.5 s per login with
 50,000 records). `~` sorts after every hex digit, so the range of the records themselves
-(`<prefix>0` to `<prefix>g`) leaves the index out. A record written by a version before the
-index is in no index: it is still listed, revoked and purged (those read every record), only
-not counted towards the per-account cap, and it ends with its lifetime.
+(`<prefix>0` to `<prefix>g`) leaves the index out. An index entry holds a copy of the record as
+it was issued (only its key is read here): a version before the index reads the whole prefix
+and parses every value as a record, so during a rolling upgrade (or after a rollback) it sees
+each token twice, and keeps working, where an empty value failed each of its logins. A record
+written by such a version is in no index: it is still listed, revoked and purged (those read
+every record), only not counted towards the per-account cap, and it ends with its lifetime.
 """
 
 from __future__ import annotations
@@ -58,7 +61,9 @@ class EtcdRefreshStore:
         value = record.to_json().encode("utf-8")
         indexed = self._index(record.account) + record.token_hash.encode("ascii")
         with state_errors(self._etcd):
-            self._etcd.txn([], [put_op(self._key(record.token_hash), value), put_op(indexed, b"")])
+            self._etcd.txn(
+                [], [put_op(self._key(record.token_hash), value), put_op(indexed, value)]
+            )
 
     def find(self, token_hash: str) -> RefreshRecord | None:
         with state_errors(self._etcd):

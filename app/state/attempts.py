@@ -186,7 +186,11 @@ class LoginThrottle:
         """Once the store answers again, the failures counted in memory meanwhile go to it, a
         batch per call: kept in memory, they outlived the outage by the whole window, where no
         other instance saw them and `logins reset` could not clear them. Each key's count is
-        cut at the highest block: more changes no verdict. Blocking: a worker thread's."""
+        cut at the highest block (more changes no verdict), and dated now: at its own older
+        time, it moved back the store's latest failure, and so ended another instance's block
+        early. Taken from memory before it is written (a login meanwhile sees it in neither
+        place rather than in both), and put back if the store fails again. Blocking: a worker
+        thread's."""
         fallback = self._fallback
         if not self._fallback_used or fallback is None:
             return
@@ -198,22 +202,29 @@ class LoginThrottle:
             budget = HAND_BACK_BATCH
             for key, counted in fallback.live(now, window).items():
                 writes = min(counted.count, most, budget)
-                for _ in range(writes):
-                    self.store.add_failure([key], counted.last_at, window)
                 fallback.take(key, counted.count if writes == min(counted.count, most) else writes)
+                written = 0
+                try:
+                    while written < writes:
+                        self.store.add_failure([key], now, window)
+                        written += 1
+                except StateStoreError:
+                    fallback.give_back(key, FailureCount(writes - written, counted.last_at))
+                    return  # still down: the rest stays in memory, judged with the store's
                 budget -= writes
                 if budget <= 0:
                     return
-            if not fallback.live(now, window):
-                self._fallback_used = False
-        except StateStoreError:
-            return  # still down: the rest stays in memory, judged with the store's
+            self._fallback_used = False  # then again, if a failure came meanwhile
+            if fallback.live(now, window):
+                self._fallback_used = True
         finally:
             self._handing_back.release()
 
     def check_now(self, account: str, client_ip: str | None) -> Verdict | None:
         """The verdict, if the store can give the counters without a network call (nearly
         every login: see FailureStore.failures_now); None: run `check` in a worker thread."""
+        if self._fallback_used:
+            return None  # `check`, in a worker thread, hands back what memory holds first
         return self._check(self.store.failures_now, account, client_ip)
 
     def _check(self, read: _Read, account: str, client_ip: str | None) -> Verdict | None:

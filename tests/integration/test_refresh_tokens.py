@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from app.etcd.gateway import Connection, GatewayClient
+from app.etcd.kv import prefix_end
 from app.etcd.refresh_store import EtcdRefreshStore
 from app.state.model import RefreshRecord
 from tests.integration.support.authserver import (
@@ -104,6 +105,13 @@ def test_a_login_counts_its_accounts_tokens_without_reading_everyones(etcd: Etcd
     index = etcd.etcdctl("v3", "get", "--prefix", "--keys-only", "/test/index/~a/").stdout.split()
     assert sorted(key.rsplit("/", 1)[1] for key in index) == sorted(
         r.token_hash for r in store.records()
+    )
+    # A version before the index, still running during a rolling upgrade, reads the whole
+    # prefix as records: every value there parses as the record of the token its key names.
+    whole = client.range(b"/test/index/", prefix_end(b"/test/index/")).kvs
+    assert len(whole) == 2 * len(store.records())
+    assert all(
+        kv.key.decode().endswith(RefreshRecord.from_json(kv.value).token_hash) for kv in whole
     )
     store.close()
 

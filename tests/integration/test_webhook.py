@@ -68,6 +68,7 @@ async def test_accept_carries_groups_and_sends_the_documented_body(
     }
     assert sent["headers"]["x-registry-auth-secret"] == "bridge-Secret-8"
     assert sent["headers"]["content-type"] == "application/json"
+    assert sent["headers"]["accept-encoding"] == "identity"  # its size is counted as it comes
 
 
 @pytest.mark.parametrize("typed", ["FRANK", " frank", "Frank "])

@@ -22,6 +22,7 @@ from app.settings_sections import BruteForceSettings
 from app.state import sqlite
 from app.state.attempts import (
     HAND_BACK_BATCH,
+    NO_FAILURES,
     FailureCount,
     LoginThrottle,
     counter_keys,
@@ -373,7 +374,7 @@ def test_while_the_store_is_down_failures_are_counted_in_memory_not_forgotten() 
     store, clock = _DownStore(), [1000.0]
     throttle = LoginThrottle(store, POLICY, lambda: clock[0], fallback=MemoryFailureStore())
     for _ in range(POLICY.account_ip_block):
-        assert not throttle.check_now("alice", "192.0.2.9").blocked  # type: ignore[union-attr]
+        assert not throttle.check("alice", "192.0.2.9").blocked
         throttle.failed("alice", "192.0.2.9")
     assert throttle.check("alice", "192.0.2.9").blocked
     store.down = False  # back: what it holds and what memory kept add up
@@ -406,6 +407,39 @@ def test_failures_counted_in_memory_go_to_the_store_once_it_is_back() -> None:
     }
     store.reset(pair)  # what `logins reset --account alice --ip 192.0.2.9` does
     assert not throttle.check("alice", "192.0.2.9").blocked
+
+
+def test_a_handed_back_failure_never_ends_a_block_early() -> None:
+    """Written at its own (older) time, it moved the store's latest failure back: another
+    instance's block on the account ended that much early."""
+    store, clock = _DownStore(), [1000.0]
+    throttle = LoginThrottle(store, POLICY, lambda: clock[0], fallback=MemoryFailureStore())
+    throttle.failed("alice", "192.0.2.9")  # in memory, at 1000
+    store.down = False
+    keys, window = list(counter_keys("alice", "192.0.2.9")), POLICY.window
+    for _ in range(POLICY.account_ip_block):  # another instance blocks alice, at 1040
+        MemoryFailureStore.add_failure(store, keys, 1040, window)
+    clock[0] = 1050.0
+    verdict = throttle.check("alice", "192.0.2.9")  # handed back now
+    assert verdict.blocked
+    assert verdict.retry_after is not None
+    assert verdict.retry_after >= 1040 + window - 1050  # not before the other's block ends
+    clock[0] = 1040 + window - 5.0
+    assert throttle.check("alice", "192.0.2.9").blocked
+
+
+def test_logins_take_the_thread_path_until_memory_is_handed_back() -> None:
+    """The event loop's answer (check_now) never writes; with failures held in memory it sends
+    the login to `check`, which hands them back: else, on a store that always answers at once
+    (SQLite), they stayed in memory while no other login failed."""
+    store, clock = _DownStore(), [1000.0]
+    throttle = LoginThrottle(store, POLICY, lambda: clock[0], fallback=MemoryFailureStore())
+    assert throttle.check_now("bob", "192.0.2.1") is not None or store.down  # down: it raises
+    throttle.failed("alice", "192.0.2.9")
+    store.down = False
+    assert throttle.check_now("bob", "192.0.2.1") is None
+    assert throttle.check("bob", "192.0.2.1") == NO_FAILURES
+    assert throttle.check_now("alice", "192.0.2.9").pair_failures == 1  # type: ignore[union-attr]
 
 
 def test_failures_are_handed_back_a_batch_per_login() -> None:
