@@ -4,7 +4,7 @@ a path that may not be empty, a URL port in range."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator
@@ -26,6 +26,7 @@ def _refuse_empty_optional(value: object) -> object:
 
 FilePath = Annotated[Path, BeforeValidator(_refuse_empty)]
 OptionalFilePath = Annotated[Path | None, BeforeValidator(_refuse_empty_optional)]
+ClientIPHeader = Literal["x-forwarded-for", "x-real-ip"]  # where a trusted proxy names its client
 
 
 def check_url_port(url: str) -> None:

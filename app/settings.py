@@ -30,7 +30,7 @@ from app.backend_settings import (
     resolve_backend_paths,
 )
 from app.errors import ConfigError
-from app.setting_types import FilePath, OptionalFilePath, check_url_port
+from app.setting_types import ClientIPHeader, FilePath, OptionalFilePath, check_url_port
 from app.settings_env import ENV_PREFIX, EnvironmentSource, value_source
 from app.settings_sections import (
     BruteForceSettings,
@@ -144,7 +144,7 @@ class Settings(BaseSettings):
         "address (`ip` rules, brute-force counters, audit log); from any other peer it is "
         "ignored",
     )
-    client_ip_header: Literal["x-forwarded-for", "x-real-ip"] = Field(
+    client_ip_header: ClientIPHeader = Field(
         default="x-forwarded-for",
         description="the header a trusted proxy names the client in, and the only one read: "
         "`x-forwarded-for` (read from the right, skipping trusted proxies) or `x-real-ip` "

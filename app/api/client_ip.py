@@ -21,13 +21,12 @@ import logging
 import re
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
-from typing import Literal
 
 from app.log_limit import LogEvery
+from app.setting_types import ClientIPHeader
 
 IPAddress = IPv4Address | IPv6Address
 Network = IPv4Network | IPv6Network
-ClientIPHeader = Literal["x-forwarded-for", "x-real-ip"]
 
 log = logging.getLogger(__name__)
 _unread = LogEvery(log)  # once a minute: a misconfigured proxy sends it with every request

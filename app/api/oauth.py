@@ -14,12 +14,13 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from app.api.audit import AuditLog, Decision
-from app.api.client_ip import ClientIPHeader, Network, client_ip
+from app.api.client_ip import Network, client_ip
 from app.api.limits import Scope, request_id
 from app.api.token_get import Answer, encode_headers, error_answer, wanted_headers
 from app.errors import ClientError, InvalidRequestError
 from app.protocol.oauth import PasswordGrant, oauth_response, parse_grant
 from app.service import TokenService, address_text
+from app.setting_types import ClientIPHeader
 
 MAX_FORM_BYTES = 16 * 1024
 MAX_FORM_FIELDS = 128

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 import orjson
 
 from app.api.audit import AuditLog, Decision
-from app.api.client_ip import ClientIPHeader, Network, client_ip
+from app.api.client_ip import Network, client_ip
 from app.api.credentials import request_credentials
 from app.api.limits import (
     REFUSAL_HEADERS,
@@ -38,6 +38,7 @@ from app.errors import BackendUnavailableError, ClientError, StateStoreError
 from app.log_limit import LogEvery
 from app.protocol.tokens import parse_token_query, token_response
 from app.service import TokenService, address_text
+from app.setting_types import ClientIPHeader
 from app.settings_sections import LimitSettings
 
 log = logging.getLogger(__name__)
