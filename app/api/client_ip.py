@@ -9,9 +9,10 @@ client choose its address (an `ip` rule, a brute-force counter of its own per gu
 X-Forwarded-For is read from the right: each trusted proxy appends the address it received the
 request from, so the first address that is not itself a trusted proxy is the client, and
 anything further left was written by that client and is ignored. X-Real-IP is one address,
-the one the nearest proxy set. Without the header the trusted peer itself is the client. An
-unparsable address from a trusted proxy leaves the client unknown (None): no `ip` rule holds
-for it, rather than the proxy's own address being used.
+the one the nearest proxy set. Without either header the trusted peer itself is the client;
+with only the other one, the client is unknown (see _other_header). An unparsable address from
+a trusted proxy leaves the client unknown (None) too: no `ip` rule holds for it, rather than
+the proxy's own address being used.
 """
 
 from __future__ import annotations
