@@ -17,7 +17,6 @@ import logging
 import ssl
 import stat
 import tempfile
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,16 +30,11 @@ from app.settings_sections import TlsSettings
 log = logging.getLogger(__name__)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 class ReloadingTLS:
     """The server's context; ConfigError naming `tls.cert` when the files are unusable."""
 
-    def __init__(self, settings: TlsSettings, *, clock: Callable[[], datetime] = _now) -> None:
+    def __init__(self, settings: TlsSettings) -> None:
         self.cert, self.key = settings.cert, settings.key
-        self._clock = clock
         self._seen = fingerprint([self.cert, self.key])
         try:
             self.context, self.not_after = self._load()
@@ -75,7 +69,7 @@ class ReloadingTLS:
     def _load(self) -> tuple[ssl.SSLContext, datetime]:
         cert_pem, key_pem = self.cert.read_bytes(), self.key.read_bytes()
         not_after = x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc
-        if not_after <= self._clock():
+        if not_after <= datetime.now(UTC):
             raise ValueError(f"the certificate in {self.cert} expired at {not_after}")
         _warn_if_open(self.key)
         # load_cert_chain reads paths only: the bytes read once go to private copies, so the

@@ -47,6 +47,12 @@ class FailureCount:
     count: int
     last_at: float
 
+    def plus(self, other: FailureCount | None) -> FailureCount:
+        """Both counts of failures (each counted in one place only), the latest time."""
+        if other is None:
+            return self
+        return FailureCount(self.count + other.count, max(self.last_at, other.last_at))
+
 
 class FailureStore(Protocol):
     """Counters of failed logins. Methods raise StateStoreError when the store is unusable."""
@@ -201,8 +207,9 @@ class LoginThrottle:
             most = max(self.policy.account_ip_block, self.policy.ip_block)
             budget = HAND_BACK_BATCH
             for key, counted in fallback.live(now, window).items():
-                writes = min(counted.count, most, budget)
-                fallback.take(key, counted.count if writes == min(counted.count, most) else writes)
+                needed = min(counted.count, most)  # the rest changes no verdict: dropped
+                writes = min(needed, budget)
+                fallback.take(key, counted.count if writes == needed else writes)
                 written = 0
                 try:
                     while written < writes:
@@ -297,12 +304,7 @@ def _added(
         return stored
     both = dict(stored)
     for key, mine in local.items():
-        theirs = both.get(key)
-        both[key] = (
-            mine
-            if theirs is None
-            else FailureCount(theirs.count + mine.count, max(theirs.last_at, mine.last_at))
-        )
+        both[key] = mine.plus(both.get(key))
     return both
 
 

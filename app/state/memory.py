@@ -48,21 +48,17 @@ class MemoryFailureStore:
 
     def live(self, now: float, window: int) -> dict[str, FailureCount]:
         """Every counter whose last failure is within `window` seconds."""
-        return {
-            key: count for key, count in list(self._counts.items()) if now - count.last_at <= window
-        }
+        with self._lock:
+            return {
+                key: count for key, count in self._counts.items() if now - count.last_at <= window
+            }
 
     def give_back(self, key: str, counted: FailureCount) -> None:
         """Failures taken (see `take`) that could not be counted elsewhere after all."""
         if counted.count <= 0:
             return
         with self._lock:
-            held = self._counts.get(key)
-            self._counts[key] = (
-                counted
-                if held is None
-                else FailureCount(held.count + counted.count, max(held.last_at, counted.last_at))
-            )
+            self._counts[key] = counted.plus(self._counts.get(key))
 
     def take(self, key: str, count: int) -> None:
         """`count` failures of `key` are counted elsewhere now: they leave this store."""
