@@ -33,6 +33,10 @@ class _AnswerTooLargeError(Exception):
     """The answer went past MAX_ANSWER bytes."""
 
 
+class _AnswerEncodedError(Exception):
+    """The answer came compressed although it was asked for uncompressed."""
+
+
 class HookDown(Exception):  # noqa: N818 - a condition, not a programming error
     """No usable answer: the circuit is open, or every try failed. `problem` says why (never
     the request, which may hold a password)."""
@@ -119,6 +123,9 @@ class HookClient:
             except _AnswerTooLargeError:
                 problem = f"an answer larger than {MAX_ANSWER} bytes"
                 continue
+            except _AnswerEncodedError as exc:
+                problem = f"an answer compressed ({exc}) though asked for uncompressed"
+                continue
             result = decide(response)
             if result is not None:
                 self.breaker.record_success()
@@ -129,24 +136,30 @@ class HookClient:
 
     async def _answer(self, body: dict[str, Any]) -> httpx.Response:
         """The answer, its body read up to MAX_ANSWER bytes (then _AnswerTooLargeError: read
-        whole, a bridge answering with megabytes of groups held them all in every worker)."""
+        whole, a bridge answering with megabytes of groups held them all in every worker).
+        Read as sent: a compressed answer is refused (_AnswerEncodedError), since inflating
+        even one chunk of it could take a thousand times its size."""
         request = self._client.build_request(
             "POST", self._config.url, json=body, headers=self._headers()
         )
         response = await self._client.send(request, stream=True)
         try:
+            encoding = response.headers.get("content-encoding", "").strip().lower()
+            if encoding not in ("", "identity"):
+                raise _AnswerEncodedError(encoding[:40])
             content = bytearray()
-            async for chunk in response.aiter_bytes():  # decoded: a gzip bomb counts in full
+            async for chunk in response.aiter_raw():
                 content += chunk
                 if len(content) > MAX_ANSWER:
                     raise _AnswerTooLargeError
         finally:
             await response.aclose()
-        headers = [(k, v) for k, v in response.headers.items() if k != "content-encoding"]
-        return httpx.Response(response.status_code, headers=headers, content=bytes(content))
+        return httpx.Response(
+            response.status_code, headers=response.headers, content=bytes(content)
+        )
 
     def _headers(self) -> dict[str, str]:
-        # Uncompressed: httpx inflates a compressed chunk whole before its size is counted.
+        # Uncompressed: the size bound counts the bytes as sent (_answer).
         plain = {"Accept-Encoding": "identity"}
         if self._secret is None:
             return plain

@@ -113,6 +113,18 @@ async def test_an_answer_past_a_mebibyte_is_an_outage_not_read_whole(
     assert (await make_webhook().authenticate(FRANK)).groups == {"ci", "sso-users"}
 
 
+async def test_a_compressed_answer_is_an_outage_not_inflated(
+    bridge: SsoBridge, make_webhook: Callable[..., WebhookAuthenticator]
+) -> None:
+    """Asked for `identity`, a bridge that gzips anyway is refused before a byte is inflated:
+    one chunk of a gzip bomb inflates to a thousand times its size."""
+    bridge.gzipped = True
+    with pytest.raises(BackendUnavailableError, match=r"compressed \(gzip\)"):
+        await make_webhook(retries=0).authenticate(FRANK)
+    bridge.gzipped = False
+    assert (await make_webhook().authenticate(FRANK)).groups == {"ci", "sso-users"}
+
+
 async def test_timeout_is_an_outage(
     bridge: SsoBridge, make_webhook: Callable[..., WebhookAuthenticator]
 ) -> None:

@@ -8,6 +8,7 @@ how often (retries, breaker).
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 import time
@@ -34,6 +35,7 @@ class SsoBridge:
     mode: str = "normal"
     slow_seconds: float = 2.0
     trickle: float = 0.0  # seconds between the bytes of an answer
+    gzipped: bool = False  # answers compressed (Content-Encoding: gzip) whatever was asked
     requests: list[dict[str, Any]] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
 
@@ -73,10 +75,12 @@ Answer = Callable[[dict[str, Any], dict[str, str]], tuple[int, bytes]]
 
 
 def start_json_server(
-    answer: Answer, trickle: Callable[[], float] = lambda: 0.0
+    answer: Answer,
+    trickle: Callable[[], float] = lambda: 0.0,
+    gzipped: Callable[[], bool] = lambda: False,
 ) -> ThreadingHTTPServer:
     """A server answering each JSON POST with answer(body, lower-cased headers); the body a
-    byte at a time, `trickle()` seconds apart, when that is not 0."""
+    byte at a time, `trickle()` seconds apart, when that is not 0; gzip'd when `gzipped()`."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -86,6 +90,9 @@ def start_json_server(
             status, payload = answer(body, headers)
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
+            if gzipped():
+                payload = gzip.compress(payload)
+                self.send_header("Content-Encoding", "gzip")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             delay = trickle()
@@ -107,5 +114,5 @@ def start_json_server(
 
 
 def start_sso_bridge(bridge: SsoBridge) -> SsoBridge:
-    bridge.server = start_json_server(bridge.answer, lambda: bridge.trickle)
+    bridge.server = start_json_server(bridge.answer, lambda: bridge.trickle, lambda: bridge.gzipped)
     return bridge
