@@ -30,7 +30,7 @@ from app.settings import (
 from app.state.sqlite import unwritable_because
 
 # serve(settings, host, port, reread): `reread` loads the config again as `serve` did at the
-# start (file, environment, command-line overrides): SIGHUP applies it (app.api.server).
+# start (file, environment, command-line overrides): SIGHUP applies it (app.api.config_reread).
 Serve = Callable[[Settings, str | None, int | None, Callable[[], Settings]], None]
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from app.api import server
+from app.api import workers
 from app.keys.model import Algorithm
 from app.keys.store import generate_key
 from app.reload import Reloadable, RetryGate, files_named
@@ -109,7 +109,7 @@ def test_a_waiting_worker_builds_its_app_again_only_once_the_file_changed(
     acl = acl_settings.acl
     acl.write_text("rules: [")  # broken YAML
     builds: list[str] = []
-    real_create_app = server.create_app
+    real_create_app = workers.create_app
 
     def counting_create_app(settings: Settings) -> Any:
         builds.append(acl.read_text())
@@ -123,9 +123,9 @@ def test_a_waiting_worker_builds_its_app_again_only_once_the_file_changed(
         if polls == 10:  # nine polls of untouched files, then the operator fixes the ACL
             acl.write_text(GOOD_ACL)
 
-    monkeypatch.setattr(server, "create_app", counting_create_app)
-    monkeypatch.setattr(server.time, "sleep", sleep)
-    app = server.app_once_files_load(acl_settings)
+    monkeypatch.setattr(workers, "create_app", counting_create_app)
+    monkeypatch.setattr(workers.time, "sleep", sleep)
+    app = workers.app_once_files_load(acl_settings)
 
     assert app is not None
     assert builds == ["rules: [", GOOD_ACL]  # one failed try, then one after the fix

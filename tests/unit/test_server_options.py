@@ -10,12 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from app.api.server import (
-    changed_settings,
-    reread_config,
-    server_options,
-    use_worker_scheduling,
-)
+from app.api.config_reread import changed_settings, reread_config
+from app.api.server import server_options
+from app.api.workers import use_worker_scheduling
 from app.cli import run
 from app.errors import ConfigError
 from app.pools import default_threads
@@ -70,7 +67,7 @@ def test_batch_scheduling_that_the_system_refuses_is_a_warning_not_a_failure(
         raise PermissionError(1, "Operation not permitted")
 
     monkeypatch.setattr(os, "sched_setscheduler", refuse)
-    with caplog.at_level(logging.WARNING, logger="app.api.server"):
+    with caplog.at_level(logging.WARNING, logger="app.api.workers"):
         use_worker_scheduling("batch")
     assert "worker_scheduling: batch is not available here" in caplog.text
     assert "Operation not permitted" in caplog.text
@@ -94,7 +91,7 @@ def test_worker_scheduling_is_batch_unless_set_and_takes_only_the_two_policies(
 
 FROZEN_COUNT = """
 import gc, sys
-from app.api.server import worker_app
+from app.api.workers import worker_app
 from app.settings import load_settings
 before = gc.get_freeze_count()
 overrides = {"keys_dir": sys.argv[1], "htpasswd": None, "realm": "http://a.test/token"}
@@ -140,7 +137,8 @@ def test_a_workers_flag_beyond_the_settings_limit_names_the_flag(
 FROZEN_BEFORE_FORK = """
 import gc, sys
 from granian.server import MPServer
-from app.api.server import run_granian, server_options
+from app.api.server import server_options
+from app.api.supervisor import run_granian
 from app.settings import load_settings
 def serve(self, *args, **kwargs):  # where granian forks its workers: stop and report instead
     print(gc.get_freeze_count())
@@ -260,7 +258,7 @@ def test_reread_refuses_what_only_a_restart_applies(
     ]:
         candidate = load_settings(overrides={**running.model_dump(), **changes})
         caplog.clear()
-        with caplog.at_level(logging.ERROR, logger="app.api.server"):
+        with caplog.at_level(logging.ERROR, logger="app.api.config_reread"):
             assert reread_config(lambda c=candidate: c, running) is None  # type: ignore[misc]
         assert caplog.messages == [f"SIGHUP ignored: {named} changed: only a restart applies it"]
     fine = load_settings(overrides={**running.model_dump(), "token_ttl": 77})
@@ -273,6 +271,6 @@ def test_reread_survives_a_config_that_breaks_the_reader(
     def deep() -> Settings:
         raise RecursionError
 
-    with caplog.at_level(logging.ERROR, logger="app.api.server"):
+    with caplog.at_level(logging.ERROR, logger="app.api.config_reread"):
         assert reread_config(deep, load_settings(config)) is None
     assert caplog.messages == ["SIGHUP ignored: the config cannot be read (RecursionError)"]

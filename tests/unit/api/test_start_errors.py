@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.api import server
+from app.api import server, supervisor
 from app.api.app import create_app
 from app.api.server import ServerOptions, check_listen
 from app.errors import ConfigError
@@ -21,7 +21,7 @@ def test_a_port_in_use_names_listen_before_any_server_starts(
 ) -> None:
     started: list[str] = []
     monkeypatch.setattr(server, "run_uvicorn", lambda *_: started.append("uvicorn"))
-    monkeypatch.setattr(server, "run_granian", lambda *_: started.append("granian"))
+    monkeypatch.setattr(supervisor, "run_granian", lambda *_: started.append("granian"))
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         for workers in (1, 2):

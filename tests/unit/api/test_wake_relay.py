@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from app.api.server import WakeRelay
+from app.api.supervisor import WakeRelay
 
 
 def test_waking_does_not_wait_for_the_lock_the_event_is_held_by() -> None:
