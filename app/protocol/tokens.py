@@ -13,6 +13,10 @@ from app.errors import InvalidRequestError
 from app.protocol.scopes import Scope, parse_scopes
 
 MAX_PARAM_LENGTH = 512
+# `nbf` is set this far before `iat`: a registry allows 60 s of skew on it, so with this a
+# registry whose clock is up to two minutes behind ours still takes a token at once (it would
+# answer 401 `invalid_token` to every fresh one). `exp` and `expires_in` are not moved.
+NOT_BEFORE_MARGIN = 60
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no", ""})
 
@@ -108,13 +112,14 @@ def build_claims(
     ttl: int,
     jti: str,
 ) -> dict[str, Any]:
-    """Registry token claims. `aud` is a plain string: registry 2.8 rejects an array."""
+    """Registry token claims. `aud` is a plain string: registry 2.8 rejects an array. `nbf`
+    is NOT_BEFORE_MARGIN seconds before `iat`."""
     return {
         "iss": issuer,
         "sub": subject,
         "aud": audience,
         "exp": issued_at + ttl,
-        "nbf": issued_at,
+        "nbf": issued_at - NOT_BEFORE_MARGIN,
         "iat": issued_at,
         "jti": jti,
         "access": access_claim(access),

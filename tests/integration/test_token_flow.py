@@ -7,6 +7,7 @@ at its realm and whose rootcertbundle is the bundle.pem our `keys generate` wrot
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +15,9 @@ import httpx
 import jwt
 import pytest
 
+from app.keys.signing import sign_token
+from app.keys.store import load_keyring
+from app.protocol.tokens import build_claims
 from tests.integration.support.authserver import generate_key
 from tests.integration.support.oci import OciImage, manifest_digest, read_layer_file
 from tests.integration.support.skopeo import Creds, Skopeo, SkopeoResult
@@ -92,6 +96,29 @@ def test_token_from_the_service_opens_v2(stack_pool: StackPool, algorithm: str, 
     assert header["alg"] == algorithm
     assert header["kid"] == stack.auth.kid
     assert ("x5c" in header) is x5c
+
+
+@pytest.mark.parametrize(("ahead", "status"), [(100, 200), (130, 401)])
+def test_a_registry_whose_clock_is_behind_ours_still_takes_a_fresh_token(
+    stack: Stack, ahead: int, status: int
+) -> None:
+    """Claims as the service builds them, on a clock `ahead` seconds in front of the
+    registry's: `nbf` a minute before `iat`, plus the registry's own 60 s of leeway, is two
+    minutes of skew taken (with `nbf` = `iat` every fresh token was 401 past one minute)."""
+    claims = build_claims(
+        issuer=stack.auth.issuer,
+        subject=ALICE.username,
+        audience=stack.auth.service,
+        access=(),
+        issued_at=int(time.time()) + ahead,
+        ttl=300,
+        jti="skew-test",
+    )
+    token = sign_token(load_keyring(stack.auth.keys_dir).active, claims)
+
+    response = bearer_get(f"{stack.registry.url}/v2/", token)
+
+    assert response.status_code == status, f"{response.status_code} {response.text}"
 
 
 # --- a user pushes and pulls ---------------------------------------------------------------
