@@ -46,7 +46,9 @@ def parse_grant(form: Form) -> PasswordGrant | RefreshGrant:
     grant_type = _required(form, "grant_type")
     if grant_type not in ("password", "refresh_token"):
         raise UnsupportedGrantTypeError(grant_type)
-    service = _required(form, "service")
+    # Optional, as on a GET: containers/image sends it only when the registry's challenge
+    # named one (docker and containerd then send it empty). "" = the default service.
+    service = _optional(form, "service") or ""
     client_id = _required(form, "client_id")
     scopes = parse_scopes(form.get("scope", ()))
     if grant_type == "refresh_token":
