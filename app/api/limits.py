@@ -45,9 +45,13 @@ class LimitExceededError(Exception):
         self.message = message
         self.parameter = parameter
 
-    def body(self) -> bytes:
-        code = _CODES.get(self.status, "invalid")
+    def body(self, oauth: bool = False) -> bytes:
+        """The error in the shape of every other one: docker's `details`, and for a POST (an
+        OAuth2 grant) also `error_description`, the same text."""
+        code = _CODES.get(self.status, "invalid_request")
         body: dict[str, str] = {"details": self.message, "error": code}
+        if oauth:
+            body["error_description"] = self.message
         if self.parameter is not None:
             body["parameter"] = self.parameter
         return json.dumps(body).encode("utf-8")
@@ -85,7 +89,7 @@ class LimitsMiddleware:
             check_head(scope, self.limits)
             body = await read_body(scope, receive, self.limits)
         except LimitExceededError as exc:
-            await _refuse(send, exc)
+            await _refuse(send, exc, oauth=scope["method"] == "POST")
             return
         await self.app(scope, _replay(body, receive), send)
 
@@ -186,8 +190,8 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def _refuse(send: Send, exc: LimitExceededError) -> None:
-    body = exc.body()
+async def _refuse(send: Send, exc: LimitExceededError, *, oauth: bool) -> None:
+    body = exc.body(oauth)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode("ascii")),

@@ -62,10 +62,13 @@ class RequestTimeoutProtocol(H11Protocol):
         # being handled, and says what was wrong.
         problem = str(sys.exception() or msg)
         if "Host" in problem:  # h11: "Missing mandatory Host: header", "Found multiple ..."
-            body = {"details": HOST_REFUSAL, "error": "invalid", "parameter": "Host"}
+            body = {"details": HOST_REFUSAL, "error": "invalid_request", "parameter": "Host"}
         else:  # without the client's bytes h11 quotes ("illegal header line: bytearray(...)")
             text = problem.partition(": bytearray(")[0]
-            body = {"details": f"the request is not valid HTTP/1.1: {text}", "error": "invalid"}
+            body = {
+                "details": f"the request is not valid HTTP/1.1: {text}",
+                "error": "invalid_request",
+            }
         data = json.dumps(body).encode("utf-8")
         headers = [
             (b"content-type", b"application/json"),

@@ -153,7 +153,8 @@ class TokenLayer:
                     form = await read_body(scope, receive, self._limits)
                     status, body, headers = await self._post(scope, rid, form)
             except LimitExceededError as exc:  # the answers themselves never raise
-                status, body, headers = exc.status, exc.body(), list(REFUSAL_HEADERS)
+                oauth = scope["method"] == "POST"
+                status, body, headers = exc.status, exc.body(oauth), list(REFUSAL_HEADERS)
             headers += [
                 _JSON,
                 (b"content-length", str(len(body)).encode("ascii")),

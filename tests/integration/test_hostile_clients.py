@@ -199,7 +199,7 @@ def test_an_http11_request_without_exactly_one_host_is_a_json_400_naming_host(
     answer = _exchange(server, request)
     assert answer.startswith(b"HTTP/1.1 400 "), answer
     assert _json_body(answer) == {
-        "details": HOST_REFUSAL, "error": "invalid", "parameter": "Host",
+        "details": HOST_REFUSAL, "error": "invalid_request", "parameter": "Host",
     }  # fmt: skip
 
 

@@ -42,6 +42,7 @@ async def test_a_long_query_string_gets_400(env: Env) -> None:
     response = await env.client.get("/token", params={"scope": "x" * 9000})
     assert response.status_code == 400
     assert response.json()["parameter"] == "query"
+    assert response.json()["error"] == "invalid_request"  # the code of every other 400
 
 
 async def test_a_big_body_gets_413_declared_or_streamed(env: Env) -> None:
@@ -50,7 +51,12 @@ async def test_a_big_body_gets_413_declared_or_streamed(env: Env) -> None:
         "/token", content=big, headers={"Content-Type": "application/x-www-form-urlencoded"}
     )
     assert declared.status_code == 413
-    assert declared.json()["error"] == "request_too_large"
+    # A POST is an OAuth2 grant: its errors also carry `error_description` (README).
+    assert declared.json() == {
+        "details": "request body exceeds 16384 bytes",
+        "error": "request_too_large",
+        "error_description": "request body exceeds 16384 bytes",
+    }
 
     async def chunks() -> AsyncIterator[bytes]:
         for _ in range(40):
