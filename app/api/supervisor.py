@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from app.api.app import create_app
 from app.api.config_refusal import set_config_refused
@@ -22,6 +22,7 @@ from app.api.metrics_http import use_multiprocess_dir
 from app.api.server import ServerOptions
 from app.api.server_logging import granian_logging
 from app.api.tls import ReloadingTLS
+from app.api.tls_copies import PairCopies
 from app.api.workers import discard_app, freeze_startup_heap, worker_app, worker_problem
 from app.reload import RetryGate
 from app.settings import Settings
@@ -41,6 +42,9 @@ def run_granian(settings: Settings, options: ServerOptions, reread: Reread | Non
 
     running = [settings]  # what new workers are built from: SIGHUP may replace it
     lock = threading.Lock()  # the TLS watch thread and granian's main loop both decide rolls
+    # `tls` itself only changes with a restart; granian is given copies of the pair in force.
+    tls = ReloadingTLS(settings.tls) if settings.tls is not None else None
+    copies = PairCopies(tls.pair) if tls is not None else None
 
     class CheckedRollServer(MPServer):
         hangup = False  # a SIGHUP not yet handled: read the config again
@@ -61,6 +65,14 @@ def run_granian(settings: Settings, options: ServerOptions, reread: Reread | Non
             self.asked += 1
             self.reload_signal = True
             self.wake.wake()
+
+        def use_pair(self, copies: PairCopies) -> None:
+            """Workers started from now on load this pair (granian's own context: the paths
+            it hands every new worker, resolved as they are now)."""
+            from granian.constants import SSLProtocols  # noqa: PLC0415
+
+            tls12 = SSLProtocols.tls12
+            self.build_ssl_context(copies.cert, copies.key, None, tls12, None, [], False)
 
         def roll_workers(self) -> str | None:
             """Restart the workers one by one on the settings they run on, as SIGHUP does,
@@ -125,10 +137,11 @@ def run_granian(settings: Settings, options: ServerOptions, reread: Reread | Non
         # is killed: a stuck backend cannot hold a deploy forever.
         workers_kill_timeout=settings.shutdown_timeout,
         http1_settings=_granian_http1(settings),
-        **_granian_tls(settings),
+        **_granian_tls(copies),
     )
 
-    watch_tls_for_granian(lambda: running[0], server.roll_workers)
+    if tls is not None and copies is not None:
+        watch_tls_for_granian(lambda: running[0], tls, copies, server)
     # Before the fork. A worker's first collection (worker_app) then leaves the objects it
     # inherits alone: marking them would write to, and so copy, every page it shares with this
     # process. Measured with two workers after 3,000 tokens: 155 MiB PSS for the three
@@ -136,7 +149,22 @@ def run_granian(settings: Settings, options: ServerOptions, reread: Reread | Non
     freeze_startup_heap()
     # Each worker is forked from this process: it builds its app from what `running` holds
     # when it starts.
-    server.serve(target_loader=lambda _label: worker_app(running[0]))
+    server.serve(target_loader=lambda _label: _load_worker(running[0], copies))
+
+
+def _load_worker(settings: Settings, copies: PairCopies | None) -> Any:
+    """In a new worker, before granian reads the pair: the copies are there."""
+    if copies is not None:
+        copies.ensure()
+    return worker_app(settings)
+
+
+class PairUser(Protocol):
+    """The server, as the certificate watch sees it."""
+
+    def use_pair(self, copies: PairCopies) -> None: ...
+
+    def roll_workers(self) -> str | None: ...
 
 
 class WakeRelay:
@@ -163,18 +191,16 @@ class WakeRelay:
 
 
 def watch_tls_for_granian(
-    current: Callable[[], Settings], roll_workers: Callable[[], str | None]
-) -> threading.Thread | None:
+    current: Callable[[], Settings], tls: ReloadingTLS, copies: PairCopies, server: PairUser
+) -> threading.Thread:
     """granian loads the certificate when a worker starts. So a thread of the main process polls
     the pair every `reload_interval`: when it changed and the new pair loads (checked in a
-    scratch context first: a half-written or mismatched pair is logged and ignored), granian
-    restarts the workers one by one, each new one started before the old one stops, as on an
-    operator's SIGHUP; while a new worker could not start, the roll waits. `current` gives the
-    settings the workers run on now (a SIGHUP may change `reload_interval` and the files)."""
+    scratch context first: a half-written or mismatched pair is logged and ignored), its copies
+    are written and granian restarts the workers one by one, each new one started before the
+    old one stops, as on an operator's SIGHUP; while a new worker could not start, the roll
+    waits. `current` gives the settings the workers run on now (a SIGHUP may change
+    `reload_interval`)."""
     start = current()
-    if start.tls is None:
-        return None
-    tls = ReloadingTLS(start.tls)  # `tls` itself only changes with a restart
 
     def watch() -> None:
         waiting = False  # a new pair whose roll waits for the other files to load again
@@ -186,7 +212,11 @@ def watch_tls_for_granian(
                 watched = current()
                 gate = RetryGate(watched)
             try:
+                copies.ensure()
                 changed = tls.reload_if_changed()
+                if changed:
+                    copies.replace(tls.pair)
+                    server.use_pair(copies)
             except Exception as exc:  # noqa: BLE001 - the watch must outlive one bad poll
                 log.error("TLS certificate check failed: %s", exc)  # noqa: TRY400
                 continue
@@ -194,7 +224,7 @@ def watch_tls_for_granian(
                 gate.trying_now()
             elif not (waiting and gate.worth_trying()):
                 continue
-            problem = roll_workers()
+            problem = server.roll_workers()
             if problem is not None:
                 if not waiting:
                     log.error("the new TLS certificate waits for the workers' files: %s", problem)
@@ -223,15 +253,15 @@ def _granian_http1(settings: Settings) -> Any:
     return HTTP1Settings(header_read_timeout=int(settings.limits.header_timeout * 1000))
 
 
-def _granian_tls(settings: Settings) -> dict[str, Any]:
+def _granian_tls(copies: PairCopies | None) -> dict[str, Any]:
     """granian loads the certificate from these paths when a worker starts; a renewed pair
     restarts the workers (watch_tls_for_granian). uvicorn (one worker) reloads it live."""
-    if settings.tls is None:
+    if copies is None:
         return {}
     from granian.constants import SSLProtocols  # noqa: PLC0415
 
     return {
-        "ssl_cert": settings.tls.cert,
-        "ssl_key": settings.tls.key,
+        "ssl_cert": copies.cert,
+        "ssl_key": copies.key,
         "ssl_protocol_min": SSLProtocols.tls12,  # what the docker and containerd clients speak
     }

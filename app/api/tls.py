@@ -37,7 +37,7 @@ class ReloadingTLS:
         self.cert, self.key = settings.cert, settings.key
         self._seen = fingerprint([self.cert, self.key])
         try:
-            self.context, self.not_after = self._load()
+            self.context, self.not_after, self.pair = self._load()
         except (OSError, ValueError, ssl.SSLError) as exc:
             raise ConfigError(
                 "tls.cert", f"cannot load {self.cert} with {self.key}: {exc}"
@@ -52,7 +52,7 @@ class ReloadingTLS:
             return False
         self._seen = seen
         try:
-            self._current, self.not_after = self._load()
+            self._current, self.not_after, self.pair = self._load()
         except (OSError, ValueError, ssl.SSLError) as exc:
             log.error("TLS reload failed, keeping the previous certificate: %s", exc)  # noqa: TRY400 - one line is what an operator needs
             return False
@@ -66,7 +66,9 @@ class ReloadingTLS:
         if current is not context:
             connection.context = current
 
-    def _load(self) -> tuple[ssl.SSLContext, datetime]:
+    def _load(self) -> tuple[ssl.SSLContext, datetime, tuple[bytes, bytes]]:
+        """The pair's context, its certificate's expiry, and the pair itself (as read once
+        and checked: what granian's workers get copies of, app.api.tls_copies)."""
         cert_pem, key_pem = self.cert.read_bytes(), self.key.read_bytes()
         not_after = x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc
         if not_after <= datetime.now(UTC):
@@ -81,7 +83,7 @@ class ReloadingTLS:
             key_copy.touch(mode=0o600)
             key_copy.write_bytes(key_pem)
             context.load_cert_chain(cert_copy, key_copy)
-        return context, not_after
+        return context, not_after, (cert_pem, key_pem)
 
 
 _WARNED: set[tuple[Path, int, int]] = set()  # forked workers inherit what was said already

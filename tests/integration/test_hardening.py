@@ -12,7 +12,7 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ import yaml
 from cryptography import x509
 
 from tests.integration.support.authserver import AuthServer, app_command, start_auth_server
-from tests.integration.support.tlscerts import make_tls_files
+from tests.integration.support.tlscerts import TlsFiles, make_tls_files
 
 USERS = {"ci": "ci-Secret-1"}
 ATTACKER, USER = "203.0.113.66", "198.51.100.7"
@@ -227,6 +227,68 @@ def test_a_renewed_certificate_waits_while_a_new_worker_could_not_start(tmp_path
         url = f"https://localhost:{server.port}/token"
         response = client.get(url, params={"service": server.service}, auth=("ci", USERS["ci"]))
         assert response.status_code == 200
+
+
+def _link(target: str, link: Path) -> None:
+    """Point `link` at `target` in one step, as certbot and kubelet do (a new link renamed over)."""
+    fresh = link.with_name(link.name + ".new")
+    fresh.symlink_to(target)
+    fresh.rename(link)
+
+
+def _certbot_layout(served: Path, pair: TlsFiles, number: int) -> None:
+    """live/ holds links into archive/; a renewal adds numbered files and repoints the links."""
+    archive = served / "archive"
+    archive.mkdir(exist_ok=True)
+    shutil.copy(pair.cert, archive / f"cert{number}.pem")
+    shutil.copy(pair.key, archive / f"key{number}.pem")
+    _link(f"archive/cert{number}.pem", served / "cert.pem")
+    _link(f"archive/key{number}.pem", served / "key.pem")
+
+
+def _secret_layout(served: Path, pair: TlsFiles, number: int) -> None:
+    """A mounted Kubernetes Secret: files in a timestamped directory, reached through `..data`;
+    kubelet swaps `..data` to a new directory and deletes the old one at once."""
+    version = served / f"..2026_11_30_{number}"
+    version.mkdir()
+    shutil.copy(pair.cert, version / "cert.pem")
+    shutil.copy(pair.key, version / "key.pem")
+    _link(version.name, served / "..data")
+    for name in ("cert.pem", "key.pem"):
+        if not (served / name).is_symlink():
+            (served / name).symlink_to(f"..data/{name}")
+    shutil.rmtree(served / f"..2026_11_30_{number - 1}", ignore_errors=True)
+
+
+@pytest.mark.parametrize("layout", [_certbot_layout, _secret_layout], ids=["certbot", "secret"])
+def test_granian_serves_a_pair_renewed_by_repointing_symlinks(
+    tmp_path: Path, layout: Callable[[Path, TlsFiles, int], None]
+) -> None:
+    """granian resolved the configured paths once, at the start: a renewal that repoints a link
+    went unseen (the old certificate served until it expired), and once the old files were
+    deleted (kubelet) every new worker panicked and the service exited. Its workers now load
+    copies of the pair in force."""
+    first, second = make_tls_files(tmp_path / "a"), make_tls_files(tmp_path / "b")
+    served = tmp_path / "served"
+    served.mkdir()
+    layout(served, first, 1)
+    server = launch_tls(tmp_path, served, workers=2)
+    layout(served, second, 2)
+    expected = x509.load_pem_x509_certificate(second.cert.read_bytes())
+    deadline = time.monotonic() + 20
+    while "Stopped old worker-2" not in server.log() or any(
+        _served_certificate(server.port) != expected for _ in range(10)
+    ):
+        assert server.process.running, server.log()
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.2)
+    os.kill(server.process.pid, signal.SIGHUP)  # workers started again, the old files gone
+    while server.log().count("Stopped old worker-2") < 2:
+        assert server.process.running, server.log()
+        assert time.monotonic() < deadline + 20, server.log()
+        time.sleep(0.2)
+    assert all(_served_certificate(server.port) == expected for _ in range(10))
+    assert "panicked" not in server.log()
 
 
 def test_a_sighup_that_shortens_reload_interval_reaches_the_certificate_watch(

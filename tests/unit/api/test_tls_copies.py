@@ -1,0 +1,52 @@
+"""The pair granian's workers load: private copies, one directory per pair."""
+
+from __future__ import annotations
+
+import shutil
+import stat
+
+from app.api.tls_copies import PairCopies
+
+FIRST = (b"-----BEGIN CERTIFICATE-----\nfirst\n", b"-----BEGIN PRIVATE KEY-----\nfirst\n")
+SECOND = (b"-----BEGIN CERTIFICATE-----\nsecond\n", b"-----BEGIN PRIVATE KEY-----\nsecond\n")
+THIRD = (b"-----BEGIN CERTIFICATE-----\nthird\n", b"-----BEGIN PRIVATE KEY-----\nthird\n")
+
+
+def test_the_copies_are_private_and_hold_the_pair() -> None:
+    copies = PairCopies(FIRST)
+    try:
+        assert (copies.cert.read_bytes(), copies.key.read_bytes()) == FIRST
+        for path in (copies.cert, copies.key):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(copies.cert.parent.parent.stat().st_mode) == 0o700
+    finally:
+        shutil.rmtree(copies.cert.parent.parent)
+
+
+def test_a_new_pair_gets_new_paths_and_the_one_before_stays_for_a_starting_worker() -> None:
+    copies = PairCopies(FIRST)
+    try:
+        first_cert = copies.cert
+        copies.replace(SECOND)
+        assert copies.cert != first_cert
+        assert (copies.cert.read_bytes(), copies.key.read_bytes()) == SECOND
+        assert first_cert.read_bytes() == FIRST[0]  # a worker may be about to read it
+        copies.replace(THIRD)
+        assert not first_cert.exists()  # two back: gone
+        assert (copies.cert.read_bytes(), copies.key.read_bytes()) == THIRD
+    finally:
+        shutil.rmtree(copies.cert.parent.parent)
+
+
+def test_copies_removed_by_a_cleaner_are_written_again() -> None:
+    copies = PairCopies(FIRST)
+    try:
+        copies.replace(SECOND)
+        shutil.rmtree(copies.cert.parent)  # systemd-tmpfiles ages out old files in /tmp
+        copies.ensure()
+        assert (copies.cert.read_bytes(), copies.key.read_bytes()) == SECOND
+        copies.key.unlink()
+        copies.ensure()
+        assert copies.key.read_bytes() == SECOND[1]
+    finally:
+        shutil.rmtree(copies.cert.parent.parent)
