@@ -8,6 +8,11 @@ Changes are found by polling each file's (inode, size, mtime, ctime): that also 
 replaced by rename (atomic writes, Kubernetes ConfigMap symlink swaps), which an inotify watch
 on the file itself misses, and a chmod or chown (the ctime), which is how an operator fixes a
 file the service could not read: the reload that failed on it is then tried again.
+
+A poll applies a change only once the file has not been written to for SETTLE_SECONDS: a file
+rewritten in place (`cat new > users.htpasswd`, an editor saving over it) is first truncated,
+and a poll landing in between loaded it empty, yet valid: every login failed, and the refresh
+tokens of every account died at their next use. SIGHUP reloads at once.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Fingerprint = tuple[tuple[int, ...] | None, ...]
 Clock = Callable[[], float]
+SETTLE_SECONDS = 1.0
 
 
 def fingerprint(paths: Sequence[Path]) -> Fingerprint:
@@ -44,12 +50,14 @@ class Reloadable(Generic[T]):
         *,
         kind: str | None = None,
         accounts: Callable[[T], int] | None = None,
+        clock: Clock = time.time,
     ):
         self.name = name  # for the log and the metrics: "htpasswd /etc/registry-auth/users"
         self.kind = kind or name  # for /readyz, which anyone may ask: "htpasswd", no path
         self._loader = loader
         self._accounts = accounts  # a users file's count: a reload that empties it is said
         self._paths = paths
+        self._clock = clock
         self._seen = fingerprint(paths())
         self.current: T = loader()
         self.last_error: str | None = None
@@ -88,7 +96,24 @@ class Reloadable(Generic[T]):
         return True
 
     def reload_if_changed(self) -> bool:
-        return self.reload() if self.changed() else False
+        """A poll: reload when a file changed and has settled (see the module's docstring)."""
+        if not self.changed() or written_lately(self._paths(), self._clock()):
+            return False
+        return self.reload()
+
+
+def written_lately(paths: Sequence[Path], now: float) -> bool:
+    """Whether a file's content was written less than SETTLE_SECONDS before `now` (its mtime:
+    a file renamed into place was written just before; a chmod is no partial write); a time in
+    the future (another machine's clock, over NFS) is not waited for."""
+    for path in paths:
+        try:
+            written = path.stat().st_mtime
+        except OSError:
+            continue
+        if 0 <= now - written < SETTLE_SECONDS:
+            return True
+    return False
 
 
 def files_named(model: BaseModel) -> list[Path]:

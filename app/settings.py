@@ -126,7 +126,10 @@ class Settings(BaseSettings):
         default=2.0,
         gt=0,
         le=3600,
-        description="seconds between checks of watched files (users, keys, ACL) for changes",
+        description=(
+            "seconds between checks of watched files (users, keys, ACL) for changes; a "
+            "changed file is applied once it has not been written to for a second"
+        ),
     )
     acl: OptionalFilePath = Field(
         default=None,

@@ -117,6 +117,41 @@ def test_the_real_user_keeps_logging_in_while_an_attacker_hammers_the_account(
     assert max(user_times) < 5  # and none of them was refused or hung
 
 
+@pytest.mark.parametrize("workers", [1, 2], ids=["uvicorn", "granian-2-workers"])
+def test_a_users_file_rewritten_in_place_never_refuses_its_users(
+    tmp_path: Path, workers: int
+) -> None:
+    """`(sleep 0.5; cat users.new) > users.htpasswd`: the file is empty, and valid, for half a
+    second. A poll that landed then loaded it: every login 401 (and counted against the
+    brute-force counters), every refresh token dead at its next use."""
+    server = _server(tmp_path, reload_interval=0.1, workers=workers)
+    users = server.workdir / "users.htpasswd"
+    full = users.read_bytes()
+    stop = threading.Event()
+
+    def rewrite() -> None:
+        while not stop.is_set():
+            with users.open("wb") as out:  # truncated now, written half a second later
+                out.flush()
+                time.sleep(0.5)
+                out.write(full)
+            time.sleep(1.5)
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    codes = []
+    try:
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            codes.append(_login(server, USERS["ci"], USER).status_code)
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        writer.join()
+    assert set(codes) == {200}, codes
+    assert "now lists no account" not in server.log()
+
+
 def test_a_first_burst_of_parallel_guesses_is_checked_no_more_than_the_block_allows(
     tmp_path: Path,
 ) -> None:
