@@ -189,7 +189,7 @@ def _window(args: argparse.Namespace, *, warn: bool = True) -> ring.TokenWindow:
         print(
             f"registry-auth: warning: no --config: the wait uses {window.explain()} (the "
             "built-in values and REGISTRY_AUTH_* variables); give the service's config if it "
-            "sets token_ttl or key_propagation",
+            "sets token_ttl, key_propagation or reload_interval",
             file=sys.stderr,
         )
     return window
@@ -289,7 +289,7 @@ def _promote(
 
 def _print_promoted(entries: Entries, window: ring.TokenWindow, args: argparse.Namespace) -> None:
     active = next(entry for entry in entries if entry.state is KeyState.ACTIVE)
-    within = f"{window.propagation} s" if window.propagation else "its reload interval"
+    within = f"{window.propagation + window.reload} s"
     print(f"key {active.kid} is active: every running instance signs with it within {within}")
     print("(it is already in every registry's bundle, if you shipped it after `add`)")
     for entry in entries:

@@ -11,6 +11,7 @@ RotationRefusedError saying why and what to do. No I/O here: app.keys.store appl
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -106,24 +107,34 @@ def promote(entries: Sequence[RingEntry], kid: str, now: datetime) -> Entries:
 
 class TokenWindow(NamedTuple):
     """How long after `keys promote` a token signed by the old key may still be accepted:
-    instances go on signing with it until they have loaded the new ring (`propagation`: seconds;
-    kubelet's refresh of a mounted Secret, say), each token lives `token_ttl`, and the registry
-    adds its leeway."""
+    instances go on signing with it until they have loaded the new ring (`propagation`: seconds
+    for it to reach them, kubelet's refresh of a mounted Secret, say; `reload`: seconds for
+    each process to see it there, its `reload_interval` and the second a changed file settles),
+    each token lives `token_ttl`, and the registry adds its leeway."""
 
     token_ttl: int
     propagation: int = 0
+    reload: int = 0
 
     @classmethod
     def of(cls, settings: Settings) -> TokenWindow:
-        """The window the service's config sets: `token_ttl` and `key_propagation`."""
-        return cls(settings.token_ttl, settings.key_propagation)
+        """The window the service's config sets: `token_ttl`, `key_propagation` and
+        `reload_interval`."""
+        # Here, not at the top: `keys sync` loads this module and no settings (pydantic).
+        from app.reload import SETTLE_SECONDS  # noqa: PLC0415
+
+        reload = math.ceil(settings.reload_interval + SETTLE_SECONDS)
+        return cls(settings.token_ttl, settings.key_propagation, reload)
 
     def end(self, since: datetime) -> datetime:
-        return since + timedelta(seconds=self.token_ttl + self.propagation) + REGISTRY_LEEWAY
+        seconds = self.token_ttl + self.propagation + self.reload
+        return since + timedelta(seconds=seconds) + REGISTRY_LEEWAY
 
     def explain(self) -> str:
         propagation = f" + key_propagation ({self.propagation} s)" if self.propagation else ""
-        return f"token_ttl ({self.token_ttl} s){propagation} + the registry's 60 s leeway"
+        reload = f" + reload_interval and a second ({self.reload} s)" if self.reload else ""
+        leeway = " + the registry's 60 s leeway"
+        return f"token_ttl ({self.token_ttl} s){propagation}{reload}{leeway}"
 
 
 def retire_after(entry: RingEntry, window: TokenWindow) -> datetime | None:

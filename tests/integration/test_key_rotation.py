@@ -273,8 +273,9 @@ def _run_runbook(auth: AuthServer, fleet: Fleet, loop: ClientLoop) -> SigningKey
     assert "may be valid" in refused.stderr
     assert "--force" in refused.stderr
 
-    # token_ttl + the registry's 60 s leeway, counted from the promotion; no --force needed.
-    time.sleep(max(0.0, promoted_at + TOKEN_TTL + 61 - time.monotonic()))
+    # token_ttl + reload_interval (0.5 s) and a second to settle, rounded up + the registry's
+    # 60 s leeway, counted from the promotion; no --force needed.
+    time.sleep(max(0.0, promoted_at + TOKEN_TTL + 2 + 61 - time.monotonic()))
     retired = cli(auth, "keys", "retire", old_key.kid)
     assert retired.returncode == 0, retired.stderr
     fleet.rolling_restart(auth.bundle)

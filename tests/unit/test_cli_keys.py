@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from app import reload
 from app.cli import build_parser
 from app.cli_common import parse_duration
 from app.cli_keys import run as run_keys
@@ -31,6 +32,12 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
+
+
+@pytest.fixture(autouse=True)
+def _settling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The retire wait as it ships: reload_interval (2 s) and a second to settle."""
+    monkeypatch.setattr(reload, "SETTLE_SECONDS", 1.0)
 
 
 @pytest.fixture
@@ -67,15 +74,15 @@ def test_full_runbook_and_list(config: Path, capsys: pytest.CaptureFixture[str])
     clock.now = T0 + timedelta(minutes=1)
     keys(config, "promote", new, clock=clock)
     out = capsys.readouterr().out
-    assert f"after 2026-03-01 12:02:30 UTC run\n  registry-auth keys retire {old}" in out
+    assert f"after 2026-03-01 12:02:33 UTC run\n  registry-auth keys retire {old}" in out
 
     keys(config, "list", clock=clock)
     listing = capsys.readouterr().out
     assert f"{old} ES256 retiring" in listing
-    assert "retire after 2026-03-01 12:02:30" in listing
+    assert "retire after 2026-03-01 12:02:33" in listing
     assert f"{new} ES256 active" in listing  # the ring's algorithm, as no --algorithm said
 
-    clock.now = T0 + timedelta(minutes=2, seconds=30)
+    clock.now = T0 + timedelta(minutes=2, seconds=33)
     assert keys(config, "retire", old, clock=clock) == 0
     assert states(config) == ["active"]
 
@@ -86,7 +93,10 @@ def test_retire_too_early_says_how_long_to_wait(config: Path) -> None:
     keys(config, "rotate", "--promote-after", "0s", clock=clock)
     old = read_entries(config.parent / "keys")[0].kid
     clock.now = T0 + timedelta(seconds=89)
-    with pytest.raises(RotationRefusedError, match=r"token_ttl \(30 s\) .* Wait 2 s .* --force"):
+    with pytest.raises(
+        RotationRefusedError,
+        match=r"token_ttl \(30 s\) .* reload_interval and a second \(3 s\) .* Wait 5 s .* --force",
+    ):
         keys(config, "retire", old, clock=clock)
     assert states(config) == ["retiring", "active"]
     assert keys(config, "retire", old, "--force", clock=clock) == 0
@@ -103,15 +113,15 @@ def test_retire_adds_the_configured_key_propagation(
     keys(config, "generate", clock=clock)
     keys(config, "rotate", "--promote-after", "0s", clock=clock)
     promoted = capsys.readouterr().out
-    assert "every running instance signs with it within 120 s" in promoted
-    assert "after 2026-03-01 12:03:30 UTC run" in promoted
+    assert "every running instance signs with it within 123 s" in promoted
+    assert "after 2026-03-01 12:03:33 UTC run" in promoted
     old = read_entries(config.parent / "keys")[0].kid
     clock.now = T0 + timedelta(seconds=209)
-    with pytest.raises(RotationRefusedError, match=r"key_propagation \(120 s\) .* Wait 2 s"):
+    with pytest.raises(RotationRefusedError, match=r"key_propagation \(120 s\) .* Wait 5 s"):
         keys(config, "retire", old, clock=clock)
     keys(config, "list", clock=clock)
-    assert "retire after 2026-03-01 12:03:30" in capsys.readouterr().out
-    clock.now = T0 + timedelta(seconds=210)
+    assert "retire after 2026-03-01 12:03:33" in capsys.readouterr().out
+    clock.now = T0 + timedelta(seconds=213)
     assert keys(config, "retire", old, clock=clock) == 0
     assert states(config) == ["active"]
 
@@ -403,8 +413,9 @@ def test_a_retire_wait_without_the_config_says_it_uses_the_defaults(
     args = build_parser().parse_args(["keys", "retire", old, "--keys-dir", keys_dir])
     with pytest.raises(RotationRefusedError):
         run_keys(args, clock=clock, sleep=lambda _: None)
-    assert "warning: no --config: the wait uses token_ttl (300 s) + the registry" in (
-        capsys.readouterr().err
+    assert (
+        "warning: no --config: the wait uses token_ttl (300 s) + reload_interval and a second (3 s)"
+        in (capsys.readouterr().err)
     )
     assert keys(config, "list", "--keys-dir", keys_dir) == 0
     assert "warning" not in capsys.readouterr().err  # no wait to judge
