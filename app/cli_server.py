@@ -94,7 +94,9 @@ def _serve(args: argparse.Namespace, serve: Serve) -> int:
     _check_state_path(settings)
     for warning in config_warnings(settings, os.environ):
         print(f"registry-auth: warning: {warning}", file=sys.stderr)
-    print(registry_config_block(settings), end="", flush=True)
+    # On stderr: stdout carries the audit log's JSON lines (`audit_log: -`) and nothing else,
+    # for a log shipper that parses every line. `registry-config` prints it to stdout.
+    print(registry_config_block(settings), end="", file=sys.stderr, flush=True)
     serve(settings, args.host, args.port, lambda: _serve_settings(args, quiet=True))
     return 0
 
