@@ -166,9 +166,13 @@ def read_password(from_stdin: bool, *, confirm: bool) -> str:
             raise RegistryAuthError(_NOT_UTF8) from None
     if not sys.stdin.isatty():
         raise RegistryAuthError("no terminal to ask for the password: use --password-stdin")
-    password = getpass.getpass("Password: ")
-    if confirm and getpass.getpass("Password (again): ") != password:
-        raise RegistryAuthError("the two passwords differ; nothing changed")
+    try:
+        password = getpass.getpass("Password: ")
+        if confirm and getpass.getpass("Password (again): ") != password:
+            raise RegistryAuthError("the two passwords differ; nothing changed")
+    except EOFError:  # Ctrl-D at the prompt
+        print(file=sys.stderr)  # the prompt's line ends, as after Enter
+        raise RegistryAuthError("no password given; nothing changed") from None
     return password
 
 

@@ -126,6 +126,27 @@ def test_users_hash_asks_twice_on_a_terminal(
     assert next(answers, None) is None  # asked twice
 
 
+@pytest.mark.parametrize("command", [["users", "hash"], ["users", "add", "carol"]])
+def test_ctrl_d_at_the_password_prompt_is_one_line_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    command: list[str],
+) -> None:
+    def ctrl_d(_prompt: str) -> str:
+        raise EOFError
+
+    monkeypatch.setattr("sys.stdin", Terminal())
+    monkeypatch.setattr("getpass.getpass", ctrl_d)
+    users = tmp_path / "users.htpasswd"
+    extra = ["--htpasswd", str(users)] if command[1] == "add" else []
+    assert run([*command, *extra], serve=Recorder()) == 2
+    err = capsys.readouterr().err
+    assert err.endswith("registry-auth: error: no password given; nothing changed\n"), err
+    assert "Traceback" not in err
+    assert not users.exists()
+
+
 def test_registry_config_block(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["registry-config", "--config", str(config)], serve=Recorder()) == 0
     out = capsys.readouterr().out
