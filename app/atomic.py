@@ -16,10 +16,12 @@ naming the path, never an OSError.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pwd
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -52,6 +54,31 @@ _SPECIAL = (
     (stat.S_ISFIFO, "a FIFO"),
     (stat.S_ISSOCK, "a socket"),
 )
+
+
+@contextlib.contextmanager
+def editing(path: Path, error: type[RegistryAuthError] = RegistryAuthError) -> Iterator[None]:
+    """Hold the lock of `path`'s edits (flock on `.NAME.lock` beside the file its links lead
+    to) from the read to the write: two commands editing one file at once each wrote what they
+    had read plus their own change, and the first one's change was lost, though both said it
+    was made (a robot's secret printed for a robot not in the file). A missing directory is
+    left to the write to report."""
+    real = Path(os.path.realpath(path))
+    lock = real.with_name(f".{real.name}.lock")
+    check_root_may_write(lock, error)
+    try:
+        # Never through a symlink; read-only: flock needs no more.
+        fd = os.open(lock, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except FileNotFoundError:
+        yield  # no directory: the write names the path
+        return
+    except OSError as exc:
+        raise error(f"cannot lock {path} for editing ({lock}): {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def check_regular_file(path: Path, error: type[RegistryAuthError]) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from app.atomic import write_atomic
+from app.atomic import editing, write_atomic
 from app.authn.robots import Robot, format_time, load_robots, secret_digest
 from app.backend_settings import ROBOT_PREFIX
 from app.errors import UserStoreError
@@ -62,23 +62,25 @@ def create_robot(
 ) -> tuple[Robot, str]:
     """Add a robot; returns it and its secret (shown once). An existing name is refused."""
     full = robot_name(name)
-    robots = load_robots(path)
-    if full in robots:
-        raise UserStoreError(f"robot {full!r} exists: revoke it first to make a new secret")
-    secret = secret_source()
-    created = datetime.fromtimestamp(int(clock()), UTC)
-    robot = Robot(full, secret_digest(secret), frozenset(groups), created, expires)
-    _write(path, {**robots, full: robot})
+    with editing(path, UserStoreError):
+        robots = load_robots(path)
+        if full in robots:
+            raise UserStoreError(f"robot {full!r} exists: revoke it first to make a new secret")
+        secret = secret_source()
+        created = datetime.fromtimestamp(int(clock()), UTC)
+        robot = Robot(full, secret_digest(secret), frozenset(groups), created, expires)
+        _write(path, {**robots, full: robot})
     return robot, secret
 
 
 def revoke_robot(path: Path, name: str) -> None:
     full = robot_name(name)
-    robots = load_robots(path)
-    if full not in robots:
-        raise UserStoreError(f"no robot {full!r} in {path}")
-    del robots[full]
-    _write(path, robots)
+    with editing(path, UserStoreError):
+        robots = load_robots(path)
+        if full not in robots:
+            raise UserStoreError(f"no robot {full!r} in {path}")
+        del robots[full]
+        _write(path, robots)
 
 
 def list_robots(path: Path) -> list[Robot]:

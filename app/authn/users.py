@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.atomic import write_atomic
+from app.atomic import editing, write_atomic
 from app.authn.htpasswd import hash_password, parse_htpasswd, validate_account
 from app.errors import UserStoreError
 
@@ -35,23 +35,25 @@ def set_user(path: Path, account: str, password: str, *, rounds: int = 10) -> bo
             "an htpasswd file"
         )
     entry = f"{account}:{hash_password(password, rounds=rounds)}"
-    lines = read_lines(path)
-    index = _find(lines, account)
-    if index is None:
-        lines.append(entry)
-    else:
-        lines[index] = entry
-    _write(path, lines)
+    with editing(path, UserStoreError):
+        lines = read_lines(path)
+        index = _find(lines, account)
+        if index is None:
+            lines.append(entry)
+        else:
+            lines[index] = entry
+        _write(path, lines)
     return index is None
 
 
 def remove_user(path: Path, account: str) -> None:
-    lines = read_lines(path)
-    index = _find(lines, account)
-    if index is None:
-        raise UserStoreError(f"no account {account!r} in {path}")
-    del lines[index]
-    _write(path, lines)
+    with editing(path, UserStoreError):
+        lines = read_lines(path)
+        index = _find(lines, account)
+        if index is None:
+            raise UserStoreError(f"no account {account!r} in {path}")
+        del lines[index]
+        _write(path, lines)
 
 
 def _find(lines: list[str], account: str) -> int | None:

@@ -95,7 +95,9 @@ def test_serve_prints_them_as_warnings_and_still_starts(
     err = capsys.readouterr().err
     assert err.startswith("registry-auth: warning: auth_backends[0] (webhook): http://sso.corp")
     assert "\nregistry-auth: warning: REGISTRY_AUTH_TOKEN_TTLX names no setting" in err
-    assert err.count("\n") == 2
+    warnings, block = err.split("# Paste into the registry's config.yml:\n")
+    assert warnings.count("\n") == 2  # one line each, then the registry block
+    assert block.startswith("auth:\n")
 
 
 def test_a_token_ttl_under_a_minute_is_warned_about() -> None:
