@@ -50,8 +50,12 @@ class EtcdSettings(BaseModel):
     client_key: OptionalFilePath = Field(default=None, description="its private key (PEM)")
     timeout: float = Field(default=5.0, gt=0, le=300, description="seconds per etcd request")
     interval: float = Field(default=30.0, gt=0, le=86400, description="seconds between checks")
-    retry_initial: float = Field(default=1.0, gt=0, description="first retry delay, seconds")
-    retry_max: float = Field(default=30.0, gt=0, description="cap of the retry delay, seconds")
+    retry_initial: float = Field(
+        default=1.0, gt=0, le=3600, description="first retry delay, seconds"
+    )
+    retry_max: float = Field(
+        default=30.0, gt=0, le=3600, description="cap of the retry delay, seconds"
+    )
     watch: bool = Field(default=True, description="also watch the key, on top of the checks")
     delete_on_shutdown: bool = Field(
         default=False, description="delete the key on clean shutdown (off: the registry needs it)"

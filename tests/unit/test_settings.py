@@ -56,6 +56,10 @@ def test_embedded_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> No
         (BASE + "token_ttl: -5\n", "token_ttl", "greater than 0"),
         (BASE + "token_ttl: soon\n", "token_ttl", "integer"),
         (BASE + "tokn_ttl: 5\n", "tokn_ttl", "unknown setting"),
+        # Past year 9999 the refresh-token stores' dates overflowed: every docker login a 500.
+        (BASE + "refresh_token_lifetime: 1000000000000\n", "refresh_token_lifetime", "less"),
+        (BASE + "refresh_token_idle_timeout: 1e20\n", "refresh_token_idle_timeout", "integer"),
+        (BASE + "etcd:\n  retry_max: 1e300\n", "etcd.retry_max", "less"),
         (BASE + 'listen: "nowhere"\n', "listen", "host:port"),
         (BASE.replace("http://127.0.0.1:5001/token", "ftp://x"), "realm", "http"),
         (BASE.replace("127.0.0.1:5001", "h:99999"), "realm", "port is not a number"),
