@@ -198,16 +198,23 @@ def _cached(inner: Authenticator, ttl: float, size: int, *, per_client: bool) ->
 
 
 def read_secret(file: Path | None, env: str | None, prefix: str) -> SecretStr | None:
-    """The secret from its file (trailing newline dropped) or environment variable."""
+    """The secret from its file (trailing newline dropped) or environment variable. An empty
+    one is refused: it failed every LDAP bind (503, naming no setting) and was sent as an empty
+    shared-secret header (403 from the bridge: every login 401, counted as a guess)."""
     if file is not None:
         try:
-            return SecretStr(file.read_text(encoding="utf-8").rstrip("\r\n"))
+            value = file.read_text(encoding="utf-8").rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:
             problem = getattr(exc, "strerror", None) or "not UTF-8 text"
             raise ConfigError(f"{prefix}_file", f"cannot read {file}: {problem}") from None
+        if not value:
+            raise ConfigError(f"{prefix}_file", f"{file} is empty")
+        return SecretStr(value)
     if env is not None:
         value = os.environ.get(env)
         if value is None:
             raise ConfigError(f"{prefix}_env", f"environment variable {env} is not set")
+        if not value:
+            raise ConfigError(f"{prefix}_env", f"environment variable {env} is empty")
         return SecretStr(value)
     return None

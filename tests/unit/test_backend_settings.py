@@ -79,13 +79,19 @@ def test_duplicate_names_and_two_robot_stores_are_refused() -> None:
         load_settings(overrides={**BASE, "auth_backends": robots})
 
 
-def test_missing_secret_file_or_env_is_a_config_error(
+def test_missing_or_empty_secret_file_or_env_is_a_config_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """An empty one too: every LDAP bind failed (503 naming no setting), and a webhook was sent
+    an empty secret (403 from the bridge: every login 401, counted against the user)."""
     monkeypatch.delenv("NO_SUCH_VAR", raising=False)
+    monkeypatch.setenv("EMPTY_VAR", "")
+    (tmp_path / "empty").write_text("\n")
     for source in (
         {"bind_password_file": str(tmp_path / "nope")},
         {"bind_password_env": "NO_SUCH_VAR"},
+        {"bind_password_file": str(tmp_path / "empty")},
+        {"bind_password_env": "EMPTY_VAR"},
     ):
         ldap = {"type": "ldap", "url": "ldap://x", "user_base": "dc=x", "bind_dn": "cn=a", **source}
         settings = load_settings(overrides={**BASE, "auth_backends": [ldap]})
