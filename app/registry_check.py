@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -212,6 +213,14 @@ def check_urls(urls: Sequence[str]) -> None:
     for url in urls:
         if not url.startswith(("https://", "http://")):
             raise RegistryAuthError(f"{url}: give the registry's URL, https://HOST[:PORT]")
+        if "@" in urlsplit(url).netloc:
+            # Never needed (the check signs its own token), and it would be printed back in
+            # every status line.
+            shown = url.partition("://")[0] + "://...@" + url.partition("@")[2]
+            raise RegistryAuthError(
+                f"{shown}: a registry URL with user:password in it is refused; give "
+                "https://HOST[:PORT] (the check signs its own token)"
+            )
 
 
 def registry_client(verify: ssl.SSLContext | bool) -> httpx.Client:

@@ -143,6 +143,19 @@ def test_a_url_without_a_scheme_is_one_line_and_exit_2(
         tls_verify(tmp_path / "missing.pem")
 
 
+def test_a_url_with_a_password_is_refused_without_printing_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"issuer: i\nservice: s\nrealm: http://a/token\nkeys_dir: {tmp_path}/k\n")
+    generate_key(tmp_path / "k", Algorithm.ES256)
+    url = "https://admin:PW123@registry.example.org:5000"
+    assert main(["registry-check", "--config", str(config), url]) == 2
+    err = capsys.readouterr().err
+    assert "PW123" not in err
+    assert "https://...@registry.example.org:5000: a registry URL with user:password" in err
+
+
 class Registry:
     """Plays a registry that starts trusting a key at its `trusted_from`-th look."""
 
