@@ -39,10 +39,15 @@ class HtpasswdUsers:
     dummy_hash: bytes = field(repr=False)
 
 
+BOM = "\ufeff"
+
+
 def parse_htpasswd(text: str, path: Path) -> dict[str, bytes]:
-    """account -> hash; any line that is not `account:bcrypt-hash` is an error naming its line."""
+    """account -> hash; any line that is not `account:bcrypt-hash` is an error naming its line.
+    A byte-order mark (an editor on Windows) is not part of the first account's name: kept, it
+    locked that account out while `users list` showed it as it was."""
     hashes: dict[str, bytes] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.removeprefix(BOM).splitlines(), start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from app.atomic import editing, write_atomic
-from app.authn.htpasswd import hash_password, parse_htpasswd, validate_account
+from app.authn.htpasswd import BOM, hash_password, parse_htpasswd, validate_account
 from app.errors import UserStoreError
 
 
@@ -19,7 +19,7 @@ def read_lines(path: Path) -> list[str]:
     except UnicodeDecodeError:
         raise UserStoreError(f"htpasswd file {path} is not UTF-8 text") from None
     parse_htpasswd(text, path)  # refuse to edit a file we would refuse to serve
-    return text.splitlines()
+    return text.removeprefix(BOM).splitlines()  # rewritten without it
 
 
 def list_accounts(path: Path) -> list[str]:

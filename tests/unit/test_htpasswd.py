@@ -60,6 +60,19 @@ def test_a_file_written_by_apache_htpasswd_loads(tmp_path: Path) -> None:
     assert result.account == "carol"
 
 
+def test_a_byte_order_mark_is_not_part_of_the_first_name(tmp_path: Path) -> None:
+    """What a Windows editor writes first: kept, it locked alice out (`unknown account`), and
+    `users add alice` then appended a second alice."""
+    path = _file(tmp_path, f"\ufeffalice:{FAST}\nbob:{FAST}\n")
+    users = load_htpasswd(path)
+    authenticator = HtpasswdAuthenticator(lambda: users)
+    result = asyncio.run(authenticator.authenticate(Credentials("alice", SecretStr("s3cret"))))
+    assert result.outcome is Outcome.ACCEPTED
+    set_user(path, "alice", "n3w", rounds=4)
+    assert list_accounts(path) == ["alice", "bob"]
+    assert not path.read_text(encoding="utf-8").startswith("\ufeff")
+
+
 def _check(tmp_path: Path, account: str, password: str) -> Outcome:
     users = load_htpasswd(_file(tmp_path, f"alice:{FAST}\n"))
     authenticator = HtpasswdAuthenticator(lambda: users)
