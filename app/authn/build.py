@@ -34,7 +34,7 @@ from app.backend_settings import (
     StaticBackend,
     WebhookBackend,
 )
-from app.errors import ConfigError
+from app.errors import ConfigError, UserStoreError
 from app.pools import WorkerPool
 from app.reload import Reloadable
 from app.settings import Settings
@@ -134,7 +134,7 @@ def _authenticator(
         return StaticAuthenticator(static.get, built.passwords)
     if isinstance(backend, RobotsBackend):
         path = backend.path
-        robots = _watch(built, _kind("robots", backend), lambda: load_robots(path), path)
+        robots = _watch(built, _kind("robots", backend), _robots_loader(path), path, len)
         built.robots.append(robots.get)
         return RobotAuthenticator(robots.get, clock)
     key = f"auth_backends.{index}"
@@ -161,6 +161,25 @@ def _kind(word: str, backend: HtpasswdBackend | StaticBackend | RobotsBackend) -
     """What /readyz and /metrics call a backend's file (which anyone may ask: never its path):
     `htpasswd`, or `htpasswd staff` for a backend named `staff` (two may read htpasswd files)."""
     return word if backend.name is None else f"{word} {backend.name}"
+
+
+def _robots_loader(path: Path) -> Callable[[], dict[str, Robot]]:
+    """The robots file's loader: missing at the start it means no robots yet (the first
+    `robots create` makes it); gone once it existed it is a failed reload, as for a users file,
+    and the robots go on working (a deleted file revoked every robot with no word in the log)."""
+    existed = False
+
+    def load() -> dict[str, Robot]:
+        nonlocal existed
+        if existed and not path.exists():
+            raise UserStoreError(
+                f"robots file {path} is gone (to revoke robots: `registry-auth robots revoke`)"
+            )
+        robots = load_robots(path)
+        existed = existed or path.exists()
+        return robots
+
+    return load
 
 
 def _watch(
@@ -211,10 +230,10 @@ def read_secret(file: Path | None, env: str | None, prefix: str) -> SecretStr | 
             raise ConfigError(f"{prefix}_file", f"{file} is empty")
         return SecretStr(value)
     if env is not None:
-        value = os.environ.get(env)
-        if value is None:
+        variable = os.environ.get(env)
+        if variable is None:
             raise ConfigError(f"{prefix}_env", f"environment variable {env} is not set")
-        if not value:
+        if not variable:
             raise ConfigError(f"{prefix}_env", f"environment variable {env} is empty")
-        return SecretStr(value)
+        return SecretStr(variable)
     return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,12 +12,14 @@ import pytest
 from pydantic import SecretStr
 
 from app.authn.base import Credentials, Outcome
+from app.authn.build import build_authentication
 from app.authn.htpasswd import load_htpasswd
 from app.authn.robot_store import create_robot, list_robots, parse_expiry, revoke_robot
 from app.authn.robots import RobotAuthenticator, load_robots
 from app.authn.static import StaticAuthenticator, load_static_users
 from app.cli import run
 from app.errors import UserStoreError
+from app.settings import load_settings
 
 pytestmark = pytest.mark.anyio
 NOW = 1_800_000_000.0
@@ -189,3 +192,35 @@ def test_a_robot_name_in_a_users_file_loads_with_a_warning(
         loaded = set(load_static_users(path).users)
     assert loaded == {"kim", "robot$old"}
     assert f"{path}: robot$old can never log in" in caplog.text
+
+
+def test_a_deleted_robots_file_is_a_failed_reload_and_an_emptied_one_is_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Deleting the file revoked every robot, with no word in the log: now it is refused, as
+    for a users file; emptying it is applied with a warning."""
+    path = tmp_path / "robots.yaml"
+    settings = load_settings(
+        overrides={
+            "issuer": "i",
+            "service": "s",
+            "realm": "http://a/token",
+            "keys_dir": str(tmp_path / "keys"),
+            "htpasswd": None,
+            "auth_backends": [{"type": "robots", "path": str(path)}],
+        }
+    )
+    built = build_authentication(settings)  # no file yet: no robots, not an error
+    (robots,) = built.reloadables
+    assert robots.get() == {}
+    create_robot(path, "deploy", ["ci"], None)
+    assert robots.reload() is True
+    path.rename(tmp_path / "moved.yaml")
+    with caplog.at_level(logging.ERROR):
+        assert robots.reload() is False
+    assert "is gone (to revoke robots" in caplog.text
+    assert "robot$deploy" in robots.get()
+    path.write_text("robots: {}\n")
+    with caplog.at_level(logging.WARNING):
+        assert robots.reload() is True
+    assert "now lists no account (it listed 1)" in caplog.text
