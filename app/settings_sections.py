@@ -92,7 +92,8 @@ class StateSettings(BaseModel):
     path: FilePath = Field(
         default=Path("registry-auth.db"),
         description="the SQLite file of the `sqlite` store (relative: to the config file); "
-        "the start is refused when the service cannot write it or its directory",
+        "the start is refused when the service cannot write it or its directory, or when it "
+        "is a directory or a file other than an SQLite database",
     )
     etcd_endpoints: list[str] = Field(
         default=["http://127.0.0.1:2379"],

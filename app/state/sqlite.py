@@ -84,12 +84,26 @@ def unwritable_because(path: Path) -> str | None:
     where = path if path.exists() else path.parent
     while not where.exists():  # made by the store, with its parents
         where = where.parent
+    if where == path and not path.is_file():
+        return f"{path} is not a file"
     if where == path and not os.access(path, os.W_OK):
         return _why_not(path)
+    if where == path and not _is_sqlite(path):
+        return f"{path} is not an SQLite database (another file?)"
     directory = path.parent if path.parent.exists() else where
     if not os.access(directory, os.W_OK | os.X_OK):
         return _why_not(directory)
     return None
+
+
+def _is_sqlite(path: Path) -> bool:
+    """An empty file (SQLite makes its database there), or one with SQLite's header."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(16)
+    except OSError:
+        return True  # unreadable: the store's open says why
+    return head in (b"", b"SQLite format 3\x00")
 
 
 def _why_not(place: Path) -> str:
