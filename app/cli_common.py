@@ -157,13 +157,21 @@ def check_service_option(settings: Settings, service: str) -> None:
 
 
 def read_password(from_stdin: bool, *, confirm: bool) -> str:
-    """A password from stdin's first line, or asked on the terminal (twice with `confirm`);
-    maybe empty: the caller decides."""
+    """A password from stdin (all of it, as `docker login --password-stdin` reads it, one line
+    break at the end dropped), or asked on the terminal (twice with `confirm`); maybe empty:
+    the caller decides."""
     if from_stdin:
         try:
-            return sys.stdin.readline().rstrip("\r\n")
+            text = sys.stdin.read()
         except UnicodeDecodeError:  # stdin decoded strictly (a locale other than C.UTF-8)
             raise RegistryAuthError(_NOT_UTF8) from None
+        password = text.removesuffix("\n").removesuffix("\r")
+        if "\n" in password or "\r" in password:
+            # The first line alone was taken, without a word: not the password meant.
+            raise RegistryAuthError(
+                "--password-stdin: stdin holds more than one line; give the password alone"
+            )
+        return password
     if not sys.stdin.isatty():
         raise RegistryAuthError("no terminal to ask for the password: use --password-stdin")
     try:

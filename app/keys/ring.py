@@ -53,9 +53,11 @@ Entries = tuple[RingEntry, ...]
 
 
 def find(entries: Sequence[RingEntry], kid: str) -> RingEntry:
-    """The entry of `kid` (a unique prefix of it is enough: kids are long)."""
+    """The entry of `kid` (a unique prefix of it is enough: kids are long), in either case:
+    the key files are named in lower case."""
     exact = [entry for entry in entries if entry.kid == kid]
-    matches = exact or [entry for entry in entries if kid and entry.kid.startswith(kid)]
+    wanted = kid.upper()
+    matches = exact or [entry for entry in entries if kid and entry.kid.startswith(wanted)]
     if len(matches) == 1:
         return matches[0]
     known = ", ".join(entry.kid for entry in entries) or "none"

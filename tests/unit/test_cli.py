@@ -107,6 +107,24 @@ def test_users_hash_prints_a_hash_a_static_users_file_accepts(
     assert hashed[:7] == added[:7] == "$2b$10$"
 
 
+@pytest.mark.parametrize(
+    ("stdin", "code"), [("one\r\n", 0), ("one", 0), ("one\ntwo\n", 2), ("one\n\n", 2)]
+)
+def test_password_stdin_is_one_line_or_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], stdin: str, code: int
+) -> None:
+    """All of stdin, as docker reads it: a second line was dropped without a word, and the
+    password stored was not the one meant."""
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    assert run(["users", "hash", "--password-stdin"], serve=Recorder()) == code
+    out, err = capsys.readouterr()
+    if code:
+        assert "stdin holds more than one line" in err
+        assert out == ""
+    else:
+        assert bcrypt.checkpw(b"one", out.strip().encode())
+
+
 @pytest.mark.parametrize(("again", "code"), [("s3cret", 0), ("s3cre7", 2)])
 def test_users_hash_asks_twice_on_a_terminal(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], again: str, code: int

@@ -69,6 +69,8 @@ def test_promote_makes_next_active_and_records_when_the_old_one_started_retiring
 def test_promote_accepts_a_unique_kid_prefix() -> None:
     after = ring.promote((ACTIVE, NEXT), "BB", NOW)
     assert ring.find(after, "BBBB").state is KeyState.ACTIVE
+    # As the key files are named (lower case): the same key.
+    assert ring.find(after, "bb").kid == "BBBB"
 
 
 def test_promote_back_a_retiring_key_rolls_back() -> None:
