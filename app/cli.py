@@ -14,11 +14,10 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from app import LOG_FORMAT, QUIET_LOGGERS, __version__
-from app.cli_common import TRAILING, config_option
+from app.cli_common import TRAILING, config_option, path_argument
 from app.errors import RegistryAuthError
 
 if TYPE_CHECKING:
@@ -88,7 +87,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         "config-reference", help="print the configuration reference (Markdown)"
     )
     reference.add_argument(
-        "--update", type=Path, metavar="FILE", help="rewrite the reference block inside FILE"
+        "--update",
+        type=path_argument,
+        metavar="FILE",
+        help="rewrite the reference block inside FILE",
     )
 
     for name, group in GROUPS.items():

@@ -15,6 +15,7 @@ from app.cli_common import (
     check_service_option,
     config_option,
     ip_option,
+    path_argument,
     uses_embedded_defaults,
     words_argument,
 )
@@ -29,7 +30,7 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     explain = acl.add_parser("explain", help="show what a request gets, and which rules decide")
     for sub in (check, explain):
         config_option(sub)
-        sub.add_argument("--acl", type=Path, help="ACL file (overrides `acl`)")
+        sub.add_argument("--acl", type=path_argument, help="ACL file (overrides `acl`)")
     who = explain.add_mutually_exclusive_group(required=True)
     who.add_argument("--account", help="the authenticated account")
     who.add_argument("--anonymous", action="store_true", help="an unauthenticated request")

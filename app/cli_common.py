@@ -31,6 +31,14 @@ _MAX_DAYS = 365  # every delay ends in a sleep, which refuses ~292 years and mor
 TRAILING = "trailing_words"  # the list positional that words after the options go on to
 
 
+def path_argument(text: str) -> Path:
+    """A path option's value: an empty one (`--keys-dir ""`, an unset shell variable) is
+    refused; taken as `.`, it made a key ring in the current directory."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path: give a file or directory")
+    return Path(text)
+
+
 def words_argument(parser: argparse.ArgumentParser, dest: str, **kwargs: object) -> None:
     """A list positional (SCOPE..., URL...) that may also follow the options: argparse fills
     positionals when it first meets them, so `check alice --ip X repository:a:pull` left the
@@ -40,7 +48,7 @@ def words_argument(parser: argparse.ArgumentParser, dest: str, **kwargs: object)
 
 
 def config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help=f"YAML config file (or ${CONFIG_ENV})")
+    parser.add_argument("--config", type=path_argument, help=f"YAML config file (or ${CONFIG_ENV})")
 
 
 def uses_embedded_defaults(args: argparse.Namespace) -> bool:
@@ -80,13 +88,15 @@ def answered_without_state(
 
 def keys_dir_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--keys-dir", type=Path, help="directory of the keys (overrides `keys_dir`)"
+        "--keys-dir", type=path_argument, help="directory of the keys (overrides `keys_dir`)"
     )
 
 
 def cacert_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--cacert", type=Path, help="CA certificates for the registries' TLS (default: system's)"
+        "--cacert",
+        type=path_argument,
+        help="CA certificates for the registries' TLS (default: system's)",
     )
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app import CONFIG_ENV
-from app.cli_common import cacert_option, parse_duration, say
+from app.cli_common import cacert_option, parse_duration, path_argument, say
 from app.cli_common import keys_subcommand as _sub
 from app.cli_keys_sync import add_keys_sync_command
 from app.errors import KeyStoreError, RotationRefusedError
@@ -92,7 +92,9 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     jwks = _sub(keys, "jwks", "write a JWKS of the published keys (registry 3.x `jwks:`)")
     jwks.add_argument("--kid-format", choices=[f.value for f in KidFormat], default="libtrust")
     jwks.add_argument(
-        "--output", type=Path, help="file to write (default KEYS_DIR/jwks.json; - for stdout)"
+        "--output",
+        type=path_argument,
+        help="file to write (default KEYS_DIR/jwks.json; - for stdout)",
     )
     add_keys_sync_command(keys)
 

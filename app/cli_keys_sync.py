@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from app.cli_common import CommandGroup, keys_subcommand, parse_duration, say
+from app.cli_common import CommandGroup, keys_subcommand, parse_duration, path_argument, say
 from app.errors import KeyStoreError
 from app.keys.mirror import copy_ring, follow
 
@@ -25,7 +25,12 @@ def add_keys_sync_command(keys: CommandGroup) -> None:
         "directory, private keys 0600, and keep following it",
     )
     sync.add_argument(
-        "--from", dest="source", type=Path, required=True, metavar="DIR", help="the keys to copy"
+        "--from",
+        dest="source",
+        type=path_argument,
+        required=True,
+        metavar="DIR",
+        help="the keys to copy",
     )
     sync.add_argument("--once", action="store_true", help="copy once and exit (init container)")
     sync.add_argument(

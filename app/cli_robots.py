@@ -11,7 +11,7 @@ from app.authn.base import check_groups
 from app.authn.robot_store import create_robot, list_robots, parse_expiry, revoke_robot, robot_name
 from app.authn.robots import format_time
 from app.backend_settings import ROBOT_PREFIX, RobotsBackend
-from app.cli_common import config_option, user_file
+from app.cli_common import config_option, path_argument, user_file
 from app.errors import UserStoreError
 from app.settings import load_settings
 
@@ -28,7 +28,9 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     revoke.add_argument("name")
     for sub in (create, revoke, robots.add_parser("list", help="list robots and expiry")):
         config_option(sub)
-        sub.add_argument("--robots-file", type=Path, help="robots file (overrides the config)")
+        sub.add_argument(
+            "--robots-file", type=path_argument, help="robots file (overrides the config)"
+        )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 from app.authn.htpasswd import hash_password
 from app.authn.users import list_accounts, remove_user, set_user
 from app.backend_settings import ROBOT_PREFIX, HtpasswdBackend
-from app.cli_common import config_option, read_new_password, user_file
+from app.cli_common import config_option, path_argument, read_new_password, user_file
 from app.errors import UserStoreError
 from app.settings import load_settings
 
@@ -33,7 +33,9 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
 
 def _users_options(parser: argparse.ArgumentParser) -> None:
     config_option(parser)
-    parser.add_argument("--htpasswd", type=Path, help="htpasswd file (overrides `htpasswd`)")
+    parser.add_argument(
+        "--htpasswd", type=path_argument, help="htpasswd file (overrides `htpasswd`)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

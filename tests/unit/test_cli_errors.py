@@ -360,3 +360,28 @@ def test_users_add_refuses_a_password_that_is_not_utf8(
     err = capsys.readouterr().err
     assert (code, err) == (2, "registry-auth: error: the password is not UTF-8 text\n")
     assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["keys", "generate", "--keys-dir", ""],
+        ["users", "list", "--htpasswd", ""],
+        ["robots", "list", "--robots-file", ""],
+        ["acl", "check", "--acl", ""],
+        ["serve", "--config", ""],
+    ],
+)
+def test_an_empty_path_option_is_refused_before_anything_is_written(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+) -> None:
+    """`--keys-dir "$UNSET"` was `.`: a key ring made in the current directory."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        run(argv, serve=no_serve)
+    assert exited.value.code == 2
+    assert "an empty path: give a file or directory" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
