@@ -144,8 +144,9 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Name
     --ip X`."""
     args, extra = parser.parse_known_args(argv)
     trailing = getattr(args, TRAILING, None)
-    if extra and trailing is not None and not any(word.startswith("-") for word in extra):
-        getattr(args, trailing).extend(extra)
+    words = getattr(args, trailing, None) if trailing is not None else None
+    if extra and words is not None and not any(word.startswith("-") for word in extra):
+        words.extend(extra)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app import CONFIG_ENV
-from app.cli_common import cacert_option, parse_duration, path_argument, say
+from app.cli_common import TRAILING, cacert_option, parse_duration, path_argument, say
 from app.cli_common import keys_subcommand as _sub
 from app.cli_keys_sync import add_keys_sync_command
 from app.errors import KeyStoreError, RotationRefusedError
@@ -79,6 +79,8 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="promote once every registry at these URLs trusts the new key (see registry-check)",
     )
+    # Its URLs may also follow the other options (app.cli.parse), as registry-check's may.
+    rotate.set_defaults(**{TRAILING: "promote_when_trusted"})
     rotate.add_argument(
         "--check-every", default="10s", metavar="DELAY", help="with --promote-when-trusted"
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from app import reload
-from app.cli import build_parser
+from app.cli import build_parser, parse
 from app.cli_common import parse_duration
 from app.cli_keys import run as run_keys
 from app.errors import KeyStoreError, RegistryAuthError, RotationRefusedError
@@ -316,6 +316,15 @@ def test_rotate_refusing_an_option_adds_no_key(config: Path, argv: list[str], me
     with pytest.raises(RegistryAuthError, match=message):
         keys(config, "rotate", *argv)
     assert states(config) == ["active"]
+
+
+def test_rotate_urls_may_follow_other_options() -> None:
+    """As the README says of every list of URLs: they were refused as unrecognized."""
+    argv = ["keys", "rotate", "--promote-when-trusted", "https://a", "--give-up-after", "2s"]
+    args = parse(build_parser(), [*argv, "https://b", "https://c"])
+    assert args.promote_when_trusted == ["https://a", "https://b", "https://c"]
+    with pytest.raises(SystemExit):  # without the option, a URL is still an unknown word
+        parse(build_parser(), ["keys", "rotate", "--promote-after", "1m", "https://b"])
 
 
 def test_rotate_reads_the_config_it_promotes_with_before_adding(config: Path) -> None:
