@@ -327,11 +327,21 @@ def _rotate(args: argparse.Namespace, keys_dir: Path, now: Clock, sleep: Sleep) 
     _ring_the_service_loads(keys_dir)
     entry = add_key(keys_dir, _algorithm(args, keys_dir), days=args.days, clock=now)
     _print_added(entry, args, promoting=window is not None)
-    if delay is not None:
-        print(f"promoting {entry.kid} in {delay} s", flush=True)
-        sleep(delay)
-    elif wait is not None:
-        wait(next(k for k in load_keyring(keys_dir).keys if k.kid == entry.kid), sleep)
+    try:
+        if delay is not None:
+            print(f"promoting {entry.kid} in {delay} s", flush=True)
+            sleep(delay)
+        elif wait is not None:
+            wait(next(k for k in load_keyring(keys_dir).keys if k.kid == entry.kid), sleep)
+    except KeyboardInterrupt:
+        # Interrupted while waiting: the key was added, and stays next.
+        print(
+            f"registry-auth: interrupted: key {entry.kid} stays next (published, not signing); "
+            f"promote it when every registry trusts it: registry-auth keys promote "
+            f"{entry.kid}{_again(args)}",
+            file=sys.stderr,
+        )
+        raise
     if window is None:
         return 0
     return _promote(keys_dir, entry.kid, window, now(), args)

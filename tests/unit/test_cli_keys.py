@@ -318,6 +318,24 @@ def test_rotate_refusing_an_option_adds_no_key(config: Path, argv: list[str], me
     assert states(config) == ["active"]
 
 
+def test_ctrl_c_while_rotate_waits_says_the_key_stays_next(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys(config, "generate")
+    capsys.readouterr()
+
+    def ctrl_c(_seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        keys(config, "rotate", "--promote-after", "1h", sleep=ctrl_c)
+    new = read_entries(config.parent / "keys")[1].kid
+    assert states(config) == ["active", "next"]
+    err = capsys.readouterr().err
+    assert f"interrupted: key {new} stays next" in err
+    assert f"registry-auth keys promote {new} --config {config}" in err
+
+
 def test_rotate_urls_may_follow_other_options() -> None:
     """As the README says of every list of URLs: they were refused as unrecognized."""
     argv = ["keys", "rotate", "--promote-when-trusted", "https://a", "--give-up-after", "2s"]
