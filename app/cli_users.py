@@ -95,6 +95,11 @@ def _htpasswd_path(args: argparse.Namespace) -> Path:
     for backend in settings.auth_backends or []:
         if isinstance(backend, HtpasswdBackend):
             return backend.path
+    if settings.auth_backends:  # where `htpasswd` itself is refused
+        raise UserStoreError(
+            "no htpasswd backend in the config's auth_backends: add one "
+            "(`- {type: htpasswd, path: users.htpasswd}`) or pass --htpasswd"
+        )
     if settings.htpasswd is None:
         raise UserStoreError("no htpasswd file: set `htpasswd` in the config or pass --htpasswd")
     return settings.htpasswd

@@ -120,10 +120,18 @@ def hash_password(password: str, *, rounds: int = 10) -> str:
     return bcrypt.hashpw(encoded, bcrypt.gensalt(rounds=rounds)).decode("ascii")
 
 
+MAX_ACCOUNT_LENGTH = 255  # a longer name could never log in (the request's bounds)
+
+
 def validate_account(account: str) -> str:
     if not account or _ACCOUNT_FORBIDDEN.search(account) or not account.isprintable():
         raise UserStoreError(
             f"invalid account name {account!r}: no ':', spaces or control characters"
+        )
+    if len(account) > MAX_ACCOUNT_LENGTH:
+        raise UserStoreError(
+            f"invalid account name {account[:20]!r}...: longer than {MAX_ACCOUNT_LENGTH} "
+            "characters"
         )
     return account
 

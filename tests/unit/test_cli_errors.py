@@ -385,3 +385,16 @@ def test_an_empty_path_option_is_refused_before_anything_is_written(
     assert exited.value.code == 2
     assert "an empty path: give a file or directory" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_users_add_with_a_backends_config_without_htpasswd_says_how(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said "set `htpasswd` in the config", which a config with auth_backends refuses."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "issuer: i\nservice: s\nrealm: http://a/token\n"
+        "auth_backends:\n  - {type: webhook, url: 'https://sso.test/check'}\n"
+    )
+    message = fails(capsys, "users", "add", "bob", "--config", str(config), "--password-stdin")
+    assert message.startswith("no htpasswd backend in the config's auth_backends: add one")

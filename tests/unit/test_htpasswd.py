@@ -130,7 +130,7 @@ def test_new_user_file_is_private(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o600
 
 
-@pytest.mark.parametrize("account", ["", "a:b", "a b", "a\nb", "tab\there", "#ci"])
+@pytest.mark.parametrize("account", ["", "a:b", "a b", "a\nb", "tab\there", "#ci", "x" * 256])
 def test_invalid_account_names_are_refused(tmp_path: Path, account: str) -> None:
     with pytest.raises(UserStoreError, match="invalid account name"):
         set_user(tmp_path / "f", account, "pw", rounds=4)
