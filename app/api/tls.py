@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from app.errors import ConfigError
 from app.reload import fingerprint
@@ -38,6 +39,8 @@ class ReloadingTLS:
         self._seen = fingerprint([self.cert, self.key])
         try:
             self.context, self.not_after, self.pair = self._load()
+        except PairError as exc:
+            raise ConfigError(exc.setting, str(exc)) from None
         except (OSError, ValueError, ssl.SSLError) as exc:
             raise ConfigError(
                 "tls.cert", f"cannot load {self.cert} with {self.key}: {exc}"
@@ -70,9 +73,23 @@ class ReloadingTLS:
         """The pair's context, its certificate's expiry, and the pair itself (as read once
         and checked: what granian's workers get copies of, app.api.tls_copies)."""
         cert_pem, key_pem = self.cert.read_bytes(), self.key.read_bytes()
-        not_after = x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc
+        try:
+            certificate = x509.load_pem_x509_certificate(cert_pem)
+        except ValueError:
+            raise PairError("tls.cert", f"{self.cert} holds no PEM certificate") from None
+        not_after = certificate.not_valid_after_utc
         if not_after <= datetime.now(UTC):
-            raise ValueError(f"the certificate in {self.cert} expired at {not_after}")
+            raise PairError("tls.cert", f"the certificate in {self.cert} expired at {not_after}")
+        try:
+            key = serialization.load_pem_private_key(key_pem, password=None)
+        except (ValueError, TypeError):
+            raise PairError(
+                "tls.key", f"{self.key} holds no PEM private key (without a passphrase)"
+            ) from None
+        if key.public_key() != certificate.public_key():
+            raise PairError(
+                "tls.key", f"{self.key} is not the key of the certificate in {self.cert}"
+            )
         _warn_if_open(self.key)
         # load_cert_chain reads paths only: the bytes read once go to private copies, so the
         # pair checked is exactly the pair served.
@@ -84,6 +101,14 @@ class ReloadingTLS:
             key_copy.write_bytes(key_pem)
             context.load_cert_chain(cert_copy, key_copy)
         return context, not_after, (cert_pem, key_pem)
+
+
+class PairError(ValueError):
+    """The pair is unusable, for a reason naming the file and the setting (tls.cert, tls.key)."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(problem)
+        self.setting = setting
 
 
 _WARNED: set[tuple[Path, int, int]] = set()  # forked workers inherit what was said already

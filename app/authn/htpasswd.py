@@ -130,8 +130,7 @@ def validate_account(account: str) -> str:
         )
     if len(account) > MAX_ACCOUNT_LENGTH:
         raise UserStoreError(
-            f"invalid account name {account[:20]!r}...: longer than {MAX_ACCOUNT_LENGTH} "
-            "characters"
+            f"invalid account name {account[:20]!r}...: longer than {MAX_ACCOUNT_LENGTH} characters"
         )
     return account
 

@@ -131,3 +131,39 @@ def test_a_private_key_others_may_read_is_said_once(
     assert caplog.messages == [
         f"tls.key {tmp_path / 'key.pem'} may be read by other users (mode 0644): chmod 600 it"
     ]
+
+
+def _swap_key(directory: Path, other: Path) -> None:
+    (directory / "key.pem").write_bytes((other / "key.pem").read_bytes())
+
+
+@pytest.mark.parametrize(
+    ("breakage", "setting", "words"),
+    [
+        ("garbage cert", "tls.cert", "cert.pem holds no PEM certificate"),
+        ("garbage key", "tls.key", "key.pem holds no PEM private key"),
+        ("another key", "tls.key", "key.pem is not the key of the certificate in"),
+    ],
+)
+def test_an_unusable_pair_names_the_file_and_its_setting(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, breakage: str, setting: str, words: str
+) -> None:
+    """A bad key said `[SSL] PEM lib` and named tls.cert; a garbage certificate on reload, a
+    message of cryptography's naming no file."""
+    served, other = tmp_path / "served", tmp_path / "other"
+    served.mkdir()
+    other.mkdir()
+    write_pair(served, "good", key_type="rsa")
+    write_pair(other, "other", key_type="rsa")
+    tls = ReloadingTLS(TlsSettings(cert=served / "cert.pem", key=served / "key.pem"))
+    if breakage == "garbage cert":
+        (served / "cert.pem").write_text("not a certificate\n")
+    elif breakage == "garbage key":
+        (served / "key.pem").write_text("not a key\n")
+    else:
+        _swap_key(served, other)
+    with caplog.at_level(logging.ERROR):
+        assert tls.reload_if_changed() is False
+    assert words in caplog.text
+    with pytest.raises(ConfigError, match=rf"^config: {setting}: .*{words}"):
+        ReloadingTLS(TlsSettings(cert=served / "cert.pem", key=served / "key.pem"))
