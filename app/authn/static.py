@@ -65,8 +65,13 @@ def _parse_user(name: str, entry: Any, path: Path) -> StaticUser:
         validate_account(name)
     except UserStoreError as exc:
         raise UserStoreError(f"{where}: {exc}") from None
-    if not isinstance(entry, dict) or set(entry) - {"password", "groups"}:
+    if not isinstance(entry, dict):
         raise UserStoreError(f"{where}: must be a mapping of `password` and `groups`")
+    unknown = sorted(str(key) for key in set(entry) - {"password", "groups"})
+    if unknown:
+        raise UserStoreError(
+            f"{where}: unknown key {', '.join(unknown)} (known: `password`, `groups`)"
+        )
     hashed = entry.get("password")
     if not isinstance(hashed, str) or not is_bcrypt_hash(hashed):
         raise UserStoreError(f"{where}: password: must be a bcrypt hash ($2b$/$2y$/$2a$)")

@@ -159,7 +159,10 @@ async def test_static_users_with_groups(tmp_path: Path) -> None:
         ("users:\n  kim:\n    password: plain\n", "users.kim: password: must be a bcrypt hash"),
         ("users:\n  kim:\n    password: '{h}'\n    groups: ci\n", "users.kim: groups"),
         ("users:\n  'k m':\n    password: '{h}'\n", "invalid account name"),
-        ("users:\n  kim:\n    password: '{h}'\n    role: admin\n", "must be a mapping of"),
+        (
+            "users:\n  kim:\n    password: '{h}'\n    role: admin\n",
+            "unknown key role (known: `password`, `groups`)",
+        ),
         ("users:\n  kim:\n    password: '{h}'\n    groups: [\"ci\\nops\"]\n", "not a group name"),
         ("people: {{}}\n", "one key, `users`"),
         ("users: [\n", "not valid YAML"),
