@@ -39,7 +39,7 @@ from app.settings_sections import (
     StateSettings,
     TlsSettings,
 )
-from app.yaml_strict import load_strict_yaml
+from app.yaml_strict import load_strict_yaml, yaml_problem
 
 # What `registry-auth serve` runs with when no config file is given: loopback only, a development
 # key generated into keys/, users from users.htpasswd in the working directory.
@@ -392,11 +392,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = load_strict_yaml(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None)
-        what = f": {problem}" if problem else ""
-        raise ConfigError("--config", f"{path} is not valid YAML{where}{what}") from None
+        raise ConfigError("--config", f"{path} is not valid YAML{yaml_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -32,3 +32,12 @@ def load_strict_yaml(text: str) -> Any:
         error = yaml.YAMLError("nested too deeply")
         error.problem = "nested too deeply"  # type: ignore[attr-defined]
         raise error from None
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what, for an error message: ` at line 3: found a tab` (either part may be
+    missing)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None)
+    return f"{where}: {problem}" if problem else where

@@ -29,6 +29,7 @@ import yaml
 from app.authn.base import AuthResult, Credentials, Outcome, check_groups
 from app.backend_settings import ROBOT_PREFIX
 from app.errors import UserStoreError
+from app.yaml_strict import load_strict_yaml, yaml_problem
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +101,14 @@ def load_robots(path: Path) -> dict[str, Robot]:
     if not path.exists():
         return {}
     try:
-        return parse_robots(yaml.safe_load(path.read_text(encoding="utf-8")), path)
+        data = load_strict_yaml(path.read_text(encoding="utf-8"))  # a robot twice is refused
     except OSError as exc:
         raise UserStoreError(f"cannot read robots file {path}: {exc.strerror}") from None
-    except (UnicodeDecodeError, yaml.YAMLError):
-        raise UserStoreError(f"robots file {path} is not valid YAML text") from None
+    except UnicodeDecodeError:
+        raise UserStoreError(f"robots file {path} is not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        raise UserStoreError(f"robots file {path} is not valid YAML{yaml_problem(exc)}") from None
+    return parse_robots(data, path)
 
 
 class RobotAuthenticator:

@@ -29,7 +29,7 @@ from app.authn.htpasswd import (
 )
 from app.errors import UserStoreError
 from app.pools import WorkerPool
-from app.yaml_strict import load_strict_yaml
+from app.yaml_strict import load_strict_yaml, yaml_problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,12 +87,7 @@ def load_static_users(path: Path) -> StaticUsers:
     except UnicodeDecodeError:
         raise UserStoreError(f"users file {path} is not UTF-8 text") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None)
-        raise UserStoreError(
-            f"users file {path} is not valid YAML{where}{f': {problem}' if problem else ''}"
-        ) from None
+        raise UserStoreError(f"users file {path} is not valid YAML{yaml_problem(exc)}") from None
     users = parse_static_users(data, path)
     warn_robot_names(users, path)
     return StaticUsers(path, users, dummy_hash({k: u.hashed for k, u in users.items()}))

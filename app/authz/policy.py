@@ -21,7 +21,7 @@ import yaml
 
 from app.authz.patterns import GlobKind, Pattern, PatternError, compile_pattern
 from app.errors import PolicyError
-from app.yaml_strict import load_strict_yaml
+from app.yaml_strict import load_strict_yaml, yaml_problem
 
 ACTIONS = ("pull", "push", "delete", "*")
 CONDITIONS = ("account", "anonymous", "group", "type", "name", "service", "ip")
@@ -70,10 +70,10 @@ def parse_policy(text: str, source: str) -> Policy:
     try:
         data = load_strict_yaml(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "syntax error"
-        raise PolicyError([f"{source}: not valid YAML{where}: {problem}"]) from None
+        described = yaml_problem(exc)
+        if ": " not in described:
+            described += ": syntax error"
+        raise PolicyError([f"{source}: not valid YAML{described}"]) from None
     return _Parser(source).policy(data)
 
 

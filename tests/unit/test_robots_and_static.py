@@ -227,3 +227,13 @@ def test_a_deleted_robots_file_is_a_failed_reload_and_an_emptied_one_is_said(
     with caplog.at_level(logging.WARNING):
         assert robots.reload() is True
     assert "now lists no account (it listed 1)" in caplog.text
+
+
+def test_a_robots_file_that_is_not_yaml_says_where(tmp_path: Path) -> None:
+    path = tmp_path / "robots.yaml"
+    path.write_text("robots:\n  robot$a: {sha256: x\n")
+    with pytest.raises(UserStoreError, match=r"robots\.yaml is not valid YAML at line 3: "):
+        load_robots(path)
+    path.write_text("robots:\n  robot$a: {}\n  robot$a: {}\n")
+    with pytest.raises(UserStoreError, match=r"at line 3: duplicate key 'robot\$a'"):
+        load_robots(path)
