@@ -397,6 +397,13 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError("--config", f"{path} must hold a mapping of settings")
+    for key in data:
+        # The settings model matches top-level names in any case (as it must the REGISTRY_AUTH_*
+        # variables): `Token_TTL` was taken, and `TOKEN_TTL` beside `token_ttl` silently lost.
+        if isinstance(key, str) and key != key.lower():
+            raise ConfigError(
+                str(key), f"unknown setting: settings are lower case (`{key.lower()}`)"
+            )
     return data
 
 

@@ -56,6 +56,8 @@ def test_embedded_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> No
         (BASE + "token_ttl: -5\n", "token_ttl", "greater than 0"),
         (BASE + "token_ttl: soon\n", "token_ttl", "integer"),
         (BASE + "tokn_ttl: 5\n", "tokn_ttl", "unknown setting"),
+        # Matched in any case by the model: a second spelling of a key was silently lost.
+        (BASE + "Token_TTL: 300\n", "Token_TTL", "settings are lower case (`token_ttl`)"),
         # Past year 9999 the refresh-token stores' dates overflowed: every docker login a 500.
         (BASE + "refresh_token_lifetime: 1000000000000\n", "refresh_token_lifetime", "less"),
         (BASE + "refresh_token_idle_timeout: 1e20\n", "refresh_token_idle_timeout", "integer"),
