@@ -82,7 +82,10 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     # Its URLs may also follow the other options (app.cli.parse), as registry-check's may.
     rotate.set_defaults(**{TRAILING: "promote_when_trusted"})
     rotate.add_argument(
-        "--check-every", default="10s", metavar="DELAY", help="with --promote-when-trusted"
+        "--check-every",
+        default="10s",
+        metavar="DELAY",
+        help="with --promote-when-trusted: how often to ask (default 10s)",
     )
     rotate.add_argument(
         "--give-up-after",
