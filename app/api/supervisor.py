@@ -194,16 +194,12 @@ def watch_tls_for_granian(
     current: Callable[[], Settings], tls: ReloadingTLS, copies: PairCopies, server: PairUser
 ) -> threading.Thread:
     """granian loads the certificate when a worker starts. So a thread of the main process polls
-    the pair every `reload_interval`: when it changed and the new pair loads (checked in a
-    scratch context first: a half-written or mismatched pair is logged and ignored), its copies
-    are written and granian restarts the workers one by one, each new one started before the
-    old one stops, as on an operator's SIGHUP; while a new worker could not start, the roll
-    waits. `current` gives the settings the workers run on now (a SIGHUP may change
-    `reload_interval`)."""
+    the pair every `reload_interval` (CertificateWatch). `current` gives the settings the
+    workers run on now (a SIGHUP may change `reload_interval`)."""
     start = current()
+    poll = CertificateWatch(tls, copies, server)
 
     def watch() -> None:
-        waiting = False  # a new pair whose roll waits for the other files to load again
         watched = start
         gate = RetryGate(watched)
         while True:
@@ -211,31 +207,50 @@ def watch_tls_for_granian(
             if current() is not watched:
                 watched = current()
                 gate = RetryGate(watched)
-            try:
-                copies.ensure()
-                changed = tls.reload_if_changed()
-                if changed:
-                    copies.replace(tls.pair)
-                    server.use_pair(copies)
-            except Exception as exc:  # noqa: BLE001 - the watch must outlive one bad poll
-                log.error("TLS certificate check failed: %s", exc)  # noqa: TRY400
-                continue
-            if changed:
-                gate.trying_now()
-            elif not (waiting and gate.worth_trying()):
-                continue
-            problem = server.roll_workers()
-            if problem is not None:
-                if not waiting:
-                    log.error("the new TLS certificate waits for the workers' files: %s", problem)
-                waiting = True
-                continue
-            waiting = False
-            log.info("restarting the workers one by one for the new TLS certificate")
+            poll(gate)
 
     thread = threading.Thread(target=watch, name="tls-watch", daemon=True)
     thread.start()
     return thread
+
+
+class CertificateWatch:
+    """One poll of the pair: when it changed and the new pair loads (checked in a scratch
+    context first: a half-written or mismatched pair is logged and ignored), its copies are
+    written, granian is told, and it restarts the workers one by one, each new one started
+    before the old one stops, as on an operator's SIGHUP. While a new worker could not start,
+    the roll waits (tried again when `gate` says the files changed); while the copies cannot be
+    written (a full /tmp), the new pair waits, tried at every poll: it is never dropped."""
+
+    def __init__(self, tls: ReloadingTLS, copies: PairCopies, server: PairUser) -> None:
+        self._tls, self._copies, self._server = tls, copies, server
+        self._waiting = False  # a new pair whose roll waits for the other files to load again
+        self._pending = False  # a new pair loaded, not yet handed to granian
+
+    def __call__(self, gate: RetryGate) -> None:
+        try:
+            self._copies.ensure()
+            self._pending = self._tls.reload_if_changed() or self._pending
+            changed = self._pending
+            if changed:
+                self._copies.replace(self._tls.pair)
+                self._server.use_pair(self._copies)
+                self._pending = False
+        except Exception as exc:  # noqa: BLE001 - the watch must outlive one bad poll
+            log.error("TLS certificate check failed: %s", exc)  # noqa: TRY400
+            return
+        if changed:
+            gate.trying_now()
+        elif not (self._waiting and gate.worth_trying()):
+            return
+        problem = self._server.roll_workers()
+        if problem is not None:
+            if not self._waiting:
+                log.error("the new TLS certificate waits for the workers' files: %s", problem)
+            self._waiting = True
+            return
+        self._waiting = False
+        log.info("restarting the workers one by one for the new TLS certificate")
 
 
 def _sleep_interval(current: Callable[[], Settings]) -> None:
