@@ -5,20 +5,24 @@ included) once, when the server was built. A renewal that repoints a symlink (ce
 a Kubernetes Secret's `..data`) then went unseen by every new worker, which loaded the old
 target again; and once the old target was deleted (kubelet removes it at once) each new worker
 panicked and granian exited. So granian is given copies: the pair as loaded and checked
-(ReloadingTLS), written to a directory of this process's own (0700, removed at exit), in a
-subdirectory per pair, so a worker never meets half of one. The copies are written again
-where they went missing (a cleaner of old files in /tmp): by the main process as it polls, and
-by a new worker before granian reads them.
+(ReloadingTLS), written to a directory of this process's own (0700, removed at exit; a
+SIGKILL leaves it), in a subdirectory per pair, so a worker never meets half of one. The
+copies are written again where they went missing (a cleaner of old files in /tmp): by the main
+process as it polls, and by a new worker before granian reads them.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
 from app.atomic import write_atomic
+from app.errors import RegistryAuthError
 
 Pair = tuple[bytes, bytes]  # certificate chain PEM, private key PEM
 
@@ -49,8 +53,19 @@ class PairCopies:
         return self._write(directory, pair)
 
     def _write(self, directory: Path, pair: Pair) -> tuple[Path, Path]:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _private_directory(self._root)  # made again if a cleaner removed it
+        _private_directory(directory)
         cert, key = directory / "cert.pem", directory / "key.pem"
         write_atomic(key, pair[1], mode=0o600)
         write_atomic(cert, pair[0], mode=0o600)
         return cert, key
+
+
+def _private_directory(path: Path) -> None:
+    """`path` as a directory of this user's that no one else may enter: made (0700) if missing;
+    one that someone else made meanwhile under the same name is refused."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)  # noqa: PTH102 - the mode, exactly, with no parents
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        raise RegistryAuthError(f"{path}: not a private directory of this user's")

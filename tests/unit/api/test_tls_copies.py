@@ -5,7 +5,10 @@ from __future__ import annotations
 import shutil
 import stat
 
+import pytest
+
 from app.api.tls_copies import PairCopies
+from app.errors import RegistryAuthError
 
 FIRST = (b"-----BEGIN CERTIFICATE-----\nfirst\n", b"-----BEGIN PRIVATE KEY-----\nfirst\n")
 SECOND = (b"-----BEGIN CERTIFICATE-----\nsecond\n", b"-----BEGIN PRIVATE KEY-----\nsecond\n")
@@ -50,3 +53,20 @@ def test_copies_removed_by_a_cleaner_are_written_again() -> None:
         assert copies.key.read_bytes() == SECOND[1]
     finally:
         shutil.rmtree(copies.cert.parent.parent)
+
+
+def test_a_removed_directory_is_made_again_private_and_one_made_by_others_refused() -> None:
+    copies = PairCopies(FIRST)
+    root = copies.cert.parent.parent
+    try:
+        shutil.rmtree(root)  # the whole directory aged out
+        copies.ensure()
+        assert stat.S_IMODE(root.stat().st_mode) == 0o700
+        assert copies.key.read_bytes() == FIRST[1]
+        shutil.rmtree(root)
+        root.mkdir(mode=0o755)  # someone else's, or anyone's to enter
+        root.chmod(0o755)
+        with pytest.raises(RegistryAuthError, match="not a private directory"):
+            copies.ensure()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
