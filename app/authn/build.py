@@ -163,20 +163,25 @@ def _kind(word: str, backend: HtpasswdBackend | StaticBackend | RobotsBackend) -
     return word if backend.name is None else f"{word} {backend.name}"
 
 
+# Robots files this process (or, for a granian worker, the main process it was forked from,
+# which builds an app to check the config before any worker starts) has seen exist.
+_ROBOTS_SEEN: set[Path] = set()
+
+
 def _robots_loader(path: Path) -> Callable[[], dict[str, Robot]]:
     """The robots file's loader: missing at the start it means no robots yet (the first
     `robots create` makes it); gone once it existed it is a failed reload, as for a users file,
-    and the robots go on working (a deleted file revoked every robot with no word in the log)."""
-    existed = False
+    and the robots go on working (a deleted file revoked every robot with no word in the log),
+    and a new worker (a SIGHUP, a respawn) does not start on it."""
 
     def load() -> dict[str, Robot]:
-        nonlocal existed
-        if existed and not path.exists():
+        if path in _ROBOTS_SEEN and not path.exists():
             raise UserStoreError(
                 f"robots file {path} is gone (to revoke robots: `registry-auth robots revoke`)"
             )
         robots = load_robots(path)
-        existed = existed or path.exists()
+        if path.exists():
+            _ROBOTS_SEEN.add(path)
         return robots
 
     return load

@@ -223,6 +223,9 @@ def test_a_deleted_robots_file_is_a_failed_reload_and_an_emptied_one_is_said(
         assert robots.reload() is False
     assert "is gone (to revoke robots" in caplog.text
     assert "robot$deploy" in robots.get()
+    # Nor does a new worker (granian's, forked from the process that saw the file) start on it.
+    with pytest.raises(UserStoreError, match="is gone"):
+        build_authentication(settings)
     path.write_text("robots: {}\n")
     with caplog.at_level(logging.WARNING):
         assert robots.reload() is True
