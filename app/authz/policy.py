@@ -92,9 +92,9 @@ class _Parser:
             if key not in TOP_KEYS:
                 self.problem(str(key), f"unknown key (known: {', '.join(TOP_KEYS)})")
         groups = self.groups(data.get("groups"))
-        if data.get("rules") is None:
-            # Also `rules:` with nothing after it: what a file cut short while being written
-            # looks like; taken for `rules: []`, it refused every pull and push.
+        if "rules" not in data:
+            # `rules:` with nothing after it (every rule commented out) is `rules: []`, as it
+            # always was; a file caught half-written is not read (app.reload: it settles first).
             self.problem("rules", "missing (required; `rules: []` grants nothing)")
         raw_rules = data.get("rules") or []
         if not isinstance(raw_rules, list):
