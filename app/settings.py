@@ -168,13 +168,15 @@ class Settings(BaseSettings):
     refresh_token_lifetime: int = Field(
         default=90 * 86400,
         gt=0,
-        le=10 * 365 * 86400,  # past a year the stores' dates (9999 at most) overflowed: a 500
+        # 1000 years: "never" is far inside it; past year 9999 the stores' dates overflowed
+        # and every docker login was a 500.
+        le=1000 * 365 * 86400,
         description="seconds a refresh token lives from its issue (default 90 days)",
     )
     refresh_token_idle_timeout: int = Field(
         default=30 * 86400,
         gt=0,
-        le=10 * 365 * 86400,
+        le=1000 * 365 * 86400,
         description="seconds without use after which a refresh token dies (default 30 days)",
     )
     refresh_tokens_per_account: int = Field(

@@ -128,10 +128,6 @@ def validate_account(account: str) -> str:
         raise UserStoreError(
             f"invalid account name {account!r}: no ':', spaces or control characters"
         )
-    if len(account) > MAX_ACCOUNT_LENGTH:
-        raise UserStoreError(
-            f"invalid account name {account[:20]!r}...: longer than {MAX_ACCOUNT_LENGTH} characters"
-        )
     return account
 
 

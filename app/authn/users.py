@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from app.atomic import editing, write_atomic
-from app.authn.htpasswd import BOM, hash_password, parse_htpasswd, validate_account
+from app.authn.htpasswd import (
+    BOM,
+    MAX_ACCOUNT_LENGTH,
+    hash_password,
+    parse_htpasswd,
+    validate_account,
+)
 from app.errors import UserStoreError
 
 
@@ -29,6 +35,11 @@ def list_accounts(path: Path) -> list[str]:
 def set_user(path: Path, account: str, password: str, *, rounds: int = 10) -> bool:
     """Add the account or change its password. True when it was new."""
     validate_account(account)
+    if len(account) > MAX_ACCOUNT_LENGTH:  # only here: a file that loads keeps loading
+        raise UserStoreError(
+            f"invalid account name {account[:20]!r}...: longer than {MAX_ACCOUNT_LENGTH} "
+            "characters (it could never log in)"
+        )
     if account.startswith("#"):  # its line would be a comment: added, yet unable to log in
         raise UserStoreError(
             f"invalid account name {account!r}: a line starting with '#' is a comment in "
