@@ -216,7 +216,8 @@ def check_urls(urls: Sequence[str]) -> None:
         if "@" in urlsplit(url).netloc:
             # Never needed (the check signs its own token), and it would be printed back in
             # every status line.
-            shown = url.partition("://")[0] + "://...@" + url.partition("@")[2]
+            parts = urlsplit(url)
+            shown = f"{parts.scheme}://...@{parts.netloc.rpartition('@')[2]}{parts.path}"
             raise RegistryAuthError(
                 f"{shown}: a registry URL with user:password in it is refused; give "
                 "https://HOST[:PORT] (the check signs its own token)"

@@ -149,10 +149,11 @@ def test_a_url_with_a_password_is_refused_without_printing_it(
     config = tmp_path / "c.yaml"
     config.write_text(f"issuer: i\nservice: s\nrealm: http://a/token\nkeys_dir: {tmp_path}/k\n")
     generate_key(tmp_path / "k", Algorithm.ES256)
-    url = "https://admin:PW123@registry.example.org:5000"
+    url = "https://admin:PW1@23@registry.example.org:5000"  # an @ in the password too
     assert main(["registry-check", "--config", str(config), url]) == 2
     err = capsys.readouterr().err
-    assert "PW123" not in err
+    assert "PW1" not in err
+    assert "23@" not in err
     assert "https://...@registry.example.org:5000: a registry URL with user:password" in err
 
 
