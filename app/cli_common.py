@@ -166,16 +166,29 @@ def check_service_option(settings: Settings, service: str) -> None:
         )
 
 
+MAX_STDIN_PASSWORD = 4096  # the longest a login's password may be (a POST grant's bound)
+
+
 def read_password(from_stdin: bool, *, confirm: bool) -> str:
     """A password from stdin (all of it, as `docker login --password-stdin` reads it, one line
     break at the end dropped), or asked on the terminal (twice with `confirm`); maybe empty:
     the caller decides."""
     if from_stdin:
         try:
-            text = sys.stdin.read()
+            # Typed on a terminal, Enter ends it; piped, all of it, at most a bound's worth
+            # (`yes | ...` would otherwise fill the memory).
+            text = (
+                sys.stdin.readline()
+                if sys.stdin.isatty()
+                else sys.stdin.read(MAX_STDIN_PASSWORD + 3)
+            )
         except UnicodeDecodeError:  # stdin decoded strictly (a locale other than C.UTF-8)
             raise RegistryAuthError(_NOT_UTF8) from None
         password = text.removesuffix("\n").removesuffix("\r")
+        if len(password) > MAX_STDIN_PASSWORD:
+            raise RegistryAuthError(
+                f"--password-stdin: longer than {MAX_STDIN_PASSWORD} characters"
+            )
         if "\n" in password or "\r" in password:
             # The first line alone was taken, without a word: not the password meant.
             raise RegistryAuthError(

@@ -108,18 +108,26 @@ def test_users_hash_prints_a_hash_a_static_users_file_accepts(
 
 
 @pytest.mark.parametrize(
-    ("stdin", "code"), [("one\r\n", 0), ("one", 0), ("one\ntwo\n", 2), ("one\n\n", 2)]
+    ("stdin", "refusal"),
+    [
+        ("one\r\n", ""),
+        ("one", ""),
+        ("one\ntwo\n", "stdin holds more than one line"),
+        ("one\n\n", "stdin holds more than one line"),
+        ("y\n" * 100_000, "longer than 4096 characters"),  # `yes | ...`: read up to a bound
+    ],
 )
 def test_password_stdin_is_one_line_or_refused(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], stdin: str, code: int
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], stdin: str, refusal: str
 ) -> None:
     """All of stdin, as docker reads it: a second line was dropped without a word, and the
     password stored was not the one meant."""
     monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    code = 2 if refusal else 0
     assert run(["users", "hash", "--password-stdin"], serve=Recorder()) == code
     out, err = capsys.readouterr()
     if code:
-        assert "stdin holds more than one line" in err
+        assert refusal in err
         assert out == ""
     else:
         assert bcrypt.checkpw(b"one", out.strip().encode())
