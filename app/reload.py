@@ -32,6 +32,7 @@ T = TypeVar("T")
 Fingerprint = tuple[tuple[int, ...] | None, ...]
 Clock = Callable[[], float]
 SETTLE_SECONDS = 1.0
+HOLD_AT_MOST = 10.0
 
 
 def fingerprint(paths: Sequence[Path]) -> Fingerprint:
@@ -58,6 +59,7 @@ class Reloadable(Generic[T]):
         self._accounts = accounts  # a users file's count: a reload that empties it is said
         self._paths = paths
         self._clock = clock
+        self._held_since: float | None = None  # a change waiting to settle, since
         self._seen = fingerprint(paths())
         self.current: T = loader()
         self.last_error: str | None = None
@@ -96,9 +98,22 @@ class Reloadable(Generic[T]):
         return True
 
     def reload_if_changed(self) -> bool:
-        """A poll: reload when a file changed and has settled (see the module's docstring)."""
-        if not self.changed() or written_lately(self._paths(), self._clock()):
+        """A poll: reload when a file changed and has settled (see the module's docstring), or
+        has been held back for HOLD_AT_MOST seconds (a file written to more often than once a
+        second would otherwise never be read again)."""
+        if not self.changed():
+            self._held_since = None
             return False
+        now = self._clock()
+        if written_lately(self._paths(), now):
+            if self._held_since is None:
+                self._held_since = now
+            if now - self._held_since < HOLD_AT_MOST:
+                return False
+            log.warning(
+                "%s is written to more often than once a second: loaded all the same", self.name
+            )
+        self._held_since = None
         return self.reload()
 
 

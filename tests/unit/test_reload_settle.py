@@ -63,3 +63,22 @@ def test_a_modification_time_in_the_future_is_not_waited_for(tmp_path: Path) -> 
     assert written_lately([shared], 2000.0) is False
     assert written_lately([shared], 5000.5) is True
     assert written_lately([tmp_path / "missing"], 2000.0) is False
+
+
+def test_a_file_written_to_all_the_time_is_loaded_after_ten_seconds(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sync job rewriting it twice a second: held back for ever, it was never read again."""
+    users = tmp_path / "users"
+    _written_at(users, "alice\n", 1000.0)
+    clock = Clock(2000.0)
+    names = Reloadable("users", lambda: users.read_text().split(), lambda: [users], clock=clock)
+    for step in range(20):  # 9.5 s of rewrites every half second
+        clock.now = 2000.0 + step * 0.5
+        _written_at(users, "alice\nbob\n", clock.now)
+        assert names.reload_if_changed() is False
+    clock.now = 2010.0
+    _written_at(users, "alice\nbob\n", clock.now)
+    assert names.reload_if_changed() is True
+    assert names.current == ["alice", "bob"]
+    assert "written to more often than once a second" in caplog.text
