@@ -127,8 +127,9 @@ class Settings(BaseSettings):
         gt=0,
         le=3600,
         description=(
-            "seconds between checks of watched files (users, keys, ACL) for changes; a "
-            "changed file is applied once it has not been written to for a second"
+            "seconds between checks of watched files (users, robots, keys, ACL, TLS) for "
+            "changes; a changed users, robots, key or ACL file is applied once it has not "
+            "been written to for a second"
         ),
     )
     acl: OptionalFilePath = Field(
