@@ -121,8 +121,8 @@ def test_the_real_user_keeps_logging_in_while_an_attacker_hammers_the_account(
 def test_a_users_file_rewritten_in_place_never_refuses_its_users(
     tmp_path: Path, workers: int
 ) -> None:
-    """`(sleep 0.5; cat users.new) > users.htpasswd`: the file is empty, and valid, for half a
-    second. A poll that landed then loaded it: every login 401 (and counted against the
+    """`(sleep 0.3; cat users.new) > users.htpasswd`: the file is empty, and valid, for 0.3 s
+    (the settle wait is 1 s). A poll that landed then loaded it: every login 401 (and counted against the
     brute-force counters), every refresh token dead at its next use."""
     server = _server(tmp_path, reload_interval=0.1, workers=workers)
     users = server.workdir / "users.htpasswd"
@@ -131,9 +131,9 @@ def test_a_users_file_rewritten_in_place_never_refuses_its_users(
 
     def rewrite() -> None:
         while not stop.is_set():
-            with users.open("wb") as out:  # truncated now, written half a second later
+            with users.open("wb") as out:  # truncated now, written 0.3 s later
                 out.flush()
-                time.sleep(0.5)
+                time.sleep(0.3)
                 out.write(full)
             time.sleep(1.5)
 
