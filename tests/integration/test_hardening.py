@@ -122,8 +122,8 @@ def test_a_users_file_rewritten_in_place_never_refuses_its_users(
     tmp_path: Path, workers: int
 ) -> None:
     """`(sleep 0.3; cat users.new) > users.htpasswd`: the file is empty, and valid, for 0.3 s
-    (the settle wait is 1 s). A poll that landed then loaded it: every login 401 (and counted against the
-    brute-force counters), every refresh token dead at its next use."""
+    (the settle wait is 1 s). A poll that landed then loaded it: every login 401 (and counted
+    against the brute-force counters), every refresh token dead at its next use."""
     server = _server(tmp_path, reload_interval=0.1, workers=workers)
     users = server.workdir / "users.htpasswd"
     full = users.read_bytes()
