@@ -177,10 +177,12 @@ def _cmd_add(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) -> 
 
 def _cmd_promote(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) -> int:
     _ring_the_service_loads(keys_dir)  # else it goes on signing with the old key
+    ring.find(read_entries(keys_dir), args.kid)  # an unknown kid: said alone, no wait warning
     return _promote(keys_dir, args.kid, _window(args), now(), args)
 
 
 def _cmd_retire(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) -> int:
+    ring.find(read_entries(keys_dir), args.kid)
     return _retire(keys_dir, args.kid, _window(args), now(), force=args.force)
 
 

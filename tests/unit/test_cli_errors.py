@@ -398,3 +398,11 @@ def test_users_add_with_a_backends_config_without_htpasswd_says_how(
     )
     message = fails(capsys, "users", "add", "bob", "--config", str(config), "--password-stdin")
     assert message.startswith("no htpasswd backend in the config's auth_backends: add one")
+
+
+@pytest.mark.parametrize("command", ["promote", "retire"])
+def test_an_unknown_kid_is_said_alone_without_the_wait_warning(
+    ring: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    message = fails(capsys, "keys", command, "NOPE", "--keys-dir", str(ring))
+    assert "no key 'NOPE' in the ring" in message  # one line: no wait warning before it
