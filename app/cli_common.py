@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import ipaddress
+import logging
 import os
 import re
 import sys
@@ -70,6 +71,12 @@ def _missing_state_file(settings: Settings, args: argparse.Namespace) -> str | N
         else "is the config the server's?"
     )
     return f"{Path(settings.state.path).resolve()} does not exist ({where})"
+
+
+def quiet_store_outage() -> None:
+    """The store's outage warning is the server's (what it does meanwhile: counts in memory,
+    503 to refresh grants); a command says the outage itself, in its one error line."""
+    logging.getLogger("app.etcd.state").setLevel(logging.ERROR)
 
 
 def answered_without_state(

@@ -14,7 +14,13 @@ import time
 from app.assembly import open_failure_store
 from app.authn.ldap import directory_name_key
 from app.backend_settings import LdapBackend
-from app.cli_common import answered_without_state, config_option, ip_option, words_argument
+from app.cli_common import (
+    answered_without_state,
+    config_option,
+    ip_option,
+    quiet_store_outage,
+    words_argument,
+)
 from app.errors import ConfigError
 from app.protocol.tokens import rfc3339
 from app.settings import Settings, load_settings
@@ -75,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     change = "reset" if args.logins_command == "reset" else None
     if answered_without_state(settings, args, change=change, empty="no failed login on record"):
         return 0
+    quiet_store_outage()
     store = open_failure_store(settings)
     try:
         if args.logins_command == "status":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from app.assembly import refresh_tokens_from_settings
-from app.cli_common import answered_without_state, config_option
+from app.cli_common import answered_without_state, config_option, quiet_store_outage
 from app.errors import ConfigError, StateStoreError
 from app.protocol.tokens import rfc3339
 from app.settings import load_settings
@@ -30,6 +30,7 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """The store holds only hashes: no command can print a refresh token."""
     settings = load_settings(args.config)
+    quiet_store_outage()
     tokens = refresh_tokens_from_settings(settings)
     if tokens is None:
         raise ConfigError("state.backend", "none: this server keeps no refresh tokens")

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from app.cli import run
 from app.etcd.state import RETRY_AFTER
 from tests.integration.support.authserver import start_auth_server
 from tests.integration.support.etcd import EtcdServer, start_etcd
@@ -64,3 +66,31 @@ def test_a_hanging_etcd_costs_one_timeout_not_one_per_login(
     assert log.count(f"state store (etcd v3 at {etcd.url}) unavailable") <= 2, log  # a store each
     assert "available again after" in log
     assert log.count("brute-force counters unavailable, counting failures in") == 1, log  # a min
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["tokens", "list"], ["logins", "status", "--ip", "203.0.113.9"]],
+    ids=["tokens", "logins"],
+)
+def test_a_command_against_an_unreachable_store_is_one_error_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    argv: list[str],
+) -> None:
+    """Not the server's warning first (failed logins counted in memory, 503 to refresh grants),
+    which says nothing about the command."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "issuer: i\nservice: s\nrealm: http://a/token\n"
+        f"state: {{backend: etcd, etcd_endpoints: ['http://127.0.0.1:{port}']}}\n"
+    )
+    assert run([*argv, "--config", str(config)], serve=lambda *_: None) == 2
+    assert capsys.readouterr().err == (
+        f"registry-auth: error: etcd v3 at http://127.0.0.1:{port}: connection refused\n"
+    )
+    assert not [r for r in caplog.records if r.name == "app.etcd.state"]
