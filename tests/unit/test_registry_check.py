@@ -128,12 +128,19 @@ def test_a_retiring_key_no_longer_trusted_is_fine_once_its_tokens_expired(
     assert _key_finding(retiring, recent, True, WINDOW).ok
 
 
-def test_a_url_without_a_scheme_is_one_line_and_exit_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture
+def ring_config(tmp_path: Path) -> Path:
+    """A config whose keys_dir holds an ES256 ring."""
     config = tmp_path / "c.yaml"
     config.write_text(f"issuer: i\nservice: s\nrealm: http://a/token\nkeys_dir: {tmp_path}/k\n")
     generate_key(tmp_path / "k", Algorithm.ES256)
+    return config
+
+
+def test_a_url_without_a_scheme_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], ring_config: Path
+) -> None:
+    config = ring_config
     assert main(["registry-check", "--config", str(config), "registry.example.org"]) == 2
     err = capsys.readouterr().err
     assert err == (
@@ -144,11 +151,9 @@ def test_a_url_without_a_scheme_is_one_line_and_exit_2(
 
 
 def test_a_url_with_a_password_is_refused_without_printing_it(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    capsys: pytest.CaptureFixture[str], ring_config: Path
 ) -> None:
-    config = tmp_path / "c.yaml"
-    config.write_text(f"issuer: i\nservice: s\nrealm: http://a/token\nkeys_dir: {tmp_path}/k\n")
-    generate_key(tmp_path / "k", Algorithm.ES256)
+    config = ring_config
     url = "https://admin:PW1@23@registry.example.org:5000"  # an @ in the password too
     assert main(["registry-check", "--config", str(config), url]) == 2
     err = capsys.readouterr().err

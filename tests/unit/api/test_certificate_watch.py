@@ -9,10 +9,8 @@ from pathlib import Path
 import pytest
 
 from app.api.supervisor import CertificateWatch
-from app.api.tls import ReloadingTLS
 from app.api.tls_copies import PairCopies
-from app.settings_sections import TlsSettings
-from tests.unit.api.test_tls_reload import write_pair
+from tests.unit.api.test_tls_reload import served_and_another
 
 
 class Server:
@@ -43,12 +41,7 @@ class Gate:
 def test_a_pair_whose_hand_over_failed_is_handed_over_at_the_next_poll(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    served, renewed = tmp_path / "served", tmp_path / "renewed"
-    served.mkdir()
-    renewed.mkdir()
-    write_pair(served, "first", key_type="ec")
-    write_pair(renewed, "second", key_type="ec")
-    tls = ReloadingTLS(TlsSettings(cert=served / "cert.pem", key=served / "key.pem"))
+    served, renewed, tls = served_and_another(tmp_path, key_type="ec")
     copies = PairCopies(tls.pair)
     server = Server()
     poll = CertificateWatch(tls, copies, server)  # type: ignore[arg-type]

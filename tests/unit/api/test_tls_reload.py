@@ -133,6 +133,19 @@ def test_a_private_key_others_may_read_is_said_once(
     ]
 
 
+def served_and_another(tmp_path: Path, key_type: str) -> tuple[Path, Path, ReloadingTLS]:
+    """A pair in `served/` loaded as the one in force, and another in `other/`."""
+    served, other = tmp_path / "served", tmp_path / "other"
+    for directory, name in ((served, "first"), (other, "second")):
+        directory.mkdir()
+        write_pair(directory, name, key_type=key_type)
+    return (
+        served,
+        other,
+        ReloadingTLS(TlsSettings(cert=served / "cert.pem", key=served / "key.pem")),
+    )
+
+
 def _swap_key(directory: Path, other: Path) -> None:
     (directory / "key.pem").write_bytes((other / "key.pem").read_bytes())
 
@@ -150,12 +163,7 @@ def test_an_unusable_pair_names_the_file_and_its_setting(
 ) -> None:
     """A bad key said `[SSL] PEM lib` and named tls.cert; a garbage certificate on reload, a
     message of cryptography's naming no file."""
-    served, other = tmp_path / "served", tmp_path / "other"
-    served.mkdir()
-    other.mkdir()
-    write_pair(served, "good", key_type="rsa")
-    write_pair(other, "other", key_type="rsa")
-    tls = ReloadingTLS(TlsSettings(cert=served / "cert.pem", key=served / "key.pem"))
+    served, other, tls = served_and_another(tmp_path, key_type="rsa")
     if breakage == "garbage cert":
         (served / "cert.pem").write_text("not a certificate\n")
     elif breakage == "garbage key":
