@@ -10,9 +10,9 @@ import pytest
 from app.api.tls_copies import PairCopies
 from app.errors import RegistryAuthError
 
-FIRST = (b"-----BEGIN CERTIFICATE-----\nfirst\n", b"-----BEGIN PRIVATE KEY-----\nfirst\n")
-SECOND = (b"-----BEGIN CERTIFICATE-----\nsecond\n", b"-----BEGIN PRIVATE KEY-----\nsecond\n")
-THIRD = (b"-----BEGIN CERTIFICATE-----\nthird\n", b"-----BEGIN PRIVATE KEY-----\nthird\n")
+FIRST = (b"certificate bytes first\n", b"key bytes first\n")
+SECOND = (b"certificate bytes second\n", b"key bytes second\n")
+THIRD = (b"certificate bytes third\n", b"key bytes third\n")
 
 
 def test_the_copies_are_private_and_hold_the_pair() -> None:
