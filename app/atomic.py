@@ -64,16 +64,29 @@ def editing(path: Path, error: type[RegistryAuthError] = RegistryAuthError) -> I
     was made (a robot's secret printed for a robot not in the file). A missing directory is
     left to the write to report."""
     real = Path(os.path.realpath(path))
-    lock = real.with_name(f".{real.name}.lock")
+    with locked(real.with_name(f".{real.name}.lock"), error, missing_ok=True):
+        yield
+
+
+@contextlib.contextmanager
+def locked(
+    lock: Path, error: type[RegistryAuthError], *, missing_ok: bool = False
+) -> Iterator[None]:
+    """An exclusive flock on the file `lock` (made 0600 if missing), held for the block: the
+    one way writers here take turns (the key ring's, a users or robots file's). `missing_ok`:
+    where no lock file can be made (no such directory), the block runs unlocked, and the
+    write in it names the path."""
     check_root_may_write(lock, error)
     try:
         # Never through a symlink; read-only: flock needs no more.
         fd = os.open(lock, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except FileNotFoundError:
-        yield  # no directory: the write names the path
+        if not missing_ok:
+            raise error(f"cannot take the lock {lock}: no such directory") from None
+        yield
         return
     except OSError as exc:
-        raise error(f"cannot lock {path} for editing ({lock}): {exc.strerror or exc}") from None
+        raise error(f"cannot take the lock {lock}: {exc.strerror or exc}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

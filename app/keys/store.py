@@ -16,9 +16,7 @@ into place: a reader sees the old ring or the new one, never half of one. Reader
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 import re
 import stat
 import tempfile
@@ -31,7 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from app.atomic import check_root_may_write, write_atomic
+from app.atomic import check_root_may_write, locked, write_atomic
 from app.errors import KeyStoreError
 from app.keys import ring
 from app.keys.certs import DEFAULT_CERT_DAYS, new_private_key, self_signed
@@ -275,27 +273,17 @@ def ring_identity(keys_dir: Path) -> tuple[int, int] | None:
 
 @contextlib.contextmanager
 def _writer_lock(keys_dir: Path) -> Iterator[None]:
-    fd = _open_lock(keys_dir)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
-def _open_lock(keys_dir: Path) -> int:
-    """Make keys_dir (0700) if it is missing and open its lock file; KeyStoreError if it cannot."""
+    """Make keys_dir (0700) if it is missing and hold its lock file; KeyStoreError if it
+    cannot."""
     check_root_may_write(keys_dir / LOCK_FILE, KeyStoreError)
     try:
         keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Never through a symlink; read-only: flock needs no more.
-        flags = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(keys_dir / LOCK_FILE, flags, 0o600)
     except FileExistsError:
         raise KeyStoreError(f"keys directory {keys_dir}: not a directory") from None
     except OSError as exc:
         raise KeyStoreError(f"cannot write in keys directory {keys_dir}: {exc.strerror}") from None
-    return fd
+    with locked(keys_dir / LOCK_FILE, KeyStoreError):
+        yield
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
