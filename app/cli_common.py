@@ -173,7 +173,9 @@ def check_service_option(settings: Settings, service: str) -> None:
         )
 
 
-MAX_STDIN_PASSWORD = 4096  # the longest a login's password may be (a POST grant's bound)
+# The longest a login's password may be: app.protocol.oauth.MAX_SECRET_LENGTH, not imported
+# (it would load pydantic into `keys sync`, which this module serves too).
+MAX_STDIN_PASSWORD = 4096
 
 
 def read_password(from_stdin: bool, *, confirm: bool) -> str:

@@ -213,10 +213,10 @@ def check_urls(urls: Sequence[str]) -> None:
     for url in urls:
         if not url.startswith(("https://", "http://")):
             raise RegistryAuthError(f"{url}: give the registry's URL, https://HOST[:PORT]")
-        if "@" in urlsplit(url).netloc:
+        parts = urlsplit(url)
+        if "@" in parts.netloc:
             # Never needed (the check signs its own token), and it would be printed back in
             # every status line.
-            parts = urlsplit(url)
             shown = f"{parts.scheme}://...@{parts.netloc.rpartition('@')[2]}{parts.path}"
             raise RegistryAuthError(
                 f"{shown}: a registry URL with user:password in it is refused; give "

@@ -40,10 +40,10 @@ def load_strict_yaml(text: str) -> Any:
         raise error from None
 
 
-def yaml_problem(exc: yaml.YAMLError) -> str:
+def yaml_problem(exc: yaml.YAMLError, unsaid: str = "") -> str:
     """Where and what, for an error message: ` at line 3: found a tab` (either part may be
-    missing)."""
+    missing; `unsaid` stands for a problem PyYAML does not name)."""
     mark = getattr(exc, "problem_mark", None)
     where = f" at line {mark.line + 1}" if mark is not None else ""
-    problem = getattr(exc, "problem", None)
+    problem = getattr(exc, "problem", None) or unsaid
     return f"{where}: {problem}" if problem else where

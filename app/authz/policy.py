@@ -70,9 +70,7 @@ def parse_policy(text: str, source: str) -> Policy:
     try:
         data = load_strict_yaml(text)
     except yaml.YAMLError as exc:
-        described = yaml_problem(exc)
-        if ": " not in described:
-            described += ": syntax error"
+        described = yaml_problem(exc, unsaid="syntax error")
         raise PolicyError([f"{source}: not valid YAML{described}"]) from None
     return _Parser(source).policy(data)
 
