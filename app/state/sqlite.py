@@ -15,7 +15,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
@@ -31,6 +31,12 @@ BUSY_TIMEOUT_SECONDS = 10.0
 KEPT_COUNTERS = 10_000
 # A reader waits only while a crashed writer's log is recovered: rare, and on the event loop.
 READ_TIMEOUT_SECONDS = 0.5
+# How long a login's read on the event loop (failures_now) trusts the counters its connection
+# last found current, before it asks the file again whether another process changed them.
+# Asking (`PRAGMA data_version`, behind a stat of the path and a lock and unlock of the WAL's
+# shared memory) cost ~60 us of a fresh token's ~640 in the service, with two workers taking
+# those locks on the same file (docs/performance.md). This process's own writes count at once.
+RECHECK_SECONDS = 0.02
 _LOCK_ERRORS = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 _COLUMNS = (
     "id, token_hash, account, service, client_id, credential_version, "
@@ -75,6 +81,10 @@ class _Reader:
     db: sqlite3.Connection
     version: int = -1
     counters: dict[str, FailureCount | None] = field(default_factory=dict)
+    # Until when (monotonic) `counters` may be answered without asking the file, and the
+    # store's count of this process's own writes when they were last found current.
+    trusted_until: float = float("-inf")
+    writes: int = -1
 
 
 def unwritable_because(path: Path) -> str | None:
@@ -131,8 +141,12 @@ class SqliteStore:
 
     local_reads = True  # find: one indexed read through this thread's kept connection
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.path = path
+        self._monotonic = monotonic
+        # This process's writes to the counters, counted after each commit: a reader that
+        # finds the count changed asks the file again (see failures_now).
+        self._writes = 0
         self._created = False
         self._identity: tuple[int, int] | None = None  # (device, inode) of the prepared file
         self._create_lock = threading.Lock()
@@ -295,11 +309,13 @@ class SqliteStore:
     def failures(self, keys: list[str], now: float, window: int) -> dict[str, FailureCount]:
         if not self._exists():
             return {}
+        writes = self._writes  # before the question: a write landing meanwhile is not missed
         try:
             reader = self._reader()
             (version,) = reader.db.execute("PRAGMA data_version").fetchone()
             if version != reader.version:
                 reader.version, reader.counters = version, {}
+            reader.trusted_until, reader.writes = self._monotonic() + RECHECK_SECONDS, writes
             known = reader.counters
             missing = [key for key in keys if key not in known]
             if missing:
@@ -309,19 +325,28 @@ class SqliteStore:
                 _read_counters(reader.db, missing, known)
         except sqlite3.Error as exc:
             raise StateStoreError(f"state file {self.path}: {exc}") from None
-        since = now - window
-        return {
-            key: counter
-            for key in keys
-            if (counter := known[key]) is not None and counter.last_at >= since
-        }
+        return _live(known, keys, now - window)
 
     def failures_now(
         self, keys: list[str], now: float, window: int
     ) -> dict[str, FailureCount] | None:
         """Always at once, on the event loop: through a connection kept open per thread, in WAL
         mode, a read takes microseconds and never waits for a writer; and while nothing has
-        changed, only `PRAGMA data_version` runs (a fifth of an indexed SELECT)."""
+        changed, only `PRAGMA data_version` runs (a fifth of an indexed SELECT). Within
+        RECHECK_SECONDS of that question, and while this process wrote no counter, not even
+        that: another process's failures and resets (the other workers', `logins reset`)
+        count within RECHECK_SECONDS, this process's own at once."""
+        kept: _Reader | None = getattr(self._local, "reader", None)
+        if (
+            kept is not None
+            and kept.writes == self._writes
+            and kept.trusted_until > self._monotonic()
+        ):
+            # Only what the connection read, never the connection itself: one inherited
+            # across a fork is not used (failures opens this process's own).
+            known = kept.counters
+            if all(key in known for key in keys):
+                return _live(known, keys, now - window)
         return self.failures(keys, now, window)
 
     def _reader(self) -> _Reader:
@@ -353,12 +378,14 @@ class SqliteStore:
             # Forget counters idle past the window, so the table stays small.
             db.execute("DELETE FROM login_failures WHERE last_at < ?", (now - window,))
             db.execute("COMMIT")
+        self._writes += 1
 
     def reset(self, key: str) -> None:
         if not self._exists():
             return
         with self._connect() as db:
             db.execute("DELETE FROM login_failures WHERE key = ?", (key,))
+        self._writes += 1
 
     def close(self) -> None:
         """Close the read connections; writes hold nothing open between calls."""
@@ -368,6 +395,17 @@ class SqliteStore:
             if reader.pid == os.getpid():  # a parent's connection is the parent's to close
                 reader.db.close()
         self._local = threading.local()
+
+
+def _live(
+    known: dict[str, FailureCount | None], keys: list[str], since: float
+) -> dict[str, FailureCount]:
+    """The counters of `keys` with a failure at or after `since` (the window's start)."""
+    return {
+        key: counter
+        for key in keys
+        if (counter := known[key]) is not None and counter.last_at >= since
+    }
 
 
 def _read_counters(

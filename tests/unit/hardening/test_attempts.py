@@ -175,6 +175,69 @@ def test_remembered_counters_answer_as_a_fresh_read_would(steps: list[Any]) -> N
             store.close()
 
 
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_logins_read_asks_the_file_again_only_after_a_while(tmp_path: Path) -> None:
+    """failures_now (every login, on the event loop) answers from what its connection last
+    found current for RECHECK_SECONDS: asking the file each time cost ~9% of the fresh-token
+    rate. Another process's failures count after that; this process's own at once."""
+    clock = _Clock()
+    reader = SqliteStore(tmp_path / "state.db", monotonic=clock)
+    other = SqliteStore(tmp_path / "state.db")  # another worker, or `logins reset`
+    other.add_failure(["k"], NOW, 100)
+    assert reader.failures_now(["k", "none"], NOW, 100) == {"k": FailureCount(1, NOW)}
+    statements: list[str] = []
+    reader._reader().db.set_trace_callback(statements.append)
+
+    other.add_failure(["k"], NOW + 1, 100)
+    assert reader.failures_now(["k", "none"], NOW + 1, 100) == {"k": FailureCount(1, NOW)}
+    assert statements == []  # trusted: not even the pragma
+    clock.now += sqlite.RECHECK_SECONDS
+    assert reader.failures_now(["k", "none"], NOW + 1, 100) == {"k": FailureCount(2, NOW + 1)}
+
+    reader.add_failure(["k"], NOW + 2, 100)  # its own failure: at once
+    assert reader.failures_now(["k"], NOW + 2, 100) == {"k": FailureCount(3, NOW + 2)}
+    reader.reset("k")  # its own reset: at once
+    assert reader.failures_now(["k"], NOW + 2, 100) == {}
+    other.add_failure(["new"], NOW + 3, 100)
+    assert reader.failures_now(["new"], NOW + 3, 100) == {"new": FailureCount(1, NOW + 3)}
+    # Trusted counters still age out: the window is applied on every read.
+    assert reader.failures_now(["new"], NOW + 103.5, 100) == {}
+    reader.close()
+    other.close()
+
+
+@settings(max_examples=40, deadline=None)
+@given(_STEPS)
+def test_a_logins_read_after_the_recheck_answers_as_a_fresh_read_would(
+    steps: list[Any],
+) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "state.db"
+        clock = _Clock()
+        reader = SqliteStore(path, monotonic=clock)
+        writers = {"first": SqliteStore(path), "second": reader}
+        for action, who, keys, offset in steps:
+            now = NOW + offset
+            if action == "add":
+                writers[who].add_failure(keys, now, 100)
+            elif action == "reset":
+                writers[who].reset(keys[0])
+            if who == "first":  # another process's write: seen once the time is up
+                clock.now += sqlite.RECHECK_SECONDS
+            fresh = SqliteStore(path)
+            assert reader.failures_now(keys, now, 100) == fresh.failures(keys, now, 100)
+            fresh.close()
+        for store in (reader, writers["first"]):
+            store.close()
+
+
 def test_an_unusable_store_fails_open(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
