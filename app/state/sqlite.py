@@ -147,6 +147,9 @@ class SqliteStore:
         # This process's writes to the counters, counted after each commit: a reader that
         # finds the count changed asks the file again (see failures_now).
         self._writes = 0
+        # Until when (monotonic), and at which count of its own writes, this process found no
+        # file: a server nobody ever failed a login on has none, and each login stat'ed it.
+        self._absent: tuple[float, int] = (float("-inf"), -1)
         self._created = False
         self._identity: tuple[int, int] | None = None  # (device, inode) of the prepared file
         self._create_lock = threading.Lock()
@@ -307,9 +310,10 @@ class SqliteStore:
         return count
 
     def failures(self, keys: list[str], now: float, window: int) -> dict[str, FailureCount]:
-        if not self._exists():
-            return {}
         writes = self._writes  # before the question: a write landing meanwhile is not missed
+        if not self._exists():
+            self._absent = (self._monotonic() + RECHECK_SECONDS, writes)
+            return {}
         try:
             reader = self._reader()
             (version,) = reader.db.execute("PRAGMA data_version").fetchone()
@@ -336,6 +340,9 @@ class SqliteStore:
         RECHECK_SECONDS of that question, and while this process wrote no counter, not even
         that: another process's failures and resets (the other workers', `logins reset`)
         count within RECHECK_SECONDS, this process's own at once."""
+        absent_until, absent_writes = self._absent
+        if absent_writes == self._writes and absent_until > self._monotonic():
+            return {}  # no file a moment ago, and this process wrote none since
         kept: _Reader | None = getattr(self._local, "reader", None)
         if (
             kept is not None

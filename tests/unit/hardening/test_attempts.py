@@ -213,6 +213,27 @@ def test_a_logins_read_asks_the_file_again_only_after_a_while(tmp_path: Path) ->
     other.close()
 
 
+def test_a_logins_read_looks_for_a_missing_file_again_only_after_a_while(
+    tmp_path: Path,
+) -> None:
+    """A server on which no login ever failed has no state file: each login stat'ed the path.
+    Another process's first failure counts within RECHECK_SECONDS, this process's own at once."""
+    clock = _Clock()
+    reader = SqliteStore(tmp_path / "one.db", monotonic=clock)
+    assert reader.failures_now(["k"], NOW, 100) == {}
+    SqliteStore(tmp_path / "one.db").add_failure(["k"], NOW, 100)  # another process
+    assert reader.failures_now(["k"], NOW, 100) == {}  # not looked for again yet
+    clock.now += sqlite.RECHECK_SECONDS
+    assert reader.failures_now(["k"], NOW, 100) == {"k": FailureCount(1, NOW)}
+
+    own = SqliteStore(tmp_path / "two.db", monotonic=clock)
+    assert own.failures_now(["k"], NOW, 100) == {}
+    own.add_failure(["k"], NOW, 100)
+    assert own.failures_now(["k"], NOW, 100) == {"k": FailureCount(1, NOW)}
+    for store in (reader, own):
+        store.close()
+
+
 @settings(max_examples=40, deadline=None)
 @given(_STEPS)
 def test_a_logins_read_after_the_recheck_answers_as_a_fresh_read_would(
