@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from app.errors import StateStoreError
+from app.state import sqlite
 from app.state.model import RefreshRecord, RefreshTokenStore
 from app.state.refresh import RefreshPolicy, RefreshTokens, hash_token
 from app.state.sqlite import SqliteStore
@@ -161,6 +162,14 @@ def test_several_processes_write_one_file_safely(tmp_path: Path) -> None:
     assert {r.last_used_at for r in records} == {9999}
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_a_deleted_or_replaced_state_file_is_read_afresh(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -168,7 +177,8 @@ def test_a_deleted_or_replaced_state_file_is_read_afresh(
     its refresh tokens kept working and `tokens revoke` (on the new, empty file) found none,
     while the brute-force counters were written to one file and read from the other."""
     path = tmp_path / "state.db"
-    service = SqliteStore(path)
+    clock = Clock()
+    service = SqliteStore(path, monotonic=clock)
     service.add(record(1))
     assert service.find(hash_token("token-1")) is not None
     service.add_failure(["k"], 100.0, 900)
@@ -178,6 +188,8 @@ def test_a_deleted_or_replaced_state_file_is_read_afresh(
 
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
+    # Reads look at the path at most every RECHECK_SECONDS (a stat cost ~12% of refresh grants).
+    clock.now += sqlite.RECHECK_SECONDS
     assert service.find(hash_token("token-1")) is None  # gone with its file
     assert service.failures(["k"], 101.0, 900) == {}
     service.add_failure(["k"], 102.0, 900)
@@ -186,6 +198,37 @@ def test_a_deleted_or_replaced_state_file_is_read_afresh(
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
     backup.replace(path)  # a restore
+    clock.now += sqlite.RECHECK_SECONDS
     assert service.find(hash_token("token-1")) is not None
     assert "was replaced" in caplog.text
+    service.close()
+
+
+def test_reads_look_at_the_path_at_most_every_recheck(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refresh grant's read and a login's counters stat'ed the path every time (to notice a
+    deleted or replaced file): ~12% of the refresh grants answered. Now at most every
+    RECHECK_SECONDS; writes still look every time."""
+    clock = Clock()
+    service = SqliteStore(tmp_path / "state.db", monotonic=clock)
+    service.add(record(1))
+    looked: list[Path] = []
+    stat_of_path = Path.stat
+
+    def counting_stat(path: Path, **options: bool) -> object:
+        looked.append(path)
+        return stat_of_path(path, **options)
+
+    monkeypatch.setattr(Path, "stat", counting_stat)
+    for _ in range(3):
+        assert service.find(hash_token("token-1")) is not None
+        assert service.failures(["k"], 100.0, 900) == {}
+    assert looked == []
+    clock.now += sqlite.RECHECK_SECONDS
+    assert service.find(hash_token("token-1")) is not None
+    assert service.find(hash_token("token-1")) is not None
+    assert looked == [tmp_path / "state.db"]
+    service.touch(hash_token("token-1"), 2000)  # a write: looks at once
+    assert len(looked) == 2
     service.close()
