@@ -144,6 +144,14 @@ def _fail_in(path: str, keys: list[str]) -> None:
     SqliteStore(Path(path)).add_failure(keys, NOW, 100)
 
 
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 _STEPS = st.lists(
     st.tuples(
         st.sampled_from(["add", "reset", "read"]),
@@ -158,9 +166,12 @@ _STEPS = st.lists(
 @settings(max_examples=40, deadline=None)
 @given(_STEPS)
 def test_remembered_counters_answer_as_a_fresh_read_would(steps: list[Any]) -> None:
+    """Both reads: `failures` at once; a login's (`failures_now`) once RECHECK_SECONDS have
+    passed since another process wrote, and at once after this one wrote."""
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "state.db"
-        reader = SqliteStore(path)
+        clock = _Clock()
+        reader = SqliteStore(path, monotonic=clock)
         writers = {"first": SqliteStore(path), "second": reader}  # its own writes count too
         for action, who, keys, offset in steps:
             now = NOW + offset
@@ -168,19 +179,15 @@ def test_remembered_counters_answer_as_a_fresh_read_would(steps: list[Any]) -> N
                 writers[who].add_failure(keys, now, 100)
             elif action == "reset":
                 writers[who].reset(keys[0])
+            if who == "first":
+                clock.now += sqlite.RECHECK_SECONDS
             fresh = SqliteStore(path)
-            assert reader.failures(keys, now, 100) == fresh.failures(keys, now, 100)
+            expected = fresh.failures(keys, now, 100)
+            assert reader.failures_now(keys, now, 100) == expected
+            assert reader.failures(keys, now, 100) == expected
             fresh.close()
         for store in (reader, writers["first"]):
             store.close()
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_logins_read_asks_the_file_again_only_after_a_while(tmp_path: Path) -> None:
@@ -232,31 +239,6 @@ def test_a_logins_read_looks_for_a_missing_file_again_only_after_a_while(
     assert own.failures_now(["k"], NOW, 100) == {"k": FailureCount(1, NOW)}
     for store in (reader, own):
         store.close()
-
-
-@settings(max_examples=40, deadline=None)
-@given(_STEPS)
-def test_a_logins_read_after_the_recheck_answers_as_a_fresh_read_would(
-    steps: list[Any],
-) -> None:
-    with tempfile.TemporaryDirectory() as directory:
-        path = Path(directory) / "state.db"
-        clock = _Clock()
-        reader = SqliteStore(path, monotonic=clock)
-        writers = {"first": SqliteStore(path), "second": reader}
-        for action, who, keys, offset in steps:
-            now = NOW + offset
-            if action == "add":
-                writers[who].add_failure(keys, now, 100)
-            elif action == "reset":
-                writers[who].reset(keys[0])
-            if who == "first":  # another process's write: seen once the time is up
-                clock.now += sqlite.RECHECK_SECONDS
-            fresh = SqliteStore(path)
-            assert reader.failures_now(keys, now, 100) == fresh.failures(keys, now, 100)
-            fresh.close()
-        for store in (reader, writers["first"]):
-            store.close()
 
 
 def test_an_unusable_store_fails_open(tmp_path: Path) -> None:
