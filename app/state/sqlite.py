@@ -147,13 +147,11 @@ class SqliteStore:
         # This process's writes to the counters, counted after each commit: a reader that
         # finds the count changed asks the file again (see failures_now).
         self._writes = 0
-        # Until when (monotonic), and at which count of its own writes, this process found no
-        # file: a server nobody ever failed a login on has none, and each login stat'ed it.
-        self._absent: tuple[float, int] = (float("-inf"), -1)
         self._created = False
         self._identity: tuple[int, int] | None = None  # (device, inode) of the prepared file
-        # Until when (monotonic) a read trusts that the file at the path is still that one.
-        self._identity_until = float("-inf")
+        # What a read last found at the path (the prepared file, or none: a server nobody
+        # ever failed a login on has none), and until when (monotonic) it trusts that.
+        self._looked: tuple[float, bool] = (float("-inf"), False)
         self._create_lock = threading.Lock()
         self._local = threading.local()
         self._readers: list[_Reader] = []
@@ -176,8 +174,8 @@ class SqliteStore:
             self._prepare()
             st = self.path.stat()
             self._identity = (st.st_dev, st.st_ino)
-            self._identity_until = self._monotonic() + RECHECK_SECONDS
             self._created = True
+            self._looked = (self._monotonic() + RECHECK_SECONDS, True)
 
     def _same_file(self) -> bool:
         """Whether the file at the path is still the one prepared: one deleted or replaced (a
@@ -191,7 +189,7 @@ class SqliteStore:
         else:
             identity = (st.st_dev, st.st_ino)
         if identity == self._identity:
-            self._identity_until = self._monotonic() + RECHECK_SECONDS
+            self._looked = (self._monotonic() + RECHECK_SECONDS, True)
             return True
         log.warning(
             "state file %s was %s: refresh tokens and login counters are what it now holds",
@@ -199,7 +197,6 @@ class SqliteStore:
         )  # fmt: skip
         with self._create_lock:
             self._created, self._identity = False, None
-            self._identity_until = float("-inf")
         self.close()
         return False
 
@@ -234,14 +231,18 @@ class SqliteStore:
         return True
 
     def _still_there(self) -> bool:
-        """`_exists` for a read (every login's counters, every refresh grant's record): the
-        file found at the path less than RECHECK_SECONDS ago is taken to be still there.
-        Checking it each time (a stat) cost ~12% of the refresh grants answered, and ~7% of
-        the fresh tokens while there was no file (paired runs, docs/performance.md). So a
-        deleted or replaced file is noticed within RECHECK_SECONDS; writes still check."""
-        if self._created and self._identity_until > self._monotonic():
-            return True
-        return self._exists()
+        """`_exists` for a read (every login's counters, every refresh grant's record): what a
+        read found at the path less than RECHECK_SECONDS ago stands, while this process has
+        not itself made or lost the file since. Looking each time (a stat) cost ~12% of the
+        refresh grants answered, and ~7% of the fresh tokens while there was no file (paired
+        runs, docs/performance.md). So another process's new file, or a file deleted or
+        replaced, is noticed within RECHECK_SECONDS; writes still look every time."""
+        until, there = self._looked
+        if there == self._created and until > self._monotonic():
+            return there
+        there = self._exists()
+        self._looked = (self._monotonic() + RECHECK_SECONDS, there)
+        return there
 
     def _exists(self) -> bool:
         if self._created and self._same_file():
@@ -327,7 +328,6 @@ class SqliteStore:
     def failures(self, keys: list[str], now: float, window: int) -> dict[str, FailureCount]:
         writes = self._writes  # before the question: a write landing meanwhile is not missed
         if not self._still_there():
-            self._absent = (self._monotonic() + RECHECK_SECONDS, writes)
             return {}
         try:
             reader = self._reader()
@@ -355,9 +355,6 @@ class SqliteStore:
         RECHECK_SECONDS of that question, and while this process wrote no counter, not even
         that: another process's failures and resets (the other workers', `logins reset`)
         count within RECHECK_SECONDS, this process's own at once."""
-        absent_until, absent_writes = self._absent
-        if absent_writes == self._writes and absent_until > self._monotonic():
-            return {}  # no file a moment ago, and this process wrote none since
         kept: _Reader | None = getattr(self._local, "reader", None)
         if (
             kept is not None
