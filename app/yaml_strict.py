@@ -1,11 +1,17 @@
 """YAML for files people edit (the config, the ACL): a key given twice in one mapping is an
-error, not a silent override of the first by the second."""
+error, not a silent override of the first by the second.
+
+Anchors and merge keys work as YAML 1.1 has them (`<<: *common`, or `<<: [*a, *b]`): a key
+written in the mapping itself overrides the merged one of the same name, which is what a merge
+is for, so only keys written twice in the mapping itself are refused."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import yaml
+
+_MERGE = "tag:yaml.org,2002:merge"
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
@@ -14,7 +20,8 @@ class UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
+            # A merge key has no constructor of its own: SafeLoader folds it in (below).
+            key = "<<" if key_node.tag == _MERGE else self.construct_object(key_node, deep=deep)
             try:
                 hash(key)
             except TypeError:  # `? [a, b]`: a list as a key (PyYAML itself says it too late)
