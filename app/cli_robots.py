@@ -12,7 +12,7 @@ from app.authn.robot_store import create_robot, list_robots, parse_expiry, revok
 from app.authn.robots import format_time
 from app.backend_settings import ROBOT_PREFIX, RobotsBackend
 from app.cli_common import config_option, path_argument, user_file
-from app.errors import UserStoreError
+from app.errors import RegistryAuthError, UserStoreError
 from app.settings import load_settings
 
 _NO_ROBOTS_YET = " (the first `registry-auth robots create` makes it)"
@@ -21,7 +21,10 @@ _NO_ROBOTS_YET = " (the first `registry-auth robots create` makes it)"
 def add_commands(parser: argparse.ArgumentParser) -> None:
     robots = parser.add_subparsers(dest="robots_command", required=True, metavar="ROBOTS_COMMAND")
     create = robots.add_parser("create", help="create a robot; prints its secret once")
-    create.add_argument("name", help=f"NAME (the account is {ROBOT_PREFIX}NAME)")
+    # Optional here only so that a NAME swallowed by --groups gets a message saying so (run).
+    create.add_argument(
+        "name", nargs="?", metavar="NAME", help=f"NAME (the account is {ROBOT_PREFIX}NAME)"
+    )
     create.add_argument("--groups", nargs="*", default=[], help="groups of the robot")
     create.add_argument("--expires", default="90d", help="90d, 12h, 30m or never (default 90d)")
     revoke = robots.add_parser("revoke", help="delete a robot; its secret stops working")
@@ -36,6 +39,8 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     creating = args.robots_command == "create"
     if creating:
+        if args.name is None:
+            raise RegistryAuthError(_missing_name(args.groups))
         check_groups(args.groups, "--groups")
     path = user_file(_robots_path(args), "robots file", create=creating, hint=_NO_ROBOTS_YET)
     if args.robots_command == "list":
@@ -59,6 +64,21 @@ def run(args: argparse.Namespace) -> int:
     )
     print(secret)  # alone on stdout, so `SECRET=$(registry-auth robots create ci)` works
     return 0
+
+
+def _missing_name(groups: list[str]) -> str:
+    """What to say when no NAME was given: most often --groups took it as one more group."""
+    if len(groups) < 2:  # no last word to have been the name beside a group
+        usage = " ".join(
+            ["registry-auth robots create NAME", *(["--groups", *groups] if groups else [])]
+        )
+        return f"robots create: NAME is missing (`{usage}`)"
+    *rest, last = groups
+    return (
+        f"robots create: NAME is missing: --groups takes every word after it, so {last!r} "
+        f"became a group; write NAME before --groups "
+        f"(`registry-auth robots create {last} --groups {' '.join(rest)}`)"
+    )
 
 
 def _robots_path(args: argparse.Namespace) -> Path:

@@ -218,6 +218,28 @@ def test_robots_create_refuses_a_group_the_robots_file_would_refuse(
     assert not path.exists()
 
 
+@pytest.mark.parametrize(
+    ("words", "said"),
+    [
+        (
+            ["--groups", "ci", "deployer"],
+            "robots create: NAME is missing: --groups takes every word after it, so 'deployer' "
+            "became a group; write NAME before --groups "
+            "(`registry-auth robots create deployer --groups ci`)",
+        ),
+        (["--groups", "ci"], "robots create: NAME is missing (`registry-auth robots create NAME "
+         "--groups ci`)"),
+        ([], "robots create: NAME is missing (`registry-auth robots create NAME`)"),
+    ],
+)  # fmt: skip
+def test_robots_create_without_a_name_says_where_it_went(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], words: list[str], said: str
+) -> None:
+    path = tmp_path / "robots.yaml"
+    assert fails(capsys, "robots", "create", *words, "--robots-file", str(path)) == said
+    assert not path.exists()
+
+
 def test_robots_created_with_groups_load(tmp_path: Path) -> None:
     path = tmp_path / "robots.yaml"
     argv = ["robots", "create", "ci", "--groups", "ci", "team a", "--robots-file", str(path)]
