@@ -9,14 +9,13 @@ that answers, so they never go stale in a file.
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from app.api.scratch import private_directory
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -39,13 +38,12 @@ def use_multiprocess_dir() -> None:
     """Make this process and the workers it starts share counters through files.
 
     An operator's PROMETHEUS_MULTIPROC_DIR is kept (it must be emptied before each start, as
-    prometheus-client requires); otherwise a private directory is made and removed at exit.
+    prometheus-client requires); otherwise a private directory is made, removed at exit (or
+    at the next start, after a SIGKILL: app.api.scratch).
     """
     if os.environ.get(MULTIPROC_ENV):
         return
-    directory = tempfile.mkdtemp(prefix="registry-auth-metrics-")
-    os.environ[MULTIPROC_ENV] = directory
-    atexit.register(shutil.rmtree, directory, True)
+    os.environ[MULTIPROC_ENV] = str(private_directory("metrics"))
 
 
 def render_metrics(live: Callable[[], LiveValues]) -> bytes:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import ssl
 import stat
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from app.api.scratch import scratch_directory
 from app.errors import ConfigError
 from app.reload import fingerprint
 from app.settings_sections import TlsSettings
@@ -94,8 +94,8 @@ class ReloadingTLS:
         # load_cert_chain reads paths only: the bytes read once go to private copies, so the
         # pair checked is exactly the pair served.
         context = _new_context()
-        with tempfile.TemporaryDirectory(prefix="registry-auth-tls-") as scratch:
-            cert_copy, key_copy = Path(scratch) / "cert.pem", Path(scratch) / "key.pem"
+        with scratch_directory("tls-check") as scratch:
+            cert_copy, key_copy = scratch / "cert.pem", scratch / "key.pem"
             cert_copy.write_bytes(cert_pem)
             key_copy.touch(mode=0o600)
             key_copy.write_bytes(key_pem)

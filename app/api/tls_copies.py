@@ -5,10 +5,11 @@ included) once, when the server was built. A renewal that repoints a symlink (ce
 a Kubernetes Secret's `..data`) then went unseen by every new worker, which loaded the old
 target again; and once the old target was deleted (kubelet removes it at once) each new worker
 panicked and granian exited. So granian is given copies: the pair as loaded and checked
-(ReloadingTLS), written to a directory of this process's own (0700, removed at exit; a
-SIGKILL leaves it), in a subdirectory per pair, so a worker never meets half of one. The
-copies are written again where they went missing (a cleaner of old files in /tmp): by the main
-process as it polls, and by a new worker before granian reads them.
+(ReloadingTLS), written to a directory of this process's own (0700, removed at exit; one a
+SIGKILL left is removed by the next start: app.api.scratch), in a subdirectory per pair, so a
+worker never meets half of one. The copies are written again where they went missing (a
+cleaner of old files in /tmp): by the main process as it polls, and by a new worker before
+granian reads them.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import contextlib
 import os
 import shutil
 import stat
-import tempfile
 from pathlib import Path
 
+from app.api.scratch import PrivateDirectory
 from app.atomic import write_atomic
 from app.errors import RegistryAuthError
 
@@ -29,8 +30,9 @@ Pair = tuple[bytes, bytes]  # certificate chain PEM, private key PEM
 
 class PairCopies:
     def __init__(self, pair: Pair) -> None:
-        self._root = Path(tempfile.mkdtemp(prefix="registry-auth-tls-"))
-        atexit.register(shutil.rmtree, self._root, True)
+        self._directory = PrivateDirectory("tls")
+        atexit.register(self._directory.close)
+        self._root = self._directory.path
         self._number = 0
         self._pair = pair
         self.cert, self.key = self._write_new(pair)
@@ -53,7 +55,8 @@ class PairCopies:
         return self._write(directory, pair)
 
     def _write(self, directory: Path, pair: Pair) -> tuple[Path, Path]:
-        _private_directory(self._root)  # made again if a cleaner removed it
+        self._directory.ensure()  # made again if a cleaner removed it
+        _private_directory(self._root)
         _private_directory(directory)
         cert, key = directory / "cert.pem", directory / "key.pem"
         write_atomic(key, pair[1], mode=0o600)
