@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from app import __version__
+from app.api import worker_status
 from app.api.audit import AuditLog
 from app.api.config_refusal import config_refused
 from app.api.lifespans import combine_lifespans, polling_lifespan
@@ -30,6 +32,7 @@ from app.api.reloading import Lifespan, reload_lifespan
 from app.api.responses import FastJSONResponse
 from app.api.tls import ReloadingTLS
 from app.api.token_get import TokenGet, TokenLayer, error_answer
+from app.api.worker_status import WorkerReadiness
 from app.errors import BackendUnavailableError, ClientError, StateStoreError
 from app.etcd.loop import PublishLoop
 from app.keys.expiry import ExpiryState
@@ -109,11 +112,19 @@ def _lifespan(
                 settings.reload_interval,
                 audit.reopen_if_moved,
                 *([tls.reload_if_changed] if tls is not None else []),
+                *([_readiness_for_others(service, audit)] if worker_status.shared() else []),
             ),
         ),
         service,
         audit,
     )
+
+
+def _readiness_for_others(service: TokenService, audit: AuditLog) -> Callable[[], None]:
+    def publish_readiness() -> None:
+        worker_status.publish(own_readiness(service, audit))
+
+    return publish_readiness
 
 
 def _add_token_routes(
@@ -269,14 +280,41 @@ def readiness(
 ) -> JSONResponse:
     """Ready unless no token can be signed. An expiring certificate, a failed reload (the
     previous state still serves) and an audit log dropping lines are warnings; etcd being down
-    is reported but does not make the service unready (tokens do not depend on it)."""
+    is reported but does not make the service unready (tokens do not depend on it). With
+    several workers, the answer covers every one (app.api.worker_status): their warnings, and
+    one more when they do not all sign with the same key."""
+    own = own_readiness(token_service, audit)
+    worker_status.publish(own)
+    workers = worker_status.others(own.pid)
     status = token_service.certificate_status()
     body: dict[str, Any] = {
         "status": "ready",
-        "active_kid": status.kid,
+        "active_kid": own.active_kid,
         "certificate": {"not_after": status.not_after.isoformat(), "state": status.state.value},
         "etcd": etcd,
     }
+    warnings = list(own.warnings)
+    for worker in workers:
+        warnings += [warning for warning in worker.warnings if warning not in warnings]
+    kids = sorted({own.active_kid, *(worker.active_kid for worker in workers)})
+    if len(kids) > 1:
+        warnings.append(
+            f"the workers do not sign with the same key ({', '.join(kids)}): one has not "
+            "loaded the key ring yet, or could not (see the log)"
+        )
+    if worker_status.shared():
+        body["workers"] = 1 + len(workers)
+    if warnings:
+        body["warnings"] = warnings
+    if not (own.ready and all(worker.ready for worker in workers)):
+        body["status"] = "unavailable"
+        return JSONResponse(body, status_code=503)
+    return JSONResponse(body)
+
+
+def own_readiness(token_service: TokenService, audit: AuditLog | None) -> WorkerReadiness:
+    """This process's part of /readyz."""
+    status = token_service.certificate_status()
     warnings = [] if status.state is ExpiryState.OK else [status.message]
     # Which kind of file, not which path nor why: the log has both (anyone may ask /readyz).
     warnings += [
@@ -294,12 +332,7 @@ def readiness(
         )
     if audit is not None and audit.dropping:
         warnings.append("the audit log is dropping lines: it cannot be written (see the log)")
-    if warnings:
-        body["warnings"] = warnings
-    if not token_service.can_sign():
-        body["status"] = "unavailable"
-        return JSONResponse(body, status_code=503)
-    return JSONResponse(body)
+    return WorkerReadiness(os.getpid(), token_service.can_sign(), status.kid, tuple(warnings))
 
 
 def _closing(lifespan: Lifespan, service: TokenService, audit: AuditLog) -> Lifespan:

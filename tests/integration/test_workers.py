@@ -10,6 +10,7 @@ import re
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
@@ -17,7 +18,13 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.support.authserver import AuthServer, add_user, start_auth_server
+from tests.integration.support.authserver import (
+    AuthServer,
+    add_user,
+    app_command,
+    start_auth_server,
+)
+from tests.integration.support.procs import run_checked
 
 pytestmark = pytest.mark.integration
 
@@ -374,3 +381,64 @@ def _cpu_seconds(pid: int) -> float:
     """User plus system CPU time the process has used, from /proc/<pid>/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _ready(server: AuthServer) -> dict[str, Any]:
+    """/readyz from a worker that answers: on a new connection each time, which the kernel may
+    hand to a stopped worker (then tried again)."""
+    for _ in range(20):
+        with contextlib.suppress(httpx.TimeoutException):
+            answer = httpx.get(f"{server.url}/readyz", timeout=1)
+            break
+    else:
+        raise AssertionError(server.log())
+    body: dict[str, Any] = answer.json()
+    assert answer.status_code == (200 if body["status"] == "ready" else 503)
+    return body
+
+
+def test_readyz_covers_every_worker_and_says_when_one_signs_with_another_key(
+    tmp_path: Path,
+) -> None:
+    """A probe reaches one worker; its answer covers the others, so a worker that has not
+    followed a key rotation is seen before anyone retires the key it still signs with."""
+    server = start_auth_server(tmp_path, users={"alice": "pw"}, extra_settings={"workers": 2})
+    old_kid = _ready(server)["active_kid"]
+    stopped = None
+    try:
+        deadline = time.monotonic() + 15  # each worker writes its record every 2 s
+        while _ready(server).get("workers") != 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _ready(server)["workers"] == 2, server.log()
+        stopped = _worker_pids(server.process.pid)[0]
+        os.kill(stopped, signal.SIGSTOP)  # it neither answers nor reloads: the other one does
+        added = run_checked(
+            app_command("keys", "add", "--keys-dir", str(server.keys_dir)), what="keys add"
+        )
+        new_kid = added.stdout.split()[-1]
+        run_checked(
+            app_command("keys", "promote", new_kid, "--keys-dir", str(server.keys_dir)),
+            what="keys promote",
+        )
+        deadline = time.monotonic() + 15
+        while (body := _ready(server))["active_kid"] != new_kid and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert body["active_kid"] == new_kid, server.log()
+        kids = ", ".join(sorted((old_kid, new_kid)))
+        assert body["warnings"] == [
+            f"the workers do not sign with the same key ({kids}): one has not loaded the key "
+            "ring yet, or could not (see the log)"
+        ]
+        assert (body["status"], body["workers"]) == ("ready", 2)
+
+        os.kill(stopped, signal.SIGCONT)  # it reloads too: they agree again
+        stopped = None
+        deadline = time.monotonic() + 15
+        while "warnings" in (body := _ready(server)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "warnings" not in body, body
+        assert (body["active_kid"], body["workers"]) == (new_kid, 2)
+    finally:
+        if stopped is not None:
+            os.kill(stopped, signal.SIGCONT)
+        server.process.stop(timeout=15)
