@@ -258,6 +258,15 @@ class Settings(BaseSettings):
         "signing a token; more tokens/s, far fewer context switches) or `normal` (the kernel's "
         "default); not used with `workers: 1`",
     )
+    worker_timeout: float = Field(
+        default=30,
+        ge=0,
+        le=3600,
+        description="seconds a granian worker's event loop may stop running (blocked on a "
+        "stalled stderr or a hung disk, a deadlock) before the main process writes the "
+        "worker's Python stacks to the log, kills it and starts another; 0 turns this off; "
+        "at least 10 otherwise; not used with `workers: 1`",
+    )
 
     brute_force: BruteForceSettings = Field(
         default_factory=BruteForceSettings,
@@ -308,6 +317,15 @@ class Settings(BaseSettings):
     def _backends_distinct(cls, value: list[Any] | None) -> list[Any] | None:
         if value is not None:
             check_backend_list(value)
+        return value
+
+    @field_validator("worker_timeout")
+    @classmethod
+    def _worker_timeout_off_or_long(cls, value: float) -> float:
+        # A replacement stuck as soon as it starts would otherwise be killed within granian's
+        # 5.5 s crash-loop window, and granian would stop the whole service.
+        if 0 < value < 10:
+            raise ValueError("must be 0 (off) or at least 10 seconds")
         return value
 
     @field_validator("listen")

@@ -32,6 +32,7 @@ from app.api.reloading import Lifespan, reload_lifespan
 from app.api.responses import FastJSONResponse
 from app.api.tls import ReloadingTLS
 from app.api.token_get import TokenGet, TokenLayer, error_answer
+from app.api.watchdog import heartbeat_lifespan
 from app.api.worker_status import WorkerReadiness
 from app.errors import BackendUnavailableError, ClientError, StateStoreError
 from app.etcd.loop import PublishLoop
@@ -105,6 +106,8 @@ def _lifespan(
 ) -> Lifespan:
     return _closing(
         combine_lifespans(
+            # First: it beats while the others start (an etcd publish may take seconds).
+            heartbeat_lifespan(),
             reload_lifespan(service.reloadables, settings.reload_interval, on_hangup),
             publish_lifespan(publish_loop, settings),
             # Quick checks on the event loop: a renewed TLS certificate, a rotated audit log.

@@ -19,6 +19,7 @@ from app.api.app import create_app
 from app.api.config_reread import Reread, warn_unapplied
 from app.api.hardening import harden, uvicorn_options
 from app.api.server_logging import uvicorn_logging
+from app.api.watchdog import dump_stacks_on_sigusr1
 from app.api.workers import freeze_startup_heap
 from app.errors import ConfigError
 from app.pools import default_threads
@@ -84,6 +85,7 @@ def check_listen(options: ServerOptions) -> None:
 def run_uvicorn(settings: Settings, options: ServerOptions, reread: Reread | None = None) -> None:
     on_hangup = None if reread is None else functools.partial(warn_unapplied, reread, settings)
     app = create_app(settings, on_hangup=on_hangup)
+    dump_stacks_on_sigusr1()  # `kill -USR1 PID`: where every thread is, on stderr
     freeze_startup_heap()
     config = uvicorn.Config(
         app,

@@ -23,6 +23,7 @@ from app.api.server import ServerOptions
 from app.api.server_logging import granian_logging
 from app.api.tls import ReloadingTLS
 from app.api.tls_copies import PairCopies
+from app.api.watchdog import Watched, dump_stacks_on_sigusr1, watch_workers
 from app.api.workers import discard_app, freeze_startup_heap, worker_app, worker_problem
 from app.reload import RetryGate
 from app.settings import Settings
@@ -142,6 +143,19 @@ def run_granian(settings: Settings, options: ServerOptions, reread: Reread | Non
 
     if tls is not None and copies is not None:
         watch_tls_for_granian(lambda: running[0], tls, copies, server)
+    dump_stacks_on_sigusr1()  # inherited by the workers; SIGUSR1 no longer ends this process
+
+    def watched() -> list[Watched]:
+        """The workers to judge: running, and not being stopped by granian (a roll, SIGTERM)."""
+        if server.interrupt_signal:
+            return []
+        return [
+            Watched(worker.idx + 1, worker.inner.pid)
+            for worker in list(server.wrks)
+            if not worker.interrupt_by_parent and worker.is_alive()  # type: ignore[no-untyped-call]
+        ]
+
+    watch_workers(watched, lambda: running[0].worker_timeout)
     # Before the fork. A worker's first collection (worker_app) then leaves the objects it
     # inherits alone: marking them would write to, and so copy, every page it shares with this
     # process. Measured with two workers after 3,000 tokens: 155 MiB PSS for the three

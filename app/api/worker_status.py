@@ -41,12 +41,12 @@ _written: dict[str, bytes] = {}  # path -> what this process last wrote there
 
 def shared() -> bool:
     """Whether there are workers to share with (several processes)."""
-    return _directory() is not None
+    return shared_directory() is not None
 
 
 def publish(own: WorkerReadiness) -> None:
     """Record this worker's readiness for the others, if it changed (a write, else nothing)."""
-    directory = _directory()
+    directory = shared_directory()
     if directory is None:
         return
     path = directory / f"{_PREFIX}{own.pid}{_SUFFIX}"
@@ -63,7 +63,7 @@ def publish(own: WorkerReadiness) -> None:
 def others(own_pid: int) -> list[WorkerReadiness]:
     """The records of the other workers still running, by PID; those of workers gone are
     removed (a worker replaced after a crash, or by a roll)."""
-    directory = _directory()
+    directory = shared_directory()
     if directory is None:
         return []
     found = []
@@ -99,6 +99,7 @@ def _running(pid: int) -> bool:
     return True
 
 
-def _directory() -> Path | None:
+def shared_directory() -> Path | None:
+    """The directory the workers share (the metrics' multiprocess one), or None: one process."""
     directory = os.environ.get(MULTIPROC_ENV)
     return Path(directory) if directory else None

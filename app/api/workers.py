@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from app.api.app import create_app
+from app.api.watchdog import dump_stacks_on_sigusr1
 from app.errors import RegistryAuthError
 from app.reload import RetryGate
 from app.settings import Settings
@@ -24,6 +25,7 @@ def worker_app(settings: Settings) -> Any:
     """What a granian worker serves. Runs in each forked worker (every worker builds its own
     app, service and caches), before granian starts the worker's I/O threads: they inherit its
     scheduling policy."""
+    dump_stacks_on_sigusr1()  # the watchdog's way to show where a stuck worker is
     use_worker_scheduling(settings.worker_scheduling)
     app = app_once_files_load(settings)
     freeze_startup_heap()

@@ -442,3 +442,55 @@ def test_readyz_covers_every_worker_and_says_when_one_signs_with_another_key(
         if stopped is not None:
             os.kill(stopped, signal.SIGCONT)
         server.process.stop(timeout=15)
+
+
+def test_a_worker_whose_loop_stopped_is_replaced_and_its_stacks_logged(tmp_path: Path) -> None:
+    """A worker whose event loop no longer runs still takes its share of the connections, and
+    each request it takes hangs, while the other worker answers the probes. The main process
+    sees its heartbeat stop and replaces it."""
+    extra = {"workers": 2, "worker_timeout": 10}
+    server = start_auth_server(tmp_path, users={"alice": "pw"}, extra_settings=extra)
+    try:
+        # SIGUSR1 to a live worker writes where its threads are, and it goes on serving.
+        first, second = _worker_pids(server.process.pid)[:2]
+        os.kill(first, signal.SIGUSR1)
+        deadline = time.monotonic() + 20
+        while "(most recent call first):" not in (err := server.process.stderr_path.read_text()):
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.1)
+        assert "in run_until_complete" in err  # the stack of the thread running its event loop
+        assert first in _worker_pids(server.process.pid)
+
+        # Frozen: it runs nothing at all (as a loop blocked on a stalled write runs nothing).
+        os.kill(second, signal.SIGSTOP)
+        started = time.monotonic()
+        deadline = started + 30
+        while second in _worker_pids(server.process.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        waited = time.monotonic() - started
+        assert second not in _worker_pids(server.process.pid), server.log()
+        assert 9 <= waited <= 20, waited  # worker_timeout (10 s), and a few seconds at most
+        assert re.search(
+            rf"ERROR app\.api\.watchdog: worker-\d \(pid {second}\) had not run its event loop "
+            r"for 1\d s \(worker_timeout: 10\): killed, and another is started in its place",
+            server.process.stderr_path.read_text(),
+        ), server.log()
+
+        # granian starts another; then every connection is answered again.
+        deadline = time.monotonic() + 20
+        while len(_worker_pids(server.process.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(_worker_pids(server.process.pid)) == 2, server.log()
+        answers = [
+            httpx.get(
+                f"{server.url}/token",
+                params={"service": "registry.test"},
+                auth=("alice", "pw"),
+                timeout=5,
+            ).status_code
+            for _ in range(10)
+        ]
+        assert answers == [200] * 10
+        assert first in _worker_pids(server.process.pid)  # the other one was left alone
+    finally:
+        server.process.stop(timeout=15)

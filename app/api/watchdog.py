@@ -1,0 +1,185 @@
+"""A granian worker whose event loop has stopped is replaced (what gunicorn's `--timeout` does).
+
+A worker serves all its requests on one event loop. When that loop stops (blocked writing to a
+stderr whose reader has stalled, reading the state file on a hung network disk, a deadlock, an
+endless loop, a frozen process), the worker still takes its share of the connections, and
+each request it takes waits until its client gives up, while /healthz and /readyz, answered by
+the other workers, say all is well. So:
+
+- each worker's loop touches a file of its own in the workers' shared directory every second
+  (`heartbeat_lifespan`);
+- a thread of granian's main process looks at those files (`Watchdog`): a worker whose file
+  has not changed for `worker_timeout` seconds is sent SIGUSR1, on which it writes every
+  thread's Python stack to stderr (`dump_stacks_on_sigusr1`: where it is stuck), then SIGKILL
+  a second later; granian starts another in its place, and the log says why.
+
+How long a file stayed the same is measured on the main process's monotonic clock, never as
+file time against the wall clock: a clock step must not kill every worker. A worker that has
+not started serving (still loading its files) has no file yet and is not judged. With one
+process (`workers: 1`) there is no other process to watch it: there a liveness probe on
+/healthz, or systemd's restart, does it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import faulthandler
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from app.api.reloading import Lifespan, running
+from app.api.worker_status import shared_directory
+
+log = logging.getLogger(__name__)
+
+BEAT_INTERVAL = 1.0  # seconds between two touches of a worker's file
+KILL_AFTER = 1.0  # seconds a stuck worker has to write its stacks before SIGKILL
+_PREFIX = "alive-"
+
+
+def dump_stacks_on_sigusr1() -> None:
+    """SIGUSR1 writes every thread's Python stack to stderr and the process goes on: how the
+    watchdog shows where a stuck worker is, and a way for an operator to look at a live one
+    (`kill -USR1 PID`). Without it SIGUSR1 would end the process."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
+
+
+def beat_path(directory: Path, pid: int) -> Path:
+    return directory / f"{_PREFIX}{pid}"
+
+
+def heartbeat_lifespan() -> Lifespan:
+    """While a worker's app runs: touch its file every BEAT_INTERVAL, from its event loop.
+    Nothing with one process (no shared directory)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        directory = shared_directory()
+        if directory is None:
+            yield
+            return
+        path = beat_path(directory, os.getpid())
+        try:
+            async with running(_beat(path)):
+                yield
+        finally:
+            # A worker stopping (SIGTERM, a roll) may take `shutdown_timeout` to finish its
+            # requests with its loop stopped: without a file it is not judged.
+            path.unlink(missing_ok=True)
+
+    return lifespan
+
+
+async def _beat(path: Path) -> None:
+    while True:
+        # A missing directory (a tmp cleaner; the main process is remaking it) only means no
+        # beat this time: the worker is then not judged, never killed for it.
+        with contextlib.suppress(OSError):
+            path.touch(mode=0o600)
+        await asyncio.sleep(BEAT_INTERVAL)
+
+
+@dataclass(frozen=True, slots=True)
+class Watched:
+    """A worker as the watchdog sees it: granian's number for it (worker-N) and its PID."""
+
+    number: int
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    mtime_ns: int  # the file's time when first seen so
+    since: float  # the watchdog's monotonic time then
+
+
+class Watchdog:
+    """Looks at the workers' files each time `check` is called (every BEAT_INTERVAL) and
+    replaces a worker whose file has stayed the same for the timeout."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        send: Callable[[int, int], None] = os.kill,
+        pause: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._directory = directory
+        self._clock, self._send, self._pause = clock, send, pause
+        self._seen: dict[int, _Seen] = {}  # by PID: the workers looked at last time
+
+    def check(self, workers: Sequence[Watched], timeout: float) -> list[Watched]:
+        """The workers found stuck this time, each replaced (see `replace`); timeout 0: off."""
+        now = self._clock()
+        seen: dict[int, _Seen] = {}
+        stuck: list[Watched] = []
+        for worker in workers:
+            try:
+                mtime = beat_path(self._directory, worker.pid).stat().st_mtime_ns
+            except OSError:
+                continue  # not serving yet, or stopping
+            last = self._seen.get(worker.pid)
+            if last is None or last.mtime_ns != mtime:
+                last = _Seen(mtime, now)
+            if timeout > 0 and now - last.since >= timeout:
+                stuck.append(worker)
+                self.replace(worker, now - last.since, timeout)
+            else:
+                seen[worker.pid] = last
+        self._seen = seen
+        return stuck
+
+    def replace(self, worker: Watched, silent: float, timeout: float) -> None:
+        """SIGUSR1 (the worker writes its stacks), then SIGKILL; granian, seeing a worker exit
+        that it did not stop, starts another. The log line comes last: if stderr is what
+        blocks, writing it first would keep the worker from ever being killed."""
+        try:
+            self._send(worker.pid, signal.SIGUSR1)
+            self._pause(KILL_AFTER)
+            self._send(worker.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return  # it ended meanwhile: granian replaces it as any worker that exits
+        finally:
+            beat_path(self._directory, worker.pid).unlink(missing_ok=True)
+        log.error(
+            "worker-%d (pid %d) had not run its event loop for %.0f s (worker_timeout: %g): "
+            "killed, and another is started in its place; its threads' Python stacks, if it "
+            "could write them, are just above",
+            worker.number,
+            worker.pid,
+            silent,
+            timeout,
+        )
+
+
+def watch_workers(
+    workers: Callable[[], Sequence[Watched]], timeout: Callable[[], float]
+) -> Watchdog | None:
+    """Start the watchdog's thread in granian's main process; `workers` gives those running
+    and not being stopped, `timeout` the `worker_timeout` in force (a SIGHUP may change it).
+    None without a shared directory (nothing to watch)."""
+    directory = shared_directory()
+    if directory is None:
+        return None
+    watchdog = Watchdog(directory)
+
+    def watch() -> None:
+        while True:
+            time.sleep(BEAT_INTERVAL)
+            try:
+                watchdog.check(workers(), timeout())
+            except Exception as exc:  # noqa: BLE001 - the watch must outlive one bad look
+                log.error("worker watchdog: %s", exc)  # noqa: TRY400
+
+    threading.Thread(target=watch, name="worker-watchdog", daemon=True).start()
+    return watchdog

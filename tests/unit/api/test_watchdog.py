@@ -1,0 +1,189 @@
+"""The worker watchdog: each worker's loop touches a file of its own; the main process replaces
+a worker whose file stayed the same for `worker_timeout`, judged on its own monotonic clock."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+
+from app.api import watchdog
+from app.api.metrics_http import MULTIPROC_ENV
+from app.api.watchdog import KILL_AFTER, Watchdog, Watched, beat_path, heartbeat_lifespan
+from app.errors import ConfigError
+from app.settings import load_settings
+
+A, B = Watched(1, 101), Watched(2, 102)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Recorder:
+    """What the watchdog did to the processes, in order: signals sent and pauses made."""
+
+    def __init__(self, gone: set[int] | None = None) -> None:
+        self.done: list[tuple[str, int | float]] = []
+        self.gone = gone or set()
+
+    def send(self, pid: int, signum: int) -> None:
+        if pid in self.gone:
+            raise ProcessLookupError(pid)
+        self.done.append((signal.Signals(signum).name, pid))
+
+    def pause(self, seconds: float) -> None:
+        self.done.append(("pause", seconds))
+
+
+def _beat(directory: Path, worker: Watched, mtime: int) -> None:
+    path = beat_path(directory, worker.pid)
+    path.touch()
+    os.utime(path, ns=(mtime, mtime))
+
+
+def _watchdog(directory: Path, clock: Clock, recorder: Recorder) -> Watchdog:
+    return Watchdog(directory, clock=clock, send=recorder.send, pause=recorder.pause)
+
+
+def test_a_worker_whose_file_stops_changing_is_replaced_the_others_left_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock, recorder = Clock(), Recorder()
+    dog = _watchdog(tmp_path, clock, recorder)
+    for second in range(40):
+        clock.now = 1000.0 + second
+        _beat(tmp_path, A, 10**9 * second)  # A's loop runs: its file changes every second
+        if second < 5:
+            _beat(tmp_path, B, 10**9 * second)  # B's stops after 5 s (last beat at second 4)
+        with caplog.at_level(logging.ERROR, logger="app.api.watchdog"):
+            stuck = dog.check([A, B], timeout=30)
+        if second < 34:
+            assert stuck == [], second
+            assert recorder.done == []
+        elif second == 34:
+            assert stuck == [B]
+    # B once: its file went with it.
+    assert recorder.done == [("SIGUSR1", B.pid), ("pause", KILL_AFTER), ("SIGKILL", B.pid)]
+    assert not beat_path(tmp_path, B.pid).exists()
+    assert caplog.messages == [
+        "worker-2 (pid 102) had not run its event loop for 30 s (worker_timeout: 30): killed, "
+        "and another is started in its place; its threads' Python stacks, if it could write "
+        "them, are just above"
+    ]
+
+
+def test_judged_by_how_long_the_file_stayed_the_same_not_by_its_time(tmp_path: Path) -> None:
+    """A file time far behind or ahead of the clock (a clock step, an NTP correction) is not a
+    stuck worker: only a file that has not changed for the timeout, as the watchdog saw it."""
+    clock, recorder = Clock(), Recorder()
+    dog = _watchdog(tmp_path, clock, recorder)
+    _beat(tmp_path, A, 0)  # 1970
+    _beat(tmp_path, B, 10**19)  # 2286
+    assert dog.check([A, B], timeout=10) == []
+    clock.now += 9.9
+    assert dog.check([A, B], timeout=10) == []
+    clock.now += 0.1
+    assert dog.check([A, B], timeout=10) == [A, B]
+
+
+def test_not_judged_without_a_file_nor_with_the_timeout_off(tmp_path: Path) -> None:
+    clock, recorder = Clock(), Recorder()
+    dog = _watchdog(tmp_path, clock, recorder)
+    _beat(tmp_path, A, 5)  # B has no file: still loading its files, or stopping
+    assert dog.check([A, B], timeout=0) == []
+    clock.now += 3600
+    assert dog.check([A, B], timeout=0) == []  # 0: off
+    assert dog.check([A, B], timeout=3600) == [A]  # timed from the first look, an hour ago
+    assert recorder.done[0] == ("SIGUSR1", A.pid)
+
+
+def test_a_worker_that_ended_meanwhile_is_left_to_granian(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock, recorder = Clock(), Recorder(gone={A.pid})
+    dog = _watchdog(tmp_path, clock, recorder)
+    _beat(tmp_path, A, 5)
+    dog.check([A], timeout=10)
+    clock.now += 10
+    with caplog.at_level(logging.ERROR, logger="app.api.watchdog"):
+        assert dog.check([A], timeout=10) == [A]
+    assert recorder.done == []
+    assert caplog.messages == []  # nothing was killed: no line saying so
+    assert not beat_path(tmp_path, A.pid).exists()
+
+
+def test_a_worker_beats_while_its_app_runs_and_removes_its_file_at_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
+    monkeypatch.setattr(watchdog, "BEAT_INTERVAL", 0.01)
+    path = beat_path(tmp_path, os.getpid())
+
+    async def serve() -> set[int]:
+        times = set()
+        async with heartbeat_lifespan()(FastAPI()):
+            for _ in range(5):
+                await asyncio.sleep(0.03)
+                times.add(path.stat().st_mtime_ns)
+            assert path.stat().st_mode & 0o777 == 0o600
+        return times
+
+    assert len(asyncio.run(serve())) >= 3  # touched again and again
+    assert not path.exists()
+
+
+def test_one_process_does_not_beat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+    async def serve() -> None:
+        async with heartbeat_lifespan()(FastAPI()):
+            await asyncio.sleep(0.01)
+
+    asyncio.run(serve())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sigusr1_writes_every_threads_stack_and_the_process_goes_on() -> None:
+    program = textwrap.dedent(
+        """
+        import os, signal, threading, time
+        from app.api.watchdog import dump_stacks_on_sigusr1
+
+        def waiting_for_work():
+            time.sleep(5)
+
+        dump_stacks_on_sigusr1()
+        threading.Thread(target=waiting_for_work, daemon=True).start()
+        time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        print("still running")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert (done.returncode, done.stdout) == (0, "still running\n"), done.stderr
+    assert "(most recent call first):" in done.stderr
+    assert "in waiting_for_work" in done.stderr  # the other thread's stack too
+
+
+@pytest.mark.parametrize("value", [0.5, 5, 9.9])
+def test_worker_timeout_is_off_or_at_least_ten_seconds(value: float) -> None:
+    with pytest.raises(ConfigError, match=r"worker_timeout: must be 0 \(off\) or at least 10"):
+        load_settings(overrides={"worker_timeout": value})
+    assert load_settings(overrides={"worker_timeout": 0}).worker_timeout == 0
+    assert load_settings(overrides={}).worker_timeout == 30
