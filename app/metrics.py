@@ -34,6 +34,7 @@ class Metrics:
     refresh_tokens_not_issued: Counter
     throttles: Counter
     audit_lines_dropped: Counter
+    stuck_workers: Counter
 
 
 @functools.cache
@@ -78,6 +79,10 @@ def metrics() -> Metrics:
         audit_lines_dropped=Counter(
             f"{PREFIX}audit_lines_dropped",
             "Audit lines not written: the disk was full or failing, or stdout's reader fell behind",
+        ),
+        stuck_workers=Counter(
+            f"{PREFIX}stuck_workers",
+            "Workers killed and replaced because their event loop had stopped (worker_timeout)",
         ),
     )
 

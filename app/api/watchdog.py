@@ -38,6 +38,7 @@ from fastapi import FastAPI
 
 from app.api.reloading import Lifespan, running
 from app.api.worker_status import shared_directory
+from app.metrics import metrics
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,11 @@ class Watchdog:
         try:
             self._send(worker.pid, signal.SIGUSR1)
             self._pause(KILL_AFTER)
+            # Counted (in the main process's own file, summed by every scrape) before the
+            # kill: granian forks the replacement once this one is gone, and a fork while this
+            # thread held prometheus-client's lock would leave the new worker stuck on its
+            # first count.
+            metrics().stuck_workers.inc()
             self._send(worker.pid, signal.SIGKILL)
         except ProcessLookupError:
             return  # it ended meanwhile: granian replaces it as any worker that exits
@@ -171,6 +177,10 @@ def watch_workers(
     directory = shared_directory()
     if directory is None:
         return None
+    # Imported and made here, before granian forks any worker, never first in the thread: a
+    # worker forked while the thread ran an import would wait on that import's lock forever
+    # (seen: a replacement stuck at its first count, in app.metrics).
+    metrics()
     watchdog = Watchdog(directory)
 
     def watch() -> None:

@@ -492,5 +492,8 @@ def test_a_worker_whose_loop_stopped_is_replaced_and_its_stacks_logged(tmp_path:
         ]
         assert answers == [200] * 10
         assert first in _worker_pids(server.process.pid)  # the other one was left alone
+        # Counted by the main process, summed into every worker's scrape.
+        scraped = httpx.get(f"{server.url}/metrics", timeout=5).text
+        assert "registry_auth_stuck_workers_total 1.0" in scraped.splitlines(), scraped
     finally:
         server.process.stop(timeout=15)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 
 from app.api import watchdog
 from app.api.metrics_http import MULTIPROC_ENV
@@ -38,11 +39,14 @@ class Recorder:
     def __init__(self, gone: set[int] | None = None) -> None:
         self.done: list[tuple[str, int | float]] = []
         self.gone = gone or set()
+        self.counted_at_kill = -1.0  # the counter when SIGKILL went out
 
     def send(self, pid: int, signum: int) -> None:
         if pid in self.gone:
             raise ProcessLookupError(pid)
         self.done.append((signal.Signals(signum).name, pid))
+        if signum == signal.SIGKILL:
+            self.counted_at_kill = _replaced()
 
     def pause(self, seconds: float) -> None:
         self.done.append(("pause", seconds))
@@ -63,6 +67,7 @@ def test_a_worker_whose_file_stops_changing_is_replaced_the_others_left_alone(
 ) -> None:
     clock, recorder = Clock(), Recorder()
     dog = _watchdog(tmp_path, clock, recorder)
+    replaced_before = _replaced()
     for second in range(40):
         clock.now = 1000.0 + second
         _beat(tmp_path, A, 10**9 * second)  # A's loop runs: its file changes every second
@@ -78,11 +83,22 @@ def test_a_worker_whose_file_stops_changing_is_replaced_the_others_left_alone(
     # B once: its file went with it.
     assert recorder.done == [("SIGUSR1", B.pid), ("pause", KILL_AFTER), ("SIGKILL", B.pid)]
     assert not beat_path(tmp_path, B.pid).exists()
+    assert _replaced() == replaced_before + 1
+    # Counted before the kill: granian forks the replacement once the worker is gone, and a
+    # fork while the count held prometheus-client's lock would leave it stuck.
+    assert recorder.counted_at_kill == replaced_before + 1
     assert caplog.messages == [
         "worker-2 (pid 102) had not run its event loop for 30 s (worker_timeout: 30): killed, "
         "and another is started in its place; its threads' Python stacks, if it could write "
         "them, are just above"
     ]
+
+
+def _replaced() -> float:
+    from app.metrics import metrics  # noqa: PLC0415
+
+    metrics()  # the counters exist from the first use on
+    return REGISTRY.get_sample_value("registry_auth_stuck_workers_total") or 0.0
 
 
 def test_judged_by_how_long_the_file_stayed_the_same_not_by_its_time(tmp_path: Path) -> None:
@@ -115,13 +131,15 @@ def test_a_worker_that_ended_meanwhile_is_left_to_granian(
 ) -> None:
     clock, recorder = Clock(), Recorder(gone={A.pid})
     dog = _watchdog(tmp_path, clock, recorder)
+    replaced_before = _replaced()
     _beat(tmp_path, A, 5)
     dog.check([A], timeout=10)
     clock.now += 10
     with caplog.at_level(logging.ERROR, logger="app.api.watchdog"):
         assert dog.check([A], timeout=10) == [A]
     assert recorder.done == []
-    assert caplog.messages == []  # nothing was killed: no line saying so
+    assert caplog.messages == []  # nothing was killed: no line saying so, nothing counted
+    assert _replaced() == replaced_before
     assert not beat_path(tmp_path, A.pid).exists()
 
 
