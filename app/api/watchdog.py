@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 BEAT_INTERVAL = 1.0  # seconds between two touches of a worker's file
 KILL_AFTER = 1.0  # seconds a stuck worker has to write its stacks before SIGKILL
+WATCH_GAP = 5.0  # seconds between two looks past which the watchdog itself was not running
 _PREFIX = "alive-"
 
 
@@ -118,10 +119,18 @@ class Watchdog:
         self._directory = directory
         self._clock, self._send, self._pause = clock, send, pause
         self._seen: dict[int, _Seen] = {}  # by PID: the workers looked at last time
+        self._last: float | None = None  # when `check` last ran
 
     def check(self, workers: Sequence[Watched], timeout: float) -> list[Watched]:
         """The workers found stuck this time, each replaced (see `replace`); timeout 0: off."""
         now = self._clock()
+        if self._last is not None and now - self._last > WATCH_GAP:
+            # This process did not look for a while: frozen with the workers (`docker pause`,
+            # a cgroup freezer, a stopped process group) or starved. What the workers did
+            # meanwhile was not watched, so every count starts again: else all of them would
+            # be killed at once on waking up, their files unchanged since before the pause.
+            self._seen = {}
+        self._last = now
         seen: dict[int, _Seen] = {}
         stuck: list[Watched] = []
         for worker in workers:
