@@ -262,8 +262,8 @@ class Settings(BaseSettings):
         default=30,
         ge=0,
         le=3600,
-        description="seconds a granian worker's event loop may stop running (blocked on a "
-        "stalled stderr or a hung disk, a deadlock) before the main process writes the "
+        description="seconds a granian worker's event loop may stop running (a hung disk, a "
+        "deadlock, an endless loop) before the main process writes the "
         "worker's Python stacks to the log, kills it and starts another; 0 turns this off; "
         "at least 10 otherwise; not used with `workers: 1`",
     )

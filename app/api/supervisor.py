@@ -150,7 +150,7 @@ def run_granian(settings: Settings, options: ServerOptions, reread: Reread | Non
         if server.interrupt_signal:
             return []
         return [
-            Watched(worker.idx + 1, worker.inner.pid)
+            Watched(worker.idx + 1, worker.inner.pid, worker.is_alive)
             for worker in list(server.wrks)
             if not worker.interrupt_by_parent and worker.is_alive()  # type: ignore[no-untyped-call]
         ]

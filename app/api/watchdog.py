@@ -1,8 +1,8 @@
 """A granian worker whose event loop has stopped is replaced (what gunicorn's `--timeout` does).
 
-A worker serves all its requests on one event loop. When that loop stops (blocked writing to a
-stderr whose reader has stalled, reading the state file on a hung network disk, a deadlock, an
-endless loop, a frozen process), the worker still takes its share of the connections, and
+A worker serves all its requests on one event loop. When that loop stops (reading the state
+file on a hung network disk, a deadlock, an endless loop, a frozen process), the worker still
+takes its share of the connections, and
 each request it takes waits until its client gives up, while /healthz and /readyz, answered by
 the other workers, say all is well. So:
 
@@ -15,9 +15,11 @@ the other workers, say all is well. So:
 
 How long a file stayed the same is measured on the main process's monotonic clock, never as
 file time against the wall clock: a clock step must not kill every worker. A worker that has
-not started serving (still loading its files) has no file yet and is not judged. With one
-process (`workers: 1`) there is no other process to watch it: there a liveness probe on
-/healthz, or systemd's restart, does it.
+not started serving (still loading its files) has no file yet and is not judged: it removes
+any file its PID left from an earlier worker first. With one process (`workers: 1`) there is
+no other process to watch it: there a liveness probe on /healthz, or systemd's restart, does
+it. A stderr whose reader stalled is not helped by any of this: the main process logs there
+too (granian's lines about replacing a worker included) and would stall on it as well.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -46,6 +48,14 @@ BEAT_INTERVAL = 1.0  # seconds between two touches of a worker's file
 KILL_AFTER = 1.0  # seconds a stuck worker has to write its stacks before SIGKILL
 WATCH_GAP = 5.0  # seconds between two looks past which the watchdog itself was not running
 _PREFIX = "alive-"
+# Set in granian's main process by `watch_workers`, before it forks any worker: each worker
+# inherits it. One process (`workers: 1`) has a shared directory too (the metrics'), but nobody
+# to watch it: it does not beat.
+_watched = False
+# Held by the watchdog's thread while it counts; a fork waits for it (register_at_fork).
+# prometheus-client guards its files with one lock of its own, not reset in a forked child:
+# a worker forked while the thread held it would wait on it at its first count, forever.
+_counting = threading.Lock()
 
 
 def dump_stacks_on_sigusr1() -> None:
@@ -59,14 +69,23 @@ def beat_path(directory: Path, pid: int) -> Path:
     return directory / f"{_PREFIX}{pid}"
 
 
+def forget_own_beat() -> None:
+    """In a new worker, before it loads its files (which may take long: a broken file is
+    waited for): a file an earlier worker with the same PID left (killed before its lifespan
+    ended) would make it judged, and killed, while it loads."""
+    directory = shared_directory()
+    if _watched and directory is not None:
+        beat_path(directory, os.getpid()).unlink(missing_ok=True)
+
+
 def heartbeat_lifespan() -> Lifespan:
     """While a worker's app runs: touch its file every BEAT_INTERVAL, from its event loop.
-    Nothing with one process (no shared directory)."""
+    Nothing without a watchdog (one process)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         directory = shared_directory()
-        if directory is None:
+        if not _watched or directory is None:
             yield
             return
         path = beat_path(directory, os.getpid())
@@ -90,12 +109,18 @@ async def _beat(path: Path) -> None:
         await asyncio.sleep(BEAT_INTERVAL)
 
 
+def _always() -> bool:
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class Watched:
-    """A worker as the watchdog sees it: granian's number for it (worker-N) and its PID."""
+    """A worker as the watchdog sees it: granian's number for it (worker-N), its PID, and
+    whether it still runs (not yet reaped: its PID is still its own)."""
 
     number: int
     pid: int
+    alive: Callable[[], bool] = field(default=_always, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +172,16 @@ class Watchdog:
             else:
                 seen[worker.pid] = last
         self._seen = seen
+        self._forget_others({worker.pid for worker in workers})
         return stuck
+
+    def _forget_others(self, pids: set[int]) -> None:
+        """Remove the files of workers gone (killed before their lifespan ended) or being
+        stopped (one still beating makes its file again)."""
+        for path in self._directory.glob(f"{_PREFIX}*"):
+            pid = path.name.removeprefix(_PREFIX)
+            if pid.isdigit() and int(pid) not in pids:
+                path.unlink(missing_ok=True)
 
     def replace(self, worker: Watched, silent: float, timeout: float) -> None:
         """SIGUSR1 (the worker writes its stacks), then SIGKILL; granian, seeing a worker exit
@@ -156,11 +190,10 @@ class Watchdog:
         try:
             self._send(worker.pid, signal.SIGUSR1)
             self._pause(KILL_AFTER)
-            # Counted (in the main process's own file, summed by every scrape) before the
-            # kill: granian forks the replacement once this one is gone, and a fork while this
-            # thread held prometheus-client's lock would leave the new worker stuck on its
-            # first count.
-            metrics().stuck_workers.inc()
+            if not worker.alive():  # ended meanwhile (its PID may be another process's now)
+                return
+            with _counting:  # in the main process's own file, summed by every scrape
+                metrics().stuck_workers.inc()
             self._send(worker.pid, signal.SIGKILL)
         except ProcessLookupError:
             return  # it ended meanwhile: granian replaces it as any worker that exits
@@ -183,6 +216,7 @@ def watch_workers(
     """Start the watchdog's thread in granian's main process; `workers` gives those running
     and not being stopped, `timeout` the `worker_timeout` in force (a SIGHUP may change it).
     None without a shared directory (nothing to watch)."""
+    global _watched  # noqa: PLW0603 - inherited by the workers forked from now on
     directory = shared_directory()
     if directory is None:
         return None
@@ -190,6 +224,13 @@ def watch_workers(
     # worker forked while the thread ran an import would wait on that import's lock forever
     # (seen: a replacement stuck at its first count, in app.metrics).
     metrics()
+    if not _watched:  # once per process: a second `before` would wait on the first
+        os.register_at_fork(
+            before=_counting.acquire,
+            after_in_parent=_counting.release,
+            after_in_child=_counting.release,
+        )
+    _watched = True
     watchdog = Watchdog(directory)
 
     def watch() -> None:

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from app.api.app import create_app
-from app.api.watchdog import dump_stacks_on_sigusr1
+from app.api.watchdog import dump_stacks_on_sigusr1, forget_own_beat
 from app.errors import RegistryAuthError
 from app.reload import RetryGate
 from app.settings import Settings
@@ -26,6 +26,7 @@ def worker_app(settings: Settings) -> Any:
     app, service and caches), before granian starts the worker's I/O threads: they inherit its
     scheduling policy."""
     dump_stacks_on_sigusr1()  # the watchdog's way to show where a stuck worker is
+    forget_own_beat()  # not judged while it loads its files
     use_worker_scheduling(settings.worker_scheduling)
     app = app_once_files_load(settings)
     freeze_startup_heap()

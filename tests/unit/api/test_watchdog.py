@@ -18,7 +18,14 @@ from prometheus_client import REGISTRY
 
 from app.api import watchdog
 from app.api.metrics_http import MULTIPROC_ENV
-from app.api.watchdog import KILL_AFTER, Watchdog, Watched, beat_path, heartbeat_lifespan
+from app.api.watchdog import (
+    KILL_AFTER,
+    Watchdog,
+    Watched,
+    beat_path,
+    forget_own_beat,
+    heartbeat_lifespan,
+)
 from app.errors import ConfigError
 from app.settings import load_settings
 
@@ -160,10 +167,92 @@ def test_a_worker_that_ended_meanwhile_is_left_to_granian(
     assert not beat_path(tmp_path, A.pid).exists()
 
 
+def test_one_that_ended_during_the_pause_is_not_killed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Between SIGUSR1 and SIGKILL it may end and be reaped, its PID free for another process:
+    no SIGKILL then, nothing counted, no line."""
+    clock, recorder = Clock(), Recorder()
+    dog = _watchdog(tmp_path, clock, recorder)
+    replaced_before = _replaced()
+    ended = Watched(A.number, A.pid, alive=lambda: False)
+    _beat(tmp_path, ended, 5)
+    for _ in range(10):
+        dog.check([ended], timeout=10)
+        clock.now += 1
+    with caplog.at_level(logging.ERROR, logger="app.api.watchdog"):
+        assert dog.check([ended], timeout=10) == [ended]
+    assert recorder.done == [("SIGUSR1", A.pid), ("pause", KILL_AFTER)]
+    assert (caplog.messages, _replaced()) == ([], replaced_before)
+
+
+def test_files_of_workers_gone_are_removed_and_a_new_worker_removes_its_pids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed before its lifespan ended leaves its file. The watchdog removes files of
+    PIDs it does not watch; a new worker that got such a PID removes it before it loads its
+    files (else it would be judged, and killed, while it loads: that may take long)."""
+    clock, recorder = Clock(), Recorder()
+    dog = _watchdog(tmp_path, clock, recorder)
+    _beat(tmp_path, A, 5)
+    _beat(tmp_path, B, 5)
+    assert dog.check([A], timeout=10) == []
+    assert not beat_path(tmp_path, B.pid).exists()
+    assert beat_path(tmp_path, A.pid).exists()
+
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
+    monkeypatch.setattr(watchdog, "_watched", True)
+    mine = beat_path(tmp_path, os.getpid())
+    mine.touch()
+    forget_own_beat()
+    assert not mine.exists()
+
+
+def test_a_fork_waits_for_a_count_in_progress(tmp_path: Path) -> None:
+    """prometheus-client's lock is not reset in a forked child: a worker forked while the
+    watchdog's thread counted would wait on it at its first count, forever. So a fork waits
+    until the count is done, and the child counts freely."""
+    program = textwrap.dedent(
+        f"""
+        import os, threading, time
+        os.environ["{MULTIPROC_ENV}"] = {str(tmp_path)!r}
+        from app.api import watchdog
+        from app.metrics import metrics
+
+        watchdog.watch_workers(lambda: [], lambda: 0)
+        held = threading.Event()
+
+        def count_slowly():
+            with watchdog._counting:
+                held.set()
+                time.sleep(0.5)
+
+        threading.Thread(target=count_slowly).start()
+        held.wait()
+        started = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            metrics().stuck_workers.inc()  # would hang if forked in the middle of a count
+            os._exit(0)
+        waited = time.monotonic() - started
+        _, status = os.waitpid(pid, 0)
+        print(round(waited, 1), os.waitstatus_to_exitcode(status))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    waited, child_status = done.stdout.split()
+    assert float(waited) >= 0.3, done.stdout  # the fork waited for the count
+    assert child_status == "0"
+
+
 def test_a_worker_beats_while_its_app_runs_and_removes_its_file_at_the_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
+    monkeypatch.setattr(watchdog, "_watched", True)  # as a worker forked by granian
     monkeypatch.setattr(watchdog, "BEAT_INTERVAL", 0.01)
     path = beat_path(tmp_path, os.getpid())
 
@@ -181,8 +270,9 @@ def test_a_worker_beats_while_its_app_runs_and_removes_its_file_at_the_end(
 
 
 def test_one_process_does_not_beat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
-    monkeypatch.chdir(tmp_path)
+    """`workers: 1` has the metrics' directory too, but no watchdog."""
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
+    monkeypatch.setattr(watchdog, "_watched", False)
 
     async def serve() -> None:
         async with heartbeat_lifespan()(FastAPI()):
