@@ -13,19 +13,14 @@ stop every pull and push), and the event loop never waits on the log. A pipe (st
 supervisor) whose reader has fallen behind, or a socket (journald) that cannot take a line at
 once, counts as such a failure: a write there would block every request of the process, and
 SIGTERM, until the reader came back. A pipe is written through a non-blocking descriptor of its
-own (_never_waiting).
+own (app.api.nonblocking).
 """
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import logging
 import os
-import select
-import stat
-import struct
-import termios
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -33,6 +28,7 @@ from pathlib import Path
 
 import orjson
 
+from app.api.nonblocking import Room, never_waiting
 from app.errors import ClientError, ConfigError, StateStoreError
 from app.metrics import metrics
 from app.protocol.scopes import Scope
@@ -144,7 +140,7 @@ class AuditLog:
                     "audit_log", f"cannot open {destination}: {exc.strerror or exc}"
                 ) from None
         if self._fd is not None:  # stdout, or a FIFO a log shipper reads
-            self._fd, self._room = _never_waiting(self._fd)
+            self._fd, self._room = never_waiting(self._fd, owned=self._fd != 1)
 
     def write(self, decision: Decision) -> None:
         if self._fd is None:
@@ -211,7 +207,7 @@ class AuditLog:
         except OSError as exc:
             self._failed(exc, "moved away but cannot be opened again")
             return False
-        fd, room = _never_waiting(fd)
+        fd, room = never_waiting(fd, owned=True)
         old, self._fd, self._room, self._reopen_error = self._fd, fd, room, None
         os.close(old)
         log.info("audit log %s was moved away: writing to a new file there", self._path)
@@ -228,64 +224,6 @@ class AuditLog:
         if self._fd is not None and self._fd != 1:
             os.close(self._fd)
         self._fd = None
-
-
-# Whether a line of this many bytes can be written at once, without blocking.
-Room = Callable[[int], bool]
-_PAGE = 4096
-
-
-def _never_waiting(fd: int) -> tuple[int, Room | None]:
-    """The descriptor to write to, and for a socket how to tell whether a write would wait.
-
-    A pipe or FIFO is opened again through /proc/self/fd, non-blocking: a new open file
-    description, so O_NONBLOCK is not set on stdout's own, which other processes share. A write
-    of up to PIPE_BUF bytes then goes in whole or fails with EAGAIN at once. Without /proc,
-    the unread bytes are compared with the pipe's size (Linux fills a pipe a page at a time,
-    so a pipe of long lines can be full well before that: a write could still wait).
-    """
-    try:
-        mode = os.fstat(fd).st_mode
-    except OSError:
-        return fd, None
-    if stat.S_ISFIFO(mode):
-        try:
-            reopened = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK)
-        except OSError:
-            return fd, _pipe_room(fd)
-        if fd != 1:  # a FIFO given as audit_log: ours alone
-            os.close(fd)
-        return reopened, None
-    return fd, room_check(fd)
-
-
-def _pipe_room(fd: int) -> Room:
-    try:
-        capacity = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
-    except OSError:
-        capacity = 16 * _PAGE  # Linux's default
-    return lambda size: capacity - _pipe_bytes(fd) >= size + 2 * _PAGE
-
-
-def room_check(fd: int) -> Room | None:
-    """How to tell, for a socket, whether a write would block; None for a file or a terminal
-    (they take a line at once, or fail) and for a pipe (see _never_waiting)."""
-    try:
-        mode = os.fstat(fd).st_mode
-    except OSError:
-        return None
-    if stat.S_ISSOCK(mode):
-        poller = select.poll()
-        poller.register(fd, select.POLLOUT)
-        # A stream socket is writable while a quarter of its send buffer is free: hundreds of
-        # kilobytes for journald's, more than the longest line.
-        return lambda size: bool(poller.poll(0))
-    return None
-
-
-def _pipe_bytes(fd: int) -> int:
-    """Bytes in the pipe, not yet read."""
-    return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
 
 
 def _open(path: Path) -> int:
