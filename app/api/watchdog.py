@@ -18,8 +18,8 @@ file time against the wall clock: a clock step must not kill every worker. A wor
 not started serving (still loading its files) has no file yet and is not judged: it removes
 any file its PID left from an earlier worker first. With one process (`workers: 1`) there is
 no other process to watch it: there a liveness probe on /healthz, or systemd's restart, does
-it. A stderr whose reader stalled is not helped by any of this: the main process logs there
-too (granian's lines about replacing a worker included) and would stall on it as well.
+it. (A stderr whose reader stalled stops no loop: the server's log lines never wait for it,
+app.api.server_logging.)
 """
 
 from __future__ import annotations
