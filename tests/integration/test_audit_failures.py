@@ -22,7 +22,7 @@ from tests.integration.support.authserver import (
     launch_auth_server,
     start_auth_server,
 )
-from tests.integration.support.procs import free_port
+from tests.integration.support.procs import free_port, killed_if_left, wait_until_serving
 
 pytestmark = pytest.mark.integration
 
@@ -144,36 +144,25 @@ def test_stdout_nobody_reads_blocks_nothing(tmp_path: Path) -> None:
             app_command("serve", "--config", str(config)), stdout=subprocess.PIPE, stderr=stderr
         )
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline
-            assert process.poll() is None
-            time.sleep(0.2)
-        with httpx.Client(timeout=10, trust_env=False) as client:
-            codes = {
-                client.get(
-                    f"{url}/token",
-                    params={"service": "registry.test", "scope": SCOPES["long"]},
-                    auth=("alice", USERS["alice"]),
-                ).status_code
-                for _ in range(300)  # ~3 KiB each, stdout unread: far past its 64 KiB
-            }
-            assert codes == {200}
-            assert _dropped(url) > 0
-            warnings = client.get(f"{url}/readyz").json().get("warnings", [])
-            assert "the audit log is dropping lines" in " ".join(warnings)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=20) == 0
+        with killed_if_left(process):
+            url = f"http://127.0.0.1:{port}"
+            wait_until_serving(process, f"{url}/healthz")
+            with httpx.Client(timeout=10, trust_env=False) as client:
+                codes = {
+                    client.get(
+                        f"{url}/token",
+                        params={"service": "registry.test", "scope": SCOPES["long"]},
+                        auth=("alice", USERS["alice"]),
+                    ).status_code
+                    for _ in range(300)  # ~3 KiB each, stdout unread: far past its 64 KiB
+                }
+                assert codes == {200}
+                assert _dropped(url) > 0
+                warnings = client.get(f"{url}/readyz").json().get("warnings", [])
+                assert "the audit log is dropping lines" in " ".join(warnings)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=20) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
         assert process.stdout is not None
         process.stdout.close()
     log = (tmp_path / "stderr.log").read_text()

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.integration.support.authserver import add_user, app_command, generate_key
-from tests.integration.support.procs import free_port
+from tests.integration.support.procs import free_port, killed_if_left, wait_until_serving
 
 pytestmark = pytest.mark.integration
 
@@ -56,68 +56,58 @@ def test_a_stderr_nobody_reads_stops_nothing(tmp_path: Path, workers: int) -> No
     )
     read, write = os.pipe()
     os.set_blocking(read, False)
-    process = subprocess.Popen(
-        app_command("serve", "--config", str(config)), stdout=subprocess.DEVNULL, stderr=write
-    )
-    url = f"http://127.0.0.1:{port}"
-    seen = b""
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            seen += _drain(read)  # the start's lines, read as they come
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, seen.decode(errors="replace")
-            assert process.poll() is None, seen.decode(errors="replace")
-            time.sleep(0.2)
-        time.sleep(0.5)
-        seen += _drain(read)
-        _fill(write)
-
-        # Each refused refresh grant logs a line: with stderr full, a blocking write would stop
-        # the event loop at the first one, and every request after it would wait.
-        with httpx.Client(timeout=5, trust_env=False) as client:
-            codes = {
-                client.post(
-                    f"{url}/token",
-                    data={
-                        "grant_type": "refresh_token",
-                        "refresh_token": "not-a-token",
-                        "service": "registry.test",
-                        "client_id": "test",
-                    },
-                ).status_code
-                for _ in range(200)
-            }
-            assert codes == {401}  # refused, promptly
-            token = client.get(
-                f"{url}/token", params={"service": "registry.test"}, auth=("alice", "pw")
-            )
-            assert token.status_code == 200
-
-            # The reader catches up: the next line says how many were dropped.
-            _drain(read)
-            client.post(
-                f"{url}/token",
-                data={"grant_type": "refresh_token", "refresh_token": "x", "client_id": "test"},
-            )
-        deadline = time.monotonic() + 10
-        after = b""
-        while b"refresh grant refused" not in after and time.monotonic() < deadline:
-            time.sleep(0.1)
-            after += _drain(read)
-        text = after.decode()
-        assert "log line(s) were dropped: stderr's reader was not keeping up" in text, text
-        assert "refresh grant refused" in text, text
-        # SIGTERM is not held up either.
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
+        serve = app_command("serve", "--config", str(config))
+        with killed_if_left(
+            subprocess.Popen(serve, stdout=subprocess.DEVNULL, stderr=write)
+        ) as process:
+            _check_nothing_waits(process, f"http://127.0.0.1:{port}", read, write)
+            # SIGTERM is not held up either.
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
         os.close(read)
         os.close(write)
+
+
+def _check_nothing_waits(process: subprocess.Popen[bytes], url: str, read: int, write: int) -> None:
+    wait_until_serving(process, f"{url}/healthz")
+    time.sleep(0.5)
+    _drain(read)
+    _fill(write)
+
+    # Each refused refresh grant logs a line: with stderr full, a blocking write would stop the
+    # event loop at the first one, and every request after it would wait.
+    with httpx.Client(timeout=5, trust_env=False) as client:
+        codes = {
+            client.post(
+                f"{url}/token",
+                data={
+                    "grant_type": "refresh_token",
+                    "refresh_token": "not-a-token",
+                    "service": "registry.test",
+                    "client_id": "test",
+                },
+            ).status_code
+            for _ in range(200)
+        }
+        assert codes == {401}  # refused, promptly
+        login = client.get(
+            f"{url}/token", params={"service": "registry.test"}, auth=("alice", "pw")
+        )
+        assert login.status_code == 200
+
+        # The reader catches up: the next line says how many were dropped.
+        _drain(read)
+        client.post(
+            f"{url}/token",
+            data={"grant_type": "refresh_token", "refresh_token": "x", "client_id": "test"},
+        )
+    deadline = time.monotonic() + 10
+    after = b""
+    while b"refresh grant refused" not in after and time.monotonic() < deadline:
+        time.sleep(0.1)
+        after += _drain(read)
+    text = after.decode()
+    assert "log line(s) were dropped: stderr's reader was not keeping up" in text, text
+    assert "refresh grant refused" in text, text

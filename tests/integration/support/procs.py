@@ -12,7 +12,8 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,3 +187,29 @@ def run_checked(
             f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
         )
     return result
+
+
+@contextmanager
+def killed_if_left(process: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes]]:
+    """For a process a test started itself and means to stop: SIGKILL, and reaped, if it is
+    still running when the block ends (a failed assertion on the way)."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def wait_until_serving(process: subprocess.Popen[bytes], url: str, timeout: float = 60) -> None:
+    """Until GET `url` answers 200; fails when the process exits first, or after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert process.poll() is None, f"exited with {process.returncode} before serving"
+        assert time.monotonic() < deadline, f"{url} did not answer 200 within {timeout} s"
+        time.sleep(0.2)

@@ -149,41 +149,32 @@ def test_not_judged_without_a_file_nor_with_the_timeout_off(tmp_path: Path) -> N
     assert recorder.done[0] == ("SIGUSR1", A.pid)
 
 
+@pytest.mark.parametrize(
+    ("when", "signals"),
+    [
+        ("before SIGUSR1", []),
+        ("during the pause", [("SIGUSR1", A.pid), ("pause", KILL_AFTER)]),
+    ],
+)
 def test_a_worker_that_ended_meanwhile_is_left_to_granian(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, when: str, signals: list[object]
 ) -> None:
-    clock, recorder = Clock(), Recorder(gone={A.pid})
+    """It may end, and be reaped (its PID free for another process), before the watchdog's
+    SIGUSR1 or between that and SIGKILL: no SIGKILL then, nothing counted, no line."""
+    before = when == "before SIGUSR1"
+    clock, recorder = Clock(), Recorder(gone={A.pid} if before else set())
     dog = _watchdog(tmp_path, clock, recorder)
     replaced_before = _replaced()
-    _beat(tmp_path, A, 5)
-    for _ in range(10):
-        dog.check([A], timeout=10)
-        clock.now += 1
-    with caplog.at_level(logging.ERROR, logger="app.api.watchdog"):
-        assert dog.check([A], timeout=10) == [A]
-    assert recorder.done == []
-    assert caplog.messages == []  # nothing was killed: no line saying so, nothing counted
-    assert _replaced() == replaced_before
-    assert not beat_path(tmp_path, A.pid).exists()
-
-
-def test_one_that_ended_during_the_pause_is_not_killed(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Between SIGUSR1 and SIGKILL it may end and be reaped, its PID free for another process:
-    no SIGKILL then, nothing counted, no line."""
-    clock, recorder = Clock(), Recorder()
-    dog = _watchdog(tmp_path, clock, recorder)
-    replaced_before = _replaced()
-    ended = Watched(A.number, A.pid, alive=lambda: False)
+    ended = A if before else Watched(A.number, A.pid, alive=lambda: False)
     _beat(tmp_path, ended, 5)
     for _ in range(10):
         dog.check([ended], timeout=10)
         clock.now += 1
     with caplog.at_level(logging.ERROR, logger="app.api.watchdog"):
         assert dog.check([ended], timeout=10) == [ended]
-    assert recorder.done == [("SIGUSR1", A.pid), ("pause", KILL_AFTER)]
+    assert recorder.done == signals
     assert (caplog.messages, _replaced()) == ([], replaced_before)
+    assert not beat_path(tmp_path, A.pid).exists()
 
 
 def test_files_of_workers_gone_are_removed_and_a_new_worker_removes_its_pids(
