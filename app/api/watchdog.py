@@ -2,9 +2,8 @@
 
 A worker serves all its requests on one event loop. When that loop stops (reading the state
 file on a hung network disk, a deadlock, an endless loop, a frozen process), the worker still
-takes its share of the connections, and
-each request it takes waits until its client gives up, while /healthz and /readyz, answered by
-the other workers, say all is well. So:
+takes its share of the connections, and each request it takes waits until its client gives
+up, while /healthz and /readyz, answered by the other workers, say all is well. So:
 
 - each worker's loop touches a file of its own in the workers' shared directory every second
   (`heartbeat_lifespan`);
@@ -185,8 +184,8 @@ class Watchdog:
 
     def replace(self, worker: Watched, silent: float, timeout: float) -> None:
         """SIGUSR1 (the worker writes its stacks), then SIGKILL; granian, seeing a worker exit
-        that it did not stop, starts another. The log line comes last: if stderr is what
-        blocks, writing it first would keep the worker from ever being killed."""
+        that it did not stop, starts another. The log line comes last, below the stacks it
+        points at."""
         try:
             self._send(worker.pid, signal.SIGUSR1)
             self._pause(KILL_AFTER)
