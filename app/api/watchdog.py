@@ -37,6 +37,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from app.api.nonblocking import never_waiting
 from app.api.reloading import Lifespan, running
 from app.api.worker_status import shared_directory
 from app.metrics import metrics
@@ -55,13 +56,22 @@ _watched = False
 # prometheus-client guards its files with one lock of its own, not reset in a forked child:
 # a worker forked while the thread held it would wait on it at its first count, forever.
 _counting = threading.Lock()
+_dump_fd: int | None = None  # where SIGUSR1's stacks go: stderr, never waiting when a pipe
 
 
 def dump_stacks_on_sigusr1() -> None:
     """SIGUSR1 writes every thread's Python stack to stderr and the process goes on: how the
     watchdog shows where a stuck worker is, and a way for an operator to look at a live one
-    (`kill -USR1 PID`). Without it SIGUSR1 would end the process."""
-    faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
+    (`kill -USR1 PID`). Without it SIGUSR1 would end the process.
+
+    The stacks are written from the signal handler, in C, while every thread of the process
+    waits. When stderr is a pipe whose reader has stalled, they go through a non-blocking
+    descriptor of their own (app.api.nonblocking): what does not fit is lost, and the process
+    goes on, instead of waiting, signal handler and all, for the reader to come back."""
+    global _dump_fd  # one descriptor per process, inherited by forked workers
+    if _dump_fd is None:
+        _dump_fd, _ = never_waiting(2, owned=False)
+    faulthandler.register(signal.SIGUSR1, file=_dump_fd, all_threads=True, chain=False)
 
 
 def beat_path(directory: Path, pid: int) -> Path:

@@ -297,6 +297,42 @@ def test_sigusr1_writes_every_threads_stack_and_the_process_goes_on() -> None:
     assert "in waiting_for_work" in done.stderr  # the other thread's stack too
 
 
+def test_sigusr1_with_a_stalled_stderr_does_not_stop_the_process() -> None:
+    """stderr a pipe nobody reads, already full: the stacks are lost, the process goes on
+    (a blocking write in the signal handler would hold it until the reader came back)."""
+    program = textwrap.dedent(
+        """
+        import os, signal
+        from app.api.watchdog import dump_stacks_on_sigusr1
+
+        filler = os.open("/proc/self/fd/2", os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            while True:
+                os.write(filler, b"x" * 4096)
+        except BlockingIOError:
+            pass  # the pipe is full
+        dump_stacks_on_sigusr1()
+        os.kill(os.getpid(), signal.SIGUSR1)
+        print("still running", flush=True)
+        os._exit(0)
+        """
+    )
+    unread, stderr = os.pipe()
+    try:
+        with subprocess.Popen(
+            [sys.executable, "-c", program], stdout=subprocess.PIPE, stderr=stderr, text=True
+        ) as child:
+            os.close(stderr)
+            try:
+                out, _ = child.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                pytest.fail("SIGUSR1 waited for stderr's reader")
+    finally:
+        os.close(unread)
+    assert (child.returncode, out) == (0, "still running\n")
+
+
 @pytest.mark.parametrize("value", [0.5, 5, 9.9])
 def test_worker_timeout_is_off_or_at_least_ten_seconds(value: float) -> None:
     with pytest.raises(ConfigError, match=r"worker_timeout: must be 0 \(off\) or at least 10"):
