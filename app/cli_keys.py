@@ -99,7 +99,8 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     jwks.add_argument(
         "--output",
         type=path_argument,
-        help="file to write (default KEYS_DIR/jwks.json; - for stdout)",
+        help="file to write (default KEYS_DIR/jwks.json, the file registries are given; "
+        "- for stdout); required with --kid-format rfc7638",
     )
     add_keys_sync_command(keys)
 
@@ -386,6 +387,13 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Path, Clock, Sleep], int]] = 
 
 
 def _jwks(keys_dir: Path, kid_format: KidFormat, output: Path | None) -> int:
+    if output is None and kid_format is not KidFormat.LIBTRUST:
+        # KEYS_DIR/jwks.json is what registries are given; its kids must be the tokens'.
+        raise KeyStoreError(
+            f"--kid-format {kid_format.value} needs --output FILE (or - for stdout): "
+            f"{keys_dir / 'jwks.json'} is the file registries are given, and its kids must "
+            "be the libtrust kids the tokens carry"
+        )
     document = jwks_document((entry.certificate for entry in read_entries(keys_dir)), kid_format)
     text = json.dumps(document, indent=2) + "\n"
     if output == Path("-"):

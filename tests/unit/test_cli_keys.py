@@ -220,6 +220,17 @@ def test_jwks_file_for_registry_3(config: Path, capsys: pytest.CaptureFixture[st
     assert ":" not in thumbprints["keys"][0]["kid"]
 
 
+def test_thumbprint_kids_never_replace_the_jwks_registries_are_given(config: Path) -> None:
+    """KEYS_DIR/jwks.json is shipped to registry 3.x: RFC 7638 kids there would not match the
+    tokens' kid. That format is written only where --output says."""
+    keys(config, "generate")
+    shipped = config.parent / "keys" / "jwks.json"
+    before = shipped.read_text()
+    with pytest.raises(KeyStoreError, match="--kid-format rfc7638 needs --output FILE"):
+        keys(config, "jwks", "--kid-format", "rfc7638")
+    assert shipped.read_text() == before
+
+
 def test_unknown_kid_is_named_with_the_ring_it_was_looked_for_in(config: Path) -> None:
     keys(config, "generate")
     with pytest.raises(RotationRefusedError) as raised:
