@@ -36,6 +36,10 @@ _CODES = {408: "request_timeout", 413: "request_too_large", 431: "headers_too_la
 # a missing one as an empty value (an `http` URI's host may not be empty either: RFC 9110
 # §4.2.1); uvicorn's parser refuses a missing or second one itself (slow_clients.py).
 HOST_REFUSAL = "an HTTP/1.1 request needs exactly one Host header, with a host in it"
+# RFC 9112 §6.1: a request with both may be an attempt at request smuggling (a proxy in front
+# framing it by the one, this server by the other); it is refused, and its connection closed
+# (REFUSAL_HEADERS). granian closes such a connection itself; uvicorn kept it open.
+_TWO_FRAMINGS = "a request may not have both Transfer-Encoding and Content-Length"
 
 
 class LimitExceededError(Exception):
@@ -134,23 +138,26 @@ def check_head(scope: Scope, limits: LimitSettings) -> None:
             431, f"request headers exceed {limits.max_header_bytes} bytes in total"
         )
     hosts = 0
+    framings = 0  # Content-Length: 1, Transfer-Encoding: 2
     for name, value in headers:
         if name == b"host":
             hosts += 1 if value.strip() else 2  # an empty one is as bad as a second
-        if name == b"authorization" and len(value) > limits.max_authorization_length:
+        elif name == b"authorization" and len(value) > limits.max_authorization_length:
             raise LimitExceededError(
                 431,
                 f"Authorization header longer than {limits.max_authorization_length} bytes",
                 "Authorization",
             )
-        if (
-            name == b"content-length"
-            and value.strip().isdigit()
-            and int(value) > limits.max_body_bytes
-        ):
-            raise LimitExceededError(413, f"request body exceeds {limits.max_body_bytes} bytes")
+        elif name == b"content-length":
+            framings |= 1
+            if value.strip().isdigit() and int(value) > limits.max_body_bytes:
+                raise LimitExceededError(413, f"request body exceeds {limits.max_body_bytes} bytes")
+        elif name == b"transfer-encoding":
+            framings |= 2
     if hosts != 1 and scope.get("http_version") == "1.1":  # HTTP/1.0 may leave it out
         raise LimitExceededError(400, HOST_REFUSAL, "Host")
+    if framings == 3:
+        raise LimitExceededError(400, _TWO_FRAMINGS, "Transfer-Encoding")
     if len(scope.get("query_string", b"")) > limits.max_query_length:
         raise LimitExceededError(
             400, f"query string longer than {limits.max_query_length} bytes", "query"

@@ -22,7 +22,6 @@ from app.protocol.oauth import PasswordGrant, oauth_response, parse_grant
 from app.service import TokenService, address_text
 from app.setting_types import ClientIPHeader
 
-MAX_FORM_BYTES = 16 * 1024
 MAX_FORM_FIELDS = 128
 FORM_TYPE = "application/x-www-form-urlencoded"
 _NO_STORE = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
@@ -101,9 +100,8 @@ def parse_form(body: bytes, content_type: str) -> dict[str, list[str]]:
     """The url-encoded body, each name mapped to all its values; 400 naming the problem.
 
     An empty body is an empty form whatever its type: the answer then names the missing field.
+    Its size was bounded as it was read (`limits.max_body_bytes`: 413 beyond).
     """
-    if len(body) > MAX_FORM_BYTES:
-        raise InvalidRequestError(f"the POST body exceeds {MAX_FORM_BYTES} bytes")
     media_type = content_type.partition(";")[0].strip().lower()
     if body and media_type != FORM_TYPE:
         raise InvalidRequestError(

@@ -208,6 +208,33 @@ def test_an_http10_request_without_host_is_served(server: AuthServer) -> None:
     assert answer.startswith((b"HTTP/1.0 200 ", b"HTTP/1.1 200 ")), answer
 
 
+@pytest.mark.parametrize("path", ["/token", "/healthz"])
+def test_both_content_length_and_chunked_is_refused_and_the_connection_closed(
+    server: AuthServer, path: str
+) -> None:
+    """RFC 9112 §6.1: a proxy in front framing the body by one header and this server by the
+    other is how a request is smuggled past the proxy. uvicorn answered both requests here,
+    the second one smuggled in, on a connection it kept open."""
+    smuggled = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    request = (
+        (
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded"
+            "\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+            f"{len(FORM):x}\r\n"
+        ).encode()
+        + FORM
+        + b"\r\n0\r\n\r\n"
+        + smuggled
+    )
+    answer = _exchange(server, request)
+    assert answer.count(b"HTTP/1.1 ") == 1, answer  # nothing more on that connection
+    if _granian(server):  # it drops Content-Length, frames by the chunks, then closes
+        assert not answer.startswith(b"HTTP/1.1 5"), answer
+    else:
+        assert answer.startswith(b"HTTP/1.1 400 "), answer
+        assert _json_body(answer)["parameter"] == "Transfer-Encoding"
+
+
 def test_no_openapi_schema_is_served(server: AuthServer) -> None:
     """It was, undocumented, while the docs it is for are off (nothing turns them on)."""
     answer = httpx.get(f"{server.url}/openapi.json", timeout=10)

@@ -73,6 +73,20 @@ async def test_limits_are_configurable(tmp_path: Path, rsa_keys_dir: Path) -> No
         assert (await env.client.post("/token", content=b"a" * 1500)).status_code == 413
 
 
+async def test_a_raised_body_limit_lets_a_bigger_form_in(
+    tmp_path: Path, rsa_keys_dir: Path
+) -> None:
+    """A form above 16 KiB under a raised `max_body_bytes` (a second, fixed 16 KiB check in
+    the form parser refused it with a 400 naming a limit nobody had set)."""
+    async with hardened_env(tmp_path, rsa_keys_dir, limits={"max_body_bytes": 65536}) as env:
+        form = {"grant_type": "password", "username": "alice", "password": "alice-pw"}
+        form |= {"service": "registry.test", "client_id": "ci", "padding": "p" * 20000}
+        response = await env.client.post("/token", data=form)
+        assert response.status_code == 200, response.text
+        form["padding"] = "p" * 70000
+        assert (await env.client.post("/token", data=form)).status_code == 413
+
+
 async def test_a_raised_authorization_limit_lets_a_long_password_in(
     tmp_path: Path, rsa_keys_dir: Path
 ) -> None:
@@ -156,6 +170,18 @@ async def test_the_audit_log_never_holds_a_secret(env: Env) -> None:
     grants = [line["grant"] for line in env.audit()]
     assert grants == ["get", "refresh_token", "get"]
     assert env.audit()[1]["account"] == "alice"
+
+
+@pytest.mark.parametrize("service", [None, ""], ids=["absent", "empty"])
+async def test_a_grant_that_names_no_service_is_audited_with_null(
+    env: Env, service: str | None
+) -> None:
+    """docker and containerd POST `service` empty: the line said "" where a GET said null."""
+    form = {"grant_type": "password", "username": "alice", "password": "alice-pw"}
+    form |= {"client_id": "containerd"} | ({} if service is None else {"service": service})
+    assert (await env.client.post("/token", data=form)).status_code == 200
+    await env.client.get("/token", params={"service": service} if service is not None else {})
+    assert [line["service"] for line in env.audit()] == [None, None]
 
 
 async def test_metrics_name_every_documented_family(env: Env) -> None:
