@@ -3,11 +3,13 @@
 uvicorn has a keep-alive timeout (idle between requests) but no limit on how long a client may
 take to send one request: a client dripping a byte every few seconds holds a connection, and
 enough of them hold them all (slowloris). This protocol arms a timer when a connection opens
-and after each response, and disarms it once the whole request (headers and body) is in; when
-it fires the client gets 408 and the connection is closed.
+and when the first bytes of a later request arrive, and disarms it once the request's headers
+are in; when it fires the client gets 408 and the connection is closed. The body then has the
+same time again, bounded in the app for both servers (app/api/limits.py, read_body), and the
+idle time between two requests is uvicorn's keep-alive timeout: neither counts here.
 
 Only for uvicorn's h11 protocol. granian bounds the headers itself (its header read
-timeout); the body is bounded in the app for both servers (app/api/limits.py, read_body).
+timeout).
 The protocol also answers what h11 refuses (a missing or second Host, a bad header line or
 chunk) in JSON naming the problem, as the app answers, instead of uvicorn's plain text.
 """
@@ -30,7 +32,6 @@ _TIMEOUT_RESPONSE = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
     b"connection: close\r\ncontent-length: " + str(len(_BODY)).encode("ascii") + b"\r\n\r\n" + _BODY
 )
-_RECEIVING = (h11.IDLE, h11.SEND_BODY)
 # Our side before any answer: IDLE while the headers arrive, SEND_RESPONSE once they are in.
 _NOT_ANSWERED = (h11.IDLE, h11.SEND_RESPONSE)
 
@@ -45,13 +46,27 @@ class RequestTimeoutProtocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self.conn.their_state not in _RECEIVING:
+        if not self._unbounded():
             self._disarm()
+        elif self._request_timer is None and not self.transport.is_closing():
+            self._arm()  # the first bytes of a request after an earlier one
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if not self.transport.is_closing() and self.conn.their_state in _RECEIVING:
+        # A body still coming that nobody reads now, or the next request (pipelined) begun.
+        if not self.transport.is_closing() and (
+            self.conn.their_state is h11.SEND_BODY
+            or (self.conn.their_state is h11.IDLE and self.conn.trailing_data[0])
+        ):
             self._arm()
+
+    def _unbounded(self) -> bool:
+        """Whether the client is sending what no other timer bounds: a request's headers, or a
+        body that the app is not reading (it has begun its answer: a GET with a body)."""
+        their = self.conn.their_state
+        return their is h11.IDLE or (
+            their is h11.SEND_BODY and self.conn.our_state is not h11.SEND_RESPONSE
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

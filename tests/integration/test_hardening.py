@@ -429,6 +429,79 @@ def test_a_post_whose_body_stops_coming_gets_408_and_the_connection_closes(
     assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
 
 
+def _drip(sock: socket.socket, data: bytes, seconds: float) -> None:
+    """Send `data` in pieces spread over `seconds`."""
+    pieces = 7
+    size = -(-len(data) // pieces)
+    for start in range(0, len(data), size):
+        sock.sendall(data[start : start + size])
+        time.sleep(seconds / pieces)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_headers_and_then_the_body_each_have_the_header_timeout(
+    tmp_path: Path, workers: int
+) -> None:
+    """The README's promise: headers within `limits.header_timeout`, then the body within it
+    again. uvicorn counted both together, and cut this request off with a 408."""
+    server = _server(tmp_path, limits={"header_timeout": 1.5}, workers=workers)
+    form = f"grant_type=password&username=ci&password={USERS['ci']}&client_id=slow".encode()
+    head = (
+        f"POST /token HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: "
+        f"application/x-www-form-urlencoded\r\nContent-Length: {len(form)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow:
+        _drip(slow, head, 1.0)
+        _drip(slow, form, 1.0)
+        answer = _answer_until_closed(slow)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+
+
+def test_uvicorn_counts_a_request_from_its_first_byte_not_from_the_last_answer(
+    tmp_path: Path,
+) -> None:
+    """On a keep-alive connection the time it sat idle after an answer (bounded by uvicorn's
+    keep-alive timeout) no longer counts against the next request's headers."""
+    server = _server(tmp_path, limits={"header_timeout": 1.5})
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    def answer(client: socket.socket) -> bytes:
+        got = b""
+        while not got.endswith(b'{"status":"ok"}'):
+            chunk = client.recv(4096)
+            assert chunk, f"closed after {got!r}"
+            got += chunk
+        return got
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
+        client.sendall(request)
+        assert answer(client).startswith(b"HTTP/1.1 200 ")
+        time.sleep(1.0)
+        _drip(client, request, 1.0)
+        assert answer(client).startswith(b"HTTP/1.1 200 ")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_body_nobody_reads_cannot_hold_the_connection(tmp_path: Path, workers: int) -> None:
+    """A GET announcing a body is answered without reading it; a body then dripped byte by
+    byte must not keep the connection forever."""
+    server = _server(tmp_path, limits={"header_timeout": 1.0}, workers=workers)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow:
+        slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+        started = time.monotonic()
+        slow.settimeout(0.3)
+        closed = False
+        while not closed and time.monotonic() - started < 8:
+            try:
+                slow.sendall(b"x")
+                closed = slow.recv(4096) == b"" and time.monotonic() - started > 0
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = True
+    assert closed, "the connection was still open after 8 s"
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_grant_whose_body_never_arrived_whole_is_not_judged(tmp_path: Path, workers: int) -> None:
     """The client closes the connection 50 bytes short: before, the truncated form was judged
