@@ -15,9 +15,11 @@ import anyio.to_thread
 from app.authn.base import Authenticator, AuthResult, Credentials, Outcome, ThrottleNames
 from app.errors import AuthenticationError, TooManyAttemptsError
 from app.metrics import count, metrics
+from app.protocol.scopes import shown
 from app.state.attempts import LoginThrottle, Verdict, counter_keys
 
 log = logging.getLogger(__name__)
+_ACCOUNT_SHOWN = 128  # characters of an account name in a log line
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -199,7 +201,7 @@ class GuardedLogin:
         if verdict is not None:
             if verdict.retry_after is not None:
                 count(metrics().throttles.labels("blocked"))
-                log.info("login of %r from %s blocked: too many failures", account, where)
+                log.info("login of %s from %s blocked: too many failures", _shown(account), where)
                 raise TooManyAttemptsError(verdict.retry_after, verdict.address_blocked)
             if wait:
                 await self._delay(verdict)
@@ -210,7 +212,7 @@ class GuardedLogin:
         count(_password_checks(result.accepted))
         if not result.accepted:
             why = _WHY[result.outcome]
-            log.info("authentication failed for account %r: %s", account, why)
+            log.info("authentication failed for account %s: %s", _shown(account), why)
             if throttle is not None:
                 await anyio.to_thread.run_sync(throttle.failed, counted, where)
             raise AuthenticationError(self._realm, reason=why)
@@ -227,3 +229,9 @@ _WHY = {Outcome.REJECTED: "wrong password", Outcome.NOT_MINE: "unknown account"}
 @functools.cache  # labels() takes a lock and builds a key on every call
 def _password_checks(accepted: bool) -> Any:
     return metrics().password_checks.labels("accepted" if accepted else "rejected")
+
+
+def _shown(account: str) -> str:
+    """A client's account name for a log line: quoted, and cut (a Basic header may carry
+    one of kilobytes, written on every failed try)."""
+    return shown(account, _ACCOUNT_SHOWN)

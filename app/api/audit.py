@@ -61,7 +61,8 @@ class Decision:
 
     def ask(self, scopes: Sequence[Scope], service: str | None, client_id: str | None) -> None:
         self.requested = [str(scope) for scope in scopes]
-        self.service, self.client_id = service, client_id
+        # Absent or empty (docker and containerd POST it empty): null, either way.
+        self.service, self.client_id = service or None, client_id
 
     def issued(self, token: IssuedToken) -> None:
         self.granted = [str(scope) for scope in token.granted if scope.actions]

@@ -163,6 +163,21 @@ async def test_crlf_in_an_account_name_reaches_no_header_and_no_log_line_raw(
     assert basic.status_code == 400
 
 
+async def test_a_long_account_name_is_cut_in_the_log_lines_of_failed_logins(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Basic credentials may carry a name of kilobytes (within the Authorization limit): every
+    failed try wrote all of it to the log."""
+    caplog.set_level(logging.INFO)
+    name = "u" * 3000
+    response = await env.client.get("/token", params=SERVICE, auth=(name, "wrong"))
+    assert response.status_code == 401
+    failed = [r.getMessage() for r in caplog.records if "authentication failed" in r.getMessage()]
+    assert failed
+    assert all(len(line) < 300 for line in failed), failed
+    assert f"'{'u' * 128}...'" in failed[0]
+
+
 @pytest.mark.parametrize(
     "params",
     [
