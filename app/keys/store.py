@@ -199,9 +199,7 @@ def load_keyring(keys_dir: Path) -> KeyRing:
     read fails and keyring.json changed meanwhile, read the new ring instead.
     """
     if not has_keys(keys_dir):
-        raise KeyStoreError(
-            f"no signing key in {keys_dir}: run `registry-auth keys generate --keys-dir {keys_dir}`"
-        )
+        raise KeyStoreError(_no_ring(keys_dir))
     for attempt in range(_LOAD_ATTEMPTS):
         seen = ring_identity(keys_dir)
         try:
@@ -225,6 +223,19 @@ def ring_files(keys_dir: Path) -> list[Path]:
 
 def has_keys(keys_dir: Path) -> bool:
     return (keys_dir / RING_FILE).is_file()
+
+
+def _no_ring(keys_dir: Path) -> str:
+    """Why there is no ring, and, only where that is the likely cure, how to make one (a ring
+    gone from under a running service is restored from its copy, not generated anew: the
+    registries trust only the old keys)."""
+    if keys_dir.is_file():
+        return f"{keys_dir} is a file, not a keys directory"
+    where = f"holds no {RING_FILE}" if keys_dir.is_dir() else "does not exist"
+    return (
+        f"no signing key: {keys_dir} {where} (for a new service: `registry-auth keys generate "
+        f"--keys-dir {keys_dir}`)"
+    )
 
 
 def write_bundle(keys_dir: Path, key_ring: KeyRing) -> Path:
@@ -361,6 +372,8 @@ def _check_private(path: Path) -> None:
         mode = path.stat().st_mode
     except OSError as exc:
         raise KeyStoreError(f"cannot read {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise KeyStoreError(f"{path} is not a file")
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyStoreError(
             f"{path} is readable by group or others (mode {stat.S_IMODE(mode):04o}): "

@@ -47,6 +47,29 @@ def test_no_key_says_how_to_make_one(tmp_path: Path) -> None:
         load_keyring(tmp_path)
 
 
+def test_a_missing_ring_says_why_and_offers_a_new_one_only_for_a_new_service(
+    tmp_path: Path,
+) -> None:
+    """The same message is the reload error of a running service whose directory vanished:
+    generating a new ring there would make every registry refuse its tokens."""
+    with pytest.raises(KeyStoreError, match=r"gone does not exist \(for a new service: "):
+        load_keyring(tmp_path / "gone")
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(KeyStoreError, match=r"afile is a file, not a keys directory$"):
+        load_keyring(tmp_path / "afile")
+
+
+def test_a_key_path_that_is_a_directory_is_not_called_readable_by_others(
+    tmp_path: Path,
+) -> None:
+    generate_key(tmp_path, Algorithm.ES256)
+    key_file = next(tmp_path.glob("*.key"))
+    key_file.unlink()
+    key_file.mkdir(mode=0o755)
+    with pytest.raises(KeyStoreError, match=r"\.key is not a file$"):
+        load_keyring(tmp_path)
+
+
 def test_a_key_readable_by_others_is_refused(tmp_path: Path) -> None:
     generate_key(tmp_path, Algorithm.ES256)
     key_file = next(tmp_path.glob("*.key"))
