@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +36,7 @@ from app.keys.store import (
     generate_key,
     has_keys,
     load_keyring,
+    lost_keys,
     read_entries,
     update_ring,
     write_public_file,
@@ -83,13 +85,11 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     rotate.set_defaults(**{TRAILING: "promote_when_trusted"})
     rotate.add_argument(
         "--check-every",
-        default="10s",
         metavar="DELAY",
         help="with --promote-when-trusted: how often to ask (default 10s)",
     )
     rotate.add_argument(
         "--give-up-after",
-        default="1h",
         metavar="DELAY",
         help="with --promote-when-trusted: then exit 2, the key still next (default 1h)",
     )
@@ -223,7 +223,10 @@ def _generate(args: argparse.Namespace, keys_dir: Path, now: Clock) -> int:
             "every token until they load a new bundle. Rotate with `keys rotate` (or pass "
             "--force to replace the active key at once, e.g. after a key compromise)"
         )
+    lost = lost_keys(keys_dir)
     key = generate_key(keys_dir, Algorithm(args.algorithm), days=args.days, clock=now)
+    for kid in lost:
+        print(f"dropped key {kid} from the ring: its private key file is gone")
     print(f"generated {key.algorithm} key {key.kid} (active) in {keys_dir}")
     print(f"registry rootcertbundle: {bundle_path(keys_dir).resolve()}")
     print(key.kid)
@@ -324,21 +327,44 @@ def _retire(
     return 0
 
 
+# The least --promote-after: shipping a bundle and restarting registries takes longer.
+MIN_PROMOTE_AFTER = 60
+
+
 def _rotate(args: argparse.Namespace, keys_dir: Path, now: Clock, sleep: Sleep) -> int:
     # Every option, and the config the promotion reads, is checked before the key is added: a
     # refusal must leave the ring as it was.
     delay = parse_duration(args.promote_after) if args.promote_after is not None else None
+    if delay is not None and delay < MIN_PROMOTE_AFTER:
+        raise KeyStoreError(
+            f"--promote-after {args.promote_after}: at least {MIN_PROMOTE_AFTER // 60}m, the "
+            "registries need the new bundle before the key signs (to promote at once anyway: "
+            "`registry-auth keys promote KID`)"
+        )
+    if not args.promote_when_trusted:
+        alone = [
+            option
+            for option, value in (
+                ("--check-every", args.check_every),
+                ("--give-up-after", args.give_up_after),
+                ("--cacert", args.cacert),
+            )
+            if value is not None
+        ]
+        if alone:
+            raise KeyStoreError(f"{', '.join(alone)}: only with --promote-when-trusted")
     wait = _trust_wait(args) if args.promote_when_trusted else None
     window = _window(args) if delay is not None or wait is not None else None
     _ring_the_service_loads(keys_dir)
     entry = add_key(keys_dir, _algorithm(args, keys_dir), days=args.days, clock=now)
     _print_added(entry, args, promoting=window is not None)
     try:
-        if delay is not None:
-            print(f"promoting {entry.kid} in {delay} s", flush=True)
-            sleep(delay)
-        elif wait is not None:
-            wait(next(k for k in load_keyring(keys_dir).keys if k.kid == entry.kid), sleep)
+        with _sigterm_as_interrupt():
+            if delay is not None:
+                print(f"promoting {entry.kid} in {delay} s", flush=True)
+                sleep(delay)
+            elif wait is not None:
+                wait(next(k for k in load_keyring(keys_dir).keys if k.kid == entry.kid), sleep)
     except KeyboardInterrupt:
         # Interrupted while waiting: the key was added, and stays next.
         print(
@@ -353,14 +379,33 @@ def _rotate(args: argparse.Namespace, keys_dir: Path, now: Clock, sleep: Sleep) 
     return _promote(keys_dir, entry.kid, window, now(), args)
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While rotate waits, SIGTERM (a CI job's or systemd's timeout) ends it as Ctrl-C does:
+    saying that the key stays next and how to promote it, instead of nothing at all."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _trust_wait(args: argparse.Namespace) -> Callable[[SigningKey, Sleep], None]:
     """--promote-when-trusted: every option checked now, a wait for the new key."""
     from app import registry_check as check  # noqa: PLC0415 - see the module's docstring
 
     urls: list[str] = args.promote_when_trusted
     check.check_urls(urls)
-    every = parse_duration(args.check_every, "--check-every")
-    give_up = parse_duration(args.give_up_after, "--give-up-after")
+    every = parse_duration(args.check_every or "10s", "--check-every")
+    give_up = parse_duration(args.give_up_after or "1h", "--give-up-after")
     if every < 1:
         raise KeyStoreError("--check-every must be at least 1s")
     settings, verify = _settings(args), check.tls_verify(args.cacert)

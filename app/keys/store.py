@@ -73,6 +73,8 @@ def generate_key(
 
     A new active key demotes the previous active key to retiring (it stays published): that is
     an immediate rotation, for a first key or an emergency. `add_key` + `promote` is the safe way.
+    A key whose private key file is gone leaves the ring then (`lost_keys` names them): no
+    instance could load the ring with it, and that loss is what the emergency is about.
     """
     now = clock()
     private_key, entry = _new_entry(algorithm, days, now)
@@ -80,10 +82,22 @@ def generate_key(
     def install(entries: Entries) -> Entries:
         if state is KeyState.NEXT:
             return ring.add(entries, entry)
-        return ring.install_active(entries, entry, now)
+        kept = tuple(e for e in entries if _key_file(keys_dir, e.id).is_file())
+        return ring.install_active(kept, entry, now)
 
     update_ring(keys_dir, install, new_key=(entry.id, private_key, entry.certificate))
     return SigningKey(entry.kid, algorithm, state, now, private_key, entry.certificate)
+
+
+def lost_keys(keys_dir: Path) -> list[str]:
+    """The kids of the ring whose private key file is gone."""
+    if not has_keys(keys_dir):
+        return []
+    return [e.kid for e in read_entries(keys_dir) if not _key_file(keys_dir, e.id).is_file()]
+
+
+def _key_file(keys_dir: Path, file_id: str) -> Path:
+    return keys_dir / f"{file_id}.key"
 
 
 def add_key(
@@ -345,7 +359,7 @@ def _read_certificate(keys_dir: Path, file_id: str) -> x509.Certificate:
 
 
 def _load_entry(keys_dir: Path, entry: dict[str, Any]) -> SigningKey:
-    key_path = keys_dir / f"{entry['id']}.key"
+    key_path = _key_file(keys_dir, entry["id"])
     _check_private(key_path)
     try:
         loaded = serialization.load_pem_private_key(key_path.read_bytes(), password=None)

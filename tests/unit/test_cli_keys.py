@@ -4,7 +4,9 @@ and what to do. A fixed clock drives the retire wait; no sleeping."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -90,7 +92,7 @@ def test_full_runbook_and_list(config: Path, capsys: pytest.CaptureFixture[str])
 def test_retire_too_early_says_how_long_to_wait(config: Path) -> None:
     clock = Clock()
     keys(config, "generate", clock=clock)
-    keys(config, "rotate", "--promote-after", "0s", clock=clock)
+    keys(config, "rotate", "--promote-after", "1m", clock=clock)
     old = read_entries(config.parent / "keys")[0].kid
     clock.now = T0 + timedelta(seconds=89)
     with pytest.raises(
@@ -111,7 +113,7 @@ def test_retire_adds_the_configured_key_propagation(
     config.write_text(config.read_text() + "key_propagation: 120\n")
     clock = Clock()
     keys(config, "generate", clock=clock)
-    keys(config, "rotate", "--promote-after", "0s", clock=clock)
+    keys(config, "rotate", "--promote-after", "1m", clock=clock)
     promoted = capsys.readouterr().out
     assert "every running instance signs with it within 123 s" in promoted
     assert "after 2026-03-01 12:03:33 UTC run" in promoted
@@ -151,7 +153,7 @@ def test_rotate_promote_after_waits_then_promotes(config: Path) -> None:
     assert entries[0].retiring_since == T0 + timedelta(minutes=10)
 
 
-@pytest.mark.parametrize("promote", [[], ["--promote-after", "1s"]])
+@pytest.mark.parametrize("promote", [[], ["--promote-after", "1m"]])
 @pytest.mark.parametrize(("argv", "added"), [([], "ES256"), (["--algorithm", "RS256"], "RS256")])
 def test_rotate_keeps_the_active_keys_algorithm_unless_told(
     config: Path, promote: list[str], argv: list[str], added: str
@@ -164,7 +166,7 @@ def test_rotate_keeps_the_active_keys_algorithm_unless_told(
 
 
 @pytest.mark.parametrize(
-    "promote", [["--promote-after", "2s"], ["--promote-when-trusted", "https://r.test"]]
+    "promote", [["--promote-after", "1m"], ["--promote-when-trusted", "https://r.test"]]
 )
 def test_rotate_that_promotes_by_itself_prints_no_promote_to_run(
     config: Path,
@@ -229,6 +231,24 @@ def test_thumbprint_kids_never_replace_the_jwks_registries_are_given(config: Pat
     with pytest.raises(KeyStoreError, match="--kid-format rfc7638 needs --output FILE"):
         keys(config, "jwks", "--kid-format", "rfc7638")
     assert shipped.read_text() == before
+
+
+def test_generate_force_drops_a_key_whose_file_is_lost(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's cure for a lost active key: before, the old key stayed in the ring as
+    retiring, without its file, and the service still refused the ring."""
+    keys(config, "generate")
+    keys_dir = config.parent / "keys"
+    old = read_entries(keys_dir)[0]
+    (keys_dir / f"{old.id}.key").unlink()
+    capsys.readouterr()
+    assert keys(config, "generate", "--force") == 0
+    assert f"dropped key {old.kid} from the ring: its private key file is gone" in (
+        capsys.readouterr().out
+    )
+    assert states(config) == ["active"]
+    assert keys(config, "list") == 0  # the ring the service loads
 
 
 def test_unknown_kid_is_named_with_the_ring_it_was_looked_for_in(config: Path) -> None:
@@ -320,6 +340,15 @@ def test_refusal_through_the_entry_point_is_one_line_and_exit_2(
         (["--promote-when-trusted", "https://r", "--give-up-after", "soon"], "--give-up-after"),
         (["--promote-after", "later"], "--promote-after 'later'"),
         (["--promote-after", "200000d"], "--promote-after '200000d': at most 365d"),
+        # Promoting before any registry can have the bundle: every token refused meanwhile.
+        (["--promote-after", "0s"], "--promote-after 0s: at least 1m, the registries need"),
+        (["--promote-after", "59"], "--promote-after 59: at least 1m"),
+        # Options of --promote-when-trusted were ignored without it (a missing --cacert too).
+        (["--check-every", "5s"], "--check-every: only with --promote-when-trusted"),
+        (
+            ["--promote-after", "1m", "--give-up-after", "1m", "--cacert", "/nonexistent.pem"],
+            "--give-up-after, --cacert: only with --promote-when-trusted",
+        ),
     ],
 )
 def test_rotate_refusing_an_option_adds_no_key(config: Path, argv: list[str], message: str) -> None:
@@ -329,8 +358,9 @@ def test_rotate_refusing_an_option_adds_no_key(config: Path, argv: list[str], me
     assert states(config) == ["active"]
 
 
-def test_ctrl_c_while_rotate_waits_says_the_key_stays_next(
-    config: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("by_sigterm", [False, True], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_while_rotate_waits_says_the_key_stays_next(
+    config: Path, capsys: pytest.CaptureFixture[str], by_sigterm: bool
 ) -> None:
     keys(config, "generate")
     capsys.readouterr()
@@ -338,13 +368,17 @@ def test_ctrl_c_while_rotate_waits_says_the_key_stays_next(
     def ctrl_c(_seconds: float) -> None:
         raise KeyboardInterrupt
 
+    def sigterm(_seconds: float) -> None:  # a CI job's timeout, systemd's stop
+        os.kill(os.getpid(), signal.SIGTERM)
+
     with pytest.raises(KeyboardInterrupt):
-        keys(config, "rotate", "--promote-after", "1h", sleep=ctrl_c)
+        keys(config, "rotate", "--promote-after", "1h", sleep=sigterm if by_sigterm else ctrl_c)
     new = read_entries(config.parent / "keys")[1].kid
     assert states(config) == ["active", "next"]
     err = capsys.readouterr().err
     assert f"interrupted: key {new} stays next" in err
     assert f"registry-auth keys promote {new} --config {config}" in err
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # as it was before rotate
 
 
 def test_rotate_urls_may_follow_other_options() -> None:
@@ -361,7 +395,7 @@ def test_rotate_reads_the_config_it_promotes_with_before_adding(config: Path) ->
     keys_dir = config.parent / "keys"
     config.write_text("token_ttl: [\n")  # the promotion reads the token window from it
     with pytest.raises(RegistryAuthError, match="is not valid YAML"):
-        keys(config, "rotate", "--keys-dir", str(keys_dir), "--promote-after", "1s")
+        keys(config, "rotate", "--keys-dir", str(keys_dir), "--promote-after", "1m")
     assert states(config) == ["active"]
 
 
