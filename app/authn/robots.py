@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +56,40 @@ def format_time(moment: datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+_ENTRY_KEYS = ("sha256", "groups", "created", "expires")
+_KNOWN = ", ".join(f"`{key}`" for key in _ENTRY_KEYS)
+_HEX = frozenset("0123456789abcdefABCDEF")
+_KINDS: tuple[tuple[type[Any], str], ...] = (
+    (bool, "a boolean"),
+    (int, "a number"),
+    (float, "a number"),
+    (str, "a string"),
+    (list, "a list"),
+    (dict, "a mapping"),
+    (date, "a time"),
+)
+
+
 def parse_robots(data: Any, path: Path) -> dict[str, Robot]:
+    """name -> robot; any problem is a UserStoreError naming the file, the robot and the key.
+    An empty file, `robots:` and `robots: {}` are no robots yet; anything else that is not the
+    format is refused (a list, a misspelled key read as no robots revoked every robot at the
+    next reload, and `robots create` rewrote the file without the robots it had)."""
     if data is None:
         return {}
-    entries = data.get("robots") if isinstance(data, dict) else None
-    if not isinstance(entries, dict | None):
-        raise UserStoreError(f"{path}: must be a mapping with the key `robots`")
-    items = (entries or {}).items()
-    return {str(name): _parse_robot(str(name), entry, path) for name, entry in items}
+    if not isinstance(data, dict):
+        raise UserStoreError(f"{path}: must be a mapping with one key, `robots` (it is {_a(data)})")
+    unknown = sorted(str(key) for key in data if key != "robots")
+    if unknown:
+        raise UserStoreError(f"{path}: unknown key {', '.join(unknown)} (known: `robots`)")
+    entries = data.get("robots")
+    if entries is None:
+        return {}
+    if not isinstance(entries, dict):
+        raise UserStoreError(
+            f"{path}: robots: must map robot names to entries (it is {_a(entries)})"
+        )
+    return {str(name): _parse_robot(str(name), entry, path) for name, entry in entries.items()}
 
 
 def _parse_robot(name: str, entry: Any, path: Path) -> Robot:
@@ -71,29 +97,48 @@ def _parse_robot(name: str, entry: Any, path: Path) -> Robot:
     if not name.startswith(ROBOT_PREFIX):
         raise UserStoreError(f"{where}: robot names start with {ROBOT_PREFIX!r}")
     if not isinstance(entry, dict):
-        raise UserStoreError(f"{where}: must be a mapping")
+        raise UserStoreError(f"{where}: must be a mapping of {_KNOWN} (it is {_a(entry)})")
+    unknown = sorted(str(key) for key in entry if key not in _ENTRY_KEYS)
+    if unknown:
+        raise UserStoreError(f"{where}: unknown key {', '.join(unknown)} (known: {_KNOWN})")
     digest = entry.get("sha256")
-    if not isinstance(digest, str) or len(digest) != 64:
+    if not isinstance(digest, str) or len(digest) != 64 or not set(digest) <= _HEX:
         raise UserStoreError(f"{where}: sha256: must be 64 hex digits")
+    groups = entry.get("groups")
     return Robot(
         name,
         digest.lower(),
-        check_groups(entry.get("groups") or [], f"{where}: groups"),
+        frozenset() if groups is None else check_groups(groups, f"{where}: groups"),
         _parse_time(entry.get("created"), f"{where}: created"),
         _parse_time(entry.get("expires"), f"{where}: expires"),
     )
 
 
 def _parse_time(value: Any, where: str) -> datetime | None:
+    """None (never, or not known), a YAML timestamp or date, or RFC 3339 text."""
     if value is None:
         return None
     if isinstance(value, datetime):  # YAML may have parsed the timestamp already
         return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, date):  # `expires: 2027-01-01`: midnight UTC, as before
+        value = value.isoformat()
+    if not isinstance(value, str):  # a number or a boolean is no time
+        raise UserStoreError(f"{where}: not an RFC 3339 time")
     try:
-        moment = datetime.fromisoformat(str(value))
+        moment = datetime.fromisoformat(value)
     except ValueError:
         raise UserStoreError(f"{where}: not an RFC 3339 time") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _a(value: Any) -> str:
+    """What a YAML value is, for an error message: `a list`, `a string`, `empty`."""
+    if value is None:
+        return "empty"
+    for kind, word in _KINDS:  # bool before int: True is an int too
+        if isinstance(value, kind):
+            return word
+    return "a " + type(value).__name__
 
 
 def load_robots(path: Path) -> dict[str, Robot]:

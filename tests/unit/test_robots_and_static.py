@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
@@ -240,3 +241,104 @@ def test_a_robots_file_that_is_not_yaml_says_where(tmp_path: Path) -> None:
     path.write_text("robots:\n  robot$a: {}\n  robot$a: {}\n")
     with pytest.raises(UserStoreError, match=r"at line 3: duplicate key 'robot\$a'"):
         load_robots(path)
+
+
+_ROBOTS_KNOWN = "`sha256`, `groups`, `created`, `expires`"
+_ENTRY = f"robots:\n  robot$ci:\n    sha256: {_DIGEST}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("[1, 2]\n", "must be a mapping with one key, `robots` (it is a list)"),
+        ("robots\n", "must be a mapping with one key, `robots` (it is a string)"),
+        (
+            f"robts:\n  robot$ci: {{sha256: {_DIGEST}}}\n",
+            "unknown key robts (known: `robots`)",
+        ),
+        (_ENTRY + "users: {}\n", "unknown key users (known: `robots`)"),
+        ("robots: [robot$ci]\n", "robots: must map robot names to entries (it is a list)"),
+        ("robots: 3\n", "robots: must map robot names to entries (it is a number)"),
+        (
+            "robots:\n  robot$ci:\n",
+            f"robots.robot$ci: must be a mapping of {_ROBOTS_KNOWN} (it is empty)",
+        ),
+        (
+            _ENTRY + "    expire: 2020-01-01T00:00:00Z\n    group: [admin]\n",
+            f"robots.robot$ci: unknown key expire, group (known: {_ROBOTS_KNOWN})",
+        ),
+        (_ENTRY + "    groups: ''\n", "robots.robot$ci: groups: must be a list of group names"),
+        (_ENTRY + "    expires: 20200101\n", "robots.robot$ci: expires: not an RFC 3339 time"),
+        (_ENTRY.replace(_DIGEST, "zz" * 32), "robots.robot$ci: sha256: must be 64 hex digits"),
+    ],
+)
+def test_a_robots_file_not_in_the_format_is_refused_naming_file_robot_and_key(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    """A list, a string or a misspelled key was read as no robots: every robot revoked at the
+    next reload, and `robots create` rewrote the file with the new robot alone."""
+    path = tmp_path / "robots.yaml"
+    path.write_text(text)
+    with pytest.raises(UserStoreError) as raised:
+        load_robots(path)
+    assert str(raised.value) == f"{path}: {problem}"
+
+
+def test_the_cli_refuses_to_rewrite_a_broken_robots_file_and_fills_an_empty_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "robots.yaml"
+    file = str(path)
+    for broken in ["[1, 2]\n", f"robts:\n  robot$old: {{sha256: {_DIGEST}}}\n"]:
+        path.write_text(broken)
+        assert run(["robots", "list", "--robots-file", file], serve=no_serve) == 2
+        assert run(["robots", "create", "new1", "--robots-file", file], serve=no_serve) == 2
+        assert path.read_text() == broken  # the earlier entries are not lost
+        out = capsys.readouterr()
+        assert out.out == ""  # no secret for a robot that was not made
+        assert out.err.count(f"error: {path}: ") == 2
+    # What means "no robots yet" stays valid, and a robot written by hand is kept.
+    old = f"  robot$old: {{sha256: {_DIGEST}, groups: null, created: null, expires: 2020-01-01}}\n"
+    for empty in ["", "# robots\n", "robots:\n", "robots: {}\n", "{}\n", "robots:\n" + old]:
+        path.write_text(empty)
+        assert run(["robots", "create", "new1", "--robots-file", file], serve=no_serve) == 0
+        assert run(["robots", "list", "--robots-file", file], serve=no_serve) == 0
+        listed = capsys.readouterr().out.splitlines()[1:]  # after the secret
+        assert listed[0].startswith("robot$new1\tactive")
+    assert listed[1:] == ["robot$old\tEXPIRED\texpires=2020-01-01T00:00:00Z\tgroups="]
+
+
+def test_a_broken_robots_file_is_a_failed_reload_and_refused_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It was applied as no robots ("now lists no account (it listed 3)"): every robot locked
+    out. Now the robots go on working, as for a broken users file, and a start refuses it."""
+    path = tmp_path / "robots.yaml"
+    settings = load_settings(
+        overrides={
+            "issuer": "i",
+            "service": "s",
+            "realm": "http://a/token",
+            "keys_dir": str(tmp_path / "keys"),
+            "htpasswd": None,
+            "auth_backends": [{"type": "robots", "path": str(path)}],
+        }
+    )
+    for name in ["a", "b", "c"]:
+        create_robot(path, name, [], None)
+    (robots,) = build_authentication(settings).reloadables
+    before = robots.get()
+    for broken, problem in [
+        ("[1, 2]\n", "must be a mapping with one key, `robots` (it is a list)"),
+        (path.read_text().replace("robots:", "robts:"), "unknown key robts"),
+        (path.read_text() + "    expire: null\n", "robots.robot$c: unknown key expire"),
+    ]:
+        path.write_text(broken)
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            assert robots.reload() is False
+        assert f"keeping the previous one: {path}: {problem}" in caplog.text
+        assert "now lists no account" not in caplog.text
+        assert robots.get() is before
+        with pytest.raises(UserStoreError, match=re.escape(f"{path}: {problem}")):
+            build_authentication(settings)
