@@ -7,6 +7,7 @@ is for, so only keys written twice in the mapping itself are refused."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import yaml
@@ -54,3 +55,26 @@ def yaml_problem(exc: yaml.YAMLError, unsaid: str = "") -> str:
     where = f" at line {mark.line + 1}" if mark is not None else ""
     problem = getattr(exc, "problem", None) or unsaid
     return f"{where}: {problem}" if problem else where
+
+
+# bool before int: YAML's true is a Python int too; a datetime is a date.
+_KINDS: tuple[tuple[type, str], ...] = (
+    (bool, "a boolean"),
+    (dict, "a mapping"),
+    (list, "a list"),
+    (str, "a string"),
+    (int, "a number"),
+    (float, "a number"),
+    (date, "a time"),
+)
+
+
+def yaml_kind(value: object) -> str:
+    """What a loaded YAML value is, for a message such as `must be X, not Y`: "null", "a
+    mapping" (an empty `{}` too), "a list", "a string", "a number", "a boolean", "a time"."""
+    if value is None:
+        return "null"
+    for kind, name in _KINDS:
+        if isinstance(value, kind):
+            return name
+    return f"a {type(value).__name__}"

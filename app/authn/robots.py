@@ -29,7 +29,7 @@ import yaml
 from app.authn.base import AuthResult, Credentials, Outcome, check_groups
 from app.backend_settings import ROBOT_PREFIX
 from app.errors import UserStoreError
-from app.yaml_strict import load_strict_yaml, yaml_problem
+from app.yaml_strict import load_strict_yaml, yaml_kind, yaml_problem
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +59,6 @@ def format_time(moment: datetime | None) -> str | None:
 _ENTRY_KEYS = ("sha256", "groups", "created", "expires")
 _KNOWN = ", ".join(f"`{key}`" for key in _ENTRY_KEYS)
 _HEX = frozenset("0123456789abcdefABCDEF")
-_KINDS: tuple[tuple[type[Any], str], ...] = (
-    (bool, "a boolean"),
-    (int, "a number"),
-    (float, "a number"),
-    (str, "a string"),
-    (list, "a list"),
-    (dict, "a mapping"),
-    (date, "a time"),
-)
 
 
 def parse_robots(data: Any, path: Path) -> dict[str, Robot]:
@@ -133,12 +124,7 @@ def _parse_time(value: Any, where: str) -> datetime | None:
 
 def _a(value: Any) -> str:
     """What a YAML value is, for an error message: `a list`, `a string`, `empty`."""
-    if value is None:
-        return "empty"
-    for kind, word in _KINDS:  # bool before int: True is an int too
-        if isinstance(value, kind):
-            return word
-    return "a " + type(value).__name__
+    return "empty" if value is None else yaml_kind(value)
 
 
 def load_robots(path: Path) -> dict[str, Robot]:

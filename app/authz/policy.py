@@ -21,7 +21,7 @@ import yaml
 
 from app.authz.patterns import GlobKind, Pattern, PatternError, compile_pattern
 from app.errors import PolicyError
-from app.yaml_strict import load_strict_yaml, yaml_problem
+from app.yaml_strict import load_strict_yaml, yaml_kind, yaml_problem
 
 ACTIONS = ("pull", "push", "delete", "*")
 CONDITIONS = ("account", "anonymous", "group", "type", "name", "service", "ip")
@@ -94,9 +94,13 @@ class _Parser:
             # `rules:` with nothing after it (every rule commented out) is `rules: []`, as it
             # always was; a file caught half-written is not read (app.reload: it settles first).
             self.problem("rules", "missing (required; `rules: []` grants nothing)")
-        raw_rules = data.get("rules") or []
-        if not isinstance(raw_rules, list):
-            self.problem("rules", "must be a list of rules")
+        # By type, never by truth: `rules: {}` (or `""`, `0`, `false`) is refused as
+        # `rules: {a: 1}` is; only null (`rules:` alone, see above) reads as no rule.
+        raw_rules = data.get("rules")
+        if raw_rules is None:
+            raw_rules = []
+        elif not isinstance(raw_rules, list):
+            self.problem("rules", f"must be a list of rules, not {yaml_kind(raw_rules)}")
             raw_rules = []
         rules = tuple(
             rule
@@ -108,10 +112,12 @@ class _Parser:
         return Policy(self.source, groups, rules, _member_of(groups))
 
     def groups(self, raw: object) -> dict[str, frozenset[str]]:
-        if raw is None:
+        if raw is None:  # `groups:` with nothing after it (every group commented out)
             return {}
         if not isinstance(raw, dict):
-            self.problem("groups", "must map each group name to a list of accounts")
+            self.problem(
+                "groups", f"must map each group name to a list of accounts, not {yaml_kind(raw)}"
+            )
             return {}
         groups: dict[str, frozenset[str]] = {}
         for name, members in raw.items():
@@ -133,11 +139,14 @@ class _Parser:
         for key in raw:
             if key not in RULE_KEYS:
                 self.problem(where, f"unknown key {key!r} (known: {', '.join(RULE_KEYS)})")
+        match = None
         if "match" not in raw:
             self.problem(where, "missing `match` (write `match: {}` to match every request)")
+        else:
+            # Never `or {}`: `match: []`, `match: ""` or `match:` alone would match everyone.
+            match = self.match(where, raw["match"], groups)
         if "allow" not in raw and "deny" not in raw:
             self.problem(where, "needs `allow` or `deny`")
-        match = self.match(where, raw.get("match") or {}, groups)
         allow = self.actions(f"{where}.allow", raw.get("allow", []))
         deny = self.actions(f"{where}.deny", raw.get("deny", []))
         if len(self.problems) > before or match is None:
@@ -146,15 +155,22 @@ class _Parser:
 
     def match(self, where: str, raw: object, groups: Mapping[str, frozenset[str]]) -> Match | None:
         if not isinstance(raw, dict):
-            self.problem(f"{where}.match", "must be a mapping of conditions")
+            self.problem(
+                f"{where}.match",
+                f"must be a mapping of conditions, not {yaml_kind(raw)} "
+                "(write `match: {}` to match every request)",
+            )
             return None
         for key in raw:
             if key not in CONDITIONS:
                 known = ", ".join(CONDITIONS)
                 self.problem(f"{where}.match", f"unknown condition {key!r} (known: {known})")
         anonymous = raw.get("anonymous")
-        if anonymous is not None and not isinstance(anonymous, bool):
-            self.problem(f"{where}.match.anonymous", "must be true or false")
+        if "anonymous" in raw and not isinstance(anonymous, bool):
+            # `anonymous:` alone is refused: read as no condition, it matched everyone.
+            self.problem(
+                f"{where}.match.anonymous", f"must be true or false, not {yaml_kind(anonymous)}"
+            )
         if anonymous is True and "account" in raw:
             self.problem(f"{where}.match", "`anonymous: true` and `account` never hold together")
         return Match(
