@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from app.authn.htpasswd import hash_password
-from app.authn.users import list_accounts, remove_user, set_user
+from app.authn.users import file_problem, list_accounts, remove_user, set_user
 from app.backend_settings import ROBOT_PREFIX, HtpasswdBackend
 from app.cli_common import config_option, path_argument, read_new_password, user_file
 from app.errors import UserStoreError
@@ -59,11 +59,21 @@ def _edit(args: argparse.Namespace, path: Path, password: str) -> int:
     if args.users_command == "remove":
         remove_user(path, args.name)
         print(f"removed {args.name} from {path}")
-        return 0
+        return _still_refused(path)
     created = set_user(path, args.name, password)
     print(f"{'added' if created else 'changed password of'} {args.name} in {path}")
     _warn_if_world_readable(path)
-    return 0
+    return _still_refused(path)
+
+
+def _still_refused(path: Path) -> int:
+    """An edit goes through on a file the service refuses (it may fix the line refused), but
+    does not end silently while the file is still refused: exit status 1, and why."""
+    problem = file_problem(path)
+    if problem is None:
+        return 0
+    print(f"registry-auth: the service still refuses this file: {problem}", file=sys.stderr)
+    return 1
 
 
 def _warn_if_world_readable(path: Path) -> None:

@@ -15,7 +15,9 @@ from app.authn.htpasswd import (
 from app.errors import UserStoreError
 
 
-def read_lines(path: Path) -> list[str]:
+def read_lines(path: Path, *, check: bool = True) -> list[str]:
+    """The file's lines (without a byte-order mark: rewritten without it); `check`: refused
+    as the service would refuse the file."""
     if not path.exists():
         return []
     try:
@@ -24,8 +26,26 @@ def read_lines(path: Path) -> list[str]:
         raise UserStoreError(f"cannot read {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise UserStoreError(f"htpasswd file {path} is not UTF-8 text") from None
-    parse_htpasswd(text, path)  # refuse to edit a file we would refuse to serve
-    return text.removeprefix(BOM).splitlines()  # rewritten without it
+    if check:
+        parse_htpasswd(text, path)
+    return text.removeprefix(BOM).splitlines()
+
+
+def _edited(lines: list[str], index: int | None, entry: str | None) -> list[str]:
+    """`lines` with the line at `index` replaced by `entry` (None: removed), or with `entry`
+    added (no index)."""
+    if index is None:
+        return [*lines, entry] if entry is not None else lines
+    return [*lines[:index], *([entry] if entry is not None else []), *lines[index + 1 :]]
+
+
+def file_problem(path: Path) -> str | None:
+    """Why the service would refuse the file as it is now, if it would."""
+    try:
+        read_lines(path)
+    except UserStoreError as exc:
+        return str(exc)
+    return None
 
 
 def list_accounts(path: Path) -> list[str]:
@@ -33,7 +53,12 @@ def list_accounts(path: Path) -> list[str]:
 
 
 def set_user(path: Path, account: str, password: str, *, rounds: int = 10) -> bool:
-    """Add the account or change its password. True when it was new."""
+    """Add the account or change its password. True when it was new.
+
+    set_user and remove_user edit a file the service refuses too (`file_problem` says why):
+    the refusal may be the very account being re-created (a hash that is not bcrypt, which
+    the error says to re-create with `users add`), and with several such lines each is fixed
+    in turn."""
     validate_account(account)
     if len(account) > MAX_ACCOUNT_LENGTH:  # only here: a file that loads keeps loading
         raise UserStoreError(
@@ -47,24 +72,19 @@ def set_user(path: Path, account: str, password: str, *, rounds: int = 10) -> bo
         )
     entry = f"{account}:{hash_password(password, rounds=rounds)}"
     with editing(path, UserStoreError):
-        lines = read_lines(path)
+        lines = read_lines(path, check=False)
         index = _find(lines, account)
-        if index is None:
-            lines.append(entry)
-        else:
-            lines[index] = entry
-        _write(path, lines)
+        _write(path, _edited(lines, index, entry))
     return index is None
 
 
 def remove_user(path: Path, account: str) -> None:
     with editing(path, UserStoreError):
-        lines = read_lines(path)
+        lines = read_lines(path, check=False)
         index = _find(lines, account)
         if index is None:
             raise UserStoreError(f"no account {account!r} in {path}")
-        del lines[index]
-        _write(path, lines)
+        _write(path, _edited(lines, index, None))
 
 
 def _find(lines: list[str], account: str) -> int | None:

@@ -9,7 +9,7 @@ from pydantic import SecretStr
 
 from app.authn.base import Credentials, Outcome
 from app.authn.htpasswd import HtpasswdAuthenticator, load_htpasswd, parse_htpasswd
-from app.authn.users import list_accounts, remove_user, set_user
+from app.authn.users import file_problem, list_accounts, remove_user, set_user
 from app.errors import RegistryAuthError, UserStoreError
 
 FAST = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
@@ -122,6 +122,21 @@ def test_users_add_change_remove_keeps_other_lines(tmp_path: Path) -> None:
     assert list_accounts(path) == ["alice"]
     with pytest.raises(UserStoreError, match="no account 'bob'"):
         remove_user(path, "bob")
+
+
+def test_the_account_a_refusal_names_can_be_re_created_or_removed(tmp_path: Path) -> None:
+    """The error says to re-create such an account with `users add`: that was refused too,
+    the file being checked before any edit. Now each such line can be fixed in turn, and
+    `file_problem` says what still keeps the service from loading the file."""
+    sha = "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g="
+    path = _file(tmp_path, f"bob:{sha}\ncarol:{sha}\nalice:{FAST}\n")
+    assert set_user(path, "bob", "pw", rounds=4) is False
+    assert file_problem(path) is not None
+    assert "users.htpasswd:2: account 'carol' does not use bcrypt" in str(file_problem(path))
+    remove_user(path, "carol")
+    assert file_problem(path) is None
+    assert list_accounts(path) == ["bob", "alice"]
+    assert path.read_text().startswith("bob:$2")
 
 
 def test_new_user_file_is_private(tmp_path: Path) -> None:
