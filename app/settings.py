@@ -30,7 +30,13 @@ from app.backend_settings import (
     resolve_backend_paths,
 )
 from app.errors import ConfigError
-from app.setting_types import ClientIPHeader, FilePath, OptionalFilePath, check_url_port
+from app.setting_types import (
+    ClientIPHeader,
+    FilePath,
+    OptionalFilePath,
+    boolean_number,
+    check_url_port,
+)
 from app.settings_env import ENV_PREFIX, EnvironmentSource, value_source
 from app.settings_sections import (
     BruteForceSettings,
@@ -377,13 +383,20 @@ def load_settings(
 
     Raises ConfigError with one line naming the key and the problem.
     """
+    option = "--config"  # what gave the file, for an error reading it
     if config_file is None and os.environ.get(CONFIG_ENV):
-        config_file = Path(os.environ[CONFIG_ENV])
+        config_file, option = Path(os.environ[CONFIG_ENV]), CONFIG_ENV
     if config_file is None:
         data, base = dict(EMBEDDED_DEFAULTS), Path.cwd()
     else:
-        data, base = _read_yaml(config_file), config_file.parent
+        data, base = _read_yaml(config_file, option), config_file.parent
     data.update(overrides or {})
+    boolean = boolean_number(Settings, data)
+    if boolean is not None:
+        where = value_source(boolean, config_file, data)
+        raise ConfigError(
+            ".".join(str(part) for part in boolean), f"must be a number, not true or false{where}"
+        )
     try:
         settings = Settings(**data)
     except ValidationError as exc:
@@ -403,21 +416,21 @@ def override_setting(settings: Settings, option: str, key: str, value: Any) -> S
     return updated
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: Path, option: str = "--config") -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from None
+        raise ConfigError(option, f"cannot read {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
-        raise ConfigError("--config", f"{path} is not UTF-8 text") from None
+        raise ConfigError(option, f"{path} is not UTF-8 text") from None
     try:
         data = load_strict_yaml(text)
     except yaml.YAMLError as exc:
-        raise ConfigError("--config", f"{path} is not valid YAML{yaml_problem(exc)}") from None
+        raise ConfigError(option, f"{path} is not valid YAML{yaml_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError("--config", f"{path} must hold a mapping of settings")
+        raise ConfigError(option, f"{path} must hold a mapping of settings")
     for key in data:
         # The settings model matches top-level names in any case (as it must the REGISTRY_AUTH_*
         # variables): `Token_TTL` was taken, and `TOKEN_TTL` beside `token_ttl` silently lost.

@@ -78,6 +78,15 @@ def test_embedded_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> No
         # PyYAML builds a list key and then fails hashing it: a traceback, not a line.
         (BASE + "? [token_ttl]\n: 5\n", "--config", "line 4: a list or mapping as a key"),
         ("- a\n- b\n", "--config", "mapping"),
+        # pydantic read true as 1: tokens valid for a second, one worker, a 1-byte body.
+        (BASE + "token_ttl: true\n", "token_ttl", "must be a number, not true or false"),
+        (BASE + "workers: true\n", "workers", "must be a number, not true or false"),
+        (BASE + "limits: {max_body_bytes: false}\n", "limits.max_body_bytes", "not true"),
+        (
+            BASE + "auth_backends:\n  - {type: webhook, url: 'https://h/x', timeout: true}\n",
+            "auth_backends.0.timeout",
+            "must be a number, not true or false",
+        ),
         ("issuer: [unclosed\n", "--config", "not valid YAML at line"),
     ],
 )
@@ -88,6 +97,25 @@ def test_bad_config_names_the_key(tmp_path: Path, text: str, key: str, problem: 
     assert caught.value.key == key
     assert problem in message
     assert "\n" not in message
+
+
+def test_a_boolean_where_one_is_meant_still_loads(tmp_path: Path) -> None:
+    text = BASE + "brute_force: {enabled: false}\ntoken_reuse: false\nmetrics: false\n"
+    settings = load_settings(_config(tmp_path, text))
+    assert (settings.brute_force.enabled, settings.token_reuse, settings.metrics) == (
+        False, False, False,
+    )  # fmt: skip
+
+
+def test_a_config_file_named_by_the_environment_is_blamed_on_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No --config was given: the error named it all the same."""
+    monkeypatch.setenv("REGISTRY_AUTH_CONFIG", str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert caught.value.key == "REGISTRY_AUTH_CONFIG"
+    assert "cannot read" in str(caught.value)
 
 
 def test_unreadable_config_file(tmp_path: Path) -> None:
