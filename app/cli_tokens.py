@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from app.assembly import refresh_tokens_from_settings
 from app.cli_common import answered_without_state, config_option, quiet_store_outage
@@ -48,6 +49,12 @@ def run(args: argparse.Namespace) -> int:
                 raise StateStoreError(f"no refresh token with id {args.id!r}")
         count = tokens.revoke(records, "revoked with `registry-auth tokens revoke`")
         print(f"revoked {count} refresh token(s)")
+        if not records and args.account is not None:  # still 0: revoking twice is no error
+            print(
+                f"registry-auth: account {args.account!r} has no refresh token (none issued, "
+                "all revoked already, or a misspelt name: `tokens list` shows who has some)",
+                file=sys.stderr,
+            )
         return 0
     finally:
         tokens.store.close()

@@ -92,9 +92,11 @@ def test_revoke_by_account_or_all(
     count: int,
     left: list[str],
 ) -> None:
-    code, out, _ = _cli(capsys, "tokens", "revoke", *selector, "--config", str(config))
+    code, out, err = _cli(capsys, "tokens", "revoke", *selector, "--config", str(config))
     assert code == 0
     assert f"revoked {count} refresh token(s)" in out
+    # A misspelt name during an incident must not pass unnoticed.
+    assert ("account 'nobody' has no refresh token" in err) == (selector[-1] == "nobody")
     _, listing, _ = _cli(capsys, "tokens", "list", "--config", str(config))
     assert [line.split()[1] for line in listing.splitlines()[1:]] == left
 
