@@ -45,7 +45,7 @@ from app.settings_sections import (
     StateSettings,
     TlsSettings,
 )
-from app.yaml_strict import load_strict_yaml, yaml_problem
+from app.yaml_strict import load_strict_yaml, yaml_kind, yaml_problem
 
 # What `registry-auth serve` runs with when no config file is given: loopback only, a development
 # key generated into keys/, users from users.htpasswd in the working directory.
@@ -451,6 +451,10 @@ def _config_error(
         message = "missing (required)"
     elif first["type"] == "extra_forbidden":
         message = "unknown setting (check the spelling against the README's reference)"
+    elif first["type"] == "model_type":  # pydantic names the model class: `TlsSettings`
+        # Not the value itself: it may be a secret written one level too high.
+        kind = yaml_kind(first["input"])
+        message = f"must be a section of settings (`key: value` under it), not {kind}"
     others = list(
         dict.fromkeys(".".join(str(p) for p in e["loc"]) or "(top level)" for e in exc.errors()[1:])
     )

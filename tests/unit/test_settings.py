@@ -81,6 +81,7 @@ def test_embedded_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> No
         # pydantic read true as 1: tokens valid for a second, one worker, a 1-byte body.
         (BASE + "token_ttl: true\n", "token_ttl", "must be a number, not true or false"),
         (BASE + "workers: true\n", "workers", "must be a number, not true or false"),
+        (BASE + "tls: true\n", "tls", "must be a section of settings (`key: value` under it)"),
         (BASE + "limits: {max_body_bytes: false}\n", "limits.max_body_bytes", "not true"),
         (
             BASE + "auth_backends:\n  - {type: webhook, url: 'https://h/x', timeout: true}\n",
