@@ -24,6 +24,7 @@ from app.api.server_logging import granian_logging
 from app.api.tls import ReloadingTLS
 from app.api.tls_copies import PairCopies
 from app.api.watchdog import Watched, dump_stacks_on_sigusr1, watch_workers
+from app.api.worker_status import share_among_workers
 from app.api.workers import discard_app, freeze_startup_heap, worker_app, worker_problem
 from app.reload import RetryGate
 from app.settings import Settings
@@ -155,6 +156,7 @@ def run_granian(settings: Settings, options: ServerOptions, reread: Reread | Non
             if not worker.interrupt_by_parent and worker.is_alive()  # type: ignore[no-untyped-call]
         ]
 
+    share_among_workers()  # each worker's /readyz covers the others
     watch_workers(watched, lambda: running[0].worker_timeout)
     # Before the fork. A worker's first collection (worker_app) then leaves the objects it
     # inherits alone: marking them would write to, and so copy, every page it shares with this

@@ -37,16 +37,29 @@ class WorkerReadiness:
 
 
 _written: dict[str, bytes] = {}  # path -> what this process last wrote there
+# Set in granian's main process before it forks any worker (share_among_workers): one process
+# (`workers: 1`) has the metrics' directory too, but no other worker to share with.
+_several = False
+
+
+def share_among_workers() -> None:
+    """In granian's main process, before the workers are forked: they inherit it."""
+    global _several  # noqa: PLW0603 - inherited by the workers forked from now on
+    _several = True
 
 
 def shared() -> bool:
     """Whether there are workers to share with (several processes)."""
-    return shared_directory() is not None
+    return _sharing() is not None
+
+
+def _sharing() -> Path | None:
+    return shared_directory() if _several else None
 
 
 def publish(own: WorkerReadiness) -> None:
     """Record this worker's readiness for the others, if it changed (a write, else nothing)."""
-    directory = shared_directory()
+    directory = _sharing()
     if directory is None:
         return
     path = directory / f"{_PREFIX}{own.pid}{_SUFFIX}"
@@ -63,7 +76,7 @@ def publish(own: WorkerReadiness) -> None:
 def others(own_pid: int) -> list[WorkerReadiness]:
     """The records of the other workers still running, by PID; those of workers gone are
     removed (a worker replaced after a crash, or by a roll)."""
-    directory = shared_directory()
+    directory = _sharing()
     if directory is None:
         return []
     found = []

@@ -26,6 +26,7 @@ ME = os.getpid()
 def shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
     monkeypatch.setattr(worker_status, "_written", {})
+    monkeypatch.setattr(worker_status, "_several", True)  # as run_granian sets it
     return tmp_path
 
 
@@ -49,6 +50,18 @@ def record(
     pid: int, *, ready: bool = True, kid: str = "KID1", warnings: tuple[str, ...] = ()
 ) -> WorkerReadiness:
     return WorkerReadiness(pid, ready, kid, warnings)
+
+
+def test_one_process_with_the_metrics_directory_shares_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`workers: 1` has the metrics' multiprocess directory too: its /readyz said `workers: 1`
+    and it wrote a record nobody reads."""
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
+    monkeypatch.setattr(worker_status, "_several", False)
+    worker_status.publish(record(ME))
+    assert not worker_status.shared()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_one_process_shares_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
