@@ -71,8 +71,9 @@ def add(entries: Sequence[RingEntry], new: RingEntry) -> Entries:
     waiting = [entry.kid for entry in entries if entry.state is KeyState.NEXT]
     if waiting:
         raise RotationRefusedError(
-            f"key {waiting[0]} is already next: promote it (`keys promote {waiting[0]}`) "
-            f"or drop it (`keys retire {waiting[0]}`) before adding another"
+            f"key {waiting[0]} is already next: promote it (`registry-auth keys promote "
+            f"{waiting[0]}`) or drop it (`registry-auth keys retire {waiting[0]}`) before "
+            "adding another"
         )
     if any(entry.kid == new.kid for entry in entries):
         raise RotationRefusedError(f"key {new.kid} is already in the ring")
@@ -94,7 +95,8 @@ def promote(entries: Sequence[RingEntry], kid: str, now: datetime) -> Entries:
     if target.not_after <= now:
         raise RotationRefusedError(
             f"the certificate of key {target.kid} expired at {target.not_after:%Y-%m-%d %H:%M}Z: "
-            "registries reject tokens carrying it; add a fresh key (`keys add`) and promote that"
+            "registries reject tokens carrying it; add a fresh key (`registry-auth keys add`) "
+            "and promote that"
         )
     result: list[RingEntry] = []
     for entry in entries:
@@ -160,7 +162,8 @@ def retire(
     if target.state is KeyState.ACTIVE:
         raise RotationRefusedError(
             f"key {target.kid} is the active key: it signs every token. Add and promote "
-            "another key first (`keys add`, ship bundle.pem, `keys promote NEW`)"
+            "another key first (`registry-auth keys add`, ship bundle.pem, `registry-auth keys "
+            "promote NEW`)"
         )
     if target.state is KeyState.RETIRING and not force:
         _check_tokens_expired(target, now, window)
