@@ -460,7 +460,9 @@ def _config_error(
     )
     shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
     suffix = f"; and {len(exc.errors()) - 1} more problem(s): {shown}" if others else ""
-    where = value_source(first["loc"], config_file, file_data)
+    # A missing key is blamed on where its section came from: a variable may have made it.
+    loc = first["loc"][:-1] if first["type"] == "missing" else first["loc"]
+    where = value_source(loc, config_file, file_data)
     return ConfigError(key, f"{message}{where}{suffix}")
 
 

@@ -119,6 +119,17 @@ def test_a_config_file_named_by_the_environment_is_blamed_on_it(
     assert "cannot read" in str(caught.value)
 
 
+def test_a_key_missing_from_a_section_a_variable_made_is_blamed_on_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file has no `tls`: the section came from the variable, not from the file named."""
+    monkeypatch.setenv("REGISTRY_AUTH_TLS__CERT", "/etc/cert.pem")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_config(tmp_path, BASE))
+    assert caught.value.key == "tls.key"
+    assert str(caught.value).endswith("missing (required) (from REGISTRY_AUTH_TLS__CERT)")
+
+
 def test_unreadable_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_settings(tmp_path / "missing.yaml")
