@@ -20,7 +20,7 @@ from app.authn.robots import RobotAuthenticator, load_robots
 from app.authn.static import StaticAuthenticator, load_static_users
 from app.cli import run
 from app.errors import UserStoreError
-from app.settings import load_settings
+from app.settings import Settings, load_settings
 
 pytestmark = pytest.mark.anyio
 NOW = 1_800_000_000.0
@@ -198,13 +198,9 @@ def test_a_robot_name_in_a_users_file_loads_with_a_warning(
     assert f"{path}: robot$old can never log in" in caplog.text
 
 
-def test_a_deleted_robots_file_is_a_failed_reload_and_an_emptied_one_is_said(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Deleting the file revoked every robot, with no word in the log: now it is refused, as
-    for a users file; emptying it is applied with a warning."""
-    path = tmp_path / "robots.yaml"
-    settings = load_settings(
+def _robots_only(tmp_path: Path, path: Path) -> Settings:
+    """Settings whose only backend is the robots file at `path`."""
+    return load_settings(
         overrides={
             "issuer": "i",
             "service": "s",
@@ -214,6 +210,15 @@ def test_a_deleted_robots_file_is_a_failed_reload_and_an_emptied_one_is_said(
             "auth_backends": [{"type": "robots", "path": str(path)}],
         }
     )
+
+
+def test_a_deleted_robots_file_is_a_failed_reload_and_an_emptied_one_is_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Deleting the file revoked every robot, with no word in the log: now it is refused, as
+    for a users file; emptying it is applied with a warning."""
+    path = tmp_path / "robots.yaml"
+    settings = _robots_only(tmp_path, path)
     built = build_authentication(settings)  # no file yet: no robots, not an error
     (robots,) = built.reloadables
     assert robots.get() == {}
@@ -314,16 +319,7 @@ def test_a_broken_robots_file_is_a_failed_reload_and_refused_at_start(
     """It was applied as no robots ("now lists no account (it listed 3)"): every robot locked
     out. Now the robots go on working, as for a broken users file, and a start refuses it."""
     path = tmp_path / "robots.yaml"
-    settings = load_settings(
-        overrides={
-            "issuer": "i",
-            "service": "s",
-            "realm": "http://a/token",
-            "keys_dir": str(tmp_path / "keys"),
-            "htpasswd": None,
-            "auth_backends": [{"type": "robots", "path": str(path)}],
-        }
-    )
+    settings = _robots_only(tmp_path, path)
     for name in ["a", "b", "c"]:
         create_robot(path, name, [], None)
     (robots,) = build_authentication(settings).reloadables
