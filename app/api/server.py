@@ -33,6 +33,7 @@ class ServerOptions:
     host: str
     port: int
     workers: int
+    named: str = "listen"  # what gave the address, for an error: the setting, or options
 
 
 def server_options(
@@ -40,7 +41,8 @@ def server_options(
 ) -> ServerOptions:
     listen_host, listen_port = split_listen(settings.listen)
     workers = settings.workers or default_threads()  # 0: one per CPU (app.cpus)
-    return ServerOptions(host or listen_host, port or listen_port, workers)
+    given = "/".join(name for name, value in (("--host", host), ("--port", port)) if value)
+    return ServerOptions(host or listen_host, port or listen_port, workers, given or "listen")
 
 
 def serve(
@@ -63,10 +65,11 @@ def serve(
 
 
 def check_listen(options: ServerOptions) -> None:
-    """One line naming `listen` when the address cannot be bound (a port in use, an address
-    not on this machine, a name that does not resolve), instead of uvicorn's exit 3 after its
-    start-up lines or granian's Rust backtrace. A trial bind, released at once; SO_REUSEADDR,
-    as both servers set it, so a port left in TIME_WAIT by the last run is not "in use"."""
+    """One line naming `listen` (or --host/--port) when the address cannot be bound (a port in
+    use, an address not on this machine, a name that does not resolve), instead of uvicorn's
+    exit 3 after its start-up lines or granian's Rust backtrace. A trial bind, released at
+    once; SO_REUSEADDR, as both servers set it, so a port left in TIME_WAIT by the last run is
+    not "in use"."""
     # The family as both servers choose it: IPv6 for an address with a colon, else IPv4 (so
     # `localhost` is tried where they bind it, 127.0.0.1, not at ::1).
     family = socket.AF_INET6 if ":" in options.host else socket.AF_INET
@@ -79,7 +82,9 @@ def check_listen(options: ServerOptions) -> None:
             trial.bind(address)
     except OSError as exc:
         where = f"{options.host}:{options.port}"
-        raise ConfigError("listen", f"cannot listen on {where}: {exc.strerror or exc}") from None
+        raise ConfigError(
+            options.named, f"cannot listen on {where}: {exc.strerror or exc}"
+        ) from None
 
 
 def run_uvicorn(settings: Settings, options: ServerOptions, reread: Reread | None = None) -> None:

@@ -26,9 +26,12 @@ def test_a_port_in_use_names_listen_before_any_server_starts(
         port = taken.getsockname()[1]
         for workers in (1, 2):
             busy = settings.model_copy(update={"workers": workers})
-            expected = re.escape(f"listen: cannot listen on 127.0.0.1:{port}")
+            expected = re.escape(f"--host/--port: cannot listen on 127.0.0.1:{port}")
             with pytest.raises(ConfigError, match=expected):
                 server.serve(busy, "127.0.0.1", port)
+            listening = busy.model_copy(update={"listen": f"127.0.0.1:{port}"})
+            with pytest.raises(ConfigError, match=re.escape("config: listen: cannot listen")):
+                server.serve(listening, None, None)
     assert started == []
 
 
