@@ -142,7 +142,7 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Name
     """parse_args, except that words after the options go on to a command's list positional
     (cli_common.words_argument): `logins check alice --ip X SCOPE` as well as `... alice SCOPE
     --ip X`."""
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(_joined_durations(argv))
     trailing = getattr(args, TRAILING, None)
     words = getattr(args, trailing, None) if trailing is not None else None
     if extra and words is not None and not any(word.startswith("-") for word in extra):
@@ -150,6 +150,28 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Name
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args
+
+
+# Options taking a delay: `--expires -5d` reached argparse as an option of its own ("expected
+# one argument"); joined as `--expires=-5d`, the option's own check says what a delay is.
+_DURATION_OPTIONS = frozenset(
+    ("--expires", "--promote-after", "--check-every", "--give-up-after", "--interval")
+)
+
+
+def _joined_durations(argv: Sequence[str]) -> list[str]:
+    joined: list[str] = []
+    words = iter(argv)
+    for word in words:
+        if word in _DURATION_OPTIONS:
+            value = next(words, None)
+            if value is not None and value[:1] == "-" and value[1:2].isdigit():
+                joined.append(f"{word}={value}")
+                continue
+            joined += [word] if value is None else [word, value]
+            continue
+        joined.append(word)
+    return joined
 
 
 def _dispatch(args: argparse.Namespace, serve: Serve) -> int:

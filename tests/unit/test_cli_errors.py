@@ -428,3 +428,21 @@ def test_an_unknown_kid_is_said_alone_without_the_wait_warning(
 ) -> None:
     message = fails(capsys, "keys", command, "NOPE", "--keys-dir", str(ring))
     assert "no key 'NOPE' in the ring" in message  # one line: no wait warning before it
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["robots", "create", "ci", "--expires", "-5d"], "--expires '-5d': use e.g. 90d"),
+        (["keys", "rotate", "--promote-after", "-1m"], "--promote-after '-1m': give a delay"),
+    ],
+)
+def test_a_negative_delay_gets_the_options_own_message(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str], message: str
+) -> None:
+    """argparse took `-5d` for an option of its own: "expected one argument", and a usage."""
+    generate_key(tmp_path / "keys", Algorithm.ES256)
+    where = ["--robots-file", str(tmp_path / "r.yaml")] if argv[0] == "robots" else []
+    where += ["--keys-dir", str(tmp_path / "keys")] if argv[0] == "keys" else []
+    assert fails(capsys, *argv, *where).startswith(message)
+    assert not (tmp_path / "r.yaml").exists()
