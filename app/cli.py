@@ -12,6 +12,7 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple, Protocol
@@ -152,25 +153,19 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Name
     return args
 
 
-# Options taking a delay: `--expires -5d` reached argparse as an option of its own ("expected
-# one argument"); joined as `--expires=-5d`, the option's own check says what a delay is.
-_DURATION_OPTIONS = frozenset(
-    ("--expires", "--promote-after", "--check-every", "--give-up-after", "--interval")
-)
+# A delay with its unit after an option (`--expires -5d`): argparse takes it for an option of
+# its own ("expected one argument"). Joined as `--expires=-5d`, the option's own check says what
+# a delay is. No option is spelt like that, so every option that takes a delay is covered.
+_NEGATIVE_DELAY = re.compile(r"-\d+[a-z]+")
 
 
 def _joined_durations(argv: Sequence[str]) -> list[str]:
     joined: list[str] = []
-    words = iter(argv)
-    for word in words:
-        if word in _DURATION_OPTIONS:
-            value = next(words, None)
-            if value is not None and value[:1] == "-" and value[1:2].isdigit():
-                joined.append(f"{word}={value}")
-                continue
-            joined += [word] if value is None else [word, value]
-            continue
-        joined.append(word)
+    for word in argv:
+        if joined and joined[-1].startswith("--") and _NEGATIVE_DELAY.fullmatch(word):
+            joined[-1] = f"{joined[-1]}={word}"
+        else:
+            joined.append(word)
     return joined
 
 
