@@ -82,7 +82,7 @@ def generate_key(
     def install(entries: Entries) -> Entries:
         if state is KeyState.NEXT:
             return ring.add(entries, entry)
-        kept = tuple(e for e in entries if _key_file(keys_dir, e.id).is_file())
+        kept = tuple(e for e in entries if _has_key_file(keys_dir, e))
         return ring.install_active(kept, entry, now)
 
     update_ring(keys_dir, install, new_key=(entry.id, private_key, entry.certificate))
@@ -93,11 +93,15 @@ def lost_keys(keys_dir: Path) -> list[str]:
     """The kids of the ring whose private key file is gone."""
     if not has_keys(keys_dir):
         return []
-    return [e.kid for e in read_entries(keys_dir) if not _key_file(keys_dir, e.id).is_file()]
+    return [e.kid for e in read_entries(keys_dir) if not _has_key_file(keys_dir, e)]
 
 
 def _key_file(keys_dir: Path, file_id: str) -> Path:
     return keys_dir / f"{file_id}.key"
+
+
+def _has_key_file(keys_dir: Path, entry: RingEntry) -> bool:
+    return _key_file(keys_dir, entry.id).is_file()
 
 
 def add_key(
