@@ -52,13 +52,14 @@ def boolean_number(model: type[BaseModel], data: object, loc: Loc = ()) -> Loc |
         return None
     for name, field in model.model_fields.items():
         if name in data:
-            found = _boolean_number_in(field.annotation, data[name], (*loc, name))
+            found = boolean_number_in(field.annotation, data[name], (*loc, name))
             if found is not None:
                 return found
     return None
 
 
-def _boolean_number_in(annotation: object, value: object, loc: Loc) -> Loc | None:
+def boolean_number_in(annotation: object, value: object, loc: Loc) -> Loc | None:
+    """`boolean_number` for a value of the type `annotation`, found at `loc`."""
     kinds = _kinds(annotation)
     if isinstance(value, bool):
         return loc if bool not in kinds and any(k in (int, float) for k in kinds) else None
@@ -68,7 +69,7 @@ def _boolean_number_in(annotation: object, value: object, loc: Loc) -> Loc | Non
         if get_origin(kind) is list and isinstance(value, list):
             (item,) = get_args(kind) or (object,)
             for index, element in enumerate(value):
-                found = _boolean_number_in(_chosen(item, element), element, (*loc, index))
+                found = boolean_number_in(_chosen(item, element), element, (*loc, index))
                 if found is not None:
                     return found
     return None

@@ -13,6 +13,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import EnvSettingsSource
 
 from app.errors import ConfigError
+from app.setting_types import boolean_number_in
 
 ENV_PREFIX = "REGISTRY_AUTH_"
 
@@ -88,9 +89,17 @@ class EnvironmentSource(EnvSettingsSource):
         self, field_name: str, field: FieldInfo, value: Any, value_is_complex: bool
     ) -> Any:
         try:
-            return super().prepare_field_value(field_name, field, value, value_is_complex)
+            prepared = super().prepare_field_value(field_name, field, value, value_is_complex)
         except _NotJsonError as exc:
             raise _not_json(field_name, exc, self.env_vars) from None
+        # A file's `true` for a number is refused before pydantic reads it as 1 (load_settings);
+        # so is a variable's, in a section or list given as JSON (`{"max_body_bytes": true}`).
+        boolean = boolean_number_in(field.annotation, prepared, (field_name,))
+        if boolean is not None:
+            key = ".".join(str(part) for part in boolean)
+            where = value_source(boolean, None, {})
+            raise ConfigError(key, f"must be a number, not true or false{where}")
+        return prepared
 
 
 def _not_json(

@@ -161,6 +161,14 @@ def _refused_with(monkeypatch: pytest.MonkeyPatch, assignment: str, config: Path
         ("REGISTRY_AUTH_STATE__BACKEND=redis", "state.backend", "'sqlite', 'etcd' or 'none'"),
         ('REGISTRY_AUTH_TLS={"cert": "c.pem"}', "tls.key", "missing"),
         ('REGISTRY_AUTH_TRUSTED_PROXIES=["nonsense"]', "trusted_proxies.0", "network"),
+        # JSON's true was read as 1, as a file's was: a 1-byte body limit, a 1 s timeout.
+        ('REGISTRY_AUTH_LIMITS={"max_body_bytes": true}', "limits.max_body_bytes", "not true"),
+        (
+            'REGISTRY_AUTH_AUTH_BACKENDS=[{"type": "webhook","url": "https://h","timeout": true}]',
+            "auth_backends.0.timeout",
+            "must be a number, not true or false",
+        ),
+        ("REGISTRY_AUTH_STATE__ETCD_TIMEOUT=true", "state.etcd_timeout", "valid number"),
     ],
 )
 def test_a_bad_environment_value_names_the_variable_not_the_file(
