@@ -21,6 +21,8 @@ from app.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
+# The kustomization and the service's config, which it makes into a ConfigMap.
+NOT_MANIFESTS = {"kustomization.yaml", "config.yaml"}
 KUBERNETES_VERSION = "1.30.0"  # pinned: the oldest release the manifests promise to support
 
 
@@ -115,7 +117,7 @@ def test_the_files_the_dockerfile_copies_build_the_package(tmp_path: Path) -> No
 
 @pytest.mark.parametrize(
     "manifest",
-    sorted(p.name for p in KUBERNETES.glob("*.yaml") if p.name != "kustomization.yaml"),
+    sorted(p.name for p in KUBERNETES.glob("*.yaml") if p.name not in NOT_MANIFESTS),
 )
 def test_kubernetes_manifest_validates(manifest: str) -> None:
     result = subprocess.run(
@@ -137,7 +139,7 @@ def test_kubernetes_manifest_validates(manifest: str) -> None:
 def test_kustomization_lists_every_manifest_but_no_secret() -> None:
     """An apply of a placeholder Secret replaced the real users file: every login failed."""
     listed = set(yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())["resources"])
-    present = {p.name for p in KUBERNETES.glob("*.yaml")} - {"kustomization.yaml"}
+    present = {p.name for p in KUBERNETES.glob("*.yaml")} - NOT_MANIFESTS
     assert listed == {name for name in present if not name.endswith(".example.yaml")}
     kinds = {yaml.safe_load((KUBERNETES / name).read_text())["kind"] for name in listed}
     assert "Secret" not in kinds
@@ -169,10 +171,39 @@ def test_lain_manifest_serves_the_console_realm_path() -> None:
 
 
 def _configmap_config(tmp_path: Path) -> Path:
-    configmap = yaml.safe_load((KUBERNETES / "configmap.yaml").read_text())
+    """The Kubernetes config.yaml, outside the checkout: its relative paths would resolve there."""
     path = tmp_path / "config.yaml"
-    path.write_text(configmap["data"]["config.yaml"], encoding="utf-8")
+    shutil.copy(KUBERNETES / "config.yaml", path)
     return path
+
+
+def test_kubernetes_config_is_a_generated_configmap_that_rolls_the_pods() -> None:
+    """A ConfigMap edited in place reached no running pod (the config is read at start): the
+    kustomization generates it from config.yaml, its name hashed, so an edit is a rollout."""
+    kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
+    (generator,) = kustomization["configMapGenerator"]
+    assert generator["files"] == ["config.yaml"]
+    assert kustomization.get("generatorOptions", {}).get("disableNameSuffixHash") is not True
+    assert generator.get("options", {}).get("disableNameSuffixHash") is not True
+    pod = yaml.safe_load((KUBERNETES / "deployment.yaml").read_text())["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == generator["name"]
+
+
+def test_kubernetes_commands_in_the_pod_find_the_config() -> None:
+    """`kubectl exec ... registry-auth tokens revoke` read the image's REGISTRY_AUTH_CONFIG
+    (/etc/registry-auth/config.yaml, not mounted) while the server had `--config`: every
+    command run in the pod failed. The variable names the mounted file, for both."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "REGISTRY_AUTH_CONFIG=/etc/registry-auth/config.yaml" in dockerfile
+    pod = yaml.safe_load((KUBERNETES / "deployment.yaml").read_text())["spec"]["template"]["spec"]
+    service = next(c for c in pod["containers"] if c["name"] == "registry-auth")
+    assert "--config" not in service.get("args", [])
+    env = {e["name"]: e["value"] for e in service["env"]}
+    mounts = {m["name"]: Path(m["mountPath"]) for m in service["volumeMounts"]}
+    config = Path(env["REGISTRY_AUTH_CONFIG"])
+    assert config.parent == mounts["config"]
+    assert config.name == "config.yaml"  # the file the ConfigMap is made of
 
 
 def test_kubernetes_config_matches_the_settings_and_the_mounts(tmp_path: Path) -> None:
