@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from app.authz.base import Requester
+from app.authz.default import default_policy
 from app.authz.engine import explain
 from app.authz.files import load_policy
 from app.authz.report import explanation_data, render_text
@@ -53,10 +54,15 @@ def run(args: argparse.Namespace) -> int:
         else load_settings(args.config)
     )
     path = args.acl if args.acl is not None else settings.acl if settings is not None else None
-    if path is None:
-        raise ConfigError("acl", "no ACL file: set `acl` in the config or pass --acl FILE")
+    if path is None and args.acl_command == "check":
+        raise ConfigError(
+            "acl",
+            "no ACL file: set `acl` in the config or pass --acl FILE (without one the built-in "
+            "default applies: `acl explain` shows it)",
+        )
     try:
-        policy = load_policy(Path(path))
+        # Without an ACL the server applies the built-in default: explain that.
+        policy = load_policy(Path(path)) if path is not None else default_policy()
     except PolicyError as exc:
         for problem in exc.problems:
             print(f"registry-auth: error: {problem}", file=sys.stderr)

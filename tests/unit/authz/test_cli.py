@@ -69,6 +69,25 @@ def test_check_without_any_acl_names_the_setting(
     assert "config: acl: no ACL file" in capsys.readouterr().err
 
 
+def test_explain_without_any_acl_explains_the_built_in_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the server applies without `acl`; it was `no ACL file` and exit 2, which left the
+    troubleshooting guide's command for `insufficient_scope` useless on every shipped config."""
+    config = tmp_path / "config.yaml"
+    config.write_text("issuer: i\nservice: s\nrealm: http://a.test/token\n", encoding="utf-8")
+    argv = ["acl", "explain", "--config", str(config), "--account", "bob"]
+    assert main([*argv, "repository:a/b:pull,push,delete", "registry:catalog:*"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("policy: built-in default (no `acl` in the config)\n")
+    assert "repository:a/b:pull,push,delete\n  granted: pull,push\n" in out
+    assert "  delete: not granted: no applying rule allows it\n" in out
+    assert "registry:catalog:*\n  granted: nothing\n" in out
+    argv = ["acl", "explain", "--config", str(config), "--anonymous", "repository:a/b:pull"]
+    assert main(argv) == 0
+    assert "repository:a/b:pull\n  granted: nothing\n" in capsys.readouterr().out
+
+
 def test_check_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["acl", "check", "--acl", str(tmp_path / "nope.yaml")]) == 1
     assert "cannot read the ACL file" in capsys.readouterr().err

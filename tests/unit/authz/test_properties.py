@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.authz.base import Requester
+from app.authz.default import DefaultAuthorizer, default_policy
 from app.authz.engine import PolicyAuthorizer
 from app.authz.policy import ACTIONS, parse_policy
 from app.protocol.scopes import Scope
@@ -138,3 +139,15 @@ def test_a_placeholder_is_one_path_component_even_under_double_star(
     (granted,) = grant(rule_list, requester, [Scope("repository", name, ("push",))])
     owns = "/" not in owner and owner != "" and name.split("/", maxsplit=1)[0] == owner
     assert (granted.actions == ("push",)) == owns
+
+
+@settings(max_examples=300, deadline=None)
+@given(requesters, scope_lists)
+def test_the_default_as_acl_rules_decides_as_the_default(
+    requester: Requester, scopes: list[Scope]
+) -> None:
+    """`acl explain` on a server without an ACL explains these rules: they must be the policy
+    the server applies."""
+    policy = default_policy()
+    as_rules = PolicyAuthorizer(lambda: policy).authorize(requester, scopes)
+    assert as_rules == DefaultAuthorizer().authorize(requester, scopes)
