@@ -26,7 +26,11 @@ from app.pools import WorkerPool
 log = logging.getLogger(__name__)
 
 BCRYPT_MAX_BYTES = 72  # bcrypt reads no further; htpasswd -B truncates there too
-_BCRYPT = re.compile(rb"\$2[aby]\$(?P<cost>[0-9]{2})\$[./A-Za-z0-9]{53}")
+_BCRYPT = re.compile(rb"\$2[aby]\$(?P<cost>[0-9]{2})\$(?P<salt>[./A-Za-z0-9]{22})[./A-Za-z0-9]{31}")
+# What the bcrypt library takes: a cost of 4-31, and a salt of 16 bytes whose 22nd character
+# carries only their last 2 bits (one of these four). Other hashes it refuses at each check.
+_COSTS = range(4, 32)
+_SALT_ENDS = b".Oeu"
 _ACCOUNT_FORBIDDEN = re.compile(r"[:\s]")
 
 
@@ -55,9 +59,10 @@ def parse_htpasswd(text: str, path: Path) -> dict[str, bytes]:
         where = f"{path}:{number}"
         if not sep or not account:
             raise UserStoreError(f"{where}: not an `account:hash` line")
-        if _BCRYPT.fullmatch(hashed.encode("ascii", "replace")) is None:
+        problem = bcrypt_problem(hashed)
+        if problem is not None:
             raise UserStoreError(
-                f"{where}: account {account!r} does not use bcrypt ($2y$/$2b$/$2a$); "
+                f"{where}: account {account!r}: {problem}; "
                 "re-create it with `registry-auth users add` or `htpasswd -B`"
             )
         if account in hashes:
@@ -168,9 +173,19 @@ class HtpasswdAuthenticator:
         return None if hashed is None else AccountState(credential_version(hashed))
 
 
-def is_bcrypt_hash(hashed: str) -> bool:
-    """True for a `$2a$`/`$2b$`/`$2y$` bcrypt hash (what every password file here must hold)."""
-    return _BCRYPT.fullmatch(hashed.encode("ascii", "replace")) is not None
+def bcrypt_problem(hashed: str) -> str | None:
+    """What keeps `hashed` from being a `$2a$`/`$2b$`/`$2y$` bcrypt hash the bcrypt library
+    checks (what every password file here must hold), or None. A cost such as 99 passed a
+    check of the shape alone: the file loaded, and every login of that account was a 503
+    (the library refuses it), or the start a traceback."""
+    match = _BCRYPT.fullmatch(hashed.encode("ascii", "replace"))
+    if match is None:
+        return "does not use bcrypt ($2y$/$2b$/$2a$)"
+    if int(match["cost"]) not in _COSTS:
+        return f"bcrypt cost {int(match['cost'])} is outside 4-31"
+    if match["salt"][-1] not in _SALT_ENDS:
+        return "the bcrypt hash's salt is malformed"
+    return None
 
 
 def dummy_hash(hashes: dict[str, bytes]) -> bytes:

@@ -20,16 +20,16 @@ import yaml
 
 from app.authn.base import AccountState, AuthResult, Credentials, Outcome, check_groups
 from app.authn.htpasswd import (
+    bcrypt_problem,
     credential_version,
     dummy_hash,
-    is_bcrypt_hash,
     run_check,
     validate_account,
     warn_robot_names,
 )
 from app.errors import UserStoreError
 from app.pools import WorkerPool
-from app.yaml_strict import load_strict_yaml, yaml_problem
+from app.yaml_strict import load_strict_yaml, yaml_kind, yaml_problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +56,15 @@ def parse_static_users(data: Any, path: Path) -> dict[str, StaticUser]:
     entries = data.get("users") or {}
     if not isinstance(entries, dict):
         raise UserStoreError(f"{path}: users: must map account names to entries")
-    return {str(name): _parse_user(str(name), entry, path) for name, entry in entries.items()}
+    for name in entries:
+        if not isinstance(name, str):
+            # YAML reads `no:` as false, `0123:` as 83, `null:` as null: taken as text they were
+            # other accounts (`False`), or two names the same one, the last silently winning.
+            raise UserStoreError(
+                f"{path}: users: an account name reads as {yaml_kind(name)} ({name!r}), not "
+                "text: put it in quotes (YAML reads no, on, null, 0123 so)"
+            )
+    return {name: _parse_user(name, entry, path) for name, entry in entries.items()}
 
 
 def _parse_user(name: str, entry: Any, path: Path) -> StaticUser:
@@ -73,8 +81,11 @@ def _parse_user(name: str, entry: Any, path: Path) -> StaticUser:
             f"{where}: unknown key {', '.join(unknown)} (known: `password`, `groups`)"
         )
     hashed = entry.get("password")
-    if not isinstance(hashed, str) or not is_bcrypt_hash(hashed):
+    if not isinstance(hashed, str):
         raise UserStoreError(f"{where}: password: must be a bcrypt hash ($2b$/$2y$/$2a$)")
+    problem = bcrypt_problem(hashed)
+    if problem is not None:
+        raise UserStoreError(f"{where}: password: {problem}")
     groups = check_groups(entry.get("groups") or [], f"{where}: groups")
     return StaticUser(hashed.encode("ascii"), groups)
 

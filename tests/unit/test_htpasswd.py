@@ -33,6 +33,11 @@ def test_bcrypt_variants_are_accepted(prefix: str) -> None:
         ("alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", "does not use bcrypt"),
         ("alice:$apr1$abc$defghijklmnopqrstuvwx", "does not use bcrypt"),
         ("alice:plaintext", "does not use bcrypt"),
+        # Of bcrypt's shape, but refused by the bcrypt library at every check: a 503 for each
+        # login of the account, or a traceback at the start (the dummy hash's cost).
+        ("alice:" + FAST.replace("$04$", "$99$"), "bcrypt cost 99 is outside 4-31"),
+        ("alice:" + FAST.replace("$04$", "$03$"), "bcrypt cost 3 is outside 4-31"),
+        ("alice:" + FAST[:28] + "A" + FAST[29:], "the bcrypt hash's salt is malformed"),
         ("no-colon-here", "not an `account:hash` line"),
         (":" + FAST, "not an `account:hash` line"),
     ],
@@ -43,6 +48,13 @@ def test_other_schemes_are_refused_with_file_and_line(line: str, reason: str) ->
         parse_htpasswd(text, Path("/etc/users.htpasswd"))
     assert "/etc/users.htpasswd:4:" in str(caught.value)
     assert reason in str(caught.value)
+
+
+@pytest.mark.parametrize("salt_end", ".Oeu")
+def test_every_salt_bcrypt_takes_is_accepted(salt_end: str) -> None:
+    hashed = FAST[:28] + salt_end + FAST[29:]
+    assert parse_htpasswd(f"alice:{hashed}\n", Path("f")) == {"alice": hashed.encode()}
+    bcrypt.checkpw(b"s3cret", hashed.encode())  # the library takes it (no ValueError)
 
 
 def test_duplicate_account_is_refused() -> None:
@@ -132,7 +144,7 @@ def test_the_account_a_refusal_names_can_be_re_created_or_removed(tmp_path: Path
     path = _file(tmp_path, f"bob:{sha}\ncarol:{sha}\nalice:{FAST}\n")
     assert set_user(path, "bob", "pw", rounds=4) is False
     assert file_problem(path) is not None
-    assert "users.htpasswd:2: account 'carol' does not use bcrypt" in str(file_problem(path))
+    assert "users.htpasswd:2: account 'carol': does not use bcrypt" in str(file_problem(path))
     remove_user(path, "carol")
     assert file_problem(path) is None
     assert list_accounts(path) == ["bob", "alice"]

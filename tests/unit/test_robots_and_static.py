@@ -157,7 +157,17 @@ async def test_static_users_with_groups(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "words"),
     [
-        ("users:\n  kim:\n    password: plain\n", "users.kim: password: must be a bcrypt hash"),
+        ("users:\n  kim:\n    password: plain\n", "users.kim: password: does not use bcrypt"),
+        ("users:\n  kim:\n    password: 5\n", "users.kim: password: must be a bcrypt hash"),
+        (
+            "users:\n  kim:\n    password: '$2b$99$" + "a" * 21 + "." + "a" * 31 + "'\n",
+            "users.kim: password: bcrypt cost 99 is outside 4-31",
+        ),
+        # YAML's other readings of a name: they were accounts `False`, `83` and `None` (and
+        # `0123` beside a quoted "83" was one account, the last of the two winning).
+        ("users:\n  no: {{password: '{h}'}}\n", "an account name reads as a boolean (False)"),
+        ("users:\n  0123: {{password: '{h}'}}\n", "an account name reads as a number (83)"),
+        ("users:\n  null: {{password: '{h}'}}\n", "an account name reads as null (None)"),
         ("users:\n  kim:\n    password: '{h}'\n    groups: ci\n", "users.kim: groups"),
         ("users:\n  'k m':\n    password: '{h}'\n", "invalid account name"),
         (
