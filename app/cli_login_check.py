@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from app.assembly import authz_webhook_from_settings, policy_authorizer
 from app.authn.base import AuthResult, Credentials, Outcome
 from app.authn.build import Authentication, build_authentication
+from app.authn.chain import ask_link
 from app.authz.base import Authorizer, Requester
 from app.authz.default import DefaultAuthorizer
 from app.cli_common import check_service_option, ip_option, read_password
@@ -80,7 +81,7 @@ async def _login(authentication: Authentication, credentials: Credentials) -> Au
             print(f"{link.name}: does not answer for this name (its `accounts`, or robot names)")
             continue
         try:
-            result = await link.authenticator.authenticate(credentials)
+            result = await ask_link(link, credentials)  # a backend's bug is an outage here too
         except BackendUnavailableError as exc:
             print(f"{link.name}: unavailable ({exc.cause}): the server would answer 503")
             return None

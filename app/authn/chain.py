@@ -55,7 +55,7 @@ class BackendChain:
         for link in self.links:
             if not link.answers_for(credentials.account):
                 continue
-            result = await _ask(link, credentials)
+            result = await ask_link(link, credentials)
             if result.outcome is Outcome.NOT_MINE:
                 continue
             if result.accepted and result.account is None:
@@ -84,7 +84,8 @@ class BackendChain:
         return None
 
 
-async def _ask(link: ChainLink, credentials: Credentials) -> AuthResult:
+async def ask_link(link: ChainLink, credentials: Credentials) -> AuthResult:
+    """One backend's answer; any error of it a BackendUnavailableError (an outage: 503)."""
     try:
         return await link.authenticator.authenticate(credentials)
     except BackendUnavailableError as exc:

@@ -69,7 +69,7 @@ def _decide(response: httpx.Response, account: str) -> AuthResult | None:
         return None
     try:
         data: Any = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # nested past the parser's depth: not an answer
         data = None
     groups = _groups(data)
     if groups is None:

@@ -134,7 +134,7 @@ def _answer(response: httpx.Response) -> Allowed | None:
         return None
     try:
         data: Any = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # nested past the parser's depth: not an answer
         return None
     scopes = data.get("scopes") if isinstance(data, dict) else None
     if not isinstance(scopes, list):

@@ -134,6 +134,7 @@ async def test_nothing_granted_means_nothing_to_ask(
         pytest.param((401, b"{}"), id="401-our-secret-refused"),
         pytest.param((429, b"{}"), id="429-overloaded"),
         pytest.param((200, b"<html>"), id="not-json"),
+        pytest.param((200, b'{"scopes": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"), id="deep"),
         pytest.param((200, b'{"scopes": {"team/app": ["pull"]}}'), id="not-a-list"),
         pytest.param((200, b'{"scopes": [{"type": "repository", "name": "x"}]}'), id="no-actions"),
         pytest.param((200, b'{"allowed": true}'), id="another-shape"),

@@ -93,7 +93,9 @@ async def test_401_and_403_reject(
     assert webhook.breaker.state(0) is BreakerState.CLOSED  # refusals are not outages
 
 
-@pytest.mark.parametrize("mode", ["500", "garbage", "no-groups", "bad-group", "robot-account"])
+@pytest.mark.parametrize(
+    "mode", ["500", "garbage", "deep", "no-groups", "bad-group", "robot-account"]
+)
 async def test_500_or_a_body_that_is_not_the_contract_is_an_outage(
     bridge: SsoBridge, make_webhook: Callable[..., WebhookAuthenticator], mode: str
 ) -> None:

@@ -88,6 +88,21 @@ def test_a_refused_login_says_which_backend_refused_and_counts_nothing(
     assert store.failures(list(counter_keys("carol", "203.0.113.9")), 0, 10**10) == {}
 
 
+def test_a_backend_failing_is_an_outage_as_in_the_server_not_a_traceback(
+    config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server makes any error of a backend a 503; `logins check` printed its traceback
+    (a webhook's answer nested too deep for the JSON parser: a RecursionError)."""
+
+    async def broken(*_: object) -> object:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr("app.authn.static.StaticAuthenticator.authenticate", broken)
+    code, out = _check(capsys, config, "carol-pw", "carol")
+    assert code == 3
+    assert out.endswith("static: unavailable (internal error): the server would answer 503\n")
+
+
 def test_bad_input_is_one_line(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = ["logins", "check", "--config", str(config), "--password-stdin"]
     assert "--ip 'here': not an IP address" in fails(

@@ -20,6 +20,8 @@ from typing import Any
 OUTAGES = {
     "500": (500, b'{"error": "boom"}'),
     "garbage": (200, b"<html>login page</html>"),
+    # JSON nested past the parser's depth: its RecursionError skipped the retries and breaker.
+    "deep": (200, b'{"groups": [], "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
     "no-groups": (200, b'{"error": "invalid password"}'),  # failure told in a 200's body
     "bad-group": (200, b'{"groups": ["ci\\nops"]}'),
     "robot-account": (200, b'{"groups": [], "account": "robot$ci"}'),  # the robot store's alone
