@@ -88,6 +88,20 @@ def run_granian(settings: Settings, options: ServerOptions, reread: Reread | Non
                 self.wake.wake()
             return problem
 
+        def _respawn_workers(
+            self, workers: list[int], spawn_target: Any, target_loader: Any, delay: float = 0
+        ) -> None:
+            """A roll, one worker at a time, that ends once SIGTERM comes: granian went on
+            starting and swapping every worker first (each `respawn_interval` and a drain), so
+            the shutdown's own drain could begin past a supervisor's grace period."""
+            for idx in workers:
+                if self.interrupt_signal:
+                    log.info(
+                        "SIGTERM during a roll: the workers not yet restarted stop as they are"
+                    )
+                    return
+                super()._respawn_workers([idx], spawn_target, target_loader, delay)
+
         def _reload(self, spawn_target: Any, target_loader: Any) -> Any:
             asked, hangup = self.asked, self.hangup
             if hangup:  # cleared only when seen: one arriving from here on is seen next time

@@ -377,6 +377,29 @@ def test_a_worker_dying_during_a_roll_does_not_take_the_service_down(tmp_path: P
                 os.kill(pid, signal.SIGKILL)
 
 
+def test_sigterm_during_a_roll_stops_without_restarting_the_other_workers(
+    tmp_path: Path,
+) -> None:
+    """granian went on with the roll first: every worker started anew, `respawn_interval`
+    (3.5 s) and a drain each, before the shutdown's own drain began (past a supervisor's grace
+    period with several workers and slow requests). Now the worker being swapped finishes its
+    swap, and the rest stop as they are."""
+    extra = {"workers": 2, "token_reuse": False}
+    server = start_auth_server(tmp_path, users={"alice": "pw"}, extra_settings=extra)
+    try:
+        _edit_config(server, token_ttl=600)
+        os.kill(server.process.pid, signal.SIGHUP)
+        _wait_for_line(server, "Respawning worker-1")
+        server.process.popen.send_signal(signal.SIGTERM)
+        assert server.process.popen.wait(timeout=15) == 0, server.log()
+        log = server.log()
+        assert "SIGTERM during a roll: the workers not yet restarted stop as they are" in log, log
+        assert "Respawning worker-2" not in log, log
+        assert "Killing" not in log, log  # each stopped gracefully
+    finally:
+        server.process.stop(timeout=15)
+
+
 def _cpu_seconds(pid: int) -> float:
     """User plus system CPU time the process has used, from /proc/<pid>/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
