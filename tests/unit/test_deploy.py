@@ -155,6 +155,8 @@ def test_kubernetes_deployment_is_hardened() -> None:
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    # Not Kubernetes' 1 s: a pod busy with a login storm is not a dead one.
+    assert container["livenessProbe"]["timeoutSeconds"] >= 3
     for each in (*pod["initContainers"], *pod["containers"]):
         assert each["securityContext"]["readOnlyRootFilesystem"] is True, each["name"]
         assert each["securityContext"]["allowPrivilegeEscalation"] is False, each["name"]
