@@ -15,7 +15,7 @@ import shlex
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,13 +31,16 @@ from app.keys.jwks import KidFormat, jwks_document
 from app.keys.model import Algorithm, KeyState, SigningKey
 from app.keys.ring import Entries, RingEntry
 from app.keys.store import (
+    RecordedKey,
     add_key,
     bundle_path,
+    check_keys,
     generate_key,
     has_keys,
     load_keyring,
     lost_keys,
     read_entries,
+    recorded_keys,
     update_ring,
     write_public_file,
 )
@@ -177,13 +180,17 @@ def _cmd_add(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) -> 
 
 
 def _cmd_promote(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) -> int:
-    _ring_the_service_loads(keys_dir)  # else it goes on signing with the old key
-    ring.find(read_entries(keys_dir), args.kid)  # an unknown kid: said alone, no wait warning
+    # Else it goes on signing with the old key. The keys whose files are gone leave the ring
+    # with this step (the active one among them, when it is the one lost).
+    _ring_the_service_loads(keys_dir, but_lost=True)
+    target = ring.find(recorded_keys(keys_dir), args.kid)  # said alone, no wait warning
+    if target.missing:
+        raise RotationRefusedError(f"key {target.kid} cannot sign: its {target.describe_loss()}")
     return _promote(keys_dir, args.kid, _window(args), now(), args)
 
 
 def _cmd_retire(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) -> int:
-    ring.find(read_entries(keys_dir), args.kid)
+    ring.find(recorded_keys(keys_dir), args.kid)
     return _retire(keys_dir, args.kid, _window(args), now(), force=args.force)
 
 
@@ -225,8 +232,7 @@ def _generate(args: argparse.Namespace, keys_dir: Path, now: Clock) -> int:
         )
     lost = lost_keys(keys_dir)
     key = generate_key(keys_dir, Algorithm(args.algorithm), days=args.days, clock=now)
-    for kid in lost:
-        print(f"dropped key {kid} from the ring: its private key file is gone")
+    _print_dropped(lost)
     print(f"generated {key.algorithm} key {key.kid} (active) in {keys_dir}")
     print(f"registry rootcertbundle: {bundle_path(keys_dir).resolve()}")
     print(key.kid)
@@ -234,27 +240,47 @@ def _generate(args: argparse.Namespace, keys_dir: Path, now: Clock) -> int:
 
 
 def _list(keys_dir: Path, window: ring.TokenWindow, now: datetime) -> int:
-    entries = read_entries(keys_dir)
+    lost = {key.id: key for key in lost_keys(keys_dir)}
+    entries = {entry.id: entry for entry in read_entries(keys_dir, without=lost)}
     print(f"{'KID':<59} {'ALG':<5} {'STATE':<8} {'CREATED':<20} {'CERT EXPIRES':<20} NOTE")
-    for entry in entries:
-        print(
-            f"{entry.kid:<59} {entry.algorithm.value:<5} {entry.state.value:<8} "
-            f"{_when(entry.created)} {_when(entry.not_after)} {_note(entry, window, now)}"
-        )
+    for key in recorded_keys(keys_dir):
+        row = f"{key.kid:<59} {key.algorithm.value:<5} {key.state.value:<8} {_when(key.created)}"
+        if key.id in lost:
+            print(f"{row} {'-':<19} FILES LOST: its {key.describe_loss()}")
+        else:
+            entry = entries[key.id]
+            print(f"{row} {_when(entry.not_after)} {_note(entry, window, now)}")
     # The table comes from keyring.json alone; the service also loads every key file.
     _ring_the_service_loads(keys_dir)
     return 0
 
 
-def _ring_the_service_loads(keys_dir: Path) -> None:
+def _ring_the_service_loads(keys_dir: Path, *, but_lost: bool = False) -> None:
     """KeyStoreError when `serve` would refuse the ring (a key file gone, unreadable, 0644):
-    a rotation started on such a ring would only hide what is wrong with it."""
+    a rotation started on such a ring would only hide what is wrong with it. With `but_lost`,
+    the keys whose files are gone do not count: the step about to be taken drops them."""
     if not has_keys(keys_dir):
         return  # run() refused a directory without a ring; generate makes one
+    lost = lost_keys(keys_dir)
     try:
-        load_keyring(keys_dir)
+        if but_lost and lost:
+            check_keys(keys_dir, without={key.id for key in lost})
+        else:
+            load_keyring(keys_dir)
     except KeyStoreError as exc:
-        raise KeyStoreError(f"the service would refuse this key ring: {exc}") from None
+        hint = ""
+        if lost:  # what takes them out of the ring
+            hint = (
+                " (a key whose files are gone leaves the ring with `registry-auth keys retire "
+                "KID`; the active key with `registry-auth keys promote NEXT-KID` or "
+                "`registry-auth keys generate --force`)"
+            )
+        raise KeyStoreError(f"the service would refuse this key ring: {exc}{hint}") from None
+
+
+def _print_dropped(lost: Iterable[RecordedKey]) -> None:
+    for key in lost:
+        print(f"dropped key {key.kid} from the ring: its {key.describe_loss()}")
 
 
 def _note(entry: RingEntry, window: ring.TokenWindow, now: datetime) -> str:
@@ -295,7 +321,9 @@ def _print_added(entry: RingEntry, args: argparse.Namespace, *, promoting: bool 
 def _promote(
     keys_dir: Path, kid: str, window: ring.TokenWindow, now: datetime, args: argparse.Namespace
 ) -> int:
-    entries = update_ring(keys_dir, lambda current: ring.promote(current, kid, now))
+    lost = lost_keys(keys_dir)
+    entries = update_ring(keys_dir, lambda current: ring.promote(current, kid, now), drop_lost=True)
+    _print_dropped(lost)
     _print_promoted(entries, window, args)
     return 0
 
@@ -316,10 +344,16 @@ def _print_promoted(entries: Entries, window: ring.TokenWindow, args: argparse.N
 def _retire(
     keys_dir: Path, kid: str, window: ring.TokenWindow, now: datetime, *, force: bool
 ) -> int:
-    target = ring.find(read_entries(keys_dir), kid)
-    update_ring(
-        keys_dir, lambda current: ring.retire(current, kid, now, window=window, force=force)
-    )
+    target = ring.find(recorded_keys(keys_dir), kid)
+    lost = lost_keys(keys_dir)
+
+    def retire(current: Entries) -> Entries:
+        if target.missing:  # dropped already, with the other lost keys
+            return current
+        return ring.retire(current, kid, now, window=window, force=force)
+
+    update_ring(keys_dir, retire, drop_lost=True)
+    _print_dropped(key for key in lost if key.id != target.id)
     print(f"retired key {target.kid}: removed from the ring, bundle.pem and jwks.json")
     if force and target.state is KeyState.RETIRING:
         print("forced: clients holding its tokens get 401 once registries load the new bundle")

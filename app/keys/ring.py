@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from cryptography import x509
 
@@ -52,9 +52,17 @@ class RingEntry:
 Entries = tuple[RingEntry, ...]
 
 
-def find(entries: Sequence[RingEntry], kid: str) -> RingEntry:
+class _Keyed(Protocol):
+    @property
+    def kid(self) -> str: ...
+
+
+Found = TypeVar("Found", bound=_Keyed)
+
+
+def find(entries: Sequence[Found], kid: str) -> Found:
     """The entry of `kid` (a unique prefix of it is enough: kids are long), in either case:
-    the key files are named in lower case."""
+    the key files are named in lower case. Entries, or keys as keyring.json records them."""
     exact = [entry for entry in entries if entry.kid == kid]
     wanted = kid.upper()
     matches = exact or [entry for entry in entries if kid and entry.kid.startswith(wanted)]

@@ -20,7 +20,7 @@ import json
 import re
 import stat
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -30,10 +30,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from app.atomic import check_root_may_write, locked, write_atomic
-from app.errors import KeyStoreError
+from app.errors import KeyStoreError, RotationRefusedError
 from app.keys import ring
 from app.keys.certs import DEFAULT_CERT_DAYS, new_private_key, self_signed
 from app.keys.jwks import jwks_document
+from app.keys.kid import libtrust_kid
 from app.keys.model import (
     Algorithm,
     KeyRing,
@@ -73,8 +74,9 @@ def generate_key(
 
     A new active key demotes the previous active key to retiring (it stays published): that is
     an immediate rotation, for a first key or an emergency. `add_key` + `promote` is the safe way.
-    A key whose private key file is gone leaves the ring then (`lost_keys` names them): no
-    instance could load the ring with it, and that loss is what the emergency is about.
+    A key whose private key or certificate file is gone leaves the ring then (`lost_keys`
+    names them): no instance could load the ring with it, and that loss is what the emergency
+    is about.
     """
     now = clock()
     private_key, entry = _new_entry(algorithm, days, now)
@@ -82,26 +84,60 @@ def generate_key(
     def install(entries: Entries) -> Entries:
         if state is KeyState.NEXT:
             return ring.add(entries, entry)
-        kept = tuple(e for e in entries if _has_key_file(keys_dir, e))
-        return ring.install_active(kept, entry, now)
+        return ring.install_active(entries, entry, now)
 
-    update_ring(keys_dir, install, new_key=(entry.id, private_key, entry.certificate))
+    update_ring(
+        keys_dir,
+        install,
+        new_key=(entry.id, private_key, entry.certificate),
+        drop_lost=state is KeyState.ACTIVE,
+    )
     return SigningKey(entry.kid, algorithm, state, now, private_key, entry.certificate)
 
 
-def lost_keys(keys_dir: Path) -> list[str]:
-    """The kids of the ring whose private key file is gone."""
+class RecordedKey(NamedTuple):
+    """A key as keyring.json records it (no file read), and which of its files are gone."""
+
+    id: str
+    kid: str
+    state: KeyState
+    algorithm: Algorithm
+    created: datetime
+    missing: tuple[str, ...]  # its file names (`ID.key`, `ID.crt`) that are not files
+
+    def describe_loss(self) -> str:
+        return f"{' and '.join(self.missing)} {'are' if len(self.missing) > 1 else 'is'} gone"
+
+
+def recorded_keys(keys_dir: Path) -> list[RecordedKey]:
+    """Every key of keyring.json, lost ones included: what a command may name."""
+    return [
+        RecordedKey(
+            record["id"],
+            record["kid"],
+            KeyState(record["state"]),
+            Algorithm(record["algorithm"]),
+            datetime.fromisoformat(record["created"]),
+            tuple(name for name in _file_names(record["id"]) if not (keys_dir / name).is_file()),
+        )
+        for record in _read_ring_file(keys_dir)
+    ]
+
+
+def lost_keys(keys_dir: Path) -> list[RecordedKey]:
+    """The keys of the ring whose private key or certificate file is gone: no instance can
+    load the ring while they are in it, and only leaving it cures that."""
     if not has_keys(keys_dir):
         return []
-    return [e.kid for e in read_entries(keys_dir) if not _has_key_file(keys_dir, e)]
+    return [key for key in recorded_keys(keys_dir) if key.missing]
+
+
+def _file_names(file_id: str) -> tuple[str, str]:
+    return f"{file_id}.key", f"{file_id}.crt"
 
 
 def _key_file(keys_dir: Path, file_id: str) -> Path:
     return keys_dir / f"{file_id}.key"
-
-
-def _has_key_file(keys_dir: Path, entry: RingEntry) -> bool:
-    return _key_file(keys_dir, entry.id).is_file()
 
 
 def add_key(
@@ -125,23 +161,40 @@ def update_ring(
     change: Change,
     *,
     new_key: tuple[str, PrivateKey, x509.Certificate] | None = None,
+    drop_lost: bool = False,
 ) -> Entries:
     """Apply a pure ring transition under the writers' lock; write key files, ring, bundle.
 
-    The transition runs before anything is written, so a refused step changes nothing.
+    The transition runs before anything is written, so a refused step changes nothing. With
+    `drop_lost`, the keys whose files are gone (`lost_keys`) leave the ring first; that may not
+    leave it without an active key.
     """
     with _writer_lock(keys_dir):
-        before = read_entries(keys_dir) if has_keys(keys_dir) else ()
+        lost = lost_keys(keys_dir) if drop_lost else []
+        dropped = {key.id for key in lost}
+        before = read_entries(keys_dir, without=dropped) if has_keys(keys_dir) else ()
         after = change(before)
+        _check_lost_active(lost, after)
         if new_key is not None:
             _write_key_files(keys_dir, *new_key)
         _write_ring_file(keys_dir, after)
         _write_bundle_pem(keys_dir, after)
         _write_jwks(keys_dir, after)
         kept = {entry.id for entry in after}
-        for gone in (entry for entry in before if entry.id not in kept):
-            _remove_key_files(keys_dir, gone.id)
+        for gone in {entry.id for entry in before} - kept | dropped:
+            _remove_key_files(keys_dir, gone)
     return after
+
+
+def _check_lost_active(lost: list[RecordedKey], after: Entries) -> None:
+    """RotationRefusedError when the active key's files are gone and no other key signs."""
+    active = next((key for key in lost if key.state is KeyState.ACTIVE), None)
+    if active is not None and not any(e.state is KeyState.ACTIVE for e in after):
+        raise RotationRefusedError(
+            f"key {active.kid} is the active key and its {active.describe_loss()}: promote "
+            "the next key (`registry-auth keys promote KID`, if registries trust it already) or "
+            "make a new one that signs at once (`registry-auth keys generate --force`)"
+        )
 
 
 class Installed(NamedTuple):
@@ -202,12 +255,28 @@ def _order(name: str) -> int:
     return 2 if name == RING_FILE else 0 if KEY_FILE.fullmatch(name) else 1
 
 
-def read_entries(keys_dir: Path) -> Entries:
-    """The ring as keyring.json records it, with each certificate (no private keys read)."""
+def read_entries(keys_dir: Path, *, without: Collection[str] = ()) -> Entries:
+    """The ring as keyring.json records it, with each certificate (no private keys read), but
+    the keys whose ids are in `without`. A certificate of another key than the ring records
+    (a mixed restore of a backup) is a KeyStoreError: written into bundle.pem, registries
+    would trust it instead of the key that signs."""
     return tuple(
-        ring.entry_from_record(entry, _read_certificate(keys_dir, entry["id"]))
-        for entry in _read_ring_file(keys_dir)
+        ring.entry_from_record(record, _recorded_certificate(keys_dir, record))
+        for record in _read_ring_file(keys_dir)
+        if record["id"] not in without
     )
+
+
+def _recorded_certificate(keys_dir: Path, record: dict[str, Any]) -> x509.Certificate:
+    certificate = _read_certificate(keys_dir, record["id"])
+    public_key = certificate.public_key()
+    path = keys_dir / f"{record['id']}.crt"
+    if not isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise KeyStoreError(f"{path}: only RSA and EC P-256 keys can sign registry tokens")
+    kid = libtrust_kid(public_key)
+    if kid != record["kid"]:
+        raise KeyStoreError(f"{path}: holds key {kid}, {RING_FILE} says {record['kid']}")
+    return certificate
 
 
 def load_keyring(keys_dir: Path) -> KeyRing:
@@ -281,6 +350,14 @@ def _new_entry(algorithm: Algorithm, days: int, now: datetime) -> tuple[PrivateK
     file_id = kid.replace(":", "")[:16].lower()
     entry = RingEntry(file_id, kid, algorithm, KeyState.NEXT, now, certificate)
     return private_key, entry
+
+
+def check_keys(keys_dir: Path, *, without: Collection[str] = ()) -> None:
+    """KeyStoreError for the first key (but those in `without`) the service could not load:
+    what a ring that is about to lose its lost keys must still pass."""
+    for record in _read_ring_file(keys_dir):
+        if record["id"] not in without:
+            _load_entry(keys_dir, record)
 
 
 def _load_keyring_once(keys_dir: Path) -> KeyRing:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 from datetime import UTC, datetime, timedelta
@@ -244,10 +245,90 @@ def test_generate_force_drops_a_key_whose_file_is_lost(
     (keys_dir / f"{old.id}.key").unlink()
     capsys.readouterr()
     assert keys(config, "generate", "--force") == 0
-    assert f"dropped key {old.kid} from the ring: its private key file is gone" in (
+    assert f"dropped key {old.kid} from the ring: its {old.id}.key is gone" in (
         capsys.readouterr().out
     )
     assert states(config) == ["active"]
+    assert keys(config, "list") == 0  # the ring the service loads
+
+
+def _ring_of(config: Path, *states_wanted: str) -> list[str]:
+    """A ring with an active key and, for "next", a next key: their kids."""
+    keys(config, "generate")
+    if "next" in states_wanted:
+        keys(config, "add")
+    return [e.kid for e in read_entries(config.parent / "keys")]
+
+
+def test_a_certificate_of_another_key_is_never_shipped(tmp_path: Path, config: Path) -> None:
+    """A mixed restore of a backup: the active key's files from another ring. `keys retire`
+    rewrote bundle.pem with the other certificate (every pull then failed at registries given
+    it) and `keys jwks` published it; both refuse now, and the files stay as they were."""
+    _ring_of(config, "active", "next")
+    keys_dir = config.parent / "keys"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "registry-auth.yaml").write_text(CONFIG)
+    keys(other / "registry-auth.yaml", "generate")
+    (stranger,) = read_entries(other / "keys")
+    active, upcoming = read_entries(keys_dir)
+    for suffix in (".key", ".crt"):
+        (other / "keys" / f"{stranger.id}{suffix}").replace(keys_dir / f"{active.id}{suffix}")
+    bundle = (keys_dir / "bundle.pem").read_bytes()
+    jwks = (keys_dir / "jwks.json").read_bytes()
+    refusal = f"{active.id}.crt: holds key {stranger.kid}, keyring.json says {active.kid}"
+    with pytest.raises(KeyStoreError, match=re.escape(refusal)):
+        keys(config, "retire", upcoming.kid)
+    with pytest.raises(KeyStoreError, match=re.escape(refusal)):
+        keys(config, "jwks")
+    assert (keys_dir / "bundle.pem").read_bytes() == bundle
+    assert (keys_dir / "jwks.json").read_bytes() == jwks
+
+
+def test_a_key_whose_certificate_is_lost_can_be_listed_and_retired(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every command said `cannot read ID.crt`, the cures the README gives included: the only
+    way out was editing keyring.json by hand."""
+    active, upcoming = _ring_of(config, "active", "next")
+    keys_dir = config.parent / "keys"
+    next_id = read_entries(keys_dir)[1].id
+    (keys_dir / f"{next_id}.crt").unlink()
+    capsys.readouterr()
+    with pytest.raises(KeyStoreError, match=r"keys retire KID"):
+        keys(config, "list")  # the table, then why the service would refuse the ring
+    table = capsys.readouterr().out
+    assert f"FILES LOST: its {next_id}.crt is gone" in table
+    assert active in table
+    assert keys(config, "retire", upcoming) == 0
+    assert f"retired key {upcoming}" in capsys.readouterr().out
+    assert not (keys_dir / f"{next_id}.key").exists()
+    assert keys(config, "list") == 0
+    assert states(config) == ["active"]
+
+
+def test_a_lost_active_key_gives_way_to_the_next_key_registries_trust(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With the active key's file lost, `keys promote NEXT` was refused, and the only cure
+    given, `generate --force`, made a key no registry trusts sign at once (every pull failing
+    until the bundles were shipped) while the next key, already trusted, waited."""
+    active, upcoming = _ring_of(config, "active", "next")
+    keys_dir = config.parent / "keys"
+    active_id = read_entries(keys_dir)[0].id
+    (keys_dir / f"{active_id}.key").unlink()
+    with pytest.raises(
+        RotationRefusedError, match=r"is the active key and its \S+ is gone: promote"
+    ):
+        keys(config, "retire", upcoming)  # it would leave the ring with no key that signs
+    assert [e.kid for e in read_entries(keys_dir)] == [active, upcoming]  # nothing changed
+    capsys.readouterr()
+    assert keys(config, "promote", upcoming) == 0
+    out = capsys.readouterr().out
+    assert f"dropped key {active} from the ring: its {active_id}.key is gone" in out
+    assert f"key {upcoming} is active" in out
+    assert states(config) == ["active"]
+    assert not (keys_dir / f"{active_id}.crt").exists()
     assert keys(config, "list") == 0  # the ring the service loads
 
 
