@@ -60,6 +60,28 @@ def publish_lifespan(loop: PublishLoop | None, settings: Settings) -> Lifespan:
     return lifespan
 
 
+def keeping_the_key(settings: Settings) -> Settings:
+    """`settings` for one of several worker processes: it does not delete the etcd key when it
+    stops (the main process does, when the service stops: unpublish_at_shutdown)."""
+    if settings.etcd is None or not settings.etcd.delete_on_shutdown:
+        return settings
+    etcd = settings.etcd.model_copy(update={"delete_on_shutdown": False})
+    return settings.model_copy(update={"etcd": etcd})
+
+
+def unpublish_at_shutdown(settings: Settings) -> None:
+    """Delete the etcd key if it still holds our record, when `etcd.delete_on_shutdown` asks."""
+    if settings.etcd is None or not settings.etcd.delete_on_shutdown:
+        return
+    loop = build_publish_loop(settings)
+    if loop is None:
+        return
+    try:
+        loop.publisher.unpublish()
+    finally:
+        loop.publisher.backend.close()
+
+
 def etcd_status(loop: PublishLoop | None) -> dict[str, Any]:
     """The `etcd` part of /readyz."""
     if loop is None:

@@ -19,6 +19,7 @@ from app.api.app import create_app
 from app.api.config_refusal import set_config_refused
 from app.api.config_reread import Reread, next_settings
 from app.api.metrics_http import use_multiprocess_dir
+from app.api.publishing import keeping_the_key, unpublish_at_shutdown
 from app.api.server import ServerOptions
 from app.api.server_logging import granian_logging
 from app.api.tls import ReloadingTLS
@@ -180,13 +181,18 @@ def run_granian(settings: Settings, options: ServerOptions, reread: Reread | Non
     # Each worker is forked from this process: it builds its app from what `running` holds
     # when it starts.
     server.serve(target_loader=lambda _label: _load_worker(running[0], copies))
+    # Returned: a shutdown, every worker stopped (a failed one exits instead).
+    unpublish_at_shutdown(running[0])
 
 
 def _load_worker(settings: Settings, copies: PairCopies | None) -> Any:
-    """In a new worker, before granian reads the pair: the copies are there."""
+    """In a new worker, before granian reads the pair: the copies are there. A worker never
+    deletes the etcd key as it stops (`etcd.delete_on_shutdown`): a worker replaced by a roll
+    or the watchdog would take it away from under a running service (a registry restarted then
+    would start without token auth). The main process deletes it, once all have stopped."""
     if copies is not None:
         copies.ensure()
-    return worker_app(settings)
+    return worker_app(keeping_the_key(settings))
 
 
 class PairUser(Protocol):

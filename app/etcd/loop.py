@@ -73,8 +73,11 @@ class PublishLoop:
     async def step(self) -> float:
         """One check and the wait after it; returns the delay that was chosen."""
         settings = self._settings
+        failures = self.publisher.status.failures
         if await self._run_sync(self.publisher.check):
             delay = settings.interval
+            if failures:  # the last line said it failed: say it no longer does
+                log.info("etcd: published again after %d failed attempt(s)", failures)
         else:
             status = self.publisher.status
             delay = backoff_delay(

@@ -18,7 +18,7 @@ from typing import Any
 
 from app.errors import EtcdConflictError, EtcdError
 from app.etcd.backend import KeyBackend
-from app.etcd.record import describe, encode_record, matches
+from app.etcd.record import Snapshot, describe, encode_record, matches
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,17 @@ class Publisher:
         snapshot = self.backend.read()
         if matches(snapshot.value, self._record):
             return Outcome.UNCHANGED, snapshot.index
+        try:
+            return self._write(snapshot)
+        except EtcdConflictError:
+            # Outrun by another writer: when that was one of ours (another worker of this
+            # service, publishing the same record as it starts), the key is right.
+            again = self.backend.read()
+            if matches(again.value, self._record):
+                return Outcome.UNCHANGED, again.index
+            raise
+
+    def _write(self, snapshot: Snapshot) -> tuple[Outcome, int]:
         if snapshot.version is None:
             index = self.backend.create(self.value)
             log.info("etcd: published %s to %s", self.value, self.backend.where)

@@ -206,6 +206,39 @@ def test_key_is_left_on_shutdown_by_default_and_deleted_when_asked(
     assert etcd_server.get(api, KEY) is None, other.log()
 
 
+def test_with_workers_only_the_service_stopping_deletes_the_key(
+    tmp_path: Path, etcd_server: EtcdServer
+) -> None:
+    """With `delete_on_shutdown`, each old worker stopping in a SIGHUP roll deleted the key (a
+    LAIN registry starting then would run without token auth); and the workers publishing at
+    once at the start warned that another writer had changed the key: each other."""
+    settings = {
+        "workers": 2,
+        "etcd": etcd_config(etcd_server, "v2", delete_on_shutdown=True),
+    }
+    auth = start_auth_server(tmp_path, issuer=ISSUER, service=SERVICE, extra_settings=settings)
+    try:
+        node_url = f"{etcd_server.url}/v2/keys{KEY}"
+
+        def created() -> int | None:
+            answer = httpx.get(node_url, timeout=5, trust_env=False)
+            return int(answer.json()["node"]["createdIndex"]) if answer.status_code == 200 else None
+
+        first = eventually(created, 10, "key published", auth.log())
+        auth.config_path.write_text(
+            json.dumps({**auth.settings, "token_ttl": 600}), encoding="utf-8"
+        )
+        os.kill(auth.process.pid, signal.SIGHUP)
+        eventually(lambda: "Stopped old worker-2" in auth.log(), 30, "roll done", auth.log())
+        assert created() == first, auth.log()  # never deleted and created again
+        assert "another writer" not in auth.log(), auth.log()
+        assert auth.process.stop(timeout=20) == 0, auth.log()
+        assert etcd_server.get("v2", KEY) is None, auth.log()
+        assert auth.log().count("etcd: deleted") == 1, auth.log()
+    finally:
+        auth.stop()
+
+
 def test_without_etcd_the_service_says_once_that_it_does_not_publish(
     start_service: Callable[..., AuthServer],
 ) -> None:

@@ -107,6 +107,27 @@ def test_a_value_written_between_read_and_swap_is_not_clobbered() -> None:
     assert publisher.status.last_error == "changed"  # the CAS lost; looked at next time
 
 
+def test_our_own_record_written_between_read_and_write_is_no_lost_race(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two workers of one service publish the same record as they start: the one outrun said
+    `changed by another writer meanwhile` at every start with several workers."""
+    for start in (None, "old"):
+        key = MemoryKey(start)
+
+        def another_worker_writes(key: MemoryKey = key) -> None:
+            key.before_write = lambda: None
+            key._write(OURS)
+
+        key.before_write = another_worker_writes
+        publisher = Publisher(key, RECORD)
+        with caplog.at_level(logging.WARNING, logger="app.etcd"):
+            assert publisher.check() is True
+        assert (key.value, key.writes) == (OURS, 1)
+        assert publisher.status.published is True
+    assert caplog.records == []
+
+
 def test_status_records_failures_then_success() -> None:
     key = MemoryKey()
     key.down = "connection refused"
@@ -185,8 +206,10 @@ def test_the_loop_backs_off_while_etcd_is_down_and_returns_to_the_interval(
         f"next attempt in {delay:.1f} s"
         for n, delay in ((1, 1.0), (2, 2.0), (3, 4.0))
     ]
+    # And when it works again: the last line no longer says it fails.
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.INFO] == [
-        f"etcd: published {OURS} to memory key"
+        f"etcd: published {OURS} to memory key",
+        "etcd: published again after 3 failed attempt(s)",
     ]
 
 
