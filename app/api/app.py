@@ -36,6 +36,7 @@ from app.api.watchdog import heartbeat_lifespan
 from app.api.worker_status import WorkerReadiness
 from app.errors import BackendUnavailableError, ClientError, StateStoreError
 from app.etcd.loop import PublishLoop
+from app.etcd.state import state_outages
 from app.keys.expiry import ExpiryState
 from app.keys.jwks import KidFormat, jwks_document
 from app.metrics import flush as flush_counts
@@ -332,6 +333,11 @@ def own_readiness(token_service: TokenService, audit: AuditLog | None) -> Worker
         warnings.append(
             "the config file is not the one in force: the last SIGHUP could not apply it "
             "(see the log); a restart would fail or change the service"
+        )
+    for _where, down_for in state_outages():  # not where: the log has it
+        warnings.append(
+            f"the state store (etcd) has not answered for {down_for:.0f} s: refresh grants get "
+            "503, no refresh token is issued, failed logins are counted per process (see the log)"
         )
     if audit is not None and audit.dropping:
         warnings.append("the audit log is dropping lines: it cannot be written (see the log)")

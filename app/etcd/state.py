@@ -63,7 +63,7 @@ class _Outage:
         with self._lock:
             began, self._since = self._since is None, self._since or now
             self._breaker.record_failure(now)
-        if began:
+        if began and _went_down(where):
             log.warning(
                 "state store (%s) unavailable: %s; until it answers, failed logins are counted "
                 "in each process's memory and no refresh token is issued (refresh grants get "
@@ -76,8 +76,35 @@ class _Outage:
         with self._lock:
             since, self._since = self._since, None
             self._breaker.record_success()
-        if since is not None:
+        if since is not None and _came_back(where):
             log.warning("state store (%s) available again after %.0f s", where, now - since)
+
+
+# The etcd stores down now, by `where`, with the time.monotonic() it began: the refresh tokens'
+# and the login counters' clients of one etcd said each outage twice; /readyz shows them.
+_DOWN: dict[str, float] = {}
+_DOWN_LOCK = threading.Lock()
+
+
+def _went_down(where: str) -> bool:
+    """Record the outage; whether it is news (no other client of `where` said it)."""
+    with _DOWN_LOCK:
+        if where in _DOWN:
+            return False
+        _DOWN[where] = time.monotonic()
+        return True
+
+
+def _came_back(where: str) -> bool:
+    with _DOWN_LOCK:
+        return _DOWN.pop(where, None) is not None
+
+
+def state_outages() -> list[tuple[str, float]]:
+    """(where, seconds down) of each etcd state store that does not answer, for /readyz."""
+    now = time.monotonic()
+    with _DOWN_LOCK:
+        return [(where, now - since) for where, since in sorted(_DOWN.items())]
 
 
 _OUTAGES: weakref.WeakKeyDictionary[GatewayClient, _Outage] = weakref.WeakKeyDictionary()

@@ -37,6 +37,21 @@ READ_TIMEOUT_SECONDS = 0.5
 # shared memory) cost ~60 us of a fresh token's ~640 in the service, with two workers taking
 # those locks on the same file (docs/performance.md). This process's own writes count at once.
 RECHECK_SECONDS = 0.02
+# The file each path held when last seen by a store of this process (the refresh tokens' and
+# the login counters' see the same file): a deletion or a replacement is logged once, and the
+# file one store makes anew is not then "replaced" for the other.
+_SEEN_FILES: dict[Path, tuple[int, int] | None] = {}
+_SEEN_LOCK = threading.Lock()
+
+
+def _first_to_see(path: Path, identity: tuple[int, int] | None) -> bool:
+    """Record that `path` holds `identity` (None: nothing); whether that was news."""
+    with _SEEN_LOCK:
+        news = _SEEN_FILES.get(path, identity) != identity
+        _SEEN_FILES[path] = identity
+        return news
+
+
 _LOCK_ERRORS = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 _COLUMNS = (
     "id, token_hash, account, service, client_id, credential_version, "
@@ -174,6 +189,7 @@ class SqliteStore:
             self._prepare()
             st = self.path.stat()
             self._identity = (st.st_dev, st.st_ino)
+            _first_to_see(self.path, self._identity)
             self._created = True
             self._looked = (self._monotonic() + RECHECK_SECONDS, True)
 
@@ -191,10 +207,15 @@ class SqliteStore:
         if identity == self._identity:
             self._looked = (self._monotonic() + RECHECK_SECONDS, True)
             return True
-        log.warning(
-            "state file %s was %s: refresh tokens and login counters are what it now holds",
-            self.path, "deleted" if identity is None else "replaced",
-        )  # fmt: skip
+        if _first_to_see(self.path, identity):
+            log.warning(
+                "state file %s was %s: %s",
+                self.path,
+                "deleted" if identity is None else "replaced",
+                "a new one is made; the refresh tokens and login counters in the old one are gone"
+                if identity is None
+                else "the refresh tokens and login counters in force are the new file's",
+            )
         with self._create_lock:
             self._created, self._identity = False, None
         self.close()

@@ -204,6 +204,30 @@ def test_a_deleted_or_replaced_state_file_is_read_afresh(
     service.close()
 
 
+def test_a_deleted_state_file_is_said_once_by_the_stores_sharing_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The refresh tokens' store and the login counters' each said it, and the second then
+    called the file the first had made anew `replaced`."""
+    path = tmp_path / "state.db"
+    clock = Clock()
+    tokens, counters = SqliteStore(path, monotonic=clock), SqliteStore(path, monotonic=clock)
+    tokens.add(record(1))
+    counters.add_failure(["k"], 100.0, 900)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    clock.now += sqlite.RECHECK_SECONDS
+    assert tokens.find(hash_token("token-1")) is None
+    assert counters.failures(["k"], 101.0, 900) == {}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        f"state file {path} was deleted: a new one is made; the refresh tokens and login "
+        "counters in the old one are gone"
+    ]
+    tokens.close()
+    counters.close()
+
+
 def test_reads_look_at_the_path_at_most_every_recheck(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
