@@ -183,14 +183,19 @@ def _cmd_promote(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep)
     # Else it goes on signing with the old key. The keys whose files are gone leave the ring
     # with this step (the active one among them, when it is the one lost).
     _ring_the_service_loads(keys_dir, but_lost=True)
-    target = ring.find(recorded_keys(keys_dir), args.kid)  # said alone, no wait warning
+    # Refusals that need no wait come before the warning about the wait (which then misled).
+    target = ring.find(recorded_keys(keys_dir), args.kid)
     if target.missing:
         raise RotationRefusedError(f"key {target.kid} cannot sign: its {target.describe_loss()}")
+    if target.state is KeyState.ACTIVE:
+        raise ring.already_active(target.kid)
     return _promote(keys_dir, args.kid, _window(args), now(), args)
 
 
 def _cmd_retire(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) -> int:
-    ring.find(recorded_keys(keys_dir), args.kid)
+    target = ring.find(recorded_keys(keys_dir), args.kid)
+    if target.state is KeyState.ACTIVE and not target.missing:
+        raise ring.retiring_active(target.kid)
     return _retire(keys_dir, args.kid, _window(args), now(), force=args.force)
 
 

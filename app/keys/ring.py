@@ -99,7 +99,7 @@ def promote(entries: Sequence[RingEntry], kid: str, now: datetime) -> Entries:
     """`kid` signs from now on; the previous active key becomes retiring as of `now`."""
     target = find(entries, kid)
     if target.state is KeyState.ACTIVE:
-        raise RotationRefusedError(f"key {target.kid} is already the active key; nothing to do")
+        raise already_active(target.kid)
     if target.not_after <= now:
         raise RotationRefusedError(
             f"the certificate of key {target.kid} expired at {target.not_after:%Y-%m-%d %H:%M}Z: "
@@ -115,6 +115,19 @@ def promote(entries: Sequence[RingEntry], kid: str, now: datetime) -> Entries:
         else:
             result.append(entry)
     return tuple(result)
+
+
+def already_active(kid: str) -> RotationRefusedError:
+    """Why promoting the active key is refused."""
+    return RotationRefusedError(f"key {kid} is already the active key; nothing to do")
+
+
+def retiring_active(kid: str) -> RotationRefusedError:
+    """Why retiring the active key is refused."""
+    return RotationRefusedError(
+        f"key {kid} is the active key: it signs every token. Add and promote another key first "
+        "(`registry-auth keys add`, ship bundle.pem, `registry-auth keys promote NEW`)"
+    )
 
 
 class TokenWindow(NamedTuple):
@@ -168,11 +181,7 @@ def retire(
     tokens may still be valid at a registry (unless `force`: those tokens then fail)."""
     target = find(entries, kid)
     if target.state is KeyState.ACTIVE:
-        raise RotationRefusedError(
-            f"key {target.kid} is the active key: it signs every token. Add and promote "
-            "another key first (`registry-auth keys add`, ship bundle.pem, `registry-auth keys "
-            "promote NEW`)"
-        )
+        raise retiring_active(target.kid)
     if target.state is KeyState.RETIRING and not force:
         _check_tokens_expired(target, now, window)
     return tuple(entry for entry in entries if entry.kid != target.kid)

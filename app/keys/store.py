@@ -485,7 +485,10 @@ def _read_ring_file(keys_dir: Path) -> list[dict[str, Any]]:
     except OSError as exc:
         raise KeyStoreError(f"cannot read {path}: {exc.strerror}") from None
     except (ValueError, KeyError, TypeError):
-        raise KeyStoreError(f"{path} is damaged: not a key ring written by registry-auth") from None
+        raise KeyStoreError(
+            f"{path} is damaged: not a key ring written by registry-auth (restore the keys "
+            "directory from its backup, or the Secret it is copied from)"
+        ) from None
     return list(records)
 
 

@@ -573,3 +573,12 @@ def test_a_retire_wait_without_the_config_says_it_uses_the_defaults(
     )
     assert keys(config, "list", "--keys-dir", keys_dir) == 0
     assert "warning" not in capsys.readouterr().err  # no wait to judge
+    # Refused whatever the wait: the refusal alone, not after a warning about the wait.
+    for argv, refusal in (
+        (["promote", new], "is already the active key"),
+        (["retire", new], "is the active key: it signs every token"),
+    ):
+        args = build_parser().parse_args(["keys", *argv, "--keys-dir", keys_dir])
+        with pytest.raises(RotationRefusedError, match=refusal):
+            run_keys(args, clock=clock, sleep=lambda _: None)
+        assert capsys.readouterr().err == ""
