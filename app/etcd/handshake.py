@@ -3,6 +3,7 @@ gateway's): a handshake etcd refused, a TLS file that is not there."""
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Protocol
 
@@ -46,4 +47,25 @@ def unreadable_tls_file(files: TlsFiles) -> str | None:
                 pass
         except OSError as exc:
             return f"{setting} {path}: {exc.strerror or exc}"
+    return _unloadable(files)
+
+
+def _unloadable(files: TlsFiles) -> str | None:
+    """A CA bundle or client pair that the TLS library refuses: python-etcd (v2) reported it
+    as `cannot connect ([X509: KEY_VALUES_MISMATCH] ...)`, which reads as a network problem."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if files.ca_cert is not None:
+        try:
+            context.load_verify_locations(cafile=str(files.ca_cert))
+        except ssl.SSLError as exc:
+            return f"ca_cert {files.ca_cert}: not PEM certificates ({exc.reason or exc})"
+    if files.client_cert is not None and files.client_key is not None:
+        try:
+            context.load_cert_chain(str(files.client_cert), str(files.client_key))
+        except ssl.SSLError as exc:
+            why = "the key is not the certificate's" if exc.reason == "KEY_VALUES_MISMATCH" else ""
+            return (
+                f"client_cert {files.client_cert} and client_key {files.client_key} do not load "
+                f"as a pair ({why or exc.reason or exc})"
+            )
     return None

@@ -4,9 +4,11 @@ real etcd in tests/integration.)"""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from pydantic import SecretStr
 from urllib3.exceptions import NewConnectionError, ReadTimeoutError, SSLError
 
@@ -17,6 +19,8 @@ from app.etcd.refresh_store import EtcdRefreshStore
 from app.etcd.state import open_state_client
 from app.etcd.v2 import PythonEtcdBackend
 from app.etcd.v3 import GatewayBackend
+from app.keys.certs import new_private_key, self_signed
+from app.keys.model import Algorithm
 from app.settings_sections import EtcdSettings, StateSettings
 
 # A port nothing listens on would be a network test; every case here fails before connecting.
@@ -44,6 +48,33 @@ def test_a_missing_tls_file_is_named_with_its_setting(tmp_path: Path, api: str) 
     named = f"cannot load the TLS files: client_cert {tmp_path / 'client.pem'}: No such file"
     assert named in str(caught.value)
     assert str(caught.value).count(ENDPOINT) == 1  # v2 said where twice, in a wrapped error
+
+
+@pytest.mark.parametrize("api", ["v2", "v3"])
+def test_a_client_key_of_another_certificate_is_said_so(tmp_path: Path, api: str) -> None:
+    """v2 said `cannot connect ([X509: KEY_VALUES_MISMATCH] ...)`: a network problem, read."""
+    now = datetime.now(UTC)
+    certificate = self_signed(new_private_key(Algorithm.ES256), now, 1)
+    other_key = new_private_key(Algorithm.ES256)
+    cert, key = tmp_path / "client.pem", tmp_path / "client.key"
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(
+        other_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    settings = EtcdSettings(
+        endpoints=[ENDPOINT], api=api, key="/lain/k", client_cert=cert, client_key=key
+    )
+    backend = GatewayBackend(settings) if api == "v3" else PythonEtcdBackend(settings)
+    with pytest.raises(EtcdError) as caught:
+        backend.read()
+    assert (
+        f"cannot load the TLS files: client_cert {cert} and client_key {key} do not load as a "
+        "pair (the key is not the certificate's)"
+    ) in str(caught.value)
 
 
 def test_the_publisher_sees_an_etcd_error_naming_its_key(tmp_path: Path) -> None:
