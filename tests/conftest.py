@@ -10,6 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from app.etcd import state as etcd_state
 from app.keys.model import Algorithm, KeyRing
 from app.keys.store import generate_key, load_keyring
 from app.settings import Settings, load_settings
@@ -43,6 +44,13 @@ def settings(rsa_keys_dir: Path, tmp_path: Path) -> Settings:
             "realm": "http://auth.test/token",
         }
     )
+
+
+@pytest.fixture(autouse=True)
+def _no_etcd_outage_left() -> None:
+    """Which etcd state stores are down is kept per process (app.etcd.state: logged once, shown
+    by /readyz): an outage one test's client saw is not the next test's."""
+    etcd_state.forget_outages()
 
 
 @pytest.fixture

@@ -63,7 +63,7 @@ class _Outage:
         with self._lock:
             began, self._since = self._since is None, self._since or now
             self._breaker.record_failure(now)
-        if began and _went_down(where):
+        if began and _went_down(where, now):
             log.warning(
                 "state store (%s) unavailable: %s; until it answers, failed logins are counted "
                 "in each process's memory and no refresh token is issued (refresh grants get "
@@ -74,30 +74,42 @@ class _Outage:
     def answered(self, where: str) -> None:
         now = self._clock()
         with self._lock:
-            since, self._since = self._since, None
+            self._since = None
             self._breaker.record_success()
-        if since is not None and _came_back(where):
-            log.warning("state store (%s) available again after %.0f s", where, now - since)
+        # Whichever client of this etcd answers first says so (the one that saw the outage may
+        # not be asked again for long: the refresh tokens' store, say).
+        down_for = _came_back(where, now)
+        if down_for is not None:
+            log.warning("state store (%s) available again after %.0f s", where, down_for)
 
 
-# The etcd stores down now, by `where`, with the time.monotonic() it began: the refresh tokens'
-# and the login counters' clients of one etcd said each outage twice; /readyz shows them.
+# The etcd stores down now, by `where`, with the time (time.monotonic, or a test's clock) it
+# began: the refresh tokens' and the login counters' clients of one etcd said each outage
+# twice; /readyz shows them.
 _DOWN: dict[str, float] = {}
 _DOWN_LOCK = threading.Lock()
 
 
-def _went_down(where: str) -> bool:
+def _went_down(where: str, now: float) -> bool:
     """Record the outage; whether it is news (no other client of `where` said it)."""
     with _DOWN_LOCK:
         if where in _DOWN:
             return False
-        _DOWN[where] = time.monotonic()
+        _DOWN[where] = now
         return True
 
 
-def _came_back(where: str) -> bool:
+def _came_back(where: str, now: float) -> float | None:
+    """The seconds `where` was down, if it was."""
     with _DOWN_LOCK:
-        return _DOWN.pop(where, None) is not None
+        since = _DOWN.pop(where, None)
+    return None if since is None else now - since
+
+
+def forget_outages() -> None:
+    """As if every etcd state store answered (for tests: a fresh process)."""
+    with _DOWN_LOCK:
+        _DOWN.clear()
 
 
 def state_outages() -> list[tuple[str, float]]:

@@ -9,7 +9,7 @@ import pytest
 
 from app.errors import StateStoreError
 from app.etcd.gateway import GatewayError
-from app.etcd.state import RETRY_AFTER, open_state_client, state_errors
+from app.etcd.state import RETRY_AFTER, open_state_client, state_errors, state_outages
 from app.settings_sections import StateSettings
 from tests.fake_clock import FakeClock
 
@@ -70,3 +70,25 @@ def test_a_failed_retry_waits_another_retry_after_and_other_errors_are_no_outage
         raise ValueError("not a record")
     with state_errors(client, clock):
         pass
+
+
+def test_one_outage_of_an_etcd_is_said_once_and_ends_when_any_of_its_clients_answers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The refresh tokens' and the login counters' clients each said it; and /readyz went on
+    warning until the client that saw it (asked only by refresh grants) was asked again."""
+    state = StateSettings(backend="etcd", etcd_endpoints=[ENDPOINT])
+    tokens, counters = open_state_client(state), open_state_client(state)
+    clock = FakeClock()
+    caplog.set_level(logging.WARNING)
+    for client in (tokens, counters):
+        with pytest.raises(StateStoreError), state_errors(client, clock):
+            raise GatewayError("connection refused")
+    assert [where for where, _ in state_outages()] == [f"etcd v3 at {ENDPOINT}"]
+    clock.now += RETRY_AFTER
+    with state_errors(counters, clock):
+        pass  # the counters' client answers: the etcd is back
+    assert state_outages() == []
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 2, messages
+    assert messages[1] == f"state store (etcd v3 at {ENDPOINT}) available again after 5 s"
