@@ -126,7 +126,7 @@ def run(args: argparse.Namespace, *, clock: Clock | None = None, sleep: Sleep = 
         raise KeyStoreError(f"--days must be a number of days from 1 to {MAX_CERT_DAYS}")
     if args.keys_command != "generate":
         _require_ring(args, keys_dir)
-    with _naming_the_ring(keys_dir):
+    with _naming_the_ring(keys_dir, args):
         return _COMMANDS[args.keys_command](args, keys_dir, clock or _utcnow, sleep)
 
 
@@ -152,13 +152,15 @@ def _require_ring(args: argparse.Namespace, keys_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def _naming_the_ring(keys_dir: Path) -> Iterator[None]:
+def _naming_the_ring(keys_dir: Path, args: argparse.Namespace) -> Iterator[None]:
     """A refused step names the ring it was refused in (`no key 'X' in the ring`, run from
-    the wrong directory, did not)."""
+    the wrong directory, did not), and the commands it suggests the options that name it."""
     try:
         yield
     except RotationRefusedError as exc:
-        raise RotationRefusedError(f"{keys_dir.absolute()}: {exc}") from None
+        again = _again(args)
+        options = f" (each with{again})" if again and "`registry-auth keys " in str(exc) else ""
+        raise RotationRefusedError(f"{keys_dir.absolute()}: {exc}{options}") from None
 
 
 def _utcnow() -> datetime:

@@ -411,6 +411,8 @@ def test_refusal_through_the_entry_point_is_one_line_and_exit_2(
     assert err.startswith(f"registry-auth: error: {config.parent / 'keys'}: key ")
     assert "is already next: promote it" in err
     assert err.count("\n") == 1
+    # The commands it suggests act on this ring, as the ones a step prints do.
+    assert err.endswith(f" (each with --config {config.absolute()})\n")
 
 
 @pytest.mark.parametrize(
