@@ -149,6 +149,9 @@ class HtpasswdAuthenticator:
     def __init__(self, users: Callable[[], HtpasswdUsers], pool: WorkerPool | None = None) -> None:
         self._users = users
         self._pool = pool
+        # Whether a password file after this one in the chain answers for a name: it then pays
+        # the check an unknown name costs (see unknown_account_check).
+        self.others_after: Callable[[str], bool] = lambda _: False
 
     def cache_version(self, account: str) -> bytes | None:
         """The account's current entry (its hash): a credential cache keyed on it misses as
@@ -158,6 +161,8 @@ class HtpasswdAuthenticator:
     async def authenticate(self, credentials: Credentials) -> AuthResult:
         users = self._users()  # one consistent snapshot even if a reload swaps it meanwhile
         hashed = users.hashes.get(credentials.account)
+        if hashed is None and self.others_after(credentials.account):
+            return AuthResult(Outcome.NOT_MINE)
         password = credentials.password.get_secret_value()
         ok = await run_check(self._pool, password, hashed or users.dummy_hash)
         if hashed is None:

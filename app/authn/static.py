@@ -110,6 +110,7 @@ class StaticAuthenticator:
     def __init__(self, users: Callable[[], StaticUsers], pool: WorkerPool | None = None) -> None:
         self._users = users
         self._pool = pool
+        self.others_after: Callable[[str], bool] = lambda _: False  # as HtpasswdAuthenticator's
 
     def cache_version(self, account: str) -> bytes | None:
         """The account's hash and groups: a cached success carries the groups, so a change of
@@ -122,6 +123,8 @@ class StaticAuthenticator:
     async def authenticate(self, credentials: Credentials) -> AuthResult:
         users = self._users()
         user = users.users.get(credentials.account)
+        if user is None and self.others_after(credentials.account):
+            return AuthResult(Outcome.NOT_MINE)
         password = credentials.password.get_secret_value()
         hashed = user.hashed if user is not None else users.dummy_hash
         ok = await run_check(self._pool, password, hashed)

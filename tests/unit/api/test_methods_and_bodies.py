@@ -126,3 +126,21 @@ async def test_raw_non_ascii_in_the_query_is_a_400_naming_the_query(env: Env) ->
     assert sent[0]["status"] == 400
     assert b'"parameter":"query"' in sent[1]["body"]
     assert b"percent-encoded" in sent[1]["body"]
+
+
+async def test_a_content_length_of_thousands_of_digits_is_a_413(env: Env) -> None:
+    """int() of more than 4,300 digits raises: a 500, had a server passed such a length on."""
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "method": "POST", "path": "/token", "query_string": b"",
+        "headers": [(b"content-type", b"application/x-www-form-urlencoded"),
+                    (b"content-length", b"9" * 5000)],
+        "client": ("127.0.0.1", 40000),
+    }  # fmt: skip
+    await env.client._transport.app(scope, _receive(), send)  # type: ignore[attr-defined]
+    assert sent[0]["status"] == 413
+    assert b"request body exceeds" in sent[1]["body"]
