@@ -86,8 +86,5 @@ def etcd_status(loop: PublishLoop | None) -> dict[str, Any]:
     """The `etcd` part of /readyz."""
     if loop is None:
         return {"enabled": False, **PublishStatus().as_dict()}
-    return {
-        "enabled": True,
-        "target": loop.publisher.backend.where,
-        **loop.publisher.status.as_dict(),
-    }
+    # Anyone may ask /readyz: what went wrong, not where etcd is (the log says it).
+    return {"enabled": True, **loop.publisher.status.as_dict(), "last_error": loop.shown_error()}

@@ -96,6 +96,16 @@ class PublishLoop:
         await self._pause(delay)
         return delay
 
+    def shown_error(self) -> str | None:
+        """The last error without where etcd is: the endpoints and the key."""
+        error = self.publisher.status.last_error
+        if error is None:
+            return None
+        error = error.removeprefix(f"{self.publisher.backend.where}: ")
+        for endpoint in self._settings.endpoints:
+            error = error.replace(f"{endpoint}: ", "").replace(endpoint, "etcd")
+        return error
+
     def wake(self) -> None:
         """Check now (thread-safe): the watch saw the key change."""
         if self._loop is not None:
