@@ -149,8 +149,8 @@ class HtpasswdAuthenticator:
     def __init__(self, users: Callable[[], HtpasswdUsers], pool: WorkerPool | None = None) -> None:
         self._users = users
         self._pool = pool
-        # Whether a password file after this one in the chain answers for a name: it then pays
-        # the check an unknown name costs (see unknown_account_check).
+        # Whether a password file after this one in the chain answers for a name: that one
+        # then pays the check an unknown name costs, not both (set by app.authn.build).
         self.others_after: Callable[[str], bool] = lambda _: False
 
     def cache_version(self, account: str) -> bytes | None:
