@@ -100,8 +100,12 @@ def run_granian(settings: Settings, options: ServerOptions, reread: Reread | Non
                     log.info(
                         "SIGTERM during a roll: the workers not yet restarted stop as they are"
                     )
-                    return
+                    break
                 super()._respawn_workers([idx], spawn_target, target_loader, delay)
+            if self.interrupt_signal:
+                # granian clears its wake-up just before replacing a dead worker: a SIGTERM that
+                # came in between left the flag up and the loop asleep for good. Wake it.
+                self.main_loop_interrupt.set()
 
         def _reload(self, spawn_target: Any, target_loader: Any) -> Any:
             asked, hangup = self.asked, self.hangup
