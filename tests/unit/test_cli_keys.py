@@ -252,11 +252,10 @@ def test_generate_force_drops_a_key_whose_file_is_lost(
     assert keys(config, "list") == 0  # the ring the service loads
 
 
-def _ring_of(config: Path, *states_wanted: str) -> list[str]:
-    """A ring with an active key and, for "next", a next key: their kids."""
+def _ring_with_next(config: Path) -> list[str]:
+    """A ring of an active key and a next key: their kids, in that order."""
     keys(config, "generate")
-    if "next" in states_wanted:
-        keys(config, "add")
+    keys(config, "add")
     return [e.kid for e in read_entries(config.parent / "keys")]
 
 
@@ -264,7 +263,7 @@ def test_a_certificate_of_another_key_is_never_shipped(tmp_path: Path, config: P
     """A mixed restore of a backup: the active key's files from another ring. `keys retire`
     rewrote bundle.pem with the other certificate (every pull then failed at registries given
     it) and `keys jwks` published it; both refuse now, and the files stay as they were."""
-    _ring_of(config, "active", "next")
+    _ring_with_next(config)
     keys_dir = config.parent / "keys"
     other = tmp_path / "other"
     other.mkdir()
@@ -290,7 +289,7 @@ def test_a_key_whose_certificate_is_lost_can_be_listed_and_retired(
 ) -> None:
     """Every command said `cannot read ID.crt`, the cures the README gives included: the only
     way out was editing keyring.json by hand."""
-    active, upcoming = _ring_of(config, "active", "next")
+    active, upcoming = _ring_with_next(config)
     keys_dir = config.parent / "keys"
     next_id = read_entries(keys_dir)[1].id
     (keys_dir / f"{next_id}.crt").unlink()
@@ -313,7 +312,7 @@ def test_a_lost_active_key_gives_way_to_the_next_key_registries_trust(
     """With the active key's file lost, `keys promote NEXT` was refused, and the only cure
     given, `generate --force`, made a key no registry trusts sign at once (every pull failing
     until the bundles were shipped) while the next key, already trusted, waited."""
-    active, upcoming = _ring_of(config, "active", "next")
+    active, upcoming = _ring_with_next(config)
     keys_dir = config.parent / "keys"
     active_id = read_entries(keys_dir)[0].id
     (keys_dir / f"{active_id}.key").unlink()
