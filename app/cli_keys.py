@@ -247,10 +247,11 @@ def _generate(args: argparse.Namespace, keys_dir: Path, now: Clock) -> int:
 
 
 def _list(keys_dir: Path, window: ring.TokenWindow, now: datetime) -> int:
-    lost = {key.id: key for key in lost_keys(keys_dir)}
+    recorded = recorded_keys(keys_dir)
+    lost = {key.id for key in recorded if key.missing}
     entries = {entry.id: entry for entry in read_entries(keys_dir, without=lost)}
     print(f"{'KID':<59} {'ALG':<5} {'STATE':<8} {'CREATED':<20} {'CERT EXPIRES':<20} NOTE")
-    for key in recorded_keys(keys_dir):
+    for key in recorded:
         row = f"{key.kid:<59} {key.algorithm.value:<5} {key.state.value:<8} {_when(key.created)}"
         if key.id in lost:
             print(f"{row} {'-':<19} FILES LOST: its {key.describe_loss()}")

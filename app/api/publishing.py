@@ -73,13 +73,11 @@ def unpublish_at_shutdown(settings: Settings) -> None:
     """Delete the etcd key if it still holds our record, when `etcd.delete_on_shutdown` asks."""
     if settings.etcd is None or not settings.etcd.delete_on_shutdown:
         return
-    loop = build_publish_loop(settings)
-    if loop is None:
-        return
+    publisher = Publisher(open_backend(settings.etcd), desired_record(settings))
     try:
-        loop.publisher.unpublish()
+        publisher.unpublish()
     finally:
-        loop.publisher.backend.close()
+        publisher.backend.close()
 
 
 def etcd_status(loop: PublishLoop | None) -> dict[str, Any]:
