@@ -18,6 +18,8 @@ every record), only not counted towards the per-account cap, and it ends with it
 from __future__ import annotations
 
 import hashlib
+import logging
+from collections.abc import Iterable
 from dataclasses import replace
 
 from app.etcd.gateway import GatewayClient
@@ -36,6 +38,25 @@ from app.state.model import RefreshRecord
 
 MAX_TXN_OPS = 100  # etcd refuses transactions of more than 128 operations by default
 _INDEX = b"~a/"
+
+log = logging.getLogger(__name__)
+
+
+def _parsed(key: bytes, value: bytes) -> RefreshRecord | None:
+    """The record a value holds; None, said in the log, for a value that is not one (written
+    under the prefix by something else): it failed every login that listed records with a 500,
+    and `tokens list` and `tokens revoke` with a traceback."""
+    try:
+        return RefreshRecord.from_json(value)
+    except (ValueError, TypeError):
+        log.warning(
+            "etcd key %s is not a refresh-token record: skipped", key.decode(errors="replace")
+        )
+        return None
+
+
+def _records(pairs: Iterable[tuple[bytes, bytes]]) -> list[RefreshRecord]:
+    return [record for key, value in pairs if (record := _parsed(key, value)) is not None]
 
 
 class EtcdRefreshStore:
@@ -68,7 +89,7 @@ class EtcdRefreshStore:
     def find(self, token_hash: str) -> RefreshRecord | None:
         with state_errors(self._etcd):
             found = self._etcd.range(self._key(token_hash)).kvs
-        return RefreshRecord.from_json(found[0].value) if found else None
+        return _parsed(found[0].key, found[0].value) if found else None
 
     def touch(self, token_hash: str, last_used_at: int) -> None:
         key = self._key(token_hash)
@@ -76,7 +97,9 @@ class EtcdRefreshStore:
             found = self._etcd.range(key).kvs
             if not found:
                 return
-            record = RefreshRecord.from_json(found[0].value)
+            record = _parsed(found[0].key, found[0].value)
+            if record is None:
+                return
             value = replace(record, last_used_at=last_used_at).to_json().encode("utf-8")
             # Only if the key still exists: a touch must never bring back a revoked token.
             self._etcd.txn([compare_exists(key)], [put_op(key, value)])
@@ -84,7 +107,7 @@ class EtcdRefreshStore:
     def records(self, account: str | None = None) -> list[RefreshRecord]:
         with state_errors(self._etcd):
             found = self._etcd.range(self._prefix + b"0", self._prefix + b"g").kvs
-        records = [RefreshRecord.from_json(kv.value) for kv in found]
+        records = _records((kv.key, kv.value) for kv in found)
         if account is not None:
             records = [r for r in records if r.account == account]
         return sorted(records, key=lambda r: (r.created_at, r.id))
@@ -101,7 +124,7 @@ class EtcdRefreshStore:
                 done = self._etcd.txn([], [range_op(self._key(h)) for h in chunk])
                 for token_hash, kvs in zip(chunk, ranged_kvs(done.responses), strict=True):
                     if kvs:
-                        records.append(RefreshRecord.from_json(kvs[0].value))
+                        records.extend(_records([(kvs[0].key, kvs[0].value)]))
                     else:  # its record is gone (deleted by a version before the index)
                         stale.append(index + token_hash.encode("ascii"))
             for start in range(0, len(stale), MAX_TXN_OPS):
@@ -115,7 +138,7 @@ class EtcdRefreshStore:
                 chunk = token_hashes[start : start + MAX_TXN_OPS]
                 done = self._etcd.txn([], [delete_op(self._key(h), prev_kv=True) for h in chunk])
                 deleted += deleted_count(done.responses)
-                gone = [RefreshRecord.from_json(kv.value) for kv in deleted_kvs(done.responses)]
+                gone = _records((kv.key, kv.value) for kv in deleted_kvs(done.responses))
                 if gone:
                     self._etcd.txn(
                         [],

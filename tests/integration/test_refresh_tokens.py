@@ -116,6 +116,33 @@ def test_a_login_counts_its_accounts_tokens_without_reading_everyones(etcd: Etcd
     store.close()
 
 
+def test_a_value_that_is_not_a_record_is_skipped_and_said(
+    etcd: EtcdServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A login counter under the records' prefix (the two prefixes overlapped, which the
+    settings now refuse) made every login asking for a refresh token a 500, and `tokens list`
+    and `tokens revoke` a traceback: the operator could not revoke a stolen token."""
+    client = GatewayClient(Connection([etcd.url], 5.0))
+    store = EtcdRefreshStore(client, "/test/foreign/")
+    kept = RefreshRecord("id1", "a" * 64, "alice", "s", "c", "v", 0, 10**10, 0)
+    store.add(kept)
+    client.put(b"/test/foreign/failures/n/" + b"b" * 64, b'{"count":3,"last_at":7}')
+    client.put(b"/test/foreign/" + b"c" * 64, b"not json")
+    with caplog.at_level("WARNING", logger="app.etcd.refresh_store"):
+        assert store.records() == [kept]
+        assert store.find("c" * 64) is None
+        store.touch("c" * 64, 5)  # nothing to touch: no error, the value left alone
+    said = [r.getMessage() for r in caplog.records]
+    assert (
+        "etcd key /test/foreign/failures/n/" + "b" * 64 + " is not a refresh-token record: skipped"
+        in said
+    )
+    assert client.range(b"/test/foreign/" + b"c" * 64).kvs[0].value == b"not json"
+    assert store.delete(["a" * 64, "c" * 64]) == 2
+    assert store.records() == []
+    store.close()
+
+
 # --- helpers -------------------------------------------------------------------------------
 
 
