@@ -107,5 +107,5 @@ def authz_webhook_from_settings(settings: Settings) -> AuthzWebhook | None:
     config = settings.authz_webhook
     if config is None:
         return None
-    secret = read_secret(config.secret_file, config.secret_env, "authz_webhook.secret")
+    secret = read_secret(config.secret_file, config.secret_env, "authz_webhook.secret", header=True)
     return AuthzWebhook(config, secret=secret)

@@ -16,6 +16,15 @@ class ConfigError(RegistryAuthError):
         self.problem = problem
 
 
+class SettingKeyError(ValueError):
+    """Raised inside a settings check that spans sections, naming the key at fault: pydantic
+    places such an error at the top level, where "(top level)" would name nothing."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(problem)
+        self.key = key
+
+
 class KeyStoreError(RegistryAuthError):
     """The key directory cannot be used (no key, unreadable, unsafe permissions)."""
 

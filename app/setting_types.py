@@ -16,6 +16,8 @@ def _refuse_empty(value: object) -> object:
     # ("cannot read .: Is a directory") without naming the key.
     if isinstance(value, str) and not value.strip():
         raise ValueError("is empty: give a path")
+    if value is None:  # pydantic's own words name a class: "not a valid path for <class ...>"
+        raise ValueError("must be a path, not null (leave the key out for its default)")
     return value
 
 

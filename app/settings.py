@@ -29,7 +29,7 @@ from app.backend_settings import (
     check_backend_list,
     resolve_backend_paths,
 )
-from app.errors import ConfigError
+from app.errors import ConfigError, SettingKeyError
 from app.setting_types import (
     ClientIPHeader,
     FilePath,
@@ -352,7 +352,31 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _service_not_repeated(self) -> Settings:
         if self.service in self.extra_services:
-            raise ValueError(f"extra_services: {self.service!r} is `service` already")
+            raise SettingKeyError("extra_services", f"{self.service!r} is `service` already")
+        return self
+
+    @model_validator(mode="after")
+    def _one_way_to_htpasswd(self) -> Settings:
+        if self.auth_backends is not None and self.htpasswd is not None:
+            raise SettingKeyError(
+                "htpasswd", "with auth_backends, list it there as `- type: htpasswd` instead"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _etcd_prefixes_apart(self) -> Settings:
+        # Both live in the state store's etcd; the refresh records' range would take in the
+        # counters (or the reverse), and a counter read as a record failed logins with a 500.
+        records, counters = self.state.etcd_prefix, self.brute_force.etcd_prefix
+        if self.state.backend == "etcd" and (
+            records.startswith(counters) or counters.startswith(records)
+        ):
+            raise SettingKeyError(
+                "state.etcd_prefix",
+                f"{records!r} and brute_force.etcd_prefix {counters!r} overlap: the refresh "
+                "tokens and the login counters need prefixes apart, e.g. "
+                "/registry-auth/refresh-tokens/ and /registry-auth/failures/",
+            )
         return self
 
     @property
@@ -432,11 +456,17 @@ def _read_yaml(path: Path, option: str = "--config") -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(option, f"{path} must hold a mapping of settings")
     for key in data:
+        if not isinstance(key, str):  # `1:`, `yes:` or `null:` at the top
+            raise ConfigError(
+                str(key),
+                f"unknown setting: YAML reads this name as {yaml_kind(key)}, and a setting's name "
+                f"is text (in {path})",
+            )
         # The settings model matches top-level names in any case (as it must the REGISTRY_AUTH_*
         # variables): `Token_TTL` was taken, and `TOKEN_TTL` beside `token_ttl` silently lost.
-        if isinstance(key, str) and key != key.lower():
+        if key != key.lower():
             raise ConfigError(
-                str(key), f"unknown setting: settings are lower case (`{key.lower()}`)"
+                key, f"unknown setting: settings are lower case (`{key.lower()}`) (in {path})"
             )
     return data
 
@@ -445,6 +475,9 @@ def _config_error(
     exc: ValidationError, config_file: Path | None, file_data: dict[str, Any]
 ) -> ConfigError:
     first = exc.errors()[0]
+    keyed = first.get("ctx", {}).get("error")
+    if isinstance(keyed, SettingKeyError):  # a check across sections names its key itself
+        first = {**first, "loc": tuple(keyed.key.split("."))}
     key = ".".join(str(part) for part in first["loc"]) or "(top level)"
     message = first["msg"].removeprefix("Value error, ")  # pydantic's label of our own text
     if first["type"] == "missing":

@@ -59,11 +59,7 @@ class Authentication:
 
 
 def configured_backends(settings: Settings) -> list[Any]:
-    if settings.auth_backends is not None:
-        if settings.htpasswd is not None:
-            raise ConfigError(
-                "htpasswd", "with auth_backends, list it there as `- type: htpasswd` instead"
-            )
+    if settings.auth_backends is not None:  # the settings refuse htpasswd beside them
         return list(settings.auth_backends)
     if settings.htpasswd is not None:
         return [HtpasswdBackend(type="htpasswd", path=settings.htpasswd)]
@@ -165,7 +161,7 @@ def _authenticator(
         built.closers.append(tokens.aclose)
         return tokens
     assert isinstance(backend, WebhookBackend)  # noqa: S101 - the union is closed
-    secret = read_secret(backend.secret_file, backend.secret_env, f"{key}.secret")
+    secret = read_secret(backend.secret_file, backend.secret_env, f"{key}.secret", header=True)
     webhook = WebhookAuthenticator(backend, key=key, secret=secret)
     built.closers.append(webhook.aclose)
     return _cached(webhook, backend.cache_ttl, backend.cache_size, per_client=True)
@@ -235,10 +231,14 @@ def _cached(inner: Authenticator, ttl: float, size: int, *, per_client: bool) ->
     return CachingAuthenticator(inner, ttl=ttl, max_entries=size, per_client=per_client)
 
 
-def read_secret(file: Path | None, env: str | None, prefix: str) -> SecretStr | None:
+def read_secret(
+    file: Path | None, env: str | None, prefix: str, *, header: bool = False
+) -> SecretStr | None:
     """The secret from its file (trailing newline dropped) or environment variable. An empty
     one is refused: it failed every LDAP bind (503, naming no setting) and was sent as an empty
-    shared-secret header (403 from the bridge: every login 401, counted as a guess)."""
+    shared-secret header (403 from the bridge: every login 401, counted as a guess). A `header`
+    secret (a webhook's) must be one an HTTP header can carry: a line break or a non-ASCII
+    character in it made every call fail, every login a 503."""
     if file is not None:
         try:
             value = file.read_text(encoding="utf-8").rstrip("\r\n")
@@ -247,6 +247,8 @@ def read_secret(file: Path | None, env: str | None, prefix: str) -> SecretStr | 
             raise ConfigError(f"{prefix}_file", f"cannot read {file}: {problem}") from None
         if not value:
             raise ConfigError(f"{prefix}_file", f"{file} is empty")
+        if header and not _header_safe(value):
+            raise ConfigError(f"{prefix}_file", f"{file}: {_NOT_HEADER_SAFE}")
         return SecretStr(value)
     if env is not None:
         variable = os.environ.get(env)
@@ -254,5 +256,17 @@ def read_secret(file: Path | None, env: str | None, prefix: str) -> SecretStr | 
             raise ConfigError(f"{prefix}_env", f"environment variable {env} is not set")
         if not variable:
             raise ConfigError(f"{prefix}_env", f"environment variable {env} is empty")
+        if header and not _header_safe(variable):
+            raise ConfigError(f"{prefix}_env", f"environment variable {env}: {_NOT_HEADER_SAFE}")
         return SecretStr(variable)
     return None
+
+
+_NOT_HEADER_SAFE = (
+    "the secret is sent in an HTTP header, so it may hold only printable ASCII characters "
+    "(no line break, tab or other control character, no leading or trailing space)"
+)
+
+
+def _header_safe(value: str) -> bool:
+    return value == value.strip(" ") and all(" " <= char <= "~" for char in value)

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from app.assembly import authz_webhook_from_settings
-from app.authn.build import build_authentication, configured_backends
+from app.authn.build import build_authentication, configured_backends, read_secret
 from app.backend_settings import HtpasswdBackend, LdapBackend
 from app.errors import ConfigError
 from app.settings import load_settings
@@ -59,15 +59,15 @@ def test_without_auth_backends_htpasswd_is_a_one_backend_chain(tmp_path: Path) -
 
 
 def test_htpasswd_key_and_auth_backends_together_is_refused(tmp_path: Path) -> None:
-    settings = load_settings(
-        overrides={
-            **BASE,
-            "htpasswd": str(tmp_path / "u.htpasswd"),
-            "auth_backends": [{"type": "robots", "path": str(tmp_path / "r.yaml")}],
-        }
-    )
-    with pytest.raises(ConfigError, match=r"^config: htpasswd: "):
-        configured_backends(settings)
+    """By the settings: `registry-config`, `acl check` and `healthcheck` took such a config."""
+    with pytest.raises(ConfigError, match=r"^config: htpasswd: with auth_backends"):
+        load_settings(
+            overrides={
+                **BASE,
+                "htpasswd": str(tmp_path / "u.htpasswd"),
+                "auth_backends": [{"type": "robots", "path": str(tmp_path / "r.yaml")}],
+            }
+        )
 
 
 def test_duplicate_names_and_two_robot_stores_are_refused() -> None:
@@ -99,6 +99,41 @@ def test_missing_or_empty_secret_file_or_env_is_a_config_error(
             ConfigError, match=r"^config: auth_backends\.0\.bind_password_(file|env): "
         ):
             build_authentication(settings)
+
+
+@pytest.mark.parametrize(
+    "secret",
+    ["a\nb", "li\rne", "tab\there", " padded", "padded ", "caf\u00e9", "bell\x07"],
+)
+def test_a_webhook_secret_no_header_can_carry_is_refused_at_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, secret: str
+) -> None:
+    """It started, then every call failed in the HTTP client: every login a 503 (and the
+    breaker open), every authorization a 503."""
+    (tmp_path / "secret").write_text(secret + "\n")
+    monkeypatch.setenv("HOOK_SECRET", secret)
+    for source, key in (
+        ({"secret_file": str(tmp_path / "secret")}, "secret_file"),
+        ({"secret_env": "HOOK_SECRET"}, "secret_env"),
+    ):
+        hook = {"type": "webhook", "url": "https://bridge.test/check", **source}
+        settings = load_settings(overrides={**BASE, "auth_backends": [hook]})
+        with pytest.raises(ConfigError) as caught:
+            build_authentication(settings)
+        assert caught.value.key == f"auth_backends.0.{key}"
+        assert "only printable ASCII" in caught.value.problem
+        assert secret.strip() not in str(caught.value)
+        authz = {"url": "https://bridge.test/authz", **source}
+        settings = load_settings(overrides={**BASE, "authz_webhook": authz})
+        with pytest.raises(ConfigError, match=rf"^config: authz_webhook\.{key}: "):
+            authz_webhook_from_settings(settings)
+
+
+def test_a_header_safe_webhook_secret_is_taken(tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text("s3cr3t with spaces~!\n")
+    secret = read_secret(tmp_path / "secret", None, "secret", header=True)
+    assert secret is not None
+    assert secret.get_secret_value() == "s3cr3t with spaces~!"
 
 
 @pytest.mark.parametrize(

@@ -57,7 +57,31 @@ def test_embedded_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> No
         (BASE + "token_ttl: soon\n", "token_ttl", "integer"),
         (BASE + "tokn_ttl: 5\n", "tokn_ttl", "unknown setting"),
         # Matched in any case by the model: a second spelling of a key was silently lost.
-        (BASE + "Token_TTL: 300\n", "Token_TTL", "settings are lower case (`token_ttl`)"),
+        (BASE + "Token_TTL: 300\n", "Token_TTL", "lower case (`token_ttl`) (in "),
+        # YAML reads these names as a number, a boolean, null: a TypeError's traceback.
+        (BASE + "1: x\n", "1", "YAML reads this name as a number"),
+        (BASE + "yes: 1\n", "True", "YAML reads this name as a boolean"),
+        (BASE + "null: x\n", "None", "YAML reads this name as null"),
+        # Checks across keys named "(top level)", or only met once the service was built.
+        (BASE + "extra_services: [registry.local]\n", "extra_services", "`service` already"),
+        (
+            BASE + "htpasswd: u\nauth_backends: [{type: htpasswd, path: u}]\n",
+            "htpasswd",
+            "list it there as `- type: htpasswd`",
+        ),
+        # The refresh records' range took in the counters: 500s, `tokens list` a traceback.
+        (
+            BASE + "state: {backend: etcd, etcd_prefix: /registry-auth/}\n",
+            "state.etcd_prefix",
+            "brute_force.etcd_prefix '/registry-auth/failures/' overlap",
+        ),
+        (
+            BASE + "state: {backend: etcd, etcd_prefix: /registry-auth/r/}\n"
+            "brute_force: {etcd_prefix: /registry-auth/r/x/}\n",
+            "state.etcd_prefix",
+            "overlap",
+        ),
+        (BASE + "keys_dir: null\n", "keys_dir", "must be a path, not null"),
         # Past year 9999 the refresh-token stores' dates overflowed: every docker login a 500.
         (BASE + "refresh_token_lifetime: 1000000000000\n", "refresh_token_lifetime", "less"),
         (BASE + "refresh_token_idle_timeout: 1e20\n", "refresh_token_idle_timeout", "integer"),
@@ -98,6 +122,14 @@ def test_bad_config_names_the_key(tmp_path: Path, text: str, key: str, problem: 
     assert caught.value.key == key
     assert problem in message
     assert "\n" not in message
+
+
+def test_etcd_prefixes_apart_or_another_store_load(tmp_path: Path) -> None:
+    apart = BASE + "state: {backend: etcd, etcd_prefix: /registry-auth/refresh/}\n"
+    assert load_settings(_config(tmp_path, apart)).state.etcd_prefix == "/registry-auth/refresh/"
+    # Without etcd as the store the counters' prefix is not used.
+    sqlite = BASE + "state: {etcd_prefix: /registry-auth/}\n"
+    assert load_settings(_config(tmp_path, sqlite)).state.backend == "sqlite"
 
 
 def test_a_boolean_where_one_is_meant_still_loads(tmp_path: Path) -> None:
