@@ -5,6 +5,7 @@ parsers."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import stat
@@ -112,8 +113,8 @@ def _check_state_path(settings: Settings) -> None:
         raise ConfigError(
             "state.path",
             f"{problem}: failed logins could not be counted nor refresh tokens kept; point it "
-            "at a directory this user may write (e.g. /var/lib/registry-auth/registry-auth.db), "
-            "or set state.backend",
+            "at a file in a directory this user may write "
+            "(e.g. /var/lib/registry-auth/registry-auth.db), or set state.backend",
         )
 
 
@@ -197,13 +198,13 @@ def _prepare_development(settings: Settings) -> None:
 
 
 def registry_config_block(settings: Settings) -> str:
-    """The `auth: token:` block for the registry's config.yml."""
-    return (
-        "# Paste into the registry's config.yml:\n"
-        "auth:\n"
-        "  token:\n"
-        f'    realm: "{settings.realm}"\n'
-        f'    service: "{settings.service}"\n'
-        f'    issuer: "{settings.issuer}"\n'
-        f'    rootcertbundle: "{bundle_path(settings.keys_dir).resolve()}"\n'
-    )
+    """The `auth: token:` block for the registry's config.yml. Each value is written as a JSON
+    string, which YAML reads back as it is: a `\\` or `"` in an issuer stays itself."""
+    values = {
+        "realm": settings.realm,
+        "service": settings.service,
+        "issuer": settings.issuer,
+        "rootcertbundle": str(bundle_path(settings.keys_dir).resolve()),
+    }
+    lines = "".join(f"    {key}: {json.dumps(value)}\n" for key, value in values.items())
+    return "# Paste into the registry's config.yml:\nauth:\n  token:\n" + lines

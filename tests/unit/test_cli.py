@@ -8,6 +8,7 @@ from pathlib import Path
 
 import bcrypt
 import pytest
+import yaml
 
 from app.api.server import serve
 from app.authn.htpasswd import check_password
@@ -179,6 +180,23 @@ def test_registry_config_block(config: Path, capsys: pytest.CaptureFixture[str])
     assert 'realm: "http://127.0.0.1:5001/api/v1/authorize/registry/"' in out
     assert 'issuer: "auth server"' in out
     assert f'rootcertbundle: "{config.parent / "keys" / "bundle.pem"}"' in out
+
+
+def test_registry_config_block_quotes_what_yaml_would_read_otherwise(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`"corp\\auth"` was printed between plain quotes: YAML read `\\a` as a bell, and the
+    registry refused every token as from an unknown issuer; a `"` made the block invalid."""
+    issuer, service = 'corp\\auth "team"', "registry:5000 caf\u00e9"
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        yaml.safe_dump({"issuer": issuer, "service": service, "realm": "http://a.test/token"})
+    )
+    assert run(["registry-config", "--config", str(path)], serve=Recorder()) == 0
+    block = yaml.safe_load(capsys.readouterr().out)
+    assert block["auth"]["token"]["issuer"] == issuer
+    assert block["auth"]["token"]["service"] == service
+    assert block["auth"]["token"]["rootcertbundle"] == str(tmp_path / "keys" / "bundle.pem")
 
 
 def test_registry_config_warns_until_the_ring_exists(
