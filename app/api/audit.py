@@ -133,8 +133,13 @@ class AuditLog:
             self._fd = 1
         elif destination is not None:
             self._path = Path(destination)
+            # No mkdir: a mistyped directory is an error, not a new tree the log goes to.
+            if not self._path.parent.is_dir():
+                raise ConfigError(
+                    "audit_log",
+                    f"cannot open {destination}: its directory {self._path.parent} does not exist",
+                )
             try:
-                self._path.parent.mkdir(parents=True, exist_ok=True)
                 self._fd = _open(self._path)
             except OSError as exc:  # a directory, a path under /proc, no permission: say which
                 raise ConfigError(

@@ -106,18 +106,17 @@ def unwritable_because(path: Path) -> str | None:
     """Why this process could not create or write the state file (and SQLite its -wal and
     -shm files beside it); None when it can. For the start: the store itself fails open (a
     failure not counted, no refresh token) and says so only when a login needs it."""
+    if not path.parent.is_dir():  # a mistyped directory, not a new tree for the store
+        return f"its directory {path.parent} does not exist"
     where = path if path.exists() else path.parent
-    while not where.exists():  # made by the store, with its parents
-        where = where.parent
     if where == path and not path.is_file():
         return f"{path} is not a file"
     if where == path and not os.access(path, os.W_OK):
         return _why_not(path)
     if where == path and not _is_sqlite(path):
         return f"{path} is not an SQLite database (another file?)"
-    directory = path.parent if path.parent.exists() else where
-    if not os.access(directory, os.W_OK | os.X_OK):
-        return _why_not(directory)
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        return _why_not(path.parent)
     return None
 
 
@@ -179,7 +178,6 @@ class SqliteStore:
                 return
             check_root_may_write(self.path, StateStoreError)  # and its -wal, -shm files
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
                 if not self.path.exists():
                     os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             except OSError as exc:

@@ -28,4 +28,10 @@ def test_a_database_an_empty_file_or_none_yet_is_fine(tmp_path: Path) -> None:
     empty.touch()
     assert unwritable_because(database) is None
     assert unwritable_because(empty) is None
-    assert unwritable_because(tmp_path / "new" / "state.db") is None
+    assert unwritable_because(tmp_path / "new.db") is None
+
+
+def test_a_missing_directory_is_refused_not_made(tmp_path: Path) -> None:
+    """A mistyped directory was made, with its parents, at the first failed login."""
+    missing = tmp_path / "new" / "state.db"
+    assert unwritable_because(missing) == f"its directory {missing.parent} does not exist"

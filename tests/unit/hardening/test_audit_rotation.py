@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from app.api.audit import AuditLog, Decision
 from app.api.lifespans import polling_lifespan
+from app.errors import ConfigError
 
 
 def _decision(account: str) -> Decision:
@@ -72,6 +73,7 @@ def test_a_path_that_cannot_be_reopened_keeps_the_old_file_and_logs_once(
     problem: str,
 ) -> None:
     folder = tmp_path / "logs"
+    folder.mkdir()
     audit = AuditLog(str(folder / "audit.jsonl"), lambda: 0.0)
     folder.rename(tmp_path / "logs.old")
     break_path(folder)
@@ -86,6 +88,16 @@ def test_a_path_that_cannot_be_reopened_keeps_the_old_file_and_logs_once(
     audit.write(_decision("kept"))
     audit.close()
     assert _accounts(tmp_path / "logs.old" / "audit.jsonl") == ["kept"]
+
+
+def test_a_missing_directory_is_refused_not_made(tmp_path: Path) -> None:
+    """A mistyped directory made a new tree (mode 0755) that the log went to, silently."""
+    destination = tmp_path / "no" / "such" / "audit.jsonl"
+    with pytest.raises(ConfigError) as caught:
+        AuditLog(str(destination), lambda: 0.0)
+    assert caught.value.key == "audit_log"
+    assert f"its directory {destination.parent} does not exist" in caught.value.problem
+    assert not (tmp_path / "no").exists()
 
 
 @pytest.mark.parametrize("destination", ["-", None])
