@@ -133,7 +133,10 @@ def _resource_holds(match: Match, subject: Subject, scope: Scope) -> bool:
         return False
     if match.names is None:
         return True
-    return any(p.matches(scope.name, subject.account, subject.groups) for p in match.names)
+    # With a `group` condition, `${group}` stands for the groups it names only: under
+    # `{group: dev, name: "${group}/**"}` a member of dev and ops got push on ops/*.
+    groups = subject.groups if match.groups is None else subject.groups & match.groups
+    return any(p.matches(scope.name, subject.account, groups) for p in match.names)
 
 
 def explain(policy: Policy, requester: Requester, scopes: Sequence[Scope]) -> Explanation:
