@@ -29,6 +29,7 @@ RULE_KEYS = ("match", "allow", "deny")
 TOP_KEYS = ("groups", "rules")
 
 Network = IPv4Network | IPv6Network
+_IPV4_MAPPED = IPv6Network("::ffff:0:0/96")
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +148,8 @@ class _Parser:
             match = self.match(where, raw["match"], groups)
         if "allow" not in raw and "deny" not in raw:
             self.problem(where, "needs `allow` or `deny`")
-        allow = self.actions(f"{where}.allow", raw.get("allow", []))
-        deny = self.actions(f"{where}.deny", raw.get("deny", []))
+        allow = self.actions(f"{where}.allow", raw["allow"]) if "allow" in raw else frozenset()
+        deny = self.actions(f"{where}.deny", raw["deny"]) if "deny" in raw else frozenset()
         if len(self.problems) > before or match is None:
             return None
         return Rule(index, match, allow, deny, render_rule(raw))
@@ -191,6 +192,12 @@ class _Parser:
         texts = self.strings(f"{where}.match.{key}", raw[key]) or []
         compiled: list[Pattern] = []
         for text in texts:
+            if key == "type" and "(" in text:  # `repository(plugin)`: the class is not matched
+                self.problem(
+                    f"{where}.match.type",
+                    f"{text!r}: a type is matched without its class; write {text.split('(')[0]!r}",
+                )
+                continue
             try:
                 compiled.append(compile_pattern(text, kind, **options))
             except PatternError as exc:
@@ -218,11 +225,18 @@ class _Parser:
         networks: list[Network] = []
         for text in self.strings(f"{where}.match.ip", raw["ip"]) or []:
             try:
-                networks.extend(_networks(text))
+                found = _networks(text)
             except ValueError as exc:
                 self.problem(
                     f"{where}.match.ip", f"{text!r} is not an address, CIDR or range: {exc}"
                 )
+                continue
+            if any(isinstance(n, IPv6Network) and n.subnet_of(_IPV4_MAPPED) for n in found):
+                # A client's ::ffff:10.1.2.3 is matched as 10.1.2.3: such a network held for
+                # nobody.
+                self.problem(f"{where}.match.ip", f"{text!r}: write IPv4-mapped addresses as IPv4")
+                continue
+            networks.extend(found)
         return tuple(networks)
 
     def actions(self, where: str, raw: object) -> frozenset[str]:
@@ -235,6 +249,15 @@ class _Parser:
     def strings(self, where: str, raw: object) -> list[str] | None:
         """One string or a non-empty list of strings; None (and a problem) otherwise."""
         values = [raw] if isinstance(raw, str) else raw
+        if values == []:
+            # A condition of `[]` held for nobody and an `allow`/`deny` of `[]` did nothing:
+            # a deny rule so written silently denied nothing.
+            self.problem(
+                where,
+                "is an empty list, which matches or grants nothing: list at least one value, "
+                "or leave the key out",
+            )
+            return None
         if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
             self.problem(where, "must be a non-empty string or a list of them (quote numbers)")
             return None
