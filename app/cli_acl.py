@@ -20,7 +20,7 @@ from app.cli_common import (
     uses_embedded_defaults,
     words_argument,
 )
-from app.errors import ConfigError, PolicyError
+from app.errors import ConfigError, PolicyError, RegistryAuthError
 from app.protocol.scopes import parse_scopes
 from app.settings import load_settings
 
@@ -91,6 +91,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _explain_requester(args: argparse.Namespace, service: str) -> Requester:
+    """The request as the server would see it; one it can never see is refused, or the
+    explanation would grant what the server does not."""
+    if args.anonymous and args.group:
+        raise RegistryAuthError(
+            "--group with --anonymous: an unauthenticated request has no groups"
+        )
+    if not args.anonymous and not args.account:
+        raise RegistryAuthError("--account is empty: the server refuses an empty account (401)")
     ip = ip_option(args.ip) if args.ip is not None else None
     account = None if args.anonymous else args.account
     return Requester(account, service, frozenset(args.group), ip)

@@ -160,6 +160,12 @@ def test_explain_json_and_backend_groups(acl: Path, capsys: pytest.CaptureFixtur
             "error: --ip '300.1.1.1': not an IP address",  # not a config problem: no `config:`
         ),
         (["--account", "a", "repository:a/b"], "is not type:name:actions"),
+        # Requests the server never sees, which it would have explained as granted.
+        (
+            ["--anonymous", "--group", "ci", "repository:a/b:pull"],
+            "error: --group with --anonymous: an unauthenticated request has no groups",
+        ),
+        (["--account", "", "repository:a/b:pull"], "error: --account is empty"),
     ],
 )
 def test_explain_bad_input_is_one_line(
