@@ -97,7 +97,13 @@ def policy_authorizer(settings: Settings, reloadables: list[Reloadable[Any]]) ->
     if settings.acl is None:
         return None
     path = settings.acl
-    policy = Reloadable(f"ACL {path}", lambda: load_policy(path), lambda: [path], kind="ACL")
+    policy = Reloadable(
+        f"ACL {path}",
+        lambda: load_policy(path),
+        lambda: [path],
+        kind="ACL",
+        rules=lambda loaded: len(loaded.rules),
+    )
     reloadables.append(policy)
     return PolicyAuthorizer(policy.get)
 

@@ -51,12 +51,14 @@ class Reloadable(Generic[T]):
         *,
         kind: str | None = None,
         accounts: Callable[[T], int] | None = None,
+        rules: Callable[[T], int] | None = None,
         clock: Clock = time.time,
     ):
         self.name = name  # for the log and the metrics: "htpasswd /etc/registry-auth/users"
         self.kind = kind or name  # for /readyz, which anyone may ask: "htpasswd", no path
         self._loader = loader
         self._accounts = accounts  # a users file's count: a reload that empties it is said
+        self._rules = rules  # an ACL's count of rules: the same
         self._paths = paths
         self._clock = clock
         self._held_since: float | None = None  # a change waiting to settle, since
@@ -94,6 +96,12 @@ class Reloadable(Generic[T]):
                 "a refresh token of an account it no longer lists is revoked at its next use",
                 self.name,
                 self._accounts(before),
+            )
+        if self._rules is not None and self._rules(before) and not self._rules(value):
+            log.warning(
+                "%s now has no rule (it had %d): every request is granted nothing",
+                self.name,
+                self._rules(before),
             )
         return True
 

@@ -89,3 +89,18 @@ def test_one_request_sees_one_policy() -> None:
     granted = PolicyAuthorizer(current).authorize(ANONYMOUS, scopes)
     assert [s.actions for s in granted] == [("push",), ("push",)]
     assert len(calls) == 1
+
+
+def test_a_reload_to_no_rule_is_applied_and_said(
+    service: tuple[TokenService, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Valid, but most likely a mistake (every rule commented out): it was applied with only
+    "reloaded ACL ...", while an emptied users file gets a warning."""
+    token_service, acl = service
+    replace(acl, "rules: []\n")
+    with caplog.at_level("WARNING", logger="app.reload"):
+        assert acl_reloadable(token_service).reload() is True
+    assert actions(token_service) == ()
+    assert f"ACL {acl} now has no rule (it had 1): every request is granted nothing" in (
+        caplog.text
+    )
