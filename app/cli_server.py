@@ -95,11 +95,25 @@ def _serve(args: argparse.Namespace, serve: Serve) -> int:
     _check_state_path(settings)
     for warning in config_warnings(settings, os.environ):
         print(f"registry-auth: warning: {warning}", file=sys.stderr)
+    print(f"registry-auth: access control: {access_control(settings)}", file=sys.stderr)
     # On stderr: stdout carries the audit log's JSON lines (`audit_log: -`) and nothing else,
     # for a log shipper that parses every line. `registry-config` prints it to stdout.
     print(registry_config_block(settings), end="", file=sys.stderr, flush=True)
     serve(settings, args.host, args.port, lambda: _serve_settings(args, quiet=True))
     return 0
+
+
+def access_control(settings: Settings) -> str:
+    """What decides the grants, said at the start: `acl:` left empty silently meant the
+    built-in default, which lets every logged-in account push everywhere."""
+    decides = (
+        f"the ACL {settings.acl}"
+        if settings.acl is not None
+        else "the built-in default (every logged-in account may pull and push every "
+        "repository; set `acl` to narrow it)"
+    )
+    hook = settings.authz_webhook
+    return decides + (f", narrowed by the authorization webhook {hook.name!r}" if hook else "")
 
 
 def _check_state_path(settings: Settings) -> None:

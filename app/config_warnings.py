@@ -46,6 +46,11 @@ def config_warnings(settings: Settings, environ: Mapping[str, str] | None = None
             "take a shorter expires_in as 60 s and send the token after it has expired, which "
             "the registry refuses; the spec asks for at least 60"
         )
+    if settings.htpasswd is None and not settings.auth_backends:
+        found.append(
+            "no authentication: `htpasswd` is unset and `auth_backends` lists no backend, so "
+            "every login fails and only anonymous requests get tokens"
+        )
     return found
 
 

@@ -12,10 +12,12 @@ from app.config_warnings import config_warnings
 from app.settings import load_settings
 from tests.unit.test_cli import CONFIG, Recorder
 
-BASE: dict[str, Any] = {"htpasswd": None, "realm": "https://auth.test/token"}
+BASE: dict[str, Any] = {"htpasswd": "users.htpasswd", "realm": "https://auth.test/token"}
 
 
 def _warnings(**overrides: Any) -> list[str]:
+    if "auth_backends" in overrides:  # never both (refused)
+        overrides = {"htpasswd": None, **overrides}
     return config_warnings(load_settings(overrides={**BASE, **overrides}))
 
 
@@ -96,7 +98,12 @@ def test_serve_prints_them_as_warnings_and_still_starts(
     assert err.startswith("registry-auth: warning: auth_backends[0] (webhook): http://sso.corp")
     assert "\nregistry-auth: warning: REGISTRY_AUTH_TOKEN_TTLX names no setting" in err
     warnings, block = err.split("# Paste into the registry's config.yml:\n")
-    assert warnings.count("\n") == 2  # one line each, then the registry block
+    # one line each, then what decides the grants, then the registry block
+    assert warnings.count("\n") == 3
+    assert warnings.endswith(
+        "\nregistry-auth: access control: the built-in default (every logged-in account may "
+        "pull and push every repository; set `acl` to narrow it)\n"
+    )
     assert block.startswith("auth:\n")
 
 
@@ -144,7 +151,7 @@ def test_a_variable_that_names_no_setting_is_named() -> None:
         "bind_dn": "cn=x",
         "bind_password_env": "REGISTRY_AUTH_LDAP_PW",
     }
-    settings = load_settings(overrides={**BASE, "auth_backends": [backend]})
+    settings = load_settings(overrides={**BASE, "htpasswd": None, "auth_backends": [backend]})
     environ = {
         "REGISTRY_AUTH_TOKEN_TTLX": "5",  # the typo
         "REGISTRY_AUTH_STATE__PATHS": "x.db",  # a typo under a section
@@ -168,3 +175,34 @@ def test_a_variable_that_names_no_setting_is_named() -> None:
         "REGISTRY_AUTH_TOKEN_TTLX names no setting and is ignored (the README's "
         "configuration reference lists the variables)",
     ]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "warned"),
+    [
+        ({"htpasswd": None}, True),
+        ({"htpasswd": None, "auth_backends": []}, True),
+        ({"htpasswd": None, "auth_backends": [{"type": "robots", "path": "r.yaml"}]}, False),
+        ({}, False),
+    ],
+)
+def test_no_authentication_at_all_is_warned_about(overrides: dict[str, Any], warned: bool) -> None:
+    """Every login then failed, silently: nothing at the start said why."""
+    found = [
+        w
+        for w in config_warnings(load_settings(overrides={**BASE, **overrides}))
+        if w.startswith("no authentication:")
+    ]
+    assert bool(found) is warned
+
+
+def test_the_start_says_what_decides_the_grants(tmp_path: Path) -> None:
+    from app.cli_server import access_control  # noqa: PLC0415 - this test's subject
+
+    hook = {"url": "https://authz.corp/check", "name": "opa"}
+    assert access_control(load_settings(overrides={**BASE, "acl": str(tmp_path / "acl.yaml")})) == (
+        f"the ACL {tmp_path / 'acl.yaml'}"
+    )
+    assert access_control(load_settings(overrides={**BASE, "authz_webhook": hook})).endswith(
+        "set `acl` to narrow it), narrowed by the authorization webhook 'opa'"
+    )
