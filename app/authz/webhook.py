@@ -19,6 +19,7 @@ service, client address and scopes with their actions), at most `cache_size` per
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -93,7 +94,7 @@ class AuthzWebhook:
             "scopes": [{"type": k, "name": n, "actions": list(a)} for k, n, a in asked],
         }
         try:
-            return await self._hook.post(body, _answer)
+            return await self._hook.post(body, functools.partial(_answer, self._config.name))
         except HookDown as exc:
             log.warning("authorization webhook %s gave no answer: %s", self._config.name, exc)
             raise AuthorizationUnavailableError(
@@ -103,13 +104,16 @@ class AuthzWebhook:
 
 def _resources(granted: Sequence[Scope]) -> Asked:
     """What to ask about: each type and name granted anything, with all the actions granted
-    there (`repository:x` and `repository(plugin):x` are one resource to the registry)."""
-    merged: dict[tuple[str, str], tuple[str, ...]] = {}
+    there (`repository:x` and `repository(plugin):x` are one resource to the registry). In
+    order, so that one question asked as `pull,push` or `push,pull` (or its scopes in another
+    order) is one answer in the cache, not two."""
+    merged: dict[tuple[str, str], set[str]] = {}
     for scope in granted:
         if scope.actions:
-            key = (scope.type, scope.name)
-            merged[key] = tuple(dict.fromkeys(merged.get(key, ()) + scope.actions))
-    return tuple((kind, name, actions) for (kind, name), actions in merged.items())
+            merged.setdefault((scope.type, scope.name), set()).update(scope.actions)
+    return tuple(
+        (kind, name, tuple(sorted(actions))) for (kind, name), actions in sorted(merged.items())
+    )
 
 
 def _narrowed(scope: Scope, allowed: Allowed) -> Scope:
@@ -121,14 +125,14 @@ def _narrowed(scope: Scope, allowed: Allowed) -> Scope:
     return scope.with_actions(tuple(a for a in scope.actions if a in permitted))
 
 
-def _answer(response: httpx.Response) -> Allowed | None:
+def _answer(name: str, response: httpx.Response) -> Allowed | None:
     """The service's answer; None for anything that is not one (an outage). A 4xx is the
     service refusing this question (an unknown project, say): nothing allowed, not kept, and
     no outage (any client could otherwise open the circuit for everyone with requests it
     refuses); but 401, 407, 408 and 429 say the service is misconfigured or overloaded."""
     status = response.status_code
     if 400 <= status < 500 and status not in NOT_REFUSALS:
-        log.warning("authorization webhook answered %d: nothing granted", status)
+        log.warning("authorization webhook %s answered %d: nothing granted", name, status)
         return REFUSED
     if status != 200:
         return None

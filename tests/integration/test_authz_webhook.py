@@ -100,10 +100,10 @@ async def test_the_token_holds_what_both_the_acl_and_the_service_allow(
         "groups": ["dev"],
         "service": "registry.test",
         "client_ip": "10.1.2.3",
-        "scopes": [
-            {"type": "repository", "name": "team/app", "actions": ["pull", "push"]},
-            {"type": "repository", "name": "ops/tool", "actions": ["pull", "push", "delete"]},
+        "scopes": [  # in order of type, name and action: one question, however asked
+            {"type": "repository", "name": "ops/tool", "actions": ["delete", "pull", "push"]},
             {"type": "repository", "name": "other/app", "actions": ["pull"]},
+            {"type": "repository", "name": "team/app", "actions": ["pull", "push"]},
         ],
     }
     assert sent["headers"]["x-registry-auth-secret"] == "policy-Secret-3"
@@ -154,15 +154,19 @@ async def test_anything_but_an_answer_is_an_outage_never_a_grant(
 
 
 async def test_a_4xx_grants_nothing_and_is_no_outage(
-    policy: PolicyServer, make_hook: Callable[..., AuthzWebhook]
+    policy: PolicyServer,
+    make_hook: Callable[..., AuthzWebhook],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A service refusing questions about unknown projects (404) must not let any client open
     the circuit for everyone by asking about them."""
-    hook = make_hook(breaker_failures=2)
+    hook = make_hook(breaker_failures=2, name="projects")
     policy.outage = (404, b'{"error": "no such project"}')
     for _ in range(5):
         granted = await hook.restrict(ALICE_HERE, scopes("repository:nope/x:pull"))
         assert actions(granted) == [("nope/x", ())]
+    # The log names which webhook refused, as it does for an outage.
+    assert "authorization webhook projects answered 404: nothing granted" in caplog.text
     policy.outage = None
     granted = await hook.restrict(ALICE_HERE, scopes("repository:team/app:pull"))
     assert actions(granted) == [("team/app", ("pull",))]  # the circuit stayed closed
@@ -237,6 +241,12 @@ async def test_answers_are_reused_for_the_same_question_within_cache_ttl(
     await hook.restrict(elsewhere, scopes("repository:team/app:pull"))  # another question
     await hook.restrict(ALICE_HERE, scopes("repository:team/app:pull,push"))  # another one
     assert len(policy.requests) == 3
+    # The same question in other words: actions and scopes in another order.
+    await hook.restrict(ALICE_HERE, scopes("repository:team/app:push,pull"))
+    both = ("repository:ops/x:pull", "repository:team/app:pull")
+    await hook.restrict(ALICE_HERE, scopes(*both))
+    await hook.restrict(ALICE_HERE, scopes(*reversed(both)))
+    assert len(policy.requests) == 4
     policy.members["team"]["alice"] = []  # removed from the team
     clock.now += 31
     granted = await hook.restrict(ALICE_HERE, scopes("repository:team/app:pull"))
