@@ -142,7 +142,11 @@ class PolicyError(RegistryAuthError):
     """An ACL policy cannot be used; each problem names the file, the rule index and the reason."""
 
     def __init__(self, problems: list[str]) -> None:
-        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        more = (
+            f" (and {len(problems) - 1} more problem(s): `registry-auth acl check` lists them)"
+            if len(problems) > 1
+            else ""
+        )
         super().__init__(f"{problems[0]}{more}")
         self.problems = problems
 

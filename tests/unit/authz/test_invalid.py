@@ -28,7 +28,10 @@ def test_invalid_policy_is_refused(case: dict[str, Any]) -> None:
 
 def test_one_line_summary_counts_the_other_problems() -> None:
     text = "rules:\n  - match: {x: 1}\n    allow: [pull]\n  - match: {}\n    allow: [nope]\n"
-    with pytest.raises(PolicyError, match=r"rules\[0\].*\(and 1 more problem\(s\)\)$"):
+    with pytest.raises(
+        PolicyError,
+        match=r"rules\[0\].*\(and 1 more problem\(s\): `registry-auth acl check` lists them\)$",
+    ):
         parse_policy(text, "p.yaml")
 
 
