@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import annotated_types
 from pydantic import BaseModel
@@ -52,7 +52,7 @@ def _row(key: str, info: FieldInfo, variable: str | None, label: str | None = No
     if not info.description:
         raise ValueError(f"setting {key} has no description: add one to the settings model")
     environment = f"`{variable}`" if variable is not None else "—"
-    meaning = (info.description + _bounds(info)).replace("|", "\\|")
+    meaning = (info.description + _allowed(info) + _bounds(info)).replace("|", "\\|")
     return f"| `{label or key}` | {environment} | {_default(info)} | {meaning} |"
 
 
@@ -72,7 +72,38 @@ def _bounds(info: FieldInfo) -> str:
         for bound in info.metadata
         if isinstance(bound, kind)
     ]
+    unit = _unit(info.annotation)
+    for bound in info.metadata:
+        if isinstance(bound, annotated_types.MinLen):
+            said.append(
+                "not empty" if bound.min_length == 1 else f"at least {bound.min_length} {unit}"
+            )
+        elif isinstance(bound, annotated_types.MaxLen):
+            said.append(f"at most {bound.max_length} {unit}")
     return f"; {', '.join(said)}" if said else ""
+
+
+def _allowed(info: FieldInfo) -> str:
+    """The values a setting of fixed choices takes, unless its description names them all."""
+    values = _literal_values(info.annotation)
+    if not values or all(f"`{value}`" in (info.description or "") for value in values):
+        return ""
+    return "; one of " + ", ".join(f"`{value}`" for value in values)
+
+
+def _literal_values(annotation: Any) -> list[str]:
+    if get_origin(annotation) is Literal:
+        return [str(value) for value in get_args(annotation)]
+    # list[Literal[...]], Literal[...] | None
+    return [value for arg in get_args(annotation) for value in _literal_values(arg)]
+
+
+def _unit(annotation: Any) -> str:
+    """What a length counts in a value of this type (also `X | None`)."""
+    origins = {get_origin(annotation), *(get_origin(arg) for arg in get_args(annotation))}
+    if list in origins:
+        return "items"
+    return "entries" if dict in origins else "characters"
 
 
 def _nested_model(annotation: Any) -> type[BaseModel] | None:
@@ -139,6 +170,8 @@ def _default(info: FieldInfo) -> str:
         value = value.value
     if isinstance(value, Path):
         value = str(value)
+    if value == "":
+        return '`""` (empty)'
     return f"`{json.dumps(value)}`" if not isinstance(value, str) else f"`{value}`"
 
 

@@ -38,7 +38,10 @@ class EtcdSettings(BaseModel):
         pattern=r"^(/[^/]+)+$",
         description="the key to own (`/a/b`: no empty part, no trailing `/`)",
     )
-    api: Literal["v2", "v3"] = Field(default="v2", description="v2: LAIN's registry reads v2")
+    api: Literal["v2", "v3"] = Field(
+        default="v2",
+        description="etcd API to publish with: `v2` (what LAIN's registry reads) or `v3`",
+    )
     username: str | None = Field(
         default=None, min_length=1, description="etcd user (with password)"
     )

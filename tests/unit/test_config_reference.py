@@ -42,6 +42,27 @@ def test_the_bounds_a_value_must_keep_are_said() -> None:
     assert "| `name` | `REGISTRY_AUTH_NAME` | `x` | free text |" in reference
 
 
+def test_lengths_choices_and_an_empty_default_are_said() -> None:
+    """`etcd.api` never said `v3` was allowed, a jwt backend's `algorithms` not which, a name's
+    length limit was unsaid, and an empty default rendered as an empty code span."""
+
+    class Chosen(BaseModel):
+        api: Literal["v2", "v3"] = Field(default="v2", description="the API")
+        kinds: list[Literal["a", "b"]] = Field(default=["a"], min_length=1, description="kinds")
+        said: Literal["x", "y"] = Field(default="x", description="`x` or `y`")
+        name: str = Field(default="n", min_length=1, max_length=64, description="a name")
+        tags: dict[str, str] = Field(default={"k": "v"}, max_length=3, description="tags")
+        prefix: str = Field(default="", description="put first")
+
+    reference = render_reference(Chosen)
+    assert "| the API; one of `v2`, `v3` |" in reference
+    assert "| kinds; one of `a`, `b`; not empty |" in reference
+    assert "| `x` | `x` or `y` |" in reference  # named by the description already
+    assert "| a name; not empty, at most 64 characters |" in reference
+    assert "| tags; at most 3 entries |" in reference
+    assert '| `""` (empty) | put first |' in reference
+
+
 def test_nested_models_render_as_dotted_keys() -> None:
     class Inner(BaseModel):
         endpoints: list[str] = Field(default=["http://127.0.0.1:2379"], description="where")
