@@ -98,7 +98,36 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=group.help, description=group.help)
         if only is None or only == name:
             _module(group).add_commands(sub)
+    _describe(parser, ())
     return parser
+
+
+# What a command's exit status says, beyond "0 done, 2 an error" (one line, `error: ...`).
+EXIT_STATUS = {
+    ("registry-check",): "0 no problem found, 1 a problem (each is printed), 2 an error",
+    ("acl", "check"): "0 the policy loads, 1 it does not (every problem is printed), 2 an error",
+    ("acl", "explain"): "0 explained, 1 the policy does not load, 2 an error",
+    ("logins", "check"): "0 accepted, 1 refused, 3 a backend or the authorization webhook "
+    "unavailable, 2 an error",
+    ("healthcheck",): "0 healthy, 1 not (no answer, or the config cannot be read), 2 an error",
+    ("etcd", "show"): "0 the record is as this config would publish it, 1 it differs or is "
+    "missing, 2 an error",
+}
+
+
+def _describe(parser: argparse.ArgumentParser, path: tuple[str, ...]) -> None:
+    """Every subcommand's `--help` opens with what it does (its line in the list above it),
+    and says its exit status where that is more than done or error."""
+    if path in EXIT_STATUS:
+        parser.epilog = f"exit status: {EXIT_STATUS[path]}"
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        helps = {choice.dest: choice.help for choice in action._choices_actions}
+        for name, sub in action.choices.items():
+            if sub.description is None:
+                sub.description = helps.get(name)
+            _describe(sub, (*path, name))
 
 
 def _module(group: Group) -> GroupModule:

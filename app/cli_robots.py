@@ -23,7 +23,10 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     create = robots.add_parser("create", help="create a robot; prints its secret once")
     # Optional here only so that a NAME swallowed by --groups gets a message saying so (run).
     create.add_argument(
-        "name", nargs="?", metavar="NAME", help=f"NAME (the account is {ROBOT_PREFIX}NAME)"
+        "name",
+        nargs="?",
+        metavar="NAME",
+        help=f"the robot's name (its account is {ROBOT_PREFIX}NAME)",
     )
     create.add_argument("--groups", nargs="*", default=[], help="groups of the robot")
     create.add_argument("--expires", default="90d", help="90d, 12h, 30m or never (default 90d)")

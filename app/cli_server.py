@@ -191,7 +191,7 @@ def _realm_address(realm: str) -> tuple[str | None, int]:
 
 def _prepare_development(settings: Settings) -> None:
     """Without a config file: make a development key and an empty user file when missing.
-    Said on stderr: stdout holds the registry block, then audit lines only."""
+    Said on stderr, as the registry block is: stdout carries audit lines only."""
     print(
         "registry-auth: no --config given: running on the embedded development defaults",
         file=sys.stderr,

@@ -129,7 +129,9 @@ MAX_ACCOUNT_LENGTH = 255  # a longer name could never log in (the request's boun
 
 
 def validate_account(account: str) -> str:
-    if not account or _ACCOUNT_FORBIDDEN.search(account) or not account.isprintable():
+    if not account:
+        raise UserStoreError("the account name is empty")
+    if _ACCOUNT_FORBIDDEN.search(account) or not account.isprintable():
         raise UserStoreError(
             f"invalid account name {account!r}: no ':', spaces or control characters"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ import yaml
 from app.api.server import serve
 from app.authn.htpasswd import check_password
 from app.authn.static import load_static_users
-from app.cli import run
+from app.cli import build_parser, run
 from app.keys.store import generate_key, load_keyring
 from app.settings import Settings
 
@@ -278,3 +279,39 @@ def test_serve_refuses_a_missing_user_file(
     run(["keys", "generate", "--config", str(config)], serve=serve)
     assert run(["serve", "--config", str(config)], serve=serve) == 2
     assert "cannot read htpasswd file" in capsys.readouterr().err
+
+
+def _subcommands(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += [((*path, name), sub), *_subcommands(sub, (*path, name))]
+    return found
+
+
+def test_every_subcommands_help_says_what_it_does() -> None:
+    """`serve --help`, `users add --help`, `tokens revoke --help`... showed only the usage."""
+    commands = _subcommands(build_parser())
+    assert len(commands) > 30
+    for path, parser in commands:
+        assert parser.description, f"{' '.join(path)} --help says nothing of what it does"
+
+
+@pytest.mark.parametrize(
+    ("argv", "status"),
+    [
+        (["acl", "check"], "exit status: 0 the policy loads, 1 it does not"),
+        (["logins", "check"], "exit status: 0 accepted, 1 refused, 3 a backend"),
+        (["registry-check"], "exit status: 0 no problem found, 1 a problem"),
+        (["healthcheck"], "exit status: 0 healthy, 1 not"),
+    ],
+)
+def test_help_says_an_exit_status_beyond_done_or_error(
+    argv: list[str], status: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        run([*argv, "--help"], serve=Recorder())
+    assert status in " ".join(capsys.readouterr().out.split())

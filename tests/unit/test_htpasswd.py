@@ -160,10 +160,16 @@ def test_new_user_file_is_private(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o600
 
 
-@pytest.mark.parametrize("account", ["", "a:b", "a b", "a\nb", "tab\there", "#ci", "x" * 256])
+@pytest.mark.parametrize("account", ["a:b", "a b", "a\nb", "tab\there", "#ci", "x" * 256])
 def test_invalid_account_names_are_refused(tmp_path: Path, account: str) -> None:
     with pytest.raises(UserStoreError, match="invalid account name"):
         set_user(tmp_path / "f", account, "pw", rounds=4)
+
+
+def test_an_empty_account_name_is_called_empty(tmp_path: Path) -> None:
+    """It was "no ':', spaces or control characters", which '' has none of."""
+    with pytest.raises(UserStoreError, match=r"^the account name is empty$"):
+        set_user(tmp_path / "f", "", "pw", rounds=4)
 
 
 def test_password_over_72_bytes_is_refused_when_adding(tmp_path: Path) -> None:
