@@ -18,6 +18,7 @@ own (app.api.nonblocking).
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
@@ -129,6 +130,7 @@ class AuditLog:
         self._room: Room | None = None  # a socket: would a line block?
         self._dropped = 0  # lines dropped since the last one written
         self._cut = False  # a line was cut short: the next one starts on a line of its own
+        self._no_reader = False  # a FIFO nobody reads yet: opened by the next poll that can
         if destination == "-":
             self._fd = 1
         elif destination is not None:
@@ -142,14 +144,24 @@ class AuditLog:
             try:
                 self._fd = _open(self._path)
             except OSError as exc:  # a directory, a path under /proc, no permission: say which
-                raise ConfigError(
-                    "audit_log", f"cannot open {destination}: {exc.strerror or exc}"
-                ) from None
+                if exc.errno != errno.ENXIO:
+                    raise ConfigError(
+                        "audit_log", f"cannot open {destination}: {exc.strerror or exc}"
+                    ) from None
+                # A FIFO whose reader (a log shipper) has not started yet.
+                self._no_reader = True
+                log.warning(
+                    "audit log %s: no process reads this FIFO yet: lines are dropped and "
+                    "counted until one does (tried again every reload_interval)",
+                    self._path,
+                )
         if self._fd is not None:  # stdout, or a FIFO a log shipper reads
             self._fd, self._room = never_waiting(self._fd, owned=self._fd != 1)
 
     def write(self, decision: Decision) -> None:
         if self._fd is None:
+            if self._no_reader:
+                self._drop("no process reads the FIFO")
             return
         line = decision.line(self._clock())
         if self._cut:
@@ -198,10 +210,10 @@ class AuditLog:
         Until this runs, lines still go to the moved file (logrotate's `delaycompress` keeps it
         uncompressed for that). If the path cannot be opened, the old file keeps the lines and
         the error is logged once."""
-        if self._path is None or self._fd is None:
+        if self._path is None or (self._fd is None and not self._no_reader):
             return False
         try:
-            if _same_file(self._path.stat(), os.fstat(self._fd)):
+            if self._fd is not None and _same_file(self._path.stat(), os.fstat(self._fd)):
                 return False
         except FileNotFoundError:
             pass  # removed, or its directory moved: create it again
@@ -215,12 +227,18 @@ class AuditLog:
             return False
         fd, room = never_waiting(fd, owned=True)
         old, self._fd, self._room, self._reopen_error = self._fd, fd, room, None
-        os.close(old)
-        log.info("audit log %s was moved away: writing to a new file there", self._path)
+        if old is not None:
+            os.close(old)
+            log.info("audit log %s was moved away: writing to a new file there", self._path)
+        else:
+            log.info("audit log %s: a process reads the FIFO now: writing to it", self._path)
+        self._no_reader = False
         return True
 
     def _failed(self, exc: OSError, what: str) -> None:
         """One error line per new problem, not one per poll."""
+        if exc.errno == errno.ENXIO and self._fd is None:
+            return  # still no reader of the FIFO: said at the start, and counted per line
         problem = f"{what}: {exc.strerror}"
         if problem != self._reopen_error:
             log.error("audit log %s %s; still writing to the old file", self._path, problem)
@@ -233,7 +251,10 @@ class AuditLog:
 
 
 def _open(path: Path) -> int:
-    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    """Non-blocking: opening a FIFO to write waits until a process opens it to read, which
+    stopped the event loop (and the main process, checking a SIGHUP's config) until a log
+    shipper came; now a FIFO with no reader fails at once, with ENXIO."""
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o640)
 
 
 def _same_file(a: os.stat_result, b: os.stat_result) -> bool:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from fastapi import FastAPI
@@ -14,6 +17,8 @@ from fastapi import FastAPI
 from app.api.audit import AuditLog, Decision
 from app.api.lifespans import polling_lifespan
 from app.errors import ConfigError
+
+T = TypeVar("T")
 
 
 def _decision(account: str) -> Decision:
@@ -126,3 +131,44 @@ async def test_the_polling_lifespan_calls_every_check_and_survives_a_failing_one
     stopped = len(calls)
     await asyncio.sleep(0.05)
     assert len(calls) == stopped  # the task ends with the app
+
+
+def _at_once(call: Callable[[], T], fifo: Path) -> T:
+    """`call`'s result, failing the test if it waits: a blocking open of a FIFO nobody reads
+    waited for ever (the event loop, or the main process checking a SIGHUP, with it). A reader
+    opened afterwards lets such a stuck thread end."""
+    done: list[T] = []
+    worker = threading.Thread(target=lambda: done.append(call()), daemon=True)
+    worker.start()
+    worker.join(timeout=5)
+    if worker.is_alive():
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        pytest.fail("it waited for a reader of the FIFO")
+    return done[0]
+
+
+def test_a_fifo_nobody_reads_yet_drops_lines_until_a_reader_comes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A log shipper starting after the service, or making its FIFO anew: opening it to write
+    waited until it read, every request and SIGTERM with it."""
+    fifo = tmp_path / "audit.fifo"
+    os.mkfifo(fifo)
+    with caplog.at_level(logging.INFO, logger="app.api.audit"):
+        audit = _at_once(lambda: AuditLog(str(fifo), lambda: 0.0), fifo)
+        assert "no process reads this FIFO yet" in caplog.text
+        audit.write(_decision("unread"))
+        assert audit.dropping
+        assert _at_once(audit.reopen_if_moved, fifo) is False  # still nobody: tried, not waited
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        assert audit.reopen_if_moved() is True
+        assert "a process reads the FIFO now" in caplog.text
+        audit.write(_decision("read"))
+        assert not audit.dropping
+        assert json.loads(os.read(reader, 65536))["account"] == "read"
+        # The shipper makes its FIFO anew and is not reading it yet.
+        fifo.unlink()
+        os.mkfifo(fifo)
+        assert _at_once(audit.reopen_if_moved, fifo) is False
+    os.close(reader)
+    audit.close()
