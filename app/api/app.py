@@ -116,7 +116,7 @@ def _lifespan(
                 settings.reload_interval,
                 audit.reopen_if_moved,
                 *([tls.reload_if_changed] if tls is not None else []),
-                *([_readiness_for_others(service, audit)] if worker_status.shared() else []),
+                *([_readiness_for_others(service, audit, tls)] if worker_status.shared() else []),
             ),
         ),
         service,
@@ -124,9 +124,11 @@ def _lifespan(
     )
 
 
-def _readiness_for_others(service: TokenService, audit: AuditLog) -> Callable[[], None]:
+def _readiness_for_others(
+    service: TokenService, audit: AuditLog, tls: ReloadingTLS | None
+) -> Callable[[], None]:
     def publish_readiness() -> None:
-        worker_status.publish(own_readiness(service, audit))
+        worker_status.publish(own_readiness(service, audit, tls))
 
     return publish_readiness
 
@@ -182,7 +184,7 @@ def _add_status_routes(
 
     @_get_and_head(app, "/readyz", summary="Readiness")
     async def readyz() -> JSONResponse:
-        return readiness(token_service, etcd_status(publish_loop), app.state.audit)
+        return readiness(token_service, etcd_status(publish_loop), app.state.audit, app.state.tls)
 
     @_get_and_head(app, "/.well-known/jwks.json", summary="Published signing keys (JWKS)")
     async def jwks(kid_format: KidFormat = KidFormat.LIBTRUST) -> JSONResponse:
@@ -272,6 +274,7 @@ def _live_values(app: FastAPI, publish_loop: PublishLoop | None) -> LiveValues:
         etcd_status(publish_loop),
         (
             *((item.kind, item.last_error is not None) for item in app.state.service.reloadables),
+            *([(tls.kind, tls.last_error is not None)] if tls is not None else []),
             ("config", config_refused()),
         ),
         robots.next_expiry() if (robots := app.state.service.robot_expiry) is not None else None,
@@ -280,14 +283,17 @@ def _live_values(app: FastAPI, publish_loop: PublishLoop | None) -> LiveValues:
 
 
 def readiness(
-    token_service: TokenService, etcd: dict[str, Any], audit: AuditLog | None = None
+    token_service: TokenService,
+    etcd: dict[str, Any],
+    audit: AuditLog | None = None,
+    tls: ReloadingTLS | None = None,
 ) -> JSONResponse:
     """Ready unless no token can be signed. An expiring certificate, a failed reload (the
     previous state still serves) and an audit log dropping lines are warnings; etcd being down
     is reported but does not make the service unready (tokens do not depend on it). With
     several workers, the answer covers every one (app.api.worker_status): their warnings, and
     one more when they do not all sign with the same key."""
-    own = own_readiness(token_service, audit)
+    own = own_readiness(token_service, audit, tls)
     worker_status.publish(own)
     workers = worker_status.others(own.pid)
     status = token_service.certificate_status()
@@ -316,15 +322,18 @@ def readiness(
     return JSONResponse(body)
 
 
-def own_readiness(token_service: TokenService, audit: AuditLog | None) -> WorkerReadiness:
+def own_readiness(
+    token_service: TokenService, audit: AuditLog | None, tls: ReloadingTLS | None = None
+) -> WorkerReadiness:
     """This process's part of /readyz."""
     status = token_service.certificate_status()
     warnings = [] if status.state is ExpiryState.OK else [status.message]
     # Which kind of file, not which path nor why: the log has both (anyone may ask /readyz).
+    failing = [item.kind for item in token_service.reloadables if item.last_error is not None]
+    failing += [tls.kind] if tls is not None and tls.last_error is not None else []
     warnings += [
-        f"the last reload of the {item.kind} failed: the previous one still serves (see the log)"
-        for item in token_service.reloadables
-        if item.last_error is not None
+        f"the last reload of the {kind} failed: the previous one still serves (see the log)"
+        for kind in failing
     ]
     robots = token_service.robot_expiry.warning() if token_service.robot_expiry else None
     if robots is not None:

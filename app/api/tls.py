@@ -34,8 +34,11 @@ log = logging.getLogger(__name__)
 class ReloadingTLS:
     """The server's context; ConfigError naming `tls.cert` when the files are unusable."""
 
+    kind = "TLS certificate"  # as /readyz and registry_auth_reload_failing name it
+
     def __init__(self, settings: TlsSettings) -> None:
         self.cert, self.key = settings.cert, settings.key
+        self.last_error: str | None = None  # of the last reload: a failed renewal is told
         self._seen = fingerprint([self.cert, self.key])
         try:
             self.context, self.not_after, self.pair = self._load()
@@ -58,7 +61,9 @@ class ReloadingTLS:
             self._current, self.not_after, self.pair = self._load()
         except (OSError, ValueError, ssl.SSLError) as exc:
             log.error("TLS reload failed, keeping the previous certificate: %s", exc)  # noqa: TRY400 - one line is what an operator needs
+            self.last_error = str(exc)
             return False
+        self.last_error = None
         log.info("TLS certificate reloaded from %s (valid until %s)", self.cert, self.not_after)
         return True
 

@@ -206,6 +206,9 @@ def test_direct_tls_serves_https_and_reloads_a_changed_certificate(
     (served / "key.pem").write_text("not a key")  # a broken pair: the old one stays served
     time.sleep(0.6)
     assert _served_certificate(server.port) == before
+    # Said where an operator looks: it was in the log only, so a broken renewal went unseen
+    # until the certificate-expiry alert, 14 days before the end.
+    assert _tls_reload_flagged(server.port, first.ca), server.log()
     shutil.copy(second.cert, served / "cert.pem")
     shutil.copy(second.key, served / "key.pem")
     expected = x509.load_pem_x509_certificate(second.cert.read_bytes())
@@ -220,9 +223,26 @@ def test_direct_tls_serves_https_and_reloads_a_changed_certificate(
         time.sleep(0.2)
     with httpx.Client(verify=ssl.create_default_context(cafile=str(second.ca))) as client:
         assert client.get(f"https://localhost:{server.port}/healthz").status_code == 200
+    assert not _tls_reload_flagged(server.port, second.ca, wait=0), server.log()
     assert "TLS reload failed, keeping the previous certificate" in server.log()
     if workers > 1:  # granian loads the pair at a worker's start: the workers were restarted
         assert "restarting the workers one by one for the new TLS certificate" in server.log()
+
+
+def _tls_reload_flagged(port: int, ca: Path, *, wait: float = 10) -> bool:
+    """Whether /readyz and /metrics say the last TLS reload failed, within `wait` seconds (each
+    worker finds it at its own next poll)."""
+    warning = "the last reload of the TLS certificate failed: the previous one still serves"
+    gauge = 'registry_auth_reload_failing{files="TLS certificate"} 1.0'
+    deadline = time.monotonic() + wait
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(ca))) as client:
+        while True:
+            ready = client.get(f"https://localhost:{port}/readyz").json()
+            scraped = client.get(f"https://localhost:{port}/metrics").text
+            flagged = any(warning in w for w in ready.get("warnings", [])) and gauge in scraped
+            if flagged or time.monotonic() >= deadline:
+                return flagged
+            time.sleep(0.2)
 
 
 def test_a_renewed_certificate_waits_while_a_new_worker_could_not_start(tmp_path: Path) -> None:
