@@ -45,9 +45,10 @@ class ReloadingTLS:
         except PairError as exc:
             raise ConfigError(exc.setting, str(exc)) from None
         except (OSError, ValueError, ssl.SSLError) as exc:
-            raise ConfigError(
-                "tls.cert", f"cannot load {self.cert} with {self.key}: {exc}"
-            ) from None
+            # A file that cannot be read names its own setting: a missing key blamed tls.cert.
+            unread = getattr(exc, "filename", None)
+            setting = "tls.key" if unread is not None and Path(unread) == self.key else "tls.cert"
+            raise ConfigError(setting, f"cannot load {self.cert} with {self.key}: {exc}") from None
         self._current = self.context
         self.context.sni_callback = self._hand_over
 

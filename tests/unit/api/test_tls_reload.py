@@ -175,3 +175,16 @@ def test_an_unusable_pair_names_the_file_and_its_setting(
     assert words in caplog.text
     with pytest.raises(ConfigError, match=rf"^config: {setting}: .*{words}"):
         ReloadingTLS(TlsSettings(cert=served / "cert.pem", key=served / "key.pem"))
+
+
+@pytest.mark.parametrize(("missing", "setting"), [("key.pem", "tls.key"), ("cert.pem", "tls.cert")])
+def test_a_missing_file_at_the_start_names_its_own_setting(
+    tmp_path: Path, missing: str, setting: str
+) -> None:
+    """A missing key was blamed on tls.cert."""
+    write_pair(tmp_path, "one", key_type="ec")
+    (tmp_path / missing).unlink()
+    with pytest.raises(ConfigError) as caught:
+        ReloadingTLS(settings(tmp_path))
+    assert caught.value.key == setting
+    assert "No such file or directory" in caught.value.problem
