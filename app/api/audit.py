@@ -76,6 +76,13 @@ class Decision:
         else:  # still a 200 with a token: the registry then answers the client 401/403
             self.outcome, self.reason = "denied", "no requested action is allowed"
 
+    def cut(self) -> None:
+        """The request was still running at `shutdown_timeout` after SIGTERM (its task
+        cancelled): the client is answered 503 (app.api.app.TokenServer), not an internal
+        error."""
+        self.outcome = "unavailable"
+        self.reason = "temporarily_unavailable: the server is shutting down"
+
     def refused(self, exc: Exception) -> None:
         # A store outage is answered 503 (app.api.token_get.error_answer), not as a bug.
         status = 503 if isinstance(exc, StateStoreError) else getattr(exc, "status", 500)

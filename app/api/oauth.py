@@ -6,6 +6,7 @@ endpoint's form: these clients parse the OAuth2 shape.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import parse_qs
 
@@ -18,7 +19,8 @@ from app.api.client_ip import Network, client_ip
 from app.api.limits import Scope, request_id
 from app.api.token_get import Answer, encode_headers, error_answer, wanted_headers
 from app.errors import ClientError, InvalidRequestError
-from app.protocol.oauth import PasswordGrant, oauth_response, parse_grant
+from app.protocol.oauth import Form, PasswordGrant, RefreshGrant, oauth_response, parse_grant
+from app.protocol.tokens import stated
 from app.service import TokenService, address_text
 from app.setting_types import ClientIPHeader
 
@@ -50,8 +52,11 @@ class TokenPost:
             peer[0] if peer else None, forwarded, real_ip, self._trusted, self._header
         )
         decision = Decision(rid, address_text(client), "post")
+        form: Form | None = None
+        grant: PasswordGrant | RefreshGrant | None = None
         try:
-            grant = parse_grant(parse_form(body, _content_type(scope["headers"])))
+            form = parse_form(body, _content_type(scope["headers"]))
+            grant = parse_grant(form)
             decision.grant = "password" if isinstance(grant, PasswordGrant) else "refresh_token"
             decision.ask(grant.scopes, grant.service, grant.client_id)
             if isinstance(grant, PasswordGrant):
@@ -62,12 +67,17 @@ class TokenPost:
             decision.issued(issued)
         except ClientError as exc:  # in RFC 6749's form: these clients parse the OAuth2 shape
             decision.refused(exc)
+            if grant is None and form is not None:  # refused before the grant was understood
+                decision.service, decision.client_id = stated(form)
             return exc.status, orjson.dumps(exc.oauth_body()), encode_headers(exc.headers())
         except Exception as exc:  # noqa: BLE001 - every error becomes a JSON answer
             decision.refused(exc)
             status, error, headers = error_answer(exc)
             error.setdefault("error_description", error["details"])  # RFC 6749 §5.2's field
             return status, orjson.dumps(error), encode_headers(headers)
+        except asyncio.CancelledError:
+            decision.cut()
+            raise
         finally:
             if self._audit is not None:
                 self._audit.write(decision)

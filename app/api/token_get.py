@@ -12,6 +12,7 @@ FastAPI.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -36,7 +37,7 @@ from app.api.limits import (
 from app.api.observe import observe
 from app.errors import BackendUnavailableError, ClientError, StateStoreError
 from app.log_limit import LogEvery
-from app.protocol.tokens import parse_token_query, token_response
+from app.protocol.tokens import TokenRequest, parse_token_query, stated_in_query, token_response
 from app.service import TokenService, address_text
 from app.setting_types import ClientIPHeader
 from app.settings_sections import LimitSettings
@@ -88,10 +89,12 @@ class TokenGet:
             peer[0] if peer else None, forwarded, real_ip, self._trusted, self._header
         )
         decision = Decision(rid, address_text(client), "get")
+        query = scope.get("query_string", b"").decode("latin-1")
+        token_request: TokenRequest | None = None
         try:
             credentials = request_credentials(authorization)
             decision.account = credentials.account if credentials is not None else None
-            token_request = parse_token_query(scope.get("query_string", b"").decode("latin-1"))
+            token_request = parse_token_query(query)
             if token_request.offline_token and scope["method"] == "HEAD":
                 # The answer has no body: a refresh token made for it would reach nobody, yet
                 # count against the account's cap and could push out a real login's.
@@ -101,8 +104,13 @@ class TokenGet:
             decision.issued(issued)
         except Exception as exc:  # noqa: BLE001 - every error becomes a JSON answer
             decision.refused(exc)
+            if token_request is None:  # refused before the query was understood
+                decision.service, decision.client_id = stated_in_query(query)
             status, body, headers = error_answer(exc)
             return status, orjson.dumps(body), encode_headers(headers)
+        except asyncio.CancelledError:
+            decision.cut()
+            raise
         finally:
             self._audit.write(decision)
         answer = token_response(issued.token, issued_at=issued.issued_at, ttl=issued.expires_in)

@@ -65,6 +65,28 @@ def parse_token_request(params: Mapping[str, Sequence[str]]) -> TokenRequest:
     )
 
 
+def stated_in_query(query: str) -> tuple[str | None, str | None]:
+    """The `service` and `client_id` a query refused for another parameter names, for its
+    audit line (it said null for both)."""
+    try:
+        params = parse_qs(query, keep_blank_values=True, errors="strict") if query.isascii() else {}
+    except (UnicodeDecodeError, ValueError):
+        return None, None
+    return stated(params)
+
+
+def stated(params: Mapping[str, Sequence[str]]) -> tuple[str | None, str | None]:
+    """The `service` and `client_id` of a refused request: each when it is one valid value."""
+    return _stated(params, "service"), _stated(params, "client_id")
+
+
+def _stated(params: Mapping[str, Sequence[str]], name: str) -> str | None:
+    try:
+        return _single(params, name) or None
+    except InvalidRequestError:
+        return None
+
+
 def _single(params: Mapping[str, Sequence[str]], name: str) -> str | None:
     values = list(dict.fromkeys(params.get(name, ())))
     if len(values) > 1:

@@ -582,6 +582,11 @@ def test_a_request_still_running_at_shutdown_timeout_is_cut_and_the_server_exits
         assert response.json()["details"] == "the server is shutting down; try again"
         assert "Traceback" not in server.log()
         assert "GET /token cut: still running at shutdown" in server.log()
+        # Audited as what the client was told, not as an internal error.
+        last = json.loads((tmp_path / "audit.jsonl").read_text().splitlines()[-1])
+        assert (last["outcome"], last["reason"]) == (
+            "unavailable", "temporarily_unavailable: the server is shutting down",
+        )  # fmt: skip
     else:  # granian kills the worker: the connection ends without an answer
         assert "error" in result, result
         assert "Killing worker" in server.log()

@@ -184,6 +184,28 @@ async def test_a_grant_that_names_no_service_is_audited_with_null(
     assert [line["service"] for line in env.audit()] == [None, None]
 
 
+async def test_a_request_refused_for_its_form_still_says_its_service_and_client(
+    env: Env,
+) -> None:
+    """`service` and `client_id` were null on every line of a request refused while it was
+    parsed, though it named them: an operator could not tell which registry sent it."""
+    await env.client.get(
+        "/token", params={"service": "registry.test", "client_id": "docker", "scope": "bad"}
+    )
+    await env.client.post(
+        "/token", data={"grant_type": "foo", "service": "registry.test", "client_id": "ci"}
+    )
+    # Named twice: which one would be a guess; and a refusal of the service itself.
+    await env.client.get("/token?service=a&service=b&client_id=docker&scope=bad")
+    lines = env.audit()
+    assert [line["outcome"] for line in lines] == ["invalid"] * 3
+    assert [(line["service"], line["client_id"]) for line in lines] == [
+        ("registry.test", "docker"),
+        ("registry.test", "ci"),
+        (None, "docker"),
+    ]
+
+
 async def test_metrics_name_every_documented_family(env: Env) -> None:
     await env.login("alice", "alice-pw")
     await env.login("alice", "nope")
