@@ -201,7 +201,11 @@ class GuardedLogin:
         if verdict is not None:
             if verdict.retry_after is not None:
                 count(metrics().throttles.labels("blocked"))
-                log.info("login of %s from %s blocked: too many failures", _shown(account), where)
+                log.info(
+                    "login of %s from %s blocked: too many failures",
+                    _shown(account),
+                    where or "an unknown address",
+                )
                 raise TooManyAttemptsError(verdict.retry_after, verdict.address_blocked)
             if wait:
                 await self._delay(verdict)
