@@ -48,7 +48,7 @@ def metrics() -> Metrics:
     # `*_created` series exist only in single-process mode: without them both modes export
     # the same families.
     disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
-    return Metrics(
+    made = Metrics(
         requests=Counter(
             f"{PREFIX}requests", "HTTP requests by endpoint and outcome", ["endpoint", "outcome"]
         ),
@@ -85,6 +85,17 @@ def metrics() -> Metrics:
             "Workers killed and replaced because their event loop had stopped (worker_timeout)",
         ),
     )
+    # Each known label value exported as 0 from the start: a series that appears only at its
+    # first increment makes `rate()` and `increase()` miss that increment, and an alert on it
+    # cannot tell "none yet" from "not scraped".
+    for counter, values in (
+        (made.password_checks, ("accepted", "rejected")),
+        (made.refresh_grants, ("granted", "refused")),
+        (made.throttles, ("delayed", "blocked")),
+    ):
+        for value in values:
+            counter.labels(value)
+    return made
 
 
 class LoopTally:
