@@ -36,6 +36,21 @@ class UniqueKeyLoader(yaml.SafeLoader):
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
+    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> Any:
+        """A date or time; one that looks like a date but is none (`2027-02-30`, a month 13)
+        raised a ValueError with no line, past every caller's YAMLError: a traceback."""
+        try:
+            return super().construct_yaml_timestamp(node)
+        except (ValueError, OverflowError) as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{node.value!r} is not a valid date or time ({exc})", node.start_mark
+            ) from None
+
+
+UniqueKeyLoader.add_constructor(
+    "tag:yaml.org,2002:timestamp", UniqueKeyLoader.construct_yaml_timestamp
+)
+
 
 def load_strict_yaml(text: str) -> Any:
     """Parsed YAML; yaml.YAMLError (with `problem_mark`) for bad syntax or a repeated key,
