@@ -11,6 +11,7 @@ from app.authz.base import Authorizer
 from app.authz.engine import PolicyAuthorizer
 from app.authz.files import load_policy
 from app.authz.webhook import AuthzWebhook
+from app.errors import ConfigError
 from app.etcd.failure_store import EtcdFailureStore
 from app.etcd.refresh_store import EtcdRefreshStore
 from app.etcd.state import open_state_client
@@ -20,7 +21,7 @@ from app.state.attempts import FailureStore, LoginThrottle
 from app.state.memory import MemoryFailureStore
 from app.state.model import RefreshTokenStore
 from app.state.refresh import RefreshPolicy, RefreshTokens
-from app.state.sqlite import SqliteStore
+from app.state.sqlite import SqliteStore, unwritable_because
 
 Clock = Callable[[], float]
 Closer = Callable[[], Awaitable[None]]
@@ -115,3 +116,20 @@ def authz_webhook_from_settings(settings: Settings) -> AuthzWebhook | None:
         return None
     secret = read_secret(config.secret_file, config.secret_env, "authz_webhook.secret", header=True)
     return AuthzWebhook(config, secret=secret)
+
+
+def check_state_path(settings: Settings) -> None:
+    """Refused at the start, and by a SIGHUP: the SQLite store fails open, so brute-force
+    counting would go on in memory only and no refresh token be issued, each said only when a
+    login needs it (a SIGHUP to a mistyped `state.path` lost every refresh token that way). Not
+    for a worker that replaces one that died: it serves as the store lets it."""
+    if settings.state.backend != "sqlite":
+        return
+    problem = unwritable_because(settings.state.path)
+    if problem is not None:
+        raise ConfigError(
+            "state.path",
+            f"{problem}: failed logins could not be counted nor refresh tokens kept; point it "
+            "at a file in a directory this user may write "
+            "(e.g. /var/lib/registry-auth/registry-auth.db), or set state.backend",
+        )

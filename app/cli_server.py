@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from app.assembly import check_state_path
 from app.atomic import check_regular_file, write_atomic
 from app.cli_common import url_host, uses_embedded_defaults
 from app.config_reference import render_reference, replace_block
@@ -28,7 +29,6 @@ from app.settings import (
     override_setting,
     split_listen,
 )
-from app.state.sqlite import unwritable_because
 
 # serve(settings, host, port, reread): `reread` loads the config again as `serve` did at the
 # start (file, environment, command-line overrides): SIGHUP applies it (app.api.config_reread).
@@ -92,7 +92,7 @@ def _serve(args: argparse.Namespace, serve: Serve) -> int:
     _check_temporary_directory()
     if uses_embedded_defaults(args):
         _prepare_development(settings)
-    _check_state_path(settings)
+    check_state_path(settings)
     for warning in config_warnings(settings, os.environ):
         print(f"registry-auth: warning: {warning}", file=sys.stderr)
     print(f"registry-auth: access control: {access_control(settings)}", file=sys.stderr)
@@ -114,22 +114,6 @@ def access_control(settings: Settings) -> str:
     )
     hook = settings.authz_webhook
     return decides + (f", narrowed by the authorization webhook {hook.name!r}" if hook else "")
-
-
-def _check_state_path(settings: Settings) -> None:
-    """Refused at the start: the SQLite store fails open, so brute-force counting would go on
-    in memory only and no refresh token be issued, each said only when a login needs it. Only
-    here: a worker started later (a respawn, a SIGHUP roll) serves as the store lets it."""
-    if settings.state.backend != "sqlite":
-        return
-    problem = unwritable_because(settings.state.path)
-    if problem is not None:
-        raise ConfigError(
-            "state.path",
-            f"{problem}: failed logins could not be counted nor refresh tokens kept; point it "
-            "at a file in a directory this user may write "
-            "(e.g. /var/lib/registry-auth/registry-auth.db), or set state.backend",
-        )
 
 
 def _check_temporary_directory() -> None:

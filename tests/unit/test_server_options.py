@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from app.api.config_reread import changed_settings, reread_config
+from app.api.config_refusal import config_refused, set_config_refused
+from app.api.config_reread import changed_settings, next_settings, reread_config
 from app.api.server import server_options
 from app.api.workers import use_worker_scheduling
 from app.cli import run
@@ -274,3 +275,28 @@ def test_reread_survives_a_config_that_breaks_the_reader(
     with caplog.at_level(logging.ERROR, logger="app.api.config_reread"):
         assert reread_config(deep, load_settings(config)) is None
     assert caplog.messages == ["SIGHUP ignored: the config cannot be read (RecursionError)"]
+
+
+def test_a_sighup_to_a_state_path_a_start_refuses_is_refused(
+    config: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It was applied: the workers restarted on a store they could not use, every refresh token
+    was lost (401) and failed logins were counted in memory, with no `/readyz` warning; a
+    restart then refused the same file."""
+    running = load_settings(config)
+    missing = tmp_path / "no-such-dir" / "registry-auth.db"
+    candidate = load_settings(overrides={**running.model_dump(), "state": {"path": str(missing)}})
+    held = [running]
+    try:
+        with caplog.at_level(logging.ERROR, logger="app.api.config_reread"):
+            assert next_settings(held, lambda: candidate) is False
+        assert config_refused()
+    finally:
+        set_config_refused(False)
+    assert held == [running]
+    assert caplog.messages == [
+        f"SIGHUP ignored: config: state.path: its directory {missing.parent} does not exist: "
+        "failed logins could not be counted nor refresh tokens kept; point it at a file in a "
+        "directory this user may write (e.g. /var/lib/registry-auth/registry-auth.db), or set "
+        "state.backend"
+    ]
