@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from app.assembly import refresh_tokens_from_settings
 from app.cli_common import answered_without_state, config_option, quiet_store_outage
@@ -11,13 +12,16 @@ from app.errors import ConfigError, StateStoreError
 from app.protocol.tokens import rfc3339
 from app.settings import load_settings
 from app.state.model import RefreshRecord
+from app.state.refresh import RefreshTokens
 
-_LISTING_ROW = "{:<16}  {:<15}  {:<15}  {:<20}  {:<20}  {}"
+_LISTING_ROW = "{:<16}  {:<15}  {:<15}  {:<20}  {:<20}  {:<20}  {}"
 
 
 def add_commands(parser: argparse.ArgumentParser) -> None:
     tokens = parser.add_subparsers(dest="tokens_command", required=True, metavar="TOKENS_COMMAND")
-    listing = tokens.add_parser("list", help="id, account, client, created, last used, expiry")
+    listing = tokens.add_parser(
+        "list", help="id, account, client, created, last used, expiry, and whether it still works"
+    )
     config_option(listing)
     listing.add_argument("--account", help="only this account's tokens")
     revoke = tokens.add_parser("revoke", help="revoke refresh tokens at once, on every instance")
@@ -40,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         if answered_without_state(settings, args, change=change, empty="no refresh tokens"):
             return 0
         if args.tokens_command == "list":
-            _print_tokens(tokens.records(args.account))
+            _print_tokens(tokens, tokens.records(args.account), int(time.time()))
             return 0
         records = tokens.records(None if args.all else args.account)
         if args.id is not None:
@@ -60,8 +64,19 @@ def run(args: argparse.Namespace) -> int:
         tokens.store.close()
 
 
-def _print_tokens(records: list[RefreshRecord]) -> None:
-    print(_LISTING_ROW.format("ID", "ACCOUNT", "CLIENT_ID", "CREATED", "LAST_USED", "EXPIRES"))
+def _print_tokens(tokens: RefreshTokens, records: list[RefreshRecord], now: int) -> None:
+    """EXPIRES is when the token dies unless used again: the end of its lifetime, or the idle
+    timeout after its last use, whichever comes first (the lifetime's end alone showed a token
+    dead of idleness as good for months). STATE says whether it still works by these times;
+    an account removed or a password changed since shows only at the token's next use."""
+    print(
+        _LISTING_ROW.format(
+            "ID", "ACCOUNT", "CLIENT_ID", "CREATED", "LAST_USED", "EXPIRES", "STATE"
+        )
+    )
+    idle = tokens.policy.idle_timeout
     for r in records:
-        times = (rfc3339(t) for t in (r.created_at, r.last_used_at, r.expires_at))
-        print(_LISTING_ROW.format(r.id, r.account, r.client_id, *times))
+        ends = min(r.expires_at, r.last_used_at + idle)
+        times = (rfc3339(t) for t in (r.created_at, r.last_used_at, ends))
+        state = "live" if tokens.expiry_problem(r, now) is None else "dead"
+        print(_LISTING_ROW.format(r.id, r.account, r.client_id, *times, state))

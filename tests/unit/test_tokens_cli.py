@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from app.cli import run
+from app.protocol.tokens import rfc3339
 from app.state.refresh import RefreshPolicy, RefreshTokens
 from app.state.sqlite import SqliteStore
 
@@ -54,7 +56,9 @@ def test_list_shows_every_token_but_never_the_token_itself(
     code, out, _ = _cli(capsys, "tokens", "list", "--config", str(config))
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split() == ["ID", "ACCOUNT", "CLIENT_ID", "CREATED", "LAST_USED", "EXPIRES"]
+    assert lines[0].split() == [
+        "ID", "ACCOUNT", "CLIENT_ID", "CREATED", "LAST_USED", "EXPIRES", "STATE",
+    ]  # fmt: skip
     assert [line.split()[1:3] for line in lines[1:]] == [
         ["alice", "docker"],
         ["alice", "ci"],
@@ -64,9 +68,26 @@ def test_list_shows_every_token_but_never_the_token_itself(
         "2027-01-15T08:00:00Z",
         "2027-01-15T08:00:00Z",
         "2027-01-16T08:00:00Z",
+        "live",
     ]
     for token in issued.values():
         assert token not in out
+
+
+def test_list_says_when_a_token_dies_of_idleness_and_that_it_has(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It showed the lifetime's end only: a token unused past the idle timeout was listed as
+    good for months, and refused at its next use."""
+    config.write_text(config.read_text() + "refresh_token_idle_timeout: 3600\n")
+    tokens = RefreshTokens(SqliteStore(tmp_path / "registry-auth.db"), RefreshPolicy(86400, 3600))
+    now = int(time.time())
+    tokens.issue("busy", "s", "docker", "v", now - 60)
+    tokens.issue("idle", "s", "docker", "v", now - 7200)  # unused for two hours
+    _, out, _ = _cli(capsys, "tokens", "list", "--config", str(config))
+    rows = {line.split()[1]: line.split() for line in out.splitlines()[1:]}
+    assert rows["idle"][5:] == [rfc3339(now - 7200 + 3600), "dead"]
+    assert rows["busy"][5:] == [rfc3339(now - 60 + 3600), "live"]
 
 
 def test_list_one_account(
