@@ -97,6 +97,8 @@ def _said(outcome: Outcome) -> str:
     return {
         Outcome.ACCEPTED: "accepted",
         Outcome.REJECTED: "refused (it knows the name; the password is wrong)",
+        Outcome.EXPIRED: "refused (it knows the name and the password, but the account has "
+        "expired)",
         Outcome.NOT_MINE: "not mine (it does not know the name)",
     }[outcome]
 

@@ -227,7 +227,11 @@ class GuardedLogin:
 
 # Why a login failed, for the operator: a backend that knows the account refused the secret
 # (an expired robot too: the service log names it), or none knows the account.
-_WHY = {Outcome.REJECTED: "wrong password", Outcome.NOT_MINE: "unknown account"}
+_WHY = {
+    Outcome.REJECTED: "wrong password",
+    Outcome.NOT_MINE: "unknown account",
+    Outcome.EXPIRED: "expired account",
+}
 
 
 @functools.cache  # labels() takes a lock and builds a key on every call

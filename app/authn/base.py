@@ -29,6 +29,7 @@ class Credentials(NamedTuple):
 class Outcome(StrEnum):
     ACCEPTED = "accepted"
     REJECTED = "rejected"  # this backend knows the account and the password is wrong
+    EXPIRED = "expired"  # it knows the account, the password is right, the account has expired
     NOT_MINE = "not_mine"  # this backend does not know the account
 
 

@@ -158,7 +158,7 @@ class RobotAuthenticator:
             return AuthResult(Outcome.REJECTED)
         if robot.expired(self._clock()):
             log.info("robot %s expired at %s", robot.name, format_time(robot.expires))
-            return AuthResult(Outcome.REJECTED)
+            return AuthResult(Outcome.EXPIRED)
         return AuthResult(Outcome.ACCEPTED, robot.name, robot.groups)
 
 

@@ -4,11 +4,13 @@ would try it, with what each backend said and what the scopes would get; nothing
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from app.authn.htpasswd import hash_password
+from app.authn.robot_store import create_robot
 from app.cli import run
 from app.settings import load_settings
 from app.state.attempts import counter_keys
@@ -136,3 +138,21 @@ def test_scopes_may_follow_the_options(config: Path, capsys: pytest.CaptureFixtu
     with pytest.raises(SystemExit):
         run(["logins", "check", "carol", "--nope", "repository:a/b:pull"], serve=no_serve)
     assert "unrecognized arguments: --nope" in capsys.readouterr().err
+
+
+def test_an_expired_robot_is_said_expired_not_a_wrong_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ "Why can't this robot push?" was answered "the password is wrong"."""
+    robots = tmp_path / "robots.yaml"
+    _, secret = create_robot(robots, "ci", [], datetime.now(UTC) - timedelta(minutes=1))
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "issuer: auth\nservice: registry.test\nrealm: https://auth.test/token\n"
+        "auth_backends:\n  - {type: robots, path: robots.yaml}\nstate: {backend: none}\n"
+    )
+    code, out = _check(capsys, config, secret, "robot$ci")
+    assert code == 1
+    assert (
+        "robots: refused (it knows the name and the password, but the account has expired)"
+    ) in out
