@@ -148,7 +148,8 @@ def run(argv: Sequence[str] | None, *, serve: Serve) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
         status = _dispatch(args, serve)
-        sys.stdout.flush()  # here, not at exit: a reader gone (`| head`) is then caught below
+        if sys.stdout is not None:  # None: started with stdout closed (`>&-`)
+            sys.stdout.flush()  # here, not at exit: a reader gone (`| head`) is then caught below
     except RegistryAuthError as exc:
         print(f"registry-auth: error: {exc}", file=sys.stderr)
         return 2

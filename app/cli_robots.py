@@ -9,7 +9,7 @@ from pathlib import Path
 
 from app.authn.base import check_groups
 from app.authn.robot_store import create_robot, list_robots, parse_expiry, revoke_robot, robot_name
-from app.authn.robots import format_time
+from app.authn.robots import Robot, format_time
 from app.backend_settings import ROBOT_PREFIX, RobotsBackend
 from app.cli_common import config_option, path_argument, user_file
 from app.errors import RegistryAuthError, UserStoreError
@@ -59,14 +59,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"revoked {robot_name(args.name)} in {path}", file=sys.stderr)
         return 0
     expires = parse_expiry(args.expires, time.time())
-    robot, secret = create_robot(path, args.name, args.groups, expires)
+    robot, _ = create_robot(path, args.name, args.groups, expires, deliver=_show_secret)
     until = format_time(robot.expires) or "never"
-    print(
-        f"created {robot.name} in {path} (expires {until}); its secret, shown once:",
-        file=sys.stderr,
-    )
-    print(secret)  # alone on stdout, so `SECRET=$(registry-auth robots create ci)` works
+    print(f"created {robot.name} in {path} (expires {until})", file=sys.stderr)
     return 0
+
+
+def _show_secret(robot: Robot, secret: str) -> None:
+    """The secret, alone on stdout (`SECRET=$(registry-auth robots create ci)`), written out
+    before the robot is saved: a closed or full stdout saves nothing."""
+    if sys.stdout is None:
+        raise RegistryAuthError("stdout is closed: the secret would reach no one; nothing saved")
+    print(f"{robot.name}'s secret, shown once:", file=sys.stderr)
+    try:
+        print(secret, flush=True)
+    except OSError as exc:
+        raise RegistryAuthError(
+            f"cannot write the secret to stdout ({exc.strerror or exc}); nothing saved"
+        ) from None
 
 
 def _missing_name(groups: list[str]) -> str:

@@ -59,8 +59,11 @@ def create_robot(
     *,
     clock: Callable[[], float] = time.time,
     secret_source: Callable[[], str] = new_secret,
+    deliver: Callable[[Robot, str], None] | None = None,
 ) -> tuple[Robot, str]:
-    """Add a robot; returns it and its secret (shown once). An existing name is refused."""
+    """Add a robot; returns it and its secret (shown once). An existing name is refused.
+    `deliver` hands the secret over before the robot is saved: when it fails, nothing is (a
+    robot whose secret nobody saw could only be revoked)."""
     full = robot_name(name)
     with editing(path, UserStoreError):
         robots = load_robots(path)
@@ -69,6 +72,8 @@ def create_robot(
         secret = secret_source()
         created = datetime.fromtimestamp(int(clock()), UTC)
         robot = Robot(full, secret_digest(secret), frozenset(groups), created, expires)
+        if deliver is not None:
+            deliver(robot, secret)
         _write(path, {**robots, full: robot})
     return robot, secret
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import stat
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -123,6 +126,31 @@ def test_cli_create_prints_the_secret_once_list_and_revoke(
     assert run(["robots", "revoke", "ci", "--robots-file", path], serve=no_serve) == 0
     assert run(["robots", "revoke", "ci", "--robots-file", path], serve=no_serve) == 2
     assert "no robot 'robot$ci'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stdout", ["full", "closed"])
+def test_cli_create_saves_nothing_when_the_secret_cannot_be_shown(
+    tmp_path: Path, stdout: str
+) -> None:
+    """The robot was saved first: with stdout full (`> /dev/full`) or closed (`>&-`, then a
+    traceback) it existed with a secret nobody saw, and creating it again was refused."""
+    path = tmp_path / "robots.yaml"
+    command = [sys.executable, "-m", "app", "robots", "create", "ci", "--robots-file", str(path)]
+    with Path("/dev/full").open("wb") as full:
+        done = subprocess.run(
+            command,
+            stdout=full if stdout == "full" else None,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+            # `>&-`: the child starts without a descriptor 1 (Python then has no sys.stdout).
+            preexec_fn=(lambda: os.close(1)) if stdout == "closed" else None,
+        )
+    assert done.returncode == 2, done.stderr
+    assert "nothing saved" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert load_robots(path) == {}
 
 
 def test_cli_without_a_robots_backend_says_what_to_do(
