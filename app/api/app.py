@@ -42,6 +42,7 @@ from app.keys.jwks import KidFormat, jwks_document
 from app.metrics import flush as flush_counts
 from app.service import TokenService
 from app.settings import Settings
+from app.state.sqlite import SqliteStore, unwritable_because
 
 log = logging.getLogger(__name__)
 
@@ -348,9 +349,22 @@ def own_readiness(
             f"the state store (etcd) has not answered for {down_for:.0f} s: refresh grants get "
             "503, no refresh token is issued, failed logins are counted per process (see the log)"
         )
+    if _state_file_unusable(token_service):
+        warnings.append(
+            "the state file cannot be used: refresh grants get 503, no refresh token is issued, "
+            "failed logins are counted per process (`registry-auth serve` would refuse it)"
+        )
     if audit is not None and audit.dropping:
         warnings.append("the audit log is dropping lines: it cannot be written (see the log)")
     return WorkerReadiness(os.getpid(), token_service.can_sign(), status.kid, tuple(warnings))
+
+
+def _state_file_unusable(token_service: TokenService) -> bool:
+    """Whether the SQLite state file is one the start would refuse (replaced by another file,
+    its directory gone or read-only): the store fails open, and said so only in the log."""
+    tokens = token_service.refresh_tokens
+    store = tokens.store if tokens is not None else None
+    return isinstance(store, SqliteStore) and unwritable_because(store.path) is not None
 
 
 def _closing(lifespan: Lifespan, service: TokenService, audit: AuditLog) -> Lifespan:

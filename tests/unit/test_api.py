@@ -9,10 +9,11 @@ from typing import Any
 
 import bcrypt
 import jwt
+import orjson
 import pytest
 from httpx import AsyncClient
 
-from app.api.app import create_app
+from app.api.app import create_app, readiness
 from app.keys.model import KeyRing
 from app.keys.store import load_keyring
 from app.service import TokenService
@@ -267,3 +268,27 @@ async def test_readyz_warns_of_a_failed_reload_without_the_path(
     metrics = (await client.get("/metrics")).text
     assert 'registry_auth_reload_failing{files="htpasswd"} 1.0' in metrics
     assert str(settings.htpasswd) not in metrics  # /metrics is as open as /readyz
+
+
+def test_readyz_warns_of_a_state_file_the_start_would_refuse(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Replaced by another file: refresh grants got 503 and logins no refresh token, said only
+    in the log; /readyz said nothing."""
+    state = tmp_path / "state.db"
+    configured = settings.model_copy(
+        update={"state": settings.state.model_copy(update={"path": state})}
+    )
+    service = TokenService.from_settings(configured)
+    warning = "the state file cannot be used: refresh grants get 503"
+
+    def warnings() -> list[str]:
+        body = orjson.loads(readiness(service, {"enabled": False}).body)
+        return [w for w in body.get("warnings", []) if w.startswith(warning)]
+
+    assert warnings() == []  # no file yet: the store makes it
+    state.write_text("alice:not a database\n")
+    assert len(warnings()) == 1
+    assert str(state) not in warnings()[0]  # anyone may ask /readyz
+    state.unlink()
+    assert warnings() == []
