@@ -63,7 +63,8 @@ def parse_basic(header: str | None) -> Credentials | None:
         )
     if not account.isprintable() or "\x00" in password:
         raise InvalidRequestError(
-            "Authorization: user name or password holds control characters",
+            "Authorization: the user name holds a control or invisible character, or the "
+            "password a NUL",
             parameter="Authorization",
         )
     return Credentials(account, SecretStr(password))

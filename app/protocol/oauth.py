@@ -86,7 +86,9 @@ def _optional(form: Form, name: str, *, secret: bool = False) -> str | None:
         raise InvalidRequestError(f"field {name} longer than {longest} characters", parameter=name)
     # A password may hold any printable text; NUL and line breaks are never legitimate.
     if (not secret and not value.isprintable()) or any(c in value for c in "\x00\r\n"):
-        raise InvalidRequestError(f"field {name} holds control characters", parameter=name)
+        raise InvalidRequestError(
+            f"field {name} holds a control or invisible character", parameter=name
+        )
     return value
 
 

@@ -99,7 +99,9 @@ def _single(params: Mapping[str, Sequence[str]], name: str) -> str | None:
             f"parameter {name} longer than {MAX_PARAM_LENGTH} characters", parameter=name
         )
     if not value.isprintable():
-        raise InvalidRequestError(f"parameter {name} holds control characters", parameter=name)
+        raise InvalidRequestError(
+            f"parameter {name} holds a control or invisible character", parameter=name
+        )
     return value
 
 

@@ -292,3 +292,12 @@ def test_readyz_warns_of_a_state_file_the_start_would_refuse(
     assert str(state) not in warnings()[0]  # anyone may ask /readyz
     state.unlink()
     assert warnings() == []
+
+
+async def test_an_invisible_character_is_called_so(client: AsyncClient) -> None:
+    """A zero-width space was "control characters", which it is not."""
+    response = await client.get("/token", params={"client_id": "dock\u200ber"})
+    assert response.status_code == 400
+    assert (
+        response.json()["details"] == "parameter client_id holds a control or invisible character"
+    )
