@@ -29,7 +29,15 @@ def _refuse_empty_optional(value: object) -> object:
 
 FilePath = Annotated[Path, BeforeValidator(_refuse_empty)]
 OptionalFilePath = Annotated[Path | None, BeforeValidator(_refuse_empty_optional)]
-ClientIPHeader = Literal["x-forwarded-for", "x-real-ip"]  # where a trusted proxy names its client
+
+
+def _lower_case(value: object) -> object:
+    # A header's name is the same in any case: `X-Real-IP`, as nginx's docs spell it, was refused.
+    return value.lower() if isinstance(value, str) else value
+
+
+# where a trusted proxy names its client
+ClientIPHeader = Annotated[Literal["x-forwarded-for", "x-real-ip"], BeforeValidator(_lower_case)]
 
 
 def check_url_port(url: str) -> None:

@@ -311,3 +311,16 @@ def test_a_shared_network_that_could_not_be_counted_as_written_is_refused(
         load_settings(overrides={"brute_force": {"shared_networks": [network]}})
     assert words in str(caught.value)
     load_settings(overrides={"brute_force": {"shared_networks": ["2001:db8:1:2::/64"]}})
+
+
+def test_the_client_ip_header_is_named_in_any_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`X-Real-IP`, as nginx's documentation writes it, was refused: a header's name has no case."""
+    loaded = load_settings(_config(tmp_path, BASE + "client_ip_header: X-Real-IP\n"))
+    assert loaded.client_ip_header == "x-real-ip"
+    monkeypatch.setenv("REGISTRY_AUTH_CLIENT_IP_HEADER", "X-Forwarded-For")
+    assert load_settings(_config(tmp_path, BASE)).client_ip_header == "x-forwarded-for"
+    monkeypatch.setenv("REGISTRY_AUTH_CLIENT_IP_HEADER", "Forwarded")
+    with pytest.raises(ConfigError, match="client_ip_header"):
+        load_settings(_config(tmp_path, BASE))
