@@ -22,6 +22,7 @@ def test_every_worker_writes_to_the_new_file_after_logrotate_moves_the_old_one(
     tmp_path: Path,
 ) -> None:
     audit = tmp_path / "log" / "audit.jsonl"
+    audit.parent.mkdir()  # the service refuses a missing directory
     extra = {"workers": 2, "audit_log": str(audit), "reload_interval": 0.2}
     server = start_auth_server(tmp_path, users={"alice": "pw"}, extra_settings=extra)
     try:

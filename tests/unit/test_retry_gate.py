@@ -49,6 +49,7 @@ def test_the_files_are_every_path_the_settings_name_nested_and_listed(tmp_path: 
             "keys_dir": str(tmp_path / "keys"),
             "acl": str(tmp_path / "acl.yaml"),
             "realm": "http://auth.test/token",
+            "htpasswd": None,  # the embedded defaults' (refused beside auth_backends)
             "auth_backends": [
                 {"type": "htpasswd", "path": str(tmp_path / "a.htpasswd")},
                 {"type": "static", "path": str(tmp_path / "static.yaml")},

@@ -110,6 +110,7 @@ class StoreContract:
 class TestSqliteStore(StoreContract):
     @pytest.fixture
     def store(self, tmp_path: Path) -> SqliteStore:
+        (tmp_path / "sub").mkdir()  # made by no one but the operator: a typo is refused
         return SqliteStore(tmp_path / "sub" / "state.db")
 
 
