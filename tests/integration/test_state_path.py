@@ -58,6 +58,7 @@ def test_a_state_file_on_a_read_only_directory_refuses_the_start(
 
     # The same config with state.path on a writable volume starts.
     state = tmp_path / "var" / "registry-auth.db"
+    state.parent.mkdir()
     config.write_text(config.read_text() + f"state: {{path: {state}}}\n", encoding="utf-8")
     process = subprocess.Popen(
         app_command("serve", "--config", str(config)),
