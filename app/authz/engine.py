@@ -135,7 +135,9 @@ def _resource_holds(match: Match, subject: Subject, scope: Scope) -> bool:
         return True
     # With a `group` condition, `${group}` stands for the groups it names only: under
     # `{group: dev, name: "${group}/**"}` a member of dev and ops got push on ops/*.
-    groups = subject.groups if match.groups is None else subject.groups & match.groups
+    groups = subject.groups
+    if match.narrows_group_slot and match.groups is not None:
+        groups = groups & match.groups
     return any(p.matches(scope.name, subject.account, groups) for p in match.names)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from app.authz.patterns import GlobKind, Pattern, PatternError, compile_pattern
+from app.authz.patterns import GlobKind, Pattern, PatternError, ascii_classes, compile_pattern
 from app.errors import PolicyError
 from app.yaml_strict import load_strict_yaml, yaml_kind, yaml_problem
 
@@ -43,6 +43,8 @@ class Match:
     names: tuple[Pattern, ...] | None = None
     services: tuple[Pattern, ...] | None = None
     networks: tuple[Network, ...] | None = None
+    # A `group` condition and a `${group}` in `name`: the placeholder takes only those groups.
+    narrows_group_slot: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,14 +176,21 @@ class _Parser:
             )
         if anonymous is True and "account" in raw:
             self.problem(f"{where}.match", "`anonymous: true` and `account` never hold together")
+        # In the file's order of conditions, so that the problems are listed in it too.
+        accounts = self.patterns(where, raw, "account", GlobKind.FLAT)
+        group_names = self.group_names(where, raw, groups)
+        types = self.patterns(where, raw, "type", GlobKind.FLAT)
+        names = self.patterns(where, raw, "name", GlobKind.PATH, placeholders=True)
         return Match(
-            accounts=self.patterns(where, raw, "account", GlobKind.FLAT),
+            accounts=accounts,
             anonymous=anonymous if isinstance(anonymous, bool) else None,
-            groups=self.group_names(where, raw, groups),
-            types=self.patterns(where, raw, "type", GlobKind.FLAT),
-            names=self.patterns(where, raw, "name", GlobKind.PATH, placeholders=True),
+            groups=group_names,
+            types=types,
+            names=names,
             services=self.patterns(where, raw, "service", GlobKind.FLAT),
             networks=self.networks(where, raw),
+            narrows_group_slot=group_names is not None
+            and any("group" in pattern.placeholders for pattern in names or ()),
         )
 
     def patterns(
@@ -192,10 +201,20 @@ class _Parser:
         texts = self.strings(f"{where}.match.{key}", raw[key]) or []
         compiled: list[Pattern] = []
         for text in texts:
-            if key == "type" and "(" in text:  # `repository(plugin)`: the class is not matched
+            regex = len(text) >= 2 and text.startswith("/") and text.endswith("/")
+            if key == "type" and "(" in text and not regex:  # the class is never matched
                 self.problem(
                     f"{where}.match.type",
                     f"{text!r}: a type is matched without its class; write {text.split('(')[0]!r}",
+                )
+                continue
+            narrowed = ascii_classes(text) if key == "account" else []
+            if narrowed:  # names are ASCII by the protocol's grammar; accounts are not
+                self.problem(
+                    f"{where}.match.account",
+                    f"`{text}`: {', '.join(dict.fromkeys(narrowed))} matches ASCII only in RE2 "
+                    "(the ACL's regular expressions), where an account may hold any letter: "
+                    "write the characters meant, e.g. [a-z0-9_] or [\\pL\\pN_]",
                 )
                 continue
             try:

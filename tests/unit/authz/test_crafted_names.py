@@ -12,6 +12,8 @@ import textwrap
 
 import pytest
 
+from app.authz.patterns import GlobKind, compile_pattern
+
 # Each policy, a name of the shape that makes a backtracking matcher try every split of it, and
 # whether the name is granted.
 CASES = [
@@ -45,3 +47,32 @@ def test_a_crafted_name_is_decided_at_once(pattern: str, name: str, granted: boo
         [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == str(granted)
+
+
+def test_a_group_too_long_for_the_pattern_matches_nothing_and_is_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The load-time check fills a placeholder with a value as long as an account may be; a
+    group from a backend may be longer, and RE2 then refused the pattern during a request (a
+    500, compiled again at every request)."""
+    pattern = compile_pattern("/(?:${group}${group}){1000}/", GlobKind.PATH, placeholders=True)
+    huge = frozenset({"g" * 5000})
+    with caplog.at_level("WARNING", logger="app.authz.patterns"):
+        assert pattern.matches("g" * 10, None, huge) is False
+        assert pattern.matches("g" * 10, None, huge) is False
+    assert len(caplog.records) == 1
+    assert "matches nothing for a value: pattern too large" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("text", "linear"),
+    [
+        ("team/**", False),
+        ("*${account}*", False),  # two wildcards: at worst quadratic in 255 characters
+        ("*${account}*-*", True),  # a placeholder parts them: three, not `**` and one
+        ("**/a/**/b/**", True),
+        ("/team/.*/", True),  # a regex, always
+    ],
+)
+def test_which_patterns_run_on_re2(text: str, linear: bool) -> None:
+    assert compile_pattern(text, GlobKind.PATH, placeholders=True).linear is linear
