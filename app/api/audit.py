@@ -22,6 +22,7 @@ import errno
 import functools
 import logging
 import os
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -151,7 +152,7 @@ class AuditLog:
             try:
                 self._fd = _open(self._path)
             except OSError as exc:  # a directory, a path under /proc, no permission: say which
-                if exc.errno != errno.ENXIO:
+                if not _no_reader(exc, self._path):  # a socket is ENXIO too: never opened
                     raise ConfigError(
                         "audit_log", f"cannot open {destination}: {exc.strerror or exc}"
                     ) from None
@@ -244,7 +245,7 @@ class AuditLog:
 
     def _failed(self, exc: OSError, what: str) -> None:
         """One error line per new problem, not one per poll."""
-        if exc.errno == errno.ENXIO and self._fd is None:
+        if self._fd is None and _no_reader(exc, self._path):
             return  # still no reader of the FIFO: said at the start, and counted per line
         problem = f"{what}: {exc.strerror}"
         if problem != self._reopen_error:
@@ -262,6 +263,16 @@ def _open(path: Path) -> int:
     stopped the event loop (and the main process, checking a SIGHUP's config) until a log
     shipper came; now a FIFO with no reader fails at once, with ENXIO."""
     return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o640)
+
+
+def _no_reader(exc: OSError, path: Path | None) -> bool:
+    """Whether opening `path` failed only because no process reads the FIFO there."""
+    if exc.errno != errno.ENXIO or path is None:
+        return False
+    try:
+        return stat.S_ISFIFO(path.stat().st_mode)
+    except OSError:
+        return False
 
 
 def _same_file(a: os.stat_result, b: os.stat_result) -> bool:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -172,3 +173,18 @@ def test_a_fifo_nobody_reads_yet_drops_lines_until_a_reader_comes(
         assert _at_once(audit.reopen_if_moved, fifo) is False
     os.close(reader)
     audit.close()
+
+
+def test_a_unix_socket_is_refused_at_the_start_not_taken_for_a_fifo(tmp_path: Path) -> None:
+    """Opening a socket fails with ENXIO too: it was taken for a FIFO nobody reads yet, and
+    every line dropped for good (`/dev/log`, or `/dev/stdout` with stdout the journal)."""
+    path = tmp_path / "audit.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(path))
+    try:
+        with pytest.raises(ConfigError) as caught:
+            AuditLog(str(path), lambda: 0.0)
+        assert caught.value.key == "audit_log"
+        assert "No such device or address" in caught.value.problem
+    finally:
+        listener.close()
