@@ -103,6 +103,21 @@ def _serve(args: argparse.Namespace, serve: Serve) -> int:
     return 0
 
 
+def _yaml_string(value: str) -> str:
+    """`value` double-quoted as YAML reads it back: JSON's escapes are YAML's, but not its
+    surrogate pairs (go-yaml refuses `\ud83d\ude00`), so printable characters stay as they are
+    and the others (which YAML refuses raw, or reads as line breaks) are escaped YAML's way."""
+    return "".join(
+        char if char.isprintable() else _yaml_escape(char)
+        for char in json.dumps(value, ensure_ascii=False)
+    )
+
+
+def _yaml_escape(char: str) -> str:
+    code = ord(char)
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
 def access_control(settings: Settings) -> str:
     """What decides the grants, said at the start: `acl:` left empty silently meant the
     built-in default, which lets every logged-in account push everywhere."""
@@ -204,5 +219,5 @@ def registry_config_block(settings: Settings) -> str:
         "issuer": settings.issuer,
         "rootcertbundle": str(bundle_path(settings.keys_dir).resolve()),
     }
-    lines = "".join(f"    {key}: {json.dumps(value)}\n" for key, value in values.items())
+    lines = "".join(f"    {key}: {_yaml_string(value)}\n" for key, value in values.items())
     return "# Paste into the registry's config.yml:\nauth:\n  token:\n" + lines

@@ -188,13 +188,15 @@ def test_registry_config_block_quotes_what_yaml_would_read_otherwise(
 ) -> None:
     """`"corp\\auth"` was printed between plain quotes: YAML read `\\a` as a bell, and the
     registry refused every token as from an unknown issuer; a `"` made the block invalid."""
-    issuer, service = 'corp\\auth "team"', "registry:5000 caf\u00e9"
+    issuer, service = 'corp\\auth "team" \U0001f600', "registry:5000 caf\u00e9 \u2028\x7f"
     path = tmp_path / "config.yaml"
     path.write_text(
         yaml.safe_dump({"issuer": issuer, "service": service, "realm": "http://a.test/token"})
     )
     assert run(["registry-config", "--config", str(path)], serve=Recorder()) == 0
-    block = yaml.safe_load(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    assert "\\ud83d" not in out  # a JSON surrogate pair, which go-yaml (the registry) refuses
+    block = yaml.safe_load(out)
     assert block["auth"]["token"]["issuer"] == issuer
     assert block["auth"]["token"]["service"] == service
     assert block["auth"]["token"]["rootcertbundle"] == str(tmp_path / "keys" / "bundle.pem")
