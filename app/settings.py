@@ -368,8 +368,10 @@ class Settings(BaseSettings):
         # Both live in the state store's etcd; the refresh records' range would take in the
         # counters (or the reverse), and a counter read as a record failed logins with a 500.
         records, counters = self.state.etcd_prefix, self.brute_force.etcd_prefix
-        if self.state.backend == "etcd" and (
-            records.startswith(counters) or counters.startswith(records)
+        if (
+            self.state.backend == "etcd"
+            and self.brute_force.enabled
+            and (records.startswith(counters) or counters.startswith(records))
         ):
             raise SettingKeyError(
                 "state.etcd_prefix",

@@ -127,7 +127,12 @@ def test_bad_config_names_the_key(tmp_path: Path, text: str, key: str, problem: 
 def test_etcd_prefixes_apart_or_another_store_load(tmp_path: Path) -> None:
     apart = BASE + "state: {backend: etcd, etcd_prefix: /registry-auth/refresh/}\n"
     assert load_settings(_config(tmp_path, apart)).state.etcd_prefix == "/registry-auth/refresh/"
-    # Without etcd as the store the counters' prefix is not used.
+    # Without etcd as the store, or without counters, the counters' prefix is not used.
+    off = (
+        BASE
+        + "state: {backend: etcd, etcd_prefix: /registry-auth/}\nbrute_force: {enabled: false}\n"
+    )
+    assert load_settings(_config(tmp_path, off)).state.etcd_prefix == "/registry-auth/"
     sqlite = BASE + "state: {etcd_prefix: /registry-auth/}\n"
     assert load_settings(_config(tmp_path, sqlite)).state.backend == "sqlite"
 
