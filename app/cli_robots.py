@@ -59,7 +59,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"revoked {robot_name(args.name)} in {path}", file=sys.stderr)
         return 0
     expires = parse_expiry(args.expires, time.time())
-    robot, _ = create_robot(path, args.name, args.groups, expires, deliver=_show_secret)
+    shown: list[str] = []
+
+    def show(robot: Robot, secret: str) -> None:
+        _show_secret(robot, secret)
+        shown.append(robot.name)
+
+    try:
+        robot, _ = create_robot(path, args.name, args.groups, expires, deliver=show)
+    except UserStoreError as exc:
+        if not shown:
+            raise
+        raise UserStoreError(f"{exc}; the secret shown above is void: nothing was saved") from None
     until = format_time(robot.expires) or "never"
     print(f"created {robot.name} in {path} (expires {until})", file=sys.stderr)
     return 0

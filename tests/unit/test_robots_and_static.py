@@ -153,6 +153,22 @@ def test_cli_create_saves_nothing_when_the_secret_cannot_be_shown(
     assert load_robots(path) == {}
 
 
+def test_cli_create_says_a_shown_secret_is_void_when_the_save_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full_disk(path: Path, robots: object) -> None:
+        raise UserStoreError(f"cannot write {path}: No space left on device")
+
+    monkeypatch.setattr("app.authn.robot_store._write", full_disk)
+    path = str(tmp_path / "robots.yaml")
+    assert run(["robots", "create", "ci", "--robots-file", path], serve=no_serve) == 2
+    out, err = capsys.readouterr()
+    assert out.strip()  # it was shown...
+    assert err.endswith(
+        "No space left on device; the secret shown above is void: nothing was saved\n"
+    )
+
+
 def test_cli_without_a_robots_backend_says_what_to_do(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
