@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         robot, _ = create_robot(path, args.name, args.groups, expires, deliver=show)
-    except UserStoreError as exc:
+    except RegistryAuthError as exc:
         if not shown:
             raise
         raise UserStoreError(f"{exc}; the secret shown above is void: nothing was saved") from None

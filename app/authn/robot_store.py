@@ -73,6 +73,9 @@ def create_robot(
         created = datetime.fromtimestamp(int(clock()), UTC)
         robot = Robot(full, secret_digest(secret), frozenset(groups), created, expires)
         if deliver is not None:
+            # The file written as it is first: a place no file can be written (a read-only
+            # or full disk) fails here, before a secret is shown for a robot never saved.
+            _write(path, robots)
             deliver(robot, secret)
         _write(path, {**robots, full: robot})
     return robot, secret

@@ -15,11 +15,12 @@ import bcrypt
 import pytest
 from pydantic import SecretStr
 
+from app.authn import robot_store
 from app.authn.base import Credentials, Outcome
 from app.authn.build import build_authentication
 from app.authn.htpasswd import load_htpasswd
 from app.authn.robot_store import create_robot, list_robots, parse_expiry, revoke_robot
-from app.authn.robots import RobotAuthenticator, load_robots
+from app.authn.robots import Robot, RobotAuthenticator, load_robots
 from app.authn.static import StaticAuthenticator, load_static_users
 from app.cli import run
 from app.errors import UserStoreError
@@ -156,10 +157,16 @@ def test_cli_create_saves_nothing_when_the_secret_cannot_be_shown(
 def test_cli_create_says_a_shown_secret_is_void_when_the_save_fails(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def full_disk(path: Path, robots: object) -> None:
-        raise UserStoreError(f"cannot write {path}: No space left on device")
+    """The file is written as it is before the secret is shown (a place no file can be
+    written fails then); a disk that fills in between is the case left."""
+    written = robot_store._write
 
-    monkeypatch.setattr("app.authn.robot_store._write", full_disk)
+    def fills_up(path: Path, robots: dict[str, Robot]) -> None:
+        if robots:  # the save with the new robot
+            raise UserStoreError(f"cannot write {path}: No space left on device")
+        written(path, robots)
+
+    monkeypatch.setattr(robot_store, "_write", fills_up)
     path = str(tmp_path / "robots.yaml")
     assert run(["robots", "create", "ci", "--robots-file", path], serve=no_serve) == 2
     out, err = capsys.readouterr()
