@@ -105,7 +105,7 @@ def _serve(args: argparse.Namespace, serve: Serve) -> int:
 
 def _yaml_string(value: str) -> str:
     """`value` double-quoted as YAML reads it back: JSON's escapes are YAML's, but not its
-    surrogate pairs (go-yaml refuses `\ud83d\ude00`), so printable characters stay as they are
+    surrogate pairs (go-yaml refuses `\\ud83d\\ude00`), so printable characters stay as they are
     and the others (which YAML refuses raw, or reads as line breaks) are escaped YAML's way."""
     return "".join(
         char if char.isprintable() else _yaml_escape(char)
@@ -211,8 +211,9 @@ def _prepare_development(settings: Settings) -> None:
 
 
 def registry_config_block(settings: Settings) -> str:
-    """The `auth: token:` block for the registry's config.yml. Each value is written as a JSON
-    string, which YAML reads back as it is: a `\\` or `"` in an issuer stays itself."""
+    """The `auth: token:` block for the registry's config.yml. Each value is double-quoted
+    with YAML's escapes (`_yaml_string`), so YAML reads it back as it is: a `\\` or `"` in an
+    issuer stays itself."""
     values = {
         "realm": settings.realm,
         "service": settings.service,

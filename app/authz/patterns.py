@@ -149,7 +149,7 @@ def _compile(source: str, linear: bool) -> _Compiled:
 
 
 def ascii_classes(text: str) -> list[str]:
-    """The `\\w`, `\\d`, `\\s`, `\b` (and their negations) of a `/regex/`: RE2 gives them ASCII
+    """The `\\w`, `\\d`, `\\s`, `\\b` (and their negations) of a `/regex/`: RE2 gives them ASCII
     only, where Python's `re` took in every letter, digit and space, so an account pattern
     using them silently changed what it matched (a deny of `/guest-\\w+/` no longer held for
     `guest-josé`)."""
