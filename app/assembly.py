@@ -103,7 +103,8 @@ def policy_authorizer(settings: Settings, reloadables: list[Reloadable[Any]]) ->
         lambda: load_policy(path),
         lambda: [path],
         kind="ACL",
-        rules=lambda loaded: len(loaded.rules),
+        size=lambda loaded: len(loaded.rules),
+        emptied="%s now has no rule (it had %d): every request is granted nothing",
     )
     reloadables.append(policy)
     return PolicyAuthorizer(policy.get)
@@ -118,18 +119,19 @@ def authz_webhook_from_settings(settings: Settings) -> AuthzWebhook | None:
     return AuthzWebhook(config, secret=secret)
 
 
-def check_state_path(settings: Settings) -> None:
-    """Refused at the start, and by a SIGHUP: the SQLite store fails open, so brute-force
-    counting would go on in memory only and no refresh token be issued, each said only when a
-    login needs it (a SIGHUP to a mistyped `state.path` lost every refresh token that way). Not
-    for a worker that replaces one that died: it serves as the store lets it."""
+def state_path_error(settings: Settings) -> ConfigError | None:
+    """Why the start, and a SIGHUP, refuse `state.path`: the SQLite store fails open, so
+    brute-force counting would go on in memory only and no refresh token be issued, each said
+    only when a login needs it (a SIGHUP to a mistyped `state.path` lost every refresh token
+    that way). Not for a worker that replaces one that died: it serves as the store lets it."""
     if settings.state.backend != "sqlite":
-        return
+        return None
     problem = unwritable_because(settings.state.path)
-    if problem is not None:
-        raise ConfigError(
-            "state.path",
-            f"{problem}: failed logins could not be counted nor refresh tokens kept; point it "
-            "at a file in a directory this user may write "
-            "(e.g. /var/lib/registry-auth/registry-auth.db), or set state.backend",
-        )
+    if problem is None:
+        return None
+    return ConfigError(
+        "state.path",
+        f"{problem}: failed logins could not be counted nor refresh tokens kept; point it "
+        "at a file in a directory this user may write "
+        "(e.g. /var/lib/registry-auth/registry-auth.db), or set state.backend",
+    )

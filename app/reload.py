@@ -32,6 +32,12 @@ T = TypeVar("T")
 Fingerprint = tuple[tuple[int, ...] | None, ...]
 Clock = Callable[[], float]
 SETTLE_SECONDS = 1.0
+# What a reload that empties a users file does (the log line's format: the name, the count
+# before): the refresh tokens of the accounts it dropped die at their next use.
+EMPTIED_USERS = (
+    "%s now lists no account (it listed %d): every login through it fails, and a refresh "
+    "token of an account it no longer lists is revoked at its next use"
+)
 HOLD_AT_MOST = 10.0
 
 
@@ -50,15 +56,17 @@ class Reloadable(Generic[T]):
         paths: Callable[[], Sequence[Path]],
         *,
         kind: str | None = None,
-        accounts: Callable[[T], int] | None = None,
-        rules: Callable[[T], int] | None = None,
+        size: Callable[[T], int] | None = None,
+        emptied: str = EMPTIED_USERS,
         clock: Clock = time.time,
     ):
         self.name = name  # for the log and the metrics: "htpasswd /etc/registry-auth/users"
         self.kind = kind or name  # for /readyz, which anyone may ask: "htpasswd", no path
         self._loader = loader
-        self._accounts = accounts  # a users file's count: a reload that empties it is said
-        self._rules = rules  # an ACL's count of rules: the same
+        # What the value counts (a users file's accounts, an ACL's rules): a reload that
+        # empties it is said, `emptied` saying what that does.
+        self._size = size
+        self._emptied = emptied
         self._paths = paths
         self._clock = clock
         self._held_since: float | None = None  # a change waiting to settle, since
@@ -87,22 +95,10 @@ class Reloadable(Generic[T]):
         self._seen = seen
         self.last_error = None
         log.info("reloaded %s", self.name)
-        if self._accounts is not None and self._accounts(before) and not self._accounts(value):
+        if self._size is not None and self._size(before) and not self._size(value):
             # Valid, but most likely a mistake (a placeholder deployed over the real file):
-            # said loudly, since the refresh tokens of the accounts it dropped die at their
-            # next use.
-            log.warning(
-                "%s now lists no account (it listed %d): every login through it fails, and "
-                "a refresh token of an account it no longer lists is revoked at its next use",
-                self.name,
-                self._accounts(before),
-            )
-        if self._rules is not None and self._rules(before) and not self._rules(value):
-            log.warning(
-                "%s now has no rule (it had %d): every request is granted nothing",
-                self.name,
-                self._rules(before),
-            )
+            # said loudly.
+            log.warning(self._emptied, self.name, self._size(before))
         return True
 
     def reload_if_changed(self) -> bool:

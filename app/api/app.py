@@ -40,6 +40,7 @@ from app.etcd.state import state_outages
 from app.keys.expiry import ExpiryState
 from app.keys.jwks import KidFormat, jwks_document
 from app.metrics import flush as flush_counts
+from app.reload import Reloadable
 from app.service import TokenService
 from app.settings import Settings
 from app.state.sqlite import SqliteStore, unwritable_because
@@ -273,11 +274,7 @@ def _live_values(app: FastAPI, publish_loop: PublishLoop | None) -> LiveValues:
         (active.kid, active.not_after.timestamp()),
         tls.not_after.timestamp() if tls is not None else None,
         etcd_status(publish_loop),
-        (
-            *((item.kind, item.last_error is not None) for item in app.state.service.reloadables),
-            *([(tls.kind, tls.last_error is not None)] if tls is not None else []),
-            ("config", config_refused()),
-        ),
+        (*_reload_states(app.state.service, tls), ("config", config_refused())),
         robots.next_expiry() if (robots := app.state.service.robot_expiry) is not None else None,
         robots.expired() if robots is not None else None,
     )
@@ -330,11 +327,10 @@ def own_readiness(
     status = token_service.certificate_status()
     warnings = [] if status.state is ExpiryState.OK else [status.message]
     # Which kind of file, not which path nor why: the log has both (anyone may ask /readyz).
-    failing = [item.kind for item in token_service.reloadables if item.last_error is not None]
-    failing += [tls.kind] if tls is not None and tls.last_error is not None else []
     warnings += [
         f"the last reload of the {kind} failed: the previous one still serves (see the log)"
-        for kind in failing
+        for kind, failed in _reload_states(token_service, tls)
+        if failed
     ]
     robots = token_service.robot_expiry.warning() if token_service.robot_expiry else None
     if robots is not None:
@@ -357,6 +353,13 @@ def own_readiness(
     if audit is not None and audit.dropping:
         warnings.append("the audit log is dropping lines: it cannot be written (see the log)")
     return WorkerReadiness(os.getpid(), token_service.can_sign(), status.kid, tuple(warnings))
+
+
+def _reload_states(token_service: TokenService, tls: ReloadingTLS | None) -> list[tuple[str, bool]]:
+    """Each watched kind of file, and whether its last reload failed."""
+    watched: list[ReloadingTLS | Reloadable[Any]] = [*token_service.reloadables]
+    watched += [tls] if tls is not None else []
+    return [(item.kind, item.last_error is not None) for item in watched]
 
 
 def _state_file_unusable(token_service: TokenService) -> bool:

@@ -15,9 +15,9 @@ from pydantic import BaseModel
 
 from app.api.config_refusal import set_config_refused
 from app.api.workers import worker_problem
-from app.assembly import check_state_path
+from app.assembly import state_path_error
 from app.config_warnings import config_warnings
-from app.errors import ConfigError, RegistryAuthError
+from app.errors import RegistryAuthError
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def next_settings(running: list[Settings], reread: Reread | None) -> bool:
         candidate = running[0] if reread is None else reread_config(reread, running[0])
         if candidate is None:
             return _refused(reread)  # said why
-        refused = state_problem(candidate) if reread is not None else None
+        refused = state_path_error(candidate) if reread is not None else None
         problem = worker_problem(candidate) if refused is None else None
     except Exception as exc:  # noqa: BLE001 - see the docstring
         log.error("%s: %s", cause, type(exc).__name__)  # noqa: TRY400
@@ -57,15 +57,6 @@ def next_settings(running: list[Settings], reread: Reread | None) -> bool:
             log.warning("%s", warning)
     running[0] = candidate
     return True
-
-
-def state_problem(settings: Settings) -> str | None:
-    """What the start refuses of the state store's file (app.assembly.check_state_path)."""
-    try:
-        check_state_path(settings)
-    except ConfigError as exc:
-        return str(exc)
-    return None
 
 
 def reread_config(reread: Reread, running: Settings) -> Settings | None:

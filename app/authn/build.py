@@ -205,7 +205,7 @@ def _watch(
     accounts: Callable[[Any], int] | None = None,
 ) -> Reloadable[Any]:
     reloadable: Reloadable[Any] = Reloadable(
-        f"{kind} {path}", loader, lambda: [path], kind=kind, accounts=accounts
+        f"{kind} {path}", loader, lambda: [path], kind=kind, size=accounts
     )
     built.reloadables.append(reloadable)
     return reloadable

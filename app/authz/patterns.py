@@ -115,15 +115,20 @@ class Pattern:
             )
 
 
+def is_regex(text: str) -> bool:
+    """Whether a pattern is a `/regex/` (else a glob)."""
+    return len(text) >= 2 and text.startswith("/") and text.endswith("/")
+
+
 def compile_pattern(text: str, kind: GlobKind, *, placeholders: bool = False) -> Pattern:
     """Compile a glob or `/regex/`; PatternError names what is wrong."""
-    is_regex = len(text) >= 2 and text.startswith("/") and text.endswith("/")
-    body = text[1:-1] if is_regex else text
-    pieces = tuple(_split(body, is_regex, kind, placeholders=placeholders))
+    regex = is_regex(text)
+    body = text[1:-1] if regex else text
+    pieces = tuple(_split(body, regex, kind, placeholders=placeholders))
     probe = "".join(p if isinstance(p, str) else _literal(_PROBE) for p in pieces)
     # A placeholder parts the wildcards beside it: `*${account}*` holds two, not one `**`.
     wildcards = len(_WILDCARDS.findall(_PLACEHOLDER.sub("\0", body)))
-    linear = is_regex or wildcards >= LINEAR_FROM
+    linear = regex or wildcards >= LINEAR_FROM
     try:
         compiled = _compile(probe, linear)
     except PatternError as exc:
@@ -153,7 +158,7 @@ def ascii_classes(text: str) -> list[str]:
     only, where Python's `re` took in every letter, digit and space, so an account pattern
     using them silently changed what it matched (a deny of `/guest-\\w+/` no longer held for
     `guest-josé`)."""
-    if not (len(text) >= 2 and text.startswith("/") and text.endswith("/")):
+    if not is_regex(text):
         return []
     found: list[str] = []
     escaped = False
@@ -173,12 +178,10 @@ def _say_once(pattern: str, problem: str) -> None:
         log.warning("ACL pattern %r matches nothing for a value: %s", pattern, problem)
 
 
-def _split(
-    body: str, is_regex: bool, kind: GlobKind, *, placeholders: bool
-) -> Iterator[str | _Slot]:
+def _split(body: str, regex: bool, kind: GlobKind, *, placeholders: bool) -> Iterator[str | _Slot]:
     position = 0
     for found in _PLACEHOLDER.finditer(body):
-        yield _source(body[position : found.start()], is_regex, kind)
+        yield _source(body[position : found.start()], regex, kind)
         name = found.group(1)
         if not placeholders:
             raise PatternError(f"placeholder ${{{name}}} is only allowed in `name` patterns")
@@ -190,11 +193,11 @@ def _split(
     rest = body[position:]
     if "${" in rest:
         raise PatternError("unclosed placeholder: `${` without `}`")
-    yield _source(rest, is_regex, kind)
+    yield _source(rest, regex, kind)
 
 
-def _source(text: str, is_regex: bool, kind: GlobKind) -> str:
-    if is_regex:
+def _source(text: str, regex: bool, kind: GlobKind) -> str:
+    if regex:
         return text
     one_star = "[^/]*" if kind is GlobKind.PATH else ".*"
     parts: list[str] = []

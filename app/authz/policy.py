@@ -19,8 +19,16 @@ from typing import Any
 
 import yaml
 
-from app.authz.patterns import GlobKind, Pattern, PatternError, ascii_classes, compile_pattern
+from app.authz.patterns import (
+    GlobKind,
+    Pattern,
+    PatternError,
+    ascii_classes,
+    compile_pattern,
+    is_regex,
+)
 from app.errors import PolicyError
+from app.settings_sections import IPV4_MAPPED
 from app.yaml_strict import load_strict_yaml, yaml_kind, yaml_problem
 
 ACTIONS = ("pull", "push", "delete", "*")
@@ -29,7 +37,6 @@ RULE_KEYS = ("match", "allow", "deny")
 TOP_KEYS = ("groups", "rules")
 
 Network = IPv4Network | IPv6Network
-_IPV4_MAPPED = IPv6Network("::ffff:0:0/96")
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,8 +208,7 @@ class _Parser:
         texts = self.strings(f"{where}.match.{key}", raw[key]) or []
         compiled: list[Pattern] = []
         for text in texts:
-            regex = len(text) >= 2 and text.startswith("/") and text.endswith("/")
-            if key == "type" and "(" in text and not regex:  # the class is never matched
+            if key == "type" and "(" in text and not is_regex(text):  # a class is never matched
                 self.problem(
                     f"{where}.match.type",
                     f"{text!r}: a type is matched without its class; write {text.split('(')[0]!r}",
@@ -250,7 +256,7 @@ class _Parser:
                     f"{where}.match.ip", f"{text!r} is not an address, CIDR or range: {exc}"
                 )
                 continue
-            if any(isinstance(n, IPv6Network) and n.subnet_of(_IPV4_MAPPED) for n in found):
+            if any(isinstance(n, IPv6Network) and n.subnet_of(IPV4_MAPPED) for n in found):
                 # A client's ::ffff:10.1.2.3 is matched as 10.1.2.3: such a network held for
                 # nobody.
                 self.problem(f"{where}.match.ip", f"{text!r}: write IPv4-mapped addresses as IPv4")
