@@ -28,10 +28,10 @@ from typing import NoReturn, TypeVar
 
 import urllib3
 from pydantic import SecretStr
-from urllib3.exceptions import HTTPError, NewConnectionError, SSLError
+from urllib3.exceptions import HTTPError, NewConnectionError, ReadTimeoutError, SSLError
 from urllib3.exceptions import TimeoutError as HTTPTimeoutError
 
-from app.etcd.handshake import refused_certificate, unreadable_tls_file
+from app.etcd.handshake import NO_ANSWER, refused_certificate, unreadable_tls_file
 from app.etcd.kv import Json, KeyValue, RangeResult, TxnResult, b64
 
 T = TypeVar("T")
@@ -293,8 +293,10 @@ def _explain_transport(exc: Exception) -> str:
     if isinstance(exc, NewConnectionError):  # before timeouts: urllib3 makes it one of them
         text = str(exc)
         return "connection refused" if "refused" in text.lower() else f"cannot connect ({text})"
+    if isinstance(exc, ReadTimeoutError):
+        return NO_ANSWER
     if isinstance(exc, HTTPTimeoutError):
-        return "timed out"
+        return "cannot connect (timed out)"
     if isinstance(exc, SSLError) and (refused := refused_certificate(str(exc))):
         return refused
     return str(exc) or type(exc).__name__

@@ -12,6 +12,14 @@ from typing import Protocol
 _CLIENT_CERT_REFUSED = ("EOF occurred", "ALERT_BAD_CERTIFICATE", "ALERT_CERTIFICATE_REQUIRED")
 
 
+# A read timeout: the connection was taken (the port is open, the handshake done), then nothing.
+# Worth telling apart from "cannot connect": etcd is there but stopped, hung or overloaded.
+NO_ANSWER = (
+    "timed out waiting for an answer "
+    "(etcd took the connection but did not reply: is it hung or overloaded?)"
+)
+
+
 def refused_certificate(error: str) -> str | None:
     """The operator's line for a handshake that ended over our client certificate; None for
     any other error."""

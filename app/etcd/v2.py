@@ -14,7 +14,7 @@ import etcd
 import urllib3
 
 from app.errors import EtcdConflictError, EtcdError
-from app.etcd.handshake import refused_certificate, unreadable_tls_file
+from app.etcd.handshake import NO_ANSWER, refused_certificate, unreadable_tls_file
 from app.etcd.record import Snapshot
 from app.settings_sections import EtcdSettings
 
@@ -149,8 +149,7 @@ def explain(exc: BaseException) -> str:
     if isinstance(exc, etcd.EtcdInsufficientPermissions):
         return "etcd refused the request: wrong username/password, or no permission on the key"
     if isinstance(exc, etcd.EtcdConnectionFailed):
-        cause = _root_cause(exc)
-        return refused_certificate(cause) or f"cannot connect ({cause})"
+        return _connection_failed(exc)
     if isinstance(exc, etcd.EtcdKeyNotFound):
         # A plain HTTP 404 without etcd's error body: something else listens there, or an
         # etcd 3.4/3.5 started without --enable-v2=true.
@@ -166,12 +165,23 @@ def explain(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:200]}"
 
 
-def _root_cause(exc: BaseException) -> str:
+def _connection_failed(exc: BaseException) -> str:
+    if isinstance(_innermost(exc), urllib3.exceptions.ReadTimeoutError):
+        return NO_ANSWER
+    cause = _root_cause(exc)
+    return refused_certificate(cause) or f"cannot connect ({cause})"
+
+
+def _innermost(exc: BaseException) -> object:
     # EtcdConnectionFailed.cause is urllib3's MaxRetryError, whose .reason is the socket error.
     cause: object = getattr(exc, "cause", None) or exc.__cause__
     while getattr(cause, "reason", None) is not None:
         cause = getattr(cause, "reason", None)
-    text = str(cause or exc)
+    return cause
+
+
+def _root_cause(exc: BaseException) -> str:
+    text = str(_innermost(exc) or exc)
     if "Connection refused" in text:
         return "connection refused"
     if "timed out" in text.lower():

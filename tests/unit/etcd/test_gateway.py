@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from pydantic import SecretStr
-from urllib3.exceptions import NewConnectionError, ReadTimeoutError, SSLError
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError, SSLError
 
 from app.errors import EtcdError, StateStoreError
 from app.etcd.gateway import Connection, GatewayClient, GatewayError, _explain_transport
@@ -140,7 +140,8 @@ def test_an_endpoint_url_with_a_path_keeps_it_before_v3(endpoint: str, prefix: s
             ),
             "connection refused",
         ),
-        (ReadTimeoutError(None, "/v3/kv/range", "read timed out"), "timed out"),
+        (ReadTimeoutError(None, "/v3/kv/range", "read timed out"), "did not reply"),
+        (ConnectTimeoutError(None, "connect timed out"), "cannot connect (timed out)"),
         (
             SSLError("EOF occurred in violation of protocol (_ssl.c:2427)"),
             "does it want a client certificate, signed by a CA it trusts?",
