@@ -228,9 +228,12 @@ class InvalidGrantError(ClientError):
     status = 401
     code = oauth_code = "invalid_grant"
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, account: str | None = None) -> None:
         super().__init__("refresh token is invalid, expired or revoked: log in again")
         self.reason = reason
+        # The account of the token's record, when one was found: for the audit log and the
+        # server's log (a dead record is deleted as it is refused, so nothing else names it).
+        self.account = account
 
 
 class TooManyAttemptsError(ClientError):

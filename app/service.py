@@ -212,7 +212,8 @@ class TokenService:
                 )
             groups = await self._current_groups(tokens, lookup, record)
         except InvalidGrantError as exc:
-            log.info("refresh grant refused: %s", exc.reason)
+            whose = "" if exc.account is None else f" (account {exc.account!r})"
+            log.info("refresh grant refused: %s%s", exc.reason, whose)
             count(metrics().refresh_grants.labels("refused"))
             raise
         count(metrics().refresh_grants.labels("granted"))
@@ -242,7 +243,7 @@ class TokenService:
         if state is None or state.credential_version != record.credential_version:
             reason = "account removed" if state is None else "password changed"
             await anyio.to_thread.run_sync(tokens.revoke, [record], reason)
-            raise InvalidGrantError(f"refresh token {record.id}: {reason}")
+            raise InvalidGrantError(f"refresh token {record.id}: {reason}", record.account)
         return state.groups
 
     async def _issue_for(

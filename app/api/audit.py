@@ -92,6 +92,8 @@ class Decision:
             self.reason = f"{exc.code}: {exc.message}"
             why = getattr(exc, "reason", None)
             self.reason += f" ({why})" if why else ""
+            # A refused refresh grant whose token's record was found names its account.
+            self.account = getattr(exc, "account", None) or self.account
         elif isinstance(exc, StateStoreError):
             self.reason = "temporarily_unavailable: the refresh-token store is unavailable"
         elif status == 503:

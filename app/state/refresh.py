@@ -118,12 +118,13 @@ class RefreshTokens:
         if not self._bound_to(record, service, client_id):
             client = f" and client_id {record.client_id!r}" if self.policy.same_client else ""
             raise InvalidGrantError(
-                f"refresh token {record.id} is bound to service {record.service!r}{client}"
+                f"refresh token {record.id} is bound to service {record.service!r}{client}",
+                record.account,
             )
         problem = self.expiry_problem(record, now)
         if problem is not None:
             self.store.delete([record.token_hash])
-            raise InvalidGrantError(f"refresh token {record.id} {problem}")
+            raise InvalidGrantError(f"refresh token {record.id} {problem}", record.account)
         return record
 
     def check_now(self, token: str, service: str, client_id: str, now: int) -> RefreshRecord | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -170,6 +171,32 @@ async def test_the_audit_log_never_holds_a_secret(env: Env) -> None:
     grants = [line["grant"] for line in env.audit()]
     assert grants == ["get", "refresh_token", "get"]
     assert env.audit()[1]["account"] == "alice"
+
+
+async def test_a_refused_refresh_grant_names_the_account_of_its_token(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It said `"account": null`; an expired token's record is deleted as it is refused, so
+    nothing else told an operator whose docker had stopped pulling."""
+    caplog.set_level(logging.INFO)
+    login = await env.client.get(
+        "/token",
+        params={"service": "registry.test", "offline_token": "true", "client_id": "docker"},
+        auth=("alice", "alice-pw"),
+    )
+    form = {"grant_type": "refresh_token", "refresh_token": login.json()["refresh_token"]}
+    form |= {"client_id": "docker"}
+    other = await env.client.post("/token", data=form | {"service": "elsewhere.test"})
+    assert other.status_code == 400  # not one of this server's services: no record looked up
+    env.clock[0] += env.settings.refresh_token_lifetime
+    expired = await env.client.post("/token", data=form | {"service": "registry.test"})
+    unknown = await env.client.post("/token", data=form | {"refresh_token": "x" * 43})
+    assert [expired.status_code, unknown.status_code] == [401, 401]
+    lines = env.audit()[1:]
+    assert [line["outcome"] for line in lines] == ["invalid", "unauthorized", "unauthorized"]
+    assert [line["account"] for line in lines] == [None, "alice", None]
+    assert "has expired" in lines[1]["reason"]
+    assert "has expired (account 'alice')" in caplog.text
 
 
 @pytest.mark.parametrize("service", [None, ""], ids=["absent", "empty"])
