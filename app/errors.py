@@ -90,11 +90,13 @@ class InvalidScopeError(InvalidRequestError):
 class UnknownServiceError(InvalidRequestError):
     code = "invalid_service"
 
-    def __init__(self, service: str, expected: str) -> None:
+    def __init__(self, service: str, expected: str, *, others: bool = False) -> None:
         # Only `service`, which every registry's challenge shows anyway: not `extra_services`,
-        # which an anonymous client has no business listing.
+        # which an anonymous client has no business listing; but not a sentence that reads as
+        # if there were no others either.
+        which = f"its main one is {expected!r}" if others else f"it issues them for {expected!r}"
         super().__init__(
-            f"unknown service {service!r}: this server issues tokens for {expected!r}",
+            f"unknown service {service!r}: not a service this server issues tokens for ({which})",
             parameter="service",
         )
 

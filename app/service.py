@@ -305,7 +305,9 @@ class TokenService:
         if not service:  # absent, or `service=`: the registry's challenge named none
             return self.settings.service
         if service not in self._services:
-            raise UnknownServiceError(service, self.settings.service)
+            raise UnknownServiceError(
+                service, self.settings.service, others=len(self._services) > 1
+            )
         return service
 
     def certificate_status(self) -> CertificateStatus:

@@ -208,6 +208,18 @@ async def test_malformed_requests_get_400_naming_the_parameter(
     assert body["details"]
 
 
+async def test_an_unknown_service_is_told_the_one_this_server_serves(
+    client: AsyncClient,
+) -> None:
+    response = await client.get("/token", params={"service": "elsewhere"})
+    assert response.json() == {
+        "details": "unknown service 'elsewhere': not a service this server issues tokens for "
+        "(it issues them for 'registry.test')",
+        "error": "invalid_service",
+        "parameter": "service",
+    }
+
+
 async def test_a_service_given_twice_is_refused(client: AsyncClient) -> None:
     response = await client.get("/token?service=registry.test&service=other")
     assert response.status_code == 400

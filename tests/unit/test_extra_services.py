@@ -76,8 +76,9 @@ async def test_another_service_is_400_naming_only_the_main_one(client: AsyncClie
     response = await client.get("/token", params={"service": "dev.registry"}, auth=("alice", "pw"))
     assert response.status_code == 400
     assert response.json()["details"] == (
-        "unknown service 'dev.registry': this server issues tokens for 'prod.registry'"
-    )  # not the other registries: anyone may ask
+        "unknown service 'dev.registry': not a service this server issues tokens for "
+        "(its main one is 'prod.registry')"
+    )  # not the other registries, which anyone could read; nor as if there were none
 
 
 async def test_a_refresh_token_stays_with_its_service(client: AsyncClient) -> None:
