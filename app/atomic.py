@@ -108,6 +108,19 @@ def check_regular_file(path: Path, error: type[RegistryAuthError]) -> None:
         raise error(f"{path} is {kind}, not a regular file")
 
 
+def read_regular(path: Path, error: type[RegistryAuthError]) -> bytes:
+    """The bytes of `path`, its symlinks followed, or `error` when it is not a regular file:
+    opened without waiting (a FIFO no one writes to would block the read for ever, and a
+    reload thread with it), then judged by what was opened. OSError as a read gives it."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as file:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _SPECIAL if test(mode)), "a directory")
+            raise error(f"{path} is {kind}, not a regular file")
+        return file.read()
+
+
 def check_root_may_write(path: Path, error: type[RegistryAuthError]) -> None:
     """Run as root, refuse `path` when anyone but root could change where it leads: a directory
     on the way (the link's or the real one) that another user owns or may write, or a symlink

@@ -172,7 +172,9 @@ def _cmd_generate(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep
 
 
 def _cmd_list(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) -> int:
-    return _list(keys_dir, _window(args, warn=False), now())
+    # A retiring key's "retire after" is judged on the wait: said on what, as `retire` does.
+    retiring = any(key.state is KeyState.RETIRING for key in recorded_keys(keys_dir))
+    return _list(keys_dir, _window(args, warn=retiring), now())
 
 
 def _cmd_add(args: argparse.Namespace, keys_dir: Path, now: Clock, _: Sleep) -> int:
@@ -233,7 +235,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _generate(args: argparse.Namespace, keys_dir: Path, now: Clock) -> int:
     if has_keys(keys_dir) and not args.force:
         raise RotationRefusedError(
-            f"{keys_dir} already has a key ring: a new active key would make registries reject "
+            "it already has a key ring: a new active key would make registries reject "
             "every token until they load a new bundle. Rotate with `keys rotate` (or pass "
             "--force to replace the active key at once, e.g. after a key compromise)"
         )
@@ -294,6 +296,8 @@ def _print_dropped(lost: Iterable[RecordedKey]) -> None:
 def _note(entry: RingEntry, window: ring.TokenWindow, now: datetime) -> str:
     if entry.not_after <= now:
         return "CERTIFICATE EXPIRED"
+    if entry.not_before > now:
+        return f"CERTIFICATE NOT VALID BEFORE {entry.not_before:%Y-%m-%d %H:%M:%S}Z"
     if entry.state is KeyState.NEXT:
         return "ship bundle.pem to every registry, restart them, then promote"
     safe_at = ring.retire_after(entry, window)

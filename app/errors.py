@@ -137,7 +137,11 @@ class SigningUnavailableError(ClientError):
     """
 
     status = 503
-    code = "signing_unavailable"
+    code = oauth_code = "signing_unavailable"
+    retry_after = 60  # only an administrator mends it: a client need not ask every second
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class PolicyError(RegistryAuthError):

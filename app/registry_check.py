@@ -76,7 +76,7 @@ def check_registry(
         accepted = accepts(client, base, key, settings, service)
         if isinstance(accepted, Finding):
             return [*findings, accepted]
-        findings.append(_key_finding(key, entry, accepted, window))
+        findings.append(_key_finding(key, entry, accepted, window, x5c=settings.x5c))
     return findings
 
 
@@ -160,12 +160,30 @@ _MEANING = {
 
 
 def _key_finding(
-    key: SigningKey, entry: RingEntry, accepted: bool, window: ring.TokenWindow
+    key: SigningKey,
+    entry: RingEntry,
+    accepted: bool,
+    window: ring.TokenWindow,
+    *,
+    x5c: bool = True,
 ) -> Finding:
     ok, text = _MEANING[key.state, accepted]
+    now = time.time()
     safe_at = ring.retire_after(entry, window)
-    if not ok and safe_at is not None and time.time() >= safe_at.timestamp():
+    if not ok and safe_at is not None and now >= safe_at.timestamp():
         ok, text = True, "no longer trusted, and the tokens it signed have expired"
+    elif not accepted and x5c and now < key.not_before.timestamp():
+        # Not the bundle nor the issuer: the registry checks the x5c certificate's dates.
+        text = (
+            f"refused: its certificate is not valid before {key.not_before:%Y-%m-%d %H:%M:%S}Z "
+            "(made on a host whose clock ran ahead?), and the registry checks the dates of the "
+            "certificate in x5c; add a fresh key and promote it"
+        )
+    elif not accepted and x5c and now >= key.not_after.timestamp():
+        text = (
+            f"refused: its certificate expired at {key.not_after:%Y-%m-%d %H:%M}Z, and the "
+            "registry checks the dates of the certificate in x5c; add a fresh key and promote it"
+        )
     return Finding(ok, f"{key.state.value} key {key.kid}: {text}")
 
 

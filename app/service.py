@@ -31,7 +31,7 @@ from app.errors import (
     StateStoreError,
     UnknownServiceError,
 )
-from app.keys.expiry import CertificateStatus, ExpiryState, ExpiryWatch
+from app.keys.expiry import UNUSABLE, CertificateStatus, ExpiryState, ExpiryWatch
 from app.keys.minting import Grant, Minter
 from app.keys.model import KeyRing
 from app.keys.signing import base64url
@@ -315,15 +315,21 @@ class TokenService:
         return self._expiry.status()
 
     def can_sign(self) -> bool:
-        """False when every token would carry an expired certificate in `x5c`."""
-        return not (self.settings.x5c and self._expiry.state() is ExpiryState.EXPIRED)
+        """False when every token would carry in `x5c` a certificate outside its validity
+        dates (expired, or not valid yet)."""
+        return not (self.settings.x5c and self._expiry.state() in UNUSABLE)
 
     async def _sign(self, requester: Requester, granted: list[Scope]) -> IssuedToken:
         if not self.can_sign():
             # A registry rejects an x5c certificate outside its validity dates: a token signed
             # now would only fail later, at the registry, as a confusing 401.
+            why = (
+                "is not valid yet"
+                if self._expiry.state() is ExpiryState.NOT_YET_VALID
+                else "has expired"
+            )
             raise SigningUnavailableError(
-                "no token can be issued: the signing certificate has expired; "
+                f"no token can be issued: the signing certificate {why}; "
                 "the administrator must rotate the key (registry-auth keys rotate)"
             )
         now = int(self._clock())

@@ -298,7 +298,11 @@ def readiness(
     body: dict[str, Any] = {
         "status": "ready",
         "active_kid": own.active_kid,
-        "certificate": {"not_after": status.not_after.isoformat(), "state": status.state.value},
+        "certificate": {
+            "not_before": status.not_before.isoformat(),
+            "not_after": status.not_after.isoformat(),
+            "state": status.state.value,
+        },
         "etcd": etcd,
     }
     warnings = list(own.warnings)

@@ -1,7 +1,10 @@
-"""Certificate expiry of the signing key: fine, expiring within the warning window, or expired.
+"""The validity of the signing key's certificate: fine, expiring within the warning window,
+expired, or not valid yet.
 
 Registries check the validity dates of an `x5c` certificate (protocol.md §4): a token carrying
-an expired one is rejected, so the service refuses to sign with it instead.
+a certificate outside them is rejected, so the service refuses to sign with it instead. A
+certificate not valid yet comes from a host whose clock ran ahead when the key was made (its
+start is backdated only 5 minutes).
 """
 
 from __future__ import annotations
@@ -22,17 +25,29 @@ class ExpiryState(StrEnum):
     OK = "ok"
     EXPIRING = "expiring"
     EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+
+
+UNUSABLE = frozenset({ExpiryState.EXPIRED, ExpiryState.NOT_YET_VALID})
 
 
 @dataclass(frozen=True, slots=True)
 class CertificateStatus:
     kid: str
+    not_before: datetime
     not_after: datetime
     state: ExpiryState
 
     @property
     def message(self) -> str:
         when = f"{self.not_after:%Y-%m-%d %H:%M}Z"
+        if self.state is ExpiryState.NOT_YET_VALID:
+            return (
+                f"the certificate of the active key {self.kid} is not valid before "
+                f"{self.not_before:%Y-%m-%d %H:%M:%S}Z, and registries reject tokens carrying it "
+                "until then: was the key made on a host whose clock ran ahead? Check this "
+                "host's clock, or add a fresh key and promote it (`registry-auth keys rotate`)"
+            )
         if self.state is ExpiryState.EXPIRED:
             return (
                 f"the certificate of the active key {self.kid} expired at {when}: "
@@ -47,15 +62,17 @@ class CertificateStatus:
 
 
 def certificate_status(
-    kid: str, not_after: datetime, now: datetime, window: timedelta
+    kid: str, not_before: datetime, not_after: datetime, now: datetime, window: timedelta
 ) -> CertificateStatus:
-    if now >= not_after:
+    if now < not_before:
+        state = ExpiryState.NOT_YET_VALID
+    elif now >= not_after:
         state = ExpiryState.EXPIRED
     elif now >= not_after - window:
         state = ExpiryState.EXPIRING
     else:
         state = ExpiryState.OK
-    return CertificateStatus(kid, not_after, state)
+    return CertificateStatus(kid, not_before, not_after, state)
 
 
 class ExpiryWatch:
@@ -78,7 +95,7 @@ class ExpiryWatch:
         key = self._keyring().active
         window = timedelta(days=self._warning_days)
         now = datetime.fromtimestamp(self._clock(), UTC)
-        status = certificate_status(key.kid, key.not_after, now, window)
+        status = certificate_status(key.kid, key.not_before, key.not_after, now, window)
         if (status.kid, status.state) != self._last:
             self._last = (status.kid, status.state)
             level = logging.INFO if status.state is ExpiryState.OK else logging.WARNING
@@ -92,10 +109,11 @@ class ExpiryWatch:
         if kept is not None and kept[0] is key and kept[1] <= now < kept[2]:
             return kept[3]
         state = self.status().state
-        expires = key.not_after.timestamp()
-        warns = expires - self._warning_days * 86400
+        starts, expires = key.not_before.timestamp(), key.not_after.timestamp()
+        warns = max(starts, expires - self._warning_days * 86400)
         low, high = {
-            ExpiryState.OK: (-math.inf, warns),
+            ExpiryState.NOT_YET_VALID: (-math.inf, starts),
+            ExpiryState.OK: (starts, warns),
             ExpiryState.EXPIRING: (warns, expires),
             ExpiryState.EXPIRED: (expires, math.inf),
         }[state]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
+from app.atomic import read_regular
 from app.errors import KeyStoreError
 from app.keys.store import (
     BUNDLE_FILE,
@@ -104,7 +105,7 @@ def _read(root: Path, source: Path) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     for name in names:
         try:
-            files[name] = (root / name).read_bytes()
+            files[name] = read_regular(root / name, KeyStoreError)
         except OSError as exc:
             raise KeyStoreError(f"cannot read {source / name}: {exc.strerror}") from None
     return files

@@ -56,6 +56,10 @@ class SigningKey:
         return self.certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
 
     @property
+    def not_before(self) -> datetime:
+        return self.certificate.not_valid_before_utc
+
+    @property
     def not_after(self) -> datetime:
         return self.certificate.not_valid_after_utc
 

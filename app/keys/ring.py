@@ -45,6 +45,10 @@ class RingEntry:
     retiring_since: datetime | None = None
 
     @property
+    def not_before(self) -> datetime:
+        return self.certificate.not_valid_before_utc
+
+    @property
     def not_after(self) -> datetime:
         return self.certificate.not_valid_after_utc
 
@@ -105,6 +109,13 @@ def promote(entries: Sequence[RingEntry], kid: str, now: datetime) -> Entries:
             f"the certificate of key {target.kid} expired at {target.not_after:%Y-%m-%d %H:%M}Z: "
             "registries reject tokens carrying it; add a fresh key (`registry-auth keys add`) "
             "and promote that"
+        )
+    if target.not_before > now:
+        raise RotationRefusedError(
+            f"the certificate of key {target.kid} is not valid before "
+            f"{target.not_before:%Y-%m-%d %H:%M:%S}Z (was it made on a host whose clock ran "
+            "ahead?): registries reject tokens carrying it until then; add a fresh key "
+            "(`registry-auth keys add`) and promote that"
         )
     result: list[RingEntry] = []
     for entry in entries:
@@ -198,8 +209,9 @@ def _check_tokens_expired(entry: RingEntry, now: datetime, window: TokenWindow) 
     if now < safe_at:
         wait = int((safe_at - now).total_seconds()) + 1
         raise RotationRefusedError(
-            f"key {entry.kid} has been retiring since {entry.retiring_since:%H:%M:%S}Z: tokens "
-            f"it signed may be valid for {window.explain()}, until {safe_at:%H:%M:%S}Z. "
+            f"key {entry.kid} has been retiring since {entry.retiring_since:%Y-%m-%d %H:%M:%S}Z: "
+            f"tokens it signed may be valid for {window.explain()}, until "
+            f"{safe_at:%Y-%m-%d %H:%M:%S}Z. "
             f"Wait {wait} s and run this again, or pass --force to cut them off now (clients "
             "holding them get 401 once registries load the new bundle)"
         )

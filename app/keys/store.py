@@ -29,7 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from app.atomic import check_root_may_write, locked, write_atomic
+from app.atomic import check_root_may_write, locked, read_regular, write_atomic
 from app.errors import KeyStoreError, RotationRefusedError
 from app.keys import ring
 from app.keys.certs import DEFAULT_CERT_DAYS, new_private_key, self_signed
@@ -241,8 +241,8 @@ def install_ring_files(keys_dir: Path, files: Mapping[str, bytes], origin: str) 
 def _holds(path: Path, data: bytes) -> bool:
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
-        return mode == _file_mode(path.name) and path.read_bytes() == data
-    except OSError:
+        return mode == _file_mode(path.name) and read_regular(path, KeyStoreError) == data
+    except (OSError, KeyStoreError):  # not there, or not a file: replaced either way
         return False
 
 
@@ -318,6 +318,8 @@ def _no_ring(keys_dir: Path) -> str:
     registries trust only the old keys)."""
     if keys_dir.is_file():
         return f"{keys_dir} is a file, not a keys directory"
+    if (keys_dir / RING_FILE).exists():  # there, but a FIFO, a directory: never read
+        return f"{keys_dir / RING_FILE} is not a regular file"
     where = f"holds no {RING_FILE}" if keys_dir.is_dir() else "does not exist"
     return (
         f"no signing key: {keys_dir} {where} (for a new service: `registry-auth keys generate "
@@ -432,7 +434,7 @@ def _write_jwks(keys_dir: Path, entries: Entries) -> None:
 def _read_certificate(keys_dir: Path, file_id: str) -> x509.Certificate:
     path = keys_dir / f"{file_id}.crt"
     try:
-        return x509.load_pem_x509_certificate(path.read_bytes())
+        return x509.load_pem_x509_certificate(read_regular(path, KeyStoreError))
     except OSError as exc:
         raise KeyStoreError(f"cannot read {path}: {exc.strerror}") from None
     except ValueError:
@@ -443,10 +445,17 @@ def _load_entry(keys_dir: Path, entry: dict[str, Any]) -> SigningKey:
     key_path = _key_file(keys_dir, entry["id"])
     _check_private(key_path)
     try:
-        loaded = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        data = read_regular(key_path, KeyStoreError)
+        loaded = serialization.load_pem_private_key(data, password=None)
     except OSError as exc:
-        raise KeyStoreError(f"cannot read {exc.filename}: {exc.strerror}") from None
-    except (ValueError, TypeError):
+        raise KeyStoreError(f"cannot read {key_path}: {exc.strerror}") from None
+    except TypeError:  # cryptography: "Password was not given but private key is encrypted"
+        raise KeyStoreError(
+            f"{key_path} is encrypted (a passphrase protects it), and the service cannot ask "
+            f"for one: store it decrypted, mode 0600 (`openssl pkey -in {key_path} -out "
+            "DECRYPTED`), on a disk only the service's user can read"
+        ) from None
+    except ValueError:
         raise KeyStoreError(f"{key_path} is not a valid PEM private key") from None
     certificate = _read_certificate(keys_dir, entry["id"])
     if not isinstance(loaded, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
@@ -479,7 +488,7 @@ def _check_private(path: Path) -> None:
 def _read_ring_file(keys_dir: Path) -> list[dict[str, Any]]:
     path = keys_dir / RING_FILE
     try:
-        records = json.loads(path.read_text(encoding="utf-8"))["keys"]
+        records = json.loads(read_regular(path, KeyStoreError).decode("utf-8"))["keys"]
         for record in records:
             ring.check_record(record)
     except OSError as exc:

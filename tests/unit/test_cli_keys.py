@@ -131,7 +131,7 @@ def test_retire_adds_the_configured_key_propagation(
 
 def test_generate_refuses_an_existing_ring_unless_forced(config: Path) -> None:
     keys(config, "generate")
-    with pytest.raises(RotationRefusedError, match=r"already has a key ring.*keys rotate"):
+    with pytest.raises(RotationRefusedError, match=r"keys: it already has a key ring.*keys rotate"):
         keys(config, "generate")
     keys(config, "generate", "--force")
     assert states(config) == ["retiring", "active"]
@@ -573,7 +573,13 @@ def test_a_retire_wait_without_the_config_says_it_uses_the_defaults(
         in (capsys.readouterr().err)
     )
     assert keys(config, "list", "--keys-dir", keys_dir) == 0
-    assert "warning" not in capsys.readouterr().err  # no wait to judge
+    assert "warning" not in capsys.readouterr().err  # the config gives the wait
+    # `keys list` alone judges the retiring key's "retire after" on the same defaults: said.
+    listing = build_parser().parse_args(["keys", "list", "--keys-dir", keys_dir])
+    assert run_keys(listing, clock=clock, sleep=lambda _: None) == 0
+    listed = capsys.readouterr()
+    assert "warning: no --config: the wait uses token_ttl (300 s)" in listed.err
+    assert "retire after" in listed.out
     # Refused whatever the wait: the refusal alone, not after a warning about the wait.
     for argv, refusal in (
         (["promote", new], "is already the active key"),
@@ -583,3 +589,23 @@ def test_a_retire_wait_without_the_config_says_it_uses_the_defaults(
         with pytest.raises(RotationRefusedError, match=refusal):
             run_keys(args, clock=clock, sleep=lambda _: None)
         assert capsys.readouterr().err == ""
+
+
+def test_a_certificate_not_valid_yet_is_flagged_by_list_and_refused_by_promote(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Made on a host whose clock ran an hour ahead: registries reject it until then."""
+    keys(config, "generate")
+    ahead = Clock()
+    ahead.now = T0 + timedelta(hours=1)
+    keys(config, "add", clock=ahead)
+    new = last_line(capsys)
+    keys(config, "list")
+    assert f"CERTIFICATE NOT VALID BEFORE {T0 + timedelta(minutes=55):%Y-%m-%d %H:%M:%S}Z" in (
+        capsys.readouterr().out
+    )
+    with pytest.raises(RotationRefusedError, match="is not valid before"):
+        keys(config, "promote", new)
+    assert states(config) == ["active", "next"]
+    keys(config, "promote", new, clock=ahead)  # once its time has come
+    assert states(config) == ["retiring", "active"]

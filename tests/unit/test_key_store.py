@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +141,31 @@ def test_a_key_the_ring_cannot_use_is_named_by_its_file(
         load_keyring(tmp_path)
     assert str(raised.value).startswith(f"{key_file}: ")
     assert problem in str(raised.value)
+
+
+@pytest.mark.parametrize("name", ["*.crt", "keyring.json", "*.key"])
+def test_a_fifo_in_the_ring_is_refused_at_once_not_read(tmp_path: Path, name: str) -> None:
+    """Reading one blocked for ever: `serve` hung without a word, and at reload the thread that
+    reloads every file stopped for good (SIGTERM could not end the process either)."""
+    generate_key(tmp_path, Algorithm.ES256)
+    path = next(tmp_path.glob(name))
+    path.unlink()
+    os.mkfifo(path, 0o600)
+    refusal = rf"{re.escape(path.name)} is (a FIFO, )?not a (regular )?file$"
+    with pytest.raises(KeyStoreError, match=refusal):
+        load_keyring(tmp_path)
+
+
+def test_an_encrypted_key_is_called_so(tmp_path: Path) -> None:
+    generate_key(tmp_path, Algorithm.ES256)
+    key_file = next(tmp_path.glob("*.key"))
+    key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"passphrase"),
+        )
+    )
+    with pytest.raises(KeyStoreError, match=r"\.key is encrypted \(a passphrase protects it\)"):
+        load_keyring(tmp_path)

@@ -21,6 +21,7 @@ WINDOW = ring.TokenWindow(TTL)
 _KEY = ec.generate_private_key(ec.SECP256R1())
 VALID = self_signed(_KEY, NOW - timedelta(days=1), 365)
 EXPIRED = self_signed(_KEY, NOW - timedelta(days=400), 365)
+NOT_YET = self_signed(_KEY, NOW + timedelta(days=1), 365)  # made on a host whose clock ran ahead
 
 
 def entry(
@@ -91,8 +92,19 @@ def test_promote_back_a_retiring_key_rolls_back() -> None:
             "BBBB",
             r"expired at .*add a fresh key",
         ),
+        (
+            (ACTIVE, entry("BBBB", KeyState.NEXT, certificate=NOT_YET)),
+            "BBBB",
+            r"not valid before 2026-03-02 11:55:00Z .*add a fresh key",
+        ),
     ],
-    ids=["already-active", "unknown-kid", "ambiguous-prefix", "expired-certificate"],
+    ids=[
+        "already-active",
+        "unknown-kid",
+        "ambiguous-prefix",
+        "expired-certificate",
+        "certificate-not-valid-yet",
+    ],
 )
 def test_promote_refusals(entries: tuple[RingEntry, ...], kid: str, message: str) -> None:
     with pytest.raises(RotationRefusedError, match=message):
@@ -121,7 +133,7 @@ def _rotated() -> tuple[RingEntry, ...]:
 def test_retire_refuses_while_tokens_may_be_valid(elapsed: int) -> None:
     later = NOW + timedelta(seconds=elapsed)
     wait = TTL + 60 - elapsed + 1
-    with pytest.raises(RotationRefusedError, match=rf"until 12:06:00Z\. Wait {wait} s .* --force"):
+    with pytest.raises(RotationRefusedError, match=rf"until 2026-03-01 12:06:00Z\. Wait {wait} s .* --force"):
         ring.retire(_rotated(), "AAAA", later, window=WINDOW)
 
 
@@ -146,7 +158,7 @@ def test_retire_waits_for_the_ring_to_reach_every_instance(elapsed: int, allowed
     assert "token_ttl (300 s) + key_propagation (120 s) + the registry's 60 s leeway" in str(
         refused.value
     )
-    assert "until 12:08:00Z" in str(refused.value)
+    assert "until 2026-03-01 12:08:00Z" in str(refused.value)
 
 
 def test_retire_with_force_cuts_tokens_off_early() -> None:

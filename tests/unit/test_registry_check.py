@@ -128,6 +128,23 @@ def test_a_retiring_key_no_longer_trusted_is_fine_once_its_tokens_expired(
     assert _key_finding(retiring, recent, True, WINDOW).ok
 
 
+def test_an_active_key_refused_for_its_certificate_dates_is_told_so(tmp_path: Path) -> None:
+    """It blamed the bundle or the issuer: the registry refused the x5c certificate's dates."""
+    ahead = datetime.now(UTC) + timedelta(days=2)
+    generate_key(tmp_path / "k", Algorithm.ES256, clock=lambda: ahead)
+    entry = read_entries(tmp_path / "k")[0]
+    key = load_keyring(tmp_path / "k").active
+    finding = _key_finding(key, entry, False, WINDOW)
+    assert not finding.ok
+    assert f"refused: its certificate is not valid before {key.not_before:%Y-%m-%d %H:%M:%S}Z" in (
+        finding.text
+    )
+    assert "bundle" not in finding.text
+    # Without x5c the registry never sees the dates: the usual reasons stand.
+    assert "ship bundle.pem" in _key_finding(key, entry, False, WINDOW, x5c=False).text
+    assert _key_finding(key, entry, True, WINDOW).ok
+
+
 @pytest.fixture
 def ring_config(tmp_path: Path) -> Path:
     """A config whose keys_dir holds an ES256 ring."""

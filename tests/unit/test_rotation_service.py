@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import httpx
 import jwt
 import pytest
@@ -58,7 +59,8 @@ def client_at(settings: Settings, moment: datetime) -> Client:
 
 def keys_with_cert_ending(tmp_path: Path, not_after: datetime) -> Path:
     keys_dir = tmp_path / "keys"
-    generate_key(keys_dir, Algorithm.ES256, days=30, clock=lambda: not_after - timedelta(days=30))
+    # Valid from a year before it ends, so from before NOW (not valid yet is a state of its own)
+    generate_key(keys_dir, Algorithm.ES256, clock=lambda: not_after - timedelta(days=365))
     return keys_dir
 
 
@@ -152,6 +154,58 @@ def test_a_running_service_stops_signing_the_moment_its_certificate_expires(
         (True, False),
         (False, True),
     ]
+
+
+def test_a_certificate_not_valid_yet_is_a_503_until_it_is(tmp_path: Path) -> None:
+    """A key made on a host whose clock ran ahead: the service said ready and signed tokens
+    that every registry rejected (`x509: certificate has expired or is not yet valid`)."""
+    keys_dir = tmp_path / "keys"
+    generate_key(keys_dir, Algorithm.ES256, clock=lambda: NOW + timedelta(days=2))
+    settings = make_settings(keys_dir)
+    clock = [NOW.timestamp()]
+    client = Client(
+        create_app(settings, TokenService.from_settings(settings, clock=lambda: clock[0]))
+    )
+    response = anonymous_token(client)
+    assert response.status_code == 503
+    assert response.json()["error"] == "signing_unavailable"
+    assert "certificate is not valid yet" in response.json()["details"]
+    assert response.headers["retry-after"] == "60"
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["certificate"]["state"] == "not_yet_valid"
+    assert ready.json()["certificate"]["not_before"] == "2026-03-03T11:55:00+00:00"
+    assert "is not valid before 2026-03-03 11:55:00Z" in ready.json()["warnings"][0]
+    clock[0] = (NOW + timedelta(days=2, minutes=-5)).timestamp()  # its first second
+    assert anonymous_token(client).status_code == 200
+    assert client.get("/readyz").json()["certificate"]["state"] == "ok"
+    # Without x5c a registry matches the kid alone and never sees the dates: it signs.
+    clock[0] = NOW.timestamp()
+    lenient = make_settings(keys_dir, x5c=False)
+    service = TokenService.from_settings(lenient, clock=lambda: clock[0])
+    assert anonymous_token(Client(create_app(lenient, service))).status_code == 200
+
+
+def test_a_post_while_no_token_can_be_signed_says_so_in_the_oauth2_shape(
+    tmp_path: Path,
+) -> None:
+    """It said `"error": "invalid_request"`, which blames the client."""
+    keys_dir = keys_with_cert_ending(tmp_path, NOW - timedelta(seconds=1))
+    users = tmp_path / "users.htpasswd"
+    users.write_text(f"a:{bcrypt.hashpw(b'b', bcrypt.gensalt(rounds=4)).decode()}\n")
+    client = client_at(make_settings(keys_dir, htpasswd=str(users)), NOW)
+
+    async def post() -> httpx.Response:
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://auth.test") as http:
+            form = {"grant_type": "password", "username": "a", "password": "b", "client_id": "c"}
+            return await http.post("/token", data=form)
+
+    response = asyncio.run(post())
+    assert response.status_code == 503
+    assert response.json()["error"] == "signing_unavailable"
+    assert "certificate has expired" in response.json()["error_description"]
+    assert response.headers["retry-after"] == "60"
 
 
 def test_expired_certificate_without_x5c_still_signs_with_a_warning(tmp_path: Path) -> None:
