@@ -120,8 +120,25 @@ def unwritable_because(path: Path) -> str | None:
     return None
 
 
+# The state files this process has opened SQLite connections to. Such a file is never opened
+# here by other means: closing any descriptor of a file drops every POSIX lock the process
+# holds on it, SQLite's own included (sqlite.org/howtocorrupt.html, 2.2). A header read from
+# /readyz did that: another process closing its last connection then took itself for the last
+# user, checkpointed and deleted the -wal and -shm files, and this process's connections went
+# on with the deleted ones; `tokens revoke` and `logins reset` no longer reached them.
+_CONNECTED: set[str] = set()
+
+
+def _sqlite_connect(path: Path, timeout: float, **options: bool) -> sqlite3.Connection:
+    _CONNECTED.add(os.path.abspath(path))  # noqa: PTH100 - as the check below spells it
+    return sqlite3.connect(path, timeout=timeout, isolation_level=None, **options)
+
+
 def _is_sqlite(path: Path) -> bool:
-    """An empty file (SQLite makes its database there), or one with SQLite's header."""
+    """An empty file (SQLite makes its database there), or one with SQLite's header; not
+    looked at (True) once this process has connected to it (see _CONNECTED)."""
+    if os.path.abspath(path) in _CONNECTED:  # noqa: PTH100
+        return True
     try:
         with path.open("rb") as file:
             head = file.read(16)
@@ -237,9 +254,7 @@ class SqliteStore:
     def _try_prepare(self) -> bool:
         """One attempt; False when another connection held the lock."""
         try:
-            with contextlib.closing(
-                sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
-            ) as db:
+            with contextlib.closing(_sqlite_connect(self.path, BUSY_TIMEOUT_SECONDS)) as db:
                 # WAL is a property of the file: set once, every later connection uses it.
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(_SCHEMA)
@@ -273,7 +288,7 @@ class SqliteStore:
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         try:
-            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+            db = _sqlite_connect(self.path, BUSY_TIMEOUT_SECONDS)
         except sqlite3.Error as exc:
             raise StateStoreError(f"cannot open state file {self.path}: {exc}") from None
         try:
@@ -394,10 +409,9 @@ class SqliteStore:
         if kept is not None and kept.pid == os.getpid():
             return kept
         try:
-            db = sqlite3.connect(
+            db = _sqlite_connect(
                 self.path,
-                timeout=READ_TIMEOUT_SECONDS,
-                isolation_level=None,
+                READ_TIMEOUT_SECONDS,
                 check_same_thread=False,  # only close() touches it from elsewhere
             )
         except sqlite3.Error as exc:
