@@ -316,6 +316,26 @@ def test_a_password_change_logs_skopeo_out(
     assert refresh_grant(stack.auth, token).status_code == 401
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_revocation_reaches_the_server_after_readiness_probes(
+    tmp_path: Path, workers: int
+) -> None:
+    """The /readyz check of the state file read its header, and closing that descriptor
+    dropped the server's SQLite locks: the CLI's closing connection then deleted the -wal and
+    -shm files under the server's, and a revoked refresh token went on working."""
+    auth = start_auth_server(tmp_path, users=USERS, extra_settings={"workers": workers})
+    try:
+        token = refresh_token_for(auth)
+        assert refresh_grant(auth, token).status_code == 200
+        for _ in range(4):  # with two workers, each answers some
+            assert httpx.get(f"{auth.url}/readyz", timeout=10).status_code == 200
+        assert "revoked 1 refresh token(s)" in tokens_cli(auth, "revoke", "--all")
+        answers = [refresh_grant(auth, token).status_code for _ in range(4)]
+        assert answers == [401] * 4, auth.log()
+    finally:
+        auth.stop()
+
+
 # --- several instances on one etcd -----------------------------------------------------------
 
 
