@@ -52,7 +52,7 @@ class BackendChain:
         )
 
     async def authenticate(self, credentials: Credentials) -> AuthResult:
-        for link in self.links:
+        for index, link in enumerate(self.links):
             if not link.answers_for(credentials.account):
                 continue
             result = await ask_link(link, credentials)
@@ -60,9 +60,34 @@ class BackendChain:
                 continue
             if result.accepted and result.account is None:
                 result = replace(result, account=credentials.account)
+            elif result.accepted and result.account != credentials.account:
+                owner = await self._earlier_owner(index, result.account)
+                if owner is not None:
+                    log.warning(
+                        "backend %s accepted %r as %r, an account of backend %s, which is asked "
+                        "first: refused (a name one backend holds cannot be reached through "
+                        "another by spelling it differently)",
+                        link.name, credentials.account, result.account, owner,
+                    )  # fmt: skip
+                    return AuthResult(Outcome.REJECTED)
             log.debug("backend %s decided %s", link.name, result.outcome)
             return result
         return AuthResult(Outcome.NOT_MINE)  # no backend knows the account: refused too
+
+    async def _earlier_owner(self, before: int, account: str | None) -> str | None:
+        """The name of a backend asked before link `before` that holds `account` (a name a
+        later backend accepted another spelling as: LDAP's `CAROL` for `carol`), among those
+        that can look an account up (htpasswd, static users, robots)."""
+        if account is None:
+            return None
+        for link in self.links[:before]:
+            if (
+                link.answers_for(account)
+                and isinstance(link.authenticator, AccountLookup)
+                and await link.authenticator.account_state(account) is not None
+            ):
+                return link.name
+        return None
 
     def throttle_name(self, account: str) -> str:
         """The name a login is counted under by the brute-force counters: as typed, unless a

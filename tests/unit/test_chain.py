@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hmac
 import re
+from dataclasses import replace
 
 import pytest
 from pydantic import SecretStr
 
-from app.authn.base import AuthResult, Credentials, Outcome
+from app.authn.base import AccountState, AuthResult, Credentials, Outcome
 from app.authn.cache import CachingAuthenticator
 from app.authn.chain import BackendChain, ChainLink
 from app.errors import BackendUnavailableError
@@ -72,6 +73,37 @@ async def test_a_backend_bug_is_an_outage_not_an_accept_or_a_500() -> None:
         await chain.authenticate(creds("ann"))
     assert "hunter2" not in str(caught.value)
     assert caught.value.status == 503
+
+
+class Local(Scripted):
+    """A backend that can look its accounts up without a password, as htpasswd can."""
+
+    async def account_state(self, account: str) -> AccountState | None:
+        return AccountState("v1", frozenset()) if account in self.answers else None
+
+
+class Folding(Scripted):
+    """A backend that takes any case of a name and answers with its own spelling (LDAP)."""
+
+    async def authenticate(self, credentials: Credentials) -> AuthResult:
+        result = await super().authenticate(
+            credentials._replace(account=credentials.account.lower())
+        )
+        return replace(result, account=credentials.account.lower()) if result.accepted else result
+
+
+async def test_a_name_an_earlier_backend_holds_cannot_be_reached_by_another_spelling() -> None:
+    """htpasswd holds a local `carol` (a break-glass admin) and compares names exactly; the
+    directory behind it also has a carol, and took `CAROL` with her directory password as
+    `carol`: a token for the local admin's account."""
+    local = Local({"carol": Outcome.REJECTED})
+    directory = Folding({"carol": Outcome.ACCEPTED, "dave": Outcome.ACCEPTED})
+    chain = BackendChain([ChainLink("admins", local), ChainLink("corp", directory)])
+    assert (await chain.authenticate(creds("carol"))).outcome is Outcome.REJECTED
+    assert (await chain.authenticate(creds("CAROL"))).outcome is Outcome.REJECTED
+    assert directory.calls == 1  # it did accept: the chain refused its answer
+    dave = await chain.authenticate(creds("DAVE"))  # nobody before it holds dave
+    assert (dave.outcome, dave.account) == (Outcome.ACCEPTED, "dave")
 
 
 async def test_accounts_pattern_routes_and_robot_names_reach_only_the_robot_store() -> None:
