@@ -13,7 +13,7 @@ from typing import Any
 import anyio.to_thread
 
 from app.authn.base import Authenticator, AuthResult, Credentials, Outcome, ThrottleNames
-from app.errors import AuthenticationError, TooManyAttemptsError
+from app.errors import AuthenticationError, BackendUnavailableError, TooManyAttemptsError
 from app.metrics import count, metrics
 from app.protocol.scopes import shown
 from app.state.attempts import LoginThrottle, Verdict, counter_keys
@@ -49,6 +49,10 @@ class GuardedLogin:
         # the attempts waiting for one of them to finish (see _full).
         self._checking: dict[str, int] = {}
         self._finished: dict[str, asyncio.Event] = {}
+        # A turn whose check met an outage (the backend down or timing out): the attempts
+        # queued behind it are answered the same 503 at once, not each after its own timeout
+        # (30 logins behind a hung directory waited 2 s more each, the last one a minute).
+        self._outages: dict[str, BackendUnavailableError] = {}
 
     async def check(self, credentials: Credentials) -> AuthResult:
         """The accepted result; TooManyAttemptsError (429) or AuthenticationError (401)."""
@@ -89,34 +93,55 @@ class GuardedLogin:
         waited = (
             verdict.delay if verdict.retry_after is None and await self._delay(verdict) else 0.0
         )
-        pair_key, ip_key = keys
-        turn = ip_key if verdict.ip_suspect else pair_key
+        turn = keys[1] if verdict.ip_suspect else keys[0]
         lock = self._turns.setdefault(turn, asyncio.Lock())
         stale = waited > 0 or lock.locked()  # else taken at once: the counters just read hold
         self._waiting[turn] += 1
         try:
             async with lock:
-                if stale:
-                    verdict = await self._verdict(throttle, counted, where)
-                # Checks still running from before (the first burst's): their failures are
-                # not on record yet, and could reach the block with this one.
-                while not verdict.blocked and (full := self._full(throttle, verdict, keys, where)):
-                    await self._finished.setdefault(full, asyncio.Event()).wait()
-                    verdict = await self._verdict(throttle, counted, where)
-                # One account's guesses from one address, in turn, each wait what the failures
-                # before them call for, as one after another would (they waited the first
-                # delay together). Not an address's crowd: each account there has its own.
-                if turn == pair_key and not verdict.blocked and verdict.delay > waited:
-                    count(metrics().throttles.labels("delayed"))
-                    await self._sleep(verdict.delay - waited)
-                    verdict = await self._verdict(throttle, counted, where)
-                return await self._checked(
-                    credentials, throttle, verdict, counted, keys, wait=False
-                )
+                if (outage := self._outages.get(turn)) is not None:
+                    raise BackendUnavailableError(outage.backend, outage.cause, outage.retry_after)
+                try:
+                    return await self._in_turn(
+                        credentials, throttle, verdict, counted, keys, stale=stale, waited=waited
+                    )
+                except BackendUnavailableError as exc:
+                    self._outages[turn] = exc  # until the queue is gone: then asked again
+                    raise
         finally:
             self._waiting[turn] -= 1
             if not self._waiting[turn]:
                 del self._waiting[turn], self._turns[turn]
+                self._outages.pop(turn, None)
+
+    async def _in_turn(
+        self,
+        credentials: Credentials,
+        throttle: LoginThrottle,
+        verdict: Verdict,
+        counted: str,
+        keys: tuple[str, str],
+        *,
+        stale: bool,
+        waited: float,
+    ) -> AuthResult:
+        """An attempt whose turn has come (check)."""
+        where = credentials.client_ip
+        if stale:
+            verdict = await self._verdict(throttle, counted, where)
+        # Checks still running from before (the first burst's): their failures are not on
+        # record yet, and could reach the block with this one.
+        while not verdict.blocked and (full := self._full(throttle, verdict, keys, where)):
+            await self._finished.setdefault(full, asyncio.Event()).wait()
+            verdict = await self._verdict(throttle, counted, where)
+        # One account's guesses from one address, in turn, each wait what the failures before
+        # them call for, as one after another would (they waited the first delay together).
+        # Not an address's crowd: each account there has its own.
+        if not verdict.ip_suspect and not verdict.blocked and verdict.delay > waited:
+            count(metrics().throttles.labels("delayed"))
+            await self._sleep(verdict.delay - waited)
+            verdict = await self._verdict(throttle, counted, where)
+        return await self._checked(credentials, throttle, verdict, counted, keys, wait=False)
 
     def _full(
         self,

@@ -16,7 +16,12 @@ from pydantic import SecretStr
 
 from app.authn.base import AuthResult, Credentials, Outcome
 from app.authn.cache import CachingAuthenticator
-from app.errors import AuthenticationError, StateStoreError, TooManyAttemptsError
+from app.errors import (
+    AuthenticationError,
+    BackendUnavailableError,
+    StateStoreError,
+    TooManyAttemptsError,
+)
 from app.login import GuardedLogin
 from app.settings_sections import BruteForceSettings
 from app.state import sqlite
@@ -562,6 +567,49 @@ async def test_parallel_guesses_at_one_account_each_wait_their_own_delay() -> No
     # All 50 waited the first delay (0.25 s) together; then the 2nd, 3rd and 4th guesses
     # checked waited the rest of theirs (0.5, 1 and 2 s in all), as one after another would.
     assert sorted(sleeps) == sorted([0.25] * 50 + [0.25, 0.75, 1.75])
+
+
+@pytest.mark.anyio
+async def test_logins_waiting_their_turn_behind_an_outage_get_its_503_at_once() -> None:
+    """With a failure on record, 30 logins to a hung directory took turns, each waiting the
+    backend's timeout (2 s) in turn: the last one was answered after a minute. An outage is
+    never counted, so queueing them behind it served nothing."""
+    policy = BruteForceSettings(account_ip_free=1, account_ip_block=50, initial_delay=0)
+    throttle = LoginThrottle(MemoryFailureStore(), policy, clock=lambda: 1000.0)
+    asked: list[str] = []
+
+    class Hung:  # a wrong password once, then down (as LDAP with slapd stopped)
+        async def authenticate(self, credentials: Credentials) -> AuthResult:
+            asked.append(credentials.account)
+            if len(asked) == 1:
+                return AuthResult(Outcome.REJECTED)
+            await anyio.sleep(0.05)  # its timeout
+            raise BackendUnavailableError("corp", "timed out")
+
+    login = GuardedLogin(Hung(), throttle, realm="r")
+    with pytest.raises(AuthenticationError):
+        await login.check(Credentials("erin", SecretStr("wrong"), client_ip="192.0.2.66"))
+    answers: list[str] = []
+
+    async def attempt() -> None:
+        try:
+            await login.check(Credentials("erin", SecretStr("right"), client_ip="192.0.2.66"))
+        except BackendUnavailableError as exc:
+            answers.append(f"{exc.status} {exc.backend}")
+
+    started = anyio.current_time()
+    async with anyio.create_task_group() as group:
+        for _ in range(30):
+            group.start_soon(attempt)
+    assert answers == ["503 corp"] * 30
+    assert len(asked) == 2  # the directory asked once for the 30, not 30 times in turn
+    assert anyio.current_time() - started < 1.0  # one timeout, not 30 one after another
+    assert not login._turns
+    assert not login._outages  # the queue gone: the next login asks the directory again
+    with pytest.raises(BackendUnavailableError):
+        await login.check(Credentials("erin", SecretStr("right"), client_ip="192.0.2.66"))
+    assert len(asked) == 3
+    assert throttle.check("erin", "192.0.2.66").pair_failures == 1  # outages never counted
 
 
 async def _guess_at_once(login: GuardedLogin, accounts: list[str], where: str) -> list[str]:
