@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from app.cli import run
+from app.early_signals import hold_early_signals
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -22,6 +23,8 @@ def _serve(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None and sys.argv[1:2] == ["serve"]:  # the command line of a real process
+        hold_early_signals()
     return run(argv, serve=_serve)
 
 

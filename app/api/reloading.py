@@ -13,6 +13,7 @@ from typing import Any
 import anyio.to_thread
 from fastapi import FastAPI
 
+from app.early_signals import take_early_hangup
 from app.reload import Reloadable
 
 log = logging.getLogger(__name__)
@@ -34,12 +35,17 @@ def reload_lifespan(
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, hangup.set)
+        if take_early_hangup():  # one that came while the server started
+            hangup.set()
         try:
             async with running(_watch(reloadables, interval, hangup, on_hangup)):
                 yield
         finally:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGHUP)
+                # Not back to the default action, which ends the process: a SIGHUP while it
+                # shuts down would make a clean stop exit 129.
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
     return lifespan
 

@@ -27,6 +27,7 @@ from app.api.tls_copies import PairCopies
 from app.api.watchdog import Watched, dump_stacks_on_sigusr1, watch_workers
 from app.api.worker_status import share_among_workers
 from app.api.workers import discard_app, freeze_startup_heap, worker_app, worker_problem
+from app.early_signals import take_early_hangup
 from app.reload import RetryGate
 from app.settings import Settings
 
@@ -56,6 +57,11 @@ def run_granian(settings: Settings, options: ServerOptions, reread: Reread | Non
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.wake = WakeRelay(self.main_loop_interrupt)
+
+        def startup(self, spawn_target: Any, target_loader: Any) -> None:
+            super().startup(spawn_target, target_loader)  # type: ignore[no-untyped-call]
+            if take_early_hangup():  # one that came before granian set its handlers
+                self.signal_handler_reload()
 
         def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
             self.interrupt_signal = True

@@ -22,6 +22,7 @@ from tests.integration.support.authserver import (
     AuthServer,
     add_user,
     app_command,
+    launch_auth_server,
     start_auth_server,
 )
 from tests.integration.support.procs import run_checked
@@ -220,6 +221,30 @@ def _wait_for_line(server: AuthServer, line: str, seen: int = 0, timeout: float 
     while server.log().count(line) <= seen:
         assert time.monotonic() < deadline, server.log()
         time.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    ("workers", "applied"),
+    [(1, "SIGHUP: reloading every watched file"), (2, "HUP signal received")],
+)
+def test_a_sighup_while_the_server_starts_is_applied_not_fatal(
+    tmp_path: Path, workers: int, applied: str
+) -> None:
+    """Before the server's own handler was set (about its first second), SIGHUP ended the
+    process with status 129, which systemd takes for a clean exit: `Restart=on-failure` left
+    it down after a `systemctl reload` right behind a start. SIGUSR1 ended it too."""
+    extra = {"workers": workers}
+    server = launch_auth_server(tmp_path, users={"alice": "pw"}, extra_settings=extra)
+    try:
+        # Printed just before the web server's modules load (~1 s): its handlers are not set.
+        _wait_for_line(server, "registry-auth: access control:")
+        os.kill(server.process.pid, signal.SIGHUP)
+        os.kill(server.process.pid, signal.SIGUSR1)
+        server.wait_ready()
+        _wait_for_line(server, applied)
+        assert server.token([], ("alice", "pw")).status_code == 200
+    finally:
+        assert server.process.stop(timeout=15) == 0, server.log()
 
 
 def test_sighup_applies_the_config_file_or_says_why_not(tmp_path: Path) -> None:
