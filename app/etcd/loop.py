@@ -12,9 +12,11 @@ import contextlib
 import functools
 import logging
 import random as random_module
+import re
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import anyio.to_thread
 
@@ -101,10 +103,7 @@ class PublishLoop:
         error = self.publisher.status.last_error
         if error is None:
             return None
-        error = error.removeprefix(f"{self.publisher.backend.where}: ")
-        for endpoint in self._settings.endpoints:
-            error = error.replace(f"{endpoint}: ", "").replace(endpoint, "etcd")
-        return error
+        return hide_where(error, self.publisher.backend.where, self._settings.endpoints)
 
     def wake(self) -> None:
         """Check now (thread-safe): the watch saw the key change."""
@@ -163,3 +162,19 @@ class KeyWatcher:
             log.debug("etcd: watch failed, the periodic check goes on: %s", exc)
             self._stop.wait(self._pause)
             return False
+
+
+# urllib3's words for a connection: `HTTPConnection(host='etcd.lain', port=4001)`.
+_CONNECTION = re.compile(r"HTTPS?Connection(?:Pool)?\(host=[^)]*\)")
+
+
+def hide_where(error: str, where: str, endpoints: Sequence[str]) -> str:
+    """`error` without the endpoints, their hosts and ports, and the key (`where`): for
+    /readyz, which anyone may ask (the log has them)."""
+    error = _CONNECTION.sub("etcd", error.removeprefix(f"{where}: "))
+    for endpoint in endpoints:
+        error = error.replace(f"{endpoint}: ", "").replace(endpoint, "etcd")
+        host = urlsplit(endpoint).hostname
+        if host:
+            error = error.replace(host, "etcd's host")
+    return error

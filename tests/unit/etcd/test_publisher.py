@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from app.errors import EtcdConflictError, EtcdError
-from app.etcd.loop import PublishLoop, backoff_delay
+from app.etcd.loop import PublishLoop, backoff_delay, hide_where
 from app.etcd.publisher import Outcome, Publisher
 from app.etcd.record import Snapshot, encode_record
 from app.settings_sections import EtcdSettings
@@ -232,3 +232,21 @@ def test_a_lost_race_is_one_line_saying_when_it_looks_again(
     with caplog.at_level(logging.INFO, logger="app.etcd"):
         run_steps(loop, 1)
     assert [r.getMessage() for r in caplog.records] == ["etcd: changed; will look again in 1.0 s"]
+
+
+def test_readyz_shows_an_etcd_error_without_its_host_or_port() -> None:
+    """A host name that did not resolve reached /readyz in urllib3's words, host and port
+    included, though anyone may ask /readyz (the log names them)."""
+    endpoint = "http://etcd.lain.invalid:4001"
+    error = (
+        f"{endpoint} /lain/config/auth: cannot connect (HTTPConnection(host='etcd.lain.invalid', "
+        "port=4001): Failed to resolve 'etcd.lain.invalid' ([Errno -2] Name or service not "
+        "known))"
+    )
+    shown = hide_where(error, f"{endpoint} /lain/config/auth", [endpoint])
+    assert shown == (
+        "cannot connect (etcd: Failed to resolve 'etcd's host' ([Errno -2] Name or service not "
+        "known))"
+    )
+    assert "lain" not in shown
+    assert "4001" not in shown
