@@ -31,7 +31,7 @@ from pathlib import Path
 import orjson
 
 from app.api.nonblocking import Room, never_waiting
-from app.errors import ClientError, ConfigError, StateStoreError
+from app.errors import BackendUnavailableError, ClientError, ConfigError, StateStoreError
 from app.metrics import metrics
 from app.protocol.scopes import Scope
 from app.service import IssuedToken
@@ -96,6 +96,8 @@ class Decision:
             self.account = getattr(exc, "account", None) or self.account
         elif isinstance(exc, StateStoreError):
             self.reason = "temporarily_unavailable: the refresh-token store is unavailable"
+        elif isinstance(exc, BackendUnavailableError):  # its name and why (never an address)
+            self.reason = f"{exc.code}: {exc.body()['details']} ({exc.cause})"
         elif status == 503:
             self.reason = f"{getattr(exc, 'code', 'unavailable')}: {type(exc).__name__}"
 

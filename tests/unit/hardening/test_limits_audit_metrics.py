@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from app.api.audit import FIELDS
+from app.api.audit import FIELDS, Decision
+from app.errors import AuthorizationUnavailableError, BackendUnavailableError
 from tests.unit.hardening.env import Env, hardened_env
 
 pytestmark = pytest.mark.anyio
@@ -339,3 +340,27 @@ def test_building_the_app_does_not_import_prometheus_client(rsa_keys_dir: Path) 
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "False", result.stderr
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (
+            BackendUnavailableError("corp", "LDAPSocketOpenError: timed out"),
+            "backend_unavailable: authentication backend 'corp' is unavailable; try again later "
+            "(LDAPSocketOpenError: timed out)",
+        ),
+        (
+            AuthorizationUnavailableError("projects", "HTTP 500"),
+            "backend_unavailable: authorization webhook 'projects' is unavailable; try again "
+            "later (HTTP 500)",
+        ),
+    ],
+)
+def test_an_outage_is_audited_naming_the_backend_and_why(
+    error: BackendUnavailableError, reason: str
+) -> None:
+    """The line said `backend_unavailable: BackendUnavailableError`, naming neither."""
+    decision = Decision("rid", "192.0.2.1", "get")
+    decision.refused(error)
+    assert (decision.outcome, decision.reason) == ("unavailable", reason)
