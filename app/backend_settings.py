@@ -194,7 +194,54 @@ class LdapBackend(_Backend, _Cached):
                 "set `account_attribute`: no `attribute={account}` in the "
                 f"{'user_dn_template' if self.mode == 'direct' else 'user_filter'}"
             )
+        self._check_ldap_syntax()
         return self
+
+    def _check_ldap_syntax(self) -> None:
+        """Filters and DNs as ldap3 would take them, the placeholders filled: else the server
+        started, said it was ready, and answered every login 503 (`invalid filter`)."""
+        # Here, not at the top: only a config with an LDAP backend pays for importing ldap3.
+        from ldap3.core.exceptions import LDAPException  # noqa: PLC0415
+        from ldap3.operation.search import parse_filter  # noqa: PLC0415
+        from ldap3.utils.dn import parse_dn  # noqa: PLC0415
+
+        def filled(template: str) -> str:
+            return template.replace("{account}", "x").replace("{dn}", "cn=x,dc=example")
+
+        filters = {"user_filter": self.user_filter} if self.mode == "search" else {}
+        if self.groups_from == "search":
+            filters["group_filter"] = self.group_filter
+        for key, text in filters.items():
+            try:
+                parse_filter(  # type: ignore[no-untyped-call]
+                    filled(text),
+                    schema=None,
+                    auto_escape=False,
+                    auto_encode=False,
+                    validator=None,
+                    check_names=False,
+                )
+            except LDAPException:
+                raise ValueError(
+                    f"`{key}` is not an LDAP filter: {text!r} (one in parentheses, such as "
+                    "`(uid={account})` or `(&(objectClass=person)(uid={account}))`)"
+                ) from None
+        names = {
+            "user_base": self.user_base,
+            "group_base": self.group_base,
+            "bind_dn": self.bind_dn,
+            "user_dn_template": self.user_dn_template,
+        }
+        for key, dn in names.items():
+            if not dn:  # absent, or the root (an empty base)
+                continue
+            try:
+                parse_dn(filled(dn))
+            except LDAPException as exc:
+                raise ValueError(
+                    f"`{key}` is not an LDAP DN: {dn!r} ({exc}; such as "
+                    "`ou=people,dc=example,dc=org`)"
+                ) from None
 
     def name_attribute(self) -> str | None:
         """`account_attribute`, else the attribute `{account}` is matched against."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +206,43 @@ def test_an_ldap_filter_that_names_no_account_attribute_asks_for_one() -> None:
     backend = {"type": "ldap", "url": "ldap://x", "user_base": "dc=x", "user_filter": "{account}"}
     with pytest.raises(ConfigError, match="set `account_attribute`"):
         load_settings(overrides={**BASE, "auth_backends": [backend]})
+
+
+@pytest.mark.parametrize(
+    ("change", "refusal"),
+    [
+        (
+            {"user_filter": "(uid={account}"},
+            "`user_filter` is not an LDAP filter: '(uid={account}'",
+        ),
+        ({"user_filter": "uid={account}"}, "`user_filter` is not an LDAP filter"),
+        (
+            {"groups_from": "search", "group_base": "dc=x", "group_filter": "member={dn}"},
+            "`group_filter` is not an LDAP filter",
+        ),
+        ({"user_base": "people"}, "`user_base` is not an LDAP DN: 'people'"),
+        (
+            {"mode": "direct", "user_dn_template": "uid={account}ou=people"},
+            "`user_dn_template` is not an LDAP DN",
+        ),
+    ],
+)
+def test_an_ldap_filter_or_dn_that_ldap_cannot_parse_stops_the_start(
+    change: dict[str, str], refusal: str
+) -> None:
+    """It started, said it was ready, and answered every LDAP login 503 (`invalid filter`)."""
+    backend = {"type": "ldap", "url": "ldap://x", "user_base": "ou=people,dc=x"} | change
+    with pytest.raises(
+        ConfigError, match=rf"^config: auth_backends\.0\.ldap: {re.escape(refusal)}"
+    ):
+        load_settings(overrides={**BASE, "auth_backends": [backend]})
+    good = backend | {
+        "user_filter": "(&(objectClass=person)(uid={account}))",
+        "group_filter": "(|(member={dn})(memberUid={account}))",
+        "user_base": "",  # the root: a search from the top
+        "user_dn_template": "uid={account},ou=people,dc=x",
+    }
+    assert load_settings(overrides={**BASE, "auth_backends": [good]}).auth_backends
 
 
 @pytest.mark.parametrize(
