@@ -100,6 +100,8 @@ def _said(outcome: Outcome) -> str:
         Outcome.EXPIRED: "refused (it knows the name and the password, but the account has "
         "expired)",
         Outcome.NOT_MINE: "not mine (it does not know the name)",
+        Outcome.UNNAMED: "refused (the password is right, but the entry lacks the attribute "
+        "that names the account: see account_attribute, and the warning above)",
     }[outcome]
 
 

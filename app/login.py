@@ -242,7 +242,7 @@ class GuardedLogin:
         if not result.accepted:
             why = _WHY[result.outcome]
             log.info("authentication failed for account %s: %s", _shown(account), why)
-            if throttle is not None:
+            if throttle is not None and result.outcome is not Outcome.UNNAMED:  # the right one
                 await anyio.to_thread.run_sync(throttle.failed, counted, where)
             raise AuthenticationError(self._realm, reason=why)
         if throttle is not None and verdict is not None and verdict.pair_failures:
@@ -256,6 +256,7 @@ _WHY = {
     Outcome.REJECTED: "wrong password",
     Outcome.NOT_MINE: "unknown account",
     Outcome.EXPIRED: "expired account",
+    Outcome.UNNAMED: "the password is right but the account has no name (see the log)",
 }
 
 

@@ -30,6 +30,9 @@ class Outcome(StrEnum):
     ACCEPTED = "accepted"
     REJECTED = "rejected"  # this backend knows the account and the password is wrong
     EXPIRED = "expired"  # it knows the account, the password is right, the account has expired
+    # It knows the account and the password is right, but cannot name the account (an LDAP
+    # entry without its `account_attribute`): refused, and not counted as a guess.
+    UNNAMED = "unnamed"
     NOT_MINE = "not_mine"  # this backend does not know the account
 
 

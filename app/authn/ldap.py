@@ -309,7 +309,7 @@ class LdapAuthenticator:
                 self._name_attribute,
                 dn,
             )
-            return AuthResult(Outcome.REJECTED)
+            return AuthResult(Outcome.UNNAMED)
         return AuthResult(Outcome.ACCEPTED, account, groups)
 
     def _bind_service(self, pooled: Pooled) -> None:

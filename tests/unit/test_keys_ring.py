@@ -133,7 +133,9 @@ def _rotated() -> tuple[RingEntry, ...]:
 def test_retire_refuses_while_tokens_may_be_valid(elapsed: int) -> None:
     later = NOW + timedelta(seconds=elapsed)
     wait = TTL + 60 - elapsed + 1
-    with pytest.raises(RotationRefusedError, match=rf"until 2026-03-01 12:06:00Z\. Wait {wait} s .* --force"):
+    with pytest.raises(
+        RotationRefusedError, match=rf"until 2026-03-01 12:06:00Z\. Wait {wait} s .* --force"
+    ):
         ring.retire(_rotated(), "AAAA", later, window=WINDOW)
 
 

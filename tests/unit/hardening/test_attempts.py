@@ -612,6 +612,27 @@ async def test_logins_waiting_their_turn_behind_an_outage_get_its_503_at_once() 
     assert throttle.check("erin", "192.0.2.66").pair_failures == 1  # outages never counted
 
 
+@pytest.mark.anyio
+async def test_a_right_password_whose_account_has_no_name_is_refused_but_not_counted() -> None:
+    """An LDAP entry without its `account_attribute`: the audit said "wrong password" and each
+    try counted towards the block, though the password was right."""
+    throttle = LoginThrottle(MemoryFailureStore(), POLICY, clock=lambda: 1000.0)
+
+    class Unnamed:
+        async def authenticate(self, credentials: Credentials) -> AuthResult:
+            return AuthResult(Outcome.UNNAMED)
+
+    login = GuardedLogin(Unnamed(), throttle, realm="r")
+    for _ in range(3):
+        with pytest.raises(AuthenticationError) as refused:
+            await login.check(Credentials("carol", SecretStr("right"), client_ip="192.0.2.5"))
+        assert (
+            refused.value.reason
+            == "the password is right but the account has no name (see the log)"
+        )
+    assert throttle.check("carol", "192.0.2.5").pair_failures == 0
+
+
 async def _guess_at_once(login: GuardedLogin, accounts: list[str], where: str) -> list[str]:
     """A wrong password for each account, all at once from `where`: "401" or "429" each."""
     outcomes: list[str] = []
