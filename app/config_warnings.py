@@ -10,6 +10,7 @@ the registry, but clients take it as a minute (app.settings.SHORTEST_TOKEN_LIFET
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
@@ -127,6 +128,12 @@ _NOT_SETTINGS = frozenset(
     {CONFIG_ENV, "REGISTRY_AUTH_FILE"} | {f"REGISTRY_AUTH_TOKEN_{k}" for k in _REGISTRY_TOKEN_KEYS}
 )
 _NOT_SETTINGS_PREFIXES = ("REGISTRY_AUTH_HTPASSWD_", "REGISTRY_AUTH_SILLY_")
+# What kubelet puts in every container of a namespace with a Service named `registry-auth`
+# (unless the pod sets `enableServiceLinks: false`): no setting, and nobody's typo.
+_SERVICE_LINKS = re.compile(
+    r"REGISTRY_AUTH_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?"
+    r"|PORT(_[0-9]+_(TCP|UDP|SCTP)(_(ADDR|PORT|PROTO))?)?)"
+)
 
 
 def unknown_variables(settings: Settings, environ: Mapping[str, str]) -> list[str]:
@@ -138,7 +145,7 @@ def unknown_variables(settings: Settings, environ: Mapping[str, str]) -> list[st
         upper = name.upper()
         if not upper.startswith(ENV_PREFIX) or upper in _NOT_SETTINGS or upper in named:
             continue
-        if upper.startswith(_NOT_SETTINGS_PREFIXES):
+        if upper.startswith(_NOT_SETTINGS_PREFIXES) or _SERVICE_LINKS.fullmatch(upper):
             continue
         if not _names_a_setting(upper.removeprefix(ENV_PREFIX).lower().split("__")):
             unknown.append(name)

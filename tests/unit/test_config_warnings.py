@@ -166,10 +166,22 @@ def test_a_variable_that_names_no_setting_is_named() -> None:
         "REGISTRY_AUTH_TOKEN_REALM": "https://auth/token",  # the registry's own, beside it
         "REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE": "/etc/registry/bundle.pem",
         "REGISTRY_AUTH_HTPASSWD_PATH": "/etc/registry/htpasswd",
+        # kubelet's service links for a Service named registry-auth, in every pod beside it
+        "REGISTRY_AUTH_SERVICE_HOST": "10.96.0.12",
+        "REGISTRY_AUTH_SERVICE_PORT": "80",
+        "REGISTRY_AUTH_SERVICE_PORT_HTTP": "80",
+        "REGISTRY_AUTH_PORT": "tcp://10.96.0.12:80",
+        "REGISTRY_AUTH_PORT_80_TCP": "tcp://10.96.0.12:80",
+        "REGISTRY_AUTH_PORT_80_TCP_ADDR": "10.96.0.12",
+        "REGISTRY_AUTH_PORT_80_TCP_PORT": "80",
+        "REGISTRY_AUTH_PORT_80_TCP_PROTO": "tcp",
+        "REGISTRY_AUTH_SERVICE_TYPO": "x",  # not one of kubelet's: still a typo of `service`
         "PATH": "/usr/bin",
     }
     found = [w for w in config_warnings(settings, environ) if "names no setting" in w]
     assert found == [
+        "REGISTRY_AUTH_SERVICE_TYPO names no setting and is ignored (the README's "
+        "configuration reference lists the variables)",
         "REGISTRY_AUTH_STATE__PATHS names no setting and is ignored (the README's "
         "configuration reference lists the variables)",
         "REGISTRY_AUTH_TOKEN_TTLX names no setting and is ignored (the README's "
