@@ -7,17 +7,25 @@
 # workers' metrics files need a writable /tmp too: `docker run --read-only --tmpfs /tmp`.
 
 FROM python:3.11-slim-bookworm AS build
+# One virtual environment, copied whole into the runtime image: no wheels left behind in a
+# layer of it.
+RUN python -m venv /opt/registry-auth \
+ && /opt/registry-auth/bin/pip install --no-cache-dir --upgrade "pip>=24"
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# The dependencies first, from pyproject.toml alone: a change to the code or the README
+# builds on this layer instead of downloading every dependency again.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" > requirements.txt \
+ && /opt/registry-auth/bin/pip install --no-cache-dir -r requirements.txt
+COPY README.md ./
 COPY app ./app
-RUN pip install --no-cache-dir --upgrade "pip>=24" \
- && pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN /opt/registry-auth/bin/pip install --no-cache-dir --no-deps .
 
 FROM python:3.11-slim-bookworm
 RUN groupadd --system --gid 10001 registry-auth \
  && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/registry-auth --create-home registry-auth
-COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+COPY --from=build /opt/registry-auth /opt/registry-auth
+ENV PATH=/opt/registry-auth/bin:$PATH
 USER 10001:10001
 WORKDIR /var/lib/registry-auth
 ENV REGISTRY_AUTH_CONFIG=/etc/registry-auth/config.yaml \

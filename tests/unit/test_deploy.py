@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -90,6 +91,25 @@ def test_dockerfile_python_satisfies_requires_python() -> None:
     images = re.findall(r"^FROM python:(\d+\.\d+)-", (ROOT / "Dockerfile").read_text(), re.M)
     assert images
     assert all(SpecifierSet(project["requires-python"]).contains(v) for v in images)
+
+
+def test_the_dockerfile_installs_the_dependencies_pyproject_lists(tmp_path: Path) -> None:
+    """The image installs them from pyproject.toml alone (a layer a code change reuses), by a
+    `python -c` command run here as the build's shell runs it."""
+    (command,) = re.findall(r"^RUN (python -c .*) > requirements\.txt", _dockerfile(), re.M)
+    shutil.copy2(ROOT / "pyproject.toml", tmp_path)
+    command = command.replace("python", shlex.quote(sys.executable), 1)  # the image's python
+    listed = subprocess.run(
+        ["/bin/sh", "-c", command], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert listed == project["dependencies"]
+    assert "--no-deps ." in _dockerfile()  # then the package itself, on top of them
+    assert "/wheels" not in _dockerfile()  # no wheels copied into a layer of the image
+
+
+def _dockerfile() -> str:
+    return (ROOT / "Dockerfile").read_text()
 
 
 def test_the_files_the_dockerfile_copies_build_the_package(tmp_path: Path) -> None:
