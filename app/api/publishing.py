@@ -4,12 +4,14 @@ the status for /readyz. etcd trouble never reaches the token endpoint (protocol.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
 
+from app.api import worker_status
 from app.api.reloading import Lifespan, running
 from app.etcd.backend import open_backend
 from app.etcd.loop import KeyWatcher, PublishLoop, in_worker_thread
@@ -24,7 +26,10 @@ def build_publish_loop(settings: Settings) -> PublishLoop | None:
     """None without an `etcd` section: the service then runs standalone."""
     if settings.etcd is None:
         return None
-    publisher = Publisher(open_backend(settings.etcd), desired_record(settings))
+    superseded = functools.partial(worker_status.replaced_after, worker_status.generation())
+    publisher = Publisher(
+        open_backend(settings.etcd), desired_record(settings), superseded=superseded
+    )
     return PublishLoop(publisher, settings.etcd)
 
 

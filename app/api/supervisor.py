@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from app.api import worker_status
 from app.api.app import create_app
 from app.api.config_refusal import set_config_refused
 from app.api.config_reread import Reread, next_settings
@@ -121,6 +122,7 @@ def run_granian(settings: Settings, options: ServerOptions, reread: Reread | Non
                 go = next_settings(running, reread if hangup else None)
             result = None
             if go and not self.interrupt_signal:  # a SIGTERM meanwhile: no roll to stop at once
+                worker_status.next_generation()  # the old workers leave the etcd key to the new
                 result = super()._reload(spawn_target, target_loader)  # type: ignore[no-untyped-call]
                 # A worker that died during the roll was replaced by it: granian would take
                 # the replacement, started moments ago, for a crash loop and exit.

@@ -116,3 +116,35 @@ def shared_directory() -> Path | None:
     """The directory the workers share (the metrics' multiprocess one), or None: one process."""
     directory = os.environ.get(MULTIPROC_ENV)
     return Path(directory) if directory else None
+
+
+# Which roll of the workers this is: the main process counts one more before each (a SIGHUP,
+# a certificate roll), and a worker notes the count it started under. A worker that sees a
+# higher count is being replaced by workers on a config read after it (app.etcd.publisher).
+_GENERATION = "roll-generation"
+
+
+def next_generation() -> None:
+    """In the main process, before a roll."""
+    directory = _sharing()
+    if directory is None:
+        return
+    with contextlib.suppress(RegistryAuthError):  # the directory gone at shutdown
+        text = str(generation() + 1).encode()
+        write_atomic(directory / _GENERATION, text, mode=0o600, guard_root=False)
+
+
+def generation() -> int:
+    """The count of rolls so far (0: none, or one process)."""
+    directory = _sharing()
+    if directory is None:
+        return 0
+    try:
+        return int((directory / _GENERATION).read_bytes())
+    except (OSError, ValueError):
+        return 0
+
+
+def replaced_after(started: int) -> bool:
+    """Whether a roll began after `started` (a generation): workers of a newer one run."""
+    return generation() > started

@@ -29,6 +29,7 @@ class Outcome(enum.Enum):
     UNCHANGED = "already up to date"
     CREATED = "created"
     REPLACED = "replaced"
+    LEFT = "left to the workers started after a reload"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +54,23 @@ class PublishStatus:
 class Publisher:
     """Owns the key. Thread-safe: checks may run in a worker thread while /readyz reads."""
 
-    def __init__(self, backend: KeyBackend, record: dict[str, str], *, clock: Clock = time.time):
+    def __init__(
+        self,
+        backend: KeyBackend,
+        record: dict[str, str],
+        *,
+        clock: Clock = time.time,
+        superseded: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.backend = backend
         self.value = encode_record(record)
         self._record = record
         self._clock = clock
+        # True once workers started after this one (a SIGHUP roll) publish: a worker still on
+        # the old config then leaves the key to them. Each restored its own record at once,
+        # and the key flipped between the old realm and the new until the roll ended.
+        self._superseded = superseded
+        self._left = False
         self._lock = threading.Lock()
         self.status = PublishStatus()
         self.outrun = False  # the last attempt lost a race with another writer
@@ -81,6 +94,11 @@ class Publisher:
         snapshot = self.backend.read()
         if matches(snapshot.value, self._record):
             return Outcome.UNCHANGED, snapshot.index
+        if self._superseded():
+            if not self._left:
+                self._left = True
+                log.info("etcd: %s: %s", self.backend.where, Outcome.LEFT.value)
+            return Outcome.LEFT, snapshot.index
         try:
             return self._write(snapshot)
         except EtcdConflictError:

@@ -241,6 +241,43 @@ def test_with_workers_only_the_service_stopping_deletes_the_key(
         auth.stop()
 
 
+def test_a_roll_onto_a_new_realm_does_not_flip_the_key_back(
+    tmp_path: Path, etcd_server: EtcdServer
+) -> None:
+    """During a SIGHUP roll that changed `realm`, the old workers and the new each restored
+    their own record at once: the key flipped between the two realms until the roll ended,
+    and a registry starting then could read the old one."""
+    settings = {"workers": 2, "etcd": etcd_config(etcd_server, "v2", interval=1)}
+    auth = start_auth_server(tmp_path, issuer=ISSUER, service=SERVICE, extra_settings=settings)
+    try:
+        old_realm = auth.settings["realm"]
+        new_realm = old_realm.replace("/token", "/v2/token")
+
+        def realm() -> str | None:
+            value = etcd_server.get("v2", KEY)
+            return json.loads(value)["realm"] if value else None
+
+        eventually(lambda: realm() == old_realm, 10, "key published", auth.log())
+        auth.config_path.write_text(
+            json.dumps({**auth.settings, "realm": new_realm}), encoding="utf-8"
+        )
+        os.kill(auth.process.pid, signal.SIGHUP)
+        seen: list[str | None] = []
+        deadline = time.monotonic() + 30
+        while "Stopped old worker-2" not in auth.log() and time.monotonic() < deadline:
+            seen.append(realm())
+            time.sleep(0.05)
+        for _ in range(40):  # and for two seconds after the roll (two publish intervals)
+            seen.append(realm())
+            time.sleep(0.05)
+        assert new_realm in seen, auth.log()
+        after = seen[seen.index(new_realm) :]
+        assert set(after) == {new_realm}, (after, auth.log())  # never back to the old one
+        assert "left to the workers started after a reload" in auth.log()
+    finally:
+        auth.stop()
+
+
 def test_without_etcd_the_service_says_once_that_it_does_not_publish(
     start_service: Callable[..., AuthServer],
 ) -> None:

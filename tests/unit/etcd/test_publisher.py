@@ -250,3 +250,23 @@ def test_readyz_shows_an_etcd_error_without_its_host_or_port() -> None:
     )
     assert "lain" not in shown
     assert "4001" not in shown
+
+
+def test_a_worker_replaced_by_a_roll_leaves_the_key_to_the_new_workers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    newer = '{"realm": "http://auth.test/v2/token", "issuer": "auth server", "service": "x"}'
+    key = MemoryKey(newer)
+    rolled = [False]
+    publisher = Publisher(key, RECORD, superseded=lambda: rolled[0])
+    assert publisher.publish() is Outcome.REPLACED  # before any roll: its record, as always
+    key.value = newer
+    rolled[0] = True  # workers on a config read after this one's now publish
+    assert publisher.check()  # not a failure for its /readyz
+    assert publisher.publish() is Outcome.LEFT
+    assert key.value == newer
+    assert key.writes == 1
+    assert caplog.text.count("left to the workers started after a reload") == 1  # said once
+    key.value = OURS  # and a key that holds its own record is simply right
+    assert publisher.publish() is Outcome.UNCHANGED
