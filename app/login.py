@@ -49,10 +49,12 @@ class GuardedLogin:
         # the attempts waiting for one of them to finish (see _full).
         self._checking: dict[str, int] = {}
         self._finished: dict[str, asyncio.Event] = {}
-        # A turn whose check met an outage (the backend down or timing out): the attempts
-        # queued behind it are answered the same 503 at once, not each after its own timeout
-        # (30 logins behind a hung directory waited 2 s more each, the last one a minute).
-        self._outages: dict[str, BackendUnavailableError] = {}
+        # Per turn, the accounts whose check met an outage (the backend down or timing out):
+        # the same account's attempts queued behind it are answered that 503 at once, not each
+        # after its own timeout (30 logins behind a hung directory waited 2 s more each, the
+        # last a minute). Only the same account's: another, behind the same address, may be
+        # one an earlier backend answers, which is up.
+        self._outages: dict[str, dict[str, BackendUnavailableError]] = {}
 
     async def check(self, credentials: Credentials) -> AuthResult:
         """The accepted result; TooManyAttemptsError (429) or AuthenticationError (401)."""
@@ -99,14 +101,14 @@ class GuardedLogin:
         self._waiting[turn] += 1
         try:
             async with lock:
-                if (outage := self._outages.get(turn)) is not None:
+                if (outage := self._outages.get(turn, {}).get(keys[0])) is not None:
                     raise BackendUnavailableError(outage.backend, outage.cause, outage.retry_after)
                 try:
                     return await self._in_turn(
                         credentials, throttle, verdict, counted, keys, stale=stale, waited=waited
                     )
-                except BackendUnavailableError as exc:
-                    self._outages[turn] = exc  # until the queue is gone: then asked again
+                except BackendUnavailableError as exc:  # until the queue is gone: then asked
+                    self._outages.setdefault(turn, {})[keys[0]] = exc
                     raise
         finally:
             self._waiting[turn] -= 1

@@ -613,6 +613,41 @@ async def test_logins_waiting_their_turn_behind_an_outage_get_its_503_at_once() 
 
 
 @pytest.mark.anyio
+async def test_an_outage_in_an_addresss_turn_is_not_shared_with_other_accounts() -> None:
+    """Behind a suspect address every account takes one turn: alice (local users, up) queued
+    behind dave (the directory, hung) was answered the directory's 503, never asking it."""
+    policy = BruteForceSettings(ip_free=1, ip_block=50, account_ip_free=5, initial_delay=0)
+    throttle = LoginThrottle(MemoryFailureStore(), policy, clock=lambda: 1000.0)
+
+    class Chain:  # alice from the users file; dave from a directory that hangs
+        async def authenticate(self, credentials: Credentials) -> AuthResult:
+            if credentials.account == "dave":
+                await anyio.sleep(0.05)
+                raise BackendUnavailableError("corp", "timed out")
+            good = credentials.password.get_secret_value() == "pw"
+            return AuthResult(Outcome.ACCEPTED if good else Outcome.REJECTED)
+
+    login = GuardedLogin(Chain(), throttle, realm="r")
+    for _ in range(2):  # the address is suspect now: one turn for all its logins
+        with pytest.raises(AuthenticationError):
+            await login.check(Credentials("alice", SecretStr("x"), client_ip="192.0.2.9"))
+    answers: list[str] = []
+
+    async def attempt(account: str) -> None:
+        try:
+            await login.check(Credentials(account, SecretStr("pw"), client_ip="192.0.2.9"))
+            answers.append(f"{account} 200")
+        except BackendUnavailableError:
+            answers.append(f"{account} 503")
+
+    async with anyio.create_task_group() as group:
+        for account in ("dave", "dave", "alice", "alice"):
+            group.start_soon(attempt, account)
+            await anyio.sleep(0.001)  # in this order
+    assert sorted(answers) == ["alice 200", "alice 200", "dave 503", "dave 503"]
+
+
+@pytest.mark.anyio
 async def test_a_right_password_whose_account_has_no_name_is_refused_but_not_counted() -> None:
     """An LDAP entry without its `account_attribute`: the audit said "wrong password" and each
     try counted towards the block, though the password was right."""
