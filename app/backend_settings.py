@@ -226,10 +226,11 @@ class LdapBackend(_Backend, _Cached):
                     f"`{key}` is not an LDAP filter: {text!r} (one in parentheses, such as "
                     "`(uid={account})` or `(&(objectClass=person)(uid={account}))`)"
                 ) from None
+        # Not `bind_dn`: a simple bind sends it as written, and Active Directory takes
+        # `svc@corp.example.com` or `CORP\svc` there, which are no DNs.
         names = {
             "user_base": self.user_base,
             "group_base": self.group_base,
-            "bind_dn": self.bind_dn,
             "user_dn_template": self.user_dn_template,
         }
         for key, dn in names.items():

@@ -237,6 +237,9 @@ def test_an_ldap_filter_or_dn_that_ldap_cannot_parse_stops_the_start(
     ):
         load_settings(overrides={**BASE, "auth_backends": [backend]})
     good = backend | {
+        # Bound with as written: AD takes a user principal name or a down-level name there.
+        "bind_dn": "svc-registry@corp.example.com",
+        "bind_password_env": "LDAP_PW",
         "user_filter": "(&(objectClass=person)(uid={account}))",
         "group_filter": "(|(member={dn})(memberUid={account}))",
         "user_base": "",  # the root: a search from the top
