@@ -113,12 +113,15 @@ def read_regular(path: Path, error: type[RegistryAuthError]) -> bytes:
     opened without waiting (a FIFO no one writes to would block the read for ever, and a
     reload thread with it), then judged by what was opened. OSError as a read gives it."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as file:
+    try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             kind = next((name for test, name in _SPECIAL if test(mode)), "a directory")
             raise error(f"{path} is {kind}, not a regular file")
-        return file.read()
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            return file.read()
+    finally:
+        os.close(fd)
 
 
 def check_root_may_write(path: Path, error: type[RegistryAuthError]) -> None:

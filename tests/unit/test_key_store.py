@@ -169,3 +169,19 @@ def test_an_encrypted_key_is_called_so(tmp_path: Path) -> None:
     )
     with pytest.raises(KeyStoreError, match=r"\.key is encrypted \(a passphrase protects it\)"):
         load_keyring(tmp_path)
+
+
+def test_a_directory_in_place_of_a_ring_file_is_named_and_leaves_no_descriptor_open(
+    tmp_path: Path,
+) -> None:
+    """Each read left a descriptor open on it (`keys sync` looks every 10 s: EMFILE within
+    hours), and the message said `Is a directory` instead of what is wrong."""
+    generate_key(tmp_path, Algorithm.ES256)
+    path = next(tmp_path.glob("*.crt"))
+    path.unlink()
+    path.mkdir()
+    before = len(list(Path("/proc/self/fd").iterdir()))
+    for _ in range(20):
+        with pytest.raises(KeyStoreError, match=r"\.crt is a directory, not a regular file$"):
+            load_keyring(tmp_path)
+    assert len(list(Path("/proc/self/fd").iterdir())) == before
