@@ -174,7 +174,8 @@ def hide_where(error: str, where: str, endpoints: Sequence[str]) -> str:
     error = _CONNECTION.sub("etcd", error.removeprefix(f"{where}: "))
     for endpoint in endpoints:
         error = error.replace(f"{endpoint}: ", "").replace(endpoint, "etcd")
-        host = urlsplit(endpoint).hostname
-        if host:
-            error = error.replace(host, "etcd's host")
+        parts = urlsplit(endpoint)
+        if parts.hostname:  # only where it stands as a host: `etcd` is also a word here
+            error = error.replace(f"'{parts.hostname}'", "its host")
+            error = error.replace(parts.netloc, "etcd")
     return error

@@ -245,11 +245,22 @@ def test_readyz_shows_an_etcd_error_without_its_host_or_port() -> None:
     )
     shown = hide_where(error, f"{endpoint} /lain/config/auth", [endpoint])
     assert shown == (
-        "cannot connect (etcd: Failed to resolve 'etcd's host' ([Errno -2] Name or service not "
-        "known))"
+        "cannot connect (etcd: Failed to resolve its host ([Errno -2] Name or service not known))"
     )
     assert "lain" not in shown
     assert "4001" not in shown
+    # A host named `etcd` (Kubernetes, compose) is hidden where it stands as a host only.
+    named = "http://etcd:2379"
+    error = (
+        "cannot connect (HTTPConnection(host='etcd', port=2379): Failed to resolve 'etcd' "
+        "([Errno -3] Temporary failure in name resolution)); etcd:2379 said so"
+    )
+    assert hide_where(error, f"{named} /k", [named]) == (
+        "cannot connect (etcd: Failed to resolve its host ([Errno -3] Temporary failure in name "
+        "resolution)); etcd said so"
+    )
+    hung = "timed out waiting for an answer (etcd took the connection but did not reply: ...)"
+    assert hide_where(hung, f"{named} /k", [named]) == hung
 
 
 def test_a_worker_replaced_by_a_roll_leaves_the_key_to_the_new_workers(
