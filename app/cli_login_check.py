@@ -76,7 +76,7 @@ async def _check(
 async def _login(authentication: Authentication, credentials: Credentials) -> AuthResult | None:
     """Each backend's answer, printed, until one decides; None when one is unavailable."""
     chain = authentication.authenticator
-    for link in chain.links if chain is not None else ():
+    for index, link in enumerate(chain.links if chain is not None else ()):
         if not link.answers_for(credentials.account):
             print(f"{link.name}: does not answer for this name (its `accounts`, or robot names)")
             continue
@@ -85,6 +85,16 @@ async def _login(authentication: Authentication, credentials: Credentials) -> Au
         except BackendUnavailableError as exc:
             print(f"{link.name}: unavailable ({exc.cause}): the server would answer 503")
             return None
+        typed = credentials.account
+        if chain is not None and result.accepted and result.account not in (None, typed):
+            owner = await chain.earlier_owner(index, result.account)
+            if owner is not None:  # as the server's chain refuses it (BackendChain)
+                print(
+                    f"{link.name}: accepted as {result.account!r}, an account backend {owner} "
+                    "holds: refused (a name one backend holds is not reached through another "
+                    "by spelling it differently)"
+                )
+                return AuthResult(Outcome.SHADOWED)
         print(f"{link.name}: {_said(result.outcome)}")
         if result.outcome is not Outcome.NOT_MINE:
             return result
@@ -100,6 +110,8 @@ def _said(outcome: Outcome) -> str:
         Outcome.EXPIRED: "refused (it knows the name and the password, but the account has "
         "expired)",
         Outcome.NOT_MINE: "not mine (it does not know the name)",
+        Outcome.SHADOWED: "refused (it takes the name as another spelling of an account a "
+        "backend before it holds)",
         Outcome.UNNAMED: "refused (the password is right, but the entry lacks the attribute "
         "that names the account: see account_attribute, and the warning above)",
     }[outcome]

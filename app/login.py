@@ -259,6 +259,7 @@ _WHY = {
     Outcome.NOT_MINE: "unknown account",
     Outcome.EXPIRED: "expired account",
     Outcome.UNNAMED: "the password is right but the account has no name (see the log)",
+    Outcome.SHADOWED: "another spelling of an account an earlier backend holds",
 }
 
 

@@ -33,6 +33,9 @@ class Outcome(StrEnum):
     # It knows the account and the password is right, but cannot name the account (an LDAP
     # entry without its `account_attribute`): refused, and not counted as a guess.
     UNNAMED = "unnamed"
+    # A later backend took the name as another spelling of an account an earlier backend
+    # holds (LDAP's `CAROL` for a local `carol`): refused by the chain, counted as a failure.
+    SHADOWED = "shadowed"
     NOT_MINE = "not_mine"  # this backend does not know the account
 
 

@@ -61,7 +61,7 @@ class BackendChain:
             if result.accepted and result.account is None:
                 result = replace(result, account=credentials.account)
             elif result.accepted and result.account != credentials.account:
-                owner = await self._earlier_owner(index, result.account)
+                owner = await self.earlier_owner(index, result.account)
                 if owner is not None:
                     log.warning(
                         "backend %s accepted %r as %r, an account of backend %s, which is asked "
@@ -69,12 +69,12 @@ class BackendChain:
                         "another by spelling it differently)",
                         link.name, credentials.account, result.account, owner,
                     )  # fmt: skip
-                    return AuthResult(Outcome.REJECTED)
+                    return AuthResult(Outcome.SHADOWED)
             log.debug("backend %s decided %s", link.name, result.outcome)
             return result
         return AuthResult(Outcome.NOT_MINE)  # no backend knows the account: refused too
 
-    async def _earlier_owner(self, before: int, account: str | None) -> str | None:
+    async def earlier_owner(self, before: int, account: str | None) -> str | None:
         """The name of a backend asked before link `before` that holds `account` (a name a
         later backend accepted another spelling as: LDAP's `CAROL` for `carol`), among those
         that can look an account up (htpasswd, static users, robots)."""

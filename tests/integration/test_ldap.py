@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from ipaddress import ip_address
@@ -9,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from ldap3 import Connection
 from pydantic import SecretStr
 
 from app.api.app import create_app
 from app.authn.base import Credentials, Outcome
 from app.authn.build import build_authentication
+from app.authn.htpasswd import hash_password
 from app.authn.ldap import LdapAuthenticator
 from app.authz.base import Requester
 from app.backend_settings import LdapBackend
@@ -24,6 +27,7 @@ from app.protocol.tokens import parse_token_request
 from app.service import TokenService
 from app.settings import load_settings
 from tests.conftest import api_client
+from tests.integration.support.authserver import app_command
 from tests.integration.support.slapd import (
     GROUPS,
     PEOPLE,
@@ -343,6 +347,57 @@ class RecordingAuthorizer:
     def authorize(self, requester: Requester, scopes: Sequence[Scope]) -> list[Scope]:
         self.requesters.append(requester)
         return [scope.with_actions(()) for scope in scopes]
+
+
+async def test_a_local_account_cannot_be_reached_through_the_directory_by_its_case(
+    slapd: Slapd,
+    rsa_keys_dir: Path,
+    secret_file: Path,
+    tmp_path: Path,
+) -> None:
+    """A local break-glass `carol` before the directory, which has a carol too: `CAROL` with
+    her directory password was refused by the users file (names as typed), then taken by the
+    directory as `carol`: a token for the local account."""
+    users = tmp_path / "admins.htpasswd"
+    users.write_text(f"carol:{hash_password('local-admin-pw', rounds=4)}\n")
+    chained = [
+        {"type": "htpasswd", "name": "admins", "path": str(users)},
+        {"type": "ldap", "name": "corp", "url": slapd.url, "bind_dn": SERVICE_DN,
+         "bind_password_file": str(secret_file), "user_base": PEOPLE},
+    ]  # fmt: skip
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"issuer": "i", "service": "registry.test", "keys_dir": str(rsa_keys_dir),
+             "htpasswd": None, "auth_backends": chained, "realm": "http://auth.test/token",
+             "state": {"backend": "none"}}
+        )
+    )  # fmt: skip
+    settings = load_settings(config)
+    service = TokenService.from_settings(settings)
+    request = parse_token_request({"service": [settings.service]})
+    directory_password = PEOPLE_ENTRIES["carol"][0]
+    try:
+        with pytest.raises(AuthenticationError) as refused:
+            await service.issue(request, creds("CAROL", directory_password), None)
+        assert refused.value.reason == "another spelling of an account an earlier backend holds"
+        issued = await service.issue(request, creds("carol", "local-admin-pw"), None)
+        assert issued.account == "carol"
+        assert (
+            await service.issue(request, creds("DAVE", PEOPLE_ENTRIES["dave"][0]), None)
+        ).account == "dave"
+    finally:
+        await service.aclose()
+    checked = subprocess.run(
+        app_command("logins", "check", "--config", str(config), "--password-stdin", "CAROL"),
+        input=directory_password + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "corp: accepted as 'carol', an account backend admins holds: refused" in (checked.stdout)
 
 
 @pytest.mark.parametrize("mode", MODES)
