@@ -309,7 +309,10 @@ def ring_files(keys_dir: Path) -> list[Path]:
 
 
 def has_keys(keys_dir: Path) -> bool:
-    return (keys_dir / RING_FILE).is_file()
+    """Whether keyring.json is there, in any form: one that is not a regular file (a FIFO, a
+    directory) is then refused by its read, not taken for no ring (which `keys generate`
+    would make, and leave its key files behind when the ring cannot be written)."""
+    return (keys_dir / RING_FILE).exists()
 
 
 def _no_ring(keys_dir: Path) -> str:
@@ -318,8 +321,6 @@ def _no_ring(keys_dir: Path) -> str:
     registries trust only the old keys)."""
     if keys_dir.is_file():
         return f"{keys_dir} is a file, not a keys directory"
-    if (keys_dir / RING_FILE).exists():  # there, but a FIFO, a directory: never read
-        return f"{keys_dir / RING_FILE} is not a regular file"
     where = f"holds no {RING_FILE}" if keys_dir.is_dir() else "does not exist"
     return (
         f"no signing key: {keys_dir} {where} (for a new service: `registry-auth keys generate "

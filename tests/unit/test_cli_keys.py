@@ -609,3 +609,19 @@ def test_a_certificate_not_valid_yet_is_flagged_by_list_and_refused_by_promote(
     assert states(config) == ["active", "next"]
     keys(config, "promote", new, clock=ahead)  # once its time has come
     assert states(config) == ["retiring", "active"]
+
+
+def test_a_keyring_json_that_is_no_file_is_said_so_and_nothing_is_written(
+    config: Path,
+) -> None:
+    """`keys list` said there was no ring and to run `keys generate`, which then failed on it
+    and left its new key files behind."""
+    keys_dir = config.parent / "keys"
+    keys_dir.mkdir()
+    os.mkfifo(keys_dir / "keyring.json")
+    for argv in (["list"], ["generate", "--force"], ["add"]):
+        with pytest.raises(KeyStoreError, match=r"keyring\.json is a FIFO, not a regular file"):
+            keys(config, *argv)
+    assert sorted(p.name for p in keys_dir.iterdir() if not p.name.startswith(".")) == [
+        "keyring.json"
+    ]
