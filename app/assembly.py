@@ -13,8 +13,9 @@ from app.authz.files import load_policy
 from app.authz.webhook import AuthzWebhook
 from app.errors import ConfigError
 from app.etcd.failure_store import EtcdFailureStore
+from app.etcd.handshake import TlsFiles, unreadable_tls_file
 from app.etcd.refresh_store import EtcdRefreshStore
-from app.etcd.state import open_state_client
+from app.etcd.state import open_state_client, state_connection
 from app.reload import Reloadable
 from app.settings import Settings
 from app.state.attempts import FailureStore, LoginThrottle
@@ -119,11 +120,35 @@ def authz_webhook_from_settings(settings: Settings) -> AuthzWebhook | None:
     return AuthzWebhook(config, secret=secret)
 
 
+def start_refusal(settings: Settings) -> ConfigError | None:
+    """What the start, and a SIGHUP, refuse beyond the settings' own checks: files the stores
+    and the etcd clients would only open at their first use, failing open or retrying then,
+    each said only when a login (or a publish) needs it. Not for a worker that replaces one
+    that died: it serves as they let it."""
+    return state_path_error(settings) or etcd_tls_error(settings)
+
+
+def etcd_tls_error(settings: Settings) -> ConfigError | None:
+    """A TLS file of an etcd client (the state store's, the publisher's) that cannot be read
+    or loaded: the service started and said it was ready, while no refresh token could be
+    issued, or the registry's record never published."""
+    clients: list[tuple[str, TlsFiles]] = []
+    if settings.state.backend == "etcd":
+        clients.append(("state.etcd_", state_connection(settings.state)))
+    if settings.etcd is not None:
+        clients.append(("etcd.", settings.etcd))
+    for prefix, tls in clients:
+        problem = unreadable_tls_file(tls)
+        if problem is not None:  # "ca_cert /etc/etcd/ca.pem: No such file or directory"
+            return ConfigError(f"{prefix}{problem.split()[0]}", problem.split(" ", 1)[1])
+    return None
+
+
 def state_path_error(settings: Settings) -> ConfigError | None:
     """Why the start, and a SIGHUP, refuse `state.path`: the SQLite store fails open, so
     brute-force counting would go on in memory only and no refresh token be issued, each said
     only when a login needs it (a SIGHUP to a mistyped `state.path` lost every refresh token
-    that way). Not for a worker that replaces one that died: it serves as the store lets it."""
+    that way)."""
     if settings.state.backend != "sqlite":
         return None
     problem = unwritable_because(settings.state.path)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from app.assembly import state_path_error
+from app.assembly import start_refusal
 from app.atomic import check_regular_file, write_atomic
 from app.cli_common import url_host, uses_embedded_defaults
 from app.config_reference import render_reference, replace_block
@@ -92,7 +92,7 @@ def _serve(args: argparse.Namespace, serve: Serve) -> int:
     _check_temporary_directory()
     if uses_embedded_defaults(args):
         _prepare_development(settings)
-    refused = state_path_error(settings)
+    refused = start_refusal(settings)
     if refused is not None:
         raise refused
     for warning in config_warnings(settings, os.environ):

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from app.api.config_refusal import set_config_refused
 from app.api.workers import worker_problem
-from app.assembly import state_path_error
+from app.assembly import start_refusal
 from app.config_warnings import config_warnings
 from app.errors import RegistryAuthError
 from app.settings import Settings
@@ -37,7 +37,7 @@ def next_settings(running: list[Settings], reread: Reread | None) -> bool:
         candidate = running[0] if reread is None else reread_config(reread, running[0])
         if candidate is None:
             return _refused(reread)  # said why
-        refused = state_path_error(candidate) if reread is not None else None
+        refused = start_refusal(candidate) if reread is not None else None
         problem = worker_problem(candidate) if refused is None else None
     except Exception as exc:  # noqa: BLE001 - see the docstring
         log.error("%s: %s", cause, type(exc).__name__)  # noqa: TRY400

@@ -29,7 +29,11 @@ RETRY_AFTER = 5.0  # seconds a store answers "unavailable" without asking etcd, 
 
 def open_state_client(state: StateSettings) -> GatewayClient:
     """Opens no connection yet: the first call does."""
-    connection = Connection(
+    return GatewayClient(state_connection(state))
+
+
+def state_connection(state: StateSettings) -> Connection:
+    return Connection(
         state.etcd_endpoints,
         state.etcd_timeout,
         username=state.etcd_username,
@@ -38,7 +42,6 @@ def open_state_client(state: StateSettings) -> GatewayClient:
         client_cert=state.etcd_client_cert,
         client_key=state.etcd_client_key,
     )
-    return GatewayClient(connection)
 
 
 class _Outage:

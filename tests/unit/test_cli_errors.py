@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from app import cli
 from app.authn.robots import load_robots
@@ -446,3 +447,36 @@ def test_a_negative_delay_gets_the_options_own_message(
     where += ["--keys-dir", str(tmp_path / "keys")] if argv[0] == "keys" else []
     assert fails(capsys, *argv, *where).startswith(message)
     assert not (tmp_path / "r.yaml").exists()
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ({"state": {"backend": "etcd", "etcd_ca_cert": "missing-ca.pem"}}, "state.etcd_ca_cert"),
+        ({"etcd": {"client_cert": "c.pem", "client_key": "c.key"}}, "etcd.client_cert"),
+    ],
+)  # fmt: skip
+def test_serve_refuses_an_etcd_tls_file_it_cannot_read(
+    capsys: pytest.CaptureFixture[str],
+    ring: Path,
+    tmp_path: Path,
+    section: dict[str, dict[str, str]],
+    key: str,
+) -> None:
+    """It started and said ready; the file was first read at the first login (or publish):
+    no refresh token issued, counters in memory only, the key never published."""
+    endpoints = {"state": "etcd_endpoints", "etcd": "endpoints"}
+    config: dict[str, object] = {
+        "issuer": "i", "service": "s", "realm": "http://a/token", "keys_dir": str(ring),
+        "state": {"path": str(tmp_path / "state.db")},
+    }  # fmt: skip
+    for name, values in section.items():
+        paths = {
+            k: str(tmp_path / v) if k.endswith(("cert", "key")) else v for k, v in values.items()
+        }
+        config[name] = {**paths, endpoints[name]: ["https://etcd:2379"]}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    name, setting = key.split(".")
+    expected = f"config: {key}: {tmp_path / section[name][setting]}: No such file or directory"
+    assert fails(capsys, "serve", "--config", str(path)) == expected
