@@ -41,6 +41,9 @@ POOL_SIZE = 40  # connections kept per endpoint: as many as anyio runs blocking 
 _JSON_HEADERS = {"Content-Type": "application/json"}
 
 
+log = logging.getLogger(__name__)
+
+
 @dataclass(frozen=True, slots=True)
 class Connection:
     """Where etcd is and how to reach it; the password is a SecretStr, masked in reprs."""
@@ -56,6 +59,10 @@ class Connection:
 
 class GatewayError(Exception):
     """etcd could not serve this call; the message says which endpoint and why."""
+
+
+class GatewayClosedError(GatewayError):
+    """This client was closed (the service stops): not an outage of etcd."""
 
 
 class _UnreachableError(Exception):
@@ -80,6 +87,7 @@ class GatewayClient:
         self.connection = connection
         self._endpoints = [endpoint.rstrip("/") for endpoint in connection.endpoints]
         self._tokens: dict[str, str] = {}  # per endpoint: a simple token is valid on one member
+        self._preferred: str | None = None  # the endpoint that answered when another did not
         self._lock = threading.Lock()
         # per endpoint: its connections, and the path its URL puts before /v3/...
         self._pools: dict[str, tuple[urllib3.HTTPConnectionPool, str]] = {}
@@ -132,16 +140,34 @@ class GatewayClient:
         return self._on_endpoints(lambda base: self._logged_in(base, send))
 
     def _on_endpoints(self, action: Callable[[str], T]) -> T:
-        """`action` on the first endpoint that answers; the one place errors are converted."""
+        """`action` on the first endpoint that answers, beginning with the one that answered
+        last; the one place errors are converted. In the configured order every time, a hung
+        first member cost every call its timeout (5 s), and nothing said so."""
         problems: list[str] = []
-        for base in self._endpoints:
+        for base in self._order():
             try:
-                return action(base)
+                result = action(base)
             except (HTTPError, _UnreachableError) as exc:
                 problems.append(f"{base}: {_explain_transport(exc)}")
+                continue
             except _RefusedError as exc:
                 raise GatewayError(str(exc)) from exc
+            if problems:  # an endpoint before it did not answer
+                self._prefer(base, problems)
+            return result
         raise GatewayError("; ".join(problems))
+
+    def _order(self) -> list[str]:
+        preferred = self._preferred
+        if preferred is None:
+            return self._endpoints
+        return [preferred, *(base for base in self._endpoints if base != preferred)]
+
+    def _prefer(self, base: str, problems: list[str]) -> None:
+        with self._lock:
+            changed, self._preferred = self._preferred != base, base
+        if changed:
+            log.warning("etcd: %s; asking %s first from now on", "; ".join(problems), base)
 
     def _logged_in(self, base: str, action: Callable[[str], T]) -> T:
         try:
@@ -217,7 +243,7 @@ class GatewayClient:
         """The endpoint's pool, and the path the endpoint's URL puts before /v3/..."""
         with self._lock:
             if self._closed:
-                raise _RefusedError("the etcd client is closed")
+                raise GatewayClosedError("the etcd client is closed")
             kept = self._pools.get(base)
             if kept is None:
                 kept = self._pools[base] = _new_pool(base, self.connection)

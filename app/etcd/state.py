@@ -14,12 +14,11 @@ import contextlib
 import logging
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 
 from app.breaker import CircuitBreaker
 from app.errors import StateStoreError
-from app.etcd.gateway import Connection, GatewayClient, GatewayError
+from app.etcd.gateway import Connection, GatewayClient, GatewayClosedError, GatewayError
 from app.settings_sections import StateSettings
 
 log = logging.getLogger(__name__)
@@ -113,6 +112,8 @@ def forget_outages() -> None:
     """As if every etcd state store answered (for tests: a fresh process)."""
     with _DOWN_LOCK:
         _DOWN.clear()
+    with _OUTAGES_LOCK:
+        _OUTAGES.clear()
 
 
 def state_outages() -> list[tuple[str, float]]:
@@ -122,15 +123,19 @@ def state_outages() -> list[tuple[str, float]]:
         return [(where, now - since) for where, since in sorted(_DOWN.items())]
 
 
-_OUTAGES: weakref.WeakKeyDictionary[GatewayClient, _Outage] = weakref.WeakKeyDictionary()
+# One per etcd (its endpoints), not per client: the login counters' and the refresh tokens'
+# clients of one etcd each waited their own timeout, so a `docker login` to a hung etcd waited
+# twice (10 s with the defaults).
+_OUTAGES: dict[tuple[str, Callable[[], float]], _Outage] = {}
 _OUTAGES_LOCK = threading.Lock()
 
 
 def _outage(etcd: GatewayClient, clock: Callable[[], float]) -> _Outage:
     with _OUTAGES_LOCK:
-        outage = _OUTAGES.get(etcd)
+        key = (etcd.where, clock)
+        outage = _OUTAGES.get(key)
         if outage is None:
-            outage = _OUTAGES[etcd] = _Outage(clock)
+            outage = _OUTAGES[key] = _Outage(clock)
         return outage
 
 
@@ -147,6 +152,8 @@ def state_errors(
         )
     try:
         yield
+    except GatewayClosedError as exc:  # this client's end, not etcd's: no outage of it
+        raise StateStoreError(f"{etcd.where}: {exc}") from exc
     except GatewayError as exc:
         problem = _without_endpoint(str(exc), etcd)
         outage.failed(etcd.where, problem)

@@ -5,6 +5,7 @@ one line each says that the store went and that it came back."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -16,6 +17,7 @@ import httpx
 import pytest
 
 from app.cli import run
+from app.etcd.gateway import Connection, GatewayClient
 from app.etcd.state import RETRY_AFTER
 from tests.integration.support.authserver import AuthServer, start_auth_server
 from tests.integration.support.etcd import EtcdServer, start_etcd
@@ -105,3 +107,30 @@ def test_a_command_against_an_unreachable_store_is_one_error_line(
         f"registry-auth: error: etcd v3 at http://127.0.0.1:{port}: connection refused\n"
     )
     assert not [r for r in caplog.records if r.name == "app.etcd.state"]
+
+
+def test_a_hung_first_endpoint_costs_one_timeout_then_the_next_is_asked_first(
+    etcd: EtcdServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every call asked the endpoints in their configured order: a hung first member added
+    its timeout to every call (a refresh grant took 5 s, a `docker login` 25 s), and nothing
+    said so, since the next member answered."""
+    with socket.socket() as hung:  # takes connections (the backlog), never answers
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)
+        first = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        client = GatewayClient(Connection([first, etcd.url], 1.0))
+        try:
+            timings = []
+            for n in range(4):
+                started = time.monotonic()
+                client.put(f"/sticky/{n}".encode(), b"v")
+                timings.append(time.monotonic() - started)
+        finally:
+            client.close()
+    assert timings[0] >= 1.0  # the first call finds out
+    assert max(timings[1:]) < 0.5, timings  # then the member that answers is asked first
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith(f"etcd: {first}: timed out waiting for an answer")
+    assert warnings[0].endswith(f"asking {etcd.url} first from now on")

@@ -14,7 +14,7 @@ from app.errors import EtcdError, StateStoreError
 from app.etcd.backend import open_backend
 from app.etcd.failure_store import EtcdFailureStore
 from app.etcd.refresh_store import EtcdRefreshStore
-from app.etcd.state import open_state_client
+from app.etcd.state import forget_outages, open_state_client
 from app.settings_sections import EtcdSettings, StateSettings
 from tests.integration.support.authserver import start_auth_server
 from tests.integration.support.etcd import EtcdServer, start_etcd
@@ -151,6 +151,7 @@ def test_a_failed_handshake_is_a_state_store_error_naming_the_endpoint(
     # etcd ends a refused handshake by hanging up or (as often, under load) with an alert
     # first; both must read the same, so each case tries several times.
     for _ in range(5):
+        forget_outages()  # each try as a fresh process: else the outage answers at once
         store = EtcdRefreshStore(open_state_client(tls_state(etcd, tls, **changes)), "/t/x/")
         with pytest.raises(StateStoreError) as caught:
             store.records()

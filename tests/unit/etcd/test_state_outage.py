@@ -92,3 +92,23 @@ def test_one_outage_of_an_etcd_is_said_once_and_ends_when_any_of_its_clients_ans
     messages = [record.getMessage() for record in caplog.records]
     assert len(messages) == 2, messages
     assert messages[1] == f"state store (etcd v3 at {ENDPOINT}) available again after 5 s"
+
+
+def test_a_login_to_a_hung_etcd_waits_once_not_once_per_store() -> None:
+    """The login counters' and the refresh tokens' clients of one etcd each waited their own
+    timeout: a `docker login` (a counter read, then a refresh token's write) waited twice."""
+    state = StateSettings(backend="etcd", etcd_endpoints=[ENDPOINT])
+    counters, tokens = open_state_client(state), open_state_client(state)
+    clock = FakeClock()
+    waited: list[str] = []
+
+    def read_counters() -> None:
+        with state_errors(counters, clock):
+            waited.append("counters")
+            raise GatewayError("timed out")
+
+    with pytest.raises(StateStoreError, match="timed out"):
+        read_counters()
+    with pytest.raises(StateStoreError, match="not asked: down for"), state_errors(tokens, clock):
+        waited.append("tokens")
+    assert waited == ["counters"]
