@@ -83,9 +83,15 @@ class ReloadingTLS:
             certificate = x509.load_pem_x509_certificate(cert_pem)
         except ValueError:
             raise PairError("tls.cert", f"{self.cert} holds no PEM certificate") from None
-        not_after = certificate.not_valid_after_utc
-        if not_after <= datetime.now(UTC):
+        not_after, now = certificate.not_valid_after_utc, datetime.now(UTC)
+        if not_after <= now:
             raise PairError("tls.cert", f"the certificate in {self.cert} expired at {not_after}")
+        if certificate.not_valid_before_utc > now:  # every client would refuse it until then
+            raise PairError(
+                "tls.cert",
+                f"the certificate in {self.cert} is not valid before "
+                f"{certificate.not_valid_before_utc} (made on a host whose clock ran ahead?)",
+            )
         try:
             key = serialization.load_pem_private_key(key_pem, password=None)
         except (ValueError, TypeError):

@@ -23,7 +23,9 @@ from app.settings_sections import TlsSettings
 NOW = dt.datetime.now(dt.UTC)
 
 
-def write_pair(directory: Path, name: str, *, key_type: str, days: float = 1) -> None:
+def write_pair(
+    directory: Path, name: str, *, key_type: str, days: float = 1, starts_in: float = -2
+) -> None:
     key = (
         rsa.generate_private_key(65537, 2048)
         if key_type == "rsa"
@@ -36,7 +38,7 @@ def write_pair(directory: Path, name: str, *, key_type: str, days: float = 1) ->
         .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=2))
+        .not_valid_before(NOW + dt.timedelta(days=starts_in))
         .not_valid_after(NOW + dt.timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
         .sign(key, hashes.SHA256())
@@ -118,6 +120,22 @@ def test_an_expired_certificate_is_refused_and_the_previous_one_kept(
     assert tls.not_after > NOW
     with pytest.raises(ConfigError, match=r"^config: tls\.cert: .* expired"):
         ReloadingTLS(settings(tmp_path))  # at the start: refused, one line
+
+
+def test_a_certificate_not_valid_yet_is_refused_and_the_previous_one_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It was served: every client refused the handshake (`certificate is not yet valid`)
+    while /readyz said ready and nothing warned."""
+    write_pair(tmp_path, "good", key_type="ec")
+    tls = ReloadingTLS(settings(tmp_path))
+    write_pair(tmp_path, "early", key_type="ec", days=30, starts_in=2)
+    with caplog.at_level(logging.ERROR, logger="app.api.tls"):
+        assert not tls.reload_if_changed()
+    assert "is not valid before" in caplog.text
+    assert served_name(tls.context, client()) == "good"
+    with pytest.raises(ConfigError, match=r"^config: tls\.cert: .* is not valid before"):
+        ReloadingTLS(settings(tmp_path))
 
 
 def test_a_private_key_others_may_read_is_said_once(
