@@ -244,13 +244,18 @@ class GuardedLogin:
         if not result.accepted:
             why = _WHY[result.outcome]
             log.info("authentication failed for account %s: %s", _shown(account), why)
-            if throttle is not None and result.outcome is not Outcome.UNNAMED:  # the right one
+            if throttle is not None and result.outcome not in _NO_GUESS:
                 await anyio.to_thread.run_sync(throttle.failed, counted, where)
             raise AuthenticationError(self._realm, reason=why)
         if throttle is not None and verdict is not None and verdict.pair_failures:
             await anyio.to_thread.run_sync(throttle.succeeded, counted, where, verdict)
         return result
 
+
+# Refusals of a right secret: an expired robot or token, an account without its name. They
+# guess nothing, so they are not counted (a stale CI token, counted against the shared `ci`,
+# blocked every job of its runner).
+_NO_GUESS = frozenset({Outcome.EXPIRED, Outcome.UNNAMED})
 
 # Why a login failed, for the operator: a backend that knows the account refused the secret
 # (an expired robot too: the service log names it), or none knows the account.

@@ -315,6 +315,12 @@ class JwtAuthenticator:
                 leeway=self._config.leeway,
                 options={"require": ["exp", "iat", "iss", "aud"]},
             )
+        except jwt.ExpiredSignatureError:
+            # Checked after the signature: a genuine token, too old. It guesses nothing, so it
+            # is not counted (Outcome.EXPIRED): a job's stale token counted against the
+            # shared name (`ci`) blocked every job of the runner for the block's length.
+            self._refused(credentials, "expired (exp)")
+            return AuthResult(Outcome.EXPIRED)
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             return self._refused(credentials, type(exc).__name__)
         result = self._judge(claims)

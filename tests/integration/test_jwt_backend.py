@@ -115,7 +115,6 @@ async def test_a_password_or_another_issuers_token_is_not_this_backends(
         pytest.param({"project_path": " team/app"}, id="outer-space"),
         pytest.param({"project_path": "team/\napp"}, id="line-break"),
         pytest.param({"project_path": 7}, id="account-not-text"),
-        pytest.param({"lifetime": -120}, id="expired"),
         pytest.param({"lifetime": 2 * 86400}, id="meant-to-live-too-long"),
     ],
 )
@@ -128,6 +127,16 @@ async def test_a_token_that_does_not_hold_up_is_a_wrong_password(
     assert (await login(auth, issuer.token(**JOB))).outcome is Outcome.ACCEPTED  # the control
     result = await login(auth, issuer.token(lifetime=lifetime, **claims))
     assert result.outcome is Outcome.REJECTED
+
+
+async def test_an_expired_token_of_the_issuer_is_expired_not_a_guess(issuer: OidcIssuer) -> None:
+    """Counted as a wrong password under the shared name (`ci`), a job's stale token blocked
+    every job of its runner; it guesses nothing: its signature holds."""
+    auth = backend(issuer)
+    assert (await login(auth, issuer.token(lifetime=-120, **JOB))).outcome is Outcome.EXPIRED
+    forger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = issuer.token(key=forger, lifetime=-120, **JOB)  # kid k1, another key
+    assert (await login(auth, forged)).outcome is Outcome.REJECTED  # forged: a guess
 
 
 async def test_times_must_be_numbers(issuer: OidcIssuer) -> None:

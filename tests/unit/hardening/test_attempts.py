@@ -648,23 +648,30 @@ async def test_an_outage_in_an_addresss_turn_is_not_shared_with_other_accounts()
 
 
 @pytest.mark.anyio
-async def test_a_right_password_whose_account_has_no_name_is_refused_but_not_counted() -> None:
-    """An LDAP entry without its `account_attribute`: the audit said "wrong password" and each
-    try counted towards the block, though the password was right."""
+@pytest.mark.parametrize(
+    ("outcome", "reason"),
+    [
+        (Outcome.UNNAMED, "the password is right but the account has no name (see the log)"),
+        (Outcome.EXPIRED, "expired account"),
+    ],
+)
+async def test_a_right_secret_refused_for_what_it_stands_for_is_not_counted(
+    outcome: Outcome, reason: str
+) -> None:
+    """An LDAP entry without its `account_attribute`, an expired robot or CI token: the audit
+    said "wrong password" (LDAP), and each try counted towards the block, though the secret
+    was right: a job's stale token blocked every job of its runner (`ci`)."""
     throttle = LoginThrottle(MemoryFailureStore(), POLICY, clock=lambda: 1000.0)
 
-    class Unnamed:
+    class Refusing:
         async def authenticate(self, credentials: Credentials) -> AuthResult:
-            return AuthResult(Outcome.UNNAMED)
+            return AuthResult(outcome)
 
-    login = GuardedLogin(Unnamed(), throttle, realm="r")
+    login = GuardedLogin(Refusing(), throttle, realm="r")
     for _ in range(3):
         with pytest.raises(AuthenticationError) as refused:
             await login.check(Credentials("carol", SecretStr("right"), client_ip="192.0.2.5"))
-        assert (
-            refused.value.reason
-            == "the password is right but the account has no name (see the log)"
-        )
+        assert refused.value.reason == reason
     assert throttle.check("carol", "192.0.2.5").pair_failures == 0
 
 
