@@ -25,6 +25,7 @@ import asyncio
 import json
 import logging
 import math
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -221,7 +222,7 @@ class IssuerKeys:
                     if len(body) > MAX_DOCUMENT:
                         raise IssuerDown(f"{url!r}: larger than {MAX_DOCUMENT} bytes")
         except httpx.HTTPError as exc:
-            raise IssuerDown(f"{url!r}: {type(exc).__name__}") from None
+            raise IssuerDown(f"{url!r}: {_transport_problem(exc)}") from None
         try:
             document = json.loads(body)
         except (ValueError, RecursionError):
@@ -229,6 +230,20 @@ class IssuerKeys:
         if not isinstance(document, dict):
             raise IssuerDown(f"{url!r}: not a JSON object")
         return document
+
+
+def _transport_problem(exc: httpx.HTTPError) -> str:
+    """The error's type, and for an issuer certificate we do not trust, that: it read as
+    `ConnectError`, as an issuer that is down does."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return (
+                f"its TLS certificate is not trusted ({cause.verify_message}): give the CA that "
+                "signed it as `ca_file`"
+            )
+        cause = cause.__cause__ or cause.__context__
+    return type(exc).__name__
 
 
 def build_client(config: JwtBackend, key: str) -> httpx.AsyncClient:
