@@ -407,17 +407,17 @@ class JwtBackend(_Backend):
         return self
 
 
-def _no_userinfo(url: str) -> None:
+def _no_userinfo(url: str, instead: str = "use secret_file") -> None:
     """A password in a URL would be printed wherever the URL is (logs, warnings, errors)."""
     if "@" in urlsplit(url).netloc:
-        raise ValueError("must not hold a user or password (user@host): use secret_file")
+        raise ValueError(f"must not hold a user or password (user@host): {instead}")
 
 
 def check_key_url(url: str) -> None:
     """https://, or http:// on this machine only: keys fetched in the clear could be swapped
     on the way, and whoever swaps them signs tokens for any account."""
     parts = urlsplit(url)
-    _no_userinfo(url)
+    _no_userinfo(url, "an issuer's keys are public, fetched without credentials")
     if parts.scheme == "https" and parts.hostname:
         check_url_port(url)
         return

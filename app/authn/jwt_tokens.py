@@ -135,6 +135,8 @@ class IssuerKeys:
             return []  # which one? a token from an issuer with several keys names its key
         if kid is None:
             return next(iter(self._keys.values()), [])
+        if list(self._keys) == [None]:  # one key, published without an id: the issuer's key
+            return self._keys[None]  # (a token naming one got 503s, the keys fetched anew)
         return self._keys.get(kid, [])
 
     def _key(self, kid: str | None, algorithm: str) -> jwt.PyJWK | None:
@@ -319,7 +321,12 @@ class JwtAuthenticator:
                 self._config.label, "unknown key id", retry_after=math.ceil(exc.retry_after)
             ) from None
         if key is None:
-            return self._refused(credentials, f"key {shown(kid)} is not an {algorithm} key")
+            why = (
+                "it names no key (kid), and the issuer has several"
+                if kid is None
+                else f"key {shown(kid)} is not an {algorithm} key"
+            )
+            return self._refused(credentials, why)
         try:
             claims = jwt.decode(
                 token,

@@ -517,8 +517,9 @@ async def test_only_the_configured_algorithms_verify(issuer: OidcIssuer) -> None
 
 
 async def test_a_token_without_kid_is_verified_only_against_a_lone_key(
-    issuer: OidcIssuer,
+    issuer: OidcIssuer, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     now = int(time.time())
     body = {**JOB, "iss": issuer.url, "iat": now, "exp": now + 300}
     no_kid = jwt.encode(body, issuer.keys["k1"], "RS256")
@@ -529,5 +530,19 @@ async def test_a_token_without_kid_is_verified_only_against_a_lone_key(
     assert (await login(auth, issuer.token(**JOB))).outcome is Outcome.ACCEPTED  # keys in hand
     clock.now += UNKNOWN_KID_REFETCH
     assert (await login(auth, no_kid)).outcome is Outcome.REJECTED  # which of the two?
+    assert "it names no key (kid), and the issuer has several" in caplog.text
     first = backend(issuer)  # the same, as the first login of a worker (after its fetch)
     assert (await login(first, no_kid)).outcome is Outcome.REJECTED
+
+
+async def test_a_token_naming_a_key_is_verified_against_a_lone_key_published_without_id(
+    issuer: OidcIssuer,
+) -> None:
+    """An issuer that publishes its one key without `kid` but names it in its tokens: every
+    login was a 503 (unknown key id), the keys fetched again every 30 s, for ever."""
+    published = [{k: v for k, v in jwk.items() if k != "kid"} for jwk in issuer.jwks()["keys"]]
+    issuer.answers["/keys"] = (200, json.dumps({"keys": published}).encode(), {})
+    assert (await login(backend(issuer), issuer.token(**JOB))).outcome is Outcome.ACCEPTED
+    forger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = issuer.token(key=forger, **JOB)
+    assert (await login(backend(issuer), forged)).outcome is Outcome.REJECTED
