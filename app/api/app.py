@@ -60,7 +60,9 @@ def create_app(
     `on_hangup` runs (in a worker thread) after a SIGHUP has reloaded the watched files."""
     token_service = service or TokenService.from_settings(settings)
     publish_loop = build_publish_loop(settings)
-    tls = ReloadingTLS(settings.tls) if settings.tls is not None else None
+    # In a granian worker granian serves the pair (app.api.tls): the app only checks the files.
+    serves = not worker_status.shared()
+    tls = ReloadingTLS(settings.tls, serves=serves) if settings.tls is not None else None
     audit = AuditLog(settings.audit_log, time.time)
     app = TokenServer(
         title="registry-auth",

@@ -36,8 +36,13 @@ class ReloadingTLS:
 
     kind = "TLS certificate"  # as /readyz and registry_auth_reload_failing name it
 
-    def __init__(self, settings: TlsSettings) -> None:
+    def __init__(self, settings: TlsSettings, *, serves: bool = True) -> None:
+        """`serves`: False in a granian worker, where granian serves the pair the worker was
+        started with (a new pair comes with a roll of the workers): a reload there only checks
+        the files (for /readyz), and the expiry told stays the served certificate's. A worker
+        reported the new one as live while a roll waited and the old one was still served."""
         self.cert, self.key = settings.cert, settings.key
+        self._serves = serves
         self.last_error: str | None = None  # of the last reload: a failed renewal is told
         self._seen = fingerprint([self.cert, self.key])
         try:
@@ -59,12 +64,16 @@ class ReloadingTLS:
             return False
         self._seen = seen
         try:
-            self._current, self.not_after, self.pair = self._load()
+            loaded = self._load()
         except (OSError, ValueError, ssl.SSLError) as exc:
             log.error("TLS reload failed, keeping the previous certificate: %s", exc)  # noqa: TRY400 - one line is what an operator needs
             self.last_error = str(exc)
             return False
         self.last_error = None
+        if not self._serves:  # granian's main process says when the workers roll onto it
+            log.debug("TLS certificate %s checked (valid until %s)", self.cert, loaded[1])
+            return False
+        self._current, self.not_after, self.pair = loaded
         log.info("TLS certificate reloaded from %s (valid until %s)", self.cert, self.not_after)
         return True
 

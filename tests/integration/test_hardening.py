@@ -248,7 +248,7 @@ def _tls_reload_flagged(port: int, ca: Path, *, wait: float = 10) -> bool:
 def test_a_renewed_certificate_waits_while_a_new_worker_could_not_start(tmp_path: Path) -> None:
     """granian loads the pair only at a worker's start, but a worker started onto a broken user
     file would exit (taking the service down): the roll waits until the files load again."""
-    first, second = make_tls_files(tmp_path / "a"), make_tls_files(tmp_path / "b")
+    first, second = make_tls_files(tmp_path / "a"), make_tls_files(tmp_path / "b", days=20)
     served = tmp_path / "served"
     served.mkdir()
     shutil.copy(first.cert, served / "cert.pem")
@@ -269,6 +269,9 @@ def test_a_renewed_certificate_waits_while_a_new_worker_could_not_start(tmp_path
     assert _served_certificate(server.port) == x509.load_pem_x509_certificate(
         first.cert.read_bytes()
     )
+    # The expiry told is the served certificate's (a day), not the waiting one's (20 days):
+    # each worker reported the new one while the old one was still served.
+    assert all(_tls_expiry_days(server, first.ca) < 2 for _ in range(6)), server.log()
 
     users.write_text(good, encoding="utf-8")  # fixed: the roll goes ahead
     expected = x509.load_pem_x509_certificate(second.cert.read_bytes())
@@ -282,6 +285,17 @@ def test_a_renewed_certificate_waits_while_a_new_worker_could_not_start(tmp_path
         url = f"https://localhost:{server.port}/token"
         response = client.get(url, params={"service": server.service}, auth=("ci", USERS["ci"]))
         assert response.status_code == 200
+
+
+def _tls_expiry_days(server: AuthServer, ca: Path) -> float:
+    """registry_auth_tls_certificate_expiry_seconds of whichever worker answers, in days."""
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(ca))) as client:
+        text = client.get(f"https://localhost:{server.port}/metrics").text
+    (line,) = [
+        line for line in text.splitlines()
+        if line.startswith("registry_auth_tls_certificate_expiry_seconds")
+    ]  # fmt: skip
+    return float(line.split()[-1]) / 86400
 
 
 def _link(target: str, link: Path) -> None:

@@ -26,7 +26,7 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def make_tls_files(directory: Path) -> TlsFiles:
+def make_tls_files(directory: Path, days: float = 1) -> TlsFiles:
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -65,7 +65,8 @@ def make_tls_files(directory: Path) -> TlsFiles:
     files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     # Only the name localhost: connecting to 127.0.0.1 reaches the same server under a name
     # the certificate does not hold, which is how the tests prove the host name is checked.
-    _issue(ca, ca_key, "localhost", [x509.DNSName("localhost")], to=(files.cert, files.key))
+    localhost = [x509.DNSName("localhost")]
+    _issue(ca, ca_key, "localhost", localhost, to=(files.cert, files.key), days=days)
     _issue(ca, ca_key, "registry-auth", [], to=(files.client_cert, files.client_key))
     return files
 
@@ -77,6 +78,7 @@ def _issue(
     names: list[x509.GeneralName],
     *,
     to: tuple[Path, Path],
+    days: float = 1,
 ) -> None:
     cert_path, key_path = to
     now = dt.datetime.now(dt.UTC)
@@ -88,7 +90,7 @@ def _issue(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
     )
     if names:
