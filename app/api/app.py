@@ -348,8 +348,9 @@ def own_readiness(
         )
     for _where, down_for in state_outages():  # not where: the log has it
         warnings.append(
-            f"the state store (etcd) has not answered for {down_for:.0f} s: refresh grants get "
-            "503, no refresh token is issued, failed logins are counted per process (see the log)"
+            f"the state store (etcd) failed {down_for:.0f} s ago and has not answered since (the "
+            "next login or refresh grant asks it again): refresh grants get 503, no refresh "
+            "token is issued, failed logins are counted per process (see the log)"
         )
     if _state_file_unusable(token_service):
         warnings.append(
