@@ -15,10 +15,11 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from app.errors import InvalidGrantError
+from app.errors import InvalidGrantError, StateStoreError
 from app.state.model import RefreshRecord, RefreshTokenStore
 
 log = logging.getLogger(__name__)
+REVOKE_CHUNK = 128  # refresh tokens deleted (and logged) at a time
 
 TOKEN_BYTES = 32
 PURGE_INTERVAL = 3600  # seconds between sweeps of expired records by one process
@@ -162,9 +163,22 @@ class RefreshTokens:
         return replace(record, last_used_at=now)
 
     def revoke(self, records: list[RefreshRecord], reason: str) -> int:
-        count = self.store.delete([record.token_hash for record in records])
-        for record in records:
-            log.info("revoked refresh token %s of %r: %s", record.id, record.account, reason)
+        """Deleted a chunk at a time, each logged as it is done: cut off midway (etcd gone),
+        the error says how many were revoked already, where it said only the error."""
+        count = 0
+        for start in range(0, len(records), REVOKE_CHUNK):
+            chunk = records[start : start + REVOKE_CHUNK]
+            try:
+                count += self.store.delete([record.token_hash for record in chunk])
+            except StateStoreError as exc:
+                if not count:
+                    raise
+                raise StateStoreError(
+                    f"{exc} (after {count} of {len(records)} refresh token(s) were revoked: "
+                    "run it again for the rest)"
+                ) from exc
+            for record in chunk:
+                log.info("revoked refresh token %s of %r: %s", record.id, record.account, reason)
         return count
 
     def records(self, account: str | None = None) -> list[RefreshRecord]:
