@@ -73,7 +73,16 @@ class _RefusedError(Exception):
     """etcd answered and said no (credentials, permissions): the next endpoint would too."""
 
 
-class _TokenRejectedError(_RefusedError):
+class GatewayRefusedError(GatewayError):
+    """etcd answered and refused this call (a permission, a full database): etcd is up, and
+    other calls may well succeed, so it is not an outage of it."""
+
+
+class _EtcdSaidNoError(_RefusedError):
+    """etcd's own refusal (a gRPC status), as opposed to one of ours (TLS files, closed)."""
+
+
+class _TokenRejectedError(_EtcdSaidNoError):
     """etcd no longer knows our token (simple tokens expire, 5 minutes by default)."""
 
 
@@ -150,6 +159,8 @@ class GatewayClient:
             except (HTTPError, _UnreachableError) as exc:
                 problems.append(f"{base}: {_explain_transport(exc)}")
                 continue
+            except _EtcdSaidNoError as exc:
+                raise GatewayRefusedError(str(exc)) from exc
             except _RefusedError as exc:
                 raise GatewayError(str(exc)) from exc
             if problems:  # an endpoint before it did not answer
@@ -216,7 +227,10 @@ class GatewayClient:
             secret = connection.password.get_secret_value()
             login = {"name": connection.username, "password": secret}
             path = "/v3/auth/authenticate"
-            answer = _answer(path, self._request(base, path, login, {}))
+            try:
+                answer = _answer(path, self._request(base, path, login, {}))
+            except _EtcdSaidNoError as exc:  # the login refused: no call can succeed
+                raise _RefusedError(str(exc)) from None
             token = answer.get("token")
             if not isinstance(token, str):
                 raise _RefusedError("no token in the authenticate answer")
@@ -278,7 +292,7 @@ def _answer(path: str, response: urllib3.BaseHTTPResponse) -> Json:
     if response.status == 200 and isinstance(body.get("header"), dict):
         return body
     if "code" in body and "message" in body:  # a gRPC status from etcd itself
-        refused = _TokenRejectedError if body["code"] == UNAUTHENTICATED else _RefusedError
+        refused = _TokenRejectedError if body["code"] == UNAUTHENTICATED else _EtcdSaidNoError
         raise refused(f"etcd refused the request: {body['message']}")
     raise _UnreachableError(f"{NOT_GATEWAY} (POST {path} answered HTTP {response.status})")
 
@@ -299,7 +313,7 @@ def _first_change(response: urllib3.BaseHTTPResponse, deadline: float) -> bool:
 
 def _watch_refused(reason: str) -> NoReturn:
     # The watch stream says no in its first message (HTTP 200), not with a gRPC status.
-    refused = _TokenRejectedError if "invalid auth token" in reason else _RefusedError
+    refused = _TokenRejectedError if "invalid auth token" in reason else _EtcdSaidNoError
     raise refused(f"etcd refused the watch: {reason}")
 
 

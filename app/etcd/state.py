@@ -18,7 +18,13 @@ from collections.abc import Callable, Iterator
 
 from app.breaker import CircuitBreaker
 from app.errors import StateStoreError
-from app.etcd.gateway import Connection, GatewayClient, GatewayClosedError, GatewayError
+from app.etcd.gateway import (
+    Connection,
+    GatewayClient,
+    GatewayClosedError,
+    GatewayError,
+    GatewayRefusedError,
+)
 from app.settings_sections import StateSettings
 
 log = logging.getLogger(__name__)
@@ -154,6 +160,13 @@ def state_errors(
         yield
     except GatewayClosedError as exc:  # this client's end, not etcd's: no outage of it
         raise StateStoreError(f"{etcd.where}: {exc}") from exc
+    except GatewayRefusedError as exc:
+        # etcd answered: a full database refusing writes still serves reads, and a role may
+        # cover one store's prefix and not the other's. Taken for an outage, a refused write
+        # made the refresh grants' reads fail too, and the log said "unavailable" and "back"
+        # by turns.
+        outage.answered(etcd.where)
+        raise StateStoreError(f"{etcd.where}: {_without_endpoint(str(exc), etcd)}") from exc
     except GatewayError as exc:
         problem = _without_endpoint(str(exc), etcd)
         outage.failed(etcd.where, problem)

@@ -181,6 +181,33 @@ def test_the_service_keeps_its_state_as_a_least_privilege_etcd_user(
     assert "counters unavailable" not in log  # the counters were written, not skipped
 
 
+def test_a_role_without_the_counters_prefix_leaves_the_refresh_tokens_working(
+    etcd: EtcdServer, tmp_path: Path
+) -> None:
+    """etcd refusing one call (a prefix the role lacks, a full database) was taken for an
+    outage of all of it: the refresh grants' reads failed too (503), and the log said the
+    store was unavailable, then back, by turns."""
+    user_password = "store-Password-3"
+    add_store_user(etcd, "tokens-only", user_password, "/a/partial/")  # no counters' prefix
+    state = {
+        **service_state(etcd, user_password),
+        "etcd_username": "tokens-only",
+        "etcd_prefix": "/a/partial/",
+    }
+    extra = {"state": state, "brute_force": {"etcd_prefix": "/a/partial-counters/"}}
+    auth = start_auth_server(tmp_path, users=USERS, extra_settings=extra)
+    try:
+        token = refresh_token_for(auth)  # a login: its counters refused, its token written
+        for _ in range(5):
+            assert password_grant(auth, "alice", "not-her-password").status_code == 401
+            assert refresh_grant(auth, token).status_code == 200
+    finally:
+        auth.stop()
+    log = auth.log()
+    assert "permission denied" in log  # said, for the counters
+    assert "state store (etcd v3 at" not in log  # not an outage of the store
+
+
 def test_a_wrong_etcd_password_is_503_at_the_api_and_named_in_the_log(
     etcd: EtcdServer, tmp_path: Path
 ) -> None:
