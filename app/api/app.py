@@ -21,7 +21,7 @@ from app import __version__
 from app.api import worker_status
 from app.api.audit import AuditLog
 from app.api.config_refusal import config_refused
-from app.api.lifespans import combine_lifespans, polling_lifespan
+from app.api.lifespans import combine_lifespans, hand_back_lifespan, polling_lifespan
 from app.api.limits import LimitsMiddleware, Receive, Scope, Send, request_id
 from app.api.metrics_http import CONTENT_TYPE, LiveValues, render_metrics
 from app.api.oauth import TokenPost, oauth_route
@@ -114,6 +114,7 @@ def _lifespan(
             # First: it beats while the others start (an etcd publish may take seconds).
             heartbeat_lifespan(),
             reload_lifespan(service.reloadables, settings.reload_interval, on_hangup),
+            hand_back_lifespan(service.throttle),
             publish_lifespan(publish_loop, settings),
             # Quick checks on the event loop: a renewed TLS certificate, a rotated audit log.
             polling_lifespan(

@@ -7,9 +7,11 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 from app.api.reloading import Lifespan, running
+from app.state.attempts import LoginThrottle
 
 log = logging.getLogger(__name__)
 
@@ -55,3 +57,30 @@ async def _poll(interval: float, checks: tuple[Callable[[], object], ...]) -> No
 
 def _name(check: Callable[[], object]) -> str:
     return getattr(check, "__qualname__", None) or repr(check)
+
+
+def hand_back_lifespan(throttle: LoginThrottle | None, interval: float = 1.0) -> Lifespan:
+    """While failures counted in memory during a state store outage wait to go back to it:
+    offered every `interval` seconds, not only at the next login this process answers. Until
+    then `logins status` did not show them, and a `logins reset` made after the store came
+    back was undone by them at that login."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if throttle is None:
+            yield
+            return
+        async with running(_hand_back(throttle, interval)):
+            yield
+
+    return lifespan
+
+
+async def _hand_back(throttle: LoginThrottle, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        if throttle.holds_failures():  # an attribute: the rest of the time, nothing to do
+            try:
+                await anyio.to_thread.run_sync(throttle.hand_back)
+            except Exception as exc:  # noqa: BLE001 - tried again next time
+                log.error("handing back failed logins counted in memory: %s", exc)  # noqa: TRY400

@@ -184,11 +184,15 @@ class LoginThrottle:
 
     def check(self, account: str, client_ip: str | None) -> Verdict:
         """The verdict; may ask the store over the network: run it in a worker thread."""
-        self._hand_back()
+        self.hand_back()
         verdict = self._check(self.store.failures, account, client_ip)
         return NO_FAILURES if verdict is None else verdict  # `failures` always answers
 
-    def _hand_back(self) -> None:
+    def holds_failures(self) -> bool:
+        """Whether failures counted in memory (a store outage) wait to go back to it."""
+        return self._fallback_used
+
+    def hand_back(self) -> None:
         """Once the store answers again, the failures counted in memory meanwhile go to it, a
         batch per call: kept in memory, they outlived the outage by the whole window, where no
         other instance saw them and `logins reset` could not clear them. Each key's count is
@@ -258,7 +262,7 @@ class LoginThrottle:
         keys, now = self.keys(account, client_ip), self._clock()
         try:
             self.store.add_failure(keys, now, self.policy.window)
-            self._hand_back()
+            self.hand_back()
         except StateStoreError as exc:
             if self._fallback is not None:
                 self._fallback.add_failure(keys, now, self.policy.window)

@@ -10,10 +10,12 @@ from typing import Any
 
 import anyio
 import pytest
+from fastapi import FastAPI
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from app.api.lifespans import hand_back_lifespan
 from app.authn.base import AuthResult, Credentials, Outcome
 from app.authn.cache import CachingAuthenticator
 from app.errors import (
@@ -691,3 +693,24 @@ async def _guess_at_once(login: GuardedLogin, accounts: list[str], where: str) -
         for n in range(len(accounts)):
             group.start_soon(guess, n)
     return outcomes
+
+
+@pytest.mark.anyio
+async def test_failures_counted_in_memory_go_back_without_waiting_for_a_login() -> None:
+    """Handed back only at this process's next login, they were not in `logins status`, and a
+    `logins reset` made once the store was back was undone by that login (a 429 after
+    "forgot the failed logins")."""
+    store, clock = _DownStore(), [1000.0]
+    throttle = LoginThrottle(store, POLICY, lambda: clock[0], fallback=MemoryFailureStore())
+    for _ in range(POLICY.account_ip_block):
+        throttle.failed("alice", "192.0.2.9")
+    store.down = False  # back; no login reaches this process
+    pair = counter_keys("alice", "192.0.2.9")[0]
+    async with hand_back_lifespan(throttle, interval=0.01)(FastAPI()):
+        for _ in range(100):
+            await anyio.sleep(0.01)
+            if not throttle.holds_failures():
+                break
+    assert store.failures([pair], clock[0], POLICY.window)[pair].count == POLICY.account_ip_block
+    store.reset(pair)  # `logins reset`, from another process
+    assert not throttle.check("alice", "192.0.2.9").blocked  # it holds
