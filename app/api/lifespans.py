@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 
-import anyio.to_thread
 from fastapi import FastAPI
 
 from app.api.reloading import Lifespan, running
@@ -77,10 +77,31 @@ def hand_back_lifespan(throttle: LoginThrottle | None, interval: float = 1.0) ->
 
 
 async def _hand_back(throttle: LoginThrottle, interval: float) -> None:
+    loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(interval)
         if throttle.holds_failures():  # an attribute: the rest of the time, nothing to do
-            try:
-                await anyio.to_thread.run_sync(throttle.hand_back)
-            except Exception as exc:  # noqa: BLE001 - tried again next time
-                log.error("handing back failed logins counted in memory: %s", exc)  # noqa: TRY400
+            done: asyncio.Future[None] = loop.create_future()
+            # A daemon thread of its own, not anyio's (which the interpreter waits for at
+            # exit): a try at a hung etcd held the shutdown for its timeout.
+            threading.Thread(
+                target=_hand_back_now, args=(throttle, loop, done), name="hand-back", daemon=True
+            ).start()
+            await done
+
+
+def _hand_back_now(
+    throttle: LoginThrottle, loop: asyncio.AbstractEventLoop, done: asyncio.Future[None]
+) -> None:
+    try:
+        throttle.hand_back()
+    except Exception as exc:  # noqa: BLE001 - tried again next time
+        log.error("handing back failed logins counted in memory: %s", exc)  # noqa: TRY400
+    finally:
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+            loop.call_soon_threadsafe(_finish, done)
+
+
+def _finish(done: asyncio.Future[None]) -> None:
+    if not done.done():  # cancelled with the app
+        done.set_result(None)

@@ -198,9 +198,9 @@ class LoginThrottle:
         other instance saw them and `logins reset` could not clear them. Each key's count is
         cut at the highest block (more changes no verdict), and dated now: at its own older
         time, it moved back the store's latest failure, and so ended another instance's block
-        early. Taken from memory before it is written (a login meanwhile sees it in neither
-        place rather than in both), and put back if the store fails again. Blocking: a worker
-        thread's."""
+        early. Taken from memory once written: a login meanwhile sees it in both places
+        rather than in neither (taken first, a blocked client's guesses were checked for the
+        whole of a hung etcd's timeout). Blocking: a worker thread's."""
         fallback = self._fallback
         if not self._fallback_used or fallback is None:
             return
@@ -213,15 +213,15 @@ class LoginThrottle:
             for key, counted in fallback.live(now, window).items():
                 needed = min(counted.count, most)  # the rest changes no verdict: dropped
                 writes = min(needed, budget)
-                fallback.take(key, counted.count if writes == needed else writes)
                 written = 0
                 try:
                     while written < writes:
                         self.store.add_failure([key], now, window)
                         written += 1
                 except StateStoreError:
-                    fallback.give_back(key, FailureCount(writes - written, counted.last_at))
+                    fallback.take(key, written)  # those are in the store now
                     return  # still down: the rest stays in memory, judged with the store's
+                fallback.take(key, counted.count if writes == needed else writes)
                 budget -= writes
                 if budget <= 0:
                     return

@@ -53,13 +53,6 @@ class MemoryFailureStore:
                 key: count for key, count in self._counts.items() if now - count.last_at <= window
             }
 
-    def give_back(self, key: str, counted: FailureCount) -> None:
-        """Failures taken (see `take`) that could not be counted elsewhere after all."""
-        if counted.count <= 0:
-            return
-        with self._lock:
-            self._counts[key] = counted.plus(self._counts.get(key))
-
     def take(self, key: str, count: int) -> None:
         """`count` failures of `key` are counted elsewhere now: they leave this store."""
         with self._lock:

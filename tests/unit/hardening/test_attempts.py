@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 import tempfile
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -714,3 +716,49 @@ async def test_failures_counted_in_memory_go_back_without_waiting_for_a_login() 
     assert store.failures([pair], clock[0], POLICY.window)[pair].count == POLICY.account_ip_block
     store.reset(pair)  # `logins reset`, from another process
     assert not throttle.check("alice", "192.0.2.9").blocked  # it holds
+
+
+def test_a_blocked_pair_stays_blocked_while_its_failures_go_back_to_a_slow_store() -> None:
+    """They were taken from memory before the store took them: for the whole of a hung
+    etcd's timeout a blocked client's guesses found no failure and were checked."""
+    store, clock = _DownStore(), [1000.0]
+    throttle = LoginThrottle(store, POLICY, lambda: clock[0], fallback=MemoryFailureStore())
+    for _ in range(POLICY.account_ip_block):
+        throttle.failed("bob", "192.0.2.9")
+    writing, release = threading.Event(), threading.Event()
+    add_failure = store.add_failure
+
+    def slow_add(keys: list[str], now: float, window: int) -> None:
+        writing.set()
+        release.wait(5)  # the store hangs
+        add_failure(keys, now, window)
+
+    store.down = False
+    store.add_failure = slow_add  # type: ignore[method-assign]
+    handing = threading.Thread(target=throttle.hand_back)
+    handing.start()
+    assert writing.wait(5)
+    assert throttle.check("bob", "192.0.2.9").blocked  # meanwhile: still blocked
+    release.set()
+    handing.join(5)
+    assert throttle.check("bob", "192.0.2.9").blocked  # and after, from the store
+
+
+@pytest.mark.anyio
+async def test_handing_back_to_a_hung_store_does_not_hold_the_shutdown() -> None:
+    """The try ran in anyio's thread, which the app's stop waited for: a hung etcd held a
+    SIGTERM for its timeout (30 s measured), past a supervisor's stop timeout."""
+    release = threading.Event()
+
+    class Hung:
+        def holds_failures(self) -> bool:
+            return True
+
+        def hand_back(self) -> None:
+            release.wait(10)
+
+    started = time.monotonic()
+    async with hand_back_lifespan(Hung(), interval=0.01)(FastAPI()):  # type: ignore[arg-type]
+        await anyio.sleep(0.1)  # a try under way, hung
+    assert time.monotonic() - started < 2
+    release.set()
