@@ -36,12 +36,23 @@ from app.etcd.kv import Json, KeyValue, RangeResult, TxnResult, b64
 
 T = TypeVar("T")
 UNAUTHENTICATED = 16  # gRPC status of an unknown or expired auth token
+# gRPC statuses by which a member says it cannot serve now (no quorum, no leader, a deadline
+# passed: `etcdserver: request timed out`, `context deadline exceeded`): an outage of that
+# member, and another may serve, not a refusal of the request.
+_CANNOT_SERVE = frozenset({2, 4, 14})  # UNKNOWN, DEADLINE_EXCEEDED, UNAVAILABLE
 NOT_GATEWAY = "not an etcd v3 gateway"
 POOL_SIZE = 40  # connections kept per endpoint: as many as anyio runs blocking calls at once
 _JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 log = logging.getLogger(__name__)
+
+
+# Per list of endpoints, the one that answered when one before it did not: shared by every
+# client of that etcd in the process (the counters', the refresh tokens'), which each paid the
+# hung member's timeout and said so once.
+_PREFERRED: dict[tuple[str, ...], str] = {}
+_PREFERRED_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +107,7 @@ class GatewayClient:
         self.connection = connection
         self._endpoints = [endpoint.rstrip("/") for endpoint in connection.endpoints]
         self._tokens: dict[str, str] = {}  # per endpoint: a simple token is valid on one member
-        self._preferred: str | None = None  # the endpoint that answered when another did not
+        self._cluster = tuple(self._endpoints)  # the key of what _PREFERRED learnt of them
         self._lock = threading.Lock()
         # per endpoint: its connections, and the path its URL puts before /v3/...
         self._pools: dict[str, tuple[urllib3.HTTPConnectionPool, str]] = {}
@@ -169,14 +180,15 @@ class GatewayClient:
         raise GatewayError("; ".join(problems))
 
     def _order(self) -> list[str]:
-        preferred = self._preferred
+        preferred = _PREFERRED.get(self._cluster)
         if preferred is None:
             return self._endpoints
         return [preferred, *(base for base in self._endpoints if base != preferred)]
 
     def _prefer(self, base: str, problems: list[str]) -> None:
-        with self._lock:
-            changed, self._preferred = self._preferred != base, base
+        with _PREFERRED_LOCK:
+            changed = _PREFERRED.get(self._cluster) != base
+            _PREFERRED[self._cluster] = base
         if changed:
             log.warning("etcd: %s; asking %s first from now on", "; ".join(problems), base)
 
@@ -292,6 +304,8 @@ def _answer(path: str, response: urllib3.BaseHTTPResponse) -> Json:
     if response.status == 200 and isinstance(body.get("header"), dict):
         return body
     if "code" in body and "message" in body:  # a gRPC status from etcd itself
+        if body["code"] in _CANNOT_SERVE:
+            raise _UnreachableError(f"etcd could not serve it: {body['message']}")
         refused = _TokenRejectedError if body["code"] == UNAUTHENTICATED else _EtcdSaidNoError
         raise refused(f"etcd refused the request: {body['message']}")
     raise _UnreachableError(f"{NOT_GATEWAY} (POST {path} answered HTTP {response.status})")

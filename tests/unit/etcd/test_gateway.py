@@ -4,16 +4,27 @@ real etcd in tests/integration.)"""
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import urllib3
 from cryptography.hazmat.primitives import serialization
 from pydantic import SecretStr
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError, SSLError
 
 from app.errors import EtcdError, StateStoreError
-from app.etcd.gateway import Connection, GatewayClient, GatewayError, _explain_transport
+from app.etcd.gateway import (
+    Connection,
+    GatewayClient,
+    GatewayError,
+    _answer,
+    _EtcdSaidNoError,
+    _explain_transport,
+    _UnreachableError,
+)
 from app.etcd.kv import prefix_end
 from app.etcd.refresh_store import EtcdRefreshStore
 from app.etcd.state import open_state_client
@@ -164,3 +175,25 @@ def test_an_untrusted_server_certificate_does_not_blame_the_client_certificate()
     text = _explain_transport(SSLError("[SSL: CERTIFICATE_VERIFY_FAILED] unable to get issuer"))
     assert "CERTIFICATE_VERIFY_FAILED" in text
     assert "client certificate" not in text
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "outage"),
+    [
+        (14, "etcdserver: request timed out", True),  # no quorum: another member may serve
+        (4, "context deadline exceeded", True),
+        (2, "context deadline exceeded", True),
+        (7, "etcdserver: permission denied", False),  # a refusal of this request
+        (8, "etcdserver: mvcc: database space exceeded", False),
+    ],
+)
+def test_a_members_cannot_serve_is_an_outage_and_a_refusal_is_not(
+    code: int, message: str, outage: bool
+) -> None:
+    """A member without quorum answers `request timed out` after ~5 s: taken for a refusal,
+    it was no outage, and every login waited those 5 s."""
+    body = json.dumps({"code": code, "message": message}).encode()
+    response = urllib3.HTTPResponse(body=body, status=503 if outage else 403)
+    expected = _UnreachableError if outage else _EtcdSaidNoError
+    with pytest.raises(expected, match=re.escape(message)):
+        _answer("/v3/kv/range", response)
