@@ -94,6 +94,9 @@ class IssuerKeys:
         self._client = client if client is not None else build_client(config, key)
         self._clock = clock
         self._keys: dict[str | None, list[dict[str, Any]]] = {}
+        # Key ids of tokens verified against the one key the issuer publishes without an id,
+        # since that key was fetched (see key_for).
+        self._lone_kids: set[str] = set()
         self._built: dict[tuple[str | None, str], jwt.PyJWK | None] = {}
         self._fetched_at = -math.inf  # last good fetch
         self._tried_at = -math.inf  # last fetch started, good or not
@@ -126,6 +129,12 @@ class IssuerKeys:
         await asyncio.shield(fetch)
         if kid is None and len(self._keys) > 1:
             return None
+        if kid is not None and not self._find(kid) and list(self._keys) == [None]:
+            # Its one key, published without an id, as fetched just now: the key of a token
+            # that names one (else every login was a 503, the keys fetched anew for ever).
+            # Only once fetched for it: a key cached before a rotation would refuse (and
+            # count) the new key's tokens.
+            self._lone_kids.add(kid)
         if not self._find(kid):  # an issuer may sign with a key before it publishes it
             raise NotFetchedYet(self._tried_at + UNKNOWN_KID_REFETCH - self._clock())
         return self._key(kid, algorithm)
@@ -135,8 +144,8 @@ class IssuerKeys:
             return []  # which one? a token from an issuer with several keys names its key
         if kid is None:
             return next(iter(self._keys.values()), [])
-        if list(self._keys) == [None]:  # one key, published without an id: the issuer's key
-            return self._keys[None]  # (a token naming one got 503s, the keys fetched anew)
+        if kid in self._lone_kids:  # see key_for
+            return self._keys.get(None, [])
         return self._keys.get(kid, [])
 
     def _key(self, kid: str | None, algorithm: str) -> jwt.PyJWK | None:
@@ -192,7 +201,7 @@ class IssuerKeys:
         usable = _signing_keys(keys)
         if not usable:
             raise IssuerDown(f"{url!r}: no usable signing key among {len(keys)}")
-        self._keys, self._built = usable, {}
+        self._keys, self._built, self._lone_kids = usable, {}, set()
         self._fetched_at = self._clock()
 
     async def _discover(self) -> str:
@@ -234,16 +243,22 @@ class IssuerKeys:
         return document
 
 
+# OpenSSL's verify results for a chain that does not end at a CA we trust: self-signed
+# certificate, self-signed in the chain, unable to get the local issuer, unable to get issuer.
+_UNKNOWN_ISSUER = frozenset({18, 19, 20, 2})
+
+
 def _transport_problem(exc: httpx.HTTPError) -> str:
     """The error's type, and for an issuer certificate we do not trust, that: it read as
     `ConnectError`, as an issuer that is down does."""
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ssl.SSLCertVerificationError):
-            return (
-                f"its TLS certificate is not trusted ({cause.verify_message}): give the CA that "
-                "signed it as `ca_file`"
-            )
+            # Only an unknown issuer of the certificate is `ca_file`'s to mend (not a wrong
+            # host name, nor an expired certificate).
+            unknown = cause.verify_code in _UNKNOWN_ISSUER
+            hint = ": give the CA that signed it as `ca_file`" if unknown else ""
+            return f"its TLS certificate is not accepted ({cause.verify_message}){hint}"
         cause = cause.__cause__ or cause.__context__
     return type(exc).__name__
 
