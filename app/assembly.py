@@ -140,7 +140,9 @@ def etcd_tls_error(settings: Settings) -> ConfigError | None:
     for prefix, tls in clients:
         problem = unreadable_tls_file(tls)
         if problem is not None:  # "ca_cert /etc/etcd/ca.pem: No such file or directory"
-            return ConfigError(f"{prefix}{problem.split()[0]}", problem.split(" ", 1)[1])
+            # A pair that does not load names both files; its key is the one at fault.
+            setting = "client_key" if "as a pair" in problem else problem.split()[0]
+            return ConfigError(f"{prefix}{setting}", problem.split(" ", 1)[1])
     return None
 
 

@@ -107,8 +107,8 @@ def _said(outcome: Outcome) -> str:
     return {
         Outcome.ACCEPTED: "accepted",
         Outcome.REJECTED: "refused (it knows the name; the password is wrong)",
-        Outcome.EXPIRED: "refused (it knows the name and the password, but the account has "
-        "expired)",
+        Outcome.EXPIRED: "refused (the password is right, but the account, or the token given as "
+        "its password, has expired)",
         Outcome.NOT_MINE: "not mine (it does not know the name)",
         Outcome.SHADOWED: "refused (it takes the name as another spelling of an account a "
         "backend before it holds)",

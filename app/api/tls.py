@@ -43,6 +43,7 @@ class ReloadingTLS:
         reported the new one as live while a roll waited and the old one was still served."""
         self.cert, self.key = settings.cert, settings.key
         self._serves = serves
+        self._retry_at: datetime | None = None
         self.last_error: str | None = None  # of the last reload: a failed renewal is told
         self._seen = fingerprint([self.cert, self.key])
         try:
@@ -58,16 +59,20 @@ class ReloadingTLS:
         self.context.sni_callback = self._hand_over
 
     def reload_if_changed(self) -> bool:
-        """Load the files again if they changed; False (old pair kept, logged) on failure."""
+        """Load the files again if they changed (or a pair refused as not valid yet has come
+        of age); False (old pair kept, logged) on failure."""
         seen = fingerprint([self.cert, self.key])
-        if seen == self._seen:
+        due = self._retry_at is not None and datetime.now(UTC) >= self._retry_at
+        if seen == self._seen and not due:
             return False
-        self._seen = seen
+        self._seen, self._retry_at = seen, None
         try:
             loaded = self._load()
         except (OSError, ValueError, ssl.SSLError) as exc:
             log.error("TLS reload failed, keeping the previous certificate: %s", exc)  # noqa: TRY400 - one line is what an operator needs
             self.last_error = str(exc)
+            # Not valid yet: tried again then, the files unchanged (a renewal made ahead).
+            self._retry_at = exc.valid_from if isinstance(exc, PairError) else None
             return False
         self.last_error = None
         if not self._serves:  # granian's main process says when the workers roll onto it
@@ -99,7 +104,9 @@ class ReloadingTLS:
             raise PairError(
                 "tls.cert",
                 f"the certificate in {self.cert} is not valid before "
-                f"{certificate.not_valid_before_utc} (made on a host whose clock ran ahead?)",
+                f"{certificate.not_valid_before_utc} (made ahead, or on a host whose clock ran "
+                "ahead): tried again then",
+                valid_from=certificate.not_valid_before_utc,
             )
         try:
             key = serialization.load_pem_private_key(key_pem, password=None)
@@ -127,9 +134,10 @@ class ReloadingTLS:
 class PairError(ValueError):
     """The pair is unusable, for a reason naming the file and the setting (tls.cert, tls.key)."""
 
-    def __init__(self, setting: str, problem: str) -> None:
+    def __init__(self, setting: str, problem: str, *, valid_from: datetime | None = None) -> None:
         super().__init__(problem)
         self.setting = setting
+        self.valid_from = valid_from  # a certificate refused only as not valid yet
 
 
 _WARNED: set[tuple[Path, int, int]] = set()  # forked workers inherit what was said already

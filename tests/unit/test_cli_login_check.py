@@ -154,5 +154,6 @@ def test_an_expired_robot_is_said_expired_not_a_wrong_password(
     code, out = _check(capsys, config, secret, "robot$ci")
     assert code == 1
     assert (
-        "robots: refused (it knows the name and the password, but the account has expired)"
+        "robots: refused (the password is right, but the account, or the token given as its "
+        "password, has expired)"
     ) in out

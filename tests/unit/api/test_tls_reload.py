@@ -8,6 +8,7 @@ import contextlib
 import datetime as dt
 import logging
 import ssl
+import time
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,20 @@ def test_a_certificate_not_valid_yet_is_refused_and_the_previous_one_kept(
     assert served_name(tls.context, client()) == "good"
     with pytest.raises(ConfigError, match=r"^config: tls\.cert: .* is not valid before"):
         ReloadingTLS(settings(tmp_path))
+
+
+def test_a_renewal_made_ahead_is_served_once_its_time_comes(tmp_path: Path) -> None:
+    """Refused as not valid yet, it was never tried again, the files unchanged: the old
+    certificate went on until it expired."""
+    write_pair(tmp_path, "good", key_type="ec")
+    tls = ReloadingTLS(settings(tmp_path))
+    write_pair(tmp_path, "renewed", key_type="ec", days=30, starts_in=1.5 / 86400)
+    assert not tls.reload_if_changed()
+    assert served_name(tls.context, client()) == "good"
+    time.sleep(1.6)
+    assert tls.reload_if_changed()  # the same files, now valid
+    assert served_name(tls.context, client()) == "renewed"
+    assert not tls.reload_if_changed()  # and no more tries
 
 
 def test_a_private_key_others_may_read_is_said_once(
