@@ -13,7 +13,7 @@ from app.authz.files import load_policy
 from app.authz.webhook import AuthzWebhook
 from app.errors import ConfigError
 from app.etcd.failure_store import EtcdFailureStore
-from app.etcd.handshake import TlsFiles, unreadable_tls_file
+from app.etcd.handshake import TlsFiles, tls_file_problem
 from app.etcd.refresh_store import EtcdRefreshStore
 from app.etcd.state import open_state_client, state_connection
 from app.reload import Reloadable
@@ -138,11 +138,9 @@ def etcd_tls_error(settings: Settings) -> ConfigError | None:
     if settings.etcd is not None:
         clients.append(("etcd.", settings.etcd))
     for prefix, tls in clients:
-        problem = unreadable_tls_file(tls)
-        if problem is not None:  # "ca_cert /etc/etcd/ca.pem: No such file or directory"
-            # A pair that does not load names both files; its key is the one at fault.
-            setting = "client_key" if "as a pair" in problem else problem.split()[0]
-            return ConfigError(f"{prefix}{setting}", problem.split(" ", 1)[1])
+        problem = tls_file_problem(tls)
+        if problem is not None:
+            return ConfigError(f"{prefix}{problem.setting}", problem.detail)
     return None
 
 
